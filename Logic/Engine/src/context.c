@@ -1,0 +1,104 @@
+/* context.c - contexts, error messages, aligned allocation and status names. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+const char *cs_status_string(cs_status status)
+{
+    switch (status) {
+    case CS_OK: return "ok";
+    case CS_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case CS_ERR_OUT_OF_MEMORY: return "out of memory";
+    case CS_ERR_IO: return "input/output error";
+    case CS_ERR_FORMAT: return "bad file format";
+    case CS_ERR_NUMERIC: return "non-finite number";
+    case CS_ERR_CANCELLED: return "cancelled";
+    case CS_ERR_UNSUPPORTED: return "unsupported";
+    case CS_ERR_RESOURCE_LIMIT: return "resource limit exceeded";
+    }
+    return "unknown status";
+}
+
+cs_status cs_context_init(cs_context_t *out)
+{
+    if (!out) return CS_ERR_INVALID_ARGUMENT;
+    *out = (cs_context_t)calloc(1, sizeof(struct cs_context));
+    return *out ? CS_OK : CS_ERR_OUT_OF_MEMORY;
+}
+
+void cs_context_free(cs_context_t ctx) { free(ctx); }
+
+void cs_context_set_threads(cs_context_t ctx, int32_t threads)
+{
+    if (ctx) ctx->threads = threads < 0 ? 0 : threads;
+}
+
+int32_t cs_context_get_threads(const cs_context_t ctx) { return ctx ? ctx->threads : 0; }
+
+void cs_context_set_memory_limit(cs_context_t ctx, uint64_t bytes)
+{
+    if (ctx) ctx->memory_limit = bytes;
+}
+
+uint64_t cs_context_get_memory_limit(const cs_context_t ctx) { return ctx ? ctx->memory_limit : 0; }
+
+const char *cs_context_last_error(const cs_context_t ctx) { return ctx ? ctx->last_error : ""; }
+
+void cs_context_clear_error(cs_context_t ctx)
+{
+    if (ctx) ctx->last_error[0] = '\0';
+}
+
+cs_status cs_fail(cs_context_t ctx, cs_status status, const char *format, ...)
+{
+    if (ctx) {
+        va_list args;
+        va_start(args, format);
+        vsnprintf(ctx->last_error, sizeof ctx->last_error, format, args);
+        va_end(args);
+    }
+    return status;
+}
+
+int cs_threads(const cs_context_t ctx)
+{
+#ifdef _OPENMP
+    if (ctx && ctx->threads > 0) return ctx->threads;
+    return omp_get_max_threads();
+#else
+    (void)ctx;
+    return 1;
+#endif
+}
+
+/* A header before each block keeps the pointer malloc returned, so cs_free needs no size. */
+#define CS_ALIGN 64
+
+void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
+{
+    if (bytes > SIZE_MAX - 2 * CS_ALIGN) {
+        cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
+        return NULL;
+    }
+    unsigned char *raw = (unsigned char *)malloc(bytes + 2 * CS_ALIGN);
+    if (!raw) {
+        cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
+        return NULL;
+    }
+    uintptr_t aligned = ((uintptr_t)raw + 2 * CS_ALIGN - 1) & ~(uintptr_t)(CS_ALIGN - 1);
+    if (aligned - (uintptr_t)raw < sizeof(void *)) aligned += CS_ALIGN;
+    ((void **)aligned)[-1] = raw;
+    memset((void *)aligned, 0, bytes);
+    return (void *)aligned;
+}
+
+void cs_free(void *p)
+{
+    if (p) free(((void **)p)[-1]);
+}

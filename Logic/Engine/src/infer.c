@@ -1,0 +1,2 @@
+/* infer.c - (being written) */
+#include "internal.h"

@@ -1,0 +1,95 @@
+/* internal.h - what the engine's source files share and the public header hides. */
+#ifndef COMBOSEG_INTERNAL_H
+#define COMBOSEG_INTERNAL_H
+
+#include "comboseg/comboseg.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CS_ERROR_MAX 1024
+
+struct cs_context {
+    int32_t threads;        /* 0: OpenMP default */
+    uint64_t memory_limit;  /* bytes, 0: none */
+    char last_error[CS_ERROR_MAX];
+};
+
+/* Records a printf-style message in ctx (which may be NULL) and returns status, so that
+ * failures read `return cs_fail(ctx, CS_ERR_IO, "cannot open '%s'", path);`. */
+cs_status cs_fail(cs_context_t ctx, cs_status status, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Allocation through the context: on failure records "out of memory (N bytes for what)" and
+ * returns NULL. Memory is 64-byte aligned (for AVX-512) and zeroed; free with cs_free. */
+void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what);
+void cs_free(void *p);
+
+/* The OpenMP thread count for a context (resolves 0 to the runtime's default; 1 without OpenMP). */
+int cs_threads(const cs_context_t ctx);
+
+/* One named tensor of the model's parameters, carved out of the single parameter allocation. */
+typedef struct cs_param_tensor {
+    char name[64];       /* e.g. "enc0.conv1.weight" */
+    int32_t ndim;
+    int64_t shape[5];
+    int64_t offset;      /* in floats, into cs_model.params */
+    int64_t count;       /* product of shape */
+} cs_param_tensor;
+
+#define CS_MAX_PARAM_TENSORS 256
+
+struct cs_model {
+    cs_model_info info;
+    float *params;           /* all weights, one allocation */
+    int64_t num_params;
+    cs_param_tensor tensors[CS_MAX_PARAM_TENSORS];
+    int32_t num_tensors;
+};
+
+/* Builds the tensor table of a U-Net configuration (names, shapes, offsets) without allocating
+ * weights; fills model->tensors, num_tensors and num_params. (net.c) */
+cs_status cs_net_layout(cs_context_t ctx, struct cs_model *model);
+/* He initialisation of every weight from a seed; biases and norm shifts 0, norm scales 1. */
+void cs_net_init_weights(struct cs_model *model, uint64_t seed);
+
+/* Activations (and, for training, their gradients) of one batch size and patch size. Holds no
+ * weights, so several workspaces may run one model at once. (net.c) */
+typedef struct cs_workspace cs_workspace;
+cs_status cs_workspace_create(cs_context_t ctx, const struct cs_model *model, int32_t batch,
+                              const int64_t size[3], int with_gradients, cs_workspace **out);
+void cs_workspace_free(cs_workspace *ws);
+/* Bytes a workspace of this shape would take (for memory estimates). */
+uint64_t cs_workspace_bytes(const struct cs_model *model, int32_t batch, const int64_t size[3],
+                            int with_gradients);
+
+/* Forward pass: input (B, C, nz, ny, nx); returns the logits (B, K, nz, ny, nx) inside ws. */
+cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
+                         const float *input, const float **logits);
+/* Backward pass after cs_net_forward on the same ws: accumulates dL/dparams into grad_params
+ * (num_params floats, laid out like model->params). grad_logits is (B, K, nz, ny, nx). */
+cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
+                          const float *grad_logits, float *grad_params);
+
+/* Safetensors reading and writing of a named tensor list plus JSON metadata (model_io.c);
+ * used for model files and trainer checkpoints. */
+typedef struct cs_named_buffer {
+    const char *name;
+    int32_t ndim;
+    const int64_t *shape;
+    const float *data;
+} cs_named_buffer;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COMBOSEG_INTERNAL_H */

@@ -1,0 +1,2 @@
+/* kernels_fast.c - (being written) */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* kernels_ref.c - (being written) */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* model_io.c - (being written) */
+#include "internal.h"

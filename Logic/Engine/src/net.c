@@ -1,0 +1,2 @@
+/* net.c - (being written) */
+#include "internal.h"

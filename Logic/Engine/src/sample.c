@@ -1,0 +1,2 @@
+/* sample.c - (being written) */
+#include "internal.h"
