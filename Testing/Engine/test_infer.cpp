@@ -1,0 +1,2 @@
+// test_infer.cpp - (being written)
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_kernels.cpp - (being written)
+#include <gtest/gtest.h>

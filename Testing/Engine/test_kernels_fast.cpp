@@ -1,0 +1,2 @@
+// test_kernels_fast.cpp - (being written)
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_loss.cpp - (being written)
+#include <gtest/gtest.h>

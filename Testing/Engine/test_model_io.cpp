@@ -1,0 +1,2 @@
+// test_model_io.cpp - (being written)
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_net.cpp - (being written)
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_optim.cpp - (being written)
+#include <gtest/gtest.h>

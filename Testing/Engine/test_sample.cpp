@@ -1,0 +1,2 @@
+// test_sample.cpp - (being written)
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_train.cpp - (being written)
+#include <gtest/gtest.h>
