@@ -1,2 +1,645 @@
-// test_loss.cpp - (being written)
+// test_loss.cpp - the losses: PyTorch golden values, finite differences, the meaning of beta,
+// argument checks, determinism and hard Dice.
 #include <gtest/gtest.h>
+
+#include "comboseg/comboseg.h"
+
+#include "../Reference/cs_golden.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+// Present when the engine links OpenMP; a weak reference keeps the test linkable without it.
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
+
+namespace
+{
+
+const char *kGoldenPath = COMBOSEG_SOURCE_DIR "/Testing/Data/loss_golden.bin";
+
+const GoldenFile &Golden()
+{
+  static GoldenFile file;
+  static bool loaded = false;
+  if (!loaded) {
+    std::string error;
+    if (!file.Load(kGoldenPath, &error)) throw std::runtime_error(error);
+    loaded = true;
+  }
+  return file;
+}
+
+std::string Sci(double x)
+{
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.3g", x);
+  return buffer;
+}
+
+double MaxAbs(const std::vector<float> &v)
+{
+  double m = 0.0;
+  for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+  return m;
+}
+
+// Random logits (B, K, N) and labels (B, N) with a big background and small classes.
+struct Case
+{
+  int64_t batch, n;
+  int32_t k;
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+};
+
+Case MakeCase(int64_t batch, int64_t n, int32_t k, uint64_t seed, float scale = 1.5f)
+{
+  Case c{batch, n, k, {}, {}};
+  cs_rng rng;
+  cs_rng_seed(&rng, seed);
+  c.logits.resize(static_cast<size_t>(batch * k * n));
+  c.labels.resize(static_cast<size_t>(batch * n));
+  for (auto &z : c.logits) z = scale * cs_rng_normal(&rng);
+  for (auto &y : c.labels) {
+    float u = cs_rng_uniform(&rng);
+    y = u < 0.6f ? 0 : static_cast<int32_t>(1 + cs_rng_below(&rng, k - 1));
+  }
+  return c;
+}
+
+cs_status RunLoss(const cs_loss_options &o, const Case &c, float *loss, std::vector<float> *grad)
+{
+  if (grad) grad->assign(c.logits.size(), 0.0f);
+  return cs_loss(&o, c.logits.data(), c.labels.data(), c.batch, c.n, c.k, loss,
+                 grad ? grad->data() : nullptr);
+}
+
+// Central differences of the float implementation, with the step actually taken in float.
+void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, const char *what)
+{
+  float loss = 0.0f;
+  std::vector<float> grad;
+  ASSERT_EQ(RunLoss(o, c, &loss, &grad), CS_OK) << what;
+  ASSERT_TRUE(std::isfinite(loss)) << what;
+  const double gmax = MaxAbs(grad);
+  ASSERT_GT(gmax, 0.0) << what;
+  double worst = 0.0;
+  for (size_t j = 0; j < c.logits.size(); j++) {
+    const float z = c.logits[j];
+    const float zp = z + 1e-2f, zm = z - 1e-2f;
+    float lp = 0.0f, lm = 0.0f;
+    c.logits[j] = zp;
+    ASSERT_EQ(RunLoss(o, c, &lp, nullptr), CS_OK);
+    c.logits[j] = zm;
+    ASSERT_EQ(RunLoss(o, c, &lm, nullptr), CS_OK);
+    c.logits[j] = z;
+    const double fd = (static_cast<double>(lp) - lm) / (static_cast<double>(zp) - zm);
+    const double err = std::fabs(fd - grad[j]);
+    worst = std::max(worst, err / gmax);
+    EXPECT_LE(err, 2e-3 * gmax + 1e-2 * std::fabs(fd)) << what << " element " << j
+                                                         << " fd " << fd << " grad " << grad[j];
+  }
+  ::testing::Test::RecordProperty(std::string("fd_worst_") + what, Sci(worst));
+}
+
+} // namespace
+
+TEST(LossOptions, DefaultsAndNames)
+{
+  cs_loss_options o = cs_loss_options_default();
+  EXPECT_EQ(o.kind, CS_LOSS_COMBO);
+  EXPECT_FLOAT_EQ(o.alpha, 0.5f);
+  EXPECT_FLOAT_EQ(o.beta, 0.5f);
+  EXPECT_FLOAT_EQ(o.tversky_alpha, 0.3f);
+  EXPECT_FLOAT_EQ(o.tversky_beta, 0.7f);
+  EXPECT_EQ(o.dice_include_background, 0);
+  EXPECT_EQ(o.batch_dice, 0);
+  EXPECT_EQ(o.class_weights, nullptr);
+
+  const cs_loss_kind kinds[] = {CS_LOSS_COMBO,  CS_LOSS_CROSS_ENTROPY, CS_LOSS_WEIGHTED_CROSS_ENTROPY,
+                                CS_LOSS_DICE,   CS_LOSS_FOCAL,         CS_LOSS_TVERSKY,
+                                CS_LOSS_FOCAL_TVERSKY};
+  for (cs_loss_kind k : kinds) {
+    cs_loss_kind back = CS_LOSS_COMBO;
+    ASSERT_EQ(cs_loss_kind_from_name(cs_loss_kind_name(k), &back), CS_OK) << cs_loss_kind_name(k);
+    EXPECT_EQ(back, k);
+  }
+  EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO), "combo");
+  EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_FOCAL_TVERSKY), "focal_tversky");
+  cs_loss_kind k = CS_LOSS_COMBO;
+  EXPECT_EQ(cs_loss_kind_from_name("Focal-Tversky", &k), CS_OK);
+  EXPECT_EQ(k, CS_LOSS_FOCAL_TVERSKY);
+  EXPECT_EQ(cs_loss_kind_from_name("diceloss", &k), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_loss_kind_from_name("", &k), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_loss_kind_from_name(nullptr, &k), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_STREQ(cs_loss_kind_name(static_cast<cs_loss_kind>(99)), "unknown");
+}
+
+// The Combo loss against PyTorch (float64 autograd of the DESIGN.md formula), K = 2..14.
+TEST(ComboLoss, MatchesPyTorchGolden)
+{
+  const GoldenFile &g = Golden();
+  const int64_t n = static_cast<int64_t>(g.Get("combo/n")[0]);
+  const std::vector<double> ab = g.Get("combo/alphabeta");
+  int checked = 0;
+  double worst_loss = 0.0, worst_grad = 0.0;
+  for (int32_t k = 2; k <= 14; k++) {
+    const std::string base = "combo/K" + std::to_string(k);
+    const std::vector<float> logits = g.GetFloat(base + "/logits");
+    const std::vector<int32_t> labels = g.GetInt(base + "/labels");
+    ASSERT_EQ(logits.size(), static_cast<size_t>(n * k));
+    for (size_t j = 0; j < ab.size() / 2; j++) {
+      const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
+      const std::string name = base + "/" + std::to_string(j);
+      const double want = g.Get(name + "/loss")[0];
+      const std::vector<float> want_grad = g.GetFloat(name + "/grad");
+      float loss = 0.0f;
+      std::vector<float> grad(logits.size());
+      ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, &loss, grad.data()),
+                CS_OK);
+      EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << name;
+      const double gmax = MaxAbs(want_grad);
+      for (size_t i = 0; i < grad.size(); i++)
+        ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax)
+            << name << " element " << i;
+      worst_loss = std::max(worst_loss, std::fabs(loss - want) / std::fabs(want));
+      for (size_t i = 0; i < grad.size(); i++)
+        worst_grad = std::max(worst_grad, std::fabs(grad[i] - want_grad[i]) / gmax);
+      // the loss alone (grad NULL) is the same number
+      float loss_only = 0.0f;
+      ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, &loss_only, nullptr),
+                CS_OK);
+      EXPECT_EQ(loss_only, loss);
+      checked++;
+    }
+  }
+  EXPECT_EQ(checked, 13 * 5);
+  RecordProperty("worst_loss_relative_error", Sci(worst_loss));
+  RecordProperty("worst_grad_error_over_max", Sci(worst_grad));
+}
+
+// Through cs_loss with batch 1 and default options, Combo is exactly cs_combo_loss.
+TEST(ComboLoss, GeneralEntryPointAgrees)
+{
+  Case c = MakeCase(1, 300, 5, 11);
+  float a = 0.0f, b = 0.0f;
+  std::vector<float> ga(c.logits.size()), gb(c.logits.size());
+  ASSERT_EQ(cs_combo_loss(c.logits.data(), c.labels.data(), c.n, c.k, 0.5f, 0.5f, &a, ga.data()),
+            CS_OK);
+  cs_loss_options o = cs_loss_options_default();
+  ASSERT_EQ(RunLoss(o, c, &b, &gb), CS_OK);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(ga, gb);
+}
+
+// Where the clip is active on every class of a voxel, the cross-entropy sends it no gradient.
+TEST(ComboLoss, NoGradientWhereClipActive)
+{
+  const int64_t n = 6;
+  const int32_t k = 3;
+  std::vector<float> logits(k * n, 0.0f);
+  std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
+  logits[1 * n + 0] = 30.0f; // voxel 0: p1 ~ 1, p0 and p2 ~ 1e-13: all clipped
+  logits[0 * n + 1] = 0.5f;  // voxel 1: ordinary
+  float loss = 0.0f;
+  std::vector<float> grad(logits.size());
+  ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, 1.0f, 0.5f, &loss, grad.data()),
+            CS_OK);
+  for (int32_t c = 0; c < k; c++) {
+    EXPECT_EQ(grad[c * n + 0], 0.0f) << "class " << c;
+    EXPECT_NE(grad[c * n + 1], 0.0f) << "class " << c;
+  }
+  // the loss still counts the clipped terms: -beta ln(1e-7) / (N K) at least
+  EXPECT_GT(loss, 0.5 * -std::log(1e-7) / (n * k));
+}
+
+// Every kind and option against PyTorch on batches of two items.
+TEST(Losses, MatchPyTorchGolden)
+{
+  const GoldenFile &g = Golden();
+  const std::vector<double> shape = g.Get("other/shape");
+  const int64_t batch = static_cast<int64_t>(shape[0]), n = static_cast<int64_t>(shape[1]);
+  const int cases = static_cast<int>(shape[3]);
+  int checked = 0;
+  for (double kd : g.Get("other/ks")) {
+    const int32_t k = static_cast<int32_t>(kd);
+    const std::string base = "other/K" + std::to_string(k);
+    const std::vector<float> logits = g.GetFloat(base + "/logits");
+    const std::vector<int32_t> labels = g.GetInt(base + "/labels");
+    for (int j = 0; j < cases; j++) {
+      const std::string name = base + "/" + std::to_string(j);
+      const std::vector<double> opt = g.Get(name + "/options");
+      cs_loss_options o = cs_loss_options_default();
+      o.kind = static_cast<cs_loss_kind>(static_cast<int>(opt[0]));
+      o.alpha = static_cast<float>(opt[1]);
+      o.beta = static_cast<float>(opt[2]);
+      o.gamma = static_cast<float>(opt[3]);
+      o.tversky_alpha = static_cast<float>(opt[4]);
+      o.tversky_beta = static_cast<float>(opt[5]);
+      o.dice_include_background = static_cast<int32_t>(opt[6]);
+      o.batch_dice = static_cast<int32_t>(opt[7]);
+      std::vector<float> weights;
+      if (opt[8] != 0.0) {
+        weights = g.GetFloat(name + "/weights");
+        o.class_weights = weights.data();
+      }
+      const double want = g.Get(name + "/loss")[0];
+      const std::vector<float> want_grad = g.GetFloat(name + "/grad");
+      float loss = 0.0f;
+      std::vector<float> grad(logits.size());
+      ASSERT_EQ(cs_loss(&o, logits.data(), labels.data(), batch, n, k, &loss, grad.data()), CS_OK)
+          << name;
+      const std::string what = name + " (" + cs_loss_kind_name(o.kind) + ")";
+      EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << what;
+      const double gmax = MaxAbs(want_grad);
+      for (size_t i = 0; i < grad.size(); i++)
+        ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax)
+            << what << " element " << i;
+      checked++;
+    }
+  }
+  EXPECT_EQ(checked, 2 * cases);
+}
+
+// Finite differences of every kind with every Dice option, on a small batch.
+struct FdParam
+{
+  cs_loss_kind kind;
+  int include_background, batch_dice;
+  float gamma;
+  bool weights;
+};
+
+void PrintTo(const FdParam &p, std::ostream *os)
+{
+  *os << cs_loss_kind_name(p.kind) << " background " << p.include_background << " batch_dice "
+      << p.batch_dice << " gamma " << p.gamma << " weights " << p.weights;
+}
+
+class LossFiniteDifferences : public ::testing::TestWithParam<FdParam>
+{
+};
+
+TEST_P(LossFiniteDifferences, GradientMatches)
+{
+  const FdParam p = GetParam();
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = p.kind;
+  o.alpha = 0.4f;
+  o.beta = 0.65f;
+  o.gamma = p.gamma;
+  o.tversky_alpha = 0.25f;
+  o.tversky_beta = 0.8f;
+  o.dice_include_background = p.include_background;
+  o.batch_dice = p.batch_dice;
+  const float weights[4] = {0.3f, 1.0f, 2.5f, 0.0f};
+  if (p.weights) o.class_weights = weights;
+  Case c = MakeCase(2, 20, 4, 1234 + static_cast<uint64_t>(p.kind));
+  ExpectGradientMatchesFiniteDifferences(o, c, cs_loss_kind_name(p.kind));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllKinds, LossFiniteDifferences,
+    ::testing::Values(FdParam{CS_LOSS_COMBO, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO, 1, 0, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO, 0, 1, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true},
+                      FdParam{CS_LOSS_DICE, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_DICE, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_FOCAL, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_FOCAL, 0, 0, 0.5f, false},
+                      FdParam{CS_LOSS_TVERSKY, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_TVERSKY, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_FOCAL_TVERSKY, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_FOCAL_TVERSKY, 1, 1, 1.5f, false}),
+    [](const ::testing::TestParamInfo<FdParam> &info) {
+      std::string name = cs_loss_kind_name(info.param.kind);
+      if (info.param.include_background) name += "_background";
+      if (info.param.batch_dice) name += "_batchdice";
+      if (info.param.gamma != 0.0f) name += "_gamma" + std::to_string(int(info.param.gamma * 10));
+      if (info.param.weights) name += "_weights";
+      return name;
+    });
+
+// Known values: CE of uniform logits is ln K; Dice of a perfect hard prediction is close to 0.
+TEST(Losses, KnownValues)
+{
+  Case c = MakeCase(2, 50, 4, 3);
+  std::fill(c.logits.begin(), c.logits.end(), 0.25f);
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_CROSS_ENTROPY;
+  float loss = 0.0f;
+  ASSERT_EQ(RunLoss(o, c, &loss, nullptr), CS_OK);
+  EXPECT_NEAR(loss, std::log(4.0), 1e-6);
+  o.kind = CS_LOSS_FOCAL; // gamma 2: (3/4)^2 ln 4
+  ASSERT_EQ(RunLoss(o, c, &loss, nullptr), CS_OK);
+  EXPECT_NEAR(loss, 0.5625 * std::log(4.0), 1e-6);
+
+  // confident, correct logits
+  for (int64_t b = 0; b < c.batch; b++)
+    for (int64_t i = 0; i < c.n; i++)
+      for (int32_t k = 0; k < c.k; k++)
+        c.logits[(b * c.k + k) * c.n + i] = c.labels[b * c.n + i] == k ? 40.0f : 0.0f;
+  const cs_loss_kind zero_kinds[] = {CS_LOSS_DICE, CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY,
+                                     CS_LOSS_CROSS_ENTROPY, CS_LOSS_FOCAL};
+  for (cs_loss_kind kind : zero_kinds) {
+    o.kind = kind;
+    std::vector<float> grad;
+    ASSERT_EQ(RunLoss(o, c, &loss, &grad), CS_OK);
+    EXPECT_NEAR(loss, 0.0, 1e-6) << cs_loss_kind_name(kind);
+    for (float x : grad) ASSERT_TRUE(std::isfinite(x)) << cs_loss_kind_name(kind);
+  }
+  // Combo with alpha 0 is minus the mean Dice: -1 for a perfect prediction
+  o = cs_loss_options_default();
+  o.alpha = 0.0f;
+  ASSERT_EQ(RunLoss(o, c, &loss, nullptr), CS_OK);
+  EXPECT_NEAR(loss, -1.0, 1e-6);
+}
+
+// Weighted CE with all weights equal is plain CE; inverse-frequency weights follow the
+// documented formula w_k = B N / (K c_k).
+TEST(Losses, WeightedCrossEntropyWeights)
+{
+  Case c = MakeCase(2, 64, 3, 5);
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_CROSS_ENTROPY;
+  float ce = 0.0f, wce = 0.0f, inv = 0.0f, manual = 0.0f;
+  std::vector<float> g_ce, g_wce;
+  ASSERT_EQ(RunLoss(o, c, &ce, &g_ce), CS_OK);
+  const float ones[3] = {2.0f, 2.0f, 2.0f};
+  o.kind = CS_LOSS_WEIGHTED_CROSS_ENTROPY;
+  o.class_weights = ones;
+  ASSERT_EQ(RunLoss(o, c, &wce, &g_wce), CS_OK);
+  EXPECT_NEAR(wce, ce, 1e-6 * ce);
+  for (size_t i = 0; i < g_ce.size(); i++) EXPECT_NEAR(g_wce[i], g_ce[i], 1e-7);
+
+  int64_t counts[3] = {0, 0, 0};
+  for (int32_t y : c.labels) counts[y]++;
+  float w[3];
+  for (int k = 0; k < 3; k++) w[k] = static_cast<float>(2.0 * 64 / (3.0 * counts[k]));
+  o.class_weights = nullptr;
+  ASSERT_EQ(RunLoss(o, c, &inv, nullptr), CS_OK);
+  o.class_weights = w;
+  ASSERT_EQ(RunLoss(o, c, &manual, nullptr), CS_OK);
+  EXPECT_NEAR(inv, manual, 1e-6 * manual);
+}
+
+// "The meaning of beta". Fixed prediction, K = 4: background right, a small organ (class 1)
+// partly missed (FN voxels: true class given little probability, the rest spread) or
+// background voxels confidently called class 1 (FP voxels).
+namespace
+{
+struct BetaScene
+{
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+  std::vector<int64_t> fn, fp;
+  int64_t n = 40;
+  int32_t k = 4;
+};
+
+BetaScene MakeBetaScene()
+{
+  BetaScene s;
+  s.logits.assign(s.k * s.n, 0.0f);
+  s.labels.assign(s.n, 0);
+  auto set_p = [&](int64_t i, std::initializer_list<double> p) {
+    int c = 0;
+    for (double v : p) s.logits[c++ * s.n + i] = static_cast<float>(std::log(v));
+  };
+  for (int64_t i = 0; i < s.n; i++) set_p(i, {0.97, 0.01, 0.01, 0.01});
+  for (int64_t i = 0; i < 8; i++) { // the organ: 4 found, 4 missed
+    s.labels[i] = 1;
+    if (i < 4) {
+      set_p(i, {0.04, 0.9, 0.03, 0.03});
+    } else {
+      set_p(i, {0.55, 0.05, 0.2, 0.2});
+      s.fn.push_back(i);
+    }
+  }
+  for (int64_t i = 20; i < 24; i++) { // background called organ
+    set_p(i, {0.05, 0.9, 0.025, 0.025});
+    s.fp.push_back(i);
+  }
+  return s;
+}
+
+double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &voxels, int64_t n,
+                  int32_t k)
+{
+  double s = 0.0;
+  for (int64_t i : voxels)
+    for (int32_t c = 0; c < k; c++) s += static_cast<double>(grad[c * n + i]) * grad[c * n + i];
+  return std::sqrt(s);
+}
+} // namespace
+
+TEST(ComboLoss, BetaAboveHalfPenalisesFalseNegatives)
+{
+  BetaScene s = MakeBetaScene();
+  // alpha 1 isolates the cross-entropy, where beta acts; 0.5 is the default mix with Dice
+  for (float alpha : {1.0f, 0.5f}) {
+    float l_hi = 0.0f, l_lo = 0.0f;
+    std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
+    ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.7f, &l_hi,
+                            g_hi.data()), CS_OK);
+    ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.3f, &l_lo,
+                            g_lo.data()), CS_OK);
+    EXPECT_GT(l_hi, l_lo + 0.01f) << alpha;
+    const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k);
+    const double fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
+    EXPECT_GT(fn_hi, (alpha == 1.0f ? 1.5 : 1.03) * fn_lo) << alpha;
+    // the push to raise the missed class's logit is stronger with beta 0.7
+    for (int64_t i : s.fn) EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << alpha;
+  }
+}
+
+// With softmax probabilities the true-class term -ln p_y is never below the sum of the other
+// classes' terms -ln(1 - p_j) (prod (1 - p_j) >= 1 - sum p_j = p_y), so the cross-entropy never
+// decreases with beta, on any voxel. What beta < 0.5 does for false positives is shift the
+// emphasis of the cross-entropy (alpha 1; the Dice term ignores beta): the FP voxels' share of
+// the gradient grows relative to the missed voxels.
+TEST(ComboLoss, BetaBelowHalfShiftsEmphasisToFalsePositives)
+{
+  BetaScene s = MakeBetaScene();
+  float l_hi = 0.0f, l_lo = 0.0f;
+  std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
+  ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, 1.0f, 0.7f, &l_hi,
+                          g_hi.data()), CS_OK);
+  ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, 1.0f, 0.3f, &l_lo,
+                          g_lo.data()), CS_OK);
+  const double ratio_lo = GradNormOn(g_lo, s.fp, s.n, s.k) / GradNormOn(g_lo, s.fn, s.n, s.k);
+  const double ratio_hi = GradNormOn(g_hi, s.fp, s.n, s.k) / GradNormOn(g_hi, s.fn, s.n, s.k);
+  EXPECT_GT(ratio_lo, 1.3 * ratio_hi);
+  EXPECT_GE(l_hi, l_lo); // the monotonicity explained above
+
+  // With K = 2 the cross-entropy does not depend on beta at all.
+  std::vector<float> z2(2 * s.n);
+  std::vector<int32_t> y2(s.labels);
+  for (int64_t i = 0; i < s.n; i++) {
+    z2[i] = s.logits[i];
+    z2[s.n + i] = s.logits[s.n + i];
+    y2[i] = y2[i] ? 1 : 0;
+  }
+  float a = 0.0f, b = 0.0f;
+  ASSERT_EQ(cs_combo_loss(z2.data(), y2.data(), s.n, 2, 1.0f, 0.7f, &a, nullptr), CS_OK);
+  ASSERT_EQ(cs_combo_loss(z2.data(), y2.data(), s.n, 2, 1.0f, 0.3f, &b, nullptr), CS_OK);
+  EXPECT_NEAR(a, b, 1e-6 * a);
+}
+
+TEST(Losses, RejectsBadArguments)
+{
+  Case c = MakeCase(1, 10, 3, 9);
+  float loss = 0.0f;
+  std::vector<float> grad(c.logits.size());
+  const float *z = c.logits.data();
+  const int32_t *y = c.labels.data();
+  EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 0.5f, 0.5f, &loss, grad.data()), CS_OK);
+  EXPECT_EQ(cs_combo_loss(nullptr, y, 10, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, nullptr, 10, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 0.5f, 0.5f, nullptr, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, 10, 1, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, 0, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, -5, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, 10, CS_MAX_CLASSES + 1, 0.5f, 0.5f, &loss, nullptr),
+            CS_ERR_INVALID_ARGUMENT);
+  const float bad_values[] = {-0.01f, 1.01f, NAN, INFINITY};
+  for (float v : bad_values) {
+    EXPECT_EQ(cs_combo_loss(z, y, 10, 3, v, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT) << v;
+    EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 0.5f, v, &loss, nullptr), CS_ERR_INVALID_ARGUMENT) << v;
+  }
+  EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 0.0f, 1.0f, &loss, nullptr), CS_OK);
+  EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 1.0f, 0.0f, &loss, nullptr), CS_OK);
+
+  // labels out of [0, K)
+  for (int32_t bad : {-1, 3, 1000}) {
+    std::vector<int32_t> labels(c.labels);
+    labels[7] = bad;
+    loss = 123.0f;
+    EXPECT_EQ(cs_combo_loss(z, labels.data(), 10, 3, 0.5f, 0.5f, &loss, grad.data()),
+              CS_ERR_INVALID_ARGUMENT) << bad;
+    cs_loss_options o = cs_loss_options_default();
+    o.kind = CS_LOSS_FOCAL;
+    EXPECT_EQ(cs_loss(&o, z, labels.data(), 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  }
+
+  cs_loss_options o = cs_loss_options_default();
+  EXPECT_EQ(cs_loss(nullptr, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_loss(&o, z, y, 0, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  o.kind = static_cast<cs_loss_kind>(7);
+  EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  o = cs_loss_options_default();
+  o.tversky_alpha = 1.5f;
+  EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  o = cs_loss_options_default();
+  o.tversky_beta = -0.5f;
+  EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  o = cs_loss_options_default();
+  o.gamma = -1.0f;
+  EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+  o = cs_loss_options_default();
+  o.kind = CS_LOSS_WEIGHTED_CROSS_ENTROPY;
+  const float weights[3] = {1.0f, -2.0f, 1.0f};
+  o.class_weights = weights;
+  EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
+}
+
+// Many voxels (several chunks, threads at work): a voxel-mean loss of a tiled item equals the
+// item's, batch Dice over two copies equals Dice over their concatenation, and the thread count
+// does not change a bit.
+TEST(Losses, LargeInputsChunksAndThreads)
+{
+  const int32_t k = 5;
+  const int64_t n = 1000, reps = 37; // 37000 voxels: 10 chunks, parallel
+  Case small = MakeCase(1, n, k, 77);
+  Case big{1, n * reps, k, std::vector<float>(k * n * reps), std::vector<int32_t>(n * reps)};
+  for (int64_t r = 0; r < reps; r++)
+    for (int64_t i = 0; i < n; i++) {
+      big.labels[r * n + i] = small.labels[i];
+      for (int32_t c = 0; c < k; c++) big.logits[c * big.n + r * n + i] = small.logits[c * n + i];
+    }
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_FOCAL;
+  float ls = 0.0f, lb = 0.0f;
+  std::vector<float> gs, gb;
+  ASSERT_EQ(RunLoss(o, small, &ls, &gs), CS_OK);
+  ASSERT_EQ(RunLoss(o, big, &lb, &gb), CS_OK);
+  EXPECT_NEAR(lb, ls, 1e-6 * ls);
+  for (int64_t r : {int64_t(0), int64_t(17), reps - 1})
+    for (int32_t c = 0; c < k; c++)
+      for (int64_t i = 0; i < n; i += 97)
+        EXPECT_NEAR(gb[c * big.n + r * n + i] * reps, gs[c * n + i], 1e-6 * MaxAbs(gs));
+
+  // two copies of `big` with batch Dice == one item of twice the length
+  Case two{2, big.n, k, big.logits, big.labels};
+  two.logits.insert(two.logits.end(), big.logits.begin(), big.logits.end());
+  two.labels.insert(two.labels.end(), big.labels.begin(), big.labels.end());
+  Case cat{1, 2 * big.n, k, std::vector<float>(k * 2 * big.n), two.labels};
+  for (int32_t c = 0; c < k; c++)
+    for (int64_t h = 0; h < 2; h++)
+      std::copy(big.logits.begin() + c * big.n, big.logits.begin() + (c + 1) * big.n,
+                cat.logits.begin() + c * cat.n + h * big.n);
+  const cs_loss_kind region_kinds[] = {CS_LOSS_COMBO, CS_LOSS_DICE, CS_LOSS_TVERSKY,
+                                       CS_LOSS_FOCAL_TVERSKY};
+  for (cs_loss_kind kind : region_kinds) {
+    o = cs_loss_options_default();
+    o.kind = kind;
+    o.batch_dice = 1;
+    float l2 = 0.0f, lc = 0.0f;
+    std::vector<float> g2, gc;
+    ASSERT_EQ(RunLoss(o, two, &l2, &g2), CS_OK);
+    o.batch_dice = 0;
+    ASSERT_EQ(RunLoss(o, cat, &lc, &gc), CS_OK);
+    EXPECT_NEAR(l2, lc, 1e-6 * std::fabs(lc)) << cs_loss_kind_name(kind);
+    // item 1 of `two` is the second half of `cat`, with the same gradient
+    const double gmax = MaxAbs(gc);
+    for (int32_t c = 0; c < k; c++)
+      for (int64_t i = 0; i < big.n; i += 331)
+        EXPECT_NEAR(g2[(1 * k + c) * big.n + i], gc[c * cat.n + big.n + i], 1e-6 * gmax)
+            << cs_loss_kind_name(kind);
+  }
+
+  if (omp_set_num_threads) {
+    o = cs_loss_options_default();
+    o.kind = CS_LOSS_COMBO;
+    float l1 = 0.0f, l2 = 0.0f;
+    std::vector<float> g1, g2;
+    omp_set_num_threads(1);
+    ASSERT_EQ(RunLoss(o, two, &l1, &g1), CS_OK);
+    omp_set_num_threads(2);
+    ASSERT_EQ(RunLoss(o, two, &l2, &g2), CS_OK);
+    EXPECT_EQ(l1, l2);
+    EXPECT_EQ(g1, g2);
+  }
+}
+
+TEST(DicePerClass, HandComputed)
+{
+  // predicted and true maps over 10 voxels, K = 4
+  const int32_t pred[10] = {0, 0, 1, 1, 1, 2, 2, 0, 0, 0};
+  const int32_t truth[10] = {0, 0, 1, 1, 0, 0, 2, 2, 0, 0};
+  float dice[4];
+  cs_dice_per_class(pred, truth, 10, 4, dice);
+  EXPECT_FLOAT_EQ(dice[0], 2.0f * 4 / (5 + 6)); // both 0 at 0,1,8,9
+  EXPECT_FLOAT_EQ(dice[1], 2.0f * 2 / (3 + 2));
+  EXPECT_FLOAT_EQ(dice[2], 2.0f * 1 / (2 + 2));
+  EXPECT_TRUE(std::isnan(dice[3])); // in neither map
+
+  // present only in the prediction: 0; identical maps: 1
+  const int32_t only_pred[4] = {3, 0, 0, 0};
+  const int32_t zeros[4] = {0, 0, 0, 0};
+  cs_dice_per_class(only_pred, zeros, 4, 4, dice);
+  EXPECT_FLOAT_EQ(dice[3], 0.0f);
+  EXPECT_FLOAT_EQ(dice[0], 2.0f * 3 / 7);
+  EXPECT_TRUE(std::isnan(dice[1]));
+  cs_dice_per_class(only_pred, only_pred, 4, 4, dice);
+  EXPECT_FLOAT_EQ(dice[0], 1.0f);
+  EXPECT_FLOAT_EQ(dice[3], 1.0f);
+}

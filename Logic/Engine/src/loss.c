@@ -1,2 +1,444 @@
-/* loss.c - (being written) */
+/* loss.c - the Combo loss of DESIGN.md and the other segmentation losses, with exact gradients.
+ *
+ * Every loss is computed in two passes over the voxels:
+ *   1. softmax per voxel (in double) and per-chunk partial sums: the voxel-wise term and, per
+ *      class, sum_i -ln p_i,y (voxels of that class), sum_i p t (true positives), sum_i p and
+ *      sum_i t;
+ *   2. (when a gradient is asked for) softmax again, then dL/dlogits per voxel from the sums.
+ * Chunks have a fixed size and their partials are added in chunk order, so the result is the
+ * same bit for bit whatever the number of OpenMP threads.
+ *
+ * Loss of a batch (B items of N voxels, K classes):
+ * - voxel-wise terms (Combo's cross-entropy, cross-entropy, focal) are means over all B*N voxels
+ *   (Combo's over B*N*K terms), which equals the mean of the items' losses;
+ * - weighted cross-entropy is sum_i w_yi (-ln p_i,yi) / sum_i w_yi per item, then averaged over
+ *   the items. With class_weights NULL, w_k = B*N / (K * c_k) where c_k counts the voxels of
+ *   class k in the whole batch (classes absent from the batch get 0; they weigh no voxel);
+ * - Dice-type terms (Combo's Dice, Dice, Tversky, focal Tversky) average classes 1..K-1 (or
+ *   0..K-1 with dice_include_background), per item then averaged over items, or once over sums
+ *   taken across the whole batch with batch_dice. Smoothing 1 in numerator and denominator.
+ */
 #include "internal.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (DESIGN.md) */
+#define CS_LOSS_SMOOTH 1.0    /* Dice and Tversky smoothing */
+#define CS_LOSS_CHUNK 4096    /* voxels per partial sum; fixed so sums ignore the thread count */
+#define CS_LOSS_PARALLEL_MIN 32768 /* below this many voxels threads cost more than they save */
+
+/* Per-chunk, per-item and per-group statistics: [vsum, ce[K], tp[K], sp[K], st[K]]. */
+#define ST_VSUM 0
+#define ST_CE(k, c) (1 + (c))
+#define ST_TP(k, c) (1 + (k) + (c))
+#define ST_SP(k, c) (1 + 2 * (k) + (c))
+#define ST_ST(k, c) (1 + 3 * (k) + (c))
+#define ST_SIZE(k) (1 + 4 * (size_t)(k))
+
+static const char *const loss_names[] = {
+    "combo", "cross_entropy", "weighted_cross_entropy", "dice", "focal", "tversky",
+    "focal_tversky"};
+#define NUM_LOSS_KINDS ((int)(sizeof loss_names / sizeof loss_names[0]))
+
+cs_loss_options cs_loss_options_default(void)
+{
+    cs_loss_options o;
+    memset(&o, 0, sizeof o);
+    o.kind = CS_LOSS_COMBO;
+    o.alpha = 0.5f;
+    o.beta = 0.5f;
+    o.gamma = 0.0f; /* the kind's default: 2 (focal), 0.75 (focal Tversky) */
+    o.tversky_alpha = 0.3f;
+    o.tversky_beta = 0.7f;
+    o.dice_include_background = 0;
+    o.batch_dice = 0;
+    o.class_weights = NULL;
+    return o;
+}
+
+const char *cs_loss_kind_name(cs_loss_kind kind)
+{
+    if ((int)kind < 0 || (int)kind >= NUM_LOSS_KINDS) return "unknown";
+    return loss_names[kind];
+}
+
+/* Case-insensitive, '-' and ' ' read as '_': "Focal-Tversky" names CS_LOSS_FOCAL_TVERSKY. */
+cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind)
+{
+    if (!name || !kind) return CS_ERR_INVALID_ARGUMENT;
+    for (int i = 0; i < NUM_LOSS_KINDS; i++) {
+        const char *a = name, *b = loss_names[i];
+        for (; *a && *b; a++, b++) {
+            char c = (*a == '-' || *a == ' ') ? '_' : (char)tolower((unsigned char)*a);
+            if (c != *b) break;
+        }
+        if (!*a && !*b) {
+            *kind = (cs_loss_kind)i;
+            return CS_OK;
+        }
+    }
+    return CS_ERR_INVALID_ARGUMENT;
+}
+
+static int in_unit_interval(float x) { return x >= 0.0f && x <= 1.0f; } /* false for NaN */
+
+/* What one call computes, resolved from the options. */
+typedef struct loss_plan {
+    cs_loss_kind kind;
+    int64_t batch, n;
+    int32_t k;
+    int32_t first_class;  /* of Dice-type means: 0 or 1 */
+    int batch_dice;
+    double alpha, beta;   /* Combo */
+    double gamma;         /* focal, focal Tversky (default resolved) */
+    double ta, tb;        /* Tversky FP and FN weights */
+} loss_plan;
+
+static int has_region_term(cs_loss_kind kind)
+{
+    return kind == CS_LOSS_COMBO || kind == CS_LOSS_DICE || kind == CS_LOSS_TVERSKY ||
+           kind == CS_LOSS_FOCAL_TVERSKY;
+}
+
+/* p (K) = softmax of one voxel's logits z[c * n]; returns ln sum_c exp(z_c) (log-sum-exp). */
+static double softmax_voxel(double *p, const float *z, int64_t n, int32_t k)
+{
+    double m = z[0];
+    for (int32_t c = 1; c < k; c++)
+        if (z[c * n] > m) m = z[c * n];
+    double s = 0.0;
+    for (int32_t c = 0; c < k; c++) {
+        p[c] = exp((double)z[c * n] - m);
+        s += p[c];
+    }
+    double inv = 1.0 / s;
+    for (int32_t c = 0; c < k; c++) p[c] *= inv;
+    return m + log(s);
+}
+
+/* 1 - p_y as the sum of the other classes' p: exact where p_y is close to 1. */
+static double one_minus_p_true(const double *p, int32_t y, int32_t k)
+{
+    double s = 0.0;
+    for (int32_t c = 0; c < k; c++)
+        if (c != y) s += p[c];
+    return s;
+}
+
+/* Pass 1 over one chunk of one item: voxels [i0, i1) of logits z (K, N), labels y (N).
+ * Returns 1 if a label is out of range. */
+static int chunk_stats(double *st, const loss_plan *pl, const float *z, const int32_t *y,
+                       int64_t i0, int64_t i1)
+{
+    const int32_t k = pl->k;
+    const int64_t n = pl->n;
+    double p[CS_MAX_CLASSES];
+    memset(st, 0, ST_SIZE(k) * sizeof(double));
+    for (int64_t i = i0; i < i1; i++) {
+        const int32_t yi = y[i];
+        if (yi < 0 || yi >= k) return 1;
+        const double lse = softmax_voxel(p, z + i, n, k);
+        const double nlp = lse - (double)z[(int64_t)yi * n + i]; /* -ln p_y */
+        switch (pl->kind) {
+        case CS_LOSS_COMBO: {
+            /* ln pc_y is -nlp unless clipped; sum_c ln(1 - pc_c) as the log of a product (one
+             * log per voxel instead of K). As sum_c p_c <= 1, at most one factor is below 1/2
+             * (and >= 1e-7) and the others multiply to >= 1/4: no underflow for any K. */
+            const double py = p[yi];
+            const double ln_py = py < CS_LOSS_CLIP         ? log(CS_LOSS_CLIP)
+                                 : py > 1.0 - CS_LOSS_CLIP ? log(1.0 - CS_LOSS_CLIP) : -nlp;
+            double prod = 1.0;
+            for (int32_t c = 0; c < k; c++) {
+                if (c == yi) continue;
+                const double pc = p[c] < CS_LOSS_CLIP ? CS_LOSS_CLIP
+                                  : p[c] > 1.0 - CS_LOSS_CLIP ? 1.0 - CS_LOSS_CLIP : p[c];
+                prod *= 1.0 - pc;
+            }
+            st[ST_VSUM] -= pl->beta * ln_py + (1.0 - pl->beta) * log(prod);
+            break;
+        }
+        case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
+        case CS_LOSS_FOCAL: st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp; break;
+        default: break;
+        }
+        st[ST_CE(k, yi)] += nlp;
+        st[ST_TP(k, yi)] += p[yi];
+        st[ST_ST(k, yi)] += 1.0;
+        for (int32_t c = 0; c < k; c++) st[ST_SP(k, c)] += p[c];
+    }
+    return 0;
+}
+
+/* The Dice-type term of one group (an item, or the whole batch) from its sums: adds the loss
+ * (times scale) to *loss and writes dL/dp_ic for voxels with t_ic = 1 (g1) and 0 (g0). */
+static void region_term(double *loss, double *g1, double *g0, const double *st,
+                        const loss_plan *pl, double scale)
+{
+    const int32_t k = pl->k;
+    const double nc = (double)(k - pl->first_class);
+    for (int32_t c = 0; c < k; c++) g1[c] = g0[c] = 0.0;
+    if (pl->kind == CS_LOSS_DICE || pl->kind == CS_LOSS_TVERSKY) *loss += scale;
+    for (int32_t c = pl->first_class; c < k; c++) {
+        const double tp = st[ST_TP(k, c)], sp = st[ST_SP(k, c)], sy = st[ST_ST(k, c)];
+        if (pl->kind == CS_LOSS_COMBO || pl->kind == CS_LOSS_DICE) {
+            /* D = (2 tp + 1) / (sp + st + 1) */
+            const double num = 2.0 * tp + CS_LOSS_SMOOTH, den = sp + sy + CS_LOSS_SMOOTH;
+            const double w = pl->kind == CS_LOSS_COMBO ? -(1.0 - pl->alpha) * scale / nc
+                                                       : -scale / nc;
+            *loss += w * num / den;
+            g1[c] = w * (2.0 / den - num / (den * den));
+            g0[c] = w * (-num / (den * den));
+        } else {
+            /* TI = (tp + 1) / (tp + a fp + b fn + 1), fp = sp - tp, fn = st - tp */
+            const double num = tp + CS_LOSS_SMOOTH;
+            const double den = tp + pl->ta * (sp - tp) + pl->tb * (sy - tp) + CS_LOSS_SMOOTH;
+            const double ti = num / den;
+            const double d1 = (den - num * (1.0 - pl->tb)) / (den * den); /* dTI/dp, t = 1 */
+            const double d0 = -num * pl->ta / (den * den);                /* dTI/dp, t = 0 */
+            double w; /* dL/dTI */
+            if (pl->kind == CS_LOSS_TVERSKY) {
+                *loss -= scale * ti / nc;
+                w = -scale / nc;
+            } else {
+                const double base = 1.0 - ti > 0.0 ? 1.0 - ti : 0.0;
+                *loss += scale * pow(base, pl->gamma) / nc;
+                /* the derivative is unbounded at a perfect match (gamma < 1): take 0 there */
+                w = base > 0.0 ? -scale * pl->gamma * pow(base, pl->gamma - 1.0) / nc : 0.0;
+            }
+            g1[c] = w * d1;
+            g0[c] = w * d0;
+        }
+    }
+}
+
+/* Pass 2 over one chunk of one item: writes dL/dlogits gz (K, N) for voxels [i0, i1).
+ * rg1, rg0: the item's group's Dice-type coefficients (NULL if none); wce_scale: w_y factor. */
+static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int32_t *y,
+                       int64_t i0, int64_t i1, const double *rg1, const double *rg0,
+                       const double *weights, double wce_scale)
+{
+    const int32_t k = pl->k;
+    const int64_t n = pl->n;
+    const double inv_voxels = 1.0 / ((double)pl->batch * (double)n);
+    const double combo_ce = pl->alpha * inv_voxels / (double)k;
+    double p[CS_MAX_CLASSES], g[CS_MAX_CLASSES];
+    for (int64_t i = i0; i < i1; i++) {
+        const int32_t yi = y[i];
+        const double lse = softmax_voxel(p, z + i, n, k);
+        /* dL/dp, then through the softmax: dz_c = p_c (g_c - sum_j p_j g_j) */
+        int dp_terms = rg1 != NULL || pl->kind == CS_LOSS_COMBO;
+        if (dp_terms) {
+            double dot = 0.0;
+            for (int32_t c = 0; c < k; c++) {
+                g[c] = rg1 ? (c == yi ? rg1[c] : rg0[c]) : 0.0;
+                if (pl->kind == CS_LOSS_COMBO && p[c] >= CS_LOSS_CLIP &&
+                    p[c] <= 1.0 - CS_LOSS_CLIP) /* zero where the clip is active */
+                    g[c] += c == yi ? -combo_ce * pl->beta / p[c]
+                                    : combo_ce * (1.0 - pl->beta) / (1.0 - p[c]);
+                dot += p[c] * g[c];
+            }
+            for (int32_t c = 0; c < k; c++) g[c] = p[c] * (g[c] - dot);
+        } else {
+            for (int32_t c = 0; c < k; c++) g[c] = 0.0;
+        }
+        /* terms whose logit gradient is simplest written directly: f * (p - t) */
+        double f = 0.0;
+        switch (pl->kind) {
+        case CS_LOSS_CROSS_ENTROPY: f = inv_voxels; break;
+        case CS_LOSS_WEIGHTED_CROSS_ENTROPY: f = weights[yi] * wce_scale; break;
+        case CS_LOSS_FOCAL: {
+            /* l = -(1-q)^g ln q; dl/dz_c = [(1-q)^g - g (1-q)^(g-1) q ln q] (p_c - t_c) */
+            const double omq = one_minus_p_true(p, yi, k);
+            const double lnq = (double)z[(int64_t)yi * n + i] - lse;
+            const double q = p[yi];
+            double d = pow(omq, pl->gamma);
+            if (omq > 0.0) d -= pl->gamma * pow(omq, pl->gamma - 1.0) * q * lnq;
+            f = d * inv_voxels;
+            break;
+        }
+        default: break;
+        }
+        if (f != 0.0)
+            for (int32_t c = 0; c < k; c++) g[c] += f * (p[c] - (c == yi ? 1.0 : 0.0));
+        for (int32_t c = 0; c < k; c++) gz[(int64_t)c * n + i] = (float)g[c];
+    }
+}
+
+static cs_status loss_run(const loss_plan *pl, const float *class_weights, const float *logits,
+                          const int32_t *labels, float *loss, float *grad)
+{
+    const int32_t k = pl->k;
+    const int64_t b_count = pl->batch, n = pl->n;
+    const int64_t chunks_per_item = (n + CS_LOSS_CHUNK - 1) / CS_LOSS_CHUNK;
+    const int64_t chunks = chunks_per_item * b_count;
+    const int64_t groups = pl->batch_dice ? 1 : b_count;
+    const size_t ns = ST_SIZE(k);
+    const int parallel = b_count * n >= CS_LOSS_PARALLEL_MIN;
+
+    /* chunk partials, item sums, group sums, class weights, per-group g1 and g0 */
+    size_t doubles = (size_t)chunks * ns + (size_t)b_count * ns + (size_t)groups * ns + (size_t)k +
+                     2 * (size_t)groups * (size_t)k;
+    double *mem = (double *)cs_alloc(NULL, doubles * sizeof(double), "loss sums");
+    if (!mem) return CS_ERR_OUT_OF_MEMORY;
+    double *chunk_st = mem;
+    double *item_st = chunk_st + (size_t)chunks * ns;
+    double *group_st = item_st + (size_t)b_count * ns;
+    double *weights = group_st + (size_t)groups * ns;
+    double *g1 = weights + k;
+    double *g0 = g1 + (size_t)groups * k;
+
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (parallel)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t b = ch / chunks_per_item, i0 = (ch % chunks_per_item) * CS_LOSS_CHUNK;
+        const int64_t i1 = i0 + CS_LOSS_CHUNK < n ? i0 + CS_LOSS_CHUNK : n;
+        bad |= chunk_stats(chunk_st + (size_t)ch * ns, pl, logits + b * k * n, labels + b * n,
+                           i0, i1);
+    }
+    if (bad) {
+        cs_free(mem);
+        return CS_ERR_INVALID_ARGUMENT; /* a label outside [0, K) */
+    }
+    /* fixed-order reductions: chunks into items, items into groups */
+    for (int64_t b = 0; b < b_count; b++) {
+        double *it = item_st + (size_t)b * ns;
+        for (int64_t c = 0; c < chunks_per_item; c++) {
+            const double *cs = chunk_st + (size_t)(b * chunks_per_item + c) * ns;
+            for (size_t j = 0; j < ns; j++) it[j] += cs[j];
+        }
+        double *gr = group_st + (size_t)(pl->batch_dice ? 0 : b) * ns;
+        for (size_t j = 0; j < ns; j++) gr[j] += it[j];
+    }
+
+    double total = 0.0;
+    const double inv_voxels = 1.0 / ((double)b_count * (double)n);
+    switch (pl->kind) {
+    case CS_LOSS_COMBO:
+        for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
+        total *= pl->alpha * inv_voxels / (double)k;
+        break;
+    case CS_LOSS_CROSS_ENTROPY:
+    case CS_LOSS_FOCAL:
+        for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
+        total *= inv_voxels;
+        break;
+    case CS_LOSS_WEIGHTED_CROSS_ENTROPY:
+        for (int32_t c = 0; c < k; c++) {
+            if (class_weights) {
+                weights[c] = class_weights[c];
+            } else {
+                double count = 0.0;
+                for (int64_t b = 0; b < b_count; b++) count += item_st[(size_t)b * ns + ST_ST(k, c)];
+                weights[c] = count > 0.0 ? (double)b_count * (double)n / ((double)k * count) : 0.0;
+            }
+        }
+        for (int64_t b = 0; b < b_count; b++) {
+            const double *it = item_st + (size_t)b * ns;
+            double num = 0.0, den = 0.0;
+            for (int32_t c = 0; c < k; c++) {
+                num += weights[c] * it[ST_CE(k, c)];
+                den += weights[c] * it[ST_ST(k, c)];
+            }
+            if (den > 0.0) total += num / den / (double)b_count; /* all-zero weights: 0 */
+        }
+        break;
+    default: break;
+    }
+    if (has_region_term(pl->kind)) {
+        const double scale = pl->batch_dice ? 1.0 : 1.0 / (double)b_count;
+        for (int64_t g = 0; g < groups; g++)
+            region_term(&total, g1 + g * k, g0 + g * k, group_st + (size_t)g * ns, pl, scale);
+    }
+    *loss = (float)total;
+
+    if (grad) {
+        const int region = has_region_term(pl->kind);
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t b = ch / chunks_per_item, i0 = (ch % chunks_per_item) * CS_LOSS_CHUNK;
+            const int64_t i1 = i0 + CS_LOSS_CHUNK < n ? i0 + CS_LOSS_CHUNK : n;
+            const int64_t g = pl->batch_dice ? 0 : b;
+            double wce_scale = 0.0;
+            if (pl->kind == CS_LOSS_WEIGHTED_CROSS_ENTROPY) {
+                const double *it = item_st + (size_t)b * ns;
+                double den = 0.0;
+                for (int32_t c = 0; c < k; c++) den += weights[c] * it[ST_ST(k, c)];
+                wce_scale = den > 0.0 ? 1.0 / (den * (double)b_count) : 0.0;
+            }
+            chunk_grad(grad + b * k * n, pl, logits + b * k * n, labels + b * n, i0, i1,
+                       region ? g1 + g * k : NULL, region ? g0 + g * k : NULL, weights,
+                       wce_scale);
+        }
+    }
+    cs_free(mem);
+    return CS_OK;
+}
+
+cs_status cs_loss(const cs_loss_options *options, const float *logits, const int32_t *labels,
+                  int64_t batch, int64_t n, int32_t k, float *loss, float *grad)
+{
+    if (!options || !logits || !labels || !loss) return CS_ERR_INVALID_ARGUMENT;
+    if (batch < 1 || n < 1 || k < 2 || k > CS_MAX_CLASSES) return CS_ERR_INVALID_ARGUMENT;
+    if ((int)options->kind < 0 || (int)options->kind >= NUM_LOSS_KINDS)
+        return CS_ERR_INVALID_ARGUMENT;
+    if (!in_unit_interval(options->alpha) || !in_unit_interval(options->beta) ||
+        !in_unit_interval(options->tversky_alpha) || !in_unit_interval(options->tversky_beta))
+        return CS_ERR_INVALID_ARGUMENT;
+    if (!(options->gamma >= 0.0f) || !isfinite(options->gamma)) return CS_ERR_INVALID_ARGUMENT;
+    if (options->kind == CS_LOSS_WEIGHTED_CROSS_ENTROPY && options->class_weights) {
+        for (int32_t c = 0; c < k; c++)
+            if (!(options->class_weights[c] >= 0.0f) || !isfinite(options->class_weights[c]))
+                return CS_ERR_INVALID_ARGUMENT;
+    }
+    loss_plan pl;
+    pl.kind = options->kind;
+    pl.batch = batch;
+    pl.n = n;
+    pl.k = k;
+    pl.first_class = options->dice_include_background ? 0 : 1;
+    pl.batch_dice = options->batch_dice != 0;
+    pl.alpha = options->alpha;
+    pl.beta = options->beta;
+    pl.gamma = options->gamma;
+    if (pl.gamma == 0.0) {
+        if (pl.kind == CS_LOSS_FOCAL) pl.gamma = 2.0;
+        if (pl.kind == CS_LOSS_FOCAL_TVERSKY) pl.gamma = 0.75;
+    }
+    pl.ta = options->tversky_alpha;
+    pl.tb = options->tversky_beta;
+    return loss_run(&pl, options->class_weights, logits, labels, loss, grad);
+}
+
+cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
+                        float alpha, float beta, float *loss, float *grad)
+{
+    cs_loss_options o = cs_loss_options_default();
+    o.alpha = alpha;
+    o.beta = beta;
+    return cs_loss(&o, logits, labels, 1, n, k, loss, grad);
+}
+
+void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n, int32_t k,
+                       float *dice)
+{
+    if (!dice || k < 1) return;
+    const float nan = (float)NAN;
+    for (int32_t c = 0; c < k; c++) dice[c] = nan;
+    if (!predicted || !truth || n < 1) return;
+    /* counts of predicted, true and both, per class; labels outside [0, K) count nowhere */
+    int64_t *counts = (int64_t *)cs_alloc(NULL, 3 * (size_t)k * sizeof(int64_t), "dice counts");
+    if (!counts) return;
+    int64_t *np = counts, *nt = counts + k, *both = counts + 2 * k;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t a = predicted[i], b = truth[i];
+        const int a_ok = a >= 0 && a < k, b_ok = b >= 0 && b < k;
+        if (a_ok) np[a]++;
+        if (b_ok) nt[b]++;
+        if (a_ok && a == b) both[a]++;
+    }
+    for (int32_t c = 0; c < k; c++)
+        if (np[c] + nt[c] > 0) dice[c] = (float)(2.0 * (double)both[c] / (double)(np[c] + nt[c]));
+    cs_free(counts);
+}
