@@ -1,2 +1,436 @@
-// test_sample.cpp - (being written)
+// Patch sampling: sizes, foreground bias, padding, flips, intensity augmentation, determinism.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "comboseg/comboseg.h"
+
+namespace {
+
+// A volume whose first channel encodes each voxel's coordinates (x + 1000 y + 1e6 z), so any
+// patch voxel tells where it came from; other channels add 0.5 * channel.
+struct Volume {
+  int64_t size[3];
+  int32_t channels;
+  std::vector<float> image;
+  std::vector<int32_t> labels;
+
+  Volume(int64_t nx, int64_t ny, int64_t nz, int32_t c) : size{nx, ny, nz}, channels(c)
+  {
+    const int64_t n = nx * ny * nz;
+    image.resize(static_cast<size_t>(c * n));
+    labels.assign(static_cast<size_t>(n), 0);
+    for (int32_t ch = 0; ch < c; ++ch)
+      for (int64_t z = 0; z < nz; ++z)
+        for (int64_t y = 0; y < ny; ++y)
+          for (int64_t x = 0; x < nx; ++x)
+            image[ch * n + (z * ny + y) * nx + x] =
+                static_cast<float>(x + 1000 * y + 1000000 * z) + 0.5f * static_cast<float>(ch);
+  }
+  int64_t Voxels() const { return size[0] * size[1] * size[2]; }
+  int32_t &Label(int64_t x, int64_t y, int64_t z) { return labels[(z * size[1] + y) * size[0] + x]; }
+};
+
+cs_sampling_options Plain()
+{
+  cs_sampling_options o = cs_sampling_options_default();
+  o.foreground_fraction = 0.0f;
+  o.flip_axes = 0;
+  o.intensity_scale = 0.0f;
+  o.intensity_shift = 0.0f;
+  o.noise_std = 0.0f;
+  return o;
+}
+
+class Sample : public ::testing::Test {
+protected:
+  void SetUp() override
+  {
+    ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
+    cs_rng_seed(&rng_, 1234);
+  }
+  void TearDown() override { cs_context_free(ctx_); }
+
+  cs_status Cut(Volume &v, int32_t k, const int32_t patch[3], const cs_sampling_options &o,
+                std::vector<float> &img, std::vector<int32_t> &lab)
+  {
+    const size_t pn = static_cast<size_t>(patch[0]) * patch[1] * patch[2];
+    img.assign(pn * v.channels, -12345.0f);
+    lab.assign(pn, -1);
+    return cs_sample_patch(ctx_, &rng_, v.image.data(), v.labels.data(), v.channels, v.size, k,
+                           patch, &o, img.data(), lab.data());
+  }
+
+  cs_context_t ctx_ = nullptr;
+  cs_rng rng_;
+};
+
+TEST(SamplingOptions, Defaults)
+{
+  cs_sampling_options o = cs_sampling_options_default();
+  EXPECT_FLOAT_EQ(o.foreground_fraction, 0.33f);
+  EXPECT_EQ(o.flip_axes, 0);
+  EXPECT_FLOAT_EQ(o.intensity_scale, 0.1f);
+  EXPECT_FLOAT_EQ(o.intensity_shift, 0.1f);
+  EXPECT_EQ(o.noise_std, 0.0f);
+}
+
+// Without augmentation a patch is an exact block of the volume, channel by channel.
+TEST_F(Sample, PatchIsAContiguousBlockOfTheVolume)
+{
+  Volume v(20, 17, 9, 2);
+  for (int64_t z = 0; z < 9; ++z)
+    for (int64_t y = 0; y < 17; ++y)
+      for (int64_t x = 0; x < 20; ++x) v.Label(x, y, z) = static_cast<int32_t>((x + 2 * y + 3 * z) % 4);
+  const int32_t patches[][3] = {{8, 8, 4}, {20, 17, 9}, {1, 1, 1}, {16, 4, 8}, {3, 17, 2}};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  for (const auto &p : patches) {
+    for (int rep = 0; rep < 20; ++rep) {
+      ASSERT_EQ(Cut(v, 4, p, Plain(), img, lab), CS_OK) << cs_context_last_error(ctx_);
+      const int64_t pn = static_cast<int64_t>(p[0]) * p[1] * p[2];
+      const int64_t x0 = static_cast<int64_t>(img[0]) % 1000, y0 = static_cast<int64_t>(img[0]) / 1000 % 1000,
+                    z0 = static_cast<int64_t>(img[0]) / 1000000;
+      ASSERT_LE(x0 + p[0], 20);
+      ASSERT_LE(y0 + p[1], 17);
+      ASSERT_LE(z0 + p[2], 9);
+      for (int64_t z = 0; z < p[2]; ++z)
+        for (int64_t y = 0; y < p[1]; ++y)
+          for (int64_t x = 0; x < p[0]; ++x) {
+            const int64_t d = (z * p[1] + y) * p[0] + x;
+            const float want = static_cast<float>((x0 + x) + 1000 * (y0 + y) + 1000000 * (z0 + z));
+            ASSERT_EQ(img[d], want);
+            ASSERT_EQ(img[pn + d], want + 0.5f);
+            ASSERT_EQ(lab[d], v.Label(x0 + x, y0 + y, z0 + z));
+          }
+    }
+  }
+}
+
+TEST_F(Sample, UniformPositionsCoverEveryStart)
+{
+  Volume v(10, 6, 1, 1);
+  const int32_t p[3] = {4, 4, 1};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  std::vector<int> seen(7 * 3, 0);
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_EQ(Cut(v, 2, p, Plain(), img, lab), CS_OK);
+    const int x0 = static_cast<int>(img[0]) % 1000, y0 = static_cast<int>(img[0]) / 1000;
+    ASSERT_LE(x0, 6);
+    ASSERT_LE(y0, 2);
+    seen[y0 * 7 + x0]++;
+  }
+  for (int s : seen) EXPECT_NEAR(s, 2000.0 / 21, 5 * std::sqrt(2000.0 / 21)); // uniform
+}
+
+TEST_F(Sample, ForegroundFractionOneAlwaysHitsForeground)
+{
+  Volume v(48, 40, 32, 1);
+  // a tiny organ (class 2) in a corner and a larger one (class 1) elsewhere
+  for (int64_t z = 0; z < 2; ++z)
+    for (int64_t y = 0; y < 2; ++y)
+      for (int64_t x = 0; x < 2; ++x) v.Label(45 + x, 1 + y, 30 + z) = 2;
+  for (int64_t z = 10; z < 20; ++z)
+    for (int64_t y = 10; y < 20; ++y)
+      for (int64_t x = 5; x < 15; ++x) v.Label(x, y, z) = 1;
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f;
+  const int32_t p[3] = {8, 8, 8};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  int with_small = 0;
+  const int trials = 600;
+  for (int i = 0; i < trials; ++i) {
+    ASSERT_EQ(Cut(v, 3, p, o, img, lab), CS_OK);
+    bool any = false, small = false;
+    for (int32_t l : lab) {
+      any |= l > 0;
+      small |= l == 2;
+    }
+    ASSERT_TRUE(any) << "patch " << i << " has no foreground";
+    with_small += small;
+  }
+  // each present class is picked with probability 1/2, whatever its size
+  EXPECT_NEAR(with_small, trials / 2, 4 * std::sqrt(trials * 0.25));
+}
+
+// A tiny organ far from the centre appears in about f + (1 - f) * P(uniform patch hits it).
+TEST_F(Sample, ForegroundFractionGivesTheExpectedShare)
+{
+  const int64_t n[3] = {40, 36, 28};
+  Volume v(n[0], n[1], n[2], 1);
+  const int64_t organ_lo[3] = {1, 30, 24}, organ_hi[3] = {3, 33, 26}; // [lo, hi)
+  for (int64_t z = organ_lo[2]; z < organ_hi[2]; ++z)
+    for (int64_t y = organ_lo[1]; y < organ_hi[1]; ++y)
+      for (int64_t x = organ_lo[0]; x < organ_hi[0]; ++x) v.Label(x, y, z) = 1;
+  const int32_t p[3] = {12, 8, 8};
+  double p_uniform = 1.0;
+  for (int a = 0; a < 3; ++a) {
+    int hits = 0;
+    for (int64_t s = 0; s <= n[a] - p[a]; ++s) hits += s < organ_hi[a] && s + p[a] > organ_lo[a];
+    p_uniform *= static_cast<double>(hits) / static_cast<double>(n[a] - p[a] + 1);
+  }
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  for (float f : {0.0f, 0.33f, 0.8f}) {
+    cs_sampling_options o = Plain();
+    o.foreground_fraction = f;
+    const int trials = 1500;
+    int hits = 0;
+    for (int i = 0; i < trials; ++i) {
+      ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+      bool hit = false;
+      for (int32_t l : lab) hit |= l == 1;
+      hits += hit;
+    }
+    const double expected = f + (1.0 - f) * p_uniform;
+    const double sigma = std::sqrt(trials * expected * (1.0 - expected));
+    EXPECT_NEAR(hits, trials * expected, 4 * sigma + 1) << "fraction " << f << ", p_uniform "
+                                                          << p_uniform;
+  }
+}
+
+TEST_F(Sample, ForegroundFractionWithoutForegroundFallsBackToUniform)
+{
+  Volume v(16, 16, 16, 1);
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f;
+  const int32_t p[3] = {8, 8, 8};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  EXPECT_EQ(Cut(v, 4, p, o, img, lab), CS_OK) << cs_context_last_error(ctx_);
+  for (int32_t l : lab) EXPECT_EQ(l, 0);
+}
+
+TEST_F(Sample, SmallVolumesArePaddedWithTheChannelMinimumAndBackground)
+{
+  Volume v(5, 3, 2, 2);
+  for (int64_t i = 0; i < v.Voxels(); ++i) v.labels[i] = 1 + static_cast<int32_t>(i % 2);
+  v.image[7] = -40.0f;              // minimum of channel 0
+  v.image[v.Voxels() + 3] = -7.5f;  // minimum of channel 1
+  const int32_t p[3] = {8, 8, 4};
+  const int64_t pn = 8 * 8 * 4;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  for (float f : {0.0f, 1.0f}) {
+    cs_sampling_options o = Plain();
+    o.foreground_fraction = f;
+    for (int rep = 0; rep < 30; ++rep) {
+      ASSERT_EQ(Cut(v, 3, p, o, img, lab), CS_OK) << cs_context_last_error(ctx_);
+      int64_t inside = 0, label_sum = 0;
+      for (int64_t d = 0; d < pn; ++d) {
+        if (lab[d] == 0) {
+          EXPECT_EQ(img[d], -40.0f);
+          EXPECT_EQ(img[pn + d], -7.5f);
+        } else {
+          ++inside;
+          label_sum += lab[d];
+        }
+      }
+      // the whole volume lies inside the patch
+      EXPECT_EQ(inside, v.Voxels());
+      int64_t want = 0;
+      for (int32_t l : v.labels) want += l;
+      EXPECT_EQ(label_sum, want);
+    }
+  }
+  // one axis smaller, the others larger than the patch
+  Volume w(30, 2, 12, 1);
+  std::fill(w.labels.begin(), w.labels.end(), 1);
+  const int32_t q[3] = {8, 4, 8};
+  for (int rep = 0; rep < 10; ++rep) {
+    ASSERT_EQ(Cut(w, 2, q, Plain(), img, lab), CS_OK);
+    int rows_inside = 0;
+    for (int64_t y = 0; y < 4; ++y) rows_inside += lab[y * 8] == 1;
+    EXPECT_EQ(rows_inside, 2);
+    int64_t ones = 0;
+    for (int32_t l : lab) ones += l;
+    EXPECT_EQ(ones, 8 * 2 * 8);
+  }
+}
+
+TEST_F(Sample, FlipsKeepImageAndLabelsAligned)
+{
+  Volume v(24, 20, 16, 2);
+  for (int64_t z = 0; z < 16; ++z)
+    for (int64_t y = 0; y < 20; ++y)
+      for (int64_t x = 0; x < 24; ++x) v.Label(x, y, z) = static_cast<int32_t>((x + 3 * y + 7 * z) % 5);
+  cs_sampling_options o = Plain();
+  o.flip_axes = 1 | 2 | 4;
+  const int32_t p[3] = {8, 6, 4};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  int flipped[3] = {0, 0, 0};
+  const int trials = 400;
+  for (int i = 0; i < trials; ++i) {
+    ASSERT_EQ(Cut(v, 5, p, o, img, lab), CS_OK);
+    const int64_t pn = 8 * 6 * 4;
+    for (int64_t d = 0; d < pn; ++d) {
+      const int64_t code = static_cast<int64_t>(img[d]);
+      const int64_t x = code % 1000, y = code / 1000 % 1000, z = code / 1000000;
+      ASSERT_EQ(lab[d], v.Label(x, y, z)) << "label and image disagree at " << d;
+      ASSERT_EQ(img[pn + d], img[d] + 0.5f);
+    }
+    // neighbours along each axis: decreasing coordinates mean a flip
+    flipped[0] += img[1] < img[0];
+    flipped[1] += img[8] < img[0];
+    flipped[2] += img[48] < img[0];
+  }
+  for (int a = 0; a < 3; ++a)
+    EXPECT_NEAR(flipped[a], trials / 2, 4 * std::sqrt(trials * 0.25)) << "axis " << a;
+
+  // only the axes in the mask are flipped
+  o.flip_axes = 2;
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(Cut(v, 5, p, o, img, lab), CS_OK);
+    EXPECT_GT(img[1], img[0]);
+    EXPECT_GT(img[48], img[0]);
+  }
+}
+
+TEST_F(Sample, IntensityAugmentationIsAnAffineMapPerChannelPlusNoise)
+{
+  Volume v(16, 16, 8, 3);
+  for (float &x : v.image) x = std::fmod(x, 97.0f) * 0.1f; // modest, varied intensities
+  const int32_t p[3] = {16, 16, 8};                        // whole volume: no position change
+  const int64_t pn = 16 * 16 * 8;
+  cs_sampling_options o = Plain();
+  o.intensity_scale = 0.2f;
+  o.intensity_shift = 0.3f;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  bool scales_differ = false;
+  for (int rep = 0; rep < 20; ++rep) {
+    ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+    float prev_scale = 0;
+    for (int c = 0; c < 3; ++c) {
+      const float *src = v.image.data() + c * pn, *dst = img.data() + c * pn;
+      // fit from two voxels of different intensity, then check every voxel
+      int64_t j = 1;
+      while (src[j] == src[0]) ++j;
+      const float scale = (dst[j] - dst[0]) / (src[j] - src[0]);
+      const float shift = dst[0] - scale * src[0];
+      EXPECT_GE(scale, 0.8f - 1e-4f);
+      EXPECT_LE(scale, 1.2f + 1e-4f);
+      EXPECT_GE(shift, -0.3f - 1e-3f);
+      EXPECT_LE(shift, 0.3f + 1e-3f);
+      for (int64_t i = 0; i < pn; ++i) ASSERT_NEAR(dst[i], scale * src[i] + shift, 1e-3f);
+      if (c > 0 && std::fabs(scale - prev_scale) > 1e-4f) scales_differ = true;
+      prev_scale = scale;
+    }
+  }
+  EXPECT_TRUE(scales_differ) << "each channel draws its own scale";
+
+  o = Plain();
+  o.noise_std = 0.5f;
+  ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+  double sum = 0, sum2 = 0;
+  for (int64_t i = 0; i < 3 * pn; ++i) {
+    const double e = img[i] - v.image[i];
+    sum += e;
+    sum2 += e * e;
+  }
+  const double mean = sum / (3 * pn), sd = std::sqrt(sum2 / (3 * pn) - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 0.02);
+  EXPECT_NEAR(sd, 0.5, 0.02);
+}
+
+TEST_F(Sample, SameGeneratorStateGivesTheSamePatch)
+{
+  Volume v(32, 24, 20, 2);
+  for (int64_t z = 4; z < 9; ++z)
+    for (int64_t y = 3; y < 6; ++y) v.Label(20, y, z) = 1 + static_cast<int32_t>(z % 2);
+  cs_sampling_options o = cs_sampling_options_default();
+  o.flip_axes = 7;
+  o.noise_std = 0.1f;
+  o.foreground_fraction = 0.5f;
+  const int32_t p[3] = {16, 16, 8};
+  std::vector<float> a, b;
+  std::vector<int32_t> la, lb;
+  for (int i = 0; i < 10; ++i) {
+    cs_rng_seed(&rng_, 77 + i);
+    ASSERT_EQ(Cut(v, 3, p, o, a, la), CS_OK);
+    cs_rng after_a = rng_;
+    cs_rng_seed(&rng_, 77 + i);
+    ASSERT_EQ(Cut(v, 3, p, o, b, lb), CS_OK);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+    EXPECT_EQ(la, lb);
+    EXPECT_EQ(std::memcmp(&after_a, &rng_, sizeof rng_), 0);
+  }
+  cs_rng_seed(&rng_, 1);
+  ASSERT_EQ(Cut(v, 3, p, o, a, la), CS_OK);
+  cs_rng_seed(&rng_, 2);
+  ASSERT_EQ(Cut(v, 3, p, o, b, lb), CS_OK);
+  EXPECT_NE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+TEST_F(Sample, TwoDimensionalVolumes)
+{
+  Volume v(30, 25, 1, 1);
+  v.Label(29, 24, 0) = 1;
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f;
+  o.flip_axes = 7;
+  const int32_t p[3] = {16, 16, 1};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+    int hits = 0;
+    for (int32_t l : lab) hits += l == 1;
+    EXPECT_EQ(hits, 1);
+  }
+}
+
+TEST_F(Sample, RejectsBadArguments)
+{
+  Volume v(8, 8, 8, 1);
+  const int32_t p[3] = {4, 4, 4};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  v.Label(3, 3, 3) = 5;
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f;
+  EXPECT_EQ(Cut(v, 3, p, o, img, lab), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "label 5"), nullptr) << cs_context_last_error(ctx_);
+  o.foreground_fraction = 0.0f;
+  const int32_t whole[3] = {8, 8, 8};
+  EXPECT_EQ(Cut(v, 3, whole, o, img, lab), CS_ERR_INVALID_ARGUMENT);
+  v.Label(3, 3, 3) = 0;
+
+  cs_sampling_options bad = Plain();
+  bad.foreground_fraction = 1.5f;
+  EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "foreground_fraction"), nullptr);
+  bad = Plain();
+  bad.flip_axes = 8;
+  EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  bad = Plain();
+  bad.noise_std = NAN;
+  EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  bad = Plain();
+  bad.intensity_scale = -0.1f;
+  EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  const int32_t zero[3] = {4, 0, 4};
+  std::vector<float> out(64);
+  std::vector<int32_t> lout(64);
+  EXPECT_EQ(cs_sample_patch(ctx_, &rng_, v.image.data(), v.labels.data(), 1, v.size, 3, zero, &o,
+                            out.data(), lout.data()),
+            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_sample_patch(ctx_, &rng_, v.image.data(), v.labels.data(), 1, v.size, 1, p, &o,
+                            out.data(), lout.data()),
+            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_sample_patch(ctx_, &rng_, nullptr, v.labels.data(), 1, v.size, 3, p, &o, out.data(),
+                            lout.data()),
+            CS_ERR_INVALID_ARGUMENT);
+  const int64_t empty[3] = {8, 0, 8};
+  EXPECT_EQ(cs_sample_patch(ctx_, &rng_, v.image.data(), v.labels.data(), 1, empty, 3, p, &o,
+                            out.data(), lout.data()),
+            CS_ERR_INVALID_ARGUMENT);
+}
+
+} // namespace

@@ -80,8 +80,38 @@ int cs_threads(const cs_context_t ctx)
 /* A header before each block keeps the pointer malloc returned, so cs_free needs no size. */
 #define CS_ALIGN 64
 
+void cs_context_inject_alloc_fault(cs_context_t ctx, uint64_t nth, int repeat)
+{
+    if (!ctx) return;
+    ctx->fault_countdown = nth;
+    ctx->fault_repeat = repeat ? 1 : 0;
+    ctx->fault_hits = 0;
+}
+
+/* Whether this cs_alloc on ctx is one the test asked to fail. */
+static int injected_fault(cs_context_t ctx, size_t bytes)
+{
+    if (!ctx) return 0;
+    if (ctx->fault_over_bytes && bytes > ctx->fault_over_bytes) {
+        ctx->fault_hits++;
+        return 1;
+    }
+    if (ctx->fault_countdown == 0) {
+        if (!ctx->fault_repeat || ctx->fault_hits == 0) return 0;
+    } else if (--ctx->fault_countdown > 0) {
+        return 0;
+    }
+    ctx->fault_hits++;
+    return 1;
+}
+
 void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
 {
+    if (injected_fault(ctx, bytes)) {
+        cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s, injected)", bytes,
+                what);
+        return NULL;
+    }
     if (bytes > SIZE_MAX - 2 * CS_ALIGN) {
         cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
         return NULL;
@@ -95,6 +125,10 @@ void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
     if (aligned - (uintptr_t)raw < sizeof(void *)) aligned += CS_ALIGN;
     ((void **)aligned)[-1] = raw;
     memset((void *)aligned, 0, bytes);
+    if (ctx) {
+        ctx->alloc_count++;
+        ctx->alloc_bytes += bytes;
+    }
     return (void *)aligned;
 }
 

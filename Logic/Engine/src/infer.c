@@ -1,2 +1,370 @@
-/* infer.c - (being written) */
+/* infer.c - inference: logits of a batch, and sliding-window prediction over whole volumes.
+ *
+ * cs_predict_volume walks windows row by row along z. Every window's softmax probabilities are
+ * weighted (Gaussian importance or uniform) and added into a slab that is only as deep as one
+ * window: z-slice z lives in slab slot z % window_z. Once the windows of a z-row are done, the
+ * slices below the next row's start are final: they are normalised, written to the outputs and
+ * their slots cleared for reuse. The weights are a product of per-axis factors and the windows a
+ * grid, so the sum of weights covering a voxel is a product of three per-axis sums: no weight
+ * volume is needed.
+ */
 #include "internal.h"
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+cs_infer_options cs_infer_options_default(void)
+{
+    cs_infer_options o;
+    memset(&o, 0, sizeof o);
+    o.overlap = 0.5f;
+    o.gaussian_weighting = 1;
+    o.gaussian_sigma = 0.125f;
+    return o;
+}
+
+/* Spatial sizes must be multiples of this (each level halves them). */
+static int64_t size_multiple(const cs_unet_config *arch) { return (int64_t)1 << (arch->levels - 1); }
+
+/* Checks a spatial size against the network: positive, multiples of 2^(levels-1), z == 1 in 2D. */
+static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, const int64_t s[3],
+                                const char *what)
+{
+    int64_t m = size_multiple(arch);
+    static const char axis[3] = {'x', 'y', 'z'};
+    for (int a = 0; a < 3; a++) {
+        if (s[a] < 1)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "%s size %c = %lld must be positive", what,
+                           axis[a], (long long)s[a]);
+        if (a == 2 && arch->spatial_dims == 2) {
+            if (s[2] != 1)
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                               "%s size z = %lld must be 1 for a 2D model", what, (long long)s[2]);
+        } else if (s[a] % m != 0) {
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "%s size %c = %lld must be a multiple of %lld (2^(levels-1), levels = %d)",
+                           what, axis[a], (long long)s[a], (long long)m, arch->levels);
+        }
+    }
+    return CS_OK;
+}
+
+static cs_status check_memory(cs_context_t ctx, uint64_t need, const char *what)
+{
+    uint64_t limit = cs_context_get_memory_limit(ctx);
+    if (limit && need > limit)
+        return cs_fail(ctx, CS_ERR_RESOURCE_LIMIT,
+                       "%s needs about %.1f MiB beyond its inputs and outputs, above the memory "
+                       "limit of %.1f MiB; use a smaller window or a larger voxel spacing",
+                       what, need / 1048576.0, limit / 1048576.0);
+    return CS_OK;
+}
+
+cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float *images,
+                           int32_t batch, const int64_t size[3], float *logits)
+{
+    if (!model || !images || !size || !logits)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_model_forward: NULL argument");
+    if (batch < 1)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "batch = %d must be at least 1", batch);
+    cs_status st = check_net_size(ctx, &model->info.arch, size, "image");
+    if (st != CS_OK) return st;
+    st = check_memory(ctx, cs_workspace_bytes(model, batch, size, 0), "the forward pass");
+    if (st != CS_OK) return st;
+
+    /* a workspace per call keeps the model read-only, so threads can share it */
+    cs_workspace *ws = NULL;
+    st = cs_workspace_create(ctx, model, batch, size, 0, &ws);
+    if (st != CS_OK) return st;
+    const float *out = NULL;
+    st = cs_net_forward(ctx, model, ws, images, &out);
+    if (st == CS_OK) {
+        size_t n = (size_t)batch * (size_t)model->info.arch.num_classes * (size_t)size[0] *
+                   (size_t)size[1] * (size_t)size[2];
+        memcpy(logits, out, n * sizeof(float));
+    }
+    cs_workspace_free(ws);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sliding windows                                                                             */
+
+typedef struct infer_plan {
+    int32_t channels, classes;
+    int64_t size[3];   /* the volume, x y z */
+    int64_t win[3];    /* the window */
+    int64_t padded[3]; /* the volume padded to at least the window */
+    int64_t count[3];  /* window positions per axis */
+    int gaussian;
+    float sigma;
+} infer_plan;
+
+/* Start of window i of an axis: evenly spread from 0 to padded - win, so both ends are covered
+ * and neighbours share at least the requested overlap. */
+static int64_t window_start(const infer_plan *p, int a, int64_t i)
+{
+    if (p->count[a] == 1) return 0;
+    int64_t span = p->padded[a] - p->win[a];
+    return (i * span + (p->count[a] - 1) / 2) / (p->count[a] - 1);
+}
+
+static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64_t size[3],
+                           const cs_infer_options *o, infer_plan *p)
+{
+    const cs_model_info *info = &model->info;
+    memset(p, 0, sizeof *p);
+    p->channels = info->arch.in_channels;
+    p->classes = info->arch.num_classes;
+    if (!(o->overlap >= 0.0f && o->overlap < 1.0f))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "overlap = %g must be in [0, 1)",
+                       (double)o->overlap);
+    p->gaussian = o->gaussian_weighting != 0;
+    p->sigma = o->gaussian_sigma;
+    if (p->gaussian && !(o->gaussian_sigma > 0.0f && isfinite(o->gaussian_sigma)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "gaussian_sigma = %g must be positive",
+                       (double)o->gaussian_sigma);
+    for (int a = 0; a < 3; a++) {
+        if (size[a] < 1)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "volume size[%d] = %lld must be positive",
+                           a, (long long)size[a]);
+        if (o->window[a] < 0)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "window[%d] = %d must not be negative", a,
+                           o->window[a]);
+        p->size[a] = size[a];
+        p->win[a] = o->window[a] ? o->window[a] : info->patch_size[a];
+    }
+    if (info->arch.spatial_dims == 2 && p->win[2] == 0) p->win[2] = 1;
+    cs_status st = check_net_size(ctx, &info->arch, p->win, "window");
+    if (st != CS_OK) return st;
+    for (int a = 0; a < 3; a++) {
+        p->padded[a] = size[a] > p->win[a] ? size[a] : p->win[a];
+        int64_t step = (int64_t)floor((double)p->win[a] * (1.0 - (double)o->overlap));
+        if (step < 1) step = 1;
+        p->count[a] = (p->padded[a] - p->win[a] + step - 1) / step + 1;
+    }
+    return CS_OK;
+}
+
+/* The scratch memory besides the workspace, carved from one allocation (floats). */
+typedef struct infer_scratch {
+    float *input;    /* (C, wz, wy, wx) the window's image */
+    float *prob;     /* (K, wz, wy, wx) its softmax */
+    float *slab;     /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
+    float *weight[3];/* (w_a) per-axis importance factor */
+    float *norm[3];  /* (p_a) per-axis sum of the factors of all windows covering a position */
+    float *fill;     /* (C) padding value of each channel */
+} infer_scratch;
+
+static size_t scratch_floats(const infer_plan *p)
+{
+    size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
+    size_t n = wn * (size_t)p->channels + wn * (size_t)p->classes;
+    n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
+    for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
+    n += (size_t)p->channels;
+    return n;
+}
+
+static uint64_t plan_bytes(const cs_model_t model, const infer_plan *p)
+{
+    return cs_workspace_bytes(model, 1, p->win, 0) + (uint64_t)scratch_floats(p) * sizeof(float);
+}
+
+uint64_t cs_predict_volume_memory(const cs_model_t model, const int64_t size[3],
+                                  const cs_infer_options *options)
+{
+    if (!model || !size) return 0;
+    cs_infer_options o = options ? *options : cs_infer_options_default();
+    infer_plan p;
+    if (make_plan(NULL, model, size, &o, &p) != CS_OK) return 0;
+    return plan_bytes(model, &p);
+}
+
+/* Per-axis importance factors (peak 1, floored so far corners keep a usable weight) and their
+ * sums over all window positions. */
+static void make_weights(const infer_plan *p, infer_scratch *s)
+{
+    for (int a = 0; a < 3; a++) {
+        int64_t w = p->win[a];
+        float *g = s->weight[a];
+        if (!p->gaussian || w == 1) {
+            for (int64_t i = 0; i < w; i++) g[i] = 1.0f;
+        } else {
+            double sigma = (double)p->sigma * (double)w, centre = 0.5 * (double)(w - 1);
+            double peak = 0.0;
+            for (int64_t i = 0; i < w; i++) {
+                double d = ((double)i - centre) / sigma;
+                double v = exp(-0.5 * d * d);
+                g[i] = (float)v;
+                if (v > peak) peak = v;
+            }
+            for (int64_t i = 0; i < w; i++) {
+                float v = (float)(g[i] / peak);
+                g[i] = v > 1e-6f ? v : 1e-6f;
+            }
+        }
+        float *n = s->norm[a];
+        for (int64_t i = 0; i < p->padded[a]; i++) n[i] = 0.0f;
+        for (int64_t c = 0; c < p->count[a]; c++) {
+            int64_t start = window_start(p, a, c);
+            for (int64_t i = 0; i < w; i++) n[start + i] += g[i];
+        }
+    }
+}
+
+/* Copies the window at (x0, y0, z0) out of the image (C, nz, ny, nx); outside it, the padding. */
+static void fill_window(const infer_plan *p, const infer_scratch *s, const float *image, int64_t x0,
+                        int64_t y0, int64_t z0)
+{
+    const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
+    const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
+    for (int32_t c = 0; c < p->channels; c++) {
+        const float pad = s->fill[c];
+        for (int64_t z = 0; z < wz; z++) {
+            for (int64_t y = 0; y < wy; y++) {
+                float *dst = s->input + ((c * wz + z) * wy + y) * wx;
+                int64_t sz = z0 + z, sy = y0 + y;
+                int64_t inside = 0;
+                if (sz < nz && sy < ny) {
+                    inside = nx - x0 < wx ? nx - x0 : wx;
+                    memcpy(dst, image + ((c * nz + sz) * ny + sy) * nx + x0,
+                           (size_t)inside * sizeof(float));
+                }
+                for (int64_t x = inside; x < wx; x++) dst[x] = pad;
+            }
+        }
+    }
+}
+
+/* slab += weight * prob for the window at (x0, y0, z0). */
+static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, int64_t y0,
+                       int64_t z0)
+{
+    const int64_t px = p->padded[0], py = p->padded[1];
+    const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
+    const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
+    for (int32_t k = 0; k < p->classes; k++) {
+        for (int64_t z = 0; z < wz; z++) {
+            int64_t slot = (z0 + z) % wz;
+            for (int64_t y = 0; y < wy; y++) {
+                const float *src = s->prob + ((k * wz + z) * wy + y) * wx;
+                float *dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0;
+                float gzy = gz[z] * gy[y];
+                for (int64_t x = 0; x < wx; x++) dst[x] += gzy * gx[x] * src[x];
+            }
+        }
+    }
+}
+
+/* Normalises slice z of the slab into the outputs and clears its slot. */
+static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t z,
+                           float *probabilities, int32_t *labels)
+{
+    const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
+    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2];
+    const int64_t slot = z % wz;
+    const int32_t K = p->classes;
+    if (z < nz) {
+        for (int64_t y = 0; y < ny; y++) {
+            for (int64_t x = 0; x < nx; x++) {
+                float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);
+                int32_t best = 0;
+                float best_p = -1.0f;
+                for (int32_t k = 0; k < K; k++) {
+                    float v = s->slab[((k * wz + slot) * py + y) * px + x] * inv;
+                    if (probabilities) probabilities[((k * nz + z) * ny + y) * nx + x] = v;
+                    if (v > best_p) {
+                        best_p = v;
+                        best = k;
+                    }
+                }
+                if (labels) labels[(z * ny + y) * nx + x] = best;
+            }
+        }
+    }
+    for (int32_t k = 0; k < K; k++)
+        memset(s->slab + (k * wz + slot) * py * px, 0, (size_t)(py * px) * sizeof(float));
+}
+
+cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
+                            const int64_t size[3], const cs_infer_options *options,
+                            float *probabilities, int32_t *labels)
+{
+    if (!model || !image || !size)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_predict_volume: NULL argument");
+    cs_infer_options o = options ? *options : cs_infer_options_default();
+    infer_plan p;
+    cs_status st = make_plan(ctx, model, size, &o, &p);
+    if (st != CS_OK) return st;
+    st = check_memory(ctx, plan_bytes(model, &p), "sliding-window inference");
+    if (st != CS_OK) return st;
+    if (!probabilities && !labels) return CS_OK;
+
+    float *mem = (float *)cs_alloc(ctx, scratch_floats(&p) * sizeof(float), "inference slab");
+    if (!mem) return CS_ERR_OUT_OF_MEMORY;
+    const int64_t wn = p.win[0] * p.win[1] * p.win[2];
+    infer_scratch s;
+    s.input = mem;
+    s.prob = s.input + wn * p.channels;
+    s.slab = s.prob + wn * p.classes;
+    float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
+    for (int a = 0; a < 3; a++) {
+        s.weight[a] = next;
+        next += p.win[a];
+        s.norm[a] = next;
+        next += p.padded[a];
+    }
+    s.fill = next;
+
+    /* pad with each channel's minimum, as the training patches are */
+    const int64_t vn = p.size[0] * p.size[1] * p.size[2];
+    for (int32_t c = 0; c < p.channels; c++) {
+        const float *ch = image + c * vn;
+        float m = INFINITY;
+        for (int64_t i = 0; i < vn; i++)
+            if (ch[i] < m) m = ch[i];
+        s.fill[c] = isfinite(m) ? m : 0.0f;
+    }
+    make_weights(&p, &s);
+
+    cs_workspace *ws = NULL;
+    st = cs_workspace_create(ctx, model, 1, p.win, 0, &ws);
+    if (st != CS_OK) {
+        cs_free(mem);
+        return st;
+    }
+
+    const int64_t total = p.count[0] * p.count[1] * p.count[2];
+    int64_t done = 0;
+    for (int64_t iz = 0; iz < p.count[2] && st == CS_OK; iz++) {
+        const int64_t z0 = window_start(&p, 2, iz);
+        for (int64_t iy = 0; iy < p.count[1] && st == CS_OK; iy++) {
+            const int64_t y0 = window_start(&p, 1, iy);
+            for (int64_t ix = 0; ix < p.count[0] && st == CS_OK; ix++) {
+                const int64_t x0 = window_start(&p, 0, ix);
+                fill_window(&p, &s, image, x0, y0, z0);
+                const float *logits = NULL;
+                st = cs_net_forward(ctx, model, ws, s.input, &logits);
+                if (st != CS_OK) break;
+                cs_softmax_channels(s.prob, logits, 1, p.classes, wn, cs_threads(ctx));
+                accumulate(&p, &s, x0, y0, z0);
+                done++;
+                if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {
+                    /* the z-row is complete: slices before the next row's start are final */
+                    int64_t end = iz + 1 < p.count[2] ? window_start(&p, 2, iz + 1) : p.padded[2];
+                    for (int64_t z = z0; z < end; z++)
+                        finalise_slice(&p, &s, z, probabilities, labels);
+                }
+                if (o.progress && o.progress(o.progress_user_data, (float)done / (float)total))
+                    st = cs_fail(ctx, CS_ERR_CANCELLED,
+                                 "inference cancelled by the progress callback after %lld of %lld "
+                                 "windows", (long long)done, (long long)total);
+            }
+        }
+    }
+    cs_workspace_free(ws);
+    cs_free(mem);
+    return st;
+}

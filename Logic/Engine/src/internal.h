@@ -18,7 +18,22 @@ struct cs_context {
     int32_t threads;        /* 0: OpenMP default */
     uint64_t memory_limit;  /* bytes, 0: none */
     char last_error[CS_ERROR_MAX];
+    uint64_t alloc_count;   /* cs_alloc calls made through this context (tests check for none) */
+    uint64_t alloc_bytes;   /* and the bytes they asked for */
+    /* Fault injection for tests (as SQLite's): when fault_countdown is non-zero it counts the
+     * cs_alloc calls on this context down and the one that takes it to 0 fails, as do all later
+     * ones while fault_repeat is set. fault_hits counts the failures injected. */
+    uint64_t fault_countdown;
+    int32_t fault_repeat;
+    uint64_t fault_hits;
+    /* When non-zero, a cs_alloc of more bytes than this fails too (and counts in fault_hits):
+     * tests use it to check that size limits are enforced before anything is allocated. */
+    uint64_t fault_over_bytes;
 };
+
+/* Makes the nth cs_alloc from now on ctx fail (1: the next one; 0: stop injecting), and with
+ * repeat every one after it too; resets fault_hits. For tests only. */
+void cs_context_inject_alloc_fault(cs_context_t ctx, uint64_t nth, int repeat);
 
 /* Records a printf-style message in ctx (which may be NULL) and returns status, so that
  * failures read `return cs_fail(ctx, CS_ERR_IO, "cannot open '%s'", path);`. */
@@ -54,6 +69,10 @@ struct cs_model {
     cs_param_tensor tensors[CS_MAX_PARAM_TENSORS];
     int32_t num_tensors;
 };
+
+/* Validates info and makes a model with its layout and zeroed weights (model.c); what
+ * cs_model_create and cs_model_load share. */
+cs_status cs_model_alloc(cs_context_t ctx, const cs_model_info *info, struct cs_model **out);
 
 /* Builds the tensor table of a U-Net configuration (names, shapes, offsets) without allocating
  * weights; fills model->tensors, num_tensors and num_params. (net.c) */

@@ -47,6 +47,86 @@ void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float 
 /* The other layers' kernels are declared below by net.c's author (instance norm, LeakyReLU,
  * max pooling, transposed convolution, concatenation, softmax), each with a _ref version. */
 
+/* The transposed convolution of the decoder (kernel 2, stride 2) reuses cs_conv_shape with d, h, w
+ * the INPUT size, kd = 2 (3D) or 1 (2D) and kh = kw = 2; its output is (B, Co, d*kd, 2h, 2w).
+ * out[b, co, kd*z + i, 2y + j, 2x + k] = bias[co] + sum_ci in[b, ci, z, y, x] * weight[ci, co, i, j, k] */
+void cs_upconv_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                           const cs_conv_shape *s, int threads);
+/* grad_in (B, Ci, d, h, w) += adjoint of the above applied to grad_out (B, Co, d*kd, 2h, 2w) */
+void cs_upconv_backward_data_ref(float *grad_in, const float *grad_out, const float *weight,
+                                 const cs_conv_shape *s, int threads);
+/* grad_weight (Ci, Co, kd, 2, 2) += ...; grad_bias (Co) += sums of grad_out (may be NULL) */
+void cs_upconv_backward_weights_ref(float *grad_weight, float *grad_bias, const float *grad_out,
+                                    const float *in, const cs_conv_shape *s, int threads);
+
+/* Instance norm over the n voxels of each (batch item, channel), affine per channel:
+ * out = gamma[c] * (in - mean) * rstd + beta[c], rstd = 1 / sqrt(biased variance + eps).
+ * in, out (B, C, n); out may equal in (inference runs it in place); saves mean, rstd (B, C)
+ * for the backward pass. */
+void cs_instnorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
+                             const float *gamma, const float *beta, int32_t batch,
+                             int32_t channels, int64_t n, float eps, int threads);
+/* grad_in (B, C, n) += ..., grad_gamma (C) += sum grad_out * xhat, grad_beta (C) += sum grad_out;
+ * in, mean, rstd as in (and from) the forward pass. */
+void cs_instnorm_backward_ref(float *grad_in, float *grad_gamma, float *grad_beta,
+                              const float *grad_out, const float *in, const float *mean,
+                              const float *rstd, const float *gamma, int32_t batch,
+                              int32_t channels, int64_t n, int threads);
+
+/* LeakyReLU, slope in [0, 1): out = in > 0 ? in : slope * in, n floats; out may equal in. */
+void cs_leaky_relu_forward_ref(float *out, const float *in, int64_t n, float slope, int threads);
+/* grad_in += grad_out * (x > 0 ? 1 : slope), where x is the forward input OR output (same sign
+ * for slope >= 0, which lets the forward run in place). */
+void cs_leaky_relu_backward_ref(float *grad_in, const float *grad_out, const float *x, int64_t n,
+                                float slope, int threads);
+
+/* Max pooling by 2 in h and w and by pd (2 in 3D, 1 in 2D) in d: in (P, d, h, w) with P = B * C
+ * planes, out (P, d/pd, h/2, w/2); d, h, w are multiples of the window. */
+void cs_maxpool_forward_ref(float *out, const float *in, int64_t planes, int32_t d, int32_t h,
+                            int32_t w, int32_t pd, int threads);
+/* grad_in (P, d, h, w) += grad_out routed to the first maximum of each window (recomputed from in). */
+void cs_maxpool_backward_ref(float *grad_in, const float *grad_out, const float *in, int64_t planes,
+                             int32_t d, int32_t h, int32_t w, int32_t pd, int threads);
+
+/* Channel concatenation: out (B, ca + cb, n) = [a (B, ca, n), b (B, cb, n)], a first. */
+void cs_concat_forward_ref(float *out, const float *a, const float *b, int32_t batch, int32_t ca,
+                           int32_t cb, int64_t n, int threads);
+/* grad_a (B, ca, n) += first ca channels of grad_out, grad_b (B, cb, n) += the rest. */
+void cs_concat_backward_ref(float *grad_a, float *grad_b, const float *grad_out, int32_t batch,
+                            int32_t ca, int32_t cb, int64_t n, int threads);
+
+/* Softmax over channels: out (B, C, n) = softmax_c(in (B, C, n)) at each voxel; out may equal in. */
+void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t channels,
+                             int64_t n, int threads);
+
+/* The dispatched versions of the layers above, same contracts. */
+void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
+                       const cs_conv_shape *s, int threads);
+void cs_upconv_backward_data(float *grad_in, const float *grad_out, const float *weight,
+                             const cs_conv_shape *s, int threads);
+void cs_upconv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
+                                const float *in, const cs_conv_shape *s, int threads);
+void cs_instnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                         const float *beta, int32_t batch, int32_t channels, int64_t n, float eps,
+                         int threads);
+void cs_instnorm_backward(float *grad_in, float *grad_gamma, float *grad_beta,
+                          const float *grad_out, const float *in, const float *mean,
+                          const float *rstd, const float *gamma, int32_t batch, int32_t channels,
+                          int64_t n, int threads);
+void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads);
+void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n,
+                            float slope, int threads);
+void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w,
+                        int32_t pd, int threads);
+void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes,
+                         int32_t d, int32_t h, int32_t w, int32_t pd, int threads);
+void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca,
+                       int32_t cb, int64_t n, int threads);
+void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int32_t batch,
+                        int32_t ca, int32_t cb, int64_t n, int threads);
+void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t channels, int64_t n,
+                         int threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,21 +1,158 @@
-/* kernels_fast.c - dispatched fast kernels. Until the optimised kernels land, each forwards to
- * its reference. */
+/* kernels_fast.c - the dispatched kernels: each picks the instruction-set path for this CPU
+ * (AVX-512, AVX2+FMA or portable C, kernels_isa.h) on first use, and falls back to the reference
+ * kernel when a path cannot get its scratch memory. */
+#include "internal.h"
 #include "kernels.h"
+#include "kernels_isa.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CS_THREAD_LOCAL __declspec(thread)
+#else
+#define CS_THREAD_LOCAL _Thread_local
+#endif
+
+typedef struct cs_scratch {
+    float *p;
+    size_t floats;
+} cs_scratch;
+
+static CS_THREAD_LOCAL cs_scratch g_scratch[CS_SCRATCH_SLOTS];
+
+float *cs_kernel_scratch(int slot, size_t floats)
+{
+    if (slot < 0 || slot >= CS_SCRATCH_SLOTS) return NULL;
+    cs_scratch *s = &g_scratch[slot];
+    if (s->floats < floats) {
+        cs_free(s->p);
+        s->p = (float *)cs_alloc(NULL, sizeof(float) * floats, "kernel scratch");
+        s->floats = s->p ? floats : 0;
+    }
+    return s->p;
+}
+
+void cs_kernel_scratch_release(void)
+{
+    for (int i = 0; i < CS_SCRATCH_SLOTS; i++) {
+        cs_free(g_scratch[i].p);
+        g_scratch[i].p = NULL;
+        g_scratch[i].floats = 0;
+    }
+}
+
+static cs_isa g_isa_forced = CS_ISA_AUTO; /* test hook, see cs_isa_force */
+
+int cs_isa_available(cs_isa isa)
+{
+    switch (isa) {
+    case CS_ISA_AUTO:
+    case CS_ISA_PORTABLE:
+        return 1;
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+    case CS_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CS_ISA_AVX512:
+        /* libgcc's check includes the OS enabling the ZMM state (XCR0), not only CPUID. */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f");
+#else
+    case CS_ISA_AVX2:
+    case CS_ISA_AVX512:
+        return 0;
+#endif
+    }
+    return 0;
+}
+
+cs_isa cs_isa_active(void)
+{
+    if (g_isa_forced != CS_ISA_AUTO) return g_isa_forced;
+    if (cs_isa_available(CS_ISA_AVX512)) return CS_ISA_AVX512;
+    if (cs_isa_available(CS_ISA_AVX2)) return CS_ISA_AVX2;
+    return CS_ISA_PORTABLE;
+}
+
+const char *cs_isa_name(cs_isa isa)
+{
+    switch (isa) {
+    case CS_ISA_AUTO: return "auto";
+    case CS_ISA_PORTABLE: return "portable";
+    case CS_ISA_AVX2: return "avx2";
+    case CS_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+int cs_isa_force(cs_isa isa)
+{
+    if (!cs_isa_available(isa)) return -1;
+    g_isa_forced = isa;
+    return 0;
+}
+
+/* Runs the path's version of a kernel; a non-zero status (no scratch memory) falls through to
+ * the reference. */
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+#define CS_DISPATCH(name, ...)                                                                  \
+    do {                                                                                        \
+        int st_;                                                                                \
+        switch (cs_isa_active()) {                                                              \
+        case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                            \
+        case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                                \
+        default: st_ = name##_portable(__VA_ARGS__); break;                                     \
+        }                                                                                       \
+        if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
+    } while (0)
+#else
+#define CS_DISPATCH(name, ...)                                                                  \
+    do {                                                                                        \
+        if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                         \
+    } while (0)
+#endif
 
 void cs_conv_forward(float *out, const float *in, const float *weight, const float *bias,
                      const cs_conv_shape *s, int threads)
 {
-    cs_conv_forward_ref(out, in, weight, bias, s, threads);
+    CS_DISPATCH(cs_conv_forward, out, in, weight, bias, s, threads);
 }
 
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                            const cs_conv_shape *s, int threads)
 {
-    cs_conv_backward_data_ref(grad_in, grad_out, weight, s, threads);
+    CS_DISPATCH(cs_conv_backward_data, grad_in, grad_out, weight, s, threads);
 }
 
 void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
                               const float *in, const cs_conv_shape *s, int threads)
 {
-    cs_conv_backward_weights_ref(grad_weight, grad_bias, grad_out, in, s, threads);
+    CS_DISPATCH(cs_conv_backward_weights, grad_weight, grad_bias, grad_out, in, s, threads);
 }
+
+void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
+                       const cs_conv_shape *s, int threads)
+{
+    cs_upconv_forward_ref(out, in, weight, bias, s, threads);
+}
+
+void cs_upconv_backward_data(float *grad_in, const float *grad_out, const float *weight,
+                             const cs_conv_shape *s, int threads)
+{
+    cs_upconv_backward_data_ref(grad_in, grad_out, weight, s, threads);
+}
+
+void cs_upconv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
+                                const float *in, const cs_conv_shape *s, int threads)
+{
+    CS_DISPATCH(cs_upconv_backward_weights, grad_weight, grad_bias, grad_out, in, s, threads);
+}
+
+/* Layer kernels added with net.c (e1): forwards to the references until fast versions land. */
+void cs_instnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int32_t batch, int32_t channels, int64_t n, float eps, int threads) { cs_instnorm_forward_ref(out, mean, rstd, in, gamma, beta, batch, channels, n, eps, threads); }
+void cs_instnorm_backward(float *grad_in, float *grad_gamma, float *grad_beta, const float *grad_out, const float *in, const float *mean, const float *rstd, const float *gamma, int32_t batch, int32_t channels, int64_t n, int threads) { cs_instnorm_backward_ref(grad_in, grad_gamma, grad_beta, grad_out, in, mean, rstd, gamma, batch, channels, n, threads); }
+void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads) { cs_leaky_relu_forward_ref(out, in, n, slope, threads); }
+void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n, float slope, int threads) { cs_leaky_relu_backward_ref(grad_in, grad_out, x, n, slope, threads); }
+void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_forward_ref(out, in, planes, d, h, w, pd, threads); }
+void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_backward_ref(grad_in, grad_out, in, planes, d, h, w, pd, threads); }
+void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_forward_ref(out, a, b, batch, ca, cb, n, threads); }
+void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_backward_ref(grad_a, grad_b, grad_out, batch, ca, cb, n, threads); }
+void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t channels, int64_t n, int threads) { cs_softmax_channels_ref(out, in, batch, channels, n, threads); }

@@ -1,2 +1,198 @@
-/* sample.c - (being written) */
+/* sample.c - training patches: foreground-biased position, padding, flips and intensity
+ * augmentation. The random numbers are drawn in a fixed order, so the same generator state
+ * gives the same patch. */
 #include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+cs_sampling_options cs_sampling_options_default(void)
+{
+    cs_sampling_options o;
+    memset(&o, 0, sizeof o);
+    o.foreground_fraction = 0.33f;
+    o.flip_axes = 0;
+    o.intensity_scale = 0.1f;
+    o.intensity_shift = 0.1f;
+    o.noise_std = 0.0f;
+    return o;
+}
+
+static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *image,
+                            const int32_t *labels, int32_t channels, const int64_t size[3],
+                            int32_t num_classes, const int32_t patch[3],
+                            const cs_sampling_options *o, const float *patch_image,
+                            const int32_t *patch_labels)
+{
+    if (!rng || !image || !labels || !size || !patch || !o || !patch_image || !patch_labels)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: a pointer argument is NULL");
+    if (channels < 1 || channels > CS_MAX_CHANNELS)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: channels is %d, must be in "
+                       "[1, %d]", (int)channels, CS_MAX_CHANNELS);
+    if (num_classes < 2 || num_classes > CS_MAX_CLASSES)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: num_classes is %d, must be "
+                       "in [2, %d]", (int)num_classes, CS_MAX_CLASSES);
+    int64_t voxels = 1, patch_voxels = 1;
+    for (int i = 0; i < 3; i++) {
+        if (size[i] < 1 || size[i] > (INT64_C(1) << 20))
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: size[%d] is %lld", i,
+                           (long long)size[i]);
+        if (patch[i] < 1 || patch[i] > (1 << 20))
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: patch[%d] is %d", i,
+                           (int)patch[i]);
+        voxels *= size[i];
+        patch_voxels *= patch[i];
+        if (voxels > (INT64_C(1) << 40) || patch_voxels > (INT64_C(1) << 40))
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: volume or patch too "
+                           "large");
+    }
+    if (!(o->foreground_fraction >= 0 && o->foreground_fraction <= 1))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: foreground_fraction is %g, "
+                       "must be in [0, 1]", (double)o->foreground_fraction);
+    if (o->flip_axes < 0 || o->flip_axes > 7)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: flip_axes is %d, must be a "
+                       "mask of 1, 2, 4", (int)o->flip_axes);
+    if (!(o->intensity_scale >= 0 && o->intensity_scale < 1))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: intensity_scale is %g, "
+                       "must be in [0, 1)", (double)o->intensity_scale);
+    if (!(o->intensity_shift >= 0 && isfinite(o->intensity_shift)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: intensity_shift is %g, "
+                       "must be finite and >= 0", (double)o->intensity_shift);
+    if (!(o->noise_std >= 0 && isfinite(o->noise_std)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: noise_std is %g, must be "
+                       "finite and >= 0", (double)o->noise_std);
+    return CS_OK;
+}
+
+/* Picks a random voxel of a random foreground class present in labels (N); returns 0 when the
+ * volume has no foreground, 1 with *voxel set. Two passes over the labels, no allocation. */
+static int pick_foreground(cs_context_t ctx, cs_rng *rng, const int32_t *labels, int64_t n,
+                           int32_t num_classes, int64_t *voxel, cs_status *st)
+{
+    int64_t counts[CS_MAX_CLASSES];
+    memset(counts, 0, sizeof counts);
+    for (int64_t i = 0; i < n; i++) {
+        int32_t v = labels[i];
+        if (v < 0 || v >= num_classes) {
+            *st = cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld "
+                          "is outside [0, %d)", (int)v, (long long)i, (int)num_classes);
+            return 0;
+        }
+        counts[v]++;
+    }
+    int32_t present[CS_MAX_CLASSES], num_present = 0;
+    for (int32_t k = 1; k < num_classes; k++)
+        if (counts[k] > 0) present[num_present++] = k;
+    if (num_present == 0) return 0;
+    int32_t k = present[cs_rng_below(rng, num_present)];
+    int64_t target = cs_rng_below(rng, counts[k]);
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] == k && target-- == 0) {
+            *voxel = i;
+            return 1;
+        }
+    return 0; /* not reached: counts[k] voxels of class k exist */
+}
+
+/* The patch starts along one axis that keep the patch inside the volume or, when the volume
+ * is smaller than the patch, the volume inside the patch: [lo, hi]. */
+static void start_range(int64_t n, int64_t p, int64_t *lo, int64_t *hi)
+{
+    *lo = n >= p ? 0 : n - p;
+    *hi = n >= p ? n - p : 0;
+}
+
+cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
+                          const int32_t *labels, int32_t channels, const int64_t size[3],
+                          int32_t num_classes, const int32_t patch[3],
+                          const cs_sampling_options *options, float *patch_image,
+                          int32_t *patch_labels)
+{
+    cs_status st = check_args(ctx, rng, image, labels, channels, size, num_classes, patch, options,
+                              patch_image, patch_labels);
+    if (st != CS_OK) return st;
+    const int64_t nx = size[0], ny = size[1], nz = size[2];
+    const int64_t px = patch[0], py = patch[1], pz = patch[2];
+    const int64_t n = nx * ny * nz, pn = px * py * pz;
+    const int64_t dims[3] = {nx, ny, nz}, pdims[3] = {px, py, pz};
+
+    /* position: centred on a foreground voxel, or uniform over all placements */
+    int64_t start[3];
+    int64_t voxel = -1;
+    if (cs_rng_uniform(rng) < options->foreground_fraction) {
+        st = CS_OK;
+        if (!pick_foreground(ctx, rng, labels, n, num_classes, &voxel, &st)) voxel = -1;
+        if (st != CS_OK) return st;
+    }
+    const int64_t centre[3] = {voxel % nx, (voxel / nx) % ny, voxel / (nx * ny)};
+    for (int i = 0; i < 3; i++) {
+        int64_t lo, hi;
+        start_range(dims[i], pdims[i], &lo, &hi);
+        if (voxel >= 0) {
+            int64_t s = centre[i] - pdims[i] / 2;
+            start[i] = s < lo ? lo : s > hi ? hi : s;
+        } else {
+            start[i] = lo + cs_rng_below(rng, hi - lo + 1);
+        }
+    }
+    int flip[3];
+    for (int i = 0; i < 3; i++)
+        flip[i] = (options->flip_axes >> i & 1) ? cs_rng_uniform(rng) < 0.5f : 0;
+
+    /* the padding value of each channel is its minimum, needed only when the patch leaves the
+     * volume */
+    int pads = 0;
+    for (int i = 0; i < 3; i++) pads |= start[i] < 0 || start[i] + pdims[i] > dims[i];
+    float pad_value[CS_MAX_CHANNELS];
+    for (int32_t c = 0; c < channels && pads; c++) {
+        const float *src = image + c * n;
+        float m = src[0];
+        for (int64_t i = 1; i < n; i++) m = src[i] < m ? src[i] : m;
+        pad_value[c] = m;
+    }
+
+    /* copy (flipping the destination index) */
+    for (int64_t z = 0; z < pz; z++) {
+        int64_t sz = start[2] + z, dz = flip[2] ? pz - 1 - z : z;
+        for (int64_t y = 0; y < py; y++) {
+            int64_t sy = start[1] + y, dy = flip[1] ? py - 1 - y : y;
+            int inside_zy = sz >= 0 && sz < nz && sy >= 0 && sy < ny;
+            for (int64_t x = 0; x < px; x++) {
+                int64_t sx = start[0] + x, dx = flip[0] ? px - 1 - x : x;
+                int64_t d = (dz * py + dy) * px + dx;
+                if (inside_zy && sx >= 0 && sx < nx) {
+                    int64_t s = (sz * ny + sy) * nx + sx;
+                    int32_t v = labels[s];
+                    if (v < 0 || v >= num_classes)
+                        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d "
+                                       "at voxel %lld is outside [0, %d)", (int)v, (long long)s,
+                                       (int)num_classes);
+                    patch_labels[d] = v;
+                    for (int32_t c = 0; c < channels; c++)
+                        patch_image[c * pn + d] = image[c * n + s];
+                } else {
+                    patch_labels[d] = 0;
+                    for (int32_t c = 0; c < channels; c++) patch_image[c * pn + d] = pad_value[c];
+                }
+            }
+        }
+    }
+
+    /* intensity augmentation per channel, then noise */
+    for (int32_t c = 0; c < channels; c++) {
+        float scale = 1.0f, shift = 0.0f;
+        if (options->intensity_scale > 0)
+            scale = 1.0f + options->intensity_scale * (2.0f * cs_rng_uniform(rng) - 1.0f);
+        if (options->intensity_shift > 0)
+            shift = options->intensity_shift * (2.0f * cs_rng_uniform(rng) - 1.0f);
+        if (scale != 1.0f || shift != 0.0f) {
+            float *dst = patch_image + c * pn;
+            for (int64_t i = 0; i < pn; i++) dst[i] = dst[i] * scale + shift;
+        }
+    }
+    if (options->noise_std > 0) {
+        for (int64_t i = 0; i < channels * pn; i++)
+            patch_image[i] += options->noise_std * cs_rng_normal(rng);
+    }
+    return CS_OK;
+}

@@ -1,2 +1,396 @@
-/* train.c - (being written) */
+/* train.c - the trainer: forward, loss, backward, gradient clipping and Adam(W) steps on batches
+ * the caller supplies, and checkpoints of the whole training state.
+ *
+ * Everything a step touches is allocated once in cs_trainer_init: the workspace with gradients,
+ * the parameter gradients, Adam's m and v, the logits gradient and the argmax labels. A step
+ * checks the loss and the gradient for non-finite values before it touches any weight.
+ */
 #include "internal.h"
+#include "optim.h"
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cs_trainer {
+    cs_context_t ctx;
+    cs_model_t model;          /* updated in place, owned by the caller */
+    cs_train_config config;    /* patch size resolved */
+    int64_t size[3];           /* patch x y z */
+    int64_t voxels;            /* per patch */
+    cs_workspace *ws;          /* activations and their gradients for one batch */
+    float *grad;               /* (num_params) dL/dparams, laid out like model->params */
+    float *adam_m;             /* (num_params) first moment */
+    float *adam_v;             /* (num_params) second moment */
+    float *grad_logits;        /* (B, K, pz, py, px) */
+    int32_t *predicted;        /* (B, pz, py, px) argmax of the logits */
+    int64_t step;              /* optimiser steps done */
+};
+
+static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
+                              const cs_train_config *c, int64_t size[3])
+{
+    const cs_unet_config *arch = &info->arch;
+    if (c->batch_size < 1)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "batch_size = %d must be at least 1",
+                       c->batch_size);
+    const int64_t m = (int64_t)1 << (arch->levels - 1);
+    static const char axis[3] = {'x', 'y', 'z'};
+    for (int a = 0; a < 3; a++) {
+        int64_t s = c->patch_size[a] ? c->patch_size[a] : info->patch_size[a];
+        if (a == 2 && arch->spatial_dims == 2 && s == 0) s = 1;
+        if (s < 1)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "patch size %c = %lld must be positive",
+                           axis[a], (long long)s);
+        if (a == 2 && arch->spatial_dims == 2) {
+            if (s != 1)
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                               "patch size z = %lld must be 1 for a 2D model", (long long)s);
+        } else if (s % m != 0) {
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "patch size %c = %lld must be a multiple of %lld (2^(levels-1), "
+                           "levels = %d)", axis[a], (long long)s, (long long)m, arch->levels);
+        }
+        size[a] = s;
+    }
+    if (!(c->learning_rate > 0.0f && isfinite(c->learning_rate)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "learning_rate = %g must be positive",
+                       (double)c->learning_rate);
+    if (!(c->min_learning_rate >= 0.0f && c->min_learning_rate <= c->learning_rate))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "min_learning_rate = %g must be in [0, learning_rate]",
+                       (double)c->min_learning_rate);
+    if (c->optimizer != CS_OPTIMIZER_ADAM && c->optimizer != CS_OPTIMIZER_ADAMW)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "unknown optimizer %d", (int)c->optimizer);
+    if (!(c->adam_beta1 >= 0.0f && c->adam_beta1 < 1.0f) ||
+        !(c->adam_beta2 >= 0.0f && c->adam_beta2 < 1.0f))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "adam_beta1 = %g and adam_beta2 = %g must be in [0, 1)",
+                       (double)c->adam_beta1, (double)c->adam_beta2);
+    if (!(c->adam_epsilon > 0.0f && isfinite(c->adam_epsilon)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "adam_epsilon = %g must be positive",
+                       (double)c->adam_epsilon);
+    if (!(c->weight_decay >= 0.0f && isfinite(c->weight_decay)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "weight_decay = %g must not be negative",
+                       (double)c->weight_decay);
+    if (!(c->grad_clip_norm >= 0.0f && isfinite(c->grad_clip_norm)))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "grad_clip_norm = %g must not be negative",
+                       (double)c->grad_clip_norm);
+    if (c->schedule != CS_LR_CONSTANT && c->schedule != CS_LR_POLY && c->schedule != CS_LR_COSINE)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "unknown learning-rate schedule %d",
+                       (int)c->schedule);
+    if (c->warmup_steps < 0 || c->total_steps < 1 || c->curriculum_steps < 0)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "warmup_steps = %lld and curriculum_steps = %lld must not be negative, "
+                       "total_steps = %lld must be positive", (long long)c->warmup_steps,
+                       (long long)c->curriculum_steps, (long long)c->total_steps);
+    if (c->curriculum && !(c->curriculum_alpha_start >= 0.0f && c->curriculum_alpha_start <= 1.0f))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "curriculum_alpha_start = %g must be in [0, 1]",
+                       (double)c->curriculum_alpha_start);
+    /* the loss checks its own options: try it once on a two-voxel batch */
+    float logits[4] = {0.0f, 0.0f, 0.0f, 0.0f}, loss;
+    int32_t labels[2] = {0, 1};
+    cs_status st = cs_loss(&c->loss, logits, labels, 1, 2, 2, &loss, NULL);
+    if (st != CS_OK)
+        return cs_fail(ctx, st, "the loss options are invalid (kind %d, alpha %g, beta %g)",
+                       (int)c->loss.kind, (double)c->loss.alpha, (double)c->loss.beta);
+    return CS_OK;
+}
+
+cs_status cs_trainer_init(cs_context_t ctx, cs_model_t model, const cs_train_config *config,
+                          cs_trainer_t *out)
+{
+    if (!out) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_trainer_init: out is NULL");
+    *out = NULL;
+    if (!ctx || !model || !config)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_trainer_init: NULL argument");
+    int64_t size[3];
+    cs_status st = check_config(ctx, &model->info, config, size);
+    if (st != CS_OK) return st;
+
+    cs_trainer_t t = (cs_trainer_t)cs_alloc(ctx, sizeof *t, "trainer");
+    if (!t) return CS_ERR_OUT_OF_MEMORY;
+    t->ctx = ctx;
+    t->model = model;
+    t->config = *config;
+    for (int a = 0; a < 3; a++) {
+        t->size[a] = size[a];
+        t->config.patch_size[a] = (int32_t)size[a];
+    }
+    t->voxels = size[0] * size[1] * size[2];
+    const int64_t B = config->batch_size, K = model->info.arch.num_classes;
+    const size_t np = (size_t)model->num_params;
+
+    st = cs_workspace_create(ctx, model, config->batch_size, size, 1, &t->ws);
+    if (st == CS_OK) {
+        t->grad = (float *)cs_alloc(ctx, np * sizeof(float), "parameter gradients");
+        t->adam_m = (float *)cs_alloc(ctx, np * sizeof(float), "Adam first moments");
+        t->adam_v = (float *)cs_alloc(ctx, np * sizeof(float), "Adam second moments");
+        t->grad_logits = (float *)cs_alloc(ctx, (size_t)(B * K * t->voxels) * sizeof(float),
+                                           "logits gradient");
+        t->predicted = (int32_t *)cs_alloc(ctx, (size_t)(B * t->voxels) * sizeof(int32_t),
+                                           "predicted labels");
+        if (!t->grad || !t->adam_m || !t->adam_v || !t->grad_logits || !t->predicted)
+            st = CS_ERR_OUT_OF_MEMORY;
+    }
+    if (st != CS_OK) {
+        cs_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return CS_OK;
+}
+
+void cs_trainer_free(cs_trainer_t t)
+{
+    if (!t) return;
+    cs_workspace_free(t->ws);
+    cs_free(t->grad);
+    cs_free(t->adam_m);
+    cs_free(t->adam_v);
+    cs_free(t->grad_logits);
+    cs_free(t->predicted);
+    cs_free(t);
+}
+
+int64_t cs_trainer_steps_done(const cs_trainer_t t) { return t ? t->step : 0; }
+
+/* predicted (B, N) = argmax over k of logits (B, K, N); the first maximum wins. */
+static void argmax_labels(int32_t *predicted, const float *logits, int64_t batch, int32_t k,
+                          int64_t n)
+{
+    for (int64_t b = 0; b < batch; b++) {
+        const float *l = logits + b * k * n;
+        int32_t *p = predicted + b * n;
+        for (int64_t i = 0; i < n; i++) {
+            int32_t best = 0;
+            float best_v = l[i];
+            for (int32_t c = 1; c < k; c++) {
+                float v = l[c * n + i];
+                if (v > best_v) {
+                    best_v = v;
+                    best = c;
+                }
+            }
+            p[i] = best;
+        }
+    }
+}
+
+cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *labels,
+                          cs_step_result *result)
+{
+    if (!t) return CS_ERR_INVALID_ARGUMENT;
+    cs_context_t ctx = t->ctx;
+    if (!images || !labels)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_trainer_step: NULL images or labels");
+    const cs_model_t model = t->model;
+    const int32_t K = model->info.arch.num_classes;
+    const int64_t B = t->config.batch_size, N = t->voxels;
+
+    for (int64_t i = 0; i < B * N; i++) {
+        if (labels[i] < 0 || labels[i] >= K)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "label %d at voxel %lld of batch item %lld is outside [0, %d) (the "
+                           "model has %d classes)",
+                           labels[i], (long long)(i % N), (long long)(i / N), K, K);
+    }
+
+    const float *logits = NULL;
+    cs_status st = cs_net_forward(ctx, model, t->ws, images, &logits);
+    if (st != CS_OK) return st;
+
+    const float lr = cs_train_learning_rate_at(&t->config, t->step);
+    const float alpha = cs_train_alpha_at(&t->config, t->step);
+    cs_loss_options lo = t->config.loss;
+    lo.alpha = alpha;
+    float loss = 0.0f;
+    st = cs_loss(&lo, logits, labels, B, N, K, &loss, t->grad_logits);
+    if (st != CS_OK)
+        return cs_fail(ctx, st, "the %s loss rejected its options (%s)",
+                       cs_loss_kind_name(lo.kind), cs_status_string(st));
+    if (!isfinite(loss))
+        return cs_fail(ctx, CS_ERR_NUMERIC,
+                       "non-finite loss (%g) at step %lld; the weights were kept. Check the "
+                       "images for NaN or infinite values, or lower the learning rate",
+                       (double)loss, (long long)t->step);
+
+    /* the batch's hard prediction, taken before the backward pass may reuse the logits */
+    if (result) argmax_labels(t->predicted, logits, B, K, N);
+
+    const size_t np = (size_t)model->num_params;
+    memset(t->grad, 0, np * sizeof(float));
+    st = cs_net_backward(ctx, model, t->ws, t->grad_logits, t->grad);
+    if (st != CS_OK) return st;
+    /* the norm before clipping; a non-finite one means a non-finite gradient somewhere */
+    const double norm = cs_grad_clip_norm(t->grad, model->num_params, t->config.grad_clip_norm,
+                                          cs_threads(ctx));
+    if (!isfinite(norm))
+        return cs_fail(ctx, CS_ERR_NUMERIC,
+                       "non-finite gradient norm (%g) at step %lld; the weights were kept. "
+                       "Lower the learning rate or check the images",
+                       norm, (long long)t->step);
+    cs_adam_update(model->params, t->adam_m, t->adam_v, t->grad, model->num_params, t->step + 1,
+                   lr, &t->config, cs_threads(ctx));
+    t->step++;
+
+    if (result) {
+        memset(result, 0, sizeof *result);
+        result->loss = loss;
+        result->grad_norm = (float)norm;
+        result->learning_rate = lr;
+        result->alpha = alpha;
+        cs_dice_per_class(t->predicted, labels, B * N, K, result->dice);
+        for (int32_t k = K; k < CS_MAX_CLASSES; k++) result->dice[k] = NAN;
+    }
+    return CS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checkpoints: a model file (weights and metadata) plus Adam's moments, the step and the
+ * training settings, so that a run resumes exactly where it stopped. */
+
+#define CKPT_STEP_KEY "checkpoint.step"
+#define CKPT_CONFIG_KEY "checkpoint.train_config"
+
+/* The tensors of a checkpoint: every model tensor under its own name, then Adam's moments. */
+static cs_named_buffer *checkpoint_tensors(cs_trainer_t t, int64_t *flat_shape, int32_t *count)
+{
+    const cs_model_t model = t->model;
+    int32_t n = model->num_tensors + 2;
+    cs_named_buffer *tb = (cs_named_buffer *)cs_alloc(t->ctx, sizeof *tb * (size_t)n,
+                                                     "checkpoint tensor list");
+    if (!tb) return NULL;
+    for (int32_t i = 0; i < model->num_tensors; i++) {
+        const cs_param_tensor *p = &model->tensors[i];
+        tb[i].name = p->name;
+        tb[i].ndim = p->ndim;
+        tb[i].shape = p->shape;
+        tb[i].data = model->params + p->offset;
+    }
+    *flat_shape = model->num_params;
+    tb[n - 2] = (cs_named_buffer){"optimizer.adam_m", 1, flat_shape, t->adam_m};
+    tb[n - 1] = (cs_named_buffer){"optimizer.adam_v", 1, flat_shape, t->adam_v};
+    *count = n;
+    return tb;
+}
+
+/* The settings a resumed run must share with the run that wrote the checkpoint: what the
+ * optimiser state means (optimizer, batch and patch shape, loss). The schedule may change, so
+ * that a run can be extended. */
+static char *config_json(const cs_train_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddNumberToObject(o, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(o, "patch_x", c->patch_size[0]);
+    cJSON_AddNumberToObject(o, "patch_y", c->patch_size[1]);
+    cJSON_AddNumberToObject(o, "patch_z", c->patch_size[2]);
+    cJSON_AddStringToObject(o, "optimizer", c->optimizer == CS_OPTIMIZER_ADAMW ? "adamw" : "adam");
+    cJSON_AddStringToObject(o, "loss", cs_loss_kind_name(c->loss.kind));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+cs_status cs_trainer_save_checkpoint(cs_trainer_t t, const char *path)
+{
+    if (!t) return CS_ERR_INVALID_ARGUMENT;
+    cs_context_t ctx = t->ctx;
+    if (!path) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "checkpoint path is NULL");
+    int64_t flat_shape;
+    int32_t count;
+    cs_named_buffer *tb = checkpoint_tensors(t, &flat_shape, &count);
+    if (!tb) return CS_ERR_OUT_OF_MEMORY;
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    char *cfg = config_json(&t->config);
+    cs_status st;
+    if (!cfg) {
+        st = cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory writing checkpoint '%s'", path);
+    } else {
+        cs_st_pair meta[2] = {{CKPT_STEP_KEY, step}, {CKPT_CONFIG_KEY, cfg}};
+        /* atomic: a failed save leaves an older checkpoint at path intact */
+        st = cs_model_save_with(ctx, t->model, path, tb + count - 2, 2, meta, 2);
+    }
+    cJSON_free(cfg);
+    cs_free(tb);
+    return st;
+}
+
+/* Fails naming the first architecture field where the file's model differs from ours. */
+static cs_status check_same_arch(cs_context_t ctx, const char *path, const cs_unet_config *have,
+                                 const cs_unet_config *want)
+{
+    const char *field = NULL;
+    double a = 0, b = 0;
+#define CS_SAME(f)                                                                                 \
+    if (!field && have->f != want->f) {                                                            \
+        field = #f;                                                                                \
+        a = (double)have->f;                                                                       \
+        b = (double)want->f;                                                                       \
+    }
+    CS_SAME(spatial_dims) CS_SAME(in_channels) CS_SAME(num_classes) CS_SAME(base_filters)
+    CS_SAME(levels) CS_SAME(leaky_slope) CS_SAME(norm_epsilon)
+#undef CS_SAME
+    if (field)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "'%s' holds a model with %s = %g, the trainer's model has %g", path, field,
+                       a, b);
+    return CS_OK;
+}
+
+cs_status cs_trainer_load_checkpoint(cs_trainer_t t, const char *path)
+{
+    if (!t) return CS_ERR_INVALID_ARGUMENT;
+    cs_context_t ctx = t->ctx;
+    if (!path) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "checkpoint path is NULL");
+    cs_st_file *f = NULL;
+    cs_status st = cs_st_read(ctx, path, &f);
+    if (st != CS_OK) return st;
+
+    cs_model_info info, old_info = t->model->info;
+    char *want = config_json(&t->config);
+    const char *have = cs_st_metadata(f, CKPT_CONFIG_KEY);
+    const char *step_text = cs_st_metadata(f, CKPT_STEP_KEY);
+    char *end = NULL;
+    long long step = step_text ? strtoll(step_text, &end, 10) : -1;
+    cs_named_buffer *tb = NULL;
+    float **dst = NULL;
+    if (!want) {
+        st = cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory reading checkpoint '%s'", path);
+    } else if (!have || !step_text) {
+        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s' is not a ComboSeg trainer checkpoint (no %s)",
+                     path, have ? CKPT_STEP_KEY : CKPT_CONFIG_KEY);
+    } else if (end == step_text || *end != '\0' || step < 0) {
+        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': bad step '%s'", path, step_text);
+    } else if ((st = cs_model_info_read(ctx, f, path, &info)) == CS_OK &&
+               (st = check_same_arch(ctx, path, &info.arch, &t->model->info.arch)) == CS_OK) {
+        if (strcmp(want, have) != 0) {
+            st = cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                         "'%s' was written with other training settings: it holds %s, this "
+                         "trainer has %s", path, have, want);
+        } else {
+            int64_t flat_shape;
+            int32_t count;
+            tb = checkpoint_tensors(t, &flat_shape, &count);
+            dst = tb ? (float **)cs_alloc(ctx, sizeof(float *) * (size_t)count, "pointers") : NULL;
+            st = dst ? cs_model_set_info(ctx, t->model, &info) : CS_ERR_OUT_OF_MEMORY;
+            if (st == CS_OK) {
+                for (int32_t i = 0; i < count; i++) dst[i] = (float *)tb[i].data;
+                /* copies nothing unless every tensor matches, so a bad file keeps the state */
+                st = cs_st_copy_tensors(ctx, f, path, tb, count, 0, dst);
+                if (st == CS_OK) t->step = step;
+                else t->model->info = old_info;
+            }
+        }
+    }
+    cs_free(dst);
+    cs_free(tb);
+    cJSON_free(want);
+    cs_st_free(f);
+    return st;
+}

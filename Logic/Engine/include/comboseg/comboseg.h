@@ -234,11 +234,20 @@ CS_API const cs_model_info *cs_model_get_info(const cs_model_t model);
 /* Replace the metadata; the architecture must stay the same. */
 CS_API cs_status cs_model_set_info(cs_context_t ctx, cs_model_t model, const cs_model_info *info);
 CS_API int64_t cs_model_num_parameters(const cs_model_t model);
+/* A copy of model with count more classes (new_classes: values, names, colours), appended after
+ * the old ones: every weight is copied; the head's new rows start as background's, shifted well
+ * below it, so that the copy predicts what model predicts until training separates them. */
+CS_API cs_status cs_model_add_classes(cs_context_t ctx, const cs_model_t model,
+                                      const cs_class_info *new_classes, int32_t count,
+                                      cs_model_t *out);
 
 /* Model files: safetensors with the metadata in "__metadata__". Save is atomic (temporary file,
  * flush, rename): a failed save leaves any previous file intact. Load validates everything. */
 CS_API cs_status cs_model_save(cs_context_t ctx, const cs_model_t model, const char *path);
 CS_API cs_status cs_model_load(cs_context_t ctx, const char *path, cs_model_t *out);
+/* As cs_model_save, with the weights stored in half precision (F16) to halve the file; load
+ * converts them back to float. A weight beyond the half range (|w| >= 65520) is an error. */
+CS_API cs_status cs_model_save_f16(cs_context_t ctx, const cs_model_t model, const char *path);
 
 /* Logits of a batch: images (B, C, nz, ny, nx) to logits (B, K, nz, ny, nx). Each size must be
  * a multiple of 2^(levels-1) (nz = 1 for 2D models). */

@@ -1,0 +1,28 @@
+/* kernels_avx2.c - the convolutions with AVX2 + FMA (8 floats per ymm register, 16 registers:
+ * 12 accumulators, 2 weight vectors and a broadcast). Compiled with -mavx2 -mfma; only called
+ * after the dispatcher checked the CPU. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define CS_VL 8
+#define CS_SFX avx2
+#define CS_MAXW2 6
+#define CS_MAXW1 12
+#define CS_MAXT2 6
+#define CS_MAXT1 12
+#define CS_NCI_2_3 2
+#define CS_NCI_2_1 6
+#define CS_NCI_1_3 4
+#define CS_NCI_1_1 8
+
+typedef __m256 cs_vec;
+#define cs_vzero() _mm256_setzero_ps()
+#define cs_vload(p) _mm256_loadu_ps(p)
+#define cs_vstore(p, a) _mm256_storeu_ps((p), (a))
+#define cs_vbcast(p) _mm256_broadcast_ss(p)
+#define cs_vfma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+
+#include "kernels_simd.inc"
+#else
+typedef int cs_kernels_avx2_unused; /* ISO C forbids an empty translation unit */
+#endif

@@ -1,0 +1,28 @@
+/* kernels_avx512.c - the convolutions with AVX-512F (16 floats per zmm register, 32 registers:
+ * up to 28 accumulators). Compiled with -mavx512f -mfma; only called after the dispatcher
+ * checked the CPU and the OS (ZMM state enabled). */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define CS_VL 16
+#define CS_SFX avx512
+#define CS_MAXW2 14
+#define CS_MAXW1 24
+#define CS_MAXT2 14
+#define CS_MAXT1 24
+#define CS_NCI_2_3 4
+#define CS_NCI_2_1 14
+#define CS_NCI_1_3 8
+#define CS_NCI_1_1 16
+
+typedef __m512 cs_vec;
+#define cs_vzero() _mm512_setzero_ps()
+#define cs_vload(p) _mm512_loadu_ps(p)
+#define cs_vstore(p, a) _mm512_storeu_ps((p), (a))
+#define cs_vbcast(p) _mm512_set1_ps(*(p))
+#define cs_vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+
+#include "kernels_simd.inc"
+#else
+typedef int cs_kernels_avx512_unused; /* ISO C forbids an empty translation unit */
+#endif

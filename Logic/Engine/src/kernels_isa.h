@@ -1,0 +1,69 @@
+/* kernels_isa.h - the instruction-set paths behind the dispatched kernels of kernels.h.
+ *
+ * Each path (portable C, AVX2+FMA, AVX-512) compiles the same convolution code
+ * (kernels_simd.inc) for its vector width. The entry points return 0, or -1 when their scratch
+ * memory could not be allocated, in which case the dispatcher runs the reference kernel instead
+ * (kernels are void and cannot report errors).
+ */
+#ifndef COMBOSEG_KERNELS_ISA_H
+#define COMBOSEG_KERNELS_ISA_H
+
+#include "kernels.h"
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cs_isa {
+    CS_ISA_AUTO = 0,     /* the best path this CPU supports */
+    CS_ISA_PORTABLE = 1, /* plain C11 */
+    CS_ISA_AVX2 = 2,     /* AVX2 + FMA, 8 floats per vector */
+    CS_ISA_AVX512 = 3    /* AVX-512F, 16 floats per vector */
+} cs_isa;
+
+/* Whether this build has a path and this CPU can run it (AUTO and PORTABLE: always). */
+int cs_isa_available(cs_isa isa);
+/* The path the dispatched kernels take now. */
+cs_isa cs_isa_active(void);
+/* "portable", "avx2", "avx512" ("auto" for CS_ISA_AUTO). */
+const char *cs_isa_name(cs_isa isa);
+/* Forces a path for tests and benchmarks (AUTO restores detection). Returns 0, or -1 when the
+ * path is not available, which leaves the choice unchanged. Not thread-safe: call it before
+ * running kernels. */
+int cs_isa_force(cs_isa isa);
+
+/* Scratch memory of the fast kernels, kept per calling thread between calls: a fresh
+ * allocation of tens of megabytes per call costs page faults worth a quarter of a convolution.
+ * Returns `floats` floats (64-byte aligned, contents undefined) for one of CS_SCRATCH_SLOTS
+ * slots, or NULL when out of memory. A slot's pointer stays valid until the next request of that
+ * slot on the same thread. */
+#define CS_SCRATCH_SLOTS 4
+float *cs_kernel_scratch(int slot, size_t floats);
+/* Frees the calling thread's scratch (threads that ran kernels should call it before ending). */
+void cs_kernel_scratch_release(void);
+
+#define CS_DECLARE_CONV_PATH(sfx)                                                               \
+    int cs_conv_forward_##sfx(float *out, const float *in, const float *weight,                \
+                              const float *bias, const cs_conv_shape *s, int threads);         \
+    int cs_conv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight, \
+                                    const cs_conv_shape *s, int threads);                      \
+    int cs_conv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                    \
+                                       const float *grad_out, const float *in,                 \
+                                       const cs_conv_shape *s, int threads);                   \
+    int cs_upconv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                  \
+                                         const float *grad_out, const float *in,               \
+                                         const cs_conv_shape *s, int threads);
+
+CS_DECLARE_CONV_PATH(portable)
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+CS_DECLARE_CONV_PATH(avx2)
+CS_DECLARE_CONV_PATH(avx512)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COMBOSEG_KERNELS_ISA_H */
