@@ -1,5 +1,6 @@
 // test_kernels_fast.cpp - every fast convolution equals its reference kernel, on every
-// instruction-set path this CPU can run (forced explicitly), on odd sizes, borders, 1-voxel
+// instruction-set path this CPU can run (forced explicitly; "portable16" runs the AVX-512
+// path's blocking in plain C, so that it is checked on CPUs without AVX-512), on odd sizes, borders, 1-voxel
 // dimensions, 1x1 and 3x3(x3) kernels, channel counts that are and are not multiples of the
 // vector width, with 1 and 2 threads; and the fast kernels are deterministic.
 #include <gtest/gtest.h>
@@ -229,7 +230,8 @@ TEST_P(ConvFastTest, UpconvMatchesReference)
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest,
-                         ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),
+                         ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512,
+                                           CS_ISA_PORTABLE16),
                          [](const ::testing::TestParamInfo<cs_isa> &info) {
                              return std::string(cs_isa_name(info.param));
                          });

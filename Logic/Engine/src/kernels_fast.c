@@ -46,6 +46,7 @@ int cs_isa_available(cs_isa isa)
     switch (isa) {
     case CS_ISA_AUTO:
     case CS_ISA_PORTABLE:
+    case CS_ISA_PORTABLE16:
         return 1;
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
     case CS_ISA_AVX2:
@@ -79,6 +80,7 @@ const char *cs_isa_name(cs_isa isa)
     case CS_ISA_PORTABLE: return "portable";
     case CS_ISA_AVX2: return "avx2";
     case CS_ISA_AVX512: return "avx512";
+    case CS_ISA_PORTABLE16: return "portable16";
     }
     return "unknown";
 }
@@ -99,6 +101,7 @@ int cs_isa_force(cs_isa isa)
         switch (cs_isa_active()) {                                                              \
         case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                            \
         case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                                \
+        case CS_ISA_PORTABLE16: st_ = name##_portable16(__VA_ARGS__); break;                    \
         default: st_ = name##_portable(__VA_ARGS__); break;                                     \
         }                                                                                       \
         if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
@@ -106,7 +109,9 @@ int cs_isa_force(cs_isa isa)
 #else
 #define CS_DISPATCH(name, ...)                                                                  \
     do {                                                                                        \
-        if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                         \
+        int st_ = cs_isa_active() == CS_ISA_PORTABLE16 ? name##_portable16(__VA_ARGS__)         \
+                                                       : name##_portable(__VA_ARGS__);          \
+        if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
     } while (0)
 #endif
 

@@ -11,40 +11,5 @@
 #define CS_NCI_1_3 4
 #define CS_NCI_1_1 8
 
-typedef struct cs_vec {
-    float v[CS_VL];
-} cs_vec;
-
-static inline cs_vec cs_vzero(void)
-{
-    cs_vec r;
-    for (int i = 0; i < CS_VL; i++) r.v[i] = 0.0f;
-    return r;
-}
-
-static inline cs_vec cs_vload(const float *p)
-{
-    cs_vec r;
-    for (int i = 0; i < CS_VL; i++) r.v[i] = p[i];
-    return r;
-}
-
-static inline void cs_vstore(float *p, cs_vec a)
-{
-    for (int i = 0; i < CS_VL; i++) p[i] = a.v[i];
-}
-
-static inline cs_vec cs_vbcast(const float *p)
-{
-    cs_vec r;
-    for (int i = 0; i < CS_VL; i++) r.v[i] = *p;
-    return r;
-}
-
-static inline cs_vec cs_vfma(cs_vec a, cs_vec b, cs_vec c)
-{
-    for (int i = 0; i < CS_VL; i++) c.v[i] += a.v[i] * b.v[i];
-    return c;
-}
-
+#include "kernels_portable_vec.h"
 #include "kernels_simd.inc"

@@ -1211,6 +1211,25 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
     return CS_OK;
 }
 
+/* The file must hold as many weights as its architecture needs before they are allocated: a
+ * few-kilobyte file claiming a huge network must not make us zero gigabytes (hardening, h1). */
+static cs_status check_weight_count(cs_context_t ctx, const cs_st_file *f, const char *path,
+                                    const cs_model_info *info)
+{
+    struct cs_model *probe = (struct cs_model *)cs_alloc(ctx, sizeof *probe, "model layout");
+    if (!probe) return CS_ERR_OUT_OF_MEMORY;
+    probe->info = *info;
+    cs_status st = cs_net_layout(ctx, probe);
+    uint64_t have = 0;
+    for (int32_t i = 0; i < f->num_tensors; i++) have += (uint64_t)f->tensors[i].count;
+    if (st == CS_OK && (uint64_t)probe->num_params > have)
+        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': the architecture in the metadata needs %lld "
+                     "weights, the file holds %llu", path, (long long)probe->num_params,
+                     (unsigned long long)have);
+    cs_free(probe);
+    return st;
+}
+
 cs_status cs_model_load(cs_context_t ctx, const char *path, cs_model_t *out)
 {
     if (!out) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "model output pointer is NULL");
@@ -1224,6 +1243,7 @@ cs_status cs_model_load(cs_context_t ctx, const char *path, cs_model_t *out)
     cs_named_buffer *list = NULL;
     float **dst = NULL;
     st = parse_model_info(ctx, file, path, &info);
+    if (st == CS_OK) st = check_weight_count(ctx, file, path, &info);
     if (st == CS_OK) st = cs_model_alloc(ctx, &info, &model);
     if (st == CS_OK) {
         list = model_buffers(ctx, model, 0);

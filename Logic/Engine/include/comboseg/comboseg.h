@@ -218,7 +218,7 @@ typedef struct cs_model_info {
 typedef struct cs_model *cs_model_t;
 
 CS_API cs_unet_config cs_unet_config_default(void); /* 3D, 1 channel, 2 classes, 16, 4 */
-/* Fills info with defaults for an architecture: channel and class names, grey-scale colours,
+/* Fills info with defaults for an architecture: channel and class names, distinct colours,
  * 1 mm spacing, RAS, 64^3 (64^2 in 2D) patches, the default loss. */
 CS_API cs_status cs_model_info_init(cs_model_info *info, const cs_unet_config *arch);
 /* Checks every field (sizes, names, ranges); writes a message naming the first bad field into
