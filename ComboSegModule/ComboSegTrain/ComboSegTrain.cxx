@@ -1,0 +1,236 @@
+// ComboSegTrain - the Slicer module (and shell command) that fine-tunes or trains a ComboSeg model.
+//
+// From Slicer: the scan and label map of the scene are one training case. From a shell, e.g. a
+// new model of the brain structures:
+//   ComboSegTrain --caseList colin.txt --validationCaseList icbm.txt --labelNames names.csv \
+//     --baseModel new --modality MR --normalization zscore-nonzero --targetSpacing 1,1,1 \
+//     --patchSize 64,64,64 --epochs 40 --outputModel brain-structures-t1.safetensors \
+//     --historyTable history.tsv --plotImage curves.png
+// A killed run resumes from "<outputModel>.checkpoint" when started again with the same output.
+#include "ComboSegCLI.h"
+#include "ComboSegTrainXML.h"
+
+#include "itkComboSegDataSet.h"
+#include "itkComboSegIO.h"
+#include "itkComboSegTrainingSession.h"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+namespace
+{
+
+std::atomic<bool> g_Stop{ false };
+
+void OnSignal(int) { g_Stop = true; }
+
+cs_norm_kind NormFromName(const std::string &name)
+{
+  if (name == "zscore-nonzero") return CS_NORM_ZSCORE_NONZERO;
+  if (name == "zscore") return CS_NORM_ZSCORE;
+  if (name == "clip") return CS_NORM_CLIP_SCALE;
+  return CS_NORM_NONE;
+}
+
+cs_modality ModalityFromName(const std::string &name)
+{
+  if (name == "CT") return CS_MODALITY_CT;
+  if (name == "MR") return CS_MODALITY_MR;
+  if (name == "PET") return CS_MODALITY_PET;
+  if (name == "US") return CS_MODALITY_US;
+  return CS_MODALITY_OTHER;
+}
+
+std::string Basename(const std::string &path)
+{
+  const size_t slash = path.find_last_of('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const size_t dot = base.find('.');
+  return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
+}
+
+// Appends a data set's cases; its names are used when none were given.
+void AddDataSet(const itk::ComboSegDataSetDescription &d, std::vector<itk::ComboSegCaseFiles> &cases,
+                std::vector<itk::LabelName> &names, std::vector<std::string> &channelNames)
+{
+  cases.insert(cases.end(), d.cases.begin(), d.cases.end());
+  if (names.empty()) names = d.labelNames;
+  if (channelNames.empty()) channelNames = d.channelNames;
+}
+
+int Run(ComboSegArguments &args, ComboSegProgress &progress)
+{
+  const std::string output = args.GetString("outputModel");
+  if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
+
+  // ---- the cases and the names of their labels
+  std::vector<itk::ComboSegCaseFiles> training, validation;
+  std::vector<itk::LabelName> names;
+  std::vector<std::string> channelNames;
+  if (args.IsSet("labelNames")) names = itk::ReadLabelNames(args.GetString("labelNames"));
+  const bool sceneVolume = args.IsSet("inputVolume"), sceneLabels = args.IsSet("inputLabelMap");
+  if (sceneVolume != sceneLabels)
+    throw std::runtime_error("a scene case needs both a scan (--inputVolume) and its label map (--inputLabelMap)");
+  if (sceneVolume)
+  {
+    itk::ComboSegCaseFiles scene;
+    scene.id = "scene";
+    scene.channels = { args.GetString("inputVolume") };
+    scene.labels = args.GetString("inputLabelMap");
+    training.push_back(scene);
+    if (names.empty())
+    {
+      // A label map saved from a segmentation carries its names; a plain one has none.
+      try
+      {
+        names = itk::ReadLabelNames(scene.labels);
+      }
+      catch (const std::exception &)
+      {
+        names.clear();
+      }
+    }
+  }
+  if (args.IsSet("dataFolder")) AddDataSet(itk::ReadMSDDataSet(args.GetString("dataFolder")), training, names, channelNames);
+  if (args.IsSet("caseList")) AddDataSet(itk::ReadCaseList(args.GetString("caseList")), training, names, channelNames);
+  if (args.IsSet("validationCaseList"))
+  {
+    std::vector<std::string> ignored;
+    AddDataSet(itk::ReadCaseList(args.GetString("validationCaseList")), validation, names, ignored);
+  }
+  if (training.empty())
+    throw std::runtime_error("no training cases: select a scan and its label map, a folder of cases (--dataFolder) "
+                             "or a case list (--caseList)");
+
+  itk::ComboSegTrainingSession session;
+  session.SetTrainingCases(training);
+  session.SetValidationCases(validation);
+  session.SetLabelNames(names);
+  session.SetValidationFraction(args.GetDouble("validationShare"));
+
+  // ---- the model to start from
+  const std::string baseModel = args.GetString("baseModel");
+  if (args.IsSet("baseModelFile"))
+    session.SetBaseModelFileName(args.GetString("baseModelFile"));
+  else if (baseModel == "new")
+  {
+    cs_unet_config arch = cs_unet_config_default();
+    arch.spatial_dims = static_cast<int32_t>(args.GetInt("spatialDims"));
+    arch.levels = static_cast<int32_t>(args.GetInt("levels"));
+    arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
+    arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
+    if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
+    if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
+    {
+      if (args.IsSet("inputChannels") || args.IsSet("channelNames"))
+        throw std::runtime_error(std::to_string(channelNames.size()) + " channel names for " +
+                                 std::to_string(arch.in_channels) + " input channel(s)");
+      arch.in_channels = static_cast<int32_t>(channelNames.size()); // the data set's channels
+    }
+    const std::vector<double> range = args.GetDoubles("intensityRange");
+    if (range.size() != 2 || !(range[1] > range[0]))
+      throw std::runtime_error("--intensityRange takes two increasing values, e.g. -1000,1000");
+    std::vector<cs_channel_info> channels(static_cast<size_t>(arch.in_channels));
+    for (int32_t c = 0; c < arch.in_channels; ++c)
+    {
+      cs_channel_info &ch = channels[static_cast<size_t>(c)];
+      std::memset(&ch, 0, sizeof ch);
+      const std::string name = c < static_cast<int32_t>(channelNames.size()) ? channelNames[static_cast<size_t>(c)]
+                                : arch.in_channels == 1                    ? std::string("image")
+                                                                           : "image" + std::to_string(c + 1);
+      std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
+      ch.modality = ModalityFromName(args.GetString("modality"));
+      ch.norm = NormFromName(args.GetString("normalization"));
+      ch.clip_low = static_cast<float>(range[0]);
+      ch.clip_high = static_cast<float>(range[1]);
+      ch.mean = static_cast<float>((range[0] + range[1]) / 2); // maps the range to -1..1
+      ch.std = static_cast<float>((range[1] - range[0]) / 2);
+    }
+    session.SetNewModel(arch, channels);
+    const std::vector<double> spacing = args.GetDoubles("targetSpacing");
+    if (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0)
+      throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1");
+    session.SetTargetSpacing({ { spacing[0], spacing[1], spacing[2] } });
+    if (!args.IsSet("modelName")) session.SetModelName(Basename(output));
+  }
+  else
+    session.SetBaseModelFileName(ComboSegFindBundledModel(baseModel));
+  session.SetAddMissingClasses(!args.GetBool("strictStructures"));
+  if (args.IsSet("modelName")) session.SetModelName(args.GetString("modelName"));
+  if (args.IsSet("modelDescription")) session.SetModelDescription(args.GetString("modelDescription"));
+  if (args.IsSet("trainingData")) session.SetTrainingDataDescription(args.GetString("trainingData"));
+  if (args.IsSet("licence")) session.SetLicence(args.GetString("licence"));
+
+  // ---- how it learns
+  cs_train_config config = cs_train_config_default();
+  config.batch_size = static_cast<int32_t>(args.GetInt("batchSize"));
+  const std::vector<double> patch = args.GetDoubles("patchSize");
+  if (patch.size() != 3) throw std::runtime_error("--patchSize takes three values x,y,z (0,0,0: the model's)");
+  for (int i = 0; i < 3; ++i) config.patch_size[i] = static_cast<int32_t>(patch[static_cast<size_t>(i)]);
+  config.learning_rate = static_cast<float>(args.GetDouble("learningRate"));
+  if (cs_loss_kind_from_name(args.GetString("loss").c_str(), &config.loss.kind) != CS_OK)
+    throw std::runtime_error("unknown loss '" + args.GetString("loss") + "'");
+  config.loss.alpha = static_cast<float>(args.GetDouble("alpha"));
+  config.loss.beta = static_cast<float>(args.GetDouble("beta"));
+  config.curriculum = args.GetBool("curriculum") ? 1 : 0;
+  config.seed = static_cast<uint64_t>(args.GetInt("seed"));
+  session.SetTrainConfig(config);
+  cs_sampling_options sampling = cs_sampling_options_default();
+  sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
+  session.SetSamplingOptions(sampling);
+  session.SetEpochs(args.GetInt("epochs"));
+  session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));
+  session.SetTimeBudget(args.GetDouble("timeBudget") * 60.0);
+  session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
+  session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
+
+  // ---- files
+  session.SetOutputModelFileName(output);
+  if (args.IsSet("checkpointFile")) session.SetCheckpointFileName(args.GetString("checkpointFile"));
+  session.SetResume(!args.GetBool("restart"));
+  if (args.IsSet("historyTable")) session.SetHistoryFileName(args.GetString("historyTable"));
+  if (args.IsSet("plotImage")) session.SetPlotFileName(args.GetString("plotImage"));
+
+  // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  session.SetCancelFlag(&g_Stop);
+  std::string lastComment;
+  session.SetProgressCallback([&](double fraction, const std::string &comment) {
+    progress.Progress(fraction);
+    if (comment != lastComment) progress.Comment(comment);
+    lastComment = comment;
+  });
+
+  progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
+  const itk::ComboSegTrainingResult result = session.Run();
+  if (result.cancelled)
+  {
+    std::fprintf(stderr, "training stopped after epoch %lld; run again with the same output model to resume\n",
+                 static_cast<long long>(result.epochs));
+    return 1;
+  }
+  progress.End();
+
+  std::string added;
+  for (const std::string &name : result.addedClasses) added += (added.empty() ? "" : ", ") + name;
+  args.SetReturn("bestDice", result.bestMeanDice);
+  args.SetReturn("epochsDone", static_cast<double>(result.epochs));
+  args.SetReturn("addedStructures", added);
+  std::printf("model: %s (epoch %lld, mean validation Dice %.4f, %lld steps, %.1f s, %lld training and %lld "
+              "validation case(s))\n",
+              output.c_str(), static_cast<long long>(result.bestEpoch), result.bestMeanDice,
+              static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
+              static_cast<long long>(result.validationCases));
+  if (!added.empty()) std::printf("added structures: %s\n", added.c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) { return ComboSegMain(argc, argv, ComboSegTrainXML, &Run); }
