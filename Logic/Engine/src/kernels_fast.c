@@ -5,38 +5,86 @@
 #include "kernels.h"
 #include "kernels_isa.h"
 
-#if defined(_MSC_VER) && !defined(__clang__)
-#define CS_THREAD_LOCAL __declspec(thread)
-#else
-#define CS_THREAD_LOCAL _Thread_local
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <stdlib.h>
+#define CS_SCRATCH_PTHREAD 1
 #endif
 
+/* Each calling thread's scratch slots. On POSIX a thread-specific key frees them when the thread
+ * ends (threads that run inference come and go); elsewhere a thread-local table is freed only by
+ * cs_kernel_scratch_release. */
 typedef struct cs_scratch {
-    float *p;
-    size_t floats;
+    float *p[CS_SCRATCH_SLOTS];
+    size_t floats[CS_SCRATCH_SLOTS];
 } cs_scratch;
 
-static CS_THREAD_LOCAL cs_scratch g_scratch[CS_SCRATCH_SLOTS];
+static void scratch_free(cs_scratch *s)
+{
+    for (int i = 0; i < CS_SCRATCH_SLOTS; i++) {
+        cs_free(s->p[i]);
+        s->p[i] = NULL;
+        s->floats[i] = 0;
+    }
+}
+
+#if defined(CS_SCRATCH_PTHREAD)
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_key_ok;
+
+static void scratch_destroy(void *p)
+{
+    scratch_free((cs_scratch *)p);
+    free(p);
+}
+
+static void scratch_key_init(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_destroy) == 0; }
+
+static cs_scratch *scratch_of_thread(int create)
+{
+    pthread_once(&g_scratch_once, scratch_key_init);
+    if (!g_scratch_key_ok) return NULL;
+    cs_scratch *s = (cs_scratch *)pthread_getspecific(g_scratch_key);
+    if (!s && create) {
+        s = (cs_scratch *)calloc(1, sizeof *s);
+        if (s && pthread_setspecific(g_scratch_key, s) != 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    return s;
+}
+#else
+#if defined(_MSC_VER) && !defined(__clang__)
+static __declspec(thread) cs_scratch g_scratch;
+#else
+static _Thread_local cs_scratch g_scratch;
+#endif
+static cs_scratch *scratch_of_thread(int create)
+{
+    (void)create;
+    return &g_scratch;
+}
+#endif
 
 float *cs_kernel_scratch(int slot, size_t floats)
 {
     if (slot < 0 || slot >= CS_SCRATCH_SLOTS) return NULL;
-    cs_scratch *s = &g_scratch[slot];
-    if (s->floats < floats) {
-        cs_free(s->p);
-        s->p = (float *)cs_alloc(NULL, sizeof(float) * floats, "kernel scratch");
-        s->floats = s->p ? floats : 0;
+    cs_scratch *s = scratch_of_thread(1);
+    if (!s) return NULL;
+    if (s->floats[slot] < floats) {
+        cs_free(s->p[slot]);
+        s->p[slot] = (float *)cs_alloc(NULL, sizeof(float) * floats, "kernel scratch");
+        s->floats[slot] = s->p[slot] ? floats : 0;
     }
-    return s->p;
+    return s->p[slot];
 }
 
 void cs_kernel_scratch_release(void)
 {
-    for (int i = 0; i < CS_SCRATCH_SLOTS; i++) {
-        cs_free(g_scratch[i].p);
-        g_scratch[i].p = NULL;
-        g_scratch[i].floats = 0;
-    }
+    cs_scratch *s = scratch_of_thread(0);
+    if (s) scratch_free(s);
 }
 
 static cs_isa g_isa_forced = CS_ISA_AUTO; /* test hook, see cs_isa_force */
@@ -46,7 +94,6 @@ int cs_isa_available(cs_isa isa)
     switch (isa) {
     case CS_ISA_AUTO:
     case CS_ISA_PORTABLE:
-    case CS_ISA_PORTABLE16:
         return 1;
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
     case CS_ISA_AVX2:
@@ -80,7 +127,6 @@ const char *cs_isa_name(cs_isa isa)
     case CS_ISA_PORTABLE: return "portable";
     case CS_ISA_AVX2: return "avx2";
     case CS_ISA_AVX512: return "avx512";
-    case CS_ISA_PORTABLE16: return "portable16";
     }
     return "unknown";
 }
@@ -101,7 +147,6 @@ int cs_isa_force(cs_isa isa)
         switch (cs_isa_active()) {                                                              \
         case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                            \
         case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                                \
-        case CS_ISA_PORTABLE16: st_ = name##_portable16(__VA_ARGS__); break;                    \
         default: st_ = name##_portable(__VA_ARGS__); break;                                     \
         }                                                                                       \
         if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
@@ -109,9 +154,7 @@ int cs_isa_force(cs_isa isa)
 #else
 #define CS_DISPATCH(name, ...)                                                                  \
     do {                                                                                        \
-        int st_ = cs_isa_active() == CS_ISA_PORTABLE16 ? name##_portable16(__VA_ARGS__)         \
-                                                       : name##_portable(__VA_ARGS__);          \
-        if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
+        if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                         \
     } while (0)
 #endif
 

@@ -20,15 +20,14 @@ typedef enum cs_isa {
     CS_ISA_AUTO = 0,     /* the best path this CPU supports */
     CS_ISA_PORTABLE = 1, /* plain C11 */
     CS_ISA_AVX2 = 2,     /* AVX2 + FMA, 8 floats per vector */
-    CS_ISA_AVX512 = 3,   /* AVX-512F, 16 floats per vector */
-    CS_ISA_PORTABLE16 = 4 /* plain C with the AVX-512 blocking; for tests, never chosen by AUTO */
+    CS_ISA_AVX512 = 3    /* AVX-512F, 16 floats per vector */
 } cs_isa;
 
-/* Whether this build has a path and this CPU can run it (AUTO, PORTABLE, PORTABLE16: always). */
+/* Whether this build has a path and this CPU can run it (AUTO and PORTABLE: always). */
 int cs_isa_available(cs_isa isa);
 /* The path the dispatched kernels take now. */
 cs_isa cs_isa_active(void);
-/* "portable", "avx2", "avx512", "portable16" ("auto" for CS_ISA_AUTO). */
+/* "portable", "avx2", "avx512" ("auto" for CS_ISA_AUTO). */
 const char *cs_isa_name(cs_isa isa);
 /* Forces a path for tests and benchmarks (AUTO restores detection). Returns 0, or -1 when the
  * path is not available, which leaves the choice unchanged. Not thread-safe: call it before
@@ -42,7 +41,7 @@ int cs_isa_force(cs_isa isa);
  * slot on the same thread. */
 #define CS_SCRATCH_SLOTS 4
 float *cs_kernel_scratch(int slot, size_t floats);
-/* Frees the calling thread's scratch (threads that ran kernels should call it before ending). */
+/* Frees the calling thread's scratch now (on POSIX it is also freed when the thread ends). */
 void cs_kernel_scratch_release(void);
 
 #define CS_DECLARE_CONV_PATH(sfx)                                                               \
@@ -58,7 +57,6 @@ void cs_kernel_scratch_release(void);
                                          const cs_conv_shape *s, int threads);
 
 CS_DECLARE_CONV_PATH(portable)
-CS_DECLARE_CONV_PATH(portable16)
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
 CS_DECLARE_CONV_PATH(avx2)
 CS_DECLARE_CONV_PATH(avx512)

@@ -2,14 +2,16 @@
  * struct of 8 floats, which compilers map onto NEON or SSE registers where they can. */
 #define CS_VL 8
 #define CS_SFX portable
-#define CS_MAXW2 4
-#define CS_MAXW1 8
-#define CS_MAXT2 6
-#define CS_MAXT1 12
-#define CS_NCI_2_3 2
-#define CS_NCI_2_1 6
-#define CS_NCI_1_3 4
-#define CS_NCI_1_1 8
+/* Small register blocks: plain C gains little from large ones, and they keep compile times short
+ * (every block size is a separate unrolled instance). */
+#define CS_MAXW2 2
+#define CS_MAXW1 4
+#define CS_MAXT2 3
+#define CS_MAXT1 6
+#define CS_NCI_2_3 1
+#define CS_NCI_2_1 3
+#define CS_NCI_1_3 2
+#define CS_NCI_1_1 6
 
 #include "kernels_portable_vec.h"
 #include "kernels_simd.inc"

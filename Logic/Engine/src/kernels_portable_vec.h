@@ -1,5 +1,5 @@
 /* kernels_portable_vec.h - a "vector" of CS_VL floats in plain C for kernels_simd.inc (included
- * by kernels_portable.c and kernels_portable16.c after they define CS_VL). */
+ * by kernels_portable.c after it defines CS_VL). */
 typedef struct cs_vec {
     float v[CS_VL];
 } cs_vec;

@@ -28,6 +28,8 @@ struct cs_trainer {
     float *grad_logits;        /* (B, K, pz, py, px) */
     int32_t *predicted;        /* (B, pz, py, px) argmax of the logits */
     int64_t step;              /* optimiser steps done */
+    cs_gradient_reducer_fn reducer; /* data-parallel gradient averaging; NULL: none */
+    void *reducer_user_data;
 };
 
 static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
@@ -158,6 +160,24 @@ void cs_trainer_free(cs_trainer_t t)
 
 int64_t cs_trainer_steps_done(const cs_trainer_t t) { return t ? t->step : 0; }
 
+void cs_trainer_set_gradient_reducer(cs_trainer_t t, cs_gradient_reducer_fn fn, void *user_data)
+{
+    if (!t) return;
+    t->reducer = fn;
+    t->reducer_user_data = fn ? user_data : NULL;
+}
+
+cs_status cs_trainer_get_state(cs_trainer_t t, float **params, float **adam_m, float **adam_v,
+                               int64_t *count)
+{
+    if (!t) return CS_ERR_INVALID_ARGUMENT;
+    if (params) *params = t->model->params;
+    if (adam_m) *adam_m = t->adam_m;
+    if (adam_v) *adam_v = t->adam_v;
+    if (count) *count = t->model->num_params;
+    return CS_OK;
+}
+
 /* predicted (B, N) = argmax over k of logits (B, K, N); the first maximum wins. */
 static void argmax_labels(int32_t *predicted, const float *logits, int64_t batch, int32_t k,
                           int64_t n)
@@ -225,6 +245,14 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
     memset(t->grad, 0, np * sizeof(float));
     st = cs_net_backward(ctx, model, t->ws, t->grad_logits, t->grad);
     if (st != CS_OK) return st;
+    /* data-parallel: every process must clip and step with the same (averaged) gradient */
+    if (t->reducer) {
+        char message[CS_TEXT_MAX] = "";
+        st = t->reducer(t->reducer_user_data, t->grad, model->num_params, message, sizeof message);
+        if (st != CS_OK)
+            return cs_fail(ctx, st, "gradient reduction failed at step %lld: %s",
+                           (long long)t->step, message[0] ? message : cs_status_string(st));
+    }
     /* the norm before clipping; a non-finite one means a non-finite gradient somewhere */
     const double norm = cs_grad_clip_norm(t->grad, model->num_params, t->config.grad_clip_norm,
                                           cs_threads(ctx));

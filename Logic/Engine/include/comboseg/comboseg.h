@@ -345,6 +345,24 @@ CS_API int64_t cs_trainer_steps_done(const cs_trainer_t trainer);
 CS_API cs_status cs_trainer_save_checkpoint(cs_trainer_t trainer, const char *path);
 CS_API cs_status cs_trainer_load_checkpoint(cs_trainer_t trainer, const char *path);
 
+/* Data-parallel training (e.g. Logic/Distributed over MPI). A gradient reducer is called by every
+ * cs_trainer_step after the backward pass and before the gradient norm, clipping and the
+ * optimiser update, with the flat gradient (count values) of the local batch's mean loss. It
+ * must leave in grads what every process applies (the mean over processes) and return CS_OK, or
+ * return another status with a message in message (message_size bytes) to stop the step with the
+ * weights unchanged. Averaging the processes' gradients equals one process's gradient of the
+ * whole batch only when the loss is a mean over batch items: batch_dice off and no
+ * batch-derived class weights. NULL removes the reducer. */
+typedef cs_status (*cs_gradient_reducer_fn)(void *user_data, float *grads, int64_t count,
+                                            char *message, size_t message_size);
+CS_API void cs_trainer_set_gradient_reducer(cs_trainer_t trainer, cs_gradient_reducer_fn fn,
+                                            void *user_data);
+/* The trainer's state as flat arrays of *count floats each: the model's parameters and Adam's
+ * first and second moments (any of the outputs may be NULL). Valid while the trainer lives; write
+ * them only between steps, e.g. to broadcast one process's state to the others. */
+CS_API cs_status cs_trainer_get_state(cs_trainer_t trainer, float **params, float **adam_m,
+                                      float **adam_v, int64_t *count);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Patch sampling and augmentation for training                                               */
 

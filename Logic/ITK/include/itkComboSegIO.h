@@ -1,0 +1,71 @@
+/*
+ * itkComboSegIO.h - reading scans (any ITK image file or a DICOM series folder) and label
+ * names (Slicer segmentation NRRD keys, colour tables, value,name CSV files).
+ */
+#ifndef itkComboSegIO_h
+#define itkComboSegIO_h
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "itkImage.h"
+
+namespace itk
+{
+
+/** A label value with its structure name and, when known, its colour. */
+struct LabelName
+{
+  int                    value{ 0 };
+  std::string            name{};
+  std::array<uint8_t, 3> rgb{ { 0, 0, 0 } };
+  bool                   hasColor{ false };
+};
+
+/** Registers the image IO factories ComboSeg reads with (NIfTI, NRRD, MetaImage, GDCM), once,
+ * skipping those already registered; ReadScan calls it. */
+void
+ComboSegRegisterImageIO();
+
+/** Reads a scan: an image file (NIfTI, NRRD, MetaImage, ...) or a folder holding one DICOM series
+ * (slices sorted by position; the largest series when there are several). Files with more than
+ * TImage's dimension (a 4D file for a 3D image) or with vector pixels are refused. Throws an
+ * itk::ExceptionObject naming the file and the problem. */
+template <typename TImage>
+typename TImage::Pointer
+ReadScan(const std::string & path);
+
+/** The file names of the DICOM series in a folder, sorted by slice position. */
+std::vector<std::string>
+ComboSegDicomSeriesFiles(const std::string & folder);
+
+/** Label names from a Slicer segmentation or label NRRD (`Segment<i>_Name`, `_LabelValue`,
+ * `_Color` keys; an empty list when it has none), a colour table (`value name R G B A` per line,
+ * '#' comments) or a CSV (`value,name[,R,G,B]`, an optional header). Sorted by value. */
+std::vector<LabelName>
+ReadLabelNames(const std::string & path);
+
+/** Whether a path names a folder. */
+bool
+ComboSegIsDirectory(const std::string & path);
+
+// ReadScan is compiled once in the library for the usual pixel types.
+#define COMBOSEG_DECLARE_READ_SCAN(T, D) \
+  extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)
+COMBOSEG_DECLARE_READ_SCAN(float, 3);
+COMBOSEG_DECLARE_READ_SCAN(double, 3);
+COMBOSEG_DECLARE_READ_SCAN(short, 3);
+COMBOSEG_DECLARE_READ_SCAN(unsigned short, 3);
+COMBOSEG_DECLARE_READ_SCAN(int, 3);
+COMBOSEG_DECLARE_READ_SCAN(unsigned char, 3);
+COMBOSEG_DECLARE_READ_SCAN(float, 2);
+COMBOSEG_DECLARE_READ_SCAN(short, 2);
+COMBOSEG_DECLARE_READ_SCAN(int, 2);
+COMBOSEG_DECLARE_READ_SCAN(unsigned char, 2);
+#undef COMBOSEG_DECLARE_READ_SCAN
+
+} // end namespace itk
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * itkComboSegImageFilter.h - multi-organ segmentation of a scan with a ComboSeg model.
+ *
+ *   auto filter = itk::ComboSegImageFilter<ImageType, LabelImageType>::New();
+ *   filter->SetModelFileName("abdomen.safetensors");   // or SetModel(sharedModel)
+ *   filter->SetInput(0, ct);                           // one input per model channel
+ *   filter->Update();                                  // label map on ct's exact grid
+ */
+#ifndef itkComboSegImageFilter_h
+#define itkComboSegImageFilter_h
+
+#include <string>
+
+#include "itkImageToImageFilter.h"
+#include "itkComboSegModel.h"
+
+namespace itk
+{
+
+/** \class ComboSegImageFilter
+ * \brief Segments a 2D or 3D scan (one input per model channel) into the model's classes.
+ *
+ * Pre-processing follows the model's metadata, not the caller: the inputs are resampled
+ * (linearly) onto a grid with the model's orientation axes and spacing and normalised by each
+ * channel's recipe. The engine then predicts class probabilities with a sliding window; they
+ * are resampled back onto the first input's grid before the argmax, so the output has exactly
+ * its size, spacing, origin and direction. Optional clean-up: the largest connected component
+ * per class, hole filling, a minimum probability below which a voxel is background.
+ *
+ * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
+ * Progress events come per window; setting AbortGenerateData stops the filter between windows
+ * with itk::ProcessAborted. Errors are itk::ExceptionObject naming the problem.
+ */
+template <typename TInputImage, typename TOutputImage>
+class ITK_TEMPLATE_EXPORT ComboSegImageFilter : public ImageToImageFilter<TInputImage, TOutputImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(ComboSegImageFilter);
+
+  using Self = ComboSegImageFilter;
+  using Superclass = ImageToImageFilter<TInputImage, TOutputImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkTypeMacro(ComboSegImageFilter, ImageToImageFilter);
+
+  static constexpr unsigned int ImageDimension = TInputImage::ImageDimension;
+  static_assert(ImageDimension == 2 || ImageDimension == 3, "ComboSegImageFilter handles 2D and 3D images");
+  static_assert(ImageDimension == TOutputImage::ImageDimension, "input and output must have one dimension");
+
+  using InputImageType = TInputImage;
+  using OutputImageType = TOutputImage;
+  using OutputPixelType = typename TOutputImage::PixelType;
+  using MaskImageType = Image<unsigned char, ImageDimension>;
+
+  /** The model file to load (when no model object was given). */
+  void
+  SetModelFileName(const std::string & path);
+  itkGetStringMacro(ModelFileName);
+
+  /** A loaded model, possibly shared with other filters; takes precedence over the file name. */
+  void
+  SetModel(ComboSegModel * model);
+  /** The model in use (loaded from the file on first use when only a file name was given). */
+  ComboSegModel *
+  GetModel();
+
+  /** Optional body mask on the first input's grid, for channels normalised inside a mask. */
+  itkSetInputMacro(Mask, MaskImageType);
+  itkGetInputMacro(Mask, MaskImageType);
+
+  /** OpenMP threads of the engine; 0 takes the OpenMP default. */
+  itkSetMacro(NumberOfThreads, int);
+  itkGetConstMacro(NumberOfThreads, int);
+
+  /** Fraction of the sliding window shared by neighbouring windows, in [0, 1). */
+  itkSetClampMacro(Overlap, double, 0.0, 0.95);
+  itkGetConstMacro(Overlap, double);
+
+  /** Keep only the largest connected component of each class. */
+  itkSetMacro(LargestComponent, bool);
+  itkGetConstMacro(LargestComponent, bool);
+  itkBooleanMacro(LargestComponent);
+
+  /** Fill background holes enclosed by a class. */
+  itkSetMacro(FillHoles, bool);
+  itkGetConstMacro(FillHoles, bool);
+  itkBooleanMacro(FillHoles);
+
+  /** A voxel whose winning class probability is below this becomes background. */
+  itkSetClampMacro(MinimumProbability, double, 0.0, 1.0);
+  itkGetConstMacro(MinimumProbability, double);
+
+  /** true: the output holds the classes' label values; false: class indices 0..K-1. */
+  itkSetMacro(OutputLabelValues, bool);
+  itkGetConstMacro(OutputLabelValues, bool);
+  itkBooleanMacro(OutputLabelValues);
+
+protected:
+  ComboSegImageFilter();
+  ~ComboSegImageFilter() override = default;
+
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+  /** The whole of every input is needed and the whole output is produced at once. */
+  void
+  GenerateInputRequestedRegion() override;
+  void
+  EnlargeOutputRequestedRegion(DataObject * output) override;
+
+  /** Channels are checked in GenerateData, where messages can name the model's channels and
+   * sizes are compared too. */
+  void
+  VerifyInputInformation() const override
+  {}
+
+  void
+  GenerateData() override;
+
+private:
+  static int
+  EngineProgress(void * self, float fraction);
+
+  ComboSegModel::Pointer m_Model{};
+  std::string            m_ModelFileName{};
+  int                    m_NumberOfThreads{ 0 };
+  double                 m_Overlap{ 0.5 };
+  bool                   m_LargestComponent{ false };
+  bool                   m_FillHoles{ false };
+  double                 m_MinimumProbability{ 0.0 };
+  bool                   m_OutputLabelValues{ true };
+};
+
+} // end namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkComboSegImageFilter.hxx"
+#endif
+
+#endif

@@ -1,0 +1,251 @@
+#ifndef itkComboSegImageFilter_hxx
+#define itkComboSegImageFilter_hxx
+
+#include <limits>
+#include <vector>
+
+#include "itkComboSegImageFilter.h"
+#include "itkComboSegProcessing.h"
+#include "itkImageRegionIterator.h"
+#include "itkProcessObject.h"
+
+namespace itk
+{
+
+template <typename TInputImage, typename TOutputImage>
+ComboSegImageFilter<TInputImage, TOutputImage>::ComboSegImageFilter()
+{
+  // Inputs beyond the first are further channels; the mask is optional.
+  this->SetNumberOfRequiredInputs(1);
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetModelFileName(const std::string & path)
+{
+  if (path == m_ModelFileName)
+  {
+    return;
+  }
+  m_ModelFileName = path;
+  // A file name replaces a model loaded from another file, not one given as an object.
+  if (m_Model && m_Model->GetFileName() != path && !std::string(m_Model->GetFileName()).empty())
+  {
+    m_Model = nullptr;
+  }
+  this->Modified();
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetModel(ComboSegModel * model)
+{
+  if (m_Model.GetPointer() != model)
+  {
+    m_Model = model;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+ComboSegModel *
+ComboSegImageFilter<TInputImage, TOutputImage>::GetModel()
+{
+  if (!m_Model)
+  {
+    if (m_ModelFileName.empty())
+    {
+      itkExceptionMacro(<< "no model: call SetModelFileName or SetModel");
+    }
+    ComboSegModel::Pointer model = ComboSegModel::New();
+    model->Load(m_ModelFileName);
+    m_Model = model;
+  }
+  return m_Model.GetPointer();
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion()
+{
+  Superclass::GenerateInputRequestedRegion();
+  for (auto & name : this->GetInputNames())
+  {
+    auto * input = dynamic_cast<ImageBase<ImageDimension> *>(this->ProcessObject::GetInput(name));
+    if (input)
+    {
+      input->SetRequestedRegionToLargestPossibleRegion();
+    }
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::EnlargeOutputRequestedRegion(DataObject * output)
+{
+  Superclass::EnlargeOutputRequestedRegion(output);
+  output->SetRequestedRegionToLargestPossibleRegion();
+}
+
+template <typename TInputImage, typename TOutputImage>
+int
+ComboSegImageFilter<TInputImage, TOutputImage>::EngineProgress(void * user, float fraction)
+{
+  auto * self = static_cast<Self *>(user);
+  // Pre-processing takes the first 10 %, post-processing the last 10 %.
+  self->UpdateProgress(0.1f + 0.8f * fraction);
+  return self->GetAbortGenerateData() ? 1 : 0;
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
+{
+  ComboSegModel *       model = this->GetModel();
+  const cs_model_info & info = model->GetInfo();
+  if (info.arch.spatial_dims != static_cast<int32_t>(ImageDimension))
+  {
+    itkExceptionMacro(<< "model '" << info.name << "' is " << info.arch.spatial_dims << "D but the filter's images are "
+                                << ImageDimension << "D");
+  }
+  this->UpdateProgress(0.0f);
+
+  // Inputs as float volumes on 3D grids; messages name each input by its model channel.
+  const unsigned int                    inputs = this->GetNumberOfIndexedInputs();
+  std::vector<std::vector<float>>       values(inputs);
+  std::vector<ComboSegChannel>          channels(inputs);
+  for (unsigned int i = 0; i < inputs; ++i)
+  {
+    const InputImageType * input = this->GetInput(i);
+    std::string            source = "input " + std::to_string(i);
+    if (static_cast<int32_t>(i) < info.arch.in_channels)
+    {
+      source += " (" + std::string(info.channels[i].name) + ")";
+    }
+    if (!input)
+    {
+      itkExceptionMacro(<< source << " is not set");
+    }
+    values[i] = ComboSegValuesOf(input);
+    channels[i].values = values[i].data();
+    channels[i].grid = ComboSegGridOf(input);
+    channels[i].source = source;
+  }
+  std::vector<uint8_t> mask;
+  if (const MaskImageType * maskImage = this->GetMask())
+  {
+    if (!ComboSegSameGrid(ComboSegGridOf(maskImage), channels[0].grid))
+    {
+      itkExceptionMacro(<< "the mask is on a different grid than input 0: " << ComboSegGridToString(ComboSegGridOf(maskImage))
+                                                                         << " versus "
+                                                                         << ComboSegGridToString(channels[0].grid));
+    }
+    for (float v : ComboSegValuesOf(maskImage))
+    {
+      mask.push_back(v != 0.0f ? 1 : 0);
+    }
+  }
+
+  ComboSegGrid       modelGrid;
+  std::vector<float> image;
+  ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image);
+  values.clear();
+  this->UpdateProgress(0.1f);
+
+  // Sliding-window inference; the engine calls back per window.
+  const int32_t      numberOfClasses = info.arch.num_classes;
+  std::vector<float> probabilities(static_cast<size_t>(modelGrid.NumberOfVoxels()) *
+                                   static_cast<size_t>(numberOfClasses));
+  {
+    ComboSegContext context;
+    cs_context_set_threads(context.Get(), m_NumberOfThreads);
+    cs_infer_options options = cs_infer_options_default();
+    options.overlap = static_cast<float>(m_Overlap);
+    options.progress = &Self::EngineProgress;
+    options.progress_user_data = this;
+    const int64_t   size[3] = { modelGrid.size[0], modelGrid.size[1], modelGrid.size[2] };
+    const cs_status status =
+      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities.data(), nullptr);
+    if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
+    {
+      ProcessAborted aborted(__FILE__, __LINE__);
+      aborted.SetDescription("ComboSegImageFilter aborted during inference");
+      throw aborted;
+    }
+    if (status != CS_OK)
+    {
+      ComboSegThrowEngineError(__FILE__, __LINE__, "ComboSegImageFilter: inference failed", status, context.Get());
+    }
+  }
+  image.clear();
+  image.shrink_to_fit();
+
+  // Back onto the input's exact grid, then the clean-up.
+  const ComboSegGrid   outputGrid = channels[0].grid;
+  std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
+  ComboSegProbabilitiesToLabels(labels.data(), outputGrid, probabilities.data(), modelGrid, numberOfClasses,
+                                static_cast<float>(m_MinimumProbability));
+  probabilities.clear();
+  probabilities.shrink_to_fit();
+  if (m_LargestComponent)
+  {
+    ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
+  }
+  if (m_FillHoles)
+  {
+    ComboSegFillHoles(labels.data(), outputGrid.size);
+  }
+  this->UpdateProgress(0.95f);
+
+  // Class indices or label values, checked against the output pixel type.
+  std::vector<OutputPixelType> lookup(static_cast<size_t>(numberOfClasses));
+  for (int32_t k = 0; k < numberOfClasses; ++k)
+  {
+    const double value = m_OutputLabelValues ? static_cast<double>(info.classes[k].value) : static_cast<double>(k);
+    if (value > static_cast<double>(NumericTraits<OutputPixelType>::max()) ||
+        value < static_cast<double>(NumericTraits<OutputPixelType>::NonpositiveMin()))
+    {
+      itkExceptionMacro(<< "label value " << value << " of class '" << info.classes[k].name
+                                       << "' does not fit the output pixel type");
+    }
+    lookup[static_cast<size_t>(k)] = static_cast<OutputPixelType>(value);
+  }
+  OutputImageType * output = this->GetOutput();
+  output->SetBufferedRegion(output->GetRequestedRegion());
+  output->Allocate();
+  ImageRegionIterator<OutputImageType> it(output, output->GetLargestPossibleRegion());
+  size_t                               o = 0;
+  for (it.GoToBegin(); !it.IsAtEnd(); ++it, ++o)
+  {
+    it.Set(lookup[static_cast<size_t>(labels[o])]);
+  }
+  this->UpdateProgress(1.0f);
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Indent indent) const
+{
+  Superclass::PrintSelf(os, indent);
+  os << indent << "ModelFileName: " << m_ModelFileName << std::endl;
+  os << indent << "Model: ";
+  if (m_Model)
+  {
+    os << std::endl;
+    m_Model->Print(os, indent.GetNextIndent());
+  }
+  else
+  {
+    os << "(not loaded)" << std::endl;
+  }
+  os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
+  os << indent << "Overlap: " << m_Overlap << std::endl;
+  os << indent << "LargestComponent: " << (m_LargestComponent ? "On" : "Off") << std::endl;
+  os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
+  os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;
+  os << indent << "OutputLabelValues: " << (m_OutputLabelValues ? "On" : "Off") << std::endl;
+}
+
+} // end namespace itk
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * itkComboSegProcessing.h - the pre- and post-processing around the engine, shared by
+ * itk::ComboSegImageFilter (inference) and PrepareCase (training data).
+ *
+ * Everything works on 3D grids with x fastest in memory; 2D images are lifted to one slice.
+ * Pre-processing follows the model's metadata: the grid it runs on has the model's orientation
+ * axes and spacing (ComboSegModelGrid), channels are resampled onto it linearly and normalised
+ * by each channel's recipe. Post-processing resamples the K probability maps back onto the
+ * input's exact grid (linear) before the argmax, so the output geometry is the input's.
+ * Errors are itk::ExceptionObject whose message names the problem.
+ */
+#ifndef itkComboSegProcessing_h
+#define itkComboSegProcessing_h
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "itkImage.h"
+#include "itkImageRegionConstIterator.h"
+#include "comboseg/comboseg.h"
+
+namespace itk
+{
+
+/** A voxel grid: physical point (LPS, mm) = origin + direction * (spacing .* index). */
+struct ComboSegGrid
+{
+  std::array<int64_t, 3> size{ { 0, 0, 0 } };
+  std::array<double, 3>  spacing{ { 1.0, 1.0, 1.0 } };
+  std::array<double, 3>  origin{ { 0.0, 0.0, 0.0 } };
+  std::array<double, 9>  direction{ { 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0 } }; // row-major
+
+  int64_t
+  NumberOfVoxels() const
+  {
+    return size[0] * size[1] * size[2];
+  }
+};
+
+/** "size 3x4x5, spacing ..., origin ..., direction ..." for messages. */
+std::string
+ComboSegGridToString(const ComboSegGrid & grid);
+
+/** Same size and, within tolerance (a fraction of a voxel), the same spacing, origin, direction. */
+bool
+ComboSegSameGrid(const ComboSegGrid & a, const ComboSegGrid & b, double tolerance = 1e-3);
+
+/** True when b's voxel centres are a's, possibly with axes permuted or flipped (same lattice). */
+bool
+ComboSegSameLattice(const ComboSegGrid & a, const ComboSegGrid & b, double tolerance = 1e-3);
+
+/** The grid a model runs on for an input grid: for 3D models the axes of the model's orientation
+ * ("RAS", "LPS"...) and its spacing, covering every voxel centre of the input; for 2D models the
+ * input's own axes with the model's in-plane spacing (one slice). */
+ComboSegGrid
+ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info);
+
+/** Trilinear interpolation of src (on srcGrid) at the voxel centres of dstGrid; points outside
+ * src's voxels get `outside`. */
+void
+ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * src, const ComboSegGrid & srcGrid,
+                       float outside);
+
+/** Nearest-neighbour resampling of label maps and masks. */
+void
+ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src,
+                        const ComboSegGrid & srcGrid, int32_t outside);
+
+/** One input channel: voxel values (x fastest) on a grid; `source` names it in messages, e.g.
+ * "input 1 (FLAIR)" or a file name. */
+struct ComboSegChannel
+{
+  const float * values{ nullptr };
+  ComboSegGrid  grid{};
+  std::string   source{};
+};
+
+/** Intensity statistics of one channel as its recipe defines them (see cs_norm_kind). */
+struct ComboSegIntensityStatistics
+{
+  double mean{ 0.0 };
+  double std{ 1.0 };
+  float  minimum{ 0.0f };
+};
+
+/** Mean and standard deviation over the voxels the recipe uses: non-zero voxels, the mask
+ * (non-zero voxels when mask is null), or all; CT takes the recipe's fixed values. */
+ComboSegIntensityStatistics
+ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask);
+
+/** Normalises values in place by the recipe; mask (may be null) marks the body for
+ * CS_NORM_ZSCORE_MASK. */
+void
+ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
+                  const ComboSegIntensityStatistics & statistics, const uint8_t * mask);
+
+/** The value given to model-grid voxels outside the scan (air for CT, zero for z-scored data). */
+float
+ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatistics & statistics);
+
+/** Checks the channels against the model (count, names of missing or extra ones, empty images,
+ * NaN or infinite voxels, all on one grid) and brings them onto the model grid, normalised:
+ * image (C, nz, ny, nx) on modelGrid. mask (may be null) lies on the channels' grid. */
+void
+ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
+                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image);
+
+/** Class probabilities (K, nz, ny, nx) on modelGrid to class indices on outputGrid: each class
+ * map is interpolated linearly at the output voxel and the argmax kept as a running maximum, so
+ * no full-size probability map is ever held. A winning probability below minimumProbability
+ * gives background (0). */
+void
+ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid, const float * probabilities,
+                              const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability);
+
+/** Keeps, for every class, only its largest 6-connected component; the rest become background. */
+void
+ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size);
+
+/** Fills, for every class, background voxels that the class encloses (not 6-connected to the
+ * outside of the class's bounding box through voxels of other labels). */
+void
+ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size);
+
+/** The grid of an ITK image, lifted to 3D for 2D images. */
+template <typename TImage>
+ComboSegGrid
+ComboSegGridOf(const TImage * image)
+{
+  constexpr unsigned int D = TImage::ImageDimension;
+  static_assert(D == 2 || D == 3, "ComboSeg handles 2D and 3D images");
+  ComboSegGrid grid;
+  const auto   region = image->GetLargestPossibleRegion();
+  for (unsigned int i = 0; i < D; ++i)
+  {
+    grid.size[i] = static_cast<int64_t>(region.GetSize(i));
+    grid.spacing[i] = image->GetSpacing()[i];
+    for (unsigned int j = 0; j < D; ++j)
+    {
+      grid.direction[3 * i + j] = image->GetDirection()(i, j);
+    }
+  }
+  // The largest possible region may start anywhere: the grid starts at its first voxel.
+  typename TImage::PointType first;
+  image->TransformIndexToPhysicalPoint(region.GetIndex(), first);
+  for (unsigned int i = 0; i < D; ++i)
+  {
+    grid.origin[i] = first[i];
+  }
+  if (D == 2)
+  {
+    grid.size[2] = 1;
+  }
+  return grid;
+}
+
+/** The voxels of an ITK image's buffered region as floats, x fastest. */
+template <typename TImage>
+std::vector<float>
+ComboSegValuesOf(const TImage * image)
+{
+  std::vector<float>                 values;
+  const auto                         region = image->GetLargestPossibleRegion();
+  values.reserve(region.GetNumberOfPixels());
+  ImageRegionConstIterator<TImage> it(image, region);
+  for (it.GoToBegin(); !it.IsAtEnd(); ++it)
+  {
+    values.push_back(static_cast<float>(it.Get()));
+  }
+  return values;
+}
+
+} // end namespace itk
+
+#endif

