@@ -57,14 +57,21 @@ def main():
     p.add_argument("--backward-share", type=float, default=2.0 / 3.0,
                    help="share of the compute time spent in the backward pass (overlap bound)")
     p.add_argument("--out", default="docs/scaling.md")
+    p.add_argument("--from-json", help="rewrite the report from the JSON a previous run printed")
     args = p.parse_args()
 
-    exe = os.path.join(args.build, "Testing", "Distributed", "comboseg_mpi_bench")
-    load_before = os.getloadavg()
-    one = run_bench(exe, 1, args, args.batch)                 # 1 rank, batch b
-    two_weak = run_bench(exe, 2, args, args.batch)            # 2 ranks, b each (global 2b)
-    two_strong = run_bench(exe, 2, args, max(1, args.batch // 2))  # 2 ranks, global batch b
-    load_after = os.getloadavg()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        one, two_strong, two_weak = saved["one_rank"], saved["two_ranks_strong"], saved["two_ranks_weak"]
+        load_before, load_after = saved.get("load_before", [math.nan]), saved.get("load_after", [math.nan])
+    else:
+        exe = os.path.join(args.build, "Testing", "Distributed", "comboseg_mpi_bench")
+        load_before = os.getloadavg()
+        one = run_bench(exe, 1, args, args.batch)                 # 1 rank, batch b
+        two_weak = run_bench(exe, 2, args, args.batch)            # 2 ranks, b each (global 2b)
+        two_strong = run_bench(exe, 2, args, max(1, args.batch // 2))  # 2 ranks, global batch b
+        load_after = os.getloadavg()
 
     t_c = one["seconds_per_step"]              # compute of one rank with b patches, no MPI
     S = two_weak["gradient_bytes_per_step"]    # gradient bytes each rank all-reduces per step
@@ -141,10 +148,78 @@ def main():
             w("| %d | %.4f | %.3f | %.4f | %.2f | %.1f | %.0f%% | %.3f | %.1f |" % (
                 n, ar, t, 1 / t, n * args.batch / t, n * t_c / t, 100 * t_c / t, to, n * t_c / to))
         w("")
+    # faster machines: the same message against shorter compute times
+    w("### Faster machines")
+    w("")
+    w("The measured t_c is one thread on a loaded machine. Machines using all their cores compute "
+      "a step many times faster while the message stays the same, so communication weighs more. "
+      "Efficiency t_c / T(N) at N = 64 (no overlap):")
+    w("")
+    tcs = [t_c, 1.0, 0.3, 0.1]
+    w("| bandwidth | " + " | ".join("t_c = %.3g s" % t for t in tcs) + " |")
+    w("|---|" + "---|" * len(tcs))
+    for gbit in args.bandwidth_gbit:
+        B = gbit * 1e9 / 8.0
+        ar = ring_allreduce_seconds(64, S, B, L, buckets) + agreement_seconds(64, L)
+        w("| %g Gbit/s | " % gbit + " | ".join("%.0f%%" % (100 * t / (t + ar)) for t in tcs) + " |")
+    w("")
     # the break-even compute time: communication equals a tenth of the step
     w("Rule of thumb: all-reduce of the gradient costs about 2 S / B = %s per step; it stays "
       "under 10%% of the step while t_c is above ten times that." % ", ".join(
           "%.3f s at %g Gbit/s" % (2 * S / (g * 1e9 / 8), g) for g in args.bandwidth_gbit))
+    w("")
+    w("## Correctness (Testing/Distributed)")
+    w("")
+    w("- `MpiDataParallel.TwoRanks` (ctest, `mpirun --oversubscribe -np 2`): 2 ranks with 2 patches "
+      "each and 1 process with the same 4 patches, same seed, 20 Adam steps (Combo loss with its "
+      "curriculum, gradient clipping, poly schedule) end with the same weights to float tolerance; "
+      "the ranks' weights are bit-identical; a checkpoint written by rank 0 restarts the job "
+      "exactly. The test prints its figures (`[ figures  ]` lines).")
+    w("- The biases of the convolutions followed by instance norm are left out of the weight "
+      "comparison: instance norm subtracts each channel's mean, so their true gradient is 0, the "
+      "computed one is rounding noise and Adam turns that noise into steps of about the learning "
+      "rate in any summation order. They do not change the output; the test compares the logits too.")
+    w("- Averaging the ranks' gradients equals the whole batch's gradient only when the loss is a "
+      "mean over batch items and the shares are equal: `batch_dice` off, and weighted "
+      "cross-entropy with explicit class weights (the default weights come from the class "
+      "frequencies of the local batch). With `batch_dice` on, the Dice sums (per class: sum p t, "
+      "sum p, sum t) would have to be all-reduced between the forward pass and the loss's "
+      "gradient; that is not implemented (a limitation, not an error: training still works, with "
+      "per-rank batch Dice).")
+    w("- `MpiFailure.*`: a rank that fails (a label outside the classes, an unreadable case, a NaN "
+      "image, a checkpoint rank 0 cannot write) stops every rank at that step; rank 0 prints "
+      "`rank <r>: <message>` and the job exits non-zero.")
+    w("")
+    w("## Running on a cluster")
+    w("")
+    w("Build with MPI (Open MPI from Debian: `apt-get install openmpi-bin libopenmpi-dev`) on every "
+      "node, or on a shared file system:")
+    w("")
+    w("    cmake -S . -B build -DCOMBOSEG_USE_MPI=ON && cmake --build build -j")
+    w("")
+    w("A host file lists the machines, one rank per machine (each rank uses the machine's cores "
+      "through OpenMP, `--threads`):")
+    w("")
+    w("    # hosts")
+    w("    node01 slots=1")
+    w("    node02 slots=1")
+    w("    ...")
+    w("")
+    w("    mpirun --hostfile hosts -np 8 --map-by node --bind-to none -x OMP_NUM_THREADS=32 \\")
+    w("      build/cli-modules/ComboSegTrain --caseList /shared/cases.txt --labelNames /shared/names.csv \\")
+    w("      --baseModel new --modality CT --normalization clip --intensityRange -1000,1000 \\")
+    w("      --targetSpacing 1.5,1.5,1.5 --patchSize 64,64,64 --batchSize 16 --threads 32 \\")
+    w("      --epochs 100 --outputModel /shared/site.safetensors --historyTable /shared/history.tsv")
+    w("")
+    w("- `--batchSize` is the global batch; it must be a multiple of the number of ranks. Each rank "
+      "reads its own contiguous share of the training cases and samples its own patches; rank 0 "
+      "alone validates and writes the model, the checkpoint and the reports (atomically).")
+    w("- The case files and the output folder must be visible to every rank at the same paths "
+      "(a shared file system): a restarted job resumes from `<outputModel>.checkpoint`, which "
+      "every rank reads; a checkpoint resumes only with the same number of ranks (the local batch "
+      "is part of its training settings).")
+    w("- Slurm: `srun --mpi=pmix -N 8 --ntasks-per-node=1 --cpus-per-task=32 build/cli-modules/ComboSegTrain ...`.")
+    w("- The same executable runs alone (no mpirun) exactly as a build without MPI.")
     w("")
     w("## What the model leaves out")
     w("")
@@ -164,8 +239,8 @@ def main():
     with open(tmp, "w") as f:
         f.write("\n".join(md))
     os.replace(tmp, args.out)
-    json.dump({"one_rank": one, "two_ranks_strong": two_strong, "two_ranks_weak": two_weak},
-              sys.stdout, indent=1)
+    json.dump({"one_rank": one, "two_ranks_strong": two_strong, "two_ranks_weak": two_weak,
+               "load_before": list(load_before), "load_after": list(load_after)}, sys.stdout, indent=1)
     print()
 
 

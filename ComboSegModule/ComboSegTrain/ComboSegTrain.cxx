@@ -7,6 +7,9 @@
 //     --patchSize 64,64,64 --epochs 40 --outputModel brain-structures-t1.safetensors \
 //     --historyTable history.tsv --plotImage curves.png
 // A killed run resumes from "<outputModel>.checkpoint" when started again with the same output.
+// Built with -DCOMBOSEG_USE_MPI=ON, the same executable trains data-parallel under mpirun, e.g.
+//   mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
+// (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md).
 #include "ComboSegCLI.h"
 #include "ComboSegTrainXML.h"
 
@@ -21,10 +24,38 @@
 #include <cstring>
 #include <stdexcept>
 
+#ifdef COMBOSEG_USE_MPI
+#include "comboseg/comboseg_mpi.h"
+#endif
+
 namespace
 {
 
 std::atomic<bool> g_Stop{ false };
+
+#ifdef COMBOSEG_USE_MPI
+cs_mpi_t g_Mpi = nullptr; // this process's place in an MPI job (rank 0 of 1 when run alone)
+
+// The session's collective hooks, through ComboSegMPI.
+itk::ComboSegTrainingSession::Peers MpiPeers()
+{
+  itk::ComboSegTrainingSession::Peers peers;
+  peers.rank = cs_mpi_rank(g_Mpi);
+  peers.size = cs_mpi_size(g_Mpi);
+  peers.Attach = [](cs_trainer_t trainer, std::string &message) {
+    const cs_status st = cs_mpi_attach_trainer(g_Mpi, trainer);
+    if (st != CS_OK) message = cs_mpi_last_error(g_Mpi);
+    return st;
+  };
+  peers.StepEnd = [](cs_status local, std::string &message) {
+    const cs_status st = cs_mpi_step_end(g_Mpi, local, message.c_str());
+    if (st != CS_OK) message = cs_mpi_last_error(g_Mpi);
+    return st;
+  };
+  peers.AnyOf = [](bool flag) { return cs_mpi_agree(g_Mpi, flag ? CS_ERR_CANCELLED : CS_OK, "stop") != CS_OK; };
+  return peers;
+}
+#endif
 
 void OnSignal(int) { g_Stop = true; }
 
@@ -199,15 +230,22 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   session.SetCancelFlag(&g_Stop);
+  bool report = true; // rank 0 alone reports progress and results
+#ifdef COMBOSEG_USE_MPI
+  if (cs_mpi_size(g_Mpi) > 1) session.SetPeers(MpiPeers());
+  report = cs_mpi_rank(g_Mpi) == 0;
+#endif
   std::string lastComment;
+  if (report)
   session.SetProgressCallback([&](double fraction, const std::string &comment) {
     progress.Progress(fraction);
     if (comment != lastComment) progress.Comment(comment);
     lastComment = comment;
   });
 
-  progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
+  if (report) progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
   const itk::ComboSegTrainingResult result = session.Run();
+  if (!report) return result.cancelled ? 1 : 0;
   if (result.cancelled)
   {
     std::fprintf(stderr, "training stopped after epoch %lld; run again with the same output model to resume\n",
@@ -233,4 +271,22 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 
 } // namespace
 
+#ifdef COMBOSEG_USE_MPI
+int main(int argc, char **argv)
+{
+  // MPI starts only under mpirun: `--xml` and lone runs never touch it
+  if (cs_mpi_init(&argc, &argv, &g_Mpi) != CS_OK)
+  {
+    std::fprintf(stderr, "error: %s\n", cs_mpi_last_error(g_Mpi));
+    return 1;
+  }
+  const int code = ComboSegMain(argc, argv, ComboSegTrainXML, &Run);
+  // A rank that failed outside the agreed steps (e.g. reading its cases) must not wait in
+  // MPI_Finalize for ranks that wait for it: end the whole job with its exit code.
+  if (code != 0 && cs_mpi_size(g_Mpi) > 1) cs_mpi_abort(g_Mpi, code);
+  cs_mpi_free(g_Mpi);
+  return code;
+}
+#else
 int main(int argc, char **argv) { return ComboSegMain(argc, argv, ComboSegTrainXML, &Run); }
+#endif

@@ -17,15 +17,15 @@ status=0
 for t in "${targets[@]}"; do
   [ -x "$here/$t" ] || { echo "$t: not built in $here (skipped)"; continue; }
   case $t in
-    fuzz_model_load) seeds=("$here/seeds/model") ;;
-    fuzz_dataset_json) seeds=("$source_dir/seeds/dataset") ;;
-    fuzz_label_names) seeds=("$source_dir/seeds/labels" "$here/seeds/real-labels") ;;
-    *) seeds=() ;;
+    fuzz_model_load) seeds=("$here/seeds/model"); options=(-dict="$source_dir/json.dict") ;;
+    fuzz_dataset_json) seeds=("$source_dir/seeds/dataset"); options=(-dict="$source_dir/json.dict") ;;
+    fuzz_label_names) seeds=("$source_dir/seeds/labels" "$here/seeds/real-labels"); options=() ;;
+    *) seeds=(); options=() ;;
   esac
   mkdir -p "$here/corpus/$t"
   log="$here/$t.log"
   if "$here/$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-      -artifact_prefix="$here/$t-" "$here/corpus/$t" "${seeds[@]}" > "$log" 2>&1; then
+      -artifact_prefix="$here/$t-" "${options[@]}" "$here/corpus/$t" "${seeds[@]}" > "$log" 2>&1; then
     result=ok
   else
     result="FAILED (see $log)"

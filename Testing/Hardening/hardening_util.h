@@ -94,19 +94,24 @@ ReadBytes(const std::string & path)
   return bytes;
 }
 
-/* The value fn returns, computed in a child process, or -(signal) when the child crashed: a
+/* The value fn returns (0 to 199), computed in a child process; -(signal) when the child was
+ * killed, -1000 - code when it exited otherwise (a sanitiser's report exits with code 1). A
  * crash shows as a failed test, not as a dead suite. */
 inline int
 InChild(const std::function<int()> & fn)
 {
+  constexpr int kBase = 50; // exit codes from kBase on are fn's results
   std::fflush(nullptr);
   const pid_t pid = fork();
   if (pid == 0)
-    _exit(fn());
+    _exit(kBase + fn());
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) != pid)
-    return -1000;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    return -2000;
+  if (WIFSIGNALED(status))
+    return -WTERMSIG(status);
+  const int code = WEXITSTATUS(status);
+  return code >= kBase ? code - kBase : -1000 - code;
 }
 
 /* A smooth test image (C, nz, ny, nx) with values in about [-1, 1]. */

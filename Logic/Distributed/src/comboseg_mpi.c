@@ -109,6 +109,11 @@ void cs_mpi_free(cs_mpi_t mpi)
     free(mpi);
 }
 
+void cs_mpi_abort(cs_mpi_t mpi, int code)
+{
+    if (mpi && mpi->active) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 int cs_mpi_rank(const cs_mpi_t mpi) { return mpi ? mpi->rank : 0; }
 int cs_mpi_size(const cs_mpi_t mpi) { return mpi ? mpi->size : 1; }
 int cs_mpi_active(const cs_mpi_t mpi) { return mpi ? mpi->active : 0; }

@@ -6,9 +6,10 @@
 
 /* The new classes start as a copy of the background row, this far below it in logits: a
  * structure the base model never saw was background to it, and the copy keeps every old
- * prediction (the new logit is always below background) with a probability of about
- * exp(-7) of background's, until training separates the rows. */
-#define CS_GROW_LOGIT_MARGIN 7.0f
+ * prediction (the new logit is always below background) with exp(-4), under 2%, of
+ * background's probability. Adam moves each weight by about the learning rate per step, so a
+ * wider margin would take the new rows many more steps to close. */
+#define CS_GROW_LOGIT_MARGIN 4.0f
 
 cs_status cs_model_add_classes(cs_context_t ctx, const cs_model_t model,
                                const cs_class_info *new_classes, int32_t count, cs_model_t *out)

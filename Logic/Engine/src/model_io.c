@@ -1211,8 +1211,9 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
     return CS_OK;
 }
 
-/* The file must hold as many weights as its architecture needs before they are allocated: a
- * few-kilobyte file claiming a huge network must not make us zero gigabytes (hardening, h1). */
+/* A few-kilobyte file claiming a huge network must not make us zero gigabytes before the tensor
+ * check (hardening, h1): above 64 MiB of weights, the file must hold at least that many values.
+ * Smaller shortfalls go on to cs_st_copy_tensors, whose message names the tensor. */
 static cs_status check_weight_count(cs_context_t ctx, const cs_st_file *f, const char *path,
                                     const cs_model_info *info)
 {
@@ -1222,7 +1223,8 @@ static cs_status check_weight_count(cs_context_t ctx, const cs_st_file *f, const
     cs_status st = cs_net_layout(ctx, probe);
     uint64_t have = 0;
     for (int32_t i = 0; i < f->num_tensors; i++) have += (uint64_t)f->tensors[i].count;
-    if (st == CS_OK && (uint64_t)probe->num_params > have)
+    if (st == CS_OK && (uint64_t)probe->num_params > have &&
+        (uint64_t)probe->num_params * sizeof(float) > (UINT64_C(64) << 20))
         st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': the architecture in the metadata needs %lld "
                      "weights, the file holds %llu", path, (long long)probe->num_params,
                      (unsigned long long)have);

@@ -136,6 +136,22 @@ public:
   void SetCancelFlag(const std::atomic<bool> *flag) { m_CancelFlag = flag; }
   void Cancel() { m_Cancelled = true; }
 
+  /** Data-parallel training (ComboSegTrain under mpirun, Logic/Distributed): this process is
+   * rank `rank` of `size` and every rank runs Run() with the same settings. The batch size is the
+   * global batch, split evenly over the ranks; each rank reads its own share of the training
+   * cases (all of them when there are fewer cases than ranks) and samples its own patches; only
+   * rank 0 validates and writes files. The functions are collective: Attach makes the trainer
+   * data-parallel, StepEnd turns this rank's step status (and message) into the status agreed by
+   * all ranks (and its message), AnyOf is true on every rank when any rank's flag is. */
+  struct Peers
+  {
+    int rank = 0;
+    int size = 1;
+    std::function<cs_status(cs_trainer_t trainer, std::string &message)> Attach;
+    std::function<cs_status(cs_status local, std::string &message)> StepEnd;
+    std::function<bool(bool flag)> AnyOf;
+  };
+  void SetPeers(const Peers &peers) { m_Peers = peers; }
   /** Trains. Throws itk::ExceptionObject naming the problem (and the file) on any failure. */
   ComboSegTrainingResult Run();
 
@@ -200,6 +216,7 @@ private:
 
   std::vector<ComboSegTrainingRecord> m_History;
   ComboSegModel::Pointer m_ResultModel;
+  Peers m_Peers;
 };
 
 } // namespace itk

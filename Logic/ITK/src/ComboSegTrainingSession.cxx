@@ -785,7 +785,19 @@ ComboSegTrainingSession::Run()
   // ---- read and prepare the cases on the model's grid
   uint64_t budget = m_MemoryBudget;
   if (m_Progress) m_Progress(0.0, "preparing " + std::to_string(training.size() + validation.size()) + " case(s)");
-  CaseStore trainStore(training, info, m_LabelNames, budget);
+  // Data-parallel: each rank reads its own contiguous share of the training cases (all of them
+  // when there are fewer cases than ranks); only rank 0 validates.
+  const bool parallel = m_Peers.size > 1;
+  std::vector<ComboSegCaseFiles> shard = training;
+  if (parallel && training.size() >= static_cast<size_t>(m_Peers.size))
+  {
+    const size_t n = training.size(), size = static_cast<size_t>(m_Peers.size), r = static_cast<size_t>(m_Peers.rank);
+    const size_t first = r * (n / size) + std::min(r, n % size), count = n / size + (r < n % size ? 1 : 0);
+    shard.assign(training.begin() + static_cast<std::ptrdiff_t>(first),
+                 training.begin() + static_cast<std::ptrdiff_t>(first + count));
+  }
+  if (parallel && m_Peers.rank != 0) validation.clear();
+  CaseStore trainStore(shard, info, m_LabelNames, budget);
   CaseStore validStore(validation, info, m_LabelNames, budget);
 
   // ---- the trainer
@@ -793,6 +805,13 @@ ComboSegTrainingSession::Run()
   for (int i = 0; i < 3; ++i) config.patch_size[i] = info.patch_size[i];
   if (info.arch.spatial_dims == 2) config.patch_size[2] = 1;
   if (epochs > 0) config.total_steps = epochs * m_StepsPerEpoch;
+  if (parallel)
+  {
+    if (config.batch_size % m_Peers.size != 0)
+      itkGenericExceptionMacro("the batch size " << config.batch_size << " must be a multiple of the " << m_Peers.size
+                                                 << " ranks (each takes an equal share)");
+    config.batch_size /= m_Peers.size;
+  }
   TrainerOwner trainer;
   Check(cs_trainer_init(ctx, model.model, &config, &trainer.trainer), ctx, "cannot set up training");
 
@@ -854,6 +873,13 @@ ComboSegTrainingSession::Run()
     state.stepsPerEpoch = m_StepsPerEpoch;
     result.resumed = true;
   }
+  if (parallel)
+  {
+    // every rank must start from the same step (the same checkpoint); rank 0's weights go to all
+    std::string message;
+    if (m_Peers.Attach(trainer.trainer, message) != CS_OK)
+      itkGenericExceptionMacro("cannot start data-parallel training: " << message);
+  }
   m_History = state.history;
   const double secondsBefore = state.seconds;
   auto elapsed = [&]() { return secondsBefore + std::chrono::duration<double>(Clock::now() - started).count(); };
@@ -866,8 +892,16 @@ ComboSegTrainingSession::Run()
   const int64_t rotateEvery =
     trainStore.StreamedCount() ? std::max<int64_t>(1, m_StepsPerEpoch * B / static_cast<int64_t>(trainStore.Size())) : 1;
 
-  auto cancelled = [&]() { return m_Cancelled.load() || (m_CancelFlag && m_CancelFlag->load()); };
-  auto budgetUsed = [&]() { return m_TimeBudget > 0.0 && elapsed() >= m_TimeBudget; };
+  auto cancelledHere = [&]() { return m_Cancelled.load() || (m_CancelFlag && m_CancelFlag->load()); };
+  auto budgetUsedHere = [&]() { return m_TimeBudget > 0.0 && elapsed() >= m_TimeBudget; };
+  // Data-parallel: all ranks must stop at the same step, so both are agreed after each step.
+  bool agreedCancel = false, agreedBudget = false;
+  auto agreeStop = [&]() {
+    agreedCancel = m_Peers.AnyOf(cancelledHere());
+    agreedBudget = m_Peers.AnyOf(budgetUsedHere());
+  };
+  auto cancelled = [&]() { return parallel ? agreedCancel : cancelledHere(); };
+  auto budgetUsed = [&]() { return parallel ? agreedBudget : budgetUsedHere(); };
   auto fraction = [&](int64_t stepsDone) {
     double f = 0.0;
     if (epochs > 0) f = double(stepsDone) / double(epochs * m_StepsPerEpoch);
@@ -878,11 +912,13 @@ ComboSegTrainingSession::Run()
   // Best model so far: in memory for GetModel(), on disk at the output path.
   ModelOwner best;
   auto saveBest = [&]() {
-    Check(cs_model_save(ctx, model.model, m_OutputModelFileName.c_str()), ctx,
-          "cannot write the model " + m_OutputModelFileName);
+    if (m_Peers.rank == 0) // data-parallel: every rank holds the same weights, rank 0 writes
+      Check(cs_model_save(ctx, model.model, m_OutputModelFileName.c_str()), ctx,
+            "cannot write the model " + m_OutputModelFileName);
     best.Reset(CloneModel(ctx, model.model));
   };
   auto writeReports = [&]() {
+    if (m_Peers.rank != 0) return;
     if (!m_HistoryFileName.empty()) WriteHistoryTable(m_HistoryFileName, classNames, m_History);
     if (!m_PlotFileName.empty()) WriteHistoryPlot(m_PlotFileName, m_History);
   };
@@ -901,12 +937,17 @@ ComboSegTrainingSession::Run()
     ++epoch;
     // One generator per epoch: a resumed run samples what an uninterrupted one would have.
     cs_rng rng;
-    cs_rng_seed(&rng, config.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(epoch));
+    cs_rng_seed(&rng, config.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(epoch) +
+                          0xD1B54A32D192ED03ull * static_cast<uint64_t>(m_Peers.rank)); // own patches per rank
     double lossSum = 0.0;
     int64_t lossCount = 0, skipped = 0;
     float lr = 0.0f;
     for (int64_t s = 0; s < m_StepsPerEpoch && !cancelled(); ++s)
     {
+      cs_status st = CS_OK;
+      std::string stepMessage;
+      try
+      {
       for (int32_t b = 0; b < B; ++b)
       {
         const size_t i = static_cast<size_t>(cs_rng_below(&rng, static_cast<int64_t>(trainStore.Size())));
@@ -915,8 +956,26 @@ ComboSegTrainingSession::Run()
                               images.data() + size_t(b) * C * patchVoxels, labels.data() + size_t(b) * patchVoxels),
               ctx, "cannot sample a patch of case " + trainStore.Files(i).id);
       }
+      }
+      catch (const std::exception &e)
+      {
+        if (!parallel) throw;
+        st = CS_ERR_IO; // a bad case: the other ranks must hear of it at this step's agreement
+        stepMessage = e.what();
+      }
       cs_step_result step;
-      const cs_status st = cs_trainer_step(trainer.trainer, images.data(), labels.data(), &step);
+      if (st == CS_OK)
+      {
+        st = cs_trainer_step(trainer.trainer, images.data(), labels.data(), &step);
+        if (st != CS_OK) stepMessage = cs_context_last_error(ctx);
+      }
+      if (parallel)
+      {
+        // the status all ranks agree on: any rank's failure stops all, with its message
+        st = m_Peers.StepEnd(st, stepMessage);
+        if (st != CS_OK && st != CS_ERR_NUMERIC) itkGenericExceptionMacro("training step failed: " << stepMessage);
+        agreeStop();
+      }
       if (st == CS_ERR_NUMERIC)
         ++skipped; // weights kept; a whole epoch of these is an error below
       else
@@ -987,9 +1046,12 @@ ComboSegTrainingSession::Run()
     state.step = record.step;
     state.seconds = record.seconds;
     state.history = m_History;
-    WriteSidecar(sidecarPath, state);
-    Check(cs_trainer_save_checkpoint(trainer.trainer, checkpoint.c_str()), ctx,
-          "cannot write the checkpoint " + checkpoint);
+    if (m_Peers.rank == 0)
+    {
+      WriteSidecar(sidecarPath, state);
+      Check(cs_trainer_save_checkpoint(trainer.trainer, checkpoint.c_str()), ctx,
+            "cannot write the checkpoint " + checkpoint);
+    }
     writeReports();
     if (m_Progress) m_Progress(fraction(record.step), EpochComment(epoch, epochs, record.trainLoss, record.meanDice));
   }

@@ -98,6 +98,12 @@ cs_status cs_mpi_attach_trainer(cs_mpi_t mpi, cs_trainer_t trainer);
  * else the agreed failure (see cs_mpi_agree) on every rank. */
 cs_status cs_mpi_step_end(cs_mpi_t mpi, cs_status local, const char *local_message);
 
+/* Ends every rank of the job at once with exit code `code` (MPI_Abort), for a process that
+ * cannot take part in the next agreement, e.g. after an error outside the training loop, where
+ * MPI_Finalize could wait for ranks stuck in a collective. The only call here that ends the
+ * process, and only when the caller asks; nothing happens for a lone process. */
+void cs_mpi_abort(cs_mpi_t mpi, int code);
+
 /* Work done since cs_mpi_init, for the scaling report. */
 typedef struct cs_mpi_stats {
     int64_t reductions;      /* gradient all-reductions (one per step) */
