@@ -58,6 +58,7 @@ template <typename TImage>
 void
 Write(const TImage * image, const std::string & path)
 {
+  itk::ComboSegRegisterImageIO(); // each test may run alone: the writer needs the IO factories
   auto writer = itk::ImageFileWriter<TImage>::New();
   writer->SetInput(image);
   writer->SetFileName(path);
