@@ -250,7 +250,7 @@ TEST_F(BadInputs, VolumesOver2To31VoxelsHonourTheMemoryLimit)
 // for being positive but not for overflow: 2^40 x 2^40 x 2^40 and 2^40 x 2^40 x 1 compute a
 // wrapped slab size and try a huge allocation; INT64_MAX x 8 x 8 crashes (SIGSEGV). Enable
 // once the sizes (and their products with channels and classes) are bounded first.
-TEST_F(BadInputs, DISABLED_SizesWhoseProductOverflowsAreRefused)
+TEST_F(BadInputs, SizesWhoseProductOverflowsAreRefused)
 {
     ctx_->fault_over_bytes = kSmallAllocation;
     std::vector<float> image(16, 0.0f);

@@ -110,6 +110,9 @@ static int64_t window_start(const infer_plan *p, int a, int64_t i)
     return (i * span + (p->count[a] - 1) / 2) / (p->count[a] - 1);
 }
 
+/* Far beyond any scan (a 4096^3 volume), small enough that byte counts fit in 64 bits. */
+#define CS_MAX_VOLUME_VOXELS 68719476736.0 /* 2^36 */
+
 static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64_t size[3],
                            const cs_infer_options *o, infer_plan *p)
 {
@@ -135,6 +138,11 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
         p->size[a] = size[a];
         p->win[a] = o->window[a] ? o->window[a] : info->patch_size[a];
     }
+    /* Checked before any size product is formed, so that later products cannot overflow. */
+    if ((double)size[0] * (double)size[1] * (double)size[2] > CS_MAX_VOLUME_VOXELS)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "volume of %lld x %lld x %lld voxels exceeds the limit of 2^36 voxels",
+                       (long long)size[0], (long long)size[1], (long long)size[2]);
     if (info->arch.spatial_dims == 2 && p->win[2] == 0) p->win[2] = 1;
     cs_status st = check_net_size(ctx, &info->arch, p->win, "window");
     if (st != CS_OK) return st;

@@ -93,6 +93,8 @@ ReadWholeFile(const std::string & path)
 std::vector<std::string>
 IndexedStrings(const cJSON * object, const std::string & source, const char * what)
 {
+  if (object && !cJSON_IsObject(object))
+    itkGenericExceptionMacro(<< source << ": \"" << what << "\" must be an object of \"index\": \"name\" entries");
   std::map<int, std::string> byIndex;
   for (const cJSON * item = object ? object->child : nullptr; item; item = item->next)
   {
@@ -142,6 +144,8 @@ ReadMSDDataSet(const std::string & folder)
 
   // MSD: {"0": "background", "1": "liver"}; nnU-Net v2: {"background": 0, "liver": 1}.
   const cJSON * labels = cJSON_GetObjectItemCaseSensitive(json.get(), "labels");
+  if (labels && !cJSON_IsObject(labels))
+    itkGenericExceptionMacro(<< jsonPath << ": \"labels\" must be an object of value-name entries");
   for (const cJSON * item = labels ? labels->child : nullptr; item; item = item->next)
   {
     LabelName label;
