@@ -63,6 +63,11 @@ struct ComboSegPreparedCase
 ComboSegPreparedCase
 PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const std::vector<LabelName> & labelNames);
 
+/** The form in which structure names are compared: case, '_', '-' and repeated blanks aside
+ * ("Left_Kidney" matches "left kidney"). */
+std::string
+ComboSegStructureNameKey(const std::string & name);
+
 /** The model class index of every label value, by name when names are given, else by value;
  * `source` names the label map in messages. Throws on unknown names and missing classes. */
 std::vector<std::pair<int32_t, int32_t>>

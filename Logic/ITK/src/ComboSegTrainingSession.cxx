@@ -92,21 +92,6 @@ void WriteFileAtomically(const std::string &path, const std::string &text)
   }
 }
 
-// Structure names compare as PrepareCase compares them: case, '_', '-' and repeated blanks aside.
-std::string NameKey(const std::string &name)
-{
-  std::string out;
-  for (char ch : name)
-  {
-    char c = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (c == '_' || c == '-' || std::isspace(static_cast<unsigned char>(c))) c = ' ';
-    if (c == ' ' && (out.empty() || out.back() == ' ')) continue;
-    out += c;
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
 bool IsNrrd(const std::string &path)
 {
   std::string lower = path;
@@ -125,7 +110,7 @@ std::vector<LabelName> CollectNames(const std::vector<LabelName> &given, const s
   std::vector<LabelName> names;
   std::set<std::string> seen;
   auto add = [&](const LabelName &n) {
-    if (n.value != 0 && !n.name.empty() && seen.insert(NameKey(n.name)).second) names.push_back(n);
+    if (n.value != 0 && !n.name.empty() && seen.insert(ComboSegStructureNameKey(n.name)).second) names.push_back(n);
   };
   for (const LabelName &n : given) add(n);
   for (const ComboSegCaseFiles &c : cases)
@@ -719,8 +704,8 @@ ComboSegTrainingSession::Run()
     for (const LabelName &n : siteNames)
     {
       bool known = false;
-      for (int32_t k = 0; k < base.arch.num_classes && !known; ++k) known = NameKey(base.classes[k].name) == NameKey(n.name);
-      for (const auto &a : added) known = known || NameKey(a.name) == NameKey(n.name);
+      for (int32_t k = 0; k < base.arch.num_classes && !known; ++k) known = ComboSegStructureNameKey(base.classes[k].name) == ComboSegStructureNameKey(n.name);
+      for (const auto &a : added) known = known || ComboSegStructureNameKey(a.name) == ComboSegStructureNameKey(n.name);
       if (known) continue;
       if (!m_AddMissingClasses)
         itkGenericExceptionMacro("the base model " << base.name << " has no class named '" << n.name

@@ -124,6 +124,12 @@ struct JsonDeleter
 
 } // namespace
 
+std::string
+ComboSegStructureNameKey(const std::string & name)
+{
+  return NormalisedName(name);
+}
+
 ComboSegDataSetDescription
 ReadMSDDataSet(const std::string & folder)
 {
