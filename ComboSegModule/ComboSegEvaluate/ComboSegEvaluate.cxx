@@ -217,9 +217,9 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   double diceSum = 0.0;
   int diceCount = 0;
   size_t done = 0;
-  for (int v : values)
-  {
-    const double r = refCount[v], p = predCount[v], tp = overlap[v];
+  // One row of measures for label value v of ref and prediction; `value` and `name` label it.
+  auto measure = [&](const int *refMap, const int *predMap, int v, double r, double p, double tp,
+                     const std::string &value, const std::string &name) {
     const double fp = p - tp, fn = r - tp, tn = double(count) - r - fp;
     const double nan = std::numeric_limits<double>::quiet_NaN();
     const double dice = (r + p) > 0 ? 2.0 * tp / (r + p) : nan;
@@ -228,19 +228,41 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     const double recall = r > 0 ? tp / r : nan;
     const double fpRate = (fp + tn) > 0 ? fp / (fp + tn) : nan;
     const double fnRate = r > 0 ? fn / r : nan;
+    const SurfaceDistances sd = Distances(refMap, predMap, size, spacing, v);
+    rows.push_back({value, name, Number(dice), Number(jaccard), Number(precision), Number(recall), Number(fpRate),
+                    Number(fnRate), Number(sd.hausdorff95), Number(sd.mean), Number(r * voxelMl),
+                    Number(p * voxelMl), std::to_string(long(r)), std::to_string(long(p)),
+                    std::to_string(long(tp))});
+    return dice;
+  };
+  for (int v : values)
+  {
+    const double r = refCount[v], p = predCount[v], tp = overlap[v];
+    const auto name = names.find(v);
+    const double dice = measure(ref, pred.data(), v, r, p, tp, std::to_string(v),
+                                name != names.end() ? name->second : "label " + std::to_string(v));
     if (r > 0)
     {
       diceSum += dice;
       ++diceCount;
     }
-    const SurfaceDistances sd = Distances(ref, pred.data(), size, spacing, v);
-    const auto name = names.find(v);
-    rows.push_back({std::to_string(v), name != names.end() ? name->second : "label " + std::to_string(v),
-                    Number(dice), Number(jaccard), Number(precision), Number(recall), Number(fpRate),
-                    Number(fnRate), Number(sd.hausdorff95), Number(sd.mean), Number(r * voxelMl),
-                    Number(p * voxelMl), std::to_string(long(r)), std::to_string(long(p)),
-                    std::to_string(long(tp))});
-    progress.Progress(0.1 + 0.85 * double(++done) / values.size());
+    progress.Progress(0.1 + 0.85 * double(++done) / (values.size() + 1));
+  }
+  const size_t structures = rows.size();
+  if (args.GetBool("allStructures"))
+  {
+    // Every structure merged into one: any non-zero label in each map (e.g. the whole tumour).
+    std::vector<int> refAll(count), predAll(count);
+    double r = 0, p = 0, tp = 0;
+    for (size_t i = 0; i < count; ++i)
+    {
+      refAll[i] = ref[i] != 0;
+      predAll[i] = pred[i] != 0;
+      r += refAll[i];
+      p += predAll[i];
+      tp += refAll[i] & predAll[i];
+    }
+    measure(refAll.data(), predAll.data(), 1, r, p, tp, "all", "all structures");
   }
   if (args.IsSet("outputTable"))
     ComboSegWriteTable(args.GetString("outputTable"),
@@ -250,8 +272,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
                        rows);
   const double meanDice = diceCount ? diceSum / diceCount : std::numeric_limits<double>::quiet_NaN();
   args.SetReturn("meanDice", meanDice);
-  args.SetReturn("numberOfStructures", std::to_string(rows.size()));
-  progress.Comment(std::to_string(rows.size()) + " structures, mean Dice " + Number(meanDice));
+  args.SetReturn("numberOfStructures", std::to_string(structures));
+  progress.Comment(std::to_string(structures) + " structures, mean Dice " + Number(meanDice));
   progress.End();
   return 0;
 }

@@ -1,6 +1,7 @@
 // ComboSegSegment - Slicer CLI: segments a volume with a bundled model or a model file.
-// Outputs: the label map with Slicer segment keys, optional colour table, per-structure surface
-// models (.vtk, RAS), a PNG preview, and return parameters (volumes in ml, structures found, time).
+// Outputs: the label map (NRRD with Slicer segment keys; NIfTI or MetaImage when the file name asks
+// for it), optional colour table, per-structure surface models (.vtk, RAS), a PNG preview, and
+// return parameters (volumes in ml, structures found, time).
 #include "ComboSegCLI.h"
 #include "ComboSegOutput.h"
 #include "ComboSegSegmentXML.h"
@@ -101,6 +102,10 @@ void WriteSurfaces(const LabelImageType *labels, const std::vector<ComboSegSegme
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const double start = ComboSegSeconds();
+  // Output file names are checked before the minutes of work that precede their writing.
+  ComboSegLabelMapExtension(args.GetString("outputLabelMap"));
+  if (args.IsSet("previewImage"))
+    ComboSegCheckExtension("preview image", args.GetString("previewImage"), {".png"});
   progress.Start("ComboSeg Segment", "loading the model");
 
   auto model = itk::ComboSegModel::New();

@@ -62,6 +62,7 @@ void OnSignal(int) { g_Stop = true; }
 cs_norm_kind NormFromName(const std::string &name)
 {
   if (name == "zscore-nonzero") return CS_NORM_ZSCORE_NONZERO;
+  if (name == "zscore-brain") return CS_NORM_ZSCORE_MASK;
   if (name == "zscore") return CS_NORM_ZSCORE;
   if (name == "clip") return CS_NORM_CLIP_SCALE;
   return CS_NORM_NONE;
@@ -207,6 +208,13 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     throw std::runtime_error("unknown loss '" + args.GetString("loss") + "'");
   config.loss.alpha = static_cast<float>(args.GetDouble("alpha"));
   config.loss.beta = static_cast<float>(args.GetDouble("beta"));
+  const std::vector<double> tversky = args.GetDoubles("tverskyWeights");
+  if (tversky.size() != 2 || !(tversky[0] >= 0 && tversky[0] <= 1) || !(tversky[1] >= 0 && tversky[1] <= 1) ||
+      !(tversky[0] + tversky[1] > 0))
+    throw std::runtime_error("--tverskyWeights takes two values in 0..1, not both 0 (false positives, false "
+                             "negatives), e.g. 0.3,0.7");
+  config.loss.tversky_alpha = static_cast<float>(tversky[0]);
+  config.loss.tversky_beta = static_cast<float>(tversky[1]);
   config.curriculum = args.GetBool("curriculum") ? 1 : 0;
   config.seed = static_cast<uint64_t>(args.GetInt("seed"));
   session.SetTrainConfig(config);

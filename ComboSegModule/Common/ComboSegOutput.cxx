@@ -1,8 +1,10 @@
-// ComboSegOutput.cxx - NRRD label maps with segment keys, colour tables, TSV tables and PNGs.
+// ComboSegOutput.cxx - label maps (NRRD with segment keys, NIfTI, MetaImage), colour tables, TSV
+// tables and PNGs.
 #include "ComboSegOutput.h"
 #include "ComboSegCLI.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <dirent.h>
 #include <png.h>
 #include <unistd.h>
 
@@ -28,7 +31,83 @@ std::string ColorFloats(const std::array<uint8_t, 3> &rgb)
   return text;
 }
 
+// Removes a temporary folder and whatever is left in it.
+void RemoveFolder(const std::string &folder)
+{
+  if (DIR *d = opendir(folder.c_str()))
+  {
+    while (const dirent *e = readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        std::remove((folder + "/" + e->d_name).c_str());
+    closedir(d);
+  }
+  rmdir(folder.c_str());
+}
+
+// Formats other than NRRD go through ITK's IO factories, which pick the IO from the file name: the
+// image is written under its final stem and the canonical extension into a fresh hidden folder next
+// to `path` (same file system), then renamed out, detached data files (.mhd's .zraw) before the
+// header, so that a killed or failed run leaves nothing under the final names.
+void WriteWithIOFactory(const ComboSegLabelImage *image, const std::string &path, const std::string &extension)
+{
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string header = base.substr(0, base.size() - extension.size()) + extension;
+  std::string folder = dir + "." + base + ".tmp-XXXXXX";
+  if (!mkdtemp(&folder[0]))
+    throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+  try
+  {
+    auto writer = itk::ImageFileWriter<ComboSegLabelImage>::New();
+    writer->SetFileName(folder + "/" + header);
+    writer->SetInput(image);
+    writer->SetUseCompression(true);
+    writer->Update();
+    std::vector<std::string> names;
+    if (DIR *d = opendir(folder.c_str()))
+    {
+      while (const dirent *e = readdir(d))
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 && header != e->d_name)
+          names.push_back(e->d_name);
+      closedir(d);
+    }
+    for (const std::string &name : names)
+      ComboSegCommitFile(folder + "/" + name, dir + name);
+    ComboSegCommitFile(folder + "/" + header, path);
+  }
+  catch (...)
+  {
+    RemoveFolder(folder);
+    throw;
+  }
+  rmdir(folder.c_str());
+}
+
 } // namespace
+
+std::string ComboSegCheckExtension(const std::string &what, const std::string &path,
+                                   const std::vector<std::string> &extensions)
+{
+  const size_t slash = path.find_last_of('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::transform(base.begin(), base.end(), base.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  std::string list;
+  for (const std::string &e : extensions)
+  {
+    // A name that is only the extension ("x/.nii") is no file name either.
+    if (base.size() > e.size() && base.compare(base.size() - e.size(), e.size(), e) == 0)
+      return e;
+    list += (list.empty() ? "" : ", ") + e;
+  }
+  throw std::invalid_argument("cannot write the " + what + " '" + path +
+                              "': unsupported file name extension (supported: " + list + ")");
+}
+
+std::string ComboSegLabelMapExtension(const std::string &path)
+{
+  return ComboSegCheckExtension("label map", path, {".nrrd", ".nii.gz", ".nii", ".mha", ".mhd"});
+}
 
 std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &info)
 {
@@ -78,9 +157,16 @@ std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *
 void ComboSegWriteLabelMap(const ComboSegLabelImage *labels,
                            const std::vector<ComboSegSegmentInfo> &segments, const std::string &path)
 {
+  const std::string extension = ComboSegLabelMapExtension(path);
   // Work on a shallow copy so that the caller's image keeps its own metadata dictionary.
   ComboSegLabelImage::Pointer image = ComboSegLabelImage::New();
   image->Graft(labels);
+  if (extension != ".nrrd")
+  {
+    image->SetMetaDataDictionary(itk::MetaDataDictionary()); // no keys from the input scan
+    WriteWithIOFactory(image, path, extension);
+    return;
+  }
   itk::MetaDataDictionary dict;
   auto set = [&dict](const std::string &key, const std::string &value) {
     itk::EncapsulateMetaData<std::string>(dict, key, value);

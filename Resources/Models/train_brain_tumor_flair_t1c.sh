@@ -3,7 +3,7 @@
 # 4 for validation (FLAIR and contrast T1, already z-scored inside the brain).
 # Usage: train_brain_tumor_flair_t1c.sh <ComboSegTrain> <output.safetensors> [minutes] [extra ComboSegTrain args]
 set -euo pipefail
-train=$1; out=$2; minutes=${3:-25}; shift $(( $# < 3 ? $# : 3 ))
+train=$1; out=$2; minutes=${3:-29}; shift $(( $# < 3 ? $# : 3 ))
 here=$(cd "$(dirname "$0")" && pwd)
 data=${COMBOSEG_DATA_DIR:-$here/../../../shared/data}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -14,8 +14,8 @@ for p in 3 4; do d="$data/brats2013/brats_2013_pat000${p}_1"
 "$train" --caseList "$work/train.tsv" --validationCaseList "$work/val.tsv" \
   --labelNames "$here/brain-tumor-flair-t1c.labels.csv" \
   --baseModel new --spatialDims 3 --levels 4 --baseFilters 8 --inputChannels 2 --channelNames FLAIR,T1c \
-  --modality MR --normalization none --targetSpacing 2,2,2 --patchSize 64,64,64 \
-  --batchSize 2 --epochs 12 --stepsPerEpoch 60 --timeBudget "$minutes" --learningRate 0.002 \
+  --modality MR --normalization zscore-brain --targetSpacing 2,2,2 --patchSize 64,64,64 \
+  --batchSize 2 --epochs 24 --stepsPerEpoch 100 --timeBudget "$minutes" --learningRate 0.002 \
   --foregroundFraction 0.6 --seed 42 \
   --modelName brain-tumor-flair-t1c \
   --modelDescription "FLAIR and contrast-enhanced T1 MR to necrosis, oedema, non-enhancing and enhancing tumour (glioma)" \

@@ -196,6 +196,9 @@ const ConvCase kUpCases[] = {
     {1, 17, 3, 1, 1, 1, 2, 2, 2},   // one voxel, odd channels
     {2, 16, 16, 4, 4, 19, 2, 2, 2}, // a row longer than a vector plus a tail
     {2, 3, 5, 1, 6, 9, 1, 2, 2},    // 2D
+    {1, 40, 13, 2, 37, 9, 2, 2, 2}, // several row blocks per slice, odd GEMM row counts
+    {1, 5, 7, 1, 3, 300, 1, 2, 2},  // 2D, a row longer than a block
+    {2, 64, 32, 2, 4, 4, 2, 2, 2},  // deep level: many channels, tiny slices
 };
 
 TEST_P(ConvFastTest, UpconvMatchesReference)

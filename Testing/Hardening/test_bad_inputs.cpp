@@ -75,26 +75,64 @@ TEST_F(BadInputs, ConstantImagePredictsFiniteProbabilities)
     for (int32_t l : labels) ASSERT_TRUE(l >= 0 && l < 3);
 }
 
-// Documented behaviour: inference does not check voxels; a non-finite voxel spreads through
-// its window's instance norm. What matters is that it never crashes and that labels stay valid
-// class indices. (Reported: the engine gives no error for non-finite voxels at inference.)
-TEST_F(BadInputs, NonFiniteVoxelsAtInferenceGiveValidLabels)
+// Documented behaviour: inference refuses images with NaN or infinite voxels (CS_ERR_NUMERIC),
+// naming how many there are and where the first one is; nothing is written to the outputs.
+// (Through a window's instance norm one such voxel would make the whole window NaN.)
+TEST_F(BadInputs, NonFiniteVoxelsAtInferenceAreRefusedNamingCountAndFirst)
 {
     const int64_t size[3] = {12, 9, 8};
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                       -std::numeric_limits<float>::infinity()}) {
         std::vector<float> image = TestImage(1, size), prob;
         std::vector<int32_t> labels;
-        image[100] = bad;
+        image[4 + 12 * (3 + 9 * 5)] = bad; // x 4, y 3, z 5: the first
+        image[7 + 12 * (8 + 9 * 7)] = bad;
         const cs_status st = Predict(image, size, &prob, &labels);
-        if (st == CS_OK) {
-            for (int32_t l : labels) ASSERT_TRUE(l >= 0 && l < 3) << "voxel " << bad;
-        } else {
-            EXPECT_NE(cs_context_last_error(ctx_)[0], '\0');
-        }
-        std::printf("[ bad input ] predict with a %g voxel: %s, probabilities %s\n", bad,
-                    cs_status_string(st), AllFinite(prob) ? "finite" : "not all finite");
+        EXPECT_EQ(st, CS_ERR_NUMERIC) << "voxel " << bad;
+        const std::string message = cs_context_last_error(ctx_);
+        EXPECT_NE(message.find("2 non-finite voxels"), std::string::npos) << message;
+        EXPECT_NE(message.find("x 4, y 3, z 5 of channel 0"), std::string::npos) << message;
+        for (int32_t l : labels) ASSERT_EQ(l, -1) << "labels written for a refused image";
+        std::printf("[ bad input ] predict with %g voxels: %s: %s\n", bad, cs_status_string(st),
+                    message.c_str());
     }
+    // the batch entry point too
+    const int64_t patch[3] = {8, 8, 8};
+    std::vector<float> batch = TestImage(1, patch), logits(8 * 8 * 8 * 3);
+    batch[511] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_EQ(cs_model_forward(ctx_, model_, batch.data(), 1, patch, logits.data()), CS_ERR_NUMERIC);
+    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("1 non-finite voxel"), std::string::npos)
+        << cs_context_last_error(ctx_);
+}
+
+// Huge but finite voxels (an image that was never normalised, or garbage): they overflow inside
+// the network (found by this test: status OK with NaN probabilities). Now: finite
+// probabilities, or CS_ERR_NUMERIC saying so; never a silent NaN.
+TEST_F(BadInputs, HugeVoxelsAtInferenceGiveAnErrorOrFiniteProbabilities)
+{
+    const int64_t size[3] = {12, 9, 8};
+    for (float value : {3.0e38f, -3.0e38f, 1.0e20f}) {
+        for (bool constant : {true, false}) {
+            std::vector<float> image = TestImage(1, size), prob;
+            for (float &v : image) v = constant ? value : v * value;
+            std::vector<int32_t> labels;
+            const cs_status st = Predict(image, size, &prob, &labels);
+            if (st == CS_OK) {
+                EXPECT_TRUE(AllFinite(prob)) << "a silent NaN for voxels of " << value;
+            } else {
+                EXPECT_EQ(st, CS_ERR_NUMERIC) << cs_context_last_error(ctx_);
+                EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "non-finite"), nullptr);
+            }
+            std::printf("[ bad input ] predict, %s voxels of %g: %s %s\n",
+                        constant ? "constant" : "varying", value, cs_status_string(st),
+                        st == CS_OK ? "" : cs_context_last_error(ctx_));
+        }
+    }
+    const int64_t patch[3] = {8, 8, 8};
+    std::vector<float> batch(8 * 8 * 8, 3.0e38f), logits(8 * 8 * 8 * 3);
+    const cs_status st = cs_model_forward(ctx_, model_, batch.data(), 1, patch, logits.data());
+    if (st == CS_OK) EXPECT_TRUE(AllFinite(logits));
+    else EXPECT_EQ(st, CS_ERR_NUMERIC);
 }
 
 class BadTraining : public BadInputs {
@@ -134,6 +172,10 @@ TEST_F(BadTraining, NonFiniteVoxelsAreRefusedAndTheWeightsKept)
         cs_step_result r;
         EXPECT_EQ(cs_trainer_step(trainer_, image.data(), labels_.data(), &r), CS_ERR_NUMERIC)
             << "voxel " << bad << ": " << cs_context_last_error(ctx_);
+        EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("1 non-finite voxel"),
+                  std::string::npos) << cs_context_last_error(ctx_);
+        EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("x 7, y 0, z 0"),
+                  std::string::npos) << cs_context_last_error(ctx_);
         EXPECT_EQ(Weights(), before) << "a refused step changed the weights";
         EXPECT_EQ(cs_trainer_steps_done(trainer_), 0);
     }
@@ -176,6 +218,37 @@ TEST_F(BadTraining, EmptyLabelMapTrainsWithFiniteLoss)
     EXPECT_TRUE(std::isnan(r.dice[1]) || r.dice[1] == 0.0f) << "class 1 is in neither map";
 }
 
+// Documented behaviour: a class that no training case holds still trains (finite loss and
+// weights). Its Dice term is the smoothed (0 + 1) / (sum p + 1), so the gradient pushes its
+// probability down everywhere and the model learns never to predict it; its Dice reads NaN
+// (absent from both maps) once it is no longer predicted.
+TEST_F(BadTraining, ClassAbsentFromEveryCaseTrainsAndIsNotPredicted)
+{
+    std::vector<int32_t> two_classes = labels_;
+    for (int32_t &l : two_classes) l = l == 2 ? 0 : l; // class 2 never appears
+    cs_step_result r;
+    float first_loss = 0.0f;
+    for (int i = 0; i < 20; ++i) {
+        ASSERT_EQ(cs_trainer_step(trainer_, image_.data(), two_classes.data(), &r), CS_OK)
+            << cs_context_last_error(ctx_);
+        ASSERT_TRUE(std::isfinite(r.loss));
+        if (i == 0) first_loss = r.loss;
+    }
+    EXPECT_LT(r.loss, first_loss) << "training made no progress";
+    EXPECT_TRUE(AllFinite(Weights()));
+    const int64_t size[3] = {8, 8, 8};
+    std::vector<float> prob;
+    std::vector<int32_t> labels;
+    ASSERT_EQ(Predict(image_, size, &prob, &labels), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_TRUE(AllFinite(prob));
+    double mean2 = 0.0;
+    for (size_t i = 0; i < labels.size(); ++i) mean2 += prob[2 * labels.size() + i];
+    mean2 /= static_cast<double>(labels.size());
+    EXPECT_LT(mean2, 1.0 / 3.0) << "the absent class should lose probability";
+    std::printf("[ bad input ] class absent from every case: loss %g -> %g, mean p(absent) %.3f\n",
+                first_loss, r.loss, mean2);
+}
+
 TEST_F(BadTraining, LabelsOutOfRangeAreRefused)
 {
     for (int32_t bad : {3, -1, 1000, std::numeric_limits<int32_t>::min()}) {
@@ -201,6 +274,15 @@ TEST(BadLoss, LabelsOutOfRangeAreRefusedByTheLoss)
     labels[3] = -1;
     EXPECT_EQ(cs_combo_loss(logits.data(), labels.data(), 4, 3, 0.5f, 0.5f, &loss, grad.data()),
               CS_ERR_INVALID_ARGUMENT);
+    // through a context (as the trainer calls it): the message names the label and the voxel
+    cs_context_t ctx = nullptr;
+    ASSERT_EQ(cs_context_init(&ctx), CS_OK);
+    const cs_loss_options o = cs_loss_options_default();
+    EXPECT_EQ(cs_loss_run(ctx, &o, logits.data(), labels.data(), 1, 4, 3, &loss, grad.data(),
+                          nullptr), CS_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(cs_context_last_error(ctx)).find("label -1 at voxel 3"),
+              std::string::npos) << cs_context_last_error(ctx);
+    cs_context_free(ctx);
 }
 
 // ---- input limits ------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -308,6 +309,43 @@ TEST_F(FaultInjection, PredictVolume)
     });
 }
 
+// The loss's partial sums come from the context when the caller gives no scratch (the trainer
+// gives its own, allocated in cs_trainer_init): a failure is an error, the outputs untouched.
+TEST(LossFaults, LossThroughTheContext)
+{
+    cs_context_t ctx = nullptr;
+    ASSERT_EQ(cs_context_init(&ctx), CS_OK);
+    const int64_t batch = 2, n = 5000; // two chunks per item
+    const int32_t k = 3;
+    std::vector<float> logits(static_cast<size_t>(batch * k * n));
+    std::vector<int32_t> labels(static_cast<size_t>(batch * n));
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(0.37f * static_cast<float>(i));
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int32_t>(i % 7 % 3);
+    for (int kind = 0; kind < 2; ++kind) {
+        cs_loss_options o = cs_loss_options_default();
+        o.batch_dice = kind;
+        std::vector<float> grad(logits.size(), 7.0f);
+        float loss = 7.0f;
+        SweepAll(ctx, kind ? "cs_loss (batch Dice)" : "cs_loss", [&] {
+            const cs_status st = cs_loss_run(ctx, &o, logits.data(), labels.data(), batch, n, k,
+                                              &loss, grad.data(), nullptr);
+            if (st != CS_OK) EXPECT_EQ(loss, 7.0f) << "a failed loss wrote its output";
+            loss = 7.0f;
+            return st;
+        });
+        // and the same result from the caller's scratch, with no allocation at all
+        float with_scratch = 0.0f, without = 0.0f;
+        std::vector<double> scratch(cs_loss_scratch_size(batch, n, k, kind) / sizeof(double), 1e300);
+        const uint64_t count = ctx->alloc_count;
+        ASSERT_EQ(cs_loss_run(ctx, &o, logits.data(), labels.data(), batch, n, k, &with_scratch,
+                              grad.data(), scratch.data()), CS_OK);
+        EXPECT_EQ(ctx->alloc_count, count);
+        ASSERT_EQ(cs_loss(&o, logits.data(), labels.data(), batch, n, k, &without, nullptr), CS_OK);
+        EXPECT_EQ(with_scratch, without) << "the scratch's old contents leaked into the sums";
+    }
+    cs_context_free(ctx);
+}
+
 // cJSON's allocations: headers and metadata are built and parsed with cJSON.
 TEST_F(FaultInjection, JsonModelLoad)
 {
@@ -320,34 +358,54 @@ TEST_F(FaultInjection, JsonModelLoad)
     });
 }
 
-// KNOWN BUG (model_io.c, meta_float_text): when cJSON cannot allocate the number it prints,
-// "null" is written as leaky_slope / norm_epsilon and the save reports success: the file then
-// fails to load. Run with --gtest_also_run_disabled_tests; enable once fixed.
-TEST_F(FaultInjection, DISABLED_JsonModelSave)
+// Regression (model_io.c, meta_float_text): when cJSON could not allocate the number it prints,
+// "null" was written as leaky_slope / norm_epsilon and the save reported success, leaving a file
+// that fails to load; the class colour array leaked when its key could not be copied. Now every
+// failure is an error, the file at the path stays the previous model byte for byte, and the
+// saves that succeed load back.
+TEST_F(FaultInjection, JsonModelSave)
 {
-    const std::string copy = dir_.File("copy.safetensors");
+    cs_model_t other = nullptr;
+    ASSERT_EQ(cs_model_create(ctx_, &info_, 12, &other), CS_OK);
+    cs_model_t in_file = model_;
     SweepJsonAll(ctx_, "cs_model_save", [&] {
-        std::remove(copy.c_str());
-        const cs_status st = cs_model_save(ctx_, model_, copy.c_str());
-        if (st != CS_OK) EXPECT_FALSE(FileExists(copy));
+        const std::vector<char> before = ReadBytes(path_);
+        cs_model_t next = in_file == model_ ? other : model_;
+        const cs_status st = cs_model_save(ctx_, next, path_.c_str());
+        if (st == CS_OK) in_file = next;
+        else EXPECT_EQ(ReadBytes(path_), before) << "a failed save changed the file";
         return st;
     });
+    cs_model_free(other);
+    cs_model_t loaded = nullptr;
+    ASSERT_EQ(cs_model_load(ctx_, path_.c_str(), &loaded), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_FLOAT_EQ(loaded->info.arch.leaky_slope, info_.arch.leaky_slope);
+    EXPECT_FLOAT_EQ(loaded->info.arch.norm_epsilon, info_.arch.norm_epsilon);
+    cs_model_free(loaded);
+    const std::string list = "ls -A '" + dir_.Path() + "' | grep -q tmp";
+    EXPECT_NE(std::system(list.c_str()), 0) << "temporary files left in " << dir_.Path();
 }
 
-// KNOWN BUG (train.c, config_json): the results of cJSON_Add*ToObject are not checked, so an
-// allocation failure writes a checkpoint whose training settings lack fields and the save
-// reports success; resuming from it then fails ("settings differ"). Enable once fixed.
-TEST_F(TrainerFaults, DISABLED_JsonCheckpointSave)
+// Regression (train.c, config_json): the results of cJSON_Add*ToObject were not checked, so an
+// allocation failure wrote a checkpoint whose training settings lacked fields, the save reported
+// success and resuming from it failed ("other training settings"). Now: an error, the previous
+// checkpoint intact, and every checkpoint that was written resumes.
+TEST_F(TrainerFaults, JsonCheckpointSave)
 {
     cs_trainer_t t = nullptr;
     ASSERT_EQ(cs_trainer_init(ctx_, model_, &config_, &t), CS_OK);
     const std::string ckpt = dir_.File("run.ckpt");
+    ASSERT_EQ(cs_trainer_save_checkpoint(t, ckpt.c_str()), CS_OK);
+    cs_step_result r;
+    ASSERT_EQ(cs_trainer_step(t, images_.data(), labels_.data(), &r), CS_OK);
     SweepJsonAll(ctx_, "cs_trainer_save_checkpoint", [&] {
-        std::remove(ckpt.c_str());
+        const std::vector<char> before = ReadBytes(ckpt);
         const cs_status st = cs_trainer_save_checkpoint(t, ckpt.c_str());
-        if (st != CS_OK) EXPECT_FALSE(FileExists(ckpt));
+        if (st != CS_OK) EXPECT_EQ(ReadBytes(ckpt), before) << "a failed save changed the checkpoint";
         return st;
     });
+    ASSERT_EQ(cs_trainer_load_checkpoint(t, ckpt.c_str()), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_EQ(cs_trainer_steps_done(t), 1);
     cs_trainer_free(t);
 }
 

@@ -213,6 +213,19 @@ TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
   EXPECT_NEAR(v[1], 1.0f, 1e-5);
   EXPECT_EQ(v[2], 0.0f);
 
+  // Without a mask the brain is what lies above the scan's lowest value: an already z-scored
+  // scan (background -3) and its raw original (background 0) normalise to the same values.
+  const std::vector<float> raw{ 0.0f, 10.0f, 20.0f, 30.0f, 0.0f };
+  const std::vector<float> zscored{ -3.0f, -1.0f, 0.0f, 1.0f, -3.0f };
+  std::vector<float>       fromRaw = raw, fromZscored = zscored;
+  itk::ComboSegNormalise(fromRaw.data(), 5, masked, itk::ComboSegChannelStatistics(raw.data(), 5, masked, nullptr), nullptr);
+  itk::ComboSegNormalise(fromZscored.data(), 5, masked,
+                         itk::ComboSegChannelStatistics(zscored.data(), 5, masked, nullptr), nullptr);
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_NEAR(fromRaw[i], fromZscored[i], 1e-5) << i;
+  EXPECT_EQ(fromZscored[0], 0.0f);
+  EXPECT_NEAR(fromZscored[3], 1.0 / std::sqrt(2.0 / 3.0), 1e-5);
+
   cs_channel_info none{};
   none.norm = CS_NORM_NONE;
   v = values;

@@ -222,6 +222,31 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   EXPECT_TRUE(std::regex_search(ret, std::regex("epochsDone = 3"))) << ret;
 }
 
+// --tverskyWeights sets the Tversky losses' false-positive and false-negative weights (the loss
+// study compares Tversky 0.3/0.7); the model records them, and bad pairs are refused.
+TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
+{
+  WriteSyntheticData();
+  std::vector<std::string> args = SyntheticArgs(1, 2);
+  args.insert(args.end(), { "--loss", "tversky", "--tverskyWeights", "0.2,0.8" });
+  const RunResult r = RunModule(args, m_Dir);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  auto model = itk::ComboSegModel::New();
+  model->Load(m_Dir + "/model.safetensors");
+  EXPECT_EQ(model->GetInfo().loss.kind, CS_LOSS_TVERSKY);
+  EXPECT_NEAR(model->GetInfo().loss.tversky_alpha, 0.2f, 1e-6);
+  EXPECT_NEAR(model->GetInfo().loss.tversky_beta, 0.8f, 1e-6);
+
+  for (const std::string bad : { "0.3", "1.5,0.7", "0,0" })
+  {
+    std::vector<std::string> refused = SyntheticArgs(1, 2);
+    refused.insert(refused.end(), { "--loss", "tversky", "--tverskyWeights", bad, "--restart" });
+    const RunResult b = RunModule(refused, m_Dir);
+    EXPECT_NE(b.code, 0) << bad;
+    EXPECT_NE(b.err.find("--tverskyWeights"), std::string::npos) << bad << ": " << b.err;
+  }
+}
+
 TEST_F(ComboSegTrainTest, KilledRunResumesFromTheCheckpoint)
 {
   WriteSyntheticData();

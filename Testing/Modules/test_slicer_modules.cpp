@@ -476,6 +476,71 @@ TEST(EvaluateModule, AgreesWithHandComputedMeasures)
   EXPECT_EQ(values.at("numberOfStructures"), "3");
 }
 
+// --allStructures adds a row for all structures merged (e.g. the whole tumour): any label counts
+// against any label, so swapped labels are wrong per structure and right as a whole.
+TEST(EvaluateModule, AllStructuresRowMergesEveryLabel)
+{
+  slicer::TempDir tmp;
+  auto reference = MakeImage<LabelImage>(20, 18, 16);
+  auto predicted = MakeImage<LabelImage>(20, 18, 16);
+  auto fill = [](LabelImage *image, short value, int x0, int x1, int y0, int y1, int z0, int z1) {
+    for (int z = z0; z <= z1; ++z)
+      for (int y = y0; y <= y1; ++y)
+        for (int x = x0; x <= x1; ++x)
+          image->SetPixel({{x, y, z}}, value);
+  };
+  fill(reference, 1, 2, 9, 2, 9, 2, 9);      // 512 voxels
+  fill(predicted, 2, 2, 9, 2, 9, 2, 9);      // the same voxels, the other label
+  fill(reference, 2, 13, 17, 11, 15, 3, 12); // 250 voxels
+  fill(predicted, 1, 13, 17, 11, 15, 3, 12);
+  fill(predicted, 3, 1, 2, 14, 15, 13, 14);  // 8 voxels only predicted
+  const std::string refFile = tmp.Path() + "/reference.nrrd", predFile = tmp.Path() + "/predicted.nrrd";
+  WriteNrrd(reference.GetPointer(), refFile);
+  WriteNrrd(predicted.GetPointer(), predFile);
+  const std::string tableFile = tmp.Path() + "/table.tsv", returns = tmp.Path() + "/returns.params";
+  const slicer::RunResult r = slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--allStructures", "--outputTable",
+                                           tableFile, "--returnparameterfile", returns, refFile, predFile},
+                                          120);
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+
+  std::ifstream in(tableFile);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  std::vector<std::string> header;
+  {
+    std::stringstream s(line);
+    std::string cell;
+    while (std::getline(s, cell, '\t'))
+      header.push_back(cell);
+  }
+  std::map<std::string, std::map<std::string, std::string>> rows; // label value -> column -> value
+  while (std::getline(in, line))
+  {
+    std::stringstream s(line);
+    std::string cell;
+    std::map<std::string, std::string> row;
+    for (size_t c = 0; std::getline(s, cell, '\t'); ++c)
+      row[header.at(c)] = cell;
+    rows[row["LabelValue"]] = row;
+  }
+  ASSERT_EQ(rows.size(), 4u); // 1, 2, 3 and all
+  ASSERT_EQ(rows.count("all"), 1u);
+  const auto &all = rows.at("all");
+  EXPECT_EQ(all.at("Name"), "all structures");
+  EXPECT_NEAR(std::atof(all.at("Dice").c_str()), 2.0 * 762 / (762 + 770), 1e-6);
+  EXPECT_NEAR(std::atof(all.at("Precision").c_str()), 762.0 / 770, 1e-6);
+  EXPECT_NEAR(std::atof(all.at("Recall").c_str()), 1.0, 1e-9);
+  EXPECT_NEAR(std::atof(all.at("FalseNegativeRate").c_str()), 0.0, 1e-9);
+  EXPECT_EQ(all.at("ReferenceVoxels"), "762");
+  EXPECT_EQ(all.at("PredictedVoxels"), "770");
+  EXPECT_EQ(all.at("OverlapVoxels"), "762");
+  EXPECT_NEAR(std::atof(rows.at("1").at("Dice").c_str()), 0.0, 1e-9);
+  // The merged row counts in neither the mean Dice nor the number of structures.
+  const auto values = slicer::ReadReturnParameters(returns);
+  EXPECT_NEAR(std::atof(values.at("meanDice").c_str()), 0.0, 1e-9);
+  EXPECT_EQ(values.at("numberOfStructures"), "3");
+}
+
 TEST(EvaluateModule, RealLabelMapAgainstItselfIsPerfect)
 {
   CS_REQUIRE_DATA("slicer-seg/liver_spine_seg.nrrd");

@@ -12,6 +12,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 cs_infer_options cs_infer_options_default(void)
@@ -50,6 +51,44 @@ static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, co
     return CS_OK;
 }
 
+/* Through a window's instance norm one non-finite voxel makes the whole window's probabilities
+ * NaN, a silent failure: refuse them, saying how many and where the first one is. */
+cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
+                          const int64_t size[3], const char *what)
+{
+    const int64_t vn = size[0] * size[1] * size[2], n = vn * volumes;
+    int64_t count = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(image[i])) {
+            if (first < 0) first = i;
+            count++;
+        }
+    }
+    if (!count) return CS_OK;
+    const int64_t v = first % vn;
+    return cs_fail(ctx, CS_ERR_NUMERIC,
+                   "%s has %lld non-finite voxel%s (NaN or infinite); the first, %g, is at x %lld, "
+                   "y %lld, z %lld of channel %lld: replace them (e.g. with the image minimum) "
+                   "or mask them out before segmenting", what, (long long)count,
+                   count == 1 ? "" : "s", (double)image[first], (long long)(v % size[0]),
+                   (long long)(v / size[0] % size[1]), (long long)(v / (size[0] * size[1])),
+                   (long long)(first / vn));
+}
+
+/* Finite voxels can still overflow inside the network (values near FLT_MAX squared by the
+ * instance norm): its output is checked too, so that a result is never silently NaN. */
+static cs_status check_finite_output(cs_context_t ctx, const float *v, int64_t n,
+                                     const char *where)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return cs_fail(ctx, CS_ERR_NUMERIC,
+                           "the network gave a non-finite value (%g) %s: the image's values "
+                           "overflow single precision inside it; normalise the image first",
+                           (double)v[i], where);
+    return CS_OK;
+}
+
 static cs_status check_memory(cs_context_t ctx, uint64_t need, const char *what)
 {
     uint64_t limit = cs_context_get_memory_limit(ctx);
@@ -72,6 +111,9 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
     if (st != CS_OK) return st;
     st = check_memory(ctx, cs_workspace_bytes(model, batch, size, 0), "the forward pass");
     if (st != CS_OK) return st;
+    st = cs_check_finite(ctx, images, (int64_t)batch * model->info.arch.in_channels, size,
+                      "the batch");
+    if (st != CS_OK) return st;
 
     /* a workspace per call keeps the model read-only, so threads can share it */
     cs_workspace *ws = NULL;
@@ -79,11 +121,10 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
     if (st != CS_OK) return st;
     const float *out = NULL;
     st = cs_net_forward(ctx, model, ws, images, &out);
-    if (st == CS_OK) {
-        size_t n = (size_t)batch * (size_t)model->info.arch.num_classes * (size_t)size[0] *
-                   (size_t)size[1] * (size_t)size[2];
-        memcpy(logits, out, n * sizeof(float));
-    }
+    const size_t n = (size_t)batch * (size_t)model->info.arch.num_classes * (size_t)size[0] *
+                     (size_t)size[1] * (size_t)size[2];
+    if (st == CS_OK) st = check_finite_output(ctx, out, (int64_t)n, "for this batch");
+    if (st == CS_OK) memcpy(logits, out, n * sizeof(float));
     cs_workspace_free(ws);
     return st;
 }
@@ -309,6 +350,8 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     st = check_memory(ctx, plan_bytes(model, &p), "sliding-window inference");
     if (st != CS_OK) return st;
     if (!probabilities && !labels) return CS_OK;
+    st = cs_check_finite(ctx, image, p.channels, p.size, "the image");
+    if (st != CS_OK) return st;
 
     float *mem = (float *)cs_alloc(ctx, scratch_floats(&p) * sizeof(float), "inference slab");
     if (!mem) return CS_ERR_OUT_OF_MEMORY;
@@ -355,6 +398,12 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
                 fill_window(&p, &s, image, x0, y0, z0);
                 const float *logits = NULL;
                 st = cs_net_forward(ctx, model, ws, s.input, &logits);
+                if (st == CS_OK) {
+                    char where[96];
+                    snprintf(where, sizeof where, "in the window at x %lld, y %lld, z %lld",
+                             (long long)x0, (long long)y0, (long long)z0);
+                    st = check_finite_output(ctx, logits, wn * p.classes, where);
+                }
                 if (st != CS_OK) break;
                 cs_softmax_channels(s.prob, logits, 1, p.classes, wn, cs_threads(ctx));
                 accumulate(&p, &s, x0, y0, z0);

@@ -107,6 +107,20 @@ typedef struct cs_named_buffer {
     const float *data;
 } cs_named_buffer;
 
+/* cs_loss with messages on ctx and its scratch memory: `scratch` holds cs_loss_scratch_size()
+ * bytes (8-byte aligned, cleared on each call), or is NULL to allocate it through ctx for the
+ * call. The trainer allocates it once, so that a step allocates nothing. */
+size_t cs_loss_scratch_size(int64_t batch, int64_t n, int32_t k, int batch_dice);
+cs_status cs_loss_run(cs_context_t ctx, const cs_loss_options *options, const float *logits,
+                      const int32_t *labels, int64_t batch, int64_t n, int32_t k, float *loss,
+                      float *grad, void *scratch);
+
+/* CS_ERR_NUMERIC when any voxel of `volumes` volumes of size x y z (image: volumes, z, y, x) is
+ * NaN or infinite, with a message "<what> has N non-finite voxels ...; the first, v, is at x, y,
+ * z of channel c" (c counts volumes). Inference and training refuse such inputs. */
+cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
+                          const int64_t size[3], const char *what);
+
 #ifdef __cplusplus
 }
 #endif

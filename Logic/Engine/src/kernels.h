@@ -99,6 +99,21 @@ void cs_concat_backward_ref(float *grad_a, float *grad_b, const float *grad_out,
 void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t channels,
                              int64_t n, int threads);
 
+/* Instance norm then LeakyReLU in one pass (the conv block's tail): out = LeakyReLU(instance
+ * norm(in)) with the arguments of both kernels above; out may equal in; saves mean, rstd. */
+void cs_instnorm_leaky_forward_ref(float *out, float *mean, float *rstd, const float *in,
+                                   const float *gamma, const float *beta, int32_t batch,
+                                   int32_t channels, int64_t n, float eps, float slope,
+                                   int threads);
+/* Its backward in one pass from grad_out = dL/d out: out is the forward output (the LeakyReLU's
+ * sign), in, mean, rstd the norm's input and saved statistics. Unlike the other backward
+ * kernels it OVERWRITES grad_in (B, C, n) (no memset needed); grad_gamma, grad_beta (C) +=. */
+void cs_instnorm_leaky_backward_ref(float *grad_in, float *grad_gamma, float *grad_beta,
+                                    const float *grad_out, const float *out, const float *in,
+                                    const float *mean, const float *rstd, const float *gamma,
+                                    int32_t batch, int32_t channels, int64_t n, float slope,
+                                    int threads);
+
 /* The dispatched versions of the layers above, same contracts. */
 void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
                        const cs_conv_shape *s, int threads);
@@ -113,6 +128,14 @@ void cs_instnorm_backward(float *grad_in, float *grad_gamma, float *grad_beta,
                           const float *grad_out, const float *in, const float *mean,
                           const float *rstd, const float *gamma, int32_t batch, int32_t channels,
                           int64_t n, int threads);
+void cs_instnorm_leaky_forward(float *out, float *mean, float *rstd, const float *in,
+                               const float *gamma, const float *beta, int32_t batch,
+                               int32_t channels, int64_t n, float eps, float slope, int threads);
+void cs_instnorm_leaky_backward(float *grad_in, float *grad_gamma, float *grad_beta,
+                                const float *grad_out, const float *out, const float *in,
+                                const float *mean, const float *rstd, const float *gamma,
+                                int32_t batch, int32_t channels, int64_t n, float slope,
+                                int threads);
 void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads);
 void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n,
                             float slope, int threads);

@@ -21,6 +21,14 @@ typedef __m256 cs_vec;
 #define cs_vstore(p, a) _mm256_storeu_ps((p), (a))
 #define cs_vbcast(p) _mm256_broadcast_ss(p)
 #define cs_vfma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define cs_vset1(f) _mm256_set1_ps(f)
+#define cs_vadd(a, b) _mm256_add_ps((a), (b))
+#define cs_vsub(a, b) _mm256_sub_ps((a), (b))
+#define cs_vmul(a, b) _mm256_mul_ps((a), (b))
+#define cs_vmax(a, b) _mm256_max_ps((a), (b))
+/* s > 0 ? a : b lane-wise */
+#define cs_vsel_pos(s, a, b)                                                                   \
+    _mm256_blendv_ps((b), (a), _mm256_cmp_ps((s), _mm256_setzero_ps(), _CMP_GT_OQ))
 
 #include "kernels_simd.inc"
 #else

@@ -21,6 +21,14 @@ typedef __m512 cs_vec;
 #define cs_vstore(p, a) _mm512_storeu_ps((p), (a))
 #define cs_vbcast(p) _mm512_set1_ps(*(p))
 #define cs_vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define cs_vset1(f) _mm512_set1_ps(f)
+#define cs_vadd(a, b) _mm512_add_ps((a), (b))
+#define cs_vsub(a, b) _mm512_sub_ps((a), (b))
+#define cs_vmul(a, b) _mm512_mul_ps((a), (b))
+#define cs_vmax(a, b) _mm512_max_ps((a), (b))
+/* s > 0 ? a : b lane-wise */
+#define cs_vsel_pos(s, a, b)                                                                   \
+    _mm512_mask_blend_ps(_mm512_cmp_ps_mask((s), _mm512_setzero_ps(), _CMP_GT_OQ), (b), (a))
 
 #include "kernels_simd.inc"
 #else

@@ -179,13 +179,13 @@ void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float 
 void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
                        const cs_conv_shape *s, int threads)
 {
-    cs_upconv_forward_ref(out, in, weight, bias, s, threads);
+    CS_DISPATCH(cs_upconv_forward, out, in, weight, bias, s, threads);
 }
 
 void cs_upconv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                              const cs_conv_shape *s, int threads)
 {
-    cs_upconv_backward_data_ref(grad_in, grad_out, weight, s, threads);
+    CS_DISPATCH(cs_upconv_backward_data, grad_in, grad_out, weight, s, threads);
 }
 
 void cs_upconv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
@@ -194,11 +194,53 @@ void cs_upconv_backward_weights(float *grad_weight, float *grad_bias, const floa
     CS_DISPATCH(cs_upconv_backward_weights, grad_weight, grad_bias, grad_out, in, s, threads);
 }
 
-/* Layer kernels added with net.c (e1): forwards to the references until fast versions land. */
-void cs_instnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int32_t batch, int32_t channels, int64_t n, float eps, int threads) { cs_instnorm_forward_ref(out, mean, rstd, in, gamma, beta, batch, channels, n, eps, threads); }
-void cs_instnorm_backward(float *grad_in, float *grad_gamma, float *grad_beta, const float *grad_out, const float *in, const float *mean, const float *rstd, const float *gamma, int32_t batch, int32_t channels, int64_t n, int threads) { cs_instnorm_backward_ref(grad_in, grad_gamma, grad_beta, grad_out, in, mean, rstd, gamma, batch, channels, n, threads); }
-void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads) { cs_leaky_relu_forward_ref(out, in, n, slope, threads); }
-void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n, float slope, int threads) { cs_leaky_relu_backward_ref(grad_in, grad_out, x, n, slope, threads); }
+void cs_instnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                         const float *beta, int32_t batch, int32_t channels, int64_t n, float eps,
+                         int threads)
+{
+    CS_DISPATCH(cs_instnorm_forward, out, mean, rstd, in, gamma, beta, batch, channels, n, eps,
+                threads);
+}
+
+void cs_instnorm_backward(float *grad_in, float *grad_gamma, float *grad_beta,
+                          const float *grad_out, const float *in, const float *mean,
+                          const float *rstd, const float *gamma, int32_t batch, int32_t channels,
+                          int64_t n, int threads)
+{
+    CS_DISPATCH(cs_instnorm_backward, grad_in, grad_gamma, grad_beta, grad_out, in, mean, rstd,
+                gamma, batch, channels, n, threads);
+}
+
+void cs_instnorm_leaky_forward(float *out, float *mean, float *rstd, const float *in,
+                               const float *gamma, const float *beta, int32_t batch,
+                               int32_t channels, int64_t n, float eps, float slope, int threads)
+{
+    CS_DISPATCH(cs_instnorm_leaky_forward, out, mean, rstd, in, gamma, beta, batch, channels, n,
+                eps, slope, threads);
+}
+
+void cs_instnorm_leaky_backward(float *grad_in, float *grad_gamma, float *grad_beta,
+                                const float *grad_out, const float *out, const float *in,
+                                const float *mean, const float *rstd, const float *gamma,
+                                int32_t batch, int32_t channels, int64_t n, float slope,
+                                int threads)
+{
+    CS_DISPATCH(cs_instnorm_leaky_backward, grad_in, grad_gamma, grad_beta, grad_out, out, in,
+                mean, rstd, gamma, batch, channels, n, slope, threads);
+}
+
+void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads)
+{
+    CS_DISPATCH(cs_leaky_relu_forward, out, in, n, slope, threads);
+}
+
+void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n,
+                            float slope, int threads)
+{
+    CS_DISPATCH(cs_leaky_relu_backward, grad_in, grad_out, x, n, slope, threads);
+}
+
+/* Still the reference loops: memory-bound and a few percent of a training step. */
 void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_forward_ref(out, in, planes, d, h, w, pd, threads); }
 void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_backward_ref(grad_in, grad_out, in, planes, d, h, w, pd, threads); }
 void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_forward_ref(out, a, b, batch, ca, cb, n, threads); }

@@ -36,3 +36,25 @@ static inline cs_vec cs_vfma(cs_vec a, cs_vec b, cs_vec c)
     return c;
 }
 
+
+static inline cs_vec cs_vset1(float f) { return cs_vbcast(&f); }
+
+#define CS_PORTABLE_BINOP(name, expr)                                                           \
+    static inline cs_vec name(cs_vec a, cs_vec b)                                               \
+    {                                                                                           \
+        cs_vec r;                                                                               \
+        for (int i = 0; i < CS_VL; i++) r.v[i] = (expr);                                        \
+        return r;                                                                               \
+    }
+CS_PORTABLE_BINOP(cs_vadd, a.v[i] + b.v[i])
+CS_PORTABLE_BINOP(cs_vsub, a.v[i] - b.v[i])
+CS_PORTABLE_BINOP(cs_vmul, a.v[i] * b.v[i])
+CS_PORTABLE_BINOP(cs_vmax, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+
+/* s > 0 ? a : b lane-wise */
+static inline cs_vec cs_vsel_pos(cs_vec s, cs_vec a, cs_vec b)
+{
+    cs_vec r;
+    for (int i = 0; i < CS_VL; i++) r.v[i] = s.v[i] > 0.0f ? a.v[i] : b.v[i];
+    return r;
+}

@@ -316,6 +316,49 @@ void cs_instnorm_backward_ref(float *grad_in, float *grad_gamma, float *grad_bet
     }
 }
 
+void cs_instnorm_leaky_forward_ref(float *out, float *mean, float *rstd, const float *in,
+                                   const float *gamma, const float *beta, int32_t batch,
+                                   int32_t channels, int64_t n, float eps, float slope,
+                                   int threads)
+{
+    cs_instnorm_forward_ref(out, mean, rstd, in, gamma, beta, batch, channels, n, eps, threads);
+    cs_leaky_relu_forward_ref(out, out, (int64_t)batch * channels * n, slope, threads);
+}
+
+void cs_instnorm_leaky_backward_ref(float *grad_in, float *grad_gamma, float *grad_beta,
+                                    const float *grad_out, const float *out, const float *in,
+                                    const float *mean, const float *rstd, const float *gamma,
+                                    int32_t batch, int32_t channels, int64_t n, float slope,
+                                    int threads)
+{
+    /* cs_instnorm_backward_ref with dy = LeakyReLU'(out) * grad_out, and = instead of += */
+    const int64_t c_count = channels;
+    CS_OMP_FOR
+    for (int64_t c = 0; c < c_count; c++) {
+        for (int64_t b = 0; b < batch; b++) {
+            const int64_t p = b * channels + c;
+            const float *x = in + p * n, *g = grad_out + p * n, *a = out + p * n;
+            float *dx = grad_in + p * n;
+            const float m = mean[p], r = rstd[p];
+            double sum_dy = 0.0, sum_dy_xhat = 0.0;
+            for (int64_t i = 0; i < n; i++) {
+                const float dy = a[i] > 0.0f ? g[i] : slope * g[i];
+                sum_dy += dy;
+                sum_dy_xhat += (double)dy * ((x[i] - m) * r);
+            }
+            grad_gamma[c] += (float)sum_dy_xhat;
+            grad_beta[c] += (float)sum_dy;
+            const float k = gamma[c] * r;
+            const float mean_dy = (float)(sum_dy / (double)n);
+            const float mean_dy_xhat = (float)(sum_dy_xhat / (double)n);
+            for (int64_t i = 0; i < n; i++) {
+                const float dy = a[i] > 0.0f ? g[i] : slope * g[i];
+                dx[i] = k * (dy - mean_dy - ((x[i] - m) * r) * mean_dy_xhat);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* LeakyReLU                                                                                   */
 

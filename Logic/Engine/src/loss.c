@@ -266,8 +266,25 @@ static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int
     }
 }
 
-static cs_status loss_run(const loss_plan *pl, const float *class_weights, const float *logits,
-                          const int32_t *labels, float *loss, float *grad)
+/* Doubles of scratch: chunk partials, item sums, group sums, class weights, per-group g1, g0. */
+static size_t scratch_doubles(int64_t b_count, int64_t n, int32_t k, int batch_dice)
+{
+    const int64_t chunks = (n + CS_LOSS_CHUNK - 1) / CS_LOSS_CHUNK * b_count;
+    const int64_t groups = batch_dice ? 1 : b_count;
+    const size_t ns = ST_SIZE(k);
+    return (size_t)chunks * ns + (size_t)b_count * ns + (size_t)groups * ns + (size_t)k +
+           2 * (size_t)groups * (size_t)k;
+}
+
+size_t cs_loss_scratch_size(int64_t batch, int64_t n, int32_t k, int batch_dice)
+{
+    if (batch < 1 || n < 1 || k < 1) return 0;
+    return scratch_doubles(batch, n, k, batch_dice) * sizeof(double);
+}
+
+static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *class_weights,
+                          const float *logits, const int32_t *labels, float *loss, float *grad,
+                          void *scratch)
 {
     const int32_t k = pl->k;
     const int64_t b_count = pl->batch, n = pl->n;
@@ -277,11 +294,12 @@ static cs_status loss_run(const loss_plan *pl, const float *class_weights, const
     const size_t ns = ST_SIZE(k);
     const int parallel = b_count * n >= CS_LOSS_PARALLEL_MIN;
 
-    /* chunk partials, item sums, group sums, class weights, per-group g1 and g0 */
-    size_t doubles = (size_t)chunks * ns + (size_t)b_count * ns + (size_t)groups * ns + (size_t)k +
-                     2 * (size_t)groups * (size_t)k;
-    double *mem = (double *)cs_alloc(NULL, doubles * sizeof(double), "loss sums");
+    const size_t doubles = scratch_doubles(b_count, n, k, pl->batch_dice);
+    /* the caller's scratch (the trainer's, so that a step allocates nothing) or our own */
+    double *own = scratch ? NULL : (double *)cs_alloc(ctx, doubles * sizeof(double), "loss sums");
+    double *mem = scratch ? (double *)scratch : own;
     if (!mem) return CS_ERR_OUT_OF_MEMORY;
+    if (scratch) memset(mem, 0, doubles * sizeof(double)); /* the sums below accumulate */
     double *chunk_st = mem;
     double *item_st = chunk_st + (size_t)chunks * ns;
     double *group_st = item_st + (size_t)b_count * ns;
@@ -298,8 +316,13 @@ static cs_status loss_run(const loss_plan *pl, const float *class_weights, const
                            i0, i1);
     }
     if (bad) {
-        cs_free(mem);
-        return CS_ERR_INVALID_ARGUMENT; /* a label outside [0, K) */
+        cs_free(own);
+        for (int64_t i = 0; i < b_count * n; i++)
+            if (labels[i] < 0 || labels[i] >= k)
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                               "loss: label %d at voxel %lld of batch item %lld is outside [0, %d)",
+                               labels[i], (long long)(i % n), (long long)(i / n), k);
+        return CS_ERR_INVALID_ARGUMENT;
     }
     /* fixed-order reductions: chunks into items, items into groups */
     for (int64_t b = 0; b < b_count; b++) {
@@ -372,25 +395,37 @@ static cs_status loss_run(const loss_plan *pl, const float *class_weights, const
                        wce_scale);
         }
     }
-    cs_free(mem);
+    cs_free(own);
     return CS_OK;
 }
 
-cs_status cs_loss(const cs_loss_options *options, const float *logits, const int32_t *labels,
-                  int64_t batch, int64_t n, int32_t k, float *loss, float *grad)
+cs_status cs_loss_run(cs_context_t ctx, const cs_loss_options *options, const float *logits,
+                      const int32_t *labels, int64_t batch, int64_t n, int32_t k, float *loss,
+                      float *grad, void *scratch)
 {
-    if (!options || !logits || !labels || !loss) return CS_ERR_INVALID_ARGUMENT;
-    if (batch < 1 || n < 1 || k < 2 || k > CS_MAX_CLASSES) return CS_ERR_INVALID_ARGUMENT;
+    if (!options || !logits || !labels || !loss)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "loss: NULL options, logits, labels or loss");
+    if (batch < 1 || n < 1 || k < 2 || k > CS_MAX_CLASSES)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "loss: batch %lld and voxels %lld must be positive, classes %d in [2, %d]",
+                       (long long)batch, (long long)n, k, CS_MAX_CLASSES);
     if ((int)options->kind < 0 || (int)options->kind >= NUM_LOSS_KINDS)
-        return CS_ERR_INVALID_ARGUMENT;
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "loss: unknown kind %d", (int)options->kind);
     if (!in_unit_interval(options->alpha) || !in_unit_interval(options->beta) ||
         !in_unit_interval(options->tversky_alpha) || !in_unit_interval(options->tversky_beta))
-        return CS_ERR_INVALID_ARGUMENT;
-    if (!(options->gamma >= 0.0f) || !isfinite(options->gamma)) return CS_ERR_INVALID_ARGUMENT;
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "loss: alpha %g, beta %g, tversky_alpha %g, tversky_beta %g must be in [0, 1]",
+                       (double)options->alpha, (double)options->beta,
+                       (double)options->tversky_alpha, (double)options->tversky_beta);
+    if (!(options->gamma >= 0.0f) || !isfinite(options->gamma))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "loss: gamma %g must be finite, not negative",
+                       (double)options->gamma);
     if (options->kind == CS_LOSS_WEIGHTED_CROSS_ENTROPY && options->class_weights) {
         for (int32_t c = 0; c < k; c++)
             if (!(options->class_weights[c] >= 0.0f) || !isfinite(options->class_weights[c]))
-                return CS_ERR_INVALID_ARGUMENT;
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                               "loss: class weight %d = %g must be finite, not negative", c,
+                               (double)options->class_weights[c]);
     }
     loss_plan pl;
     pl.kind = options->kind;
@@ -408,7 +443,13 @@ cs_status cs_loss(const cs_loss_options *options, const float *logits, const int
     }
     pl.ta = options->tversky_alpha;
     pl.tb = options->tversky_beta;
-    return loss_run(&pl, options->class_weights, logits, labels, loss, grad);
+    return loss_run(ctx, &pl, options->class_weights, logits, labels, loss, grad, scratch);
+}
+
+cs_status cs_loss(const cs_loss_options *options, const float *logits, const int32_t *labels,
+                  int64_t batch, int64_t n, int32_t k, float *loss, float *grad)
+{
+    return cs_loss_run(NULL, options, logits, labels, batch, n, k, loss, grad, NULL);
 }
 
 cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
@@ -427,9 +468,14 @@ void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n
     const float nan = (float)NAN;
     for (int32_t c = 0; c < k; c++) dice[c] = nan;
     if (!predicted || !truth || n < 1) return;
-    /* counts of predicted, true and both, per class; labels outside [0, K) count nowhere */
-    int64_t *counts = (int64_t *)cs_alloc(NULL, 3 * (size_t)k * sizeof(int64_t), "dice counts");
+    /* counts of predicted, true and both, per class; labels outside [0, K) count nowhere. On
+     * the stack for any model's class count: no allocation that could fail unreported. */
+    int64_t stack[3 * CS_MAX_CLASSES];
+    int64_t *counts = k <= CS_MAX_CLASSES
+                          ? stack
+                          : (int64_t *)cs_alloc(NULL, 3 * (size_t)k * sizeof(int64_t), "dice counts");
     if (!counts) return;
+    if (counts == stack) memset(stack, 0, 3 * (size_t)k * sizeof(int64_t));
     int64_t *np = counts, *nt = counts + k, *both = counts + 2 * k;
     for (int64_t i = 0; i < n; i++) {
         const int32_t a = predicted[i], b = truth[i];
@@ -440,5 +486,5 @@ void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n
     }
     for (int32_t c = 0; c < k; c++)
         if (np[c] + nt[c] > 0) dice[c] = (float)(2.0 * (double)both[c] / (double)(np[c] + nt[c]));
-    cs_free(counts);
+    if (counts != stack) cs_free(counts);
 }

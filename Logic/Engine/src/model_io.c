@@ -770,11 +770,13 @@ static const char *meta_int_text(model_meta *m, int slot, int32_t v)
     return m->scalars[slot];
 }
 
-/* Printed through cJSON, which writes '.' whatever the C locale of the host application. */
+/* Printed through cJSON, which writes '.' whatever the C locale of the host application.
+ * NULL when cJSON runs out of memory (the caller fails the save: never a "null" field). */
 static const char *meta_float_text(model_meta *m, int slot, float v)
 {
     char *text = print_and_delete(cJSON_CreateNumber(json_float_value(v)));
-    snprintf(m->scalars[slot], META_SCALAR, "%s", text ? text : "null");
+    if (!text) return NULL;
+    snprintf(m->scalars[slot], META_SCALAR, "%s", text);
     free(text);
     return m->scalars[slot];
 }
@@ -790,8 +792,11 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
     meta_add(m, "num_classes", meta_int_text(m, 3, a->num_classes));
     meta_add(m, "base_filters", meta_int_text(m, 4, a->base_filters));
     meta_add(m, "levels", meta_int_text(m, 5, a->levels));
-    meta_add(m, "leaky_slope", meta_float_text(m, 6, a->leaky_slope));
-    meta_add(m, "norm_epsilon", meta_float_text(m, 7, a->norm_epsilon));
+    const char *slope = meta_float_text(m, 6, a->leaky_slope);
+    const char *epsilon = meta_float_text(m, 7, a->norm_epsilon);
+    if (!slope || !epsilon) return 0;
+    meta_add(m, "leaky_slope", slope);
+    meta_add(m, "norm_epsilon", epsilon);
 
     cJSON *channels = cJSON_CreateArray();
     for (int32_t c = 0; channels && c < a->in_channels; c++) {
@@ -817,9 +822,13 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
         int rgb[3] = {cl->rgb[0], cl->rgb[1], cl->rgb[2]};
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(classes, o);
+        cJSON *colour = NULL;
         if (!o || !cJSON_AddNumberToObject(o, "value", cl->value) ||
             !cJSON_AddStringToObject(o, "name", cl->name) ||
-            !cJSON_AddItemToObject(o, "rgb", cJSON_CreateIntArray(rgb, 3))) {
+            !(colour = cJSON_CreateIntArray(rgb, 3)) ||
+            !cJSON_AddItemToObject(o, "rgb", colour)) {
+            /* colour set here means adding it failed (its key could not be copied): not o's */
+            cJSON_Delete(colour);
             cJSON_Delete(classes);
             classes = NULL;
         }

@@ -203,7 +203,7 @@ typedef struct net_level {
     int64_t up_weight, up_bias;
     float *up, *grad_up;     /* (B, f_l, D, H, W) */
     float *cat, *grad_cat;   /* (B, 2 f_l, D, H, W) = [up, skip] */
-    float *scratch[2];       /* (B, f_l, D, H, W) gradient scratch shared by the level's blocks */
+    float *grad_z;           /* (B, f_l, D, H, W) dL/dz scratch shared by the level's blocks */
 } net_level;
 
 struct cs_workspace {
@@ -352,12 +352,14 @@ static uint64_t carve_buffers(cs_workspace *ws, unsigned char *base)
             }
             for (int i = 0; i < 2 + 2 * has_dec; i++)
                 (i < 2 ? &lv->enc[i] : &lv->dec[i - 2])->grad_a = carve(&c, act);
-            lv->scratch[0] = carve(&c, act);
-            lv->scratch[1] = carve(&c, act);
         }
     }
     ws->grad_begin = base ? base + grad_start : NULL;
     ws->grad_bytes = c.used - grad_start;
+    /* after the zeroed region: every block overwrites it before reading it */
+    if (ws->with_gradients)
+        for (int32_t l = 0; l < a->levels; l++)
+            ws->lv[l].grad_z = carve(&c, B * ws->lv[l].filters * voxels(&ws->lv[l]));
     return c.used;
 }
 
@@ -421,11 +423,6 @@ static cs_status check_pass(cs_context_t ctx, const struct cs_model *model, cons
     return CS_OK;
 }
 
-static int64_t block_size(const conv_block *b)
-{
-    return (int64_t)b->shape.batch * b->shape.out_channels * b->shape.d * b->shape.h * b->shape.w;
-}
-
 /* a = LeakyReLU(instance_norm(conv(x))) */
 static void block_forward(const conv_block *b, const float *params, const float *x,
                           const cs_unet_config *a, int threads)
@@ -433,25 +430,22 @@ static void block_forward(const conv_block *b, const float *params, const float 
     const cs_conv_shape *s = &b->shape;
     const int64_t n = (int64_t)s->d * s->h * s->w;
     cs_conv_forward(b->z, x, params + b->weight, params + b->bias, s, threads);
-    cs_instnorm_forward(b->a, b->mean, b->rstd, b->z, params + b->gamma, params + b->beta, s->batch,
-                        s->out_channels, n, a->norm_epsilon, threads);
-    /* in place: the backward tells the sign from the output */
-    cs_leaky_relu_forward(b->a, b->a, block_size(b), a->leaky_slope, threads);
+    /* one pass; in place for inference (z = a): the backward tells the sign from the output */
+    cs_instnorm_leaky_forward(b->a, b->mean, b->rstd, b->z, params + b->gamma, params + b->beta,
+                              s->batch, s->out_channels, n, a->norm_epsilon, a->leaky_slope,
+                              threads);
 }
 
 /* From b->grad_a: adds parameter gradients into grads and, if grad_x is not NULL, dL/dx. */
 static void block_backward(const conv_block *b, const float *params, float *grads, const float *x,
-                           float *grad_x, float *const scratch[2], const cs_unet_config *a,
-                           int threads)
+                           float *grad_x, float *grad_z, const cs_unet_config *a, int threads)
 {
     const cs_conv_shape *s = &b->shape;
-    const int64_t n = (int64_t)s->d * s->h * s->w, count = block_size(b);
-    float *grad_norm = scratch[0], *grad_z = scratch[1];
-    memset(grad_norm, 0, (size_t)count * sizeof(float));
-    cs_leaky_relu_backward(grad_norm, b->grad_a, b->a, count, a->leaky_slope, threads);
-    memset(grad_z, 0, (size_t)count * sizeof(float));
-    cs_instnorm_backward(grad_z, grads + b->gamma, grads + b->beta, grad_norm, b->z, b->mean,
-                         b->rstd, params + b->gamma, s->batch, s->out_channels, n, threads);
+    const int64_t n = (int64_t)s->d * s->h * s->w;
+    /* LeakyReLU and norm backward in one pass; it overwrites grad_z (no memset) */
+    cs_instnorm_leaky_backward(grad_z, grads + b->gamma, grads + b->beta, b->grad_a, b->a, b->z,
+                               b->mean, b->rstd, params + b->gamma, s->batch, s->out_channels, n,
+                               a->leaky_slope, threads);
     cs_conv_backward_weights(grads + b->weight, grads + b->bias, grad_z, x, s, threads);
     if (grad_x) cs_conv_backward_data(grad_x, grad_z, params + b->weight, s, threads);
 }
@@ -527,8 +521,8 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
     /* decoder, in reverse order of the forward pass: level 0 first */
     for (int32_t l = 0; l < L - 1; l++) {
         net_level *lv = &ws->lv[l];
-        block_backward(&lv->dec[1], P, G, lv->dec[0].a, lv->dec[0].grad_a, lv->scratch, a, threads);
-        block_backward(&lv->dec[0], P, G, lv->cat, lv->grad_cat, lv->scratch, a, threads);
+        block_backward(&lv->dec[1], P, G, lv->dec[0].a, lv->dec[0].grad_a, lv->grad_z, a, threads);
+        block_backward(&lv->dec[0], P, G, lv->cat, lv->grad_cat, lv->grad_z, a, threads);
         cs_concat_backward(lv->grad_up, lv->enc[1].grad_a, lv->grad_cat, B, lv->filters,
                            lv->filters, voxels(lv), threads);
         const conv_block *below = level_output(ws, l + 1);
@@ -540,12 +534,12 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
     /* encoder, deepest first: each level's output gradient is complete (skip + pooling) */
     for (int32_t l = L - 1; l >= 0; l--) {
         net_level *lv = &ws->lv[l];
-        block_backward(&lv->enc[1], P, G, lv->enc[0].a, lv->enc[0].grad_a, lv->scratch, a, threads);
+        block_backward(&lv->enc[1], P, G, lv->enc[0].a, lv->enc[0].grad_a, lv->grad_z, a, threads);
         if (l == 0) {
-            block_backward(&lv->enc[0], P, G, ws->input, NULL, lv->scratch, a, threads);
+            block_backward(&lv->enc[0], P, G, ws->input, NULL, lv->grad_z, a, threads);
             break;
         }
-        block_backward(&lv->enc[0], P, G, lv->pooled, lv->grad_pooled, lv->scratch, a, threads);
+        block_backward(&lv->enc[0], P, G, lv->pooled, lv->grad_pooled, lv->grad_z, a, threads);
         const net_level *up = &ws->lv[l - 1];
         cs_maxpool_backward(up->enc[1].grad_a, lv->grad_pooled, up->enc[1].a,
                             (int64_t)B * up->filters, up->d, up->h, up->w, pd, threads);

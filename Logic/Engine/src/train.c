@@ -27,6 +27,7 @@ struct cs_trainer {
     float *adam_v;             /* (num_params) second moment */
     float *grad_logits;        /* (B, K, pz, py, px) */
     int32_t *predicted;        /* (B, pz, py, px) argmax of the logits */
+    void *loss_scratch;        /* the loss's partial sums (cs_loss_scratch_size) */
     int64_t step;              /* optimiser steps done */
     cs_gradient_reducer_fn reducer; /* data-parallel gradient averaging; NULL: none */
     void *reducer_user_data;
@@ -95,7 +96,8 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
     /* the loss checks its own options: try it once on a two-voxel batch */
     float logits[4] = {0.0f, 0.0f, 0.0f, 0.0f}, loss;
     int32_t labels[2] = {0, 1};
-    cs_status st = cs_loss(&c->loss, logits, labels, 1, 2, 2, &loss, NULL);
+    cs_status st = cs_loss_run(ctx, &c->loss, logits, labels, 1, 2, 2, &loss, NULL, NULL);
+    if (st == CS_ERR_OUT_OF_MEMORY) return st;
     if (st != CS_OK)
         return cs_fail(ctx, st, "the loss options are invalid (kind %d, alpha %g, beta %g)",
                        (int)c->loss.kind, (double)c->loss.alpha, (double)c->loss.beta);
@@ -135,7 +137,12 @@ cs_status cs_trainer_init(cs_context_t ctx, cs_model_t model, const cs_train_con
                                            "logits gradient");
         t->predicted = (int32_t *)cs_alloc(ctx, (size_t)(B * t->voxels) * sizeof(int32_t),
                                            "predicted labels");
-        if (!t->grad || !t->adam_m || !t->adam_v || !t->grad_logits || !t->predicted)
+        t->loss_scratch = cs_alloc(ctx,
+                                   cs_loss_scratch_size(B, t->voxels, (int32_t)K,
+                                                        config->loss.batch_dice != 0),
+                                   "loss sums");
+        if (!t->grad || !t->adam_m || !t->adam_v || !t->grad_logits || !t->predicted ||
+            !t->loss_scratch)
             st = CS_ERR_OUT_OF_MEMORY;
     }
     if (st != CS_OK) {
@@ -155,6 +162,7 @@ void cs_trainer_free(cs_trainer_t t)
     cs_free(t->adam_v);
     cs_free(t->grad_logits);
     cs_free(t->predicted);
+    cs_free(t->loss_scratch);
     cs_free(t);
 }
 
@@ -219,8 +227,12 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
                            labels[i], (long long)(i % N), (long long)(i / N), K, K);
     }
 
+    cs_status st = cs_check_finite(ctx, images, B * model->info.arch.in_channels, t->size,
+                                   "the training batch");
+    if (st != CS_OK) return st;
+
     const float *logits = NULL;
-    cs_status st = cs_net_forward(ctx, model, t->ws, images, &logits);
+    st = cs_net_forward(ctx, model, t->ws, images, &logits);
     if (st != CS_OK) return st;
 
     const float lr = cs_train_learning_rate_at(&t->config, t->step);
@@ -228,10 +240,8 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
     cs_loss_options lo = t->config.loss;
     lo.alpha = alpha;
     float loss = 0.0f;
-    st = cs_loss(&lo, logits, labels, B, N, K, &loss, t->grad_logits);
-    if (st != CS_OK)
-        return cs_fail(ctx, st, "the %s loss rejected its options (%s)",
-                       cs_loss_kind_name(lo.kind), cs_status_string(st));
+    st = cs_loss_run(ctx, &lo, logits, labels, B, N, K, &loss, t->grad_logits, t->loss_scratch);
+    if (st != CS_OK) return st; /* the loss said why */
     if (!isfinite(loss))
         return cs_fail(ctx, CS_ERR_NUMERIC,
                        "non-finite loss (%g) at step %lld; the weights were kept. Check the "
@@ -312,13 +322,18 @@ static cs_named_buffer *checkpoint_tensors(cs_trainer_t t, int64_t *flat_shape, 
 static char *config_json(const cs_train_config *c)
 {
     cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    cJSON_AddNumberToObject(o, "batch_size", c->batch_size);
-    cJSON_AddNumberToObject(o, "patch_x", c->patch_size[0]);
-    cJSON_AddNumberToObject(o, "patch_y", c->patch_size[1]);
-    cJSON_AddNumberToObject(o, "patch_z", c->patch_size[2]);
-    cJSON_AddStringToObject(o, "optimizer", c->optimizer == CS_OPTIMIZER_ADAMW ? "adamw" : "adam");
-    cJSON_AddStringToObject(o, "loss", cs_loss_kind_name(c->loss.kind));
+    /* every field or none: a field lost to a failed allocation would make a checkpoint that
+     * no run can resume from ("other training settings") */
+    if (!o || !cJSON_AddNumberToObject(o, "batch_size", c->batch_size) ||
+        !cJSON_AddNumberToObject(o, "patch_x", c->patch_size[0]) ||
+        !cJSON_AddNumberToObject(o, "patch_y", c->patch_size[1]) ||
+        !cJSON_AddNumberToObject(o, "patch_z", c->patch_size[2]) ||
+        !cJSON_AddStringToObject(o, "optimizer",
+                                 c->optimizer == CS_OPTIMIZER_ADAMW ? "adamw" : "adam") ||
+        !cJSON_AddStringToObject(o, "loss", cs_loss_kind_name(c->loss.kind))) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

@@ -86,7 +86,9 @@ struct ComboSegIntensityStatistics
 };
 
 /** Mean and standard deviation over the voxels the recipe uses: non-zero voxels, the mask
- * (non-zero voxels when mask is null), or all; CT takes the recipe's fixed values. */
+ * (when mask is null: the voxels above the scan's minimum, i.e. the brain of a skull-stripped
+ * scan whether its background is zero or, once z-scored, negative), or all; CT takes the
+ * recipe's fixed values. */
 ComboSegIntensityStatistics
 ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask);
 

@@ -423,7 +423,7 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
     switch (channel.norm)
     {
       case CS_NORM_ZSCORE_NONZERO: return values[i] != 0.0f;
-      case CS_NORM_ZSCORE_MASK: return mask ? mask[i] != 0 : values[i] != 0.0f;
+      case CS_NORM_ZSCORE_MASK: return mask ? mask[i] != 0 : values[i] > stats.minimum;
       default: return true;
     }
   };
@@ -436,8 +436,10 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   if (count == 0)
   {
     itkGenericExceptionMacro(<< "channel '" << channel.name << "' has no voxel to normalise over ("
-                                         << (channel.norm == CS_NORM_ZSCORE_MASK ? "the mask is empty"
-                                                                                  : "every voxel is zero")
+                                         << (channel.norm == CS_NORM_ZSCORE_MASK && mask ? "the mask is empty"
+                                                                                  : channel.norm == CS_NORM_ZSCORE_MASK
+                                                                                      ? "every voxel has the scan's lowest value"
+                                                                                      : "every voxel is zero")
                                          << ")");
   }
   stats.mean = sum / static_cast<double>(count);
@@ -474,7 +476,7 @@ ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
     case CS_NORM_ZSCORE_MASK:
       for (int64_t i = 0; i < n; ++i)
       {
-        const bool body = mask ? mask[i] != 0 : values[i] != 0.0f;
+        const bool body = mask ? mask[i] != 0 : values[i] > stats.minimum;
         values[i] = body ? static_cast<float>((values[i] - stats.mean) * scale) : 0.0f;
       }
       return;

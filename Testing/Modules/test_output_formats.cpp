@@ -1,0 +1,228 @@
+// test_output_formats.cpp - ComboSegSegment run from a script: the label map's format follows the
+// output file name (.nrrd, .nii.gz, .nii, .mha, .mhd), and other names are refused before any work.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <dirent.h>
+
+#include <gtest/gtest.h>
+
+#include "cs_slicer_harness.h"
+#include "cs_test_model.h"
+
+#include "itkImage.h"
+#include "itkImageFileReader.h"
+#include "itkImageFileWriter.h"
+#include "itkMetaImageIOFactory.h"
+#include "itkNiftiImageIOFactory.h"
+#include "itkNrrdImageIOFactory.h"
+
+namespace
+{
+
+using FloatImage = itk::Image<float, 3>;
+using LabelImage = itk::Image<short, 3>;
+
+// Names in a folder (without . and ..).
+std::set<std::string> FolderEntries(const std::string &folder)
+{
+  std::set<std::string> names;
+  if (DIR *d = opendir(folder.c_str()))
+  {
+    while (const dirent *e = readdir(d))
+      if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
+        names.insert(e->d_name);
+    closedir(d);
+  }
+  return names;
+}
+
+// Reads through ITK's IO factories, as any ITK tool would; `ioClass` receives the IO ITK chose.
+LabelImage::Pointer ReadWithFactories(const std::string &path, std::string &ioClass)
+{
+  auto reader = itk::ImageFileReader<LabelImage>::New();
+  reader->SetFileName(path);
+  reader->Update();
+  ioClass = reader->GetImageIO()->GetNameOfClass();
+  return reader->GetOutput();
+}
+
+// A script user's run: positional input and output, no return-parameter file.
+slicer::RunResult Segment(const std::string &model, const std::string &input, const std::string &output,
+                          const std::vector<std::string> &extra = {})
+{
+  std::vector<std::string> argv = {slicer::ModulePath("ComboSegSegment"), "--modelFile", model, "--threads", "2",
+                                   "--overlap", "0.25"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(input);
+  argv.push_back(output);
+  return slicer::Run(argv, 300);
+}
+
+// One model, one input with a rotated, mirrored, anisotropic geometry, and the NRRD output every
+// other format is compared with.
+class SegmentOutputFormats : public ::testing::Test
+{
+protected:
+  static void SetUpTestSuite()
+  {
+    // Factories of the formats under test, whether or not this executable registers them itself.
+    itk::NrrdImageIOFactory::RegisterOneFactory();
+    itk::NiftiImageIOFactory::RegisterOneFactory();
+    itk::MetaImageIOFactory::RegisterOneFactory();
+    s_Dir = new slicer::TempDir;
+    s_Model = s_Dir->Path() + "/test-blobs.safetensors";
+    cstest::MakeTestModel(s_Model);
+
+    s_Input = FloatImage::New();
+    FloatImage::RegionType region;
+    region.SetSize({{40, 36, 24}});
+    s_Input->SetRegions(region);
+    const double spacing[3] = {1.2, 0.9, 1.5}, origin[3] = {-20.5, 14.25, 7.0};
+    s_Input->SetSpacing(spacing);
+    s_Input->SetOrigin(origin);
+    FloatImage::DirectionType d;
+    const double c = std::cos(0.3), s = std::sin(0.3);
+    d(0, 0) = c;  d(0, 1) = -s; d(0, 2) = 0;
+    d(1, 0) = s;  d(1, 1) = c;  d(1, 2) = 0;
+    d(2, 0) = 0;  d(2, 1) = 0;  d(2, 2) = -1;
+    s_Input->SetDirection(d);
+    s_Input->Allocate();
+    std::vector<float> values;
+    std::vector<int32_t> labels;
+    cstest::MakeBlobs(40, 36, 24, values, labels);
+    std::copy(values.begin(), values.end(), s_Input->GetBufferPointer());
+    s_InputFile = s_Dir->Path() + "/input.nrrd";
+    auto writer = itk::ImageFileWriter<FloatImage>::New();
+    writer->SetInput(s_Input);
+    writer->SetFileName(s_InputFile);
+    writer->Update();
+
+    const std::string nrrd = s_Dir->Path() + "/reference.nrrd";
+    const slicer::RunResult r = Segment(s_Model, s_InputFile, nrrd);
+    ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+    std::string io;
+    s_Reference = ReadWithFactories(nrrd, io);
+    ASSERT_EQ(io, "NrrdImageIO");
+  }
+  static void TearDownTestSuite()
+  {
+    delete s_Dir;
+    s_Dir = nullptr;
+    s_Input = nullptr;
+    s_Reference = nullptr;
+  }
+
+  // Segments into tmp/<name> and checks it is read back through `expectedIO` with the input's
+  // geometry and the NRRD output's labels, voxel for voxel, and that the folder then holds
+  // exactly `files` (no temporary folder or partial file left).
+  void ExpectFormat(const std::string &name, const std::string &expectedIO, const std::set<std::string> &files)
+  {
+    ASSERT_TRUE(s_Reference);
+    slicer::TempDir tmp;
+    const std::string output = tmp.Path() + "/" + name;
+    const slicer::RunResult r = Segment(s_Model, s_InputFile, output);
+    ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+    std::string io;
+    LabelImage::Pointer labels = ReadWithFactories(output, io);
+    EXPECT_EQ(io, expectedIO) << output;
+    EXPECT_EQ(labels->GetLargestPossibleRegion().GetSize(), s_Input->GetLargestPossibleRegion().GetSize());
+    for (int i = 0; i < 3; ++i)
+    {
+      EXPECT_NEAR(labels->GetSpacing()[i], s_Input->GetSpacing()[i], 1e-5);
+      EXPECT_NEAR(labels->GetOrigin()[i], s_Input->GetOrigin()[i], 1e-4);
+      for (int j = 0; j < 3; ++j)
+        EXPECT_NEAR(labels->GetDirection()(i, j), s_Input->GetDirection()(i, j), 1e-5);
+    }
+    const size_t n = s_Reference->GetPixelContainer()->Size();
+    ASSERT_EQ(labels->GetPixelContainer()->Size(), n);
+    size_t differ = 0, foreground = 0;
+    for (size_t i = 0; i < n; ++i)
+    {
+      differ += labels->GetBufferPointer()[i] != s_Reference->GetBufferPointer()[i];
+      foreground += s_Reference->GetBufferPointer()[i] != 0;
+    }
+    EXPECT_EQ(differ, 0u) << name << " differs from the NRRD output";
+    EXPECT_GT(foreground, 0u) << "the reference segmentation is empty: the comparison proves little";
+    EXPECT_EQ(FolderEntries(tmp.Path()), files);
+  }
+
+  static slicer::TempDir *s_Dir;
+  static std::string s_Model, s_InputFile;
+  static FloatImage::Pointer s_Input;
+  static LabelImage::Pointer s_Reference;
+};
+slicer::TempDir *SegmentOutputFormats::s_Dir = nullptr;
+std::string SegmentOutputFormats::s_Model, SegmentOutputFormats::s_InputFile;
+FloatImage::Pointer SegmentOutputFormats::s_Input;
+LabelImage::Pointer SegmentOutputFormats::s_Reference;
+
+} // namespace
+
+TEST_F(SegmentOutputFormats, NiftiGzIsARealNifti)
+{
+  ExpectFormat("label.nii.gz", "NiftiImageIO", {"label.nii.gz"});
+}
+
+TEST_F(SegmentOutputFormats, NiftiIsARealNifti)
+{
+  ExpectFormat("label.nii", "NiftiImageIO", {"label.nii"});
+}
+
+TEST_F(SegmentOutputFormats, MhaIsARealMetaImage)
+{
+  ExpectFormat("label.mha", "MetaImageIO", {"label.mha"});
+}
+
+TEST_F(SegmentOutputFormats, MhdComesWithItsDataFile)
+{
+  ExpectFormat("label.mhd", "MetaImageIO", {"label.mhd", "label.zraw"}); // ITK reads .mhd only in lower case
+}
+
+TEST_F(SegmentOutputFormats, NiftiWithColorTableKeepsNamesBeside)
+{
+  slicer::TempDir tmp;
+  const std::string output = tmp.Path() + "/label.nii.gz", colors = tmp.Path() + "/label.ctbl";
+  const slicer::RunResult r = Segment(s_Model, s_InputFile, output, {"--outputColorTable", colors});
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_EQ(FolderEntries(tmp.Path()), (std::set<std::string>{"label.nii.gz", "label.ctbl"}));
+  std::ifstream in(colors);
+  const std::string table((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(table.find("5 left_blob 230 40 40 255"), std::string::npos) << table;
+}
+
+TEST_F(SegmentOutputFormats, UnsupportedExtensionFailsNamingTheFileAndLeavesNothing)
+{
+  slicer::TempDir tmp;
+  const std::string output = tmp.Path() + "/label.xyz";
+  const slicer::RunResult r = Segment(s_Model, s_InputFile, output);
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_EQ(r.signal, 0);
+  EXPECT_NE(r.err.find(output), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(".nii.gz"), std::string::npos) << "the message lists the supported extensions: " << r.err;
+  EXPECT_TRUE(FolderEntries(tmp.Path()).empty());
+}
+
+TEST_F(SegmentOutputFormats, UnsupportedExtensionIsCheckedBeforeAnyWork)
+{
+  // Neither the model nor the input exists: the output name is what is reported, so it was
+  // checked first.
+  slicer::TempDir tmp;
+  const std::string output = tmp.Path() + "/label.xyz";
+  const slicer::RunResult r = Segment(tmp.Path() + "/missing.safetensors", tmp.Path() + "/missing.nrrd", output);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.err.find(output), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("missing"), std::string::npos) << r.err;
+  EXPECT_TRUE(FolderEntries(tmp.Path()).empty());
+  // The preview is an output image too: PNG only.
+  const slicer::RunResult p = Segment(tmp.Path() + "/missing.safetensors", tmp.Path() + "/missing.nrrd",
+                                      tmp.Path() + "/label.nrrd", {"--previewImage", tmp.Path() + "/preview.jpg"});
+  EXPECT_EQ(p.exitCode, 1);
+  EXPECT_NE(p.err.find("preview.jpg"), std::string::npos) << p.err;
+  EXPECT_TRUE(FolderEntries(tmp.Path()).empty());
+}
