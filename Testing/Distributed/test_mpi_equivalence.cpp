@@ -57,6 +57,14 @@ struct Training {
         cs_trainer_get_state(trainer, &p, nullptr, nullptr, &n);
         return std::vector<float>(p, p + n);
     }
+    // Adam's first moment: after one step it is (1 - beta1) times the (clipped) gradient
+    std::vector<float> FirstMoment() const
+    {
+        float *m = nullptr;
+        int64_t n = 0;
+        cs_trainer_get_state(trainer, nullptr, &m, nullptr, &n);
+        return std::vector<float>(m, m + n);
+    }
 };
 
 // Runs steps [from, to) of the distributed training: each rank takes its share of the global
@@ -144,7 +152,32 @@ TEST(MpiDataParallel, RunsOnTwoRanks)
     EXPECT_TRUE(cs_mpi_active(g_mpi));
 }
 
-TEST(MpiDataParallel, TwoRanksMatchOneProcessWithTheWholeBatchAfter20Steps)
+// The reduction itself, with nothing amplifying rounding: after one step, the gradient every
+// rank applied (read from Adam's first moment) is the whole batch's gradient, to float rounding.
+// A sum instead of a mean, a missing or partial reduction would differ by a large factor.
+TEST(MpiDataParallel, TheAveragedGradientIsTheWholeBatchGradient)
+{
+    Training dist(kGlobalBatch / cs_mpi_size(g_mpi));
+    cs_status st = cs_mpi_attach_trainer(g_mpi, dist.trainer);
+    EXPECT_EQ(st, CS_OK) << cs_mpi_last_error(g_mpi);
+    if (st == CS_OK) st = TrainShards(dist, 0, 1, nullptr);
+    EXPECT_EQ(st, CS_OK) << cs_mpi_last_error(g_mpi);
+
+    Training ref(kGlobalBatch);
+    Batch b = MakeBatch(0, 0, kGlobalBatch);
+    cs_step_result r;
+    EXPECT_EQ(cs_trainer_step(ref.trainer, b.images.data(), b.labels.data(), &r), CS_OK);
+
+    const std::vector<float> m = dist.FirstMoment(), m_ref = ref.FirstMoment();
+    const double diff = MaxAbsDiffEffective(dist.model, m, m_ref), scale = MaxAbs(m_ref);
+    if (cs_mpi_rank(g_mpi) == 0)
+        std::printf("[ figures  ] one step: max |gradient difference| = %.3g, max |gradient| = "
+                    "%.3g (both times 1 - beta1)\n", diff, scale);
+    EXPECT_GT(scale, 0.0);
+    EXPECT_LT(diff, 1e-4 * scale);
+}
+
+TEST(MpiDataParallel, TwoRanksTrainLikeOneProcessWithTheWholeBatch)
 {
     const int size = cs_mpi_size(g_mpi);
     EXPECT_EQ(kGlobalBatch % size, 0);
@@ -196,10 +229,15 @@ TEST(MpiDataParallel, TwoRanksMatchOneProcessWithTheWholeBatchAfter20Steps)
                     (int)w.size(), kSteps, kGlobalBatch, size, diff, diff_all, MaxAbs(w_ref),
                     moved, logit_diff, logit_scale, loss_diff, spread);
     EXPECT_GT(moved, 1e-2) << "training must move the weights for the comparison to mean anything";
-    // float32 sums in another order, amplified a little by 20 Adam steps
-    EXPECT_LT(diff, 5e-4 * std::max(1.0, MaxAbs(w_ref)));
-    EXPECT_LT(logit_diff, 1e-3 * std::max(1.0, logit_scale));
-    EXPECT_LT(loss_diff, 1e-5);
+    // Float32 sums in another order are the only difference, but Adam turns the rounding noise of
+    // near-zero gradients into steps of the learning rate and training amplifies it: the two runs
+    // drift apart by about 2x per step after the fifth (measured: loss difference 4e-9 after 5
+    // steps, 4e-5 after 20; swapping the fast norm for the reference one gives 3e-4). So after 20
+    // steps the bounds are those of the same training, not of the same bits; the exact check of
+    // the reduction is TheAveragedGradientIsTheWholeBatchGradient.
+    EXPECT_LT(diff, 0.1 * std::max(1.0, MaxAbs(w_ref)));
+    EXPECT_LT(logit_diff, 0.05 * std::max(1.0, logit_scale));
+    EXPECT_LT(loss_diff, 2e-3);
     // the reduced gradient is the same on every rank, so every rank applies the same update
     EXPECT_EQ(spread, 0.0);
 }
