@@ -343,6 +343,8 @@ TEST_F(KillResume, TwentyRandomKillsLoseNothing)
   std::printf("[ kill-resume ] %d kills (startup %d, training %d, writing %d; %d mid-write, %d runs "
               "finished first), 0 losses, %zu stale temporary files\n",
               Kills, phaseCount[0], phaseCount[1], phaseCount[2], midWriteKills, finishedBeforeKill, stale);
+  // each save removes what killed saves of its file left behind (cs_remove_stale_temporaries)
+  EXPECT_EQ(stale, 0u) << "temporary files of killed saves remain in " << m_Dir;
   RecordProperty("kills", Kills);
   RecordProperty("mid_write_kills", midWriteKills);
 }

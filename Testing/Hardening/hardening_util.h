@@ -94,6 +94,16 @@ ReadBytes(const std::string & path)
   return bytes;
 }
 
+inline bool
+WriteBytes(const std::string & path, const std::vector<char> & bytes)
+{
+  FILE * f = std::fopen(path.c_str(), "wb");
+  if (!f)
+    return false;
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  return std::fclose(f) == 0 && ok;
+}
+
 /* The value fn returns (0 to 199), computed in a child process; -(signal) when the child was
  * killed, -1000 - code when it exited otherwise (a sanitiser's report exits with code 1). A
  * crash shows as a failed test, not as a dead suite. */

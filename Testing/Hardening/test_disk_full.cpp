@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -149,6 +151,31 @@ TEST_F(DiskFull, MissingFolderAndReadOnlyTarget)
     EXPECT_EQ(cs_model_load(ctx_, scratch_.File("absent.safetensors").c_str(), &m), CS_ERR_IO);
     EXPECT_EQ(cs_model_load(ctx_, scratch_.Path().c_str(), &m), CS_ERR_IO) << "a folder";
     EXPECT_EQ(m, nullptr);
+}
+
+// A save killed between writing its temporary file and renaming it leaves "<path>.tmp-<pid>";
+// the next save of that path removes such files of dead processes, and only those.
+TEST_F(DiskFull, ASaveRemovesTheTemporaryFilesOfKilledSaves)
+{
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) _exit(0);
+    ASSERT_EQ(waitpid(child, nullptr, 0), child); // its pid now names no process
+    const std::string path = scratch_.File("m.safetensors");
+    const std::string dead = path + ".tmp-" + std::to_string(child);
+    const std::string dead_png = scratch_.File("m.png.tmp-") + std::to_string(child) + ".png";
+    const std::string alive = path + ".tmp-" + std::to_string(getppid());
+    const std::string other = path + ".tmp-notapid";
+    for (const std::string &f : {dead, dead_png, alive, other}) WriteBytes(f, {'x'});
+
+    ASSERT_EQ(cs_model_save(ctx_, small_, path.c_str()), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_FALSE(FileExists(dead)) << "left by a dead process: removed";
+    EXPECT_TRUE(FileExists(alive)) << "a running process may still be writing it";
+    EXPECT_TRUE(FileExists(other)) << "not a temporary file of ours";
+    EXPECT_TRUE(FileExists(dead_png)) << "another file's temporary: not this save's business";
+    EXPECT_EQ(cs_remove_stale_temporaries(scratch_.File("m.png").c_str()), 1);
+    EXPECT_FALSE(FileExists(dead_png));
+    EXPECT_EQ(cs_remove_stale_temporaries(nullptr), 0);
 }
 
 } // namespace

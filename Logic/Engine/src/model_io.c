@@ -29,6 +29,8 @@
 #define S_ISREG(m) (((m) & S_IFMT) == S_IFREG)
 #endif
 #else
+#include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 #endif
 
@@ -121,6 +123,47 @@ static long process_id(void)
     return (long)_getpid();
 #else
     return (long)getpid();
+#endif
+}
+
+int cs_remove_stale_temporaries(const char *path)
+{
+#ifdef _WIN32
+    (void)path;
+    return 0;
+#else
+    /* fixed buffers: a cleanup that needs memory could fail, and this one must never matter */
+    char dir[4096], full[4096 + 256];
+    if (!path || strlen(path) >= sizeof dir) return 0;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!slash) {
+        strcpy(dir, ".");
+    } else {
+        const size_t n = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    const size_t base_len = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp-", 5) != 0)
+            continue;
+        const char *digits = name + base_len + 5;
+        char *end = NULL;
+        const long pid = strtol(digits, &end, 10);
+        if (end == digits || (*end != '\0' && *end != '.') || pid <= 0 || pid == (long)getpid())
+            continue;
+        /* the writer is alive (or not ours to judge): leave its file alone */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        if (snprintf(full, sizeof full, "%s/%s", dir, name) >= (int)sizeof full) continue;
+        if (unlink(full) == 0) removed++;
+    }
+    closedir(d);
+    return removed;
 #endif
 }
 
@@ -313,6 +356,7 @@ cs_status cs_st_write(cs_context_t ctx, const char *path, const cs_named_buffer 
         }
         if (st != CS_OK) remove(tmp);
     }
+    if (st == CS_OK) cs_remove_stale_temporaries(path);
     cs_free(header);
     cs_free(chunk);
     cs_free(tmp);

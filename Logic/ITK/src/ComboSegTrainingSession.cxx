@@ -90,6 +90,7 @@ void WriteFileAtomically(const std::string &path, const std::string &text)
     std::remove(tmp.c_str());
     itkGenericExceptionMacro("cannot write " << path << ": " << std::strerror(err));
   }
+  cs_remove_stale_temporaries(path.c_str());
 }
 
 bool IsNrrd(const std::string &path)
@@ -398,6 +399,7 @@ void WritePng(const std::string &path, const Raster &raster)
     std::remove(tmp.c_str());
     itkGenericExceptionMacro("cannot write the plot " << path << ": " << std::strerror(errno));
   }
+  cs_remove_stale_temporaries(path.c_str());
 }
 
 // ------------------------------------------------------------------------------------------
