@@ -317,6 +317,11 @@ static int bench_unet(int threads, int reps)
         }
     }
     const double train_ms = 1e3 * median(t, reps), train_cpu_ms = 1e3 * median(tc, reps);
+    const double train_rss_mb = peak_rss_mb();
+    /* the trainer keeps its activations between steps (PyTorch frees its own after each step):
+     * let go of them before inference, so that the peak is that of the larger of the two phases */
+    cs_trainer_free(trainer);
+    trainer = NULL;
     for (int r = -1; r < reps; r++) {
         double t0 = now_s(), c0 = cpu_s();
         if (cs_model_forward(ctx, model, images, batch, size, logits) != CS_OK) {
@@ -331,7 +336,8 @@ static int bench_unet(int threads, int reps)
     const double infer_ms = 1e3 * median(t, reps), infer_cpu_ms = 1e3 * median(tc, reps);
     printf("unet3d threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f\n", threads,
            train_ms, infer_ms, peak_rss_mb());
-    printf("# unet3d cpu_train_step_ms=%.1f cpu_infer_ms=%.1f\n", train_cpu_ms, infer_cpu_ms);
+    printf("# unet3d cpu_train_step_ms=%.1f cpu_infer_ms=%.1f peak_rss_mb_after_training=%.1f\n",
+           train_cpu_ms, infer_cpu_ms, train_rss_mb);
     printf("# unet3d batch=%d channels=%d classes=%d size=%d reps=%d last_loss=%.4f\n", batch, ch, k,
            n, reps, (double)res.loss);
     fflush(stdout);

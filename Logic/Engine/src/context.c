@@ -1,4 +1,7 @@
 /* context.c - contexts, error messages, aligned allocation and status names. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
+#endif
 #include "internal.h"
 
 #include <stdio.h>
@@ -7,6 +10,25 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+/* Large blocks (activations, moments, kernel scratch) come straight from mmap on Linux: its pages
+ * are zero already (no memset pass over hundreds of MB) and the kernel is asked to back them
+ * with 2 MiB pages, 512 times fewer page faults on first touch than 4 KiB pages. Sanitizer
+ * builds keep malloc, whose blocks LeakSanitizer tracks. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define CS_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define CS_SANITIZED 1
+#endif
+#if defined(__linux__) && !defined(CS_SANITIZED)
+#include <sys/mman.h>
+#define CS_MAP_LARGE_BLOCKS 1
+#define CS_MAP_THRESHOLD ((size_t)8 << 20)
+#define CS_HUGE_PAGE ((size_t)2 << 20)
 #endif
 
 const char *cs_status_string(cs_status status)
@@ -77,7 +99,8 @@ int cs_threads(const cs_context_t ctx)
 #endif
 }
 
-/* A header before each block keeps the pointer malloc returned, so cs_free needs no size. */
+/* Two words before each block keep the pointer malloc or mmap returned and the mapping's length
+ * (0 for malloc), so cs_free needs no size. */
 #define CS_ALIGN 64
 
 void cs_context_inject_alloc_fault(cs_context_t ctx, uint64_t nth, int repeat)
@@ -112,19 +135,39 @@ void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
                 what);
         return NULL;
     }
-    if (bytes > SIZE_MAX - 2 * CS_ALIGN) {
+    if (bytes > SIZE_MAX / 2) { /* leaves room for the header and the rounding below */
         cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
         return NULL;
     }
-    unsigned char *raw = (unsigned char *)malloc(bytes + 2 * CS_ALIGN);
-    if (!raw) {
-        cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
-        return NULL;
+    void **aligned = NULL;
+#ifdef CS_MAP_LARGE_BLOCKS
+    if (bytes >= CS_MAP_THRESHOLD) {
+        const size_t body = (bytes + CS_HUGE_PAGE - 1) & ~(CS_HUGE_PAGE - 1);
+        const size_t length = body + 2 * CS_HUGE_PAGE; /* room for the header and the alignment */
+        unsigned char *raw = (unsigned char *)mmap(NULL, length, PROT_READ | PROT_WRITE,
+                                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == (unsigned char *)MAP_FAILED) {
+            cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
+            return NULL;
+        }
+        aligned = (void **)(((uintptr_t)raw + CS_ALIGN + CS_HUGE_PAGE - 1) & ~(uintptr_t)(CS_HUGE_PAGE - 1));
+        (void)madvise(aligned, body, MADV_HUGEPAGE); /* a hint: without THP, normal pages */
+        aligned[-1] = raw;
+        aligned[-2] = (void *)(uintptr_t)length;
     }
-    uintptr_t aligned = ((uintptr_t)raw + 2 * CS_ALIGN - 1) & ~(uintptr_t)(CS_ALIGN - 1);
-    if (aligned - (uintptr_t)raw < sizeof(void *)) aligned += CS_ALIGN;
-    ((void **)aligned)[-1] = raw;
-    memset((void *)aligned, 0, bytes);
+#endif
+    if (!aligned) {
+        unsigned char *raw = (unsigned char *)malloc(bytes + 2 * CS_ALIGN);
+        if (!raw) {
+            cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
+            return NULL;
+        }
+        /* at least CS_ALIGN bytes after raw: room for the two header words */
+        aligned = (void **)(((uintptr_t)raw + 2 * CS_ALIGN - 1) & ~(uintptr_t)(CS_ALIGN - 1));
+        aligned[-1] = raw;
+        aligned[-2] = NULL;
+        memset(aligned, 0, bytes);
+    }
     if (ctx) {
         ctx->alloc_count++;
         ctx->alloc_bytes += bytes;
@@ -134,5 +177,13 @@ void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
 
 void cs_free(void *p)
 {
-    if (p) free(((void **)p)[-1]);
+    if (!p) return;
+    void **header = (void **)p;
+#ifdef CS_MAP_LARGE_BLOCKS
+    if (header[-2]) {
+        munmap(header[-1], (size_t)(uintptr_t)header[-2]);
+        return;
+    }
+#endif
+    free(header[-1]);
 }
