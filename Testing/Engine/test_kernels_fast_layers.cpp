@@ -240,6 +240,39 @@ TEST_P(LayerFastTest, NormResultsDoNotDependOnTheThreadCount)
     EXPECT_EQ(gb[0], gb[1]);
 }
 
+// Probabilities as the reference gives them: odd voxel counts (vector tails), one to 27
+// channels, logits far apart (probabilities that underflow to 0 and one that is 1) and equal.
+TEST_P(LayerFastTest, SoftmaxMatchesReference)
+{
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(17), int64_t(1000), int64_t(512 * 3 + 9)})
+        for (int channels : {1, 2, 5, 27})
+            for (float spread : {1.0f, 60.0f}) {
+                const int batch = 2;
+                const std::string what = "n " + std::to_string(n) + " channels " +
+                                         std::to_string(channels) + " spread " + std::to_string(spread);
+                const size_t total = (size_t)(batch * channels * n);
+                std::vector<float> in = Random(total, 5, 0.0f, spread);
+                if (n > 3) in[3] = in[n + 3] = 0.0f; // ties within one voxel (channels 0 and 1)
+                std::vector<float> want(total);
+                cs_softmax_channels_ref(want.data(), in.data(), batch, channels, n, 1);
+                for (int threads : {1, 2}) {
+                    std::vector<float> got(total, 9.0f);
+                    cs_softmax_channels(got.data(), in.data(), batch, channels, n, threads);
+                    ExpectClose(got, want, what + " threads " + std::to_string(threads), 1e-6f);
+                    for (int b = 0; b < batch; b++)
+                        for (int64_t v = 0; v < n; v += 1 + n / 7) {
+                            double s = 0.0;
+                            for (int c = 0; c < channels; c++)
+                                s += got[(size_t)((b * channels + c) * n + v)];
+                            EXPECT_NEAR(s, 1.0, 2e-6) << what << " voxel " << v;
+                        }
+                }
+                std::vector<float> inplace = in; // out may equal in
+                cs_softmax_channels(inplace.data(), inplace.data(), batch, channels, n, 2);
+                ExpectClose(inplace, want, what + " in place", 1e-6f);
+            }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, LayerFastTest,
                          ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),
                          [](const ::testing::TestParamInfo<cs_isa> &info) {

@@ -240,9 +240,15 @@ void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *
     CS_DISPATCH(cs_leaky_relu_backward, grad_in, grad_out, x, n, slope, threads);
 }
 
+void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t channels, int64_t n,
+                         int threads)
+{
+    CS_DISPATCH(cs_softmax_channels, out, in, batch, channels, n, threads);
+}
+
 /* Still the reference loops: memory-bound and a few percent of a training step. */
 void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_forward_ref(out, in, planes, d, h, w, pd, threads); }
 void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_backward_ref(grad_in, grad_out, in, planes, d, h, w, pd, threads); }
 void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_forward_ref(out, a, b, batch, ca, cb, n, threads); }
 void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_backward_ref(grad_a, grad_b, grad_out, batch, ca, cb, n, threads); }
-void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t channels, int64_t n, int threads) { cs_softmax_channels_ref(out, in, batch, channels, n, threads); }
+

@@ -1,5 +1,7 @@
 /* kernels_portable_vec.h - a "vector" of CS_VL floats in plain C for kernels_simd.inc (included
  * by kernels_portable.c after it defines CS_VL). */
+#include <math.h>
+
 typedef struct cs_vec {
     float v[CS_VL];
 } cs_vec;
@@ -50,6 +52,21 @@ CS_PORTABLE_BINOP(cs_vadd, a.v[i] + b.v[i])
 CS_PORTABLE_BINOP(cs_vsub, a.v[i] - b.v[i])
 CS_PORTABLE_BINOP(cs_vmul, a.v[i] * b.v[i])
 CS_PORTABLE_BINOP(cs_vmax, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+
+/* round to nearest; 2^n for integer-valued n */
+static inline cs_vec cs_vround(cs_vec a)
+{
+    cs_vec r;
+    for (int i = 0; i < CS_VL; i++) r.v[i] = nearbyintf(a.v[i]);
+    return r;
+}
+
+static inline cs_vec cs_vpow2i(cs_vec n)
+{
+    cs_vec r;
+    for (int i = 0; i < CS_VL; i++) r.v[i] = ldexpf(1.0f, (int)n.v[i]);
+    return r;
+}
 
 /* s > 0 ? a : b lane-wise */
 static inline cs_vec cs_vsel_pos(cs_vec s, cs_vec a, cs_vec b)
