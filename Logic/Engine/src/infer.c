@@ -51,6 +51,15 @@ static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, co
     return CS_OK;
 }
 
+/* The per-window passes around the network (weighting, finalising slices, checks) are split
+ * over the context's threads; each output element is written by one thread, so results do not
+ * depend on the thread count. */
+#ifdef _OPENMP
+#define CS_INFER_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
+#else
+#define CS_INFER_FOR (void)threads;
+#endif
+
 /* Through a window's instance norm one non-finite voxel makes the whole window's probabilities
  * NaN, a silent failure: refuse them, saying how many and where the first one is. */
 cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
@@ -80,7 +89,14 @@ cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
 static cs_status check_finite_output(cs_context_t ctx, const float *v, int64_t n,
                                      const char *where)
 {
-    for (int64_t i = 0; i < n; i++)
+    const int threads = cs_threads(ctx);
+    int64_t bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
+#endif
+    for (int64_t i = 0; i < n; i++) bad += !isfinite(v[i]);
+    (void)threads;
+    for (int64_t i = 0; bad && i < n; i++)
         if (!isfinite(v[i]))
             return cs_fail(ctx, CS_ERR_NUMERIC,
                            "the network gave a non-finite value (%g) %s: the image's values "
@@ -289,33 +305,34 @@ static void fill_window(const infer_plan *p, const infer_scratch *s, const float
 
 /* slab += weight * prob for the window at (x0, y0, z0). */
 static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, int64_t y0,
-                       int64_t z0)
+                       int64_t z0, int threads)
 {
     const int64_t px = p->padded[0], py = p->padded[1];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
     const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
-    for (int32_t k = 0; k < p->classes; k++) {
-        for (int64_t z = 0; z < wz; z++) {
-            int64_t slot = (z0 + z) % wz;
-            for (int64_t y = 0; y < wy; y++) {
-                const float *src = s->prob + ((k * wz + z) * wy + y) * wx;
-                float *dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0;
-                float gzy = gz[z] * gy[y];
-                for (int64_t x = 0; x < wx; x++) dst[x] += gzy * gx[x] * src[x];
-            }
+    const int64_t planes = (int64_t)p->classes * wz; /* (class, z) pairs: disjoint rows of the slab */
+CS_INFER_FOR
+    for (int64_t kz = 0; kz < planes; kz++) {
+        const int64_t k = kz / wz, z = kz % wz, slot = (z0 + z) % wz;
+        for (int64_t y = 0; y < wy; y++) {
+            const float *restrict src = s->prob + ((k * wz + z) * wy + y) * wx;
+            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0;
+            const float gzy = gz[z] * gy[y];
+            for (int64_t x = 0; x < wx; x++) dst[x] += gzy * gx[x] * src[x];
         }
     }
 }
 
 /* Normalises slice z of the slab into the outputs and clears its slot. */
 static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t z,
-                           float *probabilities, int32_t *labels)
+                           float *probabilities, int32_t *labels, int threads)
 {
     const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
     const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2];
     const int64_t slot = z % wz;
     const int32_t K = p->classes;
     if (z < nz) {
+CS_INFER_FOR
         for (int64_t y = 0; y < ny; y++) {
             for (int64_t x = 0; x < nx; x++) {
                 float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);
@@ -406,13 +423,13 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
                 }
                 if (st != CS_OK) break;
                 cs_softmax_channels(s.prob, logits, 1, p.classes, wn, cs_threads(ctx));
-                accumulate(&p, &s, x0, y0, z0);
+                accumulate(&p, &s, x0, y0, z0, cs_threads(ctx));
                 done++;
                 if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {
                     /* the z-row is complete: slices before the next row's start are final */
                     int64_t end = iz + 1 < p.count[2] ? window_start(&p, 2, iz + 1) : p.padded[2];
                     for (int64_t z = z0; z < end; z++)
-                        finalise_slice(&p, &s, z, probabilities, labels);
+                        finalise_slice(&p, &s, z, probabilities, labels, cs_threads(ctx));
                 }
                 if (o.progress && o.progress(o.progress_user_data, (float)done / (float)total))
                     st = cs_fail(ctx, CS_ERR_CANCELLED,
