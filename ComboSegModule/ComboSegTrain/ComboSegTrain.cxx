@@ -1,15 +1,15 @@
-// ComboSegTrain - the Slicer module (and shell command) that fine-tunes or trains a ComboSeg model.
-//
-// From Slicer: the scan and label map of the scene are one training case. From a shell, e.g. a
-// new model of the brain structures:
-//   ComboSegTrain --caseList colin.txt --validationCaseList icbm.txt --labelNames names.csv \
-//     --baseModel new --modality MR --normalization zscore-nonzero --targetSpacing 1,1,1 \
-//     --patchSize 64,64,64 --epochs 40 --outputModel brain-structures-t1.safetensors \
-//     --historyTable history.tsv --plotImage curves.png
-// A killed run resumes from "<outputModel>.checkpoint" when started again with the same output.
-// Built with -DCOMBOSEG_USE_MPI=ON, the same executable trains data-parallel under mpirun, e.g.
-//   mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
-// (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md).
+/* ComboSegTrain - the Slicer module (and shell command) that fine-tunes or trains a ComboSeg model.
+
+   From Slicer: the scan and label map of the scene are one training case. From a shell, e.g. a
+   new model of the brain structures:
+     ComboSegTrain --caseList colin.txt --validationCaseList icbm.txt --labelNames names.csv \
+       --baseModel new --modality MR --normalization zscore-nonzero --targetSpacing 1,1,1 \
+       --patchSize 64,64,64 --epochs 40 --outputModel brain-structures-t1.safetensors \
+       --historyTable history.tsv --plotImage curves.png
+   A killed run resumes from "<outputModel>.checkpoint" when started again with the same output.
+   Built with -DCOMBOSEG_USE_MPI=ON, the same executable trains data-parallel under mpirun, e.g.
+     mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
+   (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
 #include "ComboSegTrainXML.h"
 

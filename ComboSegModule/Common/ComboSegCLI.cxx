@@ -2,6 +2,8 @@
 // ComboSeg command-line modules. Deliberately free of ITK so that --xml answers at once.
 #include "ComboSegCLI.h"
 
+#include "comboseg/comboseg.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -723,7 +725,7 @@ std::string ComboSegTemporaryPath(const std::string &path)
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  return dir + "." + base + ".partial-" + std::to_string(static_cast<long>(getpid()));
+  return dir + "." + base + ".tmp-" + std::to_string(static_cast<long>(getpid()));
 }
 
 void ComboSegCommitFile(const std::string &tmp, const std::string &path)
@@ -734,6 +736,11 @@ void ComboSegCommitFile(const std::string &tmp, const std::string &path)
     std::remove(tmp.c_str());
     throw std::runtime_error("cannot write " + path + ": " + reason);
   }
+  // what runs killed while writing this file left behind (ComboSegTemporaryPath's names)
+  const size_t slash = path.find_last_of('/');
+  const std::string hidden = slash == std::string::npos ? "." + path
+                                                        : path.substr(0, slash + 1) + "." + path.substr(slash + 1);
+  cs_remove_stale_temporaries(hidden.c_str());
 }
 
 void ComboSegWriteTextFileAtomic(const std::string &path, const std::string &text)

@@ -130,5 +130,6 @@ std::string ComboSegFindBundledModel(const std::string &name);
 void ComboSegWriteTextFileAtomic(const std::string &path, const std::string &text);
 // A temporary path next to `path` for an atomic write (same folder, so rename is atomic).
 std::string ComboSegTemporaryPath(const std::string &path);
-// Renames tmp to path (replacing it); throws on failure and removes tmp.
+// Renames tmp to path (replacing it); throws on failure and removes tmp. After success, removes
+// the temporaries of path that killed runs left behind (cs_remove_stale_temporaries).
 void ComboSegCommitFile(const std::string &tmp, const std::string &path);

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cs_slicer_harness.h"
 #include "cs_test_data.h"
@@ -388,6 +390,36 @@ TEST_F(SegmentModule, KilledMidRunLeavesNoOutputUnderItsName)
   ASSERT_EQ(r.signal, SIGKILL) << "the run ended before it could be killed:\n" << r.out;
   EXPECT_FALSE(slicer::Exists(output));
   EXPECT_FALSE(slicer::Exists(tmp.Path() + "/returns.params"));
+}
+
+// A run killed while writing leaves its hidden temporary ".<output>.tmp-<pid>" beside the output;
+// the next run that writes the same output removes it (its process is gone), and only it.
+TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
+{
+  auto xml = ModuleXml("ComboSegSegment");
+  ASSERT_TRUE(xml);
+  slicer::TempDir tmp;
+  const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
+  WriteNrrd(Blobs(24, 20, 16).GetPointer(), inputFile);
+  const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0)
+    _exit(0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  const size_t slash = output.find_last_of('/');
+  const std::string stale = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(child);
+  const std::string live = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(getppid());
+  for (const std::string &f : {stale, live})
+    std::ofstream(f) << "partial";
+  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                                             {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"outputLabelMap", output}},
+                                             tmp.Path() + "/returns.params");
+  const slicer::RunResult r = slicer::Run(argv, 300);
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_TRUE(slicer::Exists(output));
+  EXPECT_FALSE(slicer::Exists(stale)) << "left by a dead process: removed";
+  EXPECT_TRUE(slicer::Exists(live)) << "a running process's temporary is left alone";
 }
 
 // ---------------------------------------------------------------------------------------------
