@@ -52,13 +52,8 @@ static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, co
 }
 
 /* The per-window passes around the network (weighting, finalising slices, checks) are split
- * over the context's threads; each output element is written by one thread, so results do not
- * depend on the thread count. */
-#ifdef _OPENMP
-#define CS_INFER_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
-#else
-#define CS_INFER_FOR (void)threads;
-#endif
+ * over the context's threads (CS_OMP_FOR); each output element is written by one thread, so
+ * results do not depend on the thread count. */
 
 /* Through a window's instance norm one non-finite voxel makes the whole window's probabilities
  * NaN, a silent failure: refuse them, saying how many and where the first one is. */
@@ -311,7 +306,7 @@ static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, 
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
     const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
     const int64_t planes = (int64_t)p->classes * wz; /* (class, z) pairs: disjoint rows of the slab */
-CS_INFER_FOR
+CS_OMP_FOR
     for (int64_t kz = 0; kz < planes; kz++) {
         const int64_t k = kz / wz, z = kz % wz, slot = (z0 + z) % wz;
         for (int64_t y = 0; y < wy; y++) {
@@ -332,7 +327,7 @@ static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t 
     const int64_t slot = z % wz;
     const int32_t K = p->classes;
     if (z < nz) {
-CS_INFER_FOR
+CS_OMP_FOR
         for (int64_t y = 0; y < ny; y++) {
             for (int64_t x = 0; x < nx; x++) {
                 float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);

@@ -14,6 +14,14 @@
 
 #include <stdint.h>
 
+/* Parallelises the following for loop over the caller's `threads` variable (static schedule:
+ * each thread's share is fixed by the thread count, which keeps reductions deterministic). */
+#ifdef _OPENMP
+#define CS_OMP_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
+#else
+#define CS_OMP_FOR (void)threads;
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -9,13 +9,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Parallelises the following for loop over the kernel's `threads` argument. */
-#ifdef _OPENMP
-#define CS_OMP_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
-#else
-#define CS_OMP_FOR (void)threads;
-#endif
-
 /* ------------------------------------------------------------------------------------------ */
 /* Convolution, stride 1, same padding                                                         */
 
