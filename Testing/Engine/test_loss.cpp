@@ -363,6 +363,66 @@ TEST(Losses, KnownValues)
   EXPECT_NEAR(loss, -1.0, 1e-6);
 }
 
+// The loss's own exponentials: cross-entropy and its gradient (p - t) / N to float precision
+// of a long-double reference, for logits whose spread runs from -700 to +700 (probabilities
+// from 1 down to e^-700), and across the clamp at e^-708.
+TEST(Losses, SoftmaxIsExactOverTheWholeRange)
+{
+  Case c = MakeCase(1, 2000, 3, 11);
+  for (int64_t i = 0; i < c.n; i++) {
+    const double spread = -700.0 + 1400.0 * static_cast<double>(i) / static_cast<double>(c.n - 1);
+    c.logits[0 * c.n + i] = static_cast<float>(spread);
+    c.logits[1 * c.n + i] = static_cast<float>(0.37 * spread);
+    c.logits[2 * c.n + i] = 0.0f;
+  }
+  long double want = 0.0L;
+  std::vector<long double> want_grad(c.logits.size());
+  for (int64_t i = 0; i < c.n; i++) {
+    long double m = 0.0L, s = 0.0L;
+    for (int32_t k = 0; k < c.k; k++) m = std::max(m, static_cast<long double>(c.logits[k * c.n + i]));
+    for (int32_t k = 0; k < c.k; k++) s += std::exp(static_cast<long double>(c.logits[k * c.n + i]) - m);
+    want += m + std::log(s) - c.logits[c.labels[i] * c.n + i];
+    for (int32_t k = 0; k < c.k; k++) {
+      const long double p = std::exp(static_cast<long double>(c.logits[k * c.n + i]) - m) / s;
+      want_grad[k * c.n + i] = (p - (c.labels[i] == k ? 1.0L : 0.0L)) / static_cast<long double>(c.n);
+    }
+  }
+  want /= static_cast<long double>(c.n);
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_CROSS_ENTROPY;
+  float loss = 0.0f;
+  std::vector<float> grad;
+  ASSERT_EQ(RunLoss(o, c, &loss, &grad), CS_OK);
+  EXPECT_NEAR(loss, static_cast<double>(want), 1e-6 * static_cast<double>(want));
+  for (size_t i = 0; i < grad.size(); i++) {
+    const double w = static_cast<double>(want_grad[i]);
+    // relative to float, plus a few double rounding steps of p - 1 (cancellation near p = 1)
+    ASSERT_NEAR(grad[i], w, 3e-7 * std::fabs(w) + 1e-15 / static_cast<double>(c.n)) << "logit " << i;
+  }
+
+  // a spread of 1000 (beyond the clamp) is as certain as a spread of 100
+  Case wide = MakeCase(1, 64, 4, 12), narrow = wide;
+  for (int64_t i = 0; i < wide.n; i++)
+    for (int32_t k = 0; k < wide.k; k++) {
+      const bool right = wide.labels[i] == k;
+      wide.logits[k * wide.n + i] = right ? 500.0f : -500.0f;
+      narrow.logits[k * wide.n + i] = right ? 50.0f : -50.0f;
+    }
+  for (cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_CROSS_ENTROPY, CS_LOSS_DICE}) {
+    o.kind = kind;
+    float lw = 0.0f, ln = 0.0f;
+    ASSERT_EQ(RunLoss(o, wide, &lw, nullptr), CS_OK);
+    ASSERT_EQ(RunLoss(o, narrow, &ln, nullptr), CS_OK);
+    EXPECT_NEAR(lw, ln, 1e-6) << cs_loss_kind_name(kind);
+  }
+
+  // a NaN logit makes the loss NaN (the trainer refuses the step on that)
+  wide.logits[5] = NAN;
+  o.kind = CS_LOSS_COMBO;
+  ASSERT_EQ(RunLoss(o, wide, &loss, nullptr), CS_OK);
+  EXPECT_TRUE(std::isnan(loss));
+}
+
 // Weighted CE with all weights equal is plain CE; inverse-frequency weights follow the
 // documented formula w_k = B N / (K c_k).
 TEST(Losses, WeightedCrossEntropyWeights)
