@@ -220,6 +220,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetTrainConfig(config);
   cs_sampling_options sampling = cs_sampling_options_default();
   sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
+  sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
+  sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
   session.SetSamplingOptions(sampling);
   session.SetEpochs(args.GetInt("epochs"));
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));

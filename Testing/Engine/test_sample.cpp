@@ -1,4 +1,5 @@
-// Patch sampling: sizes, foreground bias, padding, flips, intensity augmentation, determinism.
+// Patch sampling: sizes, foreground bias, padding, flips, zoom, gamma, intensity augmentation,
+// determinism.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -339,6 +340,113 @@ TEST_F(Sample, IntensityAugmentationIsAnAffineMapPerChannelPlusNoise)
   EXPECT_NEAR(sd, 0.5, 0.02);
 }
 
+// Zoom: channels hold the x, y and z coordinates, so each patch voxel tells which point it was
+// interpolated at: points evenly spaced by one factor in [1 - zoom, 1 + zoom] on every axis,
+// around the region's centre, and the nearest voxel's label.
+TEST_F(Sample, ZoomResamplesAroundTheCentreWithTheNearestLabel)
+{
+  const int64_t n = 48;
+  Volume v(n, n, n, 3);
+  for (int64_t z = 0; z < n; ++z)
+    for (int64_t y = 0; y < n; ++y)
+      for (int64_t x = 0; x < n; ++x) {
+        const int64_t i = (z * n + y) * n + x;
+        v.image[i] = static_cast<float>(x);
+        v.image[n * n * n + i] = static_cast<float>(y);
+        v.image[2 * n * n * n + i] = static_cast<float>(z);
+        v.labels[i] = x >= 21 && x <= 26 && y >= 22 && y <= 25 && z >= 20 && z <= 27 ? 1 : 0;
+      }
+  const int32_t p[3] = {10, 12, 8};
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f; // centred on the block in the middle: the region stays inside
+  o.zoom = 0.3f;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  const int64_t pn = p[0] * p[1] * p[2];
+  double smallest = 2.0, largest = 0.0;
+  int labelled = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+    const double spacing = img[1] - img[0]; // along x
+    EXPECT_GE(spacing, 0.7 - 1e-5);
+    EXPECT_LE(spacing, 1.3 + 1e-5);
+    smallest = std::min(smallest, spacing);
+    largest = std::max(largest, spacing);
+    const int64_t strides[3] = {1, p[0], p[0] * p[1]};
+    for (int axis = 0; axis < 3; ++axis) {
+      const float *ch = img.data() + axis * pn;
+      // evenly spaced along this axis, constant across the others
+      for (int64_t i = 0; i + strides[axis] < pn; ++i) {
+        const int64_t pos = i / strides[axis] % p[axis];
+        if (pos + 1 < p[axis]) ASSERT_NEAR(ch[i + strides[axis]] - ch[i], spacing, 1e-4);
+      }
+      double mean = 0.0;
+      for (int64_t i = 0; i < pn; ++i) mean += ch[i];
+      mean /= static_cast<double>(pn);
+      // the region's centre is the plain patch's centre: a half-integer for even sizes
+      EXPECT_NEAR(mean - std::floor(mean), 0.5, 1e-3) << "axis " << axis;
+    }
+    for (int64_t i = 0; i < pn; ++i) {
+      const double f[3] = {img[i], img[pn + i], img[2 * pn + i]};
+      bool ambiguous = false;
+      int64_t r[3];
+      for (int a = 0; a < 3; ++a) {
+        ambiguous |= std::fabs(f[a] - std::floor(f[a]) - 0.5) < 1e-3;
+        r[a] = static_cast<int64_t>(std::floor(f[a] + 0.5));
+      }
+      if (ambiguous) continue;
+      ASSERT_EQ(lab[i], v.Label(r[0], r[1], r[2])) << "patch voxel " << i;
+      labelled += lab[i];
+    }
+  }
+  EXPECT_GT(labelled, 0);
+  EXPECT_LT(smallest, 0.9); // the factor varies over the range
+  EXPECT_GT(largest, 1.1);
+}
+
+// Gamma keeps each channel's range and the order of its values and is a power law in between.
+TEST_F(Sample, GammaReshapesContrastWithinThePatchRange)
+{
+  Volume v(20, 20, 20, 2);
+  uint64_t state = 99;
+  for (float &x : v.image) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    x = static_cast<float>(state >> 40) / static_cast<float>(1 << 24) * 4.0f - 1.0f;
+  }
+  const int32_t p[3] = {8, 8, 8};
+  const int64_t pn = 512;
+  cs_sampling_options o = Plain();
+  std::vector<float> plain, img;
+  std::vector<int32_t> lab;
+  for (int trial = 0; trial < 10; ++trial) {
+    cs_rng saved = rng_;
+    o.gamma = 0.0f;
+    ASSERT_EQ(Cut(v, 2, p, o, plain, lab), CS_OK);
+    rng_ = saved; // the same position: gamma draws after the cut
+    o.gamma = 1.0f; // g in [1/2, 2]
+    ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+    for (int32_t c = 0; c < 2; ++c) {
+      const float *a = plain.data() + c * pn, *b = img.data() + c * pn;
+      const float lo = *std::min_element(a, a + pn), hi = *std::max_element(a, a + pn);
+      EXPECT_NEAR(*std::min_element(b, b + pn), lo, 1e-5);
+      EXPECT_NEAR(*std::max_element(b, b + pn), hi, 1e-5);
+      double g = 0.0;
+      for (int64_t i = 0; i < pn; ++i) {
+        const double t = (a[i] - lo) / (hi - lo), u = (b[i] - lo) / (hi - lo);
+        if (t < 0.05 || t > 0.95) continue;
+        const double gi = std::log(u) / std::log(t);
+        if (g == 0.0) g = gi;
+        ASSERT_NEAR(gi, g, 1e-3 * g) << "not one power law, voxel " << i;
+        for (int64_t j = 0; j < pn; j += 37)
+          if (a[j] < a[i]) ASSERT_LE(b[j], b[i]) << "order changed";
+      }
+      EXPECT_GE(g, 0.5 - 1e-3);
+      EXPECT_LE(g, 2.0 + 1e-3);
+      EXPECT_GT(std::fabs(g - 1.0), 1e-3);
+    }
+  }
+}
+
 TEST_F(Sample, SameGeneratorStateGivesTheSamePatch)
 {
   Volume v(32, 24, 20, 2);
@@ -415,6 +523,18 @@ TEST_F(Sample, RejectsBadArguments)
   bad = Plain();
   bad.intensity_scale = -0.1f;
   EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  for (float zoom : {-0.1f, 1.0f, NAN}) {
+    bad = Plain();
+    bad.zoom = zoom;
+    EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT) << zoom;
+    EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "zoom"), nullptr);
+  }
+  for (float gamma : {-1.0f, 11.0f, NAN}) {
+    bad = Plain();
+    bad.gamma = gamma;
+    EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT) << gamma;
+    EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "gamma"), nullptr);
+  }
   const int32_t zero[3] = {4, 0, 4};
   std::vector<float> out(64);
   std::vector<int32_t> lout(64);

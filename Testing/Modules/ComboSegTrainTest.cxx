@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -244,6 +245,31 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
     const RunResult b = RunModule(refused, m_Dir);
     EXPECT_NE(b.code, 0) << bad;
     EXPECT_NE(b.err.find("--tverskyWeights"), std::string::npos) << bad << ": " << b.err;
+  }
+}
+
+// Zoom and gamma augmentation: a run with both trains; values outside the ranges of the XML
+// description are refused, naming the parameter, before anything is written.
+TEST_F(ComboSegTrainTest, AugmentationOptionsTrainAndBadOnesAreRefused)
+{
+  WriteSyntheticData();
+  std::vector<std::string> args = SyntheticArgs(1, 2);
+  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5" });
+  const RunResult r = RunModule(args, m_Dir);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+
+  const std::pair<std::string, std::string> bad[] = {
+    { "--zoomAugmentation", "1" }, { "--zoomAugmentation", "-0.1" }, { "--gammaAugmentation", "-1" }
+  };
+  for (const auto &[flag, value] : bad)
+  {
+    std::vector<std::string> refused = SyntheticArgs(1, 2);
+    refused.insert(refused.end(), { flag, value });
+    *(std::find(refused.begin(), refused.end(), "--outputModel") + 1) = m_Dir + "/refused.safetensors";
+    const RunResult b = RunModule(refused, m_Dir);
+    EXPECT_NE(b.code, 0) << flag << " " << value;
+    EXPECT_NE(b.err.find("'" + flag.substr(2) + "'"), std::string::npos) << flag << " " << value << ": " << b.err;
+    EXPECT_FALSE(std::ifstream(m_Dir + "/refused.safetensors").good());
   }
 }
 

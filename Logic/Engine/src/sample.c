@@ -1,5 +1,5 @@
-/* sample.c - training patches: foreground-biased position, padding, flips and intensity
- * augmentation. The random numbers are drawn in a fixed order, so the same generator state
+/* sample.c - training patches: foreground-biased position, padding, flips, zoom, contrast
+ * (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the same generator state
  * gives the same patch. */
 #include "internal.h"
 
@@ -15,6 +15,8 @@ cs_sampling_options cs_sampling_options_default(void)
     o.intensity_scale = 0.1f;
     o.intensity_shift = 0.1f;
     o.noise_std = 0.0f;
+    o.zoom = 0.0f;
+    o.gamma = 0.0f;
     return o;
 }
 
@@ -61,6 +63,12 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
     if (!(o->noise_std >= 0 && isfinite(o->noise_std)))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: noise_std is %g, must be "
                        "finite and >= 0", (double)o->noise_std);
+    if (!(o->zoom >= 0 && o->zoom < 1))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: zoom is %g, must be in "
+                       "[0, 1)", (double)o->zoom);
+    if (!(o->gamma >= 0 && o->gamma <= 10))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: gamma is %g, must be in "
+                       "[0, 10]", (double)o->gamma);
     return CS_OK;
 }
 
@@ -102,6 +110,123 @@ static void start_range(int64_t n, int64_t p, int64_t *lo, int64_t *hi)
     *hi = n >= p ? n - p : 0;
 }
 
+/* The volume a patch is cut from, with each channel's padding value. */
+typedef struct cs_volume_view {
+    const float *image;     /* (C, nz, ny, nx) */
+    const int32_t *labels;  /* (nz, ny, nx) */
+    int32_t channels;
+    int64_t size[3];        /* nx, ny, nz */
+    int32_t num_classes;
+    const float *pad_value; /* per channel */
+} cs_volume_view;
+
+/* Destination index of patch voxel (x, y, z) with flips. */
+static int64_t flipped_index(const int64_t p[3], const int flip[3], int64_t x, int64_t y,
+                             int64_t z)
+{
+    const int64_t dx = flip[0] ? p[0] - 1 - x : x, dy = flip[1] ? p[1] - 1 - y : y;
+    const int64_t dz = flip[2] ? p[2] - 1 - z : z;
+    return (dz * p[1] + dy) * p[0] + dx;
+}
+
+/* Copies the region at start (size p) voxel for voxel, padding outside the volume. Returns the
+ * index of a label out of range, or -1. */
+static int64_t copy_region(const cs_volume_view *v, const int64_t start[3], const int64_t p[3],
+                           const int flip[3], float *patch_image, int32_t *patch_labels)
+{
+    const int64_t nx = v->size[0], ny = v->size[1], nz = v->size[2], n = nx * ny * nz;
+    const int64_t pn = p[0] * p[1] * p[2];
+    for (int64_t z = 0; z < p[2]; z++) {
+        const int64_t sz = start[2] + z;
+        for (int64_t y = 0; y < p[1]; y++) {
+            const int64_t sy = start[1] + y;
+            const int inside_zy = sz >= 0 && sz < nz && sy >= 0 && sy < ny;
+            for (int64_t x = 0; x < p[0]; x++) {
+                const int64_t sx = start[0] + x, d = flipped_index(p, flip, x, y, z);
+                if (inside_zy && sx >= 0 && sx < nx) {
+                    const int64_t s = (sz * ny + sy) * nx + sx;
+                    const int32_t label = v->labels[s];
+                    if (label < 0 || label >= v->num_classes) return s;
+                    patch_labels[d] = label;
+                    for (int32_t c = 0; c < v->channels; c++)
+                        patch_image[c * pn + d] = v->image[c * n + s];
+                } else {
+                    patch_labels[d] = 0;
+                    for (int32_t c = 0; c < v->channels; c++)
+                        patch_image[c * pn + d] = v->pad_value[c];
+                }
+            }
+        }
+    }
+    return -1;
+}
+
+/* Image value of channel c at integer (x, y, z), or the padding value outside the volume. */
+static float voxel_or_pad(const cs_volume_view *v, int32_t c, int64_t x, int64_t y, int64_t z)
+{
+    const int64_t nx = v->size[0], ny = v->size[1], nz = v->size[2];
+    if (x < 0 || x >= nx || y < 0 || y >= ny || z < 0 || z >= nz) return v->pad_value[c];
+    return v->image[((c * nz + z) * ny + y) * nx + x];
+}
+
+/* Like copy_region, but the patch shows the region zoom times its size around the same centre:
+ * trilinear interpolation of the image, nearest label. */
+static int64_t copy_zoomed(const cs_volume_view *v, const int64_t start[3], const int64_t p[3],
+                           const int flip[3], double zoom, float *patch_image,
+                           int32_t *patch_labels)
+{
+    const int64_t nx = v->size[0], ny = v->size[1], nz = v->size[2];
+    const int64_t pn = p[0] * p[1] * p[2];
+    double centre[3];
+    for (int i = 0; i < 3; i++) centre[i] = (double)start[i] + 0.5 * (double)(p[i] - 1);
+    for (int64_t z = 0; z < p[2]; z++)
+        for (int64_t y = 0; y < p[1]; y++)
+            for (int64_t x = 0; x < p[0]; x++) {
+                const double f[3] = {centre[0] + ((double)x - 0.5 * (double)(p[0] - 1)) * zoom,
+                                     centre[1] + ((double)y - 0.5 * (double)(p[1] - 1)) * zoom,
+                                     centre[2] + ((double)z - 0.5 * (double)(p[2] - 1)) * zoom};
+                const int64_t d = flipped_index(p, flip, x, y, z);
+                const int64_t lx = (int64_t)floor(f[0] + 0.5), ly = (int64_t)floor(f[1] + 0.5),
+                              lz = (int64_t)floor(f[2] + 0.5);
+                if (lx >= 0 && lx < nx && ly >= 0 && ly < ny && lz >= 0 && lz < nz) {
+                    const int64_t s = (lz * ny + ly) * nx + lx;
+                    const int32_t label = v->labels[s];
+                    if (label < 0 || label >= v->num_classes) return s;
+                    patch_labels[d] = label;
+                } else {
+                    patch_labels[d] = 0;
+                }
+                const int64_t x0 = (int64_t)floor(f[0]), y0 = (int64_t)floor(f[1]),
+                              z0 = (int64_t)floor(f[2]);
+                const double wx = f[0] - (double)x0, wy = f[1] - (double)y0,
+                             wz = f[2] - (double)z0;
+                for (int32_t c = 0; c < v->channels; c++) {
+                    double sum = 0.0;
+                    for (int k = 0; k < 8; k++) {
+                        const int ox = k & 1, oy = k >> 1 & 1, oz = k >> 2;
+                        const double w = (ox ? wx : 1.0 - wx) * (oy ? wy : 1.0 - wy) *
+                                         (oz ? wz : 1.0 - wz);
+                        if (w != 0.0) sum += w * voxel_or_pad(v, c, x0 + ox, y0 + oy, z0 + oz);
+                    }
+                    patch_image[c * pn + d] = (float)sum;
+                }
+            }
+    return -1;
+}
+
+/* v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over the values' range [lo, hi]. */
+static void apply_gamma(float *values, int64_t count, float g)
+{
+    float lo = values[0], hi = values[0];
+    for (int64_t i = 1; i < count; i++) {
+        lo = values[i] < lo ? values[i] : lo;
+        hi = values[i] > hi ? values[i] : hi;
+    }
+    if (!(hi > lo)) return; /* constant: nothing to reshape */
+    const float range = hi - lo, inv = 1.0f / range;
+    for (int64_t i = 0; i < count; i++) values[i] = lo + range * powf((values[i] - lo) * inv, g);
+}
+
 cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
                           const int32_t *labels, int32_t channels, const int64_t size[3],
                           int32_t num_classes, const int32_t patch[3],
@@ -138,10 +263,12 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
     int flip[3];
     for (int i = 0; i < 3; i++)
         flip[i] = (options->flip_axes >> i & 1) ? cs_rng_uniform(rng) < 0.5f : 0;
+    const double zoom =
+        options->zoom > 0 ? 1.0 + options->zoom * (2.0 * cs_rng_uniform(rng) - 1.0) : 1.0;
 
-    /* the padding value of each channel is its minimum, needed only when the patch leaves the
-     * volume */
-    int pads = 0;
+    /* the padding value of each channel is its minimum, needed only when the patch (or the
+     * zoomed region) leaves the volume */
+    int pads = zoom != 1.0;
     for (int i = 0; i < 3; i++) pads |= start[i] < 0 || start[i] + pdims[i] > dims[i];
     float pad_value[CS_MAX_CHANNELS];
     for (int32_t c = 0; c < channels && pads; c++) {
@@ -151,34 +278,21 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
         pad_value[c] = m;
     }
 
-    /* copy (flipping the destination index) */
-    for (int64_t z = 0; z < pz; z++) {
-        int64_t sz = start[2] + z, dz = flip[2] ? pz - 1 - z : z;
-        for (int64_t y = 0; y < py; y++) {
-            int64_t sy = start[1] + y, dy = flip[1] ? py - 1 - y : y;
-            int inside_zy = sz >= 0 && sz < nz && sy >= 0 && sy < ny;
-            for (int64_t x = 0; x < px; x++) {
-                int64_t sx = start[0] + x, dx = flip[0] ? px - 1 - x : x;
-                int64_t d = (dz * py + dy) * px + dx;
-                if (inside_zy && sx >= 0 && sx < nx) {
-                    int64_t s = (sz * ny + sy) * nx + sx;
-                    int32_t v = labels[s];
-                    if (v < 0 || v >= num_classes)
-                        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d "
-                                       "at voxel %lld is outside [0, %d)", (int)v, (long long)s,
-                                       (int)num_classes);
-                    patch_labels[d] = v;
-                    for (int32_t c = 0; c < channels; c++)
-                        patch_image[c * pn + d] = image[c * n + s];
-                } else {
-                    patch_labels[d] = 0;
-                    for (int32_t c = 0; c < channels; c++) patch_image[c * pn + d] = pad_value[c];
-                }
-            }
-        }
-    }
+    const cs_volume_view vol = {image, labels, channels, {nx, ny, nz}, num_classes, pad_value};
+    const int64_t bad = zoom == 1.0 ? copy_region(&vol, start, pdims, flip, patch_image,
+                                                  patch_labels)
+                                    : copy_zoomed(&vol, start, pdims, flip, zoom, patch_image,
+                                                  patch_labels);
+    if (bad >= 0)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld is "
+                       "outside [0, %d)", (int)labels[bad], (long long)bad, (int)num_classes);
 
-    /* intensity augmentation per channel, then noise */
+    /* contrast (gamma), then intensity augmentation per channel, then noise */
+    for (int32_t c = 0; c < channels && options->gamma > 0; c++) {
+        const double log_range = log(1.0 + (double)options->gamma);
+        const double g = exp(log_range * (2.0 * cs_rng_uniform(rng) - 1.0));
+        apply_gamma(patch_image + c * pn, pn, (float)g);
+    }
     for (int32_t c = 0; c < channels; c++) {
         float scale = 1.0f, shift = 0.0f;
         if (options->intensity_scale > 0)

@@ -376,6 +376,11 @@ typedef struct cs_sampling_options {
     float intensity_scale;     /* multiply by 1 + U(-s, s) per channel (0.1) */
     float intensity_shift;     /* add U(-s, s) per channel (0.1) */
     float noise_std;           /* Gaussian noise (0) */
+    float zoom;                /* the patch shows a region 1 + U(-z, z) times its size, resampled
+                                  (trilinear image, nearest labels) around the same centre (0) */
+    float gamma;               /* per channel, v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over
+                                  the patch's range [lo, hi], ln g ~ U(-ln(1 + gamma),
+                                  ln(1 + gamma)): contrast changes between scans (0) */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);
