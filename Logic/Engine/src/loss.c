@@ -221,7 +221,9 @@ static int chunk_stats(double *st, const loss_plan *pl, const float *z, const in
                 break;
             }
             case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
-            case CS_LOSS_FOCAL: st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp; break;
+            case CS_LOSS_FOCAL:
+                st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp;
+                break;
             default: break;
             }
             st[ST_CE(k, yi)] += nlp;

@@ -1,6 +1,6 @@
 /* sample.c - training patches: foreground-biased position, padding, flips, zoom, contrast
- * (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the same generator state
- * gives the same patch. */
+ * (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the
+ * same generator state gives the same patch; each augmentation draws only when it is on. */
 #include "internal.h"
 
 #include <math.h>
