@@ -233,6 +233,34 @@ TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
   EXPECT_EQ(v, values);
 }
 
+TEST(ComboSegProcessing, OutsideBodyIsWhereNoBodyChannelHasData)
+{
+  cs_model_info info = cstest::OrganModelInfo(2);
+  itk::ComboSegGrid grid = Grid({ { 5, 1, 1 } }, { { 1, 1, 1 } }, { { 0, 0, 0 } }, cstest::Rotation(0, 0));
+  const std::vector<float> flair{ 0.0f, 3.0f, 0.0f, 5.0f, 0.0f };
+  const std::vector<float> t2{ 0.0f, 0.0f, 2.0f, 0.0f, 0.0f };
+  std::vector<itk::ComboSegChannel> channels(2);
+  channels[0].values = flair.data();
+  channels[1].values = t2.data();
+  channels[0].grid = channels[1].grid = grid;
+  // CT recipes (clip and scale) have no body: nothing is outside.
+  EXPECT_TRUE(itk::ComboSegOutsideBody(channels, info, nullptr).empty());
+
+  // A voxel is outside only when no channel has data there.
+  info.channels[0].norm = info.channels[1].norm = CS_NORM_ZSCORE_NONZERO;
+  EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, nullptr), (std::vector<uint8_t>{ 1, 0, 0, 0, 1 }));
+  // A channel without a body takes no part.
+  info.channels[1].norm = CS_NORM_CLIP_SCALE;
+  EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, nullptr), (std::vector<uint8_t>{ 1, 0, 1, 0, 1 }));
+  // Inside a mask: the mask decides; without one, the voxels above the scan's lowest value.
+  info.channels[0].norm = CS_NORM_ZSCORE_MASK;
+  const std::vector<uint8_t> mask{ 0, 0, 1, 1, 0 };
+  EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, mask.data()), (std::vector<uint8_t>{ 1, 1, 0, 0, 1 }));
+  const std::vector<float> zscored{ -3.0f, 1.0f, -3.0f, 0.5f, -3.0f };
+  channels[0].values = zscored.data();
+  EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, nullptr), (std::vector<uint8_t>{ 1, 0, 1, 0, 1 }));
+}
+
 TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
 {
   const std::array<int64_t, 3> size{ { 12, 10, 8 } };
@@ -374,8 +402,46 @@ TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
   std::ostringstream printed;
   a->Print(printed);
   for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "LargestComponent: Off",
-                              "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
+                              "BackgroundOutsideBody: On", "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
     EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
+}
+
+// A skull-stripped MR: the zero voxels around the body are no data, and get background whatever
+// the network says there (an untrained one labels that uniform region with some organ).
+TEST(ComboSegImageFilter, VoxelsWithoutDataAreBackground)
+{
+  cs_model_info info = cstest::OrganModelInfo();
+  info.channels[0].modality = CS_MODALITY_MR;
+  info.channels[0].norm = CS_NORM_ZSCORE_NONZERO;
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 24, 20, 18 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  itk::ImageRegionIteratorWithIndex<FloatImage> it(input, input->GetLargestPossibleRegion());
+  for (it.GoToBegin(); !it.IsAtEnd(); ++it)
+    if (it.GetIndex()[0] < 12)
+      it.Set(0.0f);
+  bool labelledEmptyRegion = false;
+  for (uint64_t seed = 1; seed <= 10 && !labelledEmptyRegion; ++seed)
+  {
+    auto model = cstest::MakeModel(info, seed);
+    auto plain = FilterType::New();
+    auto masked = FilterType::New();
+    plain->SetModel(model);
+    plain->SetInput(input);
+    plain->BackgroundOutsideBodyOff();
+    masked->SetModel(model);
+    masked->SetInput(input);
+    ASSERT_TRUE(masked->GetBackgroundOutsideBody()) << "on by default";
+    ASSERT_NO_THROW(plain->Update());
+    ASSERT_NO_THROW(masked->Update());
+    itk::ImageRegionConstIteratorWithIndex<LabelImage> p(plain->GetOutput(), plain->GetOutput()->GetLargestPossibleRegion());
+    itk::ImageRegionConstIterator<LabelImage>          m(masked->GetOutput(), masked->GetOutput()->GetLargestPossibleRegion());
+    for (p.GoToBegin(), m.GoToBegin(); !p.IsAtEnd(); ++p, ++m)
+    {
+      const bool empty = p.GetIndex()[0] < 12;
+      ASSERT_EQ(m.Get(), empty ? 0 : p.Get()) << "at " << p.GetIndex();
+      labelledEmptyRegion = labelledEmptyRegion || (empty && p.Get() != 0);
+    }
+  }
+  EXPECT_TRUE(labelledEmptyRegion) << "no seed labelled the empty region without the rule: the test shows nothing";
 }
 
 TEST(ComboSegImageFilter, TwoDimensionalModelOnTwoDimensionalImage)

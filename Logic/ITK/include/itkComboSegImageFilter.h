@@ -24,7 +24,9 @@ namespace itk
  * (linearly) onto a grid with the model's orientation axes and spacing and normalised by each
  * channel's recipe. The engine then predicts class probabilities with a sliding window; they
  * are resampled back onto the first input's grid before the argmax, so the output has exactly
- * its size, spacing, origin and direction. Optional clean-up: the largest connected component
+ * its size, spacing, origin and direction. Voxels that hold no data for the model's recipe (zero
+ * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
+ * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the largest connected component
  * per class, hole filling, a minimum probability below which a voxel is background.
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
@@ -78,6 +80,12 @@ public:
   itkSetClampMacro(Overlap, double, 0.0, 0.95);
   itkGetConstMacro(Overlap, double);
 
+  /** Background for the voxels outside the body of every channel whose recipe z-scores inside one
+   * (see ComboSegOutsideBody): on by default, as such voxels are no data for the model. */
+  itkSetMacro(BackgroundOutsideBody, bool);
+  itkGetConstMacro(BackgroundOutsideBody, bool);
+  itkBooleanMacro(BackgroundOutsideBody);
+
   /** Keep only the largest connected component of each class. */
   itkSetMacro(LargestComponent, bool);
   itkGetConstMacro(LargestComponent, bool);
@@ -127,6 +135,7 @@ private:
   std::string            m_ModelFileName{};
   int                    m_NumberOfThreads{ 0 };
   double                 m_Overlap{ 0.5 };
+  bool                   m_BackgroundOutsideBody{ true };
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };

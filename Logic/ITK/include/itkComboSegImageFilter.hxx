@@ -149,6 +149,11 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   ComboSegGrid       modelGrid;
   std::vector<float> image;
   ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image);
+  std::vector<uint8_t> outside;
+  if (m_BackgroundOutsideBody)
+  {
+    outside = ComboSegOutsideBody(channels, info, mask.empty() ? nullptr : mask.data());
+  }
   values.clear();
   this->UpdateProgress(0.1f);
 
@@ -187,6 +192,14 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
                                 static_cast<float>(m_MinimumProbability));
   probabilities.clear();
   probabilities.shrink_to_fit();
+  // Before the clean-up, so that the largest component is chosen among voxels with data.
+  for (size_t i = 0; i < outside.size(); ++i)
+  {
+    if (outside[i])
+    {
+      labels[i] = 0;
+    }
+  }
   if (m_LargestComponent)
   {
     ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
@@ -240,6 +253,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
   }
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
   os << indent << "Overlap: " << m_Overlap << std::endl;
+  os << indent << "BackgroundOutsideBody: " << (m_BackgroundOutsideBody ? "On" : "Off") << std::endl;
   os << indent << "LargestComponent: " << (m_LargestComponent ? "On" : "Off") << std::endl;
   os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
   os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;

@@ -98,6 +98,16 @@ void
 ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
                   const ComboSegIntensityStatistics & statistics, const uint8_t * mask);
 
+/** Marks (1) the voxels of the channels' grid that hold no data: outside the body of every channel
+ * whose recipe has one (the zero voxels for CS_NORM_ZSCORE_NONZERO; outside the mask, or without
+ * one at the scan's lowest value, for CS_NORM_ZSCORE_MASK). Those recipes map such voxels to 0,
+ * the value of average tissue, so a model can label the air around a head or the zeroed
+ * background of a skull-stripped scan; the filter makes them background. Empty when no channel's
+ * recipe has a body (CT, plain z-score). The channels must be those ComboSegPrepareChannels
+ * accepted for info. */
+std::vector<uint8_t>
+ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask);
+
 /** The value given to model-grid voxels outside the scan (air for CT, zero for z-scored data). */
 float
 ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatistics & statistics);

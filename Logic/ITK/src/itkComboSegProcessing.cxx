@@ -211,6 +211,25 @@ ChannelList(const cs_model_info & info)
   return list;
 }
 
+// Whether voxel i (value v) lies in the body the channel's recipe normalises over; recipes
+// without a body (CT, plain z-score, none) take every voxel.
+bool
+InBody(const cs_channel_info & channel, float v, float minimum, const uint8_t * mask, int64_t i)
+{
+  switch (channel.norm)
+  {
+    case CS_NORM_ZSCORE_NONZERO: return v != 0.0f;
+    case CS_NORM_ZSCORE_MASK: return mask ? mask[i] != 0 : v > minimum;
+    default: return true;
+  }
+}
+
+bool
+HasBody(const cs_channel_info & channel)
+{
+  return channel.norm == CS_NORM_ZSCORE_NONZERO || channel.norm == CS_NORM_ZSCORE_MASK;
+}
+
 } // namespace
 
 std::string
@@ -419,14 +438,7 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   // Two passes in double: stable for large volumes.
   double  sum = 0.0;
   int64_t count = 0;
-  auto    used = [&](int64_t i) {
-    switch (channel.norm)
-    {
-      case CS_NORM_ZSCORE_NONZERO: return values[i] != 0.0f;
-      case CS_NORM_ZSCORE_MASK: return mask ? mask[i] != 0 : values[i] > stats.minimum;
-      default: return true;
-    }
-  };
+  auto    used = [&](int64_t i) { return InBody(channel, values[i], stats.minimum, mask, i); };
   for (int64_t i = 0; i < n; ++i)
     if (used(i))
     {
@@ -470,15 +482,11 @@ ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
       }
       return;
     case CS_NORM_ZSCORE_NONZERO:
-      for (int64_t i = 0; i < n; ++i)
-        values[i] = values[i] == 0.0f ? 0.0f : static_cast<float>((values[i] - stats.mean) * scale);
-      return;
     case CS_NORM_ZSCORE_MASK:
       for (int64_t i = 0; i < n; ++i)
-      {
-        const bool body = mask ? mask[i] != 0 : values[i] > stats.minimum;
-        values[i] = body ? static_cast<float>((values[i] - stats.mean) * scale) : 0.0f;
-      }
+        values[i] = InBody(channel, values[i], stats.minimum, mask, i)
+                      ? static_cast<float>((values[i] - stats.mean) * scale)
+                      : 0.0f;
       return;
     case CS_NORM_ZSCORE:
     default:
@@ -574,6 +582,27 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
     ComboSegResampleLinear(out, modelGrid, channels[c].values, channels[c].grid, ComboSegPadValue(recipe, stats));
     ComboSegNormalise(out, m, recipe, stats, mask ? modelMask.data() : nullptr);
   }
+}
+
+std::vector<uint8_t>
+ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask)
+{
+  std::vector<uint8_t> outside;
+  for (size_t c = 0; c < channels.size(); ++c)
+  {
+    const cs_channel_info & recipe = info.channels[c];
+    if (!HasBody(recipe))
+      continue;
+    const int64_t n = channels[c].grid.NumberOfVoxels();
+    const float * values = channels[c].values;
+    if (outside.empty())
+      outside.assign(static_cast<size_t>(n), 1);
+    const float minimum = n > 0 ? *std::min_element(values, values + n) : 0.0f;
+    for (int64_t i = 0; i < n; ++i)
+      if (InBody(recipe, values[i], minimum, mask, i))
+        outside[static_cast<size_t>(i)] = 0;
+  }
+  return outside;
 }
 
 void
