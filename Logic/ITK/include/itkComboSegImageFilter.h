@@ -26,8 +26,9 @@ namespace itk
  * are resampled back onto the first input's grid before the argmax, so the output has exactly
  * its size, spacing, origin and direction. Voxels that hold no data for the model's recipe (zero
  * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
- * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the largest connected component
- * per class, hole filling, a minimum probability below which a voxel is background.
+ * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the
+ * largest connected component per class, hole filling, a minimum probability below which a
+ * voxel is background.
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
