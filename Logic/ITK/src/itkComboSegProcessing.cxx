@@ -597,7 +597,9 @@ ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_mode
     const float * values = channels[c].values;
     if (outside.empty())
       outside.assign(static_cast<size_t>(n), 1);
-    const float minimum = n > 0 ? *std::min_element(values, values + n) : 0.0f;
+    // Only a mask recipe without a mask needs the scan's lowest value: no pass over the others.
+    const bool  needsMinimum = recipe.norm == CS_NORM_ZSCORE_MASK && !mask && n > 0;
+    const float minimum = needsMinimum ? *std::min_element(values, values + n) : 0.0f;
     for (int64_t i = 0; i < n; ++i)
       if (InBody(recipe, values[i], minimum, mask, i))
         outside[static_cast<size_t>(i)] = 0;
