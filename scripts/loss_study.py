@@ -41,6 +41,12 @@ LOSSES = [
     ("combo_b03", "Combo beta 0.3", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.3"]),
     ("combo_b05", "Combo beta 0.5", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5"]),
     ("combo_b07", "Combo beta 0.7", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.7"]),
+    ("comboall_b03", "Combo all-classes beta 0.3",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.3"]),
+    ("comboall_b05", "Combo all-classes beta 0.5",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.5"]),
+    ("comboall_b07", "Combo all-classes beta 0.7",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.7"]),
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]
