@@ -76,7 +76,7 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
     if (!ignoreModalityMismatch)
       itk::ComboSegCheckModality(image->GetBufferPointer(), int64_t(image->GetPixelContainer()->Size()),
                                  image->GetMetaDataDictionary(), info, channel, source,
-                                 "give --ignoreModalityMismatch to go ahead anyway");
+                                 "add --ignoreModalityMismatch to go ahead anyway");
     if (c > 0)
       image = OnGridOf(image, images[0]);
     images.push_back(image);

@@ -263,7 +263,7 @@ TEST(ComboSegModality, DicomModalityTagIsRead)
   EXPECT_NE(found.evidence.find("DICOM Modality"), std::string::npos) << found.evidence;
   const std::string message = ErrorOf([&] {
     itk::ComboSegCheckModality(ct.Values(), ct.Count(), ct.image->GetMetaDataDictionary(), MRModelInfo(), 0,
-                               "the CT series", "give --ignoreModalityMismatch");
+                               "the CT series", "add --ignoreModalityMismatch to go ahead anyway");
   });
   for (const char * part : { "the CT series", "CT", "MR", "--ignoreModalityMismatch", "T1" })
     EXPECT_NE(message.find(part), std::string::npos) << part << " missing from: " << message;

@@ -35,8 +35,8 @@ ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence = nu
 ComboSegModalityEvidence
 ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary & dictionary);
 
-/** Throws, naming `source`, what was found and `overrideHint` (e.g. the flag that goes ahead
- * anyway), when the scan clearly is of another modality than the model's channel expects: a
+/** Throws, naming `source`, what was found and `overrideHint` (e.g. "add --flag to go ahead
+ * anyway"), when the scan clearly is of another modality than the model's channel expects: a
  * DICOM Modality tag other than the channel's, or CT's signature for a channel that is not CT.
  * Channels of modality "other" accept anything. */
 void

@@ -93,8 +93,7 @@ ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence)
   if (evidence)
   {
     std::ostringstream s;
-    s << "CT's Hounsfield units (" << std::lround(100.0 * share) << "% of the voxels at -900 or below, minimum "
-      << minimum << ")";
+    s << "Hounsfield units: " << std::lround(100.0 * share) << "% of the voxels at -900 or below, minimum " << minimum;
     *evidence = s.str();
   }
   return true;
@@ -131,9 +130,9 @@ ComboSegCheckModality(const float * values, int64_t n, const MetaDataDictionary 
   if (found.modality == CS_MODALITY_OTHER || found.modality == expected)
     return;
   itkGenericExceptionMacro(<< source << " looks like " << ModalityName(found.modality) << " (" << found.evidence
-                                << ") but channel " << channel + 1 << " (" << info.channels[channel].name
-                                << ") of model '" << info.name << "' expects " << ModalityName(expected)
-                                << ": the result would be meaningless. Give the right scan, or " << overrideHint);
+                                << ") but model '" << info.name << "' expects " << ModalityName(expected)
+                                << " for its channel " << channel + 1 << " (" << info.channels[channel].name
+                                << "): the result would be meaningless. Give the right scan, or " << overrideHint);
 }
 
 double
