@@ -311,15 +311,14 @@ ReadColourTableLabelNames(const std::string & path, const std::vector<std::pair<
   return names;
 }
 
-// A text file is a CSV when its first data line holds a comma, else a colour table.
+// A text file is a CSV when its first data line holds a comma, else a colour table. An empty one
+// names nothing (labels then map by value).
 std::vector<LabelName>
 ReadTextLabelNames(const std::string & path)
 {
   const auto lines = DataLines(path);
   if (lines.empty())
-  {
-    itkGenericExceptionMacro(<< "cannot read label names from " << path << ": the file holds no label names");
-  }
+    return {};
   return lines.front().second.find(',') != std::string::npos ? ReadCsvLabelNames(path, lines)
                                                               : ReadColourTableLabelNames(path, lines);
 }
