@@ -3,6 +3,7 @@
 // for it), optional colour table, per-structure surface models (.vtk, RAS), a PNG preview, and
 // return parameters (volumes in ml, structures found, time).
 #include "ComboSegCLI.h"
+#include "ComboSegInputs.h"
 #include "ComboSegOutput.h"
 #include "ComboSegSegmentXML.h"
 
@@ -18,8 +19,6 @@
 #include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
-#include "itkLinearInterpolateImageFunction.h"
-#include "itkResampleImageFilter.h"
 
 #include "vtkComboSegLogic.h"
 #include <vtkImageData.h>
@@ -35,21 +34,6 @@ namespace
 
 using ImageType = ComboSegScalarImage;
 using LabelImageType = ComboSegLabelImage;
-
-// Extra channels are brought onto the first channel's grid (linear), as Slicer volumes may differ.
-ImageType::Pointer OnGridOf(ImageType *image, const ImageType *reference)
-{
-  if (itk::ComboSegSameGrid(itk::ComboSegGridOf(image), itk::ComboSegGridOf(reference)))
-    return image;
-  auto resample = itk::ResampleImageFilter<ImageType, ImageType>::New();
-  resample->SetInput(image);
-  resample->SetReferenceImage(reference);
-  resample->UseReferenceImageOn();
-  resample->SetInterpolator(itk::LinearInterpolateImageFunction<ImageType, double>::New());
-  resample->SetDefaultPixelValue(0);
-  resample->Update();
-  return resample->GetOutput();
-}
 
 std::string SafeFileName(const std::string &name)
 {
@@ -122,15 +106,16 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   const int channels = info.arch.in_channels;
   if (channels > 4)
     throw std::runtime_error("the model needs " + std::to_string(channels) + " channels; this module takes at most 4");
-  std::vector<ImageType::Pointer> inputs;
+  std::vector<std::string> files;
   for (int c = 0; c < channels; ++c)
   {
     if (c > 0 && !args.IsSet(channelParams[c]))
       throw std::runtime_error(std::string("the model needs channel ") + std::to_string(c + 1) + " (" +
                                info.channels[c].name + "): give it with --" + channelParams[c]);
-    ImageType::Pointer image = itk::ReadScan<ImageType>(args.GetString(channelParams[c]));
-    inputs.push_back(c == 0 ? image : OnGridOf(image, inputs[0]));
+    files.push_back(args.GetString(channelParams[c]));
   }
+  const std::vector<ImageType::Pointer> inputs =
+    ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress);
   for (int c = channels; c < 4; ++c)
     if (args.IsSet(channelParams[c]))
       progress.Comment(std::string("note: the model has ") + std::to_string(channels) + " channel(s); --" +
@@ -139,6 +124,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 
   auto filter = itk::ComboSegImageFilter<ImageType, LabelImageType>::New();
   filter->SetModel(model);
+  filter->SetIgnoreModalityMismatch(true); // checked above, where the files could be named
   for (int c = 0; c < channels; ++c)
     filter->SetInput(c, inputs[c]);
   filter->SetOverlap(args.GetDouble("overlap"));

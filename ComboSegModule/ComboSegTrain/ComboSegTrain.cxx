@@ -11,6 +11,7 @@
      mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
    (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
+#include "ComboSegOutput.h"
 #include "ComboSegTrainXML.h"
 
 #include "itkComboSegDataSet.h"
@@ -98,6 +99,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const std::string output = args.GetString("outputModel");
   if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
+  // The plot is PNG data: refuse another name (a .jpg) before the minutes of training.
+  if (args.IsSet("plotImage")) ComboSegCheckExtension("plot image", args.GetString("plotImage"), {".png"});
 
   // ---- the cases and the names of their labels
   std::vector<itk::ComboSegCaseFiles> training, validation;

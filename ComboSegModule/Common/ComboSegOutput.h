@@ -57,9 +57,13 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
 
 // Preview: the three middle slices (axial, coronal, sagittal) of the image side by side, grey
 // levels windowed on the 1st-99th percentiles, the label map blended in its segments' colours.
+// Slices are shown as in Slicer's views whatever the storage order (ComboSegVoxelAxesOfLps).
 void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image,
                           const ComboSegLabelImage *labels,
                           const std::vector<ComboSegSegmentInfo> &segments);
+
+// The voxel axis that runs closest to each LPS axis (x, y, z) of an image's direction matrix.
+std::array<int, 3> ComboSegVoxelAxesOfLps(const ComboSegScalarImage::DirectionType &direction);
 
 // Voxel bounding box of each label value present: value -> {i0, i1, j0, j1, k0, k1}.
 std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *labels);

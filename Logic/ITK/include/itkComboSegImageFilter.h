@@ -30,6 +30,10 @@ namespace itk
  * largest connected component per class, hole filling, a minimum probability below which a
  * voxel is background.
  *
+ * Inputs are checked against the model first (ComboSegInputChecks): a 2D image for a 3D model,
+ * and a scan that clearly is of another modality than its channel's (DICOM Modality tag, CT's
+ * Hounsfield signature for an MR model) are exceptions; IgnoreModalityMismatch goes ahead anyway.
+ *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
  * with itk::ProcessAborted. Errors are itk::ExceptionObject naming the problem.
@@ -101,6 +105,11 @@ public:
   itkSetClampMacro(MinimumProbability, double, 0.0, 1.0);
   itkGetConstMacro(MinimumProbability, double);
 
+  /** Segment inputs that look like another modality than the model's (off: such inputs throw). */
+  itkSetMacro(IgnoreModalityMismatch, bool);
+  itkGetConstMacro(IgnoreModalityMismatch, bool);
+  itkBooleanMacro(IgnoreModalityMismatch);
+
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
   itkSetMacro(OutputLabelValues, bool);
   itkGetConstMacro(OutputLabelValues, bool);
@@ -141,6 +150,7 @@ private:
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };
   bool                   m_OutputLabelValues{ true };
+  bool                   m_IgnoreModalityMismatch{ false };
 };
 
 } // end namespace itk

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "itkComboSegImageFilter.h"
+#include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
 #include "itkImageRegionIterator.h"
 #include "itkProcessObject.h"
@@ -130,6 +131,12 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     channels[i].values = values[i].data();
     channels[i].grid = ComboSegGridOf(input);
     channels[i].source = source;
+    ComboSegCheckDimensions(channels[i].grid, info, source);
+    if (!m_IgnoreModalityMismatch && static_cast<int32_t>(i) < info.arch.in_channels)
+    {
+      ComboSegCheckModality(values[i].data(), static_cast<int64_t>(values[i].size()), input->GetMetaDataDictionary(),
+                            info, static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway");
+    }
   }
   std::vector<uint8_t> mask;
   if (const MaskImageType * maskImage = this->GetMask())
@@ -258,6 +265,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
   os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
   os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;
   os << indent << "OutputLabelValues: " << (m_OutputLabelValues ? "On" : "Off") << std::endl;
+  os << indent << "IgnoreModalityMismatch: " << (m_IgnoreModalityMismatch ? "On" : "Off") << std::endl;
 }
 
 } // end namespace itk
