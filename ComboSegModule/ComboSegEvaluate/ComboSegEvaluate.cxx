@@ -2,6 +2,7 @@
 #include "ComboSegCLI.h"
 #include "ComboSegEvaluateXML.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,6 +177,7 @@ std::string Number(double v)
 
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
+  ComboSegRunOutputs outputs(args); // the table's folder and name, checked before the work
   progress.Start("ComboSeg Evaluate", "reading the label maps");
   LabelImageType::Pointer reference = itk::ReadScan<LabelImageType>(args.GetString("referenceLabelMap"));
   LabelImageType::Pointer predicted = itk::ReadScan<LabelImageType>(args.GetString("predictedLabelMap"));
@@ -264,13 +266,14 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     }
     measure(refAll.data(), predAll.data(), 1, r, p, tp, "all", "all structures");
   }
-  if (args.IsSet("outputTable"))
-    ComboSegWriteTable(args.GetString("outputTable"),
+  if (outputs.Has("outputTable"))
+    ComboSegWriteTable(outputs.Staged("outputTable"),
                        {"LabelValue", "Name", "Dice", "Jaccard", "Precision", "Recall", "FalsePositiveRate",
                         "FalseNegativeRate", "Hausdorff95_mm", "MeanSurfaceDistance_mm", "ReferenceVolume_ml",
                         "PredictedVolume_ml", "ReferenceVoxels", "PredictedVoxels", "OverlapVoxels"},
                        rows);
   const double meanDice = diceCount ? diceSum / diceCount : std::numeric_limits<double>::quiet_NaN();
+  outputs.Commit();
   args.SetReturn("meanDice", meanDice);
   args.SetReturn("numberOfStructures", std::to_string(structures));
   progress.Comment(std::to_string(structures) + " structures, mean Dice " + Number(meanDice));
