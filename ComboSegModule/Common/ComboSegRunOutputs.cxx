@@ -167,12 +167,17 @@ bool ComboSegRunOutputs::Has(const std::string &name) const
   return std::any_of(m_Outputs.begin(), m_Outputs.end(), [&](const Output &o) { return o.name == name; });
 }
 
-const ComboSegRunOutputs::Output &ComboSegRunOutputs::Get(const std::string &name) const
+ComboSegRunOutputs::Output &ComboSegRunOutputs::Get(const std::string &name)
 {
-  for (const Output &o : m_Outputs)
+  for (Output &o : m_Outputs)
     if (o.name == name)
       return o;
   throw std::logic_error("output '" + name + "' was not given");
+}
+
+const ComboSegRunOutputs::Output &ComboSegRunOutputs::Get(const std::string &name) const
+{
+  return const_cast<ComboSegRunOutputs *>(this)->Get(name);
 }
 
 const std::string &ComboSegRunOutputs::Final(const std::string &name) const
@@ -187,7 +192,7 @@ std::string ComboSegRunOutputs::StagingFolder(const std::string &folder) const
 
 std::string ComboSegRunOutputs::Staged(const std::string &name)
 {
-  Output &o = const_cast<Output &>(Get(name));
+  Output &o = Get(name);
   const std::string staging = StagingFolder(o.folder);
   if (std::find(m_StagingFolders.begin(), m_StagingFolders.end(), staging) == m_StagingFolders.end())
   {

@@ -51,6 +51,7 @@ private:
     bool staged = false;
   };
   const Output &Get(const std::string &name) const;
+  Output &Get(const std::string &name);
   std::string StagingFolder(const std::string &folder) const;
   void CommitStaged(std::vector<std::string> &committed);
   void Discard();
