@@ -141,7 +141,9 @@ ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
     {
       if (Exists(o.path) && !IsFolder(o.path))
         throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': it is a file, not a folder");
-      CheckWritableFolder(what, o.path, IsFolder(o.path) ? o.path : o.folder);
+      // An existing folder (Slicer's folder parameters name one) is staged inside itself.
+      o.stagingParent = IsFolder(o.path) ? o.path : o.folder;
+      CheckWritableFolder(what, o.path, o.stagingParent);
     }
     else
     {
@@ -151,6 +153,7 @@ ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
       const std::vector<std::string> &extensions = f != formats.end() ? f->second : p.fileExtensions;
       if (!extensions.empty())
         ComboSegCheckExtension(what, o.path, extensions);
+      o.stagingParent = o.folder;
       CheckWritableFolder(what, o.path, o.folder);
     }
     m_Outputs.push_back(o);
@@ -193,7 +196,7 @@ std::string ComboSegRunOutputs::StagingFolder(const std::string &folder) const
 std::string ComboSegRunOutputs::Staged(const std::string &name)
 {
   Output &o = Get(name);
-  const std::string staging = StagingFolder(o.folder);
+  const std::string staging = StagingFolder(o.stagingParent);
   if (std::find(m_StagingFolders.begin(), m_StagingFolders.end(), staging) == m_StagingFolders.end())
   {
     if (mkdir(staging.c_str(), 0775) != 0 && errno != EEXIST)
@@ -213,7 +216,7 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
     for (const std::string &entry : FolderEntries(staging))
     {
       const bool isOutput = std::any_of(m_Outputs.begin(), m_Outputs.end(), [&](const Output &o) {
-        return o.staged && o.folder == folder && o.base == entry;
+        return o.staged && o.stagingParent == folder && o.base == entry;
       });
       if (isOutput)
         continue;
@@ -225,7 +228,7 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
   {
     if (!o.staged)
       continue;
-    const std::string source = StagingFolder(o.folder) + "/" + o.base;
+    const std::string source = StagingFolder(o.stagingParent) + "/" + o.base;
     if (!Exists(source))
       throw std::runtime_error("the " + o.name + " output '" + o.path + "' was not written");
     if (!o.isFolder)
@@ -241,7 +244,7 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
     }
     else
     {
-      // An existing folder (Slicer's folder parameters name one) receives the files.
+      // An existing folder receives the files.
       for (const std::string &entry : FolderEntries(source))
       {
         ComboSegCommitFile(source + "/" + entry, o.path + "/" + entry);
@@ -268,7 +271,7 @@ void ComboSegRunOutputs::Commit()
   Discard();
   std::set<std::string> folders;
   for (const Output &o : m_Outputs)
-    folders.insert(o.folder);
+    folders.insert(o.stagingParent);
   for (const std::string &folder : folders)
     RemoveStaleStagingFolders(folder);
 }

@@ -47,6 +47,7 @@ private:
   struct Output
   {
     std::string name, path, folder, base;
+    std::string stagingParent; // the folder that holds its staging folder
     bool isFolder = false;
     bool staged = false;
   };

@@ -262,17 +262,24 @@ TEST_F(SegmentOutputFormats, EveryOutputLocationIsCheckedBeforeAnyWork)
   }
 }
 
-// All outputs of a run arrive under their names and nothing else is left in their folders; a
+// All outputs of a run arrive under their names and nothing else is left in their folders (an
+// existing surface folder, as Slicer gives one, receives the surfaces beside what it holds); a
 // .csv colour table is Slicer's CSV.
 TEST_F(SegmentOutputFormats, AllOutputsArriveTogether)
 {
   slicer::TempDir tmp;
+  ASSERT_EQ(mkdir((tmp.Path() + "/surfaces").c_str(), 0775), 0);
+  std::ofstream(tmp.Path() + "/surfaces/notes.txt") << "kept";
   const slicer::RunResult r = Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd",
                                       {"--outputColorTable", tmp.Path() + "/labels.csv", "--previewImage",
                                        tmp.Path() + "/preview.png", "--surfaceDirectory", tmp.Path() + "/surfaces"});
   ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
   EXPECT_EQ(FolderEntries(tmp.Path()), (std::set<std::string>{"label.nrrd", "labels.csv", "preview.png", "surfaces"}));
-  EXPECT_FALSE(FolderEntries(tmp.Path() + "/surfaces").empty());
+  const std::set<std::string> surfaces = FolderEntries(tmp.Path() + "/surfaces");
+  EXPECT_TRUE(surfaces.count("notes.txt"));
+  EXPECT_GE(surfaces.size(), 2u);
+  for (const std::string &name : surfaces)
+    EXPECT_TRUE(name == "notes.txt" || name.find("_blob.vtk") != std::string::npos) << name;
   std::ifstream in(tmp.Path() + "/labels.csv");
   const std::string table((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(table.rfind("LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n", 0), 0u) << table;
