@@ -170,8 +170,9 @@ def one_run(job):
            "segment_wall_s": 0.0, "segment_cpu_s": 0.0, "cases": {}}
     for case in d["val"]:
         seg = os.path.join(folder, "seg-%s.nrrd" % case["id"])  # Segment writes NRRD (with names)
+        # the network's own labels: the clean-up a new model recommends would hide the losses' errors
         cmd = [os.path.join(cli, "ComboSegSegment"), "--modelFile", model, "--threads", "1",
-               "--overlap", str(a.overlap)]
+               "--overlap", str(a.overlap), "--rawOutput"]
         for i, ch in enumerate(case["channels"][1:]):
             cmd += ["--inputVolume%d" % (i + 2), ch]
         cmd += [case["channels"][0], seg]
@@ -312,7 +313,8 @@ def write_report(a, dsets, results, path, plots):
         "the structure; mean Dice / precision / recall average those over the structures (precision is "
         "undefined, and left out, where a structure was not predicted at all). ± is the standard deviation "
         "over seeds")
-    add("- segmentation: `ComboSegSegment --overlap %s --threads 1` on each validation scan" % a.overlap)
+    add("- segmentation: `ComboSegSegment --overlap %s --threads 1 --rawOutput` on each validation scan"
+        % a.overlap)
     for key, d in dsets.items():
         add("- **%s**: train %s, validate %s; `%s --targetSpacing %s --patchSize %s`" % (
             key, ", ".join(c["id"] for c in d["train"]), ", ".join(c["id"] for c in d["val"]),

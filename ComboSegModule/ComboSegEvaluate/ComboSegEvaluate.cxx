@@ -3,6 +3,7 @@
 #include "ComboSegInputs.h"
 #include "ComboSegEvaluateXML.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -162,6 +163,7 @@ std::string Number(double v)
 
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
+  ComboSegRunOutputs outputs(args); // the table's folder and name, checked before the work
   progress.Start("ComboSeg Evaluate", "reading the label maps");
   LabelImageType::Pointer reference = ComboSegReadLabelMap(args.GetString("referenceLabelMap"), progress);
   LabelImageType::Pointer predicted = ComboSegReadLabelMap(args.GetString("predictedLabelMap"), progress);
@@ -254,13 +256,14 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     }
     measure(refAll.data(), predAll.data(), 1, r, p, tp, "all", "all structures");
   }
-  if (args.IsSet("outputTable"))
-    ComboSegWriteTable(args.GetString("outputTable"),
+  if (outputs.Has("outputTable"))
+    ComboSegWriteTable(outputs.Staged("outputTable"),
                        {"LabelValue", "Name", "Dice", "Jaccard", "Precision", "Recall", "FalsePositiveRate",
                         "FalseNegativeRate", "Hausdorff95_mm", "MeanSurfaceDistance_mm", "ReferenceVolume_ml",
                         "PredictedVolume_ml", "ReferenceVoxels", "PredictedVoxels", "OverlapVoxels"},
                        rows);
   const double meanDice = diceCount ? diceSum / diceCount : std::numeric_limits<double>::quiet_NaN();
+  outputs.Commit();
   args.SetReturn("meanDice", meanDice);
   args.SetReturn("numberOfStructures", std::to_string(structures));
   progress.Comment(std::to_string(structures) + " structures, mean Dice " + Number(meanDice));

@@ -5,6 +5,7 @@
 #include "ComboSegCLI.h"
 #include "ComboSegInputs.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 #include "ComboSegSegmentXML.h"
 
 #include <cctype>
@@ -83,13 +84,28 @@ void WriteSurfaces(const LabelImageType *labels, const std::vector<ComboSegSegme
   progress(1.0);
 }
 
+// What clean-up the run applies, e.g. "largest component (the model's recommendation)".
+std::string CleanUpText(const cs_postprocessing &recommended, const ComboSegArguments &args)
+{
+  const bool useModel = !args.GetBool("rawOutput");
+  std::string text;
+  auto step = [&](const char *name, bool asked, bool fromModel) {
+    if (!asked && !(useModel && fromModel))
+      return;
+    text += std::string(text.empty() ? "" : ", ") + name + (asked ? "" : " (the model's recommendation)");
+  };
+  step("largest component", args.GetBool("largestComponent"), recommended.largest_component);
+  step("fill holes", args.GetBool("fillHoles"), recommended.fill_holes);
+  return text.empty() ? std::string("none") : text;
+}
+
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const double start = ComboSegSeconds();
-  // Output file names are checked before the minutes of work that precede their writing.
-  ComboSegLabelMapExtension(args.GetString("outputLabelMap"));
-  if (args.IsSet("previewImage"))
-    ComboSegCheckExtension("preview image", args.GetString("previewImage"), {".png"});
+  // Every output is checked before the minutes of work that precede its writing; all are
+  // written beside their names and renamed together at the end.
+  ComboSegRunOutputs outputs(
+    args, {{"outputLabelMap", ComboSegLabelMapExtensions()}, {"outputColorTable", ComboSegColorTableExtensions()}});
   progress.Start("ComboSeg Segment", "loading the model");
 
   auto model = itk::ComboSegModel::New();
@@ -128,8 +144,11 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   for (int c = 0; c < channels; ++c)
     filter->SetInput(c, inputs[c]);
   filter->SetOverlap(args.GetDouble("overlap"));
+  // The clean-up the model recommends, unless the raw output is asked for; the flags add steps.
+  filter->SetUseModelPostProcessing(!args.GetBool("rawOutput"));
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
+  progress.Comment("clean-up: " + CleanUpText(info.postprocessing, args));
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });
@@ -162,18 +181,19 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   }
 
   progress.Comment("writing the segmentation");
-  ComboSegWriteLabelMap(labels, segments, args.GetString("outputLabelMap"));
+  ComboSegWriteLabelMap(labels, segments, outputs.Staged("outputLabelMap"));
   progress.Progress(0.88);
-  if (args.IsSet("outputColorTable"))
-    ComboSegWriteColorTable(segments, args.GetString("outputColorTable"));
-  if (args.IsSet("previewImage"))
-    ComboSegWritePreview(args.GetString("previewImage"), inputs[0], labels, segments);
+  if (outputs.Has("outputColorTable"))
+    ComboSegWriteColorTable(segments, outputs.Staged("outputColorTable"));
+  if (outputs.Has("previewImage"))
+    ComboSegWritePreview(outputs.Staged("previewImage"), inputs[0], labels, segments);
   progress.Progress(0.9);
-  if (args.IsSet("surfaceDirectory"))
+  if (outputs.Has("surfaceDirectory"))
   {
     progress.Comment("building surface models");
-    WriteSurfaces(labels, segments, counts, args.GetString("surfaceDirectory"), progress.Range(0.9, 0.99));
+    WriteSurfaces(labels, segments, counts, outputs.Staged("surfaceDirectory"), progress.Range(0.9, 0.99));
   }
+  outputs.Commit();
 
   const double elapsed = ComboSegSeconds() - start;
   args.SetReturn("structureVolumes", volumes.str());

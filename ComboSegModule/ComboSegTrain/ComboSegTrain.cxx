@@ -12,6 +12,7 @@
    (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 #include "ComboSegTrainXML.h"
 
 #include "itkComboSegDataSet.h"
@@ -23,6 +24,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 #ifdef COMBOSEG_USE_MPI
@@ -101,6 +103,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
   // The plot is PNG data: refuse another name (a .jpg) before the minutes of training.
   if (args.IsSet("plotImage")) ComboSegCheckExtension("plot image", args.GetString("plotImage"), {".png"});
+  // Every output is checked before the cases are read (the checkpoint's name is free).
+  ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
 
   // ---- the cases and the names of their labels
   std::vector<itk::ComboSegCaseFiles> training, validation;
@@ -232,12 +236,19 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
   session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
 
-  // ---- files
-  session.SetOutputModelFileName(output);
-  if (args.IsSet("checkpointFile")) session.SetCheckpointFileName(args.GetString("checkpointFile"));
+  // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
+  // resumed run starts from; the reports are staged; all reach their names together at the end.
+  bool writesFiles = true; // rank 0 alone writes files
+#ifdef COMBOSEG_USE_MPI
+  writesFiles = cs_mpi_rank(g_Mpi) == 0;
+#endif
+  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile") : output + ".checkpoint";
+  const std::string bestModel = checkpoint + ".best";
+  session.SetOutputModelFileName(bestModel);
+  session.SetCheckpointFileName(checkpoint);
   session.SetResume(!args.GetBool("restart"));
-  if (args.IsSet("historyTable")) session.SetHistoryFileName(args.GetString("historyTable"));
-  if (args.IsSet("plotImage")) session.SetPlotFileName(args.GetString("plotImage"));
+  if (writesFiles && outputs.Has("historyTable")) session.SetHistoryFileName(outputs.Staged("historyTable"));
+  if (writesFiles && outputs.Has("plotImage")) session.SetPlotFileName(outputs.Staged("plotImage"));
 
   // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
   std::signal(SIGINT, OnSignal);
@@ -265,6 +276,11 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
                  static_cast<long long>(result.epochs));
     return 1;
   }
+  std::error_code copied;
+  std::filesystem::copy_file(bestModel, outputs.Staged("outputModel"),
+                             std::filesystem::copy_options::overwrite_existing, copied);
+  if (copied) throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
+  outputs.Commit();
   progress.End();
 
   std::string added;

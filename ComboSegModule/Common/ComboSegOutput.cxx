@@ -2,6 +2,7 @@
 // tables and PNGs.
 #include "ComboSegOutput.h"
 #include "ComboSegCLI.h"
+#include "ComboSegRunOutputs.h"
 
 #include <algorithm>
 #include <cctype>
@@ -29,19 +30,6 @@ std::string ColorFloats(const std::array<uint8_t, 3> &rgb)
   char text[64];
   std::snprintf(text, sizeof(text), "%.6f %.6f %.6f", rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0);
   return text;
-}
-
-// Removes a temporary folder and whatever is left in it.
-void RemoveFolder(const std::string &folder)
-{
-  if (DIR *d = opendir(folder.c_str()))
-  {
-    while (const dirent *e = readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        std::remove((folder + "/" + e->d_name).c_str());
-    closedir(d);
-  }
-  rmdir(folder.c_str());
 }
 
 // Formats other than NRRD go through ITK's IO factories, which pick the IO from the file name: the
@@ -78,7 +66,7 @@ void WriteWithIOFactory(const ComboSegLabelImage *image, const std::string &path
   }
   catch (...)
   {
-    RemoveFolder(folder);
+    ComboSegRemoveTree(folder);
     throw;
   }
   rmdir(folder.c_str());
@@ -104,9 +92,21 @@ std::string ComboSegCheckExtension(const std::string &what, const std::string &p
                               "': unsupported file name extension (supported: " + list + ")");
 }
 
+const std::vector<std::string> &ComboSegLabelMapExtensions()
+{
+  static const std::vector<std::string> extensions = {".nrrd", ".nii.gz", ".nii", ".mha", ".mhd"};
+  return extensions;
+}
+
 std::string ComboSegLabelMapExtension(const std::string &path)
 {
-  return ComboSegCheckExtension("label map", path, {".nrrd", ".nii.gz", ".nii", ".mha", ".mhd"});
+  return ComboSegCheckExtension("label map", path, ComboSegLabelMapExtensions());
+}
+
+const std::vector<std::string> &ComboSegColorTableExtensions()
+{
+  static const std::vector<std::string> extensions = {".ctbl", ".txt", ".csv"};
+  return extensions;
 }
 
 std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &info)
@@ -235,9 +235,30 @@ std::string ComboSegColorTableText(const std::vector<ComboSegSegmentInfo> &segme
   return out.str();
 }
 
+// Slicer 5's colour-table CSV; a name with a comma or a quote is quoted.
+static std::string ColorTableCsv(const std::vector<ComboSegSegmentInfo> &segments)
+{
+  std::string out = "LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n0,Background,0,0,0,0\n";
+  for (const ComboSegSegmentInfo &s : segments)
+  {
+    std::string name = s.name;
+    if (name.find_first_of(",\"") != std::string::npos)
+    {
+      std::string quoted = "\"";
+      for (char c : name)
+        quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+      name = quoted + "\"";
+    }
+    out += std::to_string(s.value) + "," + name + "," + std::to_string(s.rgb[0]) + "," + std::to_string(s.rgb[1]) +
+           "," + std::to_string(s.rgb[2]) + ",255\n";
+  }
+  return out;
+}
+
 void ComboSegWriteColorTable(const std::vector<ComboSegSegmentInfo> &segments, const std::string &path)
 {
-  ComboSegWriteTextFileAtomic(path, ComboSegColorTableText(segments));
+  const std::string format = ComboSegCheckExtension("colour table", path, ComboSegColorTableExtensions());
+  ComboSegWriteTextFileAtomic(path, format == ".csv" ? ColorTableCsv(segments) : ComboSegColorTableText(segments));
 }
 
 void ComboSegWriteTable(const std::string &path, const std::vector<std::string> &header,

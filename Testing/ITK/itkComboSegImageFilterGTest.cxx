@@ -381,6 +381,33 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
   EXPECT_GT(std::count(labels.begin(), labels.end(), 2), 30);
 }
 
+// A model that recommends keeping the largest component gets it by default; the raw output
+// (UseModelPostProcessingOff) is the network's. An untrained model scatters its labels.
+TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRawOutput)
+{
+  cs_model_info info = cstest::OrganModelInfo();
+  info.postprocessing.largest_component = 1;
+  auto                model = cstest::MakeModel(info, 3);
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 24, 22, 20 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(10, 5));
+  auto run = [&](bool useModel, bool largest) {
+    auto filter = FilterType::New();
+    filter->SetModel(model);
+    filter->SetInput(input);
+    filter->SetUseModelPostProcessing(useModel);
+    filter->SetLargestComponent(largest);
+    filter->SetOutputLabelValues(false);
+    filter->Update();
+    const LabelImage * out = filter->GetOutput();
+    return std::vector<int32_t>(out->GetBufferPointer(), out->GetBufferPointer() + out->GetPixelContainer()->Size());
+  };
+  const std::vector<int32_t> raw = run(false, false), byDefault = run(true, false), asked = run(false, true);
+  std::vector<int32_t> cleaned = raw;
+  itk::ComboSegKeepLargestComponents(cleaned.data(), itk::ComboSegGridOf(input.GetPointer()).size);
+  ASSERT_NE(cleaned, raw) << "the raw output should have several components per class for this test";
+  EXPECT_EQ(byDefault, cleaned);
+  EXPECT_EQ(asked, cleaned);
+}
+
 TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
 {
   auto                model = cstest::MakeModel(cstest::OrganModelInfo());
@@ -401,7 +428,7 @@ TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
     ASSERT_EQ(ia.Get(), ib.Get());
   std::ostringstream printed;
   a->Print(printed);
-  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "LargestComponent: Off",
+  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelPostProcessing: On", "LargestComponent: Off",
                               "BackgroundOutsideBody: On", "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
     EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
 }

@@ -26,9 +26,10 @@ namespace itk
  * are resampled back onto the first input's grid before the argmax, so the output has exactly
  * its size, spacing, origin and direction. Voxels that hold no data for the model's recipe (zero
  * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
- * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the
- * largest connected component per class, hole filling, a minimum probability below which a
- * voxel is background.
+ * a mask) are background unless BackgroundOutsideBody is turned off. Clean-up: the largest
+ * connected component per class and hole filling, each applied when the model recommends it
+ * (its metadata; UseModelPostProcessingOff for the raw output) or when switched on here, and a
+ * minimum probability below which a voxel is background.
  *
  * Inputs are checked against the model first (ComboSegInputChecks): a 2D image for a 3D model,
  * and a scan that clearly is of another modality than its channel's (DICOM Modality tag, CT's
@@ -91,12 +92,18 @@ public:
   itkGetConstMacro(BackgroundOutsideBody, bool);
   itkBooleanMacro(BackgroundOutsideBody);
 
-  /** Keep only the largest connected component of each class. */
+  /** Apply the clean-up the model recommends (cs_model_info::postprocessing): on by default.
+   * Off, only the steps switched on below are applied. */
+  itkSetMacro(UseModelPostProcessing, bool);
+  itkGetConstMacro(UseModelPostProcessing, bool);
+  itkBooleanMacro(UseModelPostProcessing);
+
+  /** Keep only the largest connected component of each class (whatever the model recommends). */
   itkSetMacro(LargestComponent, bool);
   itkGetConstMacro(LargestComponent, bool);
   itkBooleanMacro(LargestComponent);
 
-  /** Fill background holes enclosed by a class. */
+  /** Fill background holes enclosed by a class (whatever the model recommends). */
   itkSetMacro(FillHoles, bool);
   itkGetConstMacro(FillHoles, bool);
   itkBooleanMacro(FillHoles);
@@ -146,6 +153,7 @@ private:
   int                    m_NumberOfThreads{ 0 };
   double                 m_Overlap{ 0.5 };
   bool                   m_BackgroundOutsideBody{ true };
+  bool                   m_UseModelPostProcessing{ true };
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };

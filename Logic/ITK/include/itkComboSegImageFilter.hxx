@@ -207,11 +207,13 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
       labels[i] = 0;
     }
   }
-  if (m_LargestComponent)
+  const cs_postprocessing & recommended = info.postprocessing;
+  const bool                 useModel = m_UseModelPostProcessing;
+  if (m_LargestComponent || (useModel && recommended.largest_component))
   {
     ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
   }
-  if (m_FillHoles)
+  if (m_FillHoles || (useModel && recommended.fill_holes))
   {
     ComboSegFillHoles(labels.data(), outputGrid.size);
   }
@@ -261,6 +263,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
   os << indent << "Overlap: " << m_Overlap << std::endl;
   os << indent << "BackgroundOutsideBody: " << (m_BackgroundOutsideBody ? "On" : "Off") << std::endl;
+  os << indent << "UseModelPostProcessing: " << (m_UseModelPostProcessing ? "On" : "Off") << std::endl;
   os << indent << "LargestComponent: " << (m_LargestComponent ? "On" : "Off") << std::endl;
   os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
   os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;

@@ -212,6 +212,14 @@ typedef struct cs_class_info {
     uint8_t rgb[3];
 } cs_class_info;
 
+/* The clean-up of a segmentation that a model recommends (1 on, 0 off); ComboSegSegment and
+ * itk::ComboSegImageFilter apply it unless asked for the raw output. Files without the field
+ * recommend none. */
+typedef struct cs_postprocessing {
+    int32_t largest_component; /* keep the largest connected component of each class */
+    int32_t fill_holes;        /* fill background holes enclosed by a class */
+} cs_postprocessing;
+
 typedef struct cs_model_info {
     int32_t format_version;            /* CS_MODEL_FORMAT_VERSION */
     cs_unet_config arch;
@@ -225,6 +233,7 @@ typedef struct cs_model_info {
     char description[CS_TEXT_MAX];
     char training_data[CS_TEXT_MAX];   /* provenance */
     char licence[CS_TEXT_MAX];
+    cs_postprocessing postprocessing;  /* recommended clean-up (none by default) */
 } cs_model_info;
 
 typedef struct cs_model *cs_model_t;
