@@ -139,7 +139,8 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_STREQ(cs_loss_kind_name(static_cast<cs_loss_kind>(99)), "unknown");
 }
 
-// The Combo loss against PyTorch (float64 autograd of the DESIGN.md formula), K = 2..14.
+// The Combo loss against PyTorch (float64 autograd of the formula in docs/design.md, "The
+// losses"), K = 2..14.
 TEST(ComboLoss, MatchesPyTorchGolden)
 {
   const GoldenFile &g = Golden();

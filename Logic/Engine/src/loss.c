@@ -1,4 +1,5 @@
-/* loss.c - the Combo loss of DESIGN.md and the other segmentation losses, with exact gradients.
+/* loss.c - the Combo loss and the other segmentation losses (docs/design.md, "The losses"), with
+ * exact gradients.
  *
  * Every loss is computed in two passes over the voxels:
  *   1. softmax per voxel (in double) and per-chunk partial sums: the voxel-wise term and, per
@@ -24,7 +25,7 @@
 #include <math.h>
 #include <string.h>
 
-#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (DESIGN.md) */
+#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (docs/design.md) */
 #define CS_LOSS_SMOOTH 1.0    /* Dice and Tversky smoothing */
 #define CS_LOSS_CHUNK 4096    /* voxels per partial sum; fixed so sums ignore the thread count */
 #define CS_LOSS_PARALLEL_MIN 32768 /* below this many voxels threads cost more than they save */

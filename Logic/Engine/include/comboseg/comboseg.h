@@ -117,7 +117,7 @@ CS_API int64_t cs_rng_below(cs_rng *rng, int64_t bound); /* [0, bound), bound > 
 /* Losses                                                                                      */
 
 typedef enum cs_loss_kind {
-    CS_LOSS_COMBO = 0,                   /* alpha * weighted CE - (1 - alpha) * Dice (DESIGN.md) */
+    CS_LOSS_COMBO = 0,                   /* alpha weighted CE - (1 - alpha) Dice (docs/design.md) */
     CS_LOSS_CROSS_ENTROPY = 1,           /* mean over voxels of -ln p_true */
     CS_LOSS_WEIGHTED_CROSS_ENTROPY = 2,  /* sum_i w_yi (-ln p_i,yi) / sum_i w_yi */
     CS_LOSS_DICE = 3,                    /* 1 - mean soft Dice */
@@ -142,8 +142,8 @@ CS_API cs_loss_options cs_loss_options_default(void); /* Combo, alpha = beta = 0
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
-/* The Combo loss of DESIGN.md for one item: logits (K, N) channel-major, labels (N) in [0, K).
- * Writes the loss and, when grad is not NULL, dL/dlogits (K, N). */
+/* The Combo loss (docs/design.md, "The losses") for one item: logits (K, N) channel-major,
+ * labels (N) in [0, K). Writes the loss and, when grad is not NULL, dL/dlogits (K, N). */
 CS_API cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
                                float alpha, float beta, float *loss, float *grad);
 
