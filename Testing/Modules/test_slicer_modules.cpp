@@ -1,5 +1,6 @@
 // test_slicer_modules.cpp - the CLI modules driven the way 3D Slicer drives them.
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -389,22 +390,28 @@ TEST_F(SegmentModule, OutputReachesSlicerAsASegmentationOrAsALabelMapWithItsColo
   EXPECT_EQ(names.at(9), "right_blob");
 }
 
+// Bundled models are found relative to the executable: a copy of it in a tree whose models folder
+// is empty finds none, and must say which file it looked for, and where.
 TEST_F(SegmentModule, MissingBundledModelIsAnErrorNamingTheFile)
 {
   auto xml = ModuleXml("ComboSegSegment");
   ASSERT_TRUE(xml);
   slicer::TempDir tmp;
+  // Deep enough that the install tree's relative models folder also lies inside tmp.
+  const std::string tree = tmp.Path() + "/a/b/c/d/e";
+  const std::string cliDir = tree + "/cli-modules", modelsDir = tree + "/Resources/Models";
+  std::filesystem::create_directories(cliDir);
+  std::filesystem::create_directories(modelsDir);
+  const std::string exe = cliDir + "/ComboSegSegment";
+  std::filesystem::copy_file(slicer::ModulePath("ComboSegSegment"), exe);
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(16, 16, 16).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const std::string bundled = std::string(COMBOSEG_SOURCE_DIR) + "/Resources/Models/brain-structures-t1.safetensors";
-  if (slicer::Exists(bundled))
-    GTEST_SKIP() << "the bundled model exists: " << bundled;
-  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
-                                             {{"inputVolume", inputFile}, {"outputLabelMap", output}}, "");
+  const auto argv = slicer::BuildCommandLine(exe, *xml, {{"inputVolume", inputFile}, {"outputLabelMap", output}}, "");
   const slicer::RunResult r = slicer::Run(argv, 60);
-  EXPECT_EQ(r.exitCode, 1);
-  EXPECT_NE(r.err.find("brain-structures-t1.safetensors"), std::string::npos) << r.err;
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_NE(r.err.find(cliDir + "/../Resources/Models/brain-structures-t1.safetensors"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--modelFile"), std::string::npos) << r.err;
   EXPECT_FALSE(slicer::Exists(output));
 }
 

@@ -154,8 +154,9 @@ CS_API cs_loss_options cs_loss_options_default(void); /* Combo, alpha = beta = 0
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
-/* The Combo loss (CS_LOSS_COMBO, docs/design.md) for one item: logits (K, N) channel-major, labels (N) in [0, K).
- * Writes the loss and, when grad is not NULL, dL/dlogits (K, N). */
+/* The Combo loss (CS_LOSS_COMBO; docs/design.md, "The losses") for one item: logits (K, N)
+ * channel-major, labels (N) in [0, K). Writes the loss and, when grad is not NULL, dL/dlogits
+ * (K, N). */
 CS_API cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
                                float alpha, float beta, float *loss, float *grad);
 
