@@ -381,6 +381,11 @@ typedef struct cs_sampling_options {
     float gamma;               /* per channel, v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over
                                   the patch's range [lo, hi], ln g ~ U(-ln(1 + gamma),
                                   ln(1 + gamma)): contrast changes between scans (0) */
+    float rotation[3];         /* degrees: the patch shows its region rotated about its centre by
+                                  U(-r, r) about the x, y and z axes (in that order), resampled
+                                  with the zoom in one step (trilinear image, nearest labels);
+                                  angles in voxel space, so for isotropic grids; x and y are
+                                  ignored for 2D patches (0, 0, 0) */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);
