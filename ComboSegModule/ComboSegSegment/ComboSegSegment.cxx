@@ -144,6 +144,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   filter->SetOverlap(args.GetDouble("overlap"));
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
+  filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });

@@ -10,9 +10,11 @@
 #define itkComboSegImageFilter_h
 
 #include <string>
+#include <vector>
 
 #include "itkImageToImageFilter.h"
 #include "itkComboSegModel.h"
+#include "itkComboSegProcessing.h"
 
 namespace itk
 {
@@ -28,7 +30,8 @@ namespace itk
  * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
  * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the
  * largest connected component per class, hole filling, a minimum probability below which a
- * voxel is background.
+ * voxel is background. Optional test-time augmentation averages the probabilities of mirrored
+ * copies of the input (TestTimeMirrorAxes).
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
@@ -101,6 +104,15 @@ public:
   itkSetClampMacro(MinimumProbability, double, 0.0, 1.0);
   itkGetConstMacro(MinimumProbability, double);
 
+  /** Test-time augmentation: a bit mask of the model grid's axes (1 x, 2 y, 4 z; z is ignored for
+   * 2D models). The input is segmented in every combination of mirrors along them (2^axes passes)
+   * and the class probabilities, mirrored back, are averaged before the argmax; mirroring x swaps
+   * the probabilities of left/right classes (ComboSegLeftRightPartners). Costs one inference per
+   * pass and no memory: the image and the probability sum are mirrored in place and the engine
+   * adds each pass to the sum. 0 (the default) turns it off. */
+  itkSetClampMacro(TestTimeMirrorAxes, unsigned int, 0, 7);
+  itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
+
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
   itkSetMacro(OutputLabelValues, bool);
   itkGetConstMacro(OutputLabelValues, bool);
@@ -129,8 +141,19 @@ protected:
   GenerateData() override;
 
 private:
+  /** The engine's progress for one pass of the test-time augmentation. */
+  struct PassProgress
+  {
+    Self *       filter;
+    unsigned int pass, passes;
+  };
   static int
-  EngineProgress(void * self, float fraction);
+  EngineProgress(void * passProgress, float fraction);
+
+  /** Class probabilities (K, model grid) of the image, averaged over the test-time mirrors. */
+  void
+  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image,
+          std::vector<float> & probabilities);
 
   ComboSegModel::Pointer m_Model{};
   std::string            m_ModelFileName{};
@@ -140,6 +163,7 @@ private:
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };
+  unsigned int           m_TestTimeMirrorAxes{ 0 };
   bool                   m_OutputLabelValues{ true };
 };
 

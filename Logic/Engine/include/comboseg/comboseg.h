@@ -271,6 +271,9 @@ typedef struct cs_infer_options {
     int32_t window[3];          /* window size x y z; 0 takes the model's patch size */
     cs_progress_fn progress;
     void *progress_user_data;
+    int32_t accumulate;         /* add this pass's probabilities to those already in the output
+                                   (test-time augmentation sums several passes); labels are still
+                                   this pass's argmax (0) */
 } cs_infer_options;
 
 CS_API cs_infer_options cs_infer_options_default(void);
