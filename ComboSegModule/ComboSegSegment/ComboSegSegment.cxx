@@ -149,6 +149,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
   progress.Comment("clean-up: " + CleanUpText(info.postprocessing, args));
+  filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });

@@ -229,6 +229,14 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
   sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
   sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
+  const std::vector<double> rotation = args.GetDoubles("rotationAugmentation");
+  if (rotation.size() != 1 && rotation.size() != 3)
+    throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "
+                             "(x,y,z)");
+  for (size_t i = 0; i < 3; ++i) sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
+  const std::string mirror = args.GetString("mirrorAugmentation");
+  for (int axis = 0; axis < 3; ++axis)
+    if (mirror.find("xyz"[axis]) != std::string::npos) sampling.flip_axes |= 1 << axis;
   session.SetSamplingOptions(sampling);
   session.SetEpochs(args.GetInt("epochs"));
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));

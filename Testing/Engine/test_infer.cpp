@@ -112,6 +112,7 @@ TEST_F(InferTest, DefaultOptions)
     EXPECT_FLOAT_EQ(o.gaussian_sigma, 0.125f);
     EXPECT_EQ(o.window[0], 0);
     EXPECT_EQ(o.progress, nullptr);
+    EXPECT_EQ(o.accumulate, 0);
 }
 
 TEST_F(InferTest, ModelForwardRejectsBadSizes)
@@ -308,6 +309,25 @@ TEST_F(InferTest, OverlappingWindowsBlendAsTheirWeightedMean)
                                    << gaussian;
         }
     }
+
+// accumulate adds a pass's probabilities to the output (test-time augmentation sums passes
+// over transformed images): two passes on two images give the sum of the two separate outputs.
+TEST_F(InferTest, AccumulateAddsThePassToTheOutput)
+{
+    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+    ASSERT_NE(m, nullptr);
+    const int64_t size[3] = {21, 19, 17}, n = 21 * 19 * 17;
+    const std::vector<float> a = RandomImage(1, size, 3), b = RandomImage(1, size, 4);
+    cs_infer_options o = cs_infer_options_default();
+    std::vector<float> pa(3 * n), pb(3 * n), sum(3 * n, -7.0f);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, pa.data(), nullptr), CS_OK);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, pb.data(), nullptr), CS_OK);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, sum.data(), nullptr), CS_OK);
+    o.accumulate = 1;
+    std::vector<int32_t> labels(n, -1);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, sum.data(), labels.data()), CS_OK);
+    for (int64_t i = 0; i < 3 * n; i++) ASSERT_FLOAT_EQ(sum[i], pa[i] + pb[i]) << i;
+    ExpectConsistent(pb, labels, 3, n); // the labels are the pass's own
 }
 
 TEST_F(InferTest, WithoutOverlapEachVoxelTakesItsLastWindow)

@@ -249,18 +249,20 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
   }
 }
 
-// Zoom and gamma augmentation: a run with both trains; values outside the ranges of the XML
-// description are refused, naming the parameter, before anything is written.
+// Zoom, gamma, rotation and mirror augmentation: a run with all of them trains; values outside
+// the ranges of the XML description are refused, naming the parameter, before anything is written.
 TEST_F(ComboSegTrainTest, AugmentationOptionsTrainAndBadOnesAreRefused)
 {
   WriteSyntheticData();
   std::vector<std::string> args = SyntheticArgs(1, 2);
-  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5" });
+  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5", "--rotationAugmentation",
+                            "5,5,15", "--mirrorAugmentation", "xz" });
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
 
   const std::pair<std::string, std::string> bad[] = {
-    { "--zoomAugmentation", "1" }, { "--zoomAugmentation", "-0.1" }, { "--gammaAugmentation", "-1" }
+    { "--zoomAugmentation", "1" },        { "--zoomAugmentation", "-0.1" },    { "--gammaAugmentation", "-1" },
+    { "--rotationAugmentation", "181" }, { "--rotationAugmentation", "5,5" }, { "--mirrorAugmentation", "w" }
   };
   for (const auto &[flag, value] : bad)
   {

@@ -10,9 +10,11 @@
 #define itkComboSegImageFilter_h
 
 #include <string>
+#include <vector>
 
 #include "itkImageToImageFilter.h"
 #include "itkComboSegModel.h"
+#include "itkComboSegProcessing.h"
 
 namespace itk
 {
@@ -34,6 +36,8 @@ namespace itk
  * Inputs are checked against the model first (ComboSegInputChecks): a 2D image for a 3D model,
  * and a scan that clearly is of another modality than its channel's (DICOM Modality tag, CT's
  * Hounsfield signature for an MR model) are exceptions; IgnoreModalityMismatch goes ahead anyway.
+ * Optional test-time augmentation averages the probabilities of mirrored copies of the input
+ * (TestTimeMirrorAxes).
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
@@ -117,6 +121,15 @@ public:
   itkGetConstMacro(IgnoreModalityMismatch, bool);
   itkBooleanMacro(IgnoreModalityMismatch);
 
+  /** Test-time augmentation: a bit mask of the model grid's axes (1 x, 2 y, 4 z; z is ignored for
+   * 2D models). The input is segmented in every combination of mirrors along them (2^axes passes)
+   * and the class probabilities, mirrored back, are averaged before the argmax; mirroring x swaps
+   * the probabilities of left/right classes (ComboSegLeftRightPartners). Costs one inference per
+   * pass and no memory: the image and the probability sum are mirrored in place and the engine
+   * adds each pass to the sum. 0 (the default) turns it off. */
+  itkSetClampMacro(TestTimeMirrorAxes, unsigned int, 0, 7);
+  itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
+
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
   itkSetMacro(OutputLabelValues, bool);
   itkGetConstMacro(OutputLabelValues, bool);
@@ -145,8 +158,19 @@ protected:
   GenerateData() override;
 
 private:
+  /** The engine's progress for one pass of the test-time augmentation. */
+  struct PassProgress
+  {
+    Self *       filter;
+    unsigned int pass, passes;
+  };
   static int
-  EngineProgress(void * self, float fraction);
+  EngineProgress(void * passProgress, float fraction);
+
+  /** Class probabilities (K, model grid) of the image, averaged over the test-time mirrors. */
+  void
+  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image,
+          std::vector<float> & probabilities);
 
   ComboSegModel::Pointer m_Model{};
   std::string            m_ModelFileName{};
@@ -157,6 +181,7 @@ private:
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };
+  unsigned int           m_TestTimeMirrorAxes{ 0 };
   bool                   m_OutputLabelValues{ true };
   bool                   m_IgnoreModalityMismatch{ false };
 };

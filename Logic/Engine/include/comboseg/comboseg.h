@@ -293,6 +293,9 @@ typedef struct cs_infer_options {
     int32_t window[3];          /* window size x y z; 0 takes the model's patch size */
     cs_progress_fn progress;
     void *progress_user_data;
+    int32_t accumulate;         /* add this pass's probabilities to those already in the output
+                                   (test-time augmentation sums several passes); labels are still
+                                   this pass's argmax (0) */
 } cs_infer_options;
 
 CS_API cs_infer_options cs_infer_options_default(void);
@@ -403,6 +406,11 @@ typedef struct cs_sampling_options {
     float gamma;               /* per channel, v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over
                                   the patch's range [lo, hi], ln g ~ U(-ln(1 + gamma),
                                   ln(1 + gamma)): contrast changes between scans (0) */
+    float rotation[3];         /* degrees: the patch shows its region rotated about its centre by
+                                  U(-r, r) about the x, y and z axes (in that order), resampled
+                                  with the zoom in one step (trilinear image, nearest labels);
+                                  angles in voxel space, so for isotropic grids; x and y are
+                                  ignored for 2D patches (0, 0, 0) */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);
