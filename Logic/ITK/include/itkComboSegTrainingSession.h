@@ -102,7 +102,9 @@ public:
   void SetAddMissingClasses(bool on) { m_AddMissingClasses = on; }
 
   /** Optimiser, loss (alpha, beta, curriculum), batch and patch size, seed. A zero patch size
-   * takes the model's. With epochs set, the schedule's total_steps becomes epochs x steps. */
+   * takes the model's. With epochs set, the schedule's total_steps becomes epochs x steps; under
+   * a time budget it is re-estimated before each step from the run's pace, so that the learning
+   * rate and the curriculum end when the budget does (or at the epochs, whichever comes first). */
   void SetTrainConfig(const cs_train_config &config) { m_TrainConfig = config; }
   const cs_train_config &GetTrainConfig() const { return m_TrainConfig; }
   void SetSamplingOptions(const cs_sampling_options &o) { m_Sampling = o; }

@@ -889,6 +889,25 @@ ComboSegTrainingSession::Run()
   };
   auto cancelled = [&]() { return parallel ? agreedCancel : cancelledHere(); };
   auto budgetUsed = [&]() { return parallel ? agreedBudget : budgetUsedHere(); };
+  // Under a time budget the schedule (and the curriculum, which follows it) must end with the
+  // run: before each step its length becomes the steps done plus those the remaining time allows
+  // at this run's mean pace so far (validation included), never beyond the epochs. Data-parallel
+  // ranks measure different times, and their learning rates must agree: they keep the fixed
+  // length.
+  const int64_t stepsAtStart = cs_trainer_steps_done(trainer.trainer);
+  const double secondsAtStart = elapsed();
+  auto fitScheduleToBudget = [&]() {
+    const int64_t done = cs_trainer_steps_done(trainer.trainer);
+    if (m_TimeBudget <= 0.0 || parallel) return;
+    double secondsPerStep = 0.0; // this run's pace, else (resuming) the earlier runs'
+    if (done > stepsAtStart) secondsPerStep = (elapsed() - secondsAtStart) / double(done - stepsAtStart);
+    else if (done > 0 && secondsAtStart > 0.0) secondsPerStep = secondsAtStart / double(done);
+    else return; // the first step trains at the peak rate whatever the length
+    const double remaining = std::max(0.0, m_TimeBudget - elapsed());
+    int64_t total = done + std::max<int64_t>(1, std::llround(remaining / std::max(secondsPerStep, 1e-9)));
+    if (epochs > 0) total = std::min(total, epochs * m_StepsPerEpoch);
+    Check(cs_trainer_set_total_steps(trainer.trainer, total), ctx, "cannot set the schedule's length");
+  };
   auto fraction = [&](int64_t stepsDone) {
     double f = 0.0;
     if (epochs > 0) f = double(stepsDone) / double(epochs * m_StepsPerEpoch);
@@ -953,6 +972,7 @@ ComboSegTrainingSession::Run()
       cs_step_result step;
       if (st == CS_OK)
       {
+        fitScheduleToBudget();
         st = cs_trainer_step(trainer.trainer, images.data(), labels.data(), &step);
         if (st != CS_OK) stepMessage = cs_context_last_error(ctx);
       }
