@@ -293,6 +293,66 @@ TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
   }
 }
 
+// Issue 17 item 8: a resume with other settings than the checkpoint's is refused, naming each
+// difference; starting over is allowed.
+TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
+{
+  const std::string out = m_Dir + "/settings.safetensors";
+  auto configure = [&](itk::ComboSegTrainingSession &s) {
+    ConfigureNew(s, out, 2);
+    s.SetStepsPerEpoch(2);
+    s.SetValidationCases({});
+    s.SetValidationFraction(0.0);
+  };
+  {
+    itk::ComboSegTrainingSession first;
+    configure(first);
+    first.SetEpochs(1);
+    ASSERT_TRUE(first.Run().completed);
+  }
+  itk::ComboSegTrainingSession changed;
+  configure(changed);
+  cs_unet_config arch = cs_unet_config_default();
+  arch.levels = 2;
+  arch.base_filters = 8;
+  cs_channel_info ch{};
+  std::snprintf(ch.name, sizeof ch.name, "image");
+  ch.modality = CS_MODALITY_MR;
+  ch.norm = CS_NORM_ZSCORE_NONZERO;
+  changed.SetNewModel(arch, { ch });
+  changed.SetTargetSpacing({ { 2.0, 2.0, 2.0 } });
+  cs_train_config config = changed.GetTrainConfig();
+  config.learning_rate = 0.01f;
+  changed.SetTrainConfig(config);
+  try
+  {
+    changed.Run();
+    FAIL() << "a resume with other settings ran";
+  }
+  catch (const itk::ExceptionObject &e)
+  {
+    const std::string message = e.GetDescription();
+    for (const char *expected : { "modality other then, MR now", "normalization zscore then, zscore-nonzero now",
+                                  "target_spacing 1,1,1 then, 2,2,2 now", "learning_rate 0.03 then, 0.01 now",
+                                  "--restart" })
+      EXPECT_NE(message.find(expected), std::string::npos) << expected << " not in: " << message;
+    EXPECT_EQ(message.find("patch_size"), std::string::npos) << message;
+  }
+  // The same settings resume; starting over takes the new ones.
+  {
+    itk::ComboSegTrainingSession same;
+    configure(same);
+    const itk::ComboSegTrainingResult r = same.Run();
+    EXPECT_TRUE(r.resumed);
+    EXPECT_EQ(r.epochs, 2);
+  }
+  changed.SetResume(false);
+  changed.SetEpochs(1);
+  const itk::ComboSegTrainingResult r = changed.Run();
+  EXPECT_FALSE(r.resumed);
+  EXPECT_EQ(r.steps, 2);
+}
+
 TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)
 {
   cs_context_t ctx;

@@ -125,7 +125,9 @@ public:
   void SetOutputModelFileName(const std::string &p) { m_OutputModelFileName = p; }
   void SetCheckpointFileName(const std::string &p) { m_CheckpointFileName = p; }
   std::string GetCheckpointFileName() const;
-  /** Resume from an existing checkpoint (on by default); off starts over. */
+  /** Resume from an existing checkpoint (on by default); off starts over. A checkpoint whose run
+   * had other settings (modality, normalisation, intensity range, spacing, learning rate, loss,
+   * patch or batch size) is refused, naming each difference. */
   void SetResume(bool on) { m_Resume = on; }
   void SetHistoryFileName(const std::string &p) { m_HistoryFileName = p; }
   void SetPlotFileName(const std::string &p) { m_PlotFileName = p; }

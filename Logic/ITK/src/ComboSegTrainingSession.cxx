@@ -239,8 +239,86 @@ struct Sidecar
   double seconds = 0.0;
   int64_t bestEpoch = 0;
   double bestDice = NaN;
+  std::vector<std::pair<std::string, std::string>> settings; // RunSettings of the run that wrote it
   std::vector<ComboSegTrainingRecord> history;
 };
+
+const char *NormalizationName(cs_norm_kind norm)
+{
+  switch (norm)
+  {
+    case CS_NORM_CLIP_SCALE: return "clip";
+    case CS_NORM_ZSCORE_NONZERO: return "zscore-nonzero";
+    case CS_NORM_ZSCORE_MASK: return "zscore-brain";
+    case CS_NORM_ZSCORE: return "zscore";
+    default: return "none";
+  }
+}
+
+const char *ModalityName(cs_modality modality)
+{
+  switch (modality)
+  {
+    case CS_MODALITY_CT: return "CT";
+    case CS_MODALITY_MR: return "MR";
+    case CS_MODALITY_PET: return "PET";
+    case CS_MODALITY_US: return "US";
+    default: return "other";
+  }
+}
+
+// What a resumed run must share with the run that wrote the checkpoint, as (name, value) with
+// values free of blanks (one comma-separated entry per channel or axis).
+std::vector<std::pair<std::string, std::string>> RunSettings(const cs_model_info &info, const cs_train_config &config,
+                                                             int32_t globalBatch)
+{
+  std::string modality, normalization, range, spacing, patch;
+  for (int32_t c = 0; c < info.arch.in_channels; ++c)
+  {
+    const cs_channel_info &ch = info.channels[c];
+    const std::string sep = c ? "," : "";
+    modality += sep + ModalityName(ch.modality);
+    normalization += sep + NormalizationName(ch.norm);
+    if (ch.norm == CS_NORM_CLIP_SCALE) range += sep + FormatDouble(ch.clip_low) + ".." + FormatDouble(ch.clip_high);
+  }
+  for (int i = 0; i < 3; ++i)
+  {
+    spacing += (i ? "," : "") + FormatDouble(info.spacing[i]);
+    patch += (i ? "," : "") + std::to_string(config.patch_size[i]);
+  }
+  std::vector<std::pair<std::string, std::string>> settings = {
+    { "modality", modality },
+    { "normalization", normalization },
+    { "target_spacing", spacing },
+    { "learning_rate", FormatDouble(config.learning_rate) },
+    { "loss", cs_loss_kind_name(config.loss.kind) },
+    { "patch_size", patch },
+    { "batch_size", std::to_string(globalBatch) },
+  };
+  if (!range.empty()) settings.insert(settings.begin() + 2, { "intensity_range", range });
+  return settings;
+}
+
+// Refuses a resume whose settings differ from the checkpoint's, naming each difference.
+void CheckResumeSettings(const std::string &checkpoint, const std::vector<std::pair<std::string, std::string>> &saved,
+                         const std::vector<std::pair<std::string, std::string>> &now)
+{
+  if (saved.empty()) return; // a sidecar from before settings were recorded
+  const std::map<std::string, std::string> before(saved.begin(), saved.end());
+  std::ostringstream differences;
+  for (const auto &setting : now)
+  {
+    const auto found = before.find(setting.first);
+    if (found == before.end() || found->second == setting.second) continue;
+    differences << (differences.tellp() > 0 ? "; " : "") << setting.first << " " << found->second << " then, "
+                << setting.second << " now";
+  }
+  if (differences.tellp() > 0)
+    itkGenericExceptionMacro("cannot resume from " << checkpoint << ": its settings differ from this run's ("
+                                                   << differences.str()
+                                                   << "). Start over (ComboSegTrain --restart), or run again with "
+                                                      "the checkpoint's settings to continue it");
+}
 
 void WriteSidecar(const std::string &path, const Sidecar &s)
 {
@@ -248,7 +326,9 @@ void WriteSidecar(const std::string &path, const Sidecar &s)
   out << SidecarMagic << "\n"
       << "epoch " << s.epoch << "\nstep " << s.step << "\nsteps_per_epoch " << s.stepsPerEpoch
       << "\nclasses " << s.classes << "\nseconds " << FormatDouble(s.seconds, 10) << "\nbest_epoch "
-      << s.bestEpoch << "\nbest_dice " << FormatDouble(s.bestDice, 10) << "\nhistory\n";
+      << s.bestEpoch << "\nbest_dice " << FormatDouble(s.bestDice, 10) << "\n";
+  for (const auto &setting : s.settings) out << "setting " << setting.first << " " << setting.second << "\n";
+  out << "history\n";
   for (const auto &r : s.history)
   {
     out << r.epoch << '\t' << r.step << '\t' << FormatDouble(r.seconds, 10) << '\t'
@@ -279,6 +359,12 @@ bool ReadSidecar(const std::string &path, Sidecar &s)
     else if (key == "seconds") s.seconds = ParseDouble(value);
     else if (key == "best_epoch") s.bestEpoch = std::stoll(value);
     else if (key == "best_dice") s.bestDice = ParseDouble(value);
+    else if (key == "setting")
+    {
+      std::string settingValue;
+      kv >> settingValue;
+      s.settings.emplace_back(value, settingValue);
+    }
   }
   while (std::getline(in, line))
   {
@@ -808,6 +894,7 @@ ComboSegTrainingSession::Run()
   Sidecar state;
   state.stepsPerEpoch = m_StepsPerEpoch;
   state.classes = K;
+  state.settings = RunSettings(info, config, m_TrainConfig.batch_size);
   if (!m_Resume)
   {
     // Starting over: a stale checkpoint must not pair with this run's sidecar after a kill.
@@ -821,6 +908,7 @@ ComboSegTrainingSession::Run()
     if (haveSidecar && saved.classes != K)
       itkGenericExceptionMacro("cannot resume from " << checkpoint << ": it was trained for " << saved.classes
                                                      << " classes, this run has " << K << " (start over)");
+    if (haveSidecar) CheckResumeSettings(checkpoint, saved.settings, state.settings);
     const cs_status st = cs_trainer_load_checkpoint(trainer.trainer, checkpoint.c_str());
     if (st != CS_OK)
       ComboSegThrowEngineError(__FILE__, __LINE__,
@@ -858,6 +946,7 @@ ComboSegTrainingSession::Run()
       state.step = steps;
     }
     state.stepsPerEpoch = m_StepsPerEpoch;
+    state.settings = RunSettings(info, config, m_TrainConfig.batch_size);
     result.resumed = true;
   }
   if (parallel)
