@@ -57,9 +57,10 @@ struct ComboSegPreparedCase
 /** Reads one case, reorients and resamples it to the model's grid (linear for images, nearest
  * for labels), normalises it by the model's per-channel recipe and maps label values to the
  * model's classes: by name when names exist (the label file's own Segment keys first, else
- * labelNames), else by value. A label map must lie on its image's voxels (axes may be permuted
- * or flipped). Unknown label values or names, model classes missing from the names and label
- * maps on another grid are exceptions naming them. */
+ * labelNames), else by value. A label map may lie on any grid that holds its structures on the
+ * scan (e.g. cropped to them): it is resampled by nearest neighbour in physical space. Unknown
+ * label values or names, model classes missing from the names, labelled voxels outside the scan
+ * and overlapping segments (a layered .seg.nrrd) are exceptions naming them. */
 ComboSegPreparedCase
 PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const std::vector<LabelName> & labelNames);
 

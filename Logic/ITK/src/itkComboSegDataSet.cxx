@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "itkComboSegProcessing.h"
+#include "itkImageIOFactory.h"
 #include "itkMacro.h"
 
 namespace itk
@@ -111,6 +112,66 @@ IndexedStrings(const cJSON * object, const std::string & source, const char * wh
   for (const auto & entry : byIndex)
     list.push_back(entry.second);
   return list;
+}
+
+// Labelled voxels (non-zero values) of a label map whose centre lies outside the scan's voxels.
+int64_t
+LabelledVoxelsOutside(const int * values, const ComboSegGrid & labelGrid, const ComboSegGrid & scanGrid)
+{
+  const double tolerance = 1e-3;
+  int64_t      outside = 0;
+  int64_t      i = 0;
+  for (int64_t z = 0; z < labelGrid.size[2]; ++z)
+    for (int64_t y = 0; y < labelGrid.size[1]; ++y)
+      for (int64_t x = 0; x < labelGrid.size[0]; ++x, ++i)
+      {
+        if (values[i] == 0)
+          continue;
+        const double index[3] = { double(x), double(y), double(z) };
+        double       offset[3]; // from the scan's first voxel, in mm
+        for (int r = 0; r < 3; ++r)
+        {
+          offset[r] = labelGrid.origin[r] - scanGrid.origin[r];
+          for (int c = 0; c < 3; ++c)
+            offset[r] += labelGrid.direction[3 * r + c] * labelGrid.spacing[c] * index[c];
+        }
+        for (int c = 0; c < 3; ++c) // the scan's continuous index (orthonormal axes)
+        {
+          double along = 0.0;
+          for (int r = 0; r < 3; ++r)
+            along += scanGrid.direction[3 * r + c] * offset[r];
+          along /= scanGrid.spacing[c];
+          if (along < -0.5 - tolerance || along > scanGrid.size[c] - 0.5 + tolerance)
+          {
+            ++outside;
+            break;
+          }
+        }
+      }
+  return outside;
+}
+
+// The layers of a label file: more than one when a Slicer segmentation's segments overlap (a
+// 4D .seg.nrrd, read as several components per voxel).
+unsigned int
+LabelLayers(const std::string & path)
+{
+  ImageIOBase::Pointer io = ImageIOFactory::CreateImageIO(path.c_str(), ImageIOFactory::IOFileModeEnum::ReadMode);
+  if (!io)
+    return 1; // ReadScan names the problem
+  io->SetFileName(path);
+  try
+  {
+    io->ReadImageInformation();
+  }
+  catch (const ExceptionObject &)
+  {
+    return 1;
+  }
+  unsigned int layers = io->GetNumberOfComponents();
+  for (unsigned int d = 3; d < io->GetNumberOfDimensions(); ++d)
+    layers *= static_cast<unsigned int>(io->GetDimensions(d));
+  return std::max(layers, 1u);
 }
 
 struct JsonDeleter
@@ -393,13 +454,28 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     return prepared;
   }
 
+  if (!ComboSegIsDirectory(files.labels))
+  {
+    const unsigned int layers = LabelLayers(files.labels);
+    if (layers > 1)
+      itkGenericExceptionMacro(<< "label map " << files.labels << " holds " << layers
+                                          << " layers: its segments overlap (a Slicer segmentation whose segments share "
+                                             "voxels). Training needs one structure per voxel: remove the overlaps (e.g. "
+                                             "Segment Editor with \"Modify other segments: overwrite all\") and save again");
+  }
   LabelImageType::Pointer labelImage = ReadScan<LabelImageType>(files.labels);
   const ComboSegGrid      labelGrid = ComboSegGridOf(labelImage.GetPointer());
+  // A label map on another grid (cropped to its structures, as Slicer's crop to extent writes
+  // it, or another spacing) is resampled by nearest neighbour below, as long as every structure
+  // lies on the scan.
   if (!ComboSegSameLattice(channels[0].grid, labelGrid))
   {
-    itkGenericExceptionMacro(<< "label map " << files.labels << " is on a different grid than its image "
-                                          << files.channels[0] << ": " << ComboSegGridToString(labelGrid) << " versus "
-                                          << ComboSegGridToString(channels[0].grid));
+    const int64_t outside = LabelledVoxelsOutside(labelImage->GetBufferPointer(), labelGrid, channels[0].grid);
+    if (outside > 0)
+      itkGenericExceptionMacro(<< "label map " << files.labels << ": " << outside
+                                          << " labelled voxel(s) lie outside its scan " << files.channels[0]
+                                          << " (is it the scan's label map?): " << ComboSegGridToString(labelGrid)
+                                          << " versus " << ComboSegGridToString(channels[0].grid));
   }
   images.clear();
 
