@@ -3,12 +3,14 @@
 #include "itkComboSegTrainingSession.h"
 
 #include "cs_synthetic_case.h"
+#include "itkComboSegImageFilter.h"
 #include "itkImageRegionIterator.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -351,6 +353,83 @@ TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
   const itk::ComboSegTrainingResult r = changed.Run();
   EXPECT_FALSE(r.resumed);
   EXPECT_EQ(r.steps, 2);
+}
+
+// Mean foreground Dice of a label map of class indices against a case's labels, as the history
+// computes it.
+double MeanDice(const std::vector<int32_t> &predicted, const std::vector<int32_t> &truth, int32_t classes)
+{
+  std::vector<float> dice(static_cast<size_t>(classes));
+  cs_dice_per_class(predicted.data(), truth.data(), static_cast<int64_t>(truth.size()), classes, dice.data());
+  double sum = 0.0;
+  int count = 0;
+  for (int32_t k = 1; k < classes; ++k)
+    if (!std::isnan(dice[k])) sum += dice[k], ++count;
+  return count ? sum / count : NAN;
+}
+
+// Issue 14 item 7: the validation Dice is that of the output ComboSegSegment gives (its
+// background rule: voxels holding no data for the model are background).
+TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundRule)
+{
+  // Two channels: the first z-scored over its non-zero voxels (a recipe with a body), the second
+  // over the whole scan. The validation case's first channel holds no data (exactly zero) in
+  // its left part, where the second still shows the structures: the network marks some there,
+  // and the segmentation's rule makes them background.
+  cs_unet_config arch = cs_unet_config_default();
+  arch.levels = 2;
+  arch.base_filters = 8;
+  arch.in_channels = 2;
+  std::vector<cs_channel_info> channels(2);
+  std::memset(channels.data(), 0, sizeof(cs_channel_info) * 2);
+  std::snprintf(channels[0].name, sizeof channels[0].name, "with body");
+  channels[0].norm = CS_NORM_ZSCORE_NONZERO;
+  std::snprintf(channels[1].name, sizeof channels[1].name, "whole");
+  channels[1].norm = CS_NORM_ZSCORE;
+  std::vector<itk::ComboSegCaseFiles> training = m_Train;
+  for (auto &c : training) c.channels = { c.channels[0], c.channels[0] };
+  using FloatImage = itk::Image<float, 3>;
+  auto image = itk::ReadScan<FloatImage>(m_Valid[0].channels[0]);
+  auto emptyLeft = FloatImage::New();
+  emptyLeft->Graft(itk::ReadScan<FloatImage>(m_Valid[0].channels[0]));
+  for (itk::ImageRegionIterator<FloatImage> it(emptyLeft, emptyLeft->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+    if (it.GetIndex()[0] < 20) it.Set(0.0f);
+  itk::ComboSegCaseFiles valid = m_Valid[0];
+  valid.channels = { m_Dir + "/empty_left.nrrd", m_Valid[0].channels[0] };
+  WriteNrrd(emptyLeft.GetPointer(), valid.channels[0]);
+
+  const std::string out = m_Dir + "/rule.safetensors";
+  itk::ComboSegTrainingSession session;
+  ConfigureNew(session, out, 1);
+  session.SetNewModel(arch, channels);
+  session.SetTrainingCases(training);
+  session.SetValidationCases({ valid });
+  session.SetStepsPerEpoch(3);
+  ASSERT_TRUE(session.Run().completed);
+  ASSERT_EQ(session.GetHistory().size(), 1u);
+  const double historyDice = session.GetHistory()[0].meanDice;
+
+  // What ComboSegSegment's filter gives users, with and without the rule, scored on the scan's
+  // grid (the model grid holds the same voxels, in another order).
+  auto truthImage = itk::ReadScan<itk::Image<int, 3>>(valid.labels);
+  const std::vector<int32_t> truth(truthImage->GetBufferPointer(),
+                                   truthImage->GetBufferPointer() + truthImage->GetLargestPossibleRegion().GetNumberOfPixels());
+  auto segment = [&](bool rule) {
+    using Filter = itk::ComboSegImageFilter<itk::Image<float, 3>, itk::Image<int, 3>>;
+    auto filter = Filter::New();
+    filter->SetModel(session.GetModel());
+    filter->SetInput(0, emptyLeft);
+    filter->SetInput(1, image);
+    filter->SetOverlap(0.0);
+    filter->SetOutputLabelValues(false);
+    filter->SetBackgroundOutsideBody(rule);
+    filter->Update();
+    const int *v = filter->GetOutput()->GetBufferPointer();
+    return MeanDice(std::vector<int32_t>(v, v + truth.size()), truth, 3);
+  };
+  const double users = segment(true), withoutRule = segment(false);
+  EXPECT_GT(std::fabs(users - withoutRule), 0.01) << "the case must show the rule: " << users << " " << withoutRule;
+  EXPECT_NEAR(historyDice, users, 1e-4) << "without the rule the filter gives " << withoutRule;
 }
 
 TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)

@@ -52,6 +52,9 @@ struct ComboSegPreparedCase
   int64_t              size[3];  // x y z on the model grid
   std::vector<float>   image;    // (C, nz, ny, nx) normalised by the model's recipe
   std::vector<int32_t> labels;   // (nz, ny, nx) class indices of the model (empty if no label file)
+  std::vector<uint8_t> outsideBody; // (nz, ny, nx) 1 where the scan holds no data for the model
+                                    // (ComboSegOutsideBody, and off the scan); empty when no
+                                    // channel's recipe has a body
 };
 
 /** Reads one case, reorients and resamples it to the model's grid (linear for images, nearest

@@ -505,7 +505,8 @@ public:
     for (size_t i = 0; i < files.size(); ++i)
     {
       auto prepared = std::make_shared<ComboSegPreparedCase>(this->Prepare(i));
-      const uint64_t bytes = sizeof(float) * prepared->image.size() + sizeof(int32_t) * prepared->labels.size();
+      const uint64_t bytes = sizeof(float) * prepared->image.size() + sizeof(int32_t) * prepared->labels.size() +
+                             prepared->outsideBody.size();
       if (bytes <= budget)
       {
         budget -= bytes;
@@ -1116,6 +1117,9 @@ ComboSegTrainingSession::Run()
         std::vector<int32_t> predicted(static_cast<size_t>(n));
         Check(cs_predict_volume(ctx, model.model, c.image.data(), c.size, &inferOptions, nullptr, predicted.data()),
               ctx, "cannot validate on case " + validStore.Files(v).id);
+        // ComboSegSegment's background rule: the best epoch is chosen on the output users get.
+        for (size_t i = 0; i < c.outsideBody.size(); ++i)
+          if (c.outsideBody[i]) predicted[i] = 0;
         cs_dice_per_class(predicted.data(), c.labels.data(), n, K, dice.data());
         for (int32_t k = 0; k < K; ++k)
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];

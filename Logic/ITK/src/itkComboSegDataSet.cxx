@@ -174,6 +174,21 @@ LabelLayers(const std::string & path)
   return std::max(layers, 1u);
 }
 
+// ComboSegOutsideBody brought onto the model grid (voxels off the scan count as outside), so
+// that validation applies the background rule the segmentation filter applies.
+std::vector<uint8_t>
+OutsideBodyOnModelGrid(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
+                       const ComboSegGrid & modelGrid)
+{
+  const std::vector<uint8_t> outside = ComboSegOutsideBody(channels, info, nullptr);
+  if (outside.empty())
+    return {};
+  const std::vector<int32_t> onScan(outside.begin(), outside.end());
+  std::vector<int32_t>       onModel(static_cast<size_t>(modelGrid.NumberOfVoxels()));
+  ComboSegResampleNearest(onModel.data(), modelGrid, onScan.data(), channels[0].grid, 1);
+  return std::vector<uint8_t>(onModel.begin(), onModel.end());
+}
+
 struct JsonDeleter
 {
   void
@@ -449,6 +464,7 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
   ComboSegPrepareChannels(channels, info, nullptr, modelGrid, prepared.image);
   for (int d = 0; d < 3; ++d)
     prepared.size[d] = modelGrid.size[d];
+  prepared.outsideBody = OutsideBodyOnModelGrid(channels, info, modelGrid);
   if (files.labels.empty())
   {
     return prepared;
