@@ -119,10 +119,11 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_EQ(o.dice_include_background, 0);
   EXPECT_EQ(o.batch_dice, 0);
   EXPECT_EQ(o.class_weights, nullptr);
+  EXPECT_EQ(o.labelled_classes, nullptr);
 
   const cs_loss_kind kinds[] = {CS_LOSS_COMBO,  CS_LOSS_CROSS_ENTROPY, CS_LOSS_WEIGHTED_CROSS_ENTROPY,
                                 CS_LOSS_DICE,   CS_LOSS_FOCAL,         CS_LOSS_TVERSKY,
-                                CS_LOSS_FOCAL_TVERSKY};
+                                CS_LOSS_FOCAL_TVERSKY, CS_LOSS_COMBO_ALL_CLASSES};
   for (cs_loss_kind k : kinds) {
     cs_loss_kind back = CS_LOSS_COMBO;
     ASSERT_EQ(cs_loss_kind_from_name(cs_loss_kind_name(k), &back), CS_OK) << cs_loss_kind_name(k);
@@ -130,6 +131,7 @@ TEST(LossOptions, DefaultsAndNames)
   }
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO), "combo");
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_FOCAL_TVERSKY), "focal_tversky");
+  EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_ALL_CLASSES), "combo_all_classes");
   cs_loss_kind k = CS_LOSS_COMBO;
   EXPECT_EQ(cs_loss_kind_from_name("Focal-Tversky", &k), CS_OK);
   EXPECT_EQ(k, CS_LOSS_FOCAL_TVERSKY);
@@ -139,7 +141,9 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_STREQ(cs_loss_kind_name(static_cast<cs_loss_kind>(99)), "unknown");
 }
 
-// The Combo loss against PyTorch (float64 autograd of the DESIGN.md formula), K = 2..14.
+// Both forms of the Combo loss against PyTorch (float64 autograd of the formulas of
+// docs/design.md), K = 2..14: "combo" (one-vs-rest over the foreground, cs_combo_loss) and
+// "combo_all" (the paper's all-classes form).
 TEST(ComboLoss, MatchesPyTorchGolden)
 {
   const GoldenFile &g = Golden();
@@ -152,15 +156,25 @@ TEST(ComboLoss, MatchesPyTorchGolden)
     const std::vector<float> logits = g.GetFloat(base + "/logits");
     const std::vector<int32_t> labels = g.GetInt(base + "/labels");
     ASSERT_EQ(logits.size(), static_cast<size_t>(n * k));
-    for (size_t j = 0; j < ab.size() / 2; j++) {
+    for (size_t j = 0; j < ab.size() / 2; j++)
+    for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES}) {
       const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
-      const std::string name = base + "/" + std::to_string(j);
+      const std::string name = (kind == CS_LOSS_COMBO ? base : "combo_all/K" + std::to_string(k)) +
+                               "/" + std::to_string(j);
       const double want = g.Get(name + "/loss")[0];
       const std::vector<float> want_grad = g.GetFloat(name + "/grad");
+      cs_loss_options o = cs_loss_options_default();
+      o.kind = kind;
+      o.alpha = alpha;
+      o.beta = beta;
+      auto run = [&](float *loss, float *grad) {
+        if (kind == CS_LOSS_COMBO)
+          return cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, loss, grad);
+        return cs_loss(&o, logits.data(), labels.data(), 1, n, k, loss, grad);
+      };
       float loss = 0.0f;
       std::vector<float> grad(logits.size());
-      ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, &loss, grad.data()),
-                CS_OK);
+      ASSERT_EQ(run(&loss, grad.data()), CS_OK);
       EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << name;
       const double gmax = MaxAbs(want_grad);
       for (size_t i = 0; i < grad.size(); i++)
@@ -171,13 +185,12 @@ TEST(ComboLoss, MatchesPyTorchGolden)
         worst_grad = std::max(worst_grad, std::fabs(grad[i] - want_grad[i]) / gmax);
       // the loss alone (grad NULL) is the same number
       float loss_only = 0.0f;
-      ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, &loss_only, nullptr),
-                CS_OK);
+      ASSERT_EQ(run(&loss_only, nullptr), CS_OK);
       EXPECT_EQ(loss_only, loss);
       checked++;
     }
   }
-  EXPECT_EQ(checked, 13 * 5);
+  EXPECT_EQ(checked, 13 * 5 * 2);
   RecordProperty("worst_loss_relative_error", Sci(worst_loss));
   RecordProperty("worst_grad_error_over_max", Sci(worst_grad));
 }
@@ -213,8 +226,11 @@ TEST(ComboLoss, NoGradientWhereClipActive)
     EXPECT_EQ(grad[c * n + 0], 0.0f) << "class " << c;
     EXPECT_NE(grad[c * n + 1], 0.0f) << "class " << c;
   }
-  // the loss still counts the clipped terms: -beta ln(1e-7) / (N K) at least
-  EXPECT_GT(loss, 0.5 * -std::log(1e-7) / (n * k));
+  // the loss still counts the clipped terms: -(1 - beta) ln(1e-7) / (N (K - 1)) at least (the
+  // false-alarm term of class 1, clipped at 1 - 1e-7, on voxel 3 labelled 0)
+  logits[1 * n + 3] = 30.0f;
+  ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, 1.0f, 0.5f, &loss, nullptr), CS_OK);
+  EXPECT_GT(loss, 0.5 * -std::log(1e-7) / (n * (k - 1)));
 }
 
 // Every kind and option against PyTorch on batches of two items.
@@ -229,11 +245,19 @@ TEST(Losses, MatchPyTorchGolden)
     const int32_t k = static_cast<int32_t>(kd);
     const std::string base = "other/K" + std::to_string(k);
     const std::vector<float> logits = g.GetFloat(base + "/logits");
-    const std::vector<int32_t> labels = g.GetInt(base + "/labels");
+    const std::vector<int32_t> all_labels = g.GetInt(base + "/labels");
     for (int j = 0; j < cases; j++) {
       const std::string name = base + "/" + std::to_string(j);
       const std::vector<double> opt = g.Get(name + "/options");
+      std::vector<int32_t> labels = all_labels;
+      std::vector<uint8_t> labelled;
+      if (opt.size() > 9 && opt[9] != 0.0) { // partial labels: own label map and labelled set
+        labels = g.GetInt(name + "/labels");
+        for (int32_t v : g.GetInt(name + "/labelled")) labelled.push_back(static_cast<uint8_t>(v));
+        ASSERT_EQ(labelled.size(), static_cast<size_t>(k));
+      }
       cs_loss_options o = cs_loss_options_default();
+      if (!labelled.empty()) o.labelled_classes = labelled.data();
       o.kind = static_cast<cs_loss_kind>(static_cast<int>(opt[0]));
       o.alpha = static_cast<float>(opt[1]);
       o.beta = static_cast<float>(opt[2]);
@@ -308,6 +332,8 @@ INSTANTIATE_TEST_SUITE_P(
                       FdParam{CS_LOSS_COMBO, 1, 0, 0.0f, false},
                       FdParam{CS_LOSS_COMBO, 0, 1, 0.0f, false},
                       FdParam{CS_LOSS_COMBO, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_ALL_CLASSES, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_ALL_CLASSES, 1, 1, 0.0f, false},
                       FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true},
@@ -501,57 +527,128 @@ double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &vo
 }
 } // namespace
 
-TEST(ComboLoss, BetaAboveHalfPenalisesFalseNegatives)
+// Combo's beta weighs the missed-voxel terms (t ln p) against the false-alarm terms
+// ((1 - t) ln(1 - p)) of the foreground classes: above 0.5 the missed voxels pull harder, the
+// false alarms less; below 0.5 the reverse. alpha 1 isolates the cross-entropy, where beta acts;
+// 0.5 is the default mix with Dice.
+TEST(ComboLoss, BetaSteersMissesAgainstFalseAlarms)
 {
   BetaScene s = MakeBetaScene();
-  // alpha 1 isolates the cross-entropy, where beta acts; 0.5 is the default mix with Dice
   for (float alpha : {1.0f, 0.5f}) {
-    float l_hi = 0.0f, l_lo = 0.0f;
     std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
+    float l_hi = 0.0f, l_lo = 0.0f;
     ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.7f, &l_hi,
                             g_hi.data()), CS_OK);
     ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.3f, &l_lo,
                             g_lo.data()), CS_OK);
-    EXPECT_GT(l_hi, l_lo + 0.01f) << alpha;
-    const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k);
-    const double fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
-    EXPECT_GT(fn_hi, (alpha == 1.0f ? 1.5 : 1.03) * fn_lo) << alpha;
-    // the push to raise the missed class's logit is stronger with beta 0.7
+    const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k), fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
+    const double fp_hi = GradNormOn(g_hi, s.fp, s.n, s.k), fp_lo = GradNormOn(g_lo, s.fp, s.n, s.k);
+    if (alpha == 1.0f) { // with Dice in the mix the norms also carry beta-free terms
+      EXPECT_GT(fn_hi, 1.5 * fn_lo);
+      EXPECT_GT(fp_lo, 1.5 * fp_hi);
+    }
+    // the push to raise the missed class's logit is stronger with beta 0.7, the push to lower
+    // the falsely called class's logit stronger with beta 0.3
     for (int64_t i : s.fn) EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << alpha;
+    for (int64_t i : s.fp) EXPECT_GT(g_lo[1 * s.n + i], g_hi[1 * s.n + i]) << alpha;
   }
 }
 
-// With softmax probabilities the true-class term -ln p_y is never below the sum of the other
-// classes' terms -ln(1 - p_j) (prod (1 - p_j) >= 1 - sum p_j = p_y), so the cross-entropy never
-// decreases with beta, on any voxel. What beta < 0.5 does for false positives is shift the
-// emphasis of the cross-entropy (alpha 1; the Dice term ignores beta): the FP voxels' share of
-// the gradient grows relative to the missed voxels.
-TEST(ComboLoss, BetaBelowHalfShiftsEmphasisToFalsePositives)
+// With one foreground class (K = 2) beta still steers: a missed voxel's pull grows with beta.
+TEST(ComboLoss, BetaSteersWithOneForegroundClass)
 {
   BetaScene s = MakeBetaScene();
-  float l_hi = 0.0f, l_lo = 0.0f;
-  std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
-  ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, 1.0f, 0.7f, &l_hi,
-                          g_hi.data()), CS_OK);
-  ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, 1.0f, 0.3f, &l_lo,
-                          g_lo.data()), CS_OK);
-  const double ratio_lo = GradNormOn(g_lo, s.fp, s.n, s.k) / GradNormOn(g_lo, s.fn, s.n, s.k);
-  const double ratio_hi = GradNormOn(g_hi, s.fp, s.n, s.k) / GradNormOn(g_hi, s.fn, s.n, s.k);
-  EXPECT_GT(ratio_lo, 1.3 * ratio_hi);
-  EXPECT_GE(l_hi, l_lo); // the monotonicity explained above
-
-  // With K = 2 the cross-entropy does not depend on beta at all.
   std::vector<float> z2(2 * s.n);
-  std::vector<int32_t> y2(s.labels);
   for (int64_t i = 0; i < s.n; i++) {
     z2[i] = s.logits[i];
     z2[s.n + i] = s.logits[s.n + i];
-    y2[i] = y2[i] ? 1 : 0;
   }
+  std::vector<float> g_hi(z2.size()), g_lo(z2.size());
   float a = 0.0f, b = 0.0f;
-  ASSERT_EQ(cs_combo_loss(z2.data(), y2.data(), s.n, 2, 1.0f, 0.7f, &a, nullptr), CS_OK);
-  ASSERT_EQ(cs_combo_loss(z2.data(), y2.data(), s.n, 2, 1.0f, 0.3f, &b, nullptr), CS_OK);
-  EXPECT_NEAR(a, b, 1e-6 * a);
+  ASSERT_EQ(cs_combo_loss(z2.data(), s.labels.data(), s.n, 2, 1.0f, 0.7f, &a, g_hi.data()), CS_OK);
+  ASSERT_EQ(cs_combo_loss(z2.data(), s.labels.data(), s.n, 2, 1.0f, 0.3f, &b, g_lo.data()), CS_OK);
+  EXPECT_GT(GradNormOn(g_hi, s.fn, s.n, 2), 1.5 * GradNormOn(g_lo, s.fn, s.n, 2));
+  EXPECT_GT(GradNormOn(g_lo, s.fp, s.n, 2), 1.5 * GradNormOn(g_hi, s.fp, s.n, 2));
+}
+
+// Why the paper's all-classes form is not the default: summed over every class with softmax
+// outputs, a background voxel's beta term is -ln p_background, a false-alarm penalty, so raising
+// beta raises the pull on false alarms as well as on misses. On a scene of mostly background
+// (as every scan is) the false alarms' share of the gradient does not fall with beta.
+TEST(ComboLoss, AllClassesFormBetaAlsoPunishesFalseAlarms)
+{
+  BetaScene s = MakeBetaScene();
+  cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_COMBO_ALL_CLASSES;
+  o.alpha = 1.0f;
+  std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
+  float l_hi = 0.0f, l_lo = 0.0f;
+  o.beta = 0.7f;
+  ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_hi, g_hi.data()), CS_OK);
+  o.beta = 0.3f;
+  ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_lo, g_lo.data()), CS_OK);
+  EXPECT_GT(GradNormOn(g_hi, s.fp, s.n, s.k), GradNormOn(g_lo, s.fp, s.n, s.k));
+}
+
+// Partial labels: on voxels labelled 0 that the network calls class 1 (they may well be class 1
+// when class 1 was not drawn), an unlabelled class 1 is not pushed below the background: the
+// logit gradients of classes 0 and 1 are in the ratio of their probabilities, so z1 - z0 keeps
+// still, while a labelled class 1 is pushed down against the background.
+TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
+{
+  BetaScene s = MakeBetaScene(); // voxels 20..23: labelled 0, called class 1 with p 0.9
+  const uint8_t labelled[4] = {1, 0, 1, 1};
+  std::vector<int32_t> labels(s.labels);
+  for (auto &y : labels) y = y == 1 ? 0 : y; // class 1 not drawn: its voxels carry 0
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES}) {
+    cs_loss_options o = cs_loss_options_default();
+    o.kind = kind;
+    std::vector<float> full(s.logits.size()), partial(s.logits.size());
+    float lf = 0.0f, lp = 0.0f;
+    ASSERT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &lf, full.data()), CS_OK);
+    o.labelled_classes = labelled;
+    ASSERT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &lp, partial.data()), CS_OK);
+    const double p0 = 0.05, p1 = 0.9; // the scene's probabilities on these voxels
+    for (int64_t i : s.fp) {
+      const double full_push = full[1 * s.n + i] / p1 - full[0 * s.n + i] / p0;
+      const double partial_push = partial[1 * s.n + i] / p1 - partial[0 * s.n + i] / p0;
+      EXPECT_GT(full_push, 1e-3) << "fully labelled: class 1 is pushed below the background";
+      EXPECT_LT(std::fabs(partial_push), 1e-4 * full_push) << "unlabelled: no push";
+    }
+    // a voxel labelled with class 1 while class 1 is marked unlabelled is an error
+    o.labelled_classes = labelled;
+    EXPECT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &lp, nullptr),
+              CS_ERR_INVALID_ARGUMENT);
+  }
+  cs_loss_options o = cs_loss_options_default();
+  const uint8_t no_background[4] = {0, 1, 1, 1};
+  o.labelled_classes = no_background;
+  float loss = 0.0f;
+  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr),
+            CS_ERR_INVALID_ARGUMENT);
+  o = cs_loss_options_default();
+  o.kind = CS_LOSS_FOCAL;
+  o.labelled_classes = labelled;
+  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr),
+            CS_ERR_UNSUPPORTED);
+}
+
+// Partial labels: the gradient of every kind that takes them against finite differences.
+TEST(ComboLoss, PartialLabelsGradientMatchesFiniteDifferences)
+{
+  const uint8_t labelled[4] = {1, 1, 0, 1};
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_DICE,
+                                  CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY}) {
+    cs_loss_options o = cs_loss_options_default();
+    o.kind = kind;
+    o.alpha = 0.4f;
+    o.beta = 0.65f;
+    o.dice_include_background = kind == CS_LOSS_DICE;
+    o.labelled_classes = labelled;
+    Case c = MakeCase(2, 20, 4, 77 + static_cast<uint64_t>(kind));
+    for (auto &y : c.labels) y = y == 2 ? 0 : y;
+    ExpectGradientMatchesFiniteDifferences(o, c, (std::string("partial_") + cs_loss_kind_name(kind)).c_str());
+  }
 }
 
 TEST(Losses, RejectsBadArguments)
@@ -593,7 +690,7 @@ TEST(Losses, RejectsBadArguments)
   cs_loss_options o = cs_loss_options_default();
   EXPECT_EQ(cs_loss(nullptr, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(cs_loss(&o, z, y, 0, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
-  o.kind = static_cast<cs_loss_kind>(7);
+  o.kind = static_cast<cs_loss_kind>(8);
   EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   o = cs_loss_options_default();
   o.tversky_alpha = 1.5f;

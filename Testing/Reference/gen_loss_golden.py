@@ -7,7 +7,7 @@ Run with Debian's Python (python3-torch), from anywhere:
 
 It writes loss_golden.bin and optim_golden.bin into Testing/Data/ (or the folder given). CI does
 not run it; the files are kept in the repository. The losses are written from the formulas in
-DESIGN.md ("The Combo loss") and comboseg.h, independently of the C code.
+docs/design.md ("The Combo loss") and comboseg.h, independently of the C code.
 
 File format ("named arrays", little-endian):
     8 bytes  magic b"CSGOLD01"
@@ -28,7 +28,7 @@ MAGIC = b"CSGOLD01"
 DTYPES = {torch.float32: 0, torch.int32: 1, torch.float64: 2}
 
 # cs_loss_kind values of comboseg.h
-COMBO, CE, WCE, DICE, FOCAL, TVERSKY, FOCAL_TVERSKY = range(7)
+COMBO, CE, WCE, DICE, FOCAL, TVERSKY, FOCAL_TVERSKY, COMBO_ALL = range(8)
 
 
 class Writer:
@@ -82,20 +82,36 @@ def region_sums(p, t, batch_dice):
     return (p * t).sum(2), p.sum(2), t.sum(2), (p * (1 - t)).sum(2), ((1 - p) * t).sum(2)
 
 
+def merge_unlabelled(p, labelled):
+    """Partial labels: the probability of each unlabelled class is added to background's."""
+    if labelled is None:
+        return p
+    keep = torch.tensor(labelled, dtype=torch.bool)
+    merged = p * keep[None, :, None]
+    merged[:, 0] = merged[:, 0] + p[:, ~keep].sum(1)
+    return merged
+
+
 def loss_torch(opt, z, y):
     """The loss of comboseg.h for options opt (a dict) on logits z (B, K, N) float64."""
     kind = opt["kind"]
     bsz, k, n = z.shape
-    p = torch.softmax(z, 1)
+    labelled = opt.get("labelled")
+    p = merge_unlabelled(torch.softmax(z, 1), labelled)
     t = F.one_hot(y.long(), k).permute(0, 2, 1).double()
     first = 0 if opt.get("include_bg", 0) else 1
     bd = opt.get("batch_dice", 0)
-    if kind == COMBO:
+    cols = [c for c in range(k) if labelled is None or labelled[c]]
+    if kind in (COMBO, COMBO_ALL):
         a, b = opt["alpha"], opt["beta"]
-        pc = p.clamp(1e-7, 1 - 1e-7)
-        ce = -(b * t * torch.log(pc) + (1 - b) * (1 - t) * torch.log(1 - pc)).mean()
+        # COMBO: one-vs-rest over the labelled foreground classes; COMBO_ALL: over every class
+        ce_cols = [c for c in cols if c >= (1 if kind == COMBO else 0)]
+        pc = p[:, ce_cols].clamp(1e-7, 1 - 1e-7)
+        tc = t[:, ce_cols]
+        ce = -(b * tc * torch.log(pc) + (1 - b) * (1 - tc) * torch.log(1 - pc)).mean()
         tp, sp, st, _, _ = region_sums(p, t, bd)
-        d = ((2 * tp + 1) / (sp + st + 1))[:, first:].mean(1).mean()
+        dice_cols = [c for c in cols if c >= first]
+        d = ((2 * tp + 1) / (sp + st + 1))[:, dice_cols].mean(1).mean()
         return a * ce - (1 - a) * d
     if kind == CE:
         return F.cross_entropy(z, y.long())
@@ -107,9 +123,10 @@ def loss_torch(opt, z, y):
         w = torch.as_tensor(w, dtype=torch.float64)
         return torch.stack([F.cross_entropy(z[i:i + 1], y[i:i + 1].long(), weight=w)
                             for i in range(bsz)]).mean()
+    dice_cols = [c for c in cols if c >= first]
     if kind == DICE:
         tp, sp, st, _, _ = region_sums(p, t, bd)
-        return (1 - ((2 * tp + 1) / (sp + st + 1))[:, first:].mean(1)).mean()
+        return (1 - ((2 * tp + 1) / (sp + st + 1))[:, dice_cols].mean(1)).mean()
     if kind == FOCAL:
         g = opt.get("gamma", 0) or 2.0
         lq = torch.log_softmax(z, 1).gather(1, y.long().unsqueeze(1))
@@ -117,7 +134,7 @@ def loss_torch(opt, z, y):
     if kind in (TVERSKY, FOCAL_TVERSKY):
         ta, tb = opt.get("ta", 0.3), opt.get("tb", 0.7)
         tp, _, _, fp, fn = region_sums(p, t, bd)
-        ti = ((tp + 1) / (tp + ta * fp + tb * fn + 1))[:, first:]
+        ti = ((tp + 1) / (tp + ta * fp + tb * fn + 1))[:, dice_cols]
         if kind == TVERSKY:
             return (1 - ti.mean(1)).mean()
         g = opt.get("gamma", 0) or 0.75
@@ -136,7 +153,8 @@ def options_array(opt):
     return torch.tensor([opt["kind"], opt.get("alpha", 0.5), opt.get("beta", 0.5),
                          opt.get("gamma", 0.0), opt.get("ta", 0.3), opt.get("tb", 0.7),
                          opt.get("include_bg", 0), opt.get("batch_dice", 0),
-                         0 if opt.get("weights") is None else 1], dtype=torch.float64)
+                         0 if opt.get("weights") is None else 1,
+                         0 if opt.get("labelled") is None else 1], dtype=torch.float64)
 
 
 def write_losses(path):
@@ -152,9 +170,10 @@ def write_losses(path):
         w.put(f"combo/K{k}/logits", logits)
         w.put(f"combo/K{k}/labels", labels)
         for j, (a, b) in enumerate(ab):
-            loss, grad = value_and_grad({"kind": COMBO, "alpha": a, "beta": b}, logits, labels)
-            w.put(f"combo/K{k}/{j}/loss", loss)
-            w.put(f"combo/K{k}/{j}/grad", grad)
+            for name, kind in (("combo", COMBO), ("combo_all", COMBO_ALL)):
+                loss, grad = value_and_grad({"kind": kind, "alpha": a, "beta": b}, logits, labels)
+                w.put(f"{name}/K{k}/{j}/loss", loss)
+                w.put(f"{name}/K{k}/{j}/grad", grad)
     # every kind and option on batches of 2
     cases = [
         {"kind": COMBO, "alpha": 0.6, "beta": 0.7, "batch_dice": 1},
@@ -172,6 +191,15 @@ def write_losses(path):
         {"kind": TVERSKY, "ta": 0.5, "tb": 0.5, "include_bg": 1, "batch_dice": 1},
         {"kind": FOCAL_TVERSKY},
         {"kind": FOCAL_TVERSKY, "gamma": 1.5, "batch_dice": 1},
+        {"kind": COMBO_ALL, "alpha": 0.6, "beta": 0.7, "batch_dice": 1},
+        {"kind": COMBO_ALL, "alpha": 0.3, "beta": 0.4, "include_bg": 1},
+        # partial labels: class 2 (absent from the labels) unlabelled
+        {"kind": COMBO, "alpha": 0.5, "beta": 0.7, "partial": True},
+        {"kind": COMBO, "alpha": 0.4, "beta": 0.3, "include_bg": 1, "batch_dice": 1, "partial": True},
+        {"kind": COMBO_ALL, "alpha": 0.5, "beta": 0.6, "partial": True},
+        {"kind": DICE, "partial": True},
+        {"kind": TVERSKY, "include_bg": 1, "partial": True},
+        {"kind": FOCAL_TVERSKY, "batch_dice": 1, "partial": True},
     ]
     ks = [3, 6]
     bsz, n2 = 2, 300
@@ -185,10 +213,18 @@ def write_losses(path):
             opt = dict(opt)
             if opt["kind"] == WCE and "weights" not in opt:
                 opt["weights"] = torch.linspace(0.2, 3.0, k, dtype=torch.float64).float().double()
+            if opt.pop("partial", False):
+                opt["labelled"] = [0 if c == 2 else 1 for c in range(k)]
             w.put(f"other/K{k}/{j}/options", options_array(opt))
+            case_labels = labels
+            if opt.get("labelled") is not None:
+                w.put(f"other/K{k}/{j}/labelled", torch.tensor(opt["labelled"], dtype=torch.int32))
+                # voxels of an undrawn class carry label 0
+                case_labels = torch.where(labels == 2, torch.zeros_like(labels), labels)
+                w.put(f"other/K{k}/{j}/labels", case_labels)
             if opt.get("weights") is not None:
                 w.put(f"other/K{k}/{j}/weights", torch.as_tensor(opt["weights"]).float())
-            loss, grad = value_and_grad(opt, logits, labels)
+            loss, grad = value_and_grad(opt, logits, case_labels)
             w.put(f"other/K{k}/{j}/loss", loss)
             w.put(f"other/K{k}/{j}/grad", grad)
     w.close()

@@ -1,4 +1,5 @@
-/* loss.c - the Combo loss of DESIGN.md and the other segmentation losses, with exact gradients.
+/* loss.c - the Combo loss (docs/design.md, "The Combo loss") and the other segmentation losses,
+ * with exact gradients.
  *
  * Every loss is computed in two passes over the voxels:
  *   1. softmax per voxel (in double) and per-chunk partial sums: the voxel-wise term and, per
@@ -10,13 +11,17 @@
  *
  * Loss of a batch (B items of N voxels, K classes):
  * - voxel-wise terms (Combo's cross-entropy, cross-entropy, focal) are means over all B*N voxels
- *   (Combo's over B*N*K terms), which equals the mean of the items' losses;
+ *   (Combo's over B*N*T terms: T = K - 1 one-vs-rest foreground terms, or K for the paper's
+ *   all-classes form), which equals the mean of the items' losses;
  * - weighted cross-entropy is sum_i w_yi (-ln p_i,yi) / sum_i w_yi per item, then averaged over
  *   the items. With class_weights NULL, w_k = B*N / (K * c_k) where c_k counts the voxels of
  *   class k in the whole batch (classes absent from the batch get 0; they weigh no voxel);
  * - Dice-type terms (Combo's Dice, Dice, Tversky, focal Tversky) average classes 1..K-1 (or
  *   0..K-1 with dice_include_background), per item then averaged over items, or once over sums
  *   taken across the whole batch with batch_dice. Smoothing 1 in numerator and denominator.
+ * - partial labels (labelled_classes): the probabilities of unlabelled classes are added to the
+ *   background's before any term (chain rule: dL/dp_c = dL/dp_0 for such c); their own terms are
+ *   left out and T, the Dice average, counts labelled classes only.
  */
 #include "internal.h"
 
@@ -39,7 +44,7 @@
 
 static const char *const loss_names[] = {
     "combo", "cross_entropy", "weighted_cross_entropy", "dice", "focal", "tversky",
-    "focal_tversky"};
+    "focal_tversky", "combo_all_classes"};
 #define NUM_LOSS_KINDS ((int)(sizeof loss_names / sizeof loss_names[0]))
 
 cs_loss_options cs_loss_options_default(void)
@@ -55,6 +60,7 @@ cs_loss_options cs_loss_options_default(void)
     o.dice_include_background = 0;
     o.batch_dice = 0;
     o.class_weights = NULL;
+    o.labelled_classes = NULL;
     return o;
 }
 
@@ -94,11 +100,19 @@ typedef struct loss_plan {
     double alpha, beta;   /* Combo */
     double gamma;         /* focal, focal Tversky (default resolved) */
     double ta, tb;        /* Tversky FP and FN weights */
+    int partial;          /* some classes are unlabelled: merged into background */
+    uint8_t labelled[CS_MAX_CLASSES];
+    double combo_terms;   /* Combo: cross-entropy terms per voxel (labelled classes it sums) */
 } loss_plan;
+
+static int is_combo(cs_loss_kind kind)
+{
+    return kind == CS_LOSS_COMBO || kind == CS_LOSS_COMBO_ALL_CLASSES;
+}
 
 static int has_region_term(cs_loss_kind kind)
 {
-    return kind == CS_LOSS_COMBO || kind == CS_LOSS_DICE || kind == CS_LOSS_TVERSKY ||
+    return is_combo(kind) || kind == CS_LOSS_DICE || kind == CS_LOSS_TVERSKY ||
            kind == CS_LOSS_FOCAL_TVERSKY;
 }
 
@@ -183,8 +197,56 @@ static double one_minus_p_true(const double *p, int32_t y, int32_t k)
     return s;
 }
 
+/* Partial labels: p of the unlabelled classes moves into background's, theirs become 0. */
+static void merge_unlabelled(double *p, const loss_plan *pl)
+{
+    for (int32_t c = 1; c < pl->k; c++)
+        if (!pl->labelled[c]) {
+            p[0] += p[c];
+            p[c] = 0.0;
+        }
+}
+
+static double clip_probability(double p)
+{
+    return p < CS_LOSS_CLIP ? CS_LOSS_CLIP : p > 1.0 - CS_LOSS_CLIP ? 1.0 - CS_LOSS_CLIP : p;
+}
+
+/* Combo's cross-entropy terms of one voxel with true class y (before the alpha / (N T)
+ * scale): -beta ln p_y - (1 - beta) sum_c ln(1 - p_c) over the labelled classes c != y, from
+ * class 1 (CS_LOSS_COMBO: one-vs-rest over the foreground; a background voxel has no beta term)
+ * or from class 0 (CS_LOSS_COMBO_ALL_CLASSES). p is clipped to [1e-7, 1 - 1e-7]; ln p_y is -nlp
+ * unless clipped. The ln(1 - p) terms are summed as the log of a product (one log per voxel
+ * instead of K): as sum_c p_c <= 1, at most one factor is below 1/2 (and >= 1e-7) and the
+ * others multiply to >= 1/4, so no underflow for any K. */
+static double combo_voxel_terms(const double *p, int32_t y, double nlp, const loss_plan *pl)
+{
+    const int32_t first = pl->kind == CS_LOSS_COMBO ? 1 : 0;
+    double prod = 1.0;
+    for (int32_t c = first; c < pl->k; c++)
+        if (c != y && pl->labelled[c]) prod *= 1.0 - clip_probability(p[c]);
+    double v = -(1.0 - pl->beta) * log(prod);
+    if (y >= first) {
+        const double py = p[y];
+        v -= pl->beta * (py < CS_LOSS_CLIP         ? log(CS_LOSS_CLIP)
+                         : py > 1.0 - CS_LOSS_CLIP ? log(1.0 - CS_LOSS_CLIP) : -nlp);
+    }
+    return v;
+}
+
+/* dL/dp_c of Combo's cross-entropy terms (scale: alpha / (N T)), added to g; zero where the
+ * clip is active. */
+static void combo_voxel_grad(double *g, const double *p, int32_t y, double scale,
+                             const loss_plan *pl)
+{
+    const int32_t first = pl->kind == CS_LOSS_COMBO ? 1 : 0;
+    for (int32_t c = first; c < pl->k; c++)
+        if (pl->labelled[c] && p[c] >= CS_LOSS_CLIP && p[c] <= 1.0 - CS_LOSS_CLIP)
+            g[c] += c == y ? -scale * pl->beta / p[c] : scale * (1.0 - pl->beta) / (1.0 - p[c]);
+}
+
 /* Pass 1 over one chunk of one item: voxels [i0, i1) of logits z (K, N), labels y (N).
- * Returns 1 if a label is out of range. */
+ * Returns 1 if a label is out of range or marks an unlabelled class. */
 static int chunk_stats(double *st, const loss_plan *pl, const float *z, const int32_t *y,
                        int64_t i0, int64_t i1)
 {
@@ -198,28 +260,17 @@ static int chunk_stats(double *st, const loss_plan *pl, const float *z, const in
         for (int j = 0; j < m; j++) {
             const int64_t i = b0 + j;
             const int32_t yi = y[i];
-            if (yi < 0 || yi >= k) return 1;
+            if (yi < 0 || yi >= k || !pl->labelled[yi]) return 1;
             block_column(p, block, k, j);
             const double lse = block_lse[j];
-            const double nlp = lse - (double)z[(int64_t)yi * n + i]; /* -ln p_y */
-            switch (pl->kind) {
-            case CS_LOSS_COMBO: {
-                /* ln pc_y is -nlp unless clipped; sum_c ln(1 - pc_c) as the log of a product (one
-                 * log per voxel instead of K). As sum_c p_c <= 1, at most one factor is below 1/2
-                 * (and >= 1e-7) and the others multiply to >= 1/4: no underflow for any K. */
-                const double py = p[yi];
-                const double ln_py = py < CS_LOSS_CLIP         ? log(CS_LOSS_CLIP)
-                                     : py > 1.0 - CS_LOSS_CLIP ? log(1.0 - CS_LOSS_CLIP) : -nlp;
-                double prod = 1.0;
-                for (int32_t c = 0; c < k; c++) {
-                    if (c == yi) continue;
-                    const double pc = p[c] < CS_LOSS_CLIP ? CS_LOSS_CLIP
-                                      : p[c] > 1.0 - CS_LOSS_CLIP ? 1.0 - CS_LOSS_CLIP : p[c];
-                    prod *= 1.0 - pc;
-                }
-                st[ST_VSUM] -= pl->beta * ln_py + (1.0 - pl->beta) * log(prod);
-                break;
+            double nlp = lse - (double)z[(int64_t)yi * n + i]; /* -ln p_y */
+            if (pl->partial) {
+                merge_unlabelled(p, pl);
+                if (yi == 0) nlp = -log(p[0]);
             }
+            switch (pl->kind) {
+            case CS_LOSS_COMBO:
+            case CS_LOSS_COMBO_ALL_CLASSES: st[ST_VSUM] += combo_voxel_terms(p, yi, nlp, pl); break;
             case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
             case CS_LOSS_FOCAL:
                 st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp;
@@ -241,16 +292,17 @@ static void region_term(double *loss, double *g1, double *g0, const double *st,
                         const loss_plan *pl, double scale)
 {
     const int32_t k = pl->k;
-    const double nc = (double)(k - pl->first_class);
+    double nc = 0.0;
+    for (int32_t c = pl->first_class; c < k; c++) nc += pl->labelled[c];
     for (int32_t c = 0; c < k; c++) g1[c] = g0[c] = 0.0;
     if (pl->kind == CS_LOSS_DICE || pl->kind == CS_LOSS_TVERSKY) *loss += scale;
     for (int32_t c = pl->first_class; c < k; c++) {
+        if (!pl->labelled[c]) continue;
         const double tp = st[ST_TP(k, c)], sp = st[ST_SP(k, c)], sy = st[ST_ST(k, c)];
-        if (pl->kind == CS_LOSS_COMBO || pl->kind == CS_LOSS_DICE) {
+        if (is_combo(pl->kind) || pl->kind == CS_LOSS_DICE) {
             /* D = (2 tp + 1) / (sp + st + 1) */
             const double num = 2.0 * tp + CS_LOSS_SMOOTH, den = sp + sy + CS_LOSS_SMOOTH;
-            const double w = pl->kind == CS_LOSS_COMBO ? -(1.0 - pl->alpha) * scale / nc
-                                                       : -scale / nc;
+            const double w = is_combo(pl->kind) ? -(1.0 - pl->alpha) * scale / nc : -scale / nc;
             *loss += w * num / den;
             g1[c] = w * (2.0 / den - num / (den * den));
             g0[c] = w * (-num / (den * den));
@@ -286,9 +338,9 @@ static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int
     const int32_t k = pl->k;
     const int64_t n = pl->n;
     const double inv_voxels = 1.0 / ((double)pl->batch * (double)n);
-    const double combo_ce = pl->alpha * inv_voxels / (double)k;
+    const double combo_ce = pl->alpha * inv_voxels / pl->combo_terms;
     double block[CS_MAX_CLASSES * SOFTMAX_BLOCK], block_lse[SOFTMAX_BLOCK];
-    double p[CS_MAX_CLASSES], g[CS_MAX_CLASSES];
+    double p[CS_MAX_CLASSES], q[CS_MAX_CLASSES], g[CS_MAX_CLASSES];
     for (int64_t b0 = i0; b0 < i1; b0 += SOFTMAX_BLOCK) {
         const int m = i1 - b0 < SOFTMAX_BLOCK ? (int)(i1 - b0) : SOFTMAX_BLOCK;
         softmax_block(block, block_lse, z + b0, n, k, m);
@@ -297,16 +349,17 @@ static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int
             const int32_t yi = y[i];
             block_column(p, block, k, j);
             const double lse = block_lse[j];
-            /* dL/dp, then through the softmax: dz_c = p_c (g_c - sum_j p_j g_j) */
-            int dp_terms = rg1 != NULL || pl->kind == CS_LOSS_COMBO;
+            /* dL/dq of the (merged) probabilities q, dL/dp_c = dL/dq of the class c merges
+             * into, then through the softmax: dz_c = p_c (g_c - sum_j p_j g_j) */
+            int dp_terms = rg1 != NULL || is_combo(pl->kind);
             if (dp_terms) {
+                for (int32_t c = 0; c < k; c++) q[c] = p[c];
+                if (pl->partial) merge_unlabelled(q, pl);
+                for (int32_t c = 0; c < k; c++) g[c] = rg1 ? (c == yi ? rg1[c] : rg0[c]) : 0.0;
+                if (is_combo(pl->kind)) combo_voxel_grad(g, q, yi, combo_ce, pl);
                 double dot = 0.0;
                 for (int32_t c = 0; c < k; c++) {
-                    g[c] = rg1 ? (c == yi ? rg1[c] : rg0[c]) : 0.0;
-                    if (pl->kind == CS_LOSS_COMBO && p[c] >= CS_LOSS_CLIP &&
-                        p[c] <= 1.0 - CS_LOSS_CLIP) /* zero where the clip is active */
-                        g[c] += c == yi ? -combo_ce * pl->beta / p[c]
-                                        : combo_ce * (1.0 - pl->beta) / (1.0 - p[c]);
+                    if (!pl->labelled[c]) g[c] = g[0];
                     dot += p[c] * g[c];
                 }
                 for (int32_t c = 0; c < k; c++) g[c] = p[c] * (g[c] - dot);
@@ -388,11 +441,16 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     }
     if (bad) {
         cs_free(own);
-        for (int64_t i = 0; i < b_count * n; i++)
+        for (int64_t i = 0; i < b_count * n; i++) {
             if (labels[i] < 0 || labels[i] >= k)
                 return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                                "loss: label %d at voxel %lld of batch item %lld is outside [0, %d)",
                                labels[i], (long long)(i % n), (long long)(i / n), k);
+            if (!pl->labelled[labels[i]])
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                               "loss: label %d at voxel %lld of batch item %lld is a class marked "
+                               "unlabelled", labels[i], (long long)(i % n), (long long)(i / n));
+        }
         return CS_ERR_INVALID_ARGUMENT;
     }
     /* fixed-order reductions: chunks into items, items into groups */
@@ -410,8 +468,9 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     const double inv_voxels = 1.0 / ((double)b_count * (double)n);
     switch (pl->kind) {
     case CS_LOSS_COMBO:
+    case CS_LOSS_COMBO_ALL_CLASSES:
         for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
-        total *= pl->alpha * inv_voxels / (double)k;
+        total *= pl->alpha * inv_voxels / pl->combo_terms;
         break;
     case CS_LOSS_CROSS_ENTROPY:
     case CS_LOSS_FOCAL:
@@ -470,6 +529,28 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     return CS_OK;
 }
 
+/* The labelled classes and the Combo cross-entropy's term count T: the labelled classes it
+ * sums over (K - 1 for CS_LOSS_COMBO, K for the all-classes form, when all are labelled). */
+static cs_status plan_labelled_classes(cs_context_t ctx, loss_plan *pl, const uint8_t *labelled)
+{
+    pl->partial = 0;
+    for (int32_t c = 0; c < pl->k; c++) {
+        pl->labelled[c] = labelled ? (labelled[c] != 0) : 1;
+        pl->partial |= !pl->labelled[c];
+    }
+    if (!pl->labelled[0])
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "loss: the background (class 0) must be marked labelled");
+    if (pl->partial && !has_region_term(pl->kind))
+        return cs_fail(ctx, CS_ERR_UNSUPPORTED,
+                       "loss: partial labels (unlabelled classes) need a Combo, Dice or Tversky "
+                       "loss, not %s", cs_loss_kind_name(pl->kind));
+    double terms = 0.0;
+    for (int32_t c = pl->kind == CS_LOSS_COMBO ? 1 : 0; c < pl->k; c++) terms += pl->labelled[c];
+    pl->combo_terms = terms > 0.0 ? terms : 1.0;
+    return CS_OK;
+}
+
 cs_status cs_loss_run(cs_context_t ctx, const cs_loss_options *options, const float *logits,
                       const int32_t *labels, int64_t batch, int64_t n, int32_t k, float *loss,
                       float *grad, void *scratch)
@@ -514,6 +595,8 @@ cs_status cs_loss_run(cs_context_t ctx, const cs_loss_options *options, const fl
     }
     pl.ta = options->tversky_alpha;
     pl.tb = options->tversky_beta;
+    cs_status st = plan_labelled_classes(ctx, &pl, options->labelled_classes);
+    if (st != CS_OK) return st;
     return loss_run(ctx, &pl, options->class_weights, logits, labels, loss, grad, scratch);
 }
 

@@ -93,14 +93,17 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
     if (c->curriculum && !(c->curriculum_alpha_start >= 0.0f && c->curriculum_alpha_start <= 1.0f))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "curriculum_alpha_start = %g must be in [0, 1]",
                        (double)c->curriculum_alpha_start);
-    /* the loss checks its own options: try it once on a two-voxel batch */
-    float logits[4] = {0.0f, 0.0f, 0.0f, 0.0f}, loss;
-    int32_t labels[2] = {0, 1};
-    cs_status st = cs_loss_run(ctx, &c->loss, logits, labels, 1, 2, 2, &loss, NULL, NULL);
+    /* the loss checks its own options: try it once on a two-voxel batch of labels 0 (with the
+     * model's K, so that partial labels are checked against every class) */
+    const int32_t k = info->arch.num_classes;
+    float logits[2 * CS_MAX_CLASSES] = {0.0f}, loss;
+    int32_t labels[2] = {0, 0};
+    cs_status st = cs_loss_run(ctx, &c->loss, logits, labels, 1, 2, k, &loss, NULL, NULL);
     if (st == CS_ERR_OUT_OF_MEMORY) return st;
     if (st != CS_OK)
-        return cs_fail(ctx, st, "the loss options are invalid (kind %d, alpha %g, beta %g)",
-                       (int)c->loss.kind, (double)c->loss.alpha, (double)c->loss.beta);
+        return cs_fail(ctx, st, "the loss options are invalid (kind %d, alpha %g, beta %g): %s",
+                       (int)c->loss.kind, (double)c->loss.alpha, (double)c->loss.beta,
+                       cs_context_last_error(ctx));
     return CS_OK;
 }
 

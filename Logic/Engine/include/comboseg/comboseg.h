@@ -117,32 +117,44 @@ CS_API int64_t cs_rng_below(cs_rng *rng, int64_t bound); /* [0, bound), bound > 
 /* Losses                                                                                      */
 
 typedef enum cs_loss_kind {
-    CS_LOSS_COMBO = 0,                   /* alpha * weighted CE - (1 - alpha) * Dice (DESIGN.md) */
+    CS_LOSS_COMBO = 0,                   /* alpha * one-vs-rest weighted CE over the foreground
+                                            classes - (1 - alpha) * Dice (docs/design.md) */
     CS_LOSS_CROSS_ENTROPY = 1,           /* mean over voxels of -ln p_true */
     CS_LOSS_WEIGHTED_CROSS_ENTROPY = 2,  /* sum_i w_yi (-ln p_i,yi) / sum_i w_yi */
     CS_LOSS_DICE = 3,                    /* 1 - mean soft Dice */
     CS_LOSS_FOCAL = 4,                   /* mean of -(1 - p_true)^gamma ln p_true */
     CS_LOSS_TVERSKY = 5,                 /* 1 - mean Tversky index (tversky_alpha FP, _beta FN) */
-    CS_LOSS_FOCAL_TVERSKY = 6            /* mean of (1 - Tversky index)^gamma */
+    CS_LOSS_FOCAL_TVERSKY = 6,           /* mean of (1 - Tversky index)^gamma */
+    CS_LOSS_COMBO_ALL_CLASSES = 7        /* the paper's literal form: its weighted CE sums over all
+                                            K classes, background included, so that beta mostly
+                                            weighs background voxels (docs/design.md) */
 } cs_loss_kind;
 
 typedef struct cs_loss_options {
     cs_loss_kind kind;
     float alpha;          /* Combo: weight of cross-entropy against Dice (0.5) */
-    float beta;           /* Combo: > 0.5 penalises false negatives more, < 0.5 false positives (0.5) */
+    float beta;           /* Combo: weight of the missed-voxel terms (t ln p) against the
+                             false-alarm terms ((1 - t) ln(1 - p)): above 0.5 fewer misses and more
+                             false alarms, below 0.5 the reverse (0.5) */
     float gamma;          /* focal (2.0) and focal Tversky (0.75) exponent; 0 picks that default */
     float tversky_alpha;  /* Tversky weight of false positives (0.3) */
     float tversky_beta;   /* Tversky weight of false negatives (0.7) */
     int32_t dice_include_background; /* Dice-type terms average classes 1..K-1 (0) or 0..K-1 (1) */
     int32_t batch_dice;   /* 0: Dice per batch item, then averaged; 1: sums over the whole batch */
     const float *class_weights; /* (K) for weighted CE; NULL: inverse-frequency of the batch */
+    /* Partial labels (K): 1 where the label maps mark a class, 0 where it was not drawn, so
+     * that its voxels carry label 0. An undrawn class's probability is merged into the
+     * background's (a voxel labelled 0 may belong to it) and its Dice term is left out, so the
+     * loss teaches nothing about it. Entry 0 must be 1. NULL: every class is labelled.
+     * Combo (both forms), Dice, Tversky and focal Tversky only. */
+    const uint8_t *labelled_classes;
 } cs_loss_options;
 
 CS_API cs_loss_options cs_loss_options_default(void); /* Combo, alpha = beta = 0.5 */
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
-/* The Combo loss of DESIGN.md for one item: logits (K, N) channel-major, labels (N) in [0, K).
+/* The Combo loss (CS_LOSS_COMBO, docs/design.md) for one item: logits (K, N) channel-major, labels (N) in [0, K).
  * Writes the loss and, when grad is not NULL, dL/dlogits (K, N). */
 CS_API cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
                                float alpha, float beta, float *loss, float *grad);
