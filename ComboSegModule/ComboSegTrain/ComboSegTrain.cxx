@@ -275,6 +275,17 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
               static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
               static_cast<long long>(result.validationCases));
   if (!added.empty()) std::printf("added structures: %s\n", added.c_str());
+  if (!result.keptClasses.empty())
+  {
+    // Partial labels: say which structures learnt from the site's labels and which were kept.
+    auto join = [](const std::vector<std::string> &names) {
+      std::string text;
+      for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
+      return text.empty() ? std::string("none") : text;
+    };
+    std::printf("trained (labelled): %s\nkept as the base model had them (not labelled): %s\n",
+                join(result.trainedClasses).c_str(), join(result.keptClasses).c_str());
+  }
   std::fflush(stdout);
   return 0;
 }

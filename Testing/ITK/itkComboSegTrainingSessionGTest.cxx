@@ -102,6 +102,16 @@ protected:
   double ValidationDice(cs_model_t model) { return ValidationDice(model, m_Valid[0], m_Names); }
   double ValidationDice(cs_model_t model, const itk::ComboSegCaseFiles &files, const std::vector<itk::LabelName> &names)
   {
+    const std::vector<float> dice = DicePerClass(model, files, names);
+    double sum = 0;
+    int count = 0;
+    for (size_t i = 1; i < dice.size(); ++i)
+      if (!std::isnan(dice[i])) sum += dice[i], ++count;
+    return count ? sum / count : 0.0;
+  }
+  std::vector<float> DicePerClass(cs_model_t model, const itk::ComboSegCaseFiles &files,
+                                  const std::vector<itk::LabelName> &names)
+  {
     const itk::ComboSegPreparedCase c = itk::PrepareCase(files, *cs_model_get_info(model), names);
     const int64_t n = c.size[0] * c.size[1] * c.size[2];
     std::vector<int32_t> predicted(static_cast<size_t>(n));
@@ -115,11 +125,7 @@ protected:
     const int32_t k = cs_model_get_info(model)->arch.num_classes;
     std::vector<float> dice(static_cast<size_t>(k));
     cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
-    double sum = 0;
-    int count = 0;
-    for (int32_t i = 1; i < k; ++i)
-      if (!std::isnan(dice[i])) sum += dice[i], ++count;
-    return count ? sum / count : 0.0;
+    return dice;
   }
 
   // The case with its box erased from the label map (value 2 becomes 0).
@@ -430,6 +436,103 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
   const double users = segment(true), withoutRule = segment(false);
   EXPECT_GT(std::fabs(users - withoutRule), 0.01) << "the case must show the rule: " << users << " " << withoutRule;
   EXPECT_NEAR(historyDice, users, 1e-4) << "without the rule the filter gives " << withoutRule;
+}
+
+// Issue 17 item 4: a site that labels only the ball fine-tunes a ball-and-box model without
+// erasing the box; labelling the box as absent (the old behaviour) erases it.
+TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
+{
+  const std::string baseFile = m_Dir + "/both.safetensors";
+  {
+    itk::ComboSegTrainingSession s;
+    ConfigureNew(s, baseFile, 6);
+    ASSERT_TRUE(s.Run().completed);
+  }
+  auto base = itk::ComboSegModel::New();
+  base->Load(baseFile);
+  const float baseBox = DicePerClass(base->GetModel(), m_Valid[0], m_Names)[2];
+  ASSERT_GT(baseBox, 0.4) << "the base model finds the box";
+  std::printf("box Dice: base %.3f\n", baseBox);
+
+  std::vector<itk::ComboSegCaseFiles> ballOnly;
+  for (const auto &c : m_Train) ballOnly.push_back(BallOnly(c));
+  auto fineTune = [&](const std::vector<itk::LabelName> &names, const std::string &out, int64_t epochs) {
+    itk::ComboSegTrainingSession t;
+    t.SetBaseModelFileName(baseFile);
+    t.SetTrainingCases(ballOnly);
+    t.SetValidationCases({ BallOnly(m_Valid[0]) });
+    t.SetLabelNames(names);
+    cs_train_config config = cs_train_config_default();
+    config.learning_rate = 0.01f;
+    config.seed = 9;
+    t.SetTrainConfig(config);
+    cs_sampling_options sampling = cs_sampling_options_default();
+    sampling.foreground_fraction = 0.6f;
+    t.SetSamplingOptions(sampling);
+    t.SetEpochs(epochs);
+    t.SetStepsPerEpoch(10);
+    t.SetNumberOfThreads(2);
+    t.SetValidationOverlap(0.0f);
+    t.SetOutputModelFileName(m_Dir + "/" + out);
+    std::vector<std::string> comments;
+    t.SetProgressCallback([&](double, const std::string &c) { comments.push_back(c); });
+    const itk::ComboSegTrainingResult r = t.Run();
+    EXPECT_TRUE(r.completed);
+    // The validation Dice leaves the kept box out: the site's maps do not show it.
+    if (!r.keptClasses.empty())
+      for (const auto &h : t.GetHistory()) EXPECT_TRUE(std::isnan(h.dice[2])) << "epoch " << h.epoch;
+    return std::make_pair(r, DicePerClass(t.GetModel()->GetModel(), m_Valid[0], m_Names));
+  };
+
+  // Only the ball named: the box is kept, and the run says so.
+  const auto partial = fineTune({ Name(1, "ball") }, "partial.safetensors", 5);
+  EXPECT_EQ(partial.first.trainedClasses, std::vector<std::string>{ "ball" });
+  EXPECT_EQ(partial.first.keptClasses, std::vector<std::string>{ "box" });
+  std::printf("ball Dice: partial labels %.3f\n", partial.second[1]);
+  EXPECT_GT(partial.second[1], 0.5) << "the ball is still learnt";
+  // The kept box drifts a little with the shared features (0.56 -> 0.43 here), nothing like
+  // being taught as absent (0.00 below).
+  EXPECT_GT(partial.second[2], 0.5 * baseBox) << "the box was erased (base " << baseBox << ")";
+
+  // Both named, the box drawn nowhere: it is learnt as absent.
+  const auto full = fineTune(m_Names, "full.safetensors", 5);
+  EXPECT_TRUE(full.first.keptClasses.empty());
+  std::printf("box Dice: partial labels %.3f, box labelled absent %.3f\n", partial.second[2], full.second[2]);
+  EXPECT_LT(full.second[2], partial.second[2] - 0.2) << "the contrast this test rests on";
+
+  // Without names, by value: the box's value is in no label map, so it is kept too.
+  itk::ComboSegTrainingSession byValue;
+  byValue.SetBaseModelFileName(baseFile);
+  byValue.SetTrainingCases(ballOnly);
+  byValue.SetValidationFraction(0.0);
+  byValue.SetEpochs(1);
+  byValue.SetStepsPerEpoch(1);
+  byValue.SetOutputModelFileName(m_Dir + "/byvalue.safetensors");
+  EXPECT_EQ(byValue.Run().keptClasses, std::vector<std::string>{ "box" });
+}
+
+TEST_F(ComboSegTrainingSessionTest, AllZeroLabelMapIsRefused)
+{
+  itk::ComboSegCaseFiles empty = m_Train[0];
+  empty.labels = m_Dir + "/empty_labels.nrrd";
+  auto labels = itk::ReadScan<itk::Image<unsigned char, 3>>(m_Train[0].labels);
+  labels->FillBuffer(0);
+  WriteNrrd(labels.GetPointer(), empty.labels);
+  itk::ComboSegTrainingSession session;
+  ConfigureNew(session, m_Dir + "/never.safetensors", 1);
+  session.SetTrainingCases({ m_Train[1], empty });
+  try
+  {
+    session.Run();
+    FAIL() << "an all-zero label map was trained on";
+  }
+  catch (const itk::ExceptionObject &e)
+  {
+    const std::string message = e.GetDescription();
+    EXPECT_NE(message.find("empty_labels.nrrd"), std::string::npos) << message;
+    EXPECT_NE(message.find("holds no structure"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/never.safetensors"));
 }
 
 TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)

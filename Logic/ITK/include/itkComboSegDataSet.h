@@ -62,8 +62,8 @@ struct ComboSegPreparedCase
  * model's classes: by name when names exist (the label file's own Segment keys first, else
  * labelNames), else by value. A label map may lie on any grid that holds its structures on the
  * scan (e.g. cropped to them): it is resampled by nearest neighbour in physical space. Unknown
- * label values or names, model classes missing from the names, labelled voxels outside the scan
- * and overlapping segments (a layered .seg.nrrd) are exceptions naming them. */
+ * label values or names, a label map without any structure (all 0), labelled voxels outside the
+ * scan and overlapping segments (a layered .seg.nrrd) are exceptions naming them. */
 ComboSegPreparedCase
 PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const std::vector<LabelName> & labelNames);
 
@@ -73,7 +73,8 @@ std::string
 ComboSegStructureNameKey(const std::string & name);
 
 /** The model class index of every label value, by name when names are given, else by value;
- * `source` names the label map in messages. Throws on unknown names and missing classes. */
+ * `source` names the label map in messages. Throws on unknown names. Model classes the names
+ * lack are allowed: a site may label some structures only (partial labels). */
 std::vector<std::pair<int32_t, int32_t>>
 ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info & info, const std::string & source);
 

@@ -61,6 +61,8 @@ struct ComboSegTrainingResult
   int64_t bestEpoch = 0;         // epoch whose model went to the output file
   double bestMeanDice = 0.0;     // NaN without validation cases
   std::vector<std::string> addedClasses; // structures the base model lacked
+  std::vector<std::string> trainedClasses; // foreground classes the site's labels mark
+  std::vector<std::string> keptClasses;    // a base model's classes the labels lack: kept as they were
   int64_t trainingCases = 0;
   int64_t validationCases = 0;
 };

@@ -207,6 +207,13 @@ double MeanForeground(const std::vector<double> &dice)
   return n ? sum / n : NaN;
 }
 
+std::string JoinNames(const std::vector<std::string> &names)
+{
+  std::string text;
+  for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
+  return text.empty() ? "none" : text;
+}
+
 std::string EpochComment(int64_t epoch, int64_t epochs, double loss, double dice)
 {
   std::ostringstream text;
@@ -500,11 +507,13 @@ public:
     , m_Info(info)
     , m_Names(names)
     , m_Cached(files.size())
+    , m_Present(static_cast<size_t>(info.arch.num_classes), false)
   {
     // Every case is read once up front: bad files and unknown labels fail before training.
     for (size_t i = 0; i < files.size(); ++i)
     {
       auto prepared = std::make_shared<ComboSegPreparedCase>(this->Prepare(i));
+      for (int32_t k : prepared->labels) m_Present[static_cast<size_t>(k)] = true;
       const uint64_t bytes = sizeof(float) * prepared->image.size() + sizeof(int32_t) * prepared->labels.size() +
                              prepared->outsideBody.size();
       if (bytes <= budget)
@@ -518,6 +527,8 @@ public:
   }
 
   size_t Size() const { return m_Files.size(); }
+  // Whether any case's labels hold class k.
+  bool Present(int32_t k) const { return m_Present[static_cast<size_t>(k)]; }
   size_t StreamedCount() const { return m_Streamed.size(); }
   const ComboSegCaseFiles &Files(size_t i) const { return m_Files[i]; }
 
@@ -566,12 +577,33 @@ private:
   cs_model_info m_Info;
   std::vector<LabelName> m_Names;
   std::vector<std::shared_ptr<ComboSegPreparedCase>> m_Cached;
+  std::vector<bool> m_Present;
   std::vector<size_t> m_Streamed;
   std::shared_ptr<ComboSegPreparedCase> m_Current;
   size_t m_CurrentIndex = 0;
   size_t m_Rotation = 0;
   int64_t m_Draws = 0;
 };
+
+// Partial labels: 1 for the classes the training labels mark (background always), 0 for a base
+// model's classes they lack. With names, the named classes are labelled (a named class absent
+// from a scan is absent there); without, the classes whose values the training label maps hold.
+std::vector<uint8_t> LabelledClasses(const cs_model_info &info, const std::vector<LabelName> &siteNames,
+                                     const CaseStore &trainStore, const ComboSegTrainingSession::Peers &peers)
+{
+  const int32_t K = info.arch.num_classes;
+  std::set<std::string> named;
+  for (const LabelName &n : siteNames) named.insert(ComboSegStructureNameKey(n.name));
+  std::vector<uint8_t> labelled(static_cast<size_t>(K), 0);
+  labelled[0] = 1;
+  for (int32_t k = 1; k < K; ++k)
+  {
+    bool on = siteNames.empty() ? trainStore.Present(k) : named.count(ComboSegStructureNameKey(info.classes[k].name)) > 0;
+    if (peers.size > 1) on = peers.AnyOf(on); // every rank's share of the cases: one answer for all
+    labelled[static_cast<size_t>(k)] = on ? 1 : 0;
+  }
+  return labelled;
+}
 
 // A copy of a model that the caller may change freely.
 cs_model_t CloneModel(cs_context_t ctx, cs_model_t model)
@@ -846,6 +878,7 @@ ComboSegTrainingSession::Run()
     }
     info.loss = m_TrainConfig.loss;
     info.loss.class_weights = nullptr;
+    info.loss.labelled_classes = nullptr;
     for (int i = 0; i < 3; ++i)
       if (m_TrainConfig.patch_size[i] > 0) info.patch_size[i] = m_TrainConfig.patch_size[i];
     Check(cs_model_set_info(ctx, model.model, &info), ctx, "bad model metadata");
@@ -874,6 +907,18 @@ ComboSegTrainingSession::Run()
   CaseStore trainStore(shard, info, m_LabelNames, budget);
   CaseStore validStore(validation, info, m_LabelNames, budget);
 
+  // ---- partial labels: the base model's classes the site did not label are kept
+  const std::vector<uint8_t> labelled = m_NewModel ? std::vector<uint8_t>(static_cast<size_t>(K), 1)
+                                                   : LabelledClasses(info, siteNames, trainStore, m_Peers);
+  const bool partial = std::find(labelled.begin(), labelled.end(), 0) != labelled.end();
+  result.trainedClasses.clear();
+  result.keptClasses.clear();
+  for (int32_t k = 1; k < K; ++k)
+    (labelled[static_cast<size_t>(k)] ? result.trainedClasses : result.keptClasses).push_back(classNames[k]);
+  if (partial && m_Progress)
+    m_Progress(0.0, "trained (labelled): " + JoinNames(result.trainedClasses) +
+                      "; kept as they are (not labelled): " + JoinNames(result.keptClasses));
+
   // ---- the trainer
   cs_train_config config = m_TrainConfig;
   for (int i = 0; i < 3; ++i) config.patch_size[i] = info.patch_size[i];
@@ -886,6 +931,7 @@ ComboSegTrainingSession::Run()
                                                  << " ranks (each takes an equal share)");
     config.batch_size /= m_Peers.size;
   }
+  if (partial) config.loss.labelled_classes = labelled.data();
   TrainerOwner trainer;
   Check(cs_trainer_init(ctx, model.model, &config, &trainer.trainer), ctx, "cannot set up training");
 
@@ -1125,7 +1171,8 @@ ComboSegTrainingSession::Run()
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];
       }
       if (cancelled()) break;
-      for (int32_t k = 0; k < K; ++k) record.dice[k] = count[k] ? sum[k] / count[k] : NaN;
+      // Kept classes are not in the site's labels: their Dice would only measure that.
+      for (int32_t k = 0; k < K; ++k) record.dice[k] = count[k] && labelled[static_cast<size_t>(k)] ? sum[k] / count[k] : NaN;
     }
     record.meanDice = MeanForeground(record.dice);
     record.seconds = elapsed();

@@ -404,10 +404,8 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
   std::map<std::string, int32_t> classOfName;
   for (int32_t k = 1; k < classes; ++k)
     classOfName[NormalisedName(info.classes[k].name)] = k;
-  std::vector<bool>  covered(static_cast<size_t>(classes), false);
   std::ostringstream unknown;
   mapping.emplace_back(0, 0); // value 0 is background whatever it is called
-  covered[0] = true;
   for (const LabelName & label : names)
   {
     if (label.value == 0)
@@ -419,7 +417,6 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
       continue;
     }
     mapping.emplace_back(label.value, found->second);
-    covered[static_cast<size_t>(found->second)] = true;
   }
   std::ostringstream classList;
   for (int32_t k = 1; k < classes; ++k)
@@ -428,15 +425,6 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
   {
     itkGenericExceptionMacro(<< source << ": label(s) " << unknown.str() << " are not classes of model '" << info.name
                                     << "' (its classes: " << classList.str() << ")");
-  }
-  std::ostringstream missing;
-  for (int32_t k = 1; k < classes; ++k)
-    if (!covered[static_cast<size_t>(k)])
-      missing << (missing.tellp() > 0 ? ", " : "") << "'" << info.classes[k].name << "'";
-  if (missing.tellp() > 0)
-  {
-    itkGenericExceptionMacro(<< source << ": model class(es) " << missing.str() << " of model '" << info.name
-                                    << "' are missing from the label names");
   }
   return mapping;
 }
@@ -512,6 +500,8 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
   const int64_t        n = labelGrid.NumberOfVoxels();
   std::vector<int32_t> classes(static_cast<size_t>(n));
   const int *          values = labelImage->GetBufferPointer();
+  if (std::all_of(values, values + n, [](int v) { return v == 0; }))
+    itkGenericExceptionMacro(<< "label map " << files.labels << " holds no structure: every voxel is 0 (background)");
   std::set<int32_t>    unknown;
   for (int64_t i = 0; i < n; ++i)
   {
