@@ -3,6 +3,7 @@
 #include "itkComboSegTrainingSession.h"
 
 #include "cs_synthetic_case.h"
+#include "cs_test_data.h"
 #include "itkComboSegImageFilter.h"
 #include "itkImageRegionIterator.h"
 
@@ -533,6 +534,55 @@ TEST_F(ComboSegTrainingSessionTest, AllZeroLabelMapIsRefused)
     EXPECT_NE(message.find("holds no structure"), std::string::npos) << message;
   }
   EXPECT_FALSE(std::filesystem::exists(m_Dir + "/never.safetensors"));
+}
+
+// Issue 17 item 5: a new model's settings chosen from its training cases. On the
+// TotalSegmentator CT: CT, clip (percentiles of the labelled voxels) and z-score, 3 mm.
+TEST(ComboSegTrainingSessionConfiguration, ChoosesCtClipAnd3mmForTheAbdominalCt)
+{
+  CS_REQUIRE_DATA("ct-abdomen/totalseg/example_ct_sm.nii.gz");
+  CS_REQUIRE_DATA("ct-abdomen/totalseg/example_seg.nii.gz");
+  itk::ComboSegCaseFiles ct{ "ct", { cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz") },
+                             cstest::DataPath("ct-abdomen/totalseg/example_seg.nii.gz") };
+  const itk::ComboSegDataConfiguration c = itk::ComboSegTrainingSession::ChooseConfiguration({ ct }, 4, 3);
+  ASSERT_EQ(c.channels.size(), 1u);
+  EXPECT_EQ(c.channels[0].modality, CS_MODALITY_CT) << c.modalityReason;
+  EXPECT_EQ(c.channels[0].norm, CS_NORM_CLIP_SCALE) << c.normalizationReason;
+  EXPECT_LT(c.channels[0].clip_low, -500.0f) << "air inside the labelled organs (lungs, bowel)";
+  EXPECT_GT(c.channels[0].clip_high, 200.0f);
+  EXPECT_LT(c.channels[0].clip_high, 2000.0f);
+  EXPECT_GT(c.channels[0].std, 10.0f);
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 3.0, 0.05) << c.spacingReason;
+  EXPECT_EQ(c.patchSize[0], 64) << c.patchReason; // 122 voxels, capped
+  EXPECT_EQ(c.patchSize[1], 64);
+  EXPECT_EQ(c.patchSize[2], 32); // 30 voxels, rounded up to a multiple of 8
+  EXPECT_NE(c.modalityReason.find("CT"), std::string::npos);
+  EXPECT_NE(c.normalizationReason.find("percentiles"), std::string::npos);
+}
+
+// An MR-like case (non-negative intensities, a zero background around the body, 1 mm voxels):
+// MR, z-score over the non-zero voxels, 1 mm.
+TEST_F(ComboSegTrainingSessionTest, ChoosesMrZscoreNonzeroAnd1mmForAnMrLikeCase)
+{
+  using FloatImage = itk::Image<float, 3>;
+  auto image = itk::ReadScan<FloatImage>(m_Train[0].channels[0]);
+  for (itk::ImageRegionIterator<FloatImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    const auto i = it.GetIndex();
+    const bool body = i[0] > 1 && i[0] < 30 && i[1] > 1 && i[1] < 30;
+    it.Set(body ? std::max(1.0f, it.Get() + 300.0f) : 0.0f);
+  }
+  itk::ComboSegCaseFiles mr = m_Train[0];
+  mr.channels = { m_Dir + "/mr_like.nrrd" };
+  WriteNrrd(image.GetPointer(), mr.channels[0]);
+  const itk::ComboSegDataConfiguration c = itk::ComboSegTrainingSession::ChooseConfiguration({ mr, mr }, 2, 3);
+  ASSERT_EQ(c.channels.size(), 1u);
+  EXPECT_EQ(c.channels[0].modality, CS_MODALITY_MR) << c.modalityReason;
+  EXPECT_EQ(c.channels[0].norm, CS_NORM_ZSCORE_NONZERO) << c.normalizationReason;
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 1.0, 1e-6) << c.spacingReason;
+  EXPECT_EQ(c.patchSize[0], 32) << c.patchReason;
+  EXPECT_EQ(c.patchSize[1], 32);
+  EXPECT_EQ(c.patchSize[2], 24);
 }
 
 TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)

@@ -67,6 +67,16 @@ struct ComboSegTrainingResult
   int64_t validationCases = 0;
 };
 
+/** A new model's configuration chosen from its training cases (as nnU-Net does from its data
+ * set fingerprint), with the reasons in words. */
+struct ComboSegDataConfiguration
+{
+  std::vector<cs_channel_info> channels;   // modality and normalisation per channel (names empty)
+  std::array<double, 3> spacing{ { 1.0, 1.0, 1.0 } }; // mm, physical x y z (RAS axes)
+  std::array<int32_t, 3> patchSize{ { 64, 64, 64 } };
+  std::string modalityReason, normalizationReason, spacingReason, patchReason;
+};
+
 class ComboSegTrainingSession
 {
 public:
@@ -165,6 +175,17 @@ public:
   const std::vector<ComboSegTrainingRecord> &GetHistory() const { return m_History; }
   /** The best model of the run (what went to the output file). */
   ComboSegModel::Pointer GetModel() const { return m_ResultModel; }
+
+  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when the
+   * intensities carry CT's Hounsfield signature: air near -1000 and nothing below -1100 but
+   * padding; otherwise MR for non-negative scans, "other" for scans already normalised) and the
+   * normalisation (CT: clip to the 0.5 and 99.5 percentiles of the labelled voxels, then z-score
+   * by their mean and standard deviation; otherwise z-score over the non-zero voxels); the
+   * target spacing (the median of the cases' spacings along each axis); and the patch size (the
+   * median image size in voxels at that spacing, rounded up to a multiple of 2^(levels-1) and
+   * capped at 64 voxels per axis, 256 in 2D). Throws on unreadable files. */
+  static ComboSegDataConfiguration ChooseConfiguration(const std::vector<ComboSegCaseFiles> &cases, int32_t levels,
+                                                       int32_t spatialDims);
 
   /** The training split: cases not drawn for validation, from a seeded shuffle. At least one
    * case stays for training; fraction 0 (or one case) validates on none. */
