@@ -105,15 +105,21 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   std::vector<itk::LabelName> names;
   std::vector<std::string> channelNames;
   if (args.IsSet("labelNames")) names = itk::ReadLabelNames(args.GetString("labelNames"));
-  const bool sceneVolume = args.IsSet("inputVolume"), sceneLabels = args.IsSet("inputLabelMap");
-  if (sceneVolume != sceneLabels)
-    throw std::runtime_error("a scene case needs both a scan (--inputVolume) and its label map (--inputLabelMap)");
-  if (sceneVolume)
+  for (const char *suffix : { "", "Case2" }) // the scene's cases: a scan (one or two channels) and its labels
   {
+    const std::string scan = std::string("inputVolume") + suffix, second = std::string("inputVolume2") + suffix,
+                      labels = std::string("inputLabelMap") + suffix;
+    if (!args.IsSet(scan) && !args.IsSet(second) && !args.IsSet(labels)) continue;
+    if (!args.IsSet(scan) || !args.IsSet(labels))
+      throw std::runtime_error("a scene case needs both a scan (--" + scan + ") and its label map (--" + labels + ")");
     itk::ComboSegCaseFiles scene;
-    scene.id = "scene";
-    scene.channels = { args.GetString("inputVolume") };
-    scene.labels = args.GetString("inputLabelMap");
+    scene.id = *suffix ? "scene2" : "scene";
+    scene.channels = { args.GetString(scan) };
+    if (args.IsSet(second)) scene.channels.push_back(args.GetString(second));
+    if (!training.empty() && training[0].channels.size() != scene.channels.size())
+      throw std::runtime_error("the scene's second case has " + std::to_string(scene.channels.size()) +
+                               " channel(s) where the first has " + std::to_string(training[0].channels.size()));
+    scene.labels = args.GetString(labels);
     training.push_back(scene);
     if (names.empty())
     {
@@ -157,6 +163,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     arch.levels = static_cast<int32_t>(args.GetInt("levels"));
     arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
     arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
+    if (!args.IsSet("inputChannels")) arch.in_channels = static_cast<int32_t>(training[0].channels.size());
     if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
     if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
     {
@@ -296,11 +303,18 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   args.SetReturn("bestDice", result.bestMeanDice);
   args.SetReturn("epochsDone", static_cast<double>(result.epochs));
   args.SetReturn("addedStructures", added);
-  std::printf("model: %s (epoch %lld, mean validation Dice %.4f, %lld steps, %.1f s, %lld training and %lld "
-              "validation case(s))\n",
-              output.c_str(), static_cast<long long>(result.bestEpoch), result.bestMeanDice,
-              static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
-              static_cast<long long>(result.validationCases));
+  // What "best" means: the highest mean validation Dice, or without validation the last epoch.
+  if (result.validationCases > 0)
+    std::printf("model: %s (epoch %lld, the best mean validation Dice: %.4f; %lld steps, %.1f s, %lld training and "
+                "%lld validation case(s))\n",
+                output.c_str(), static_cast<long long>(result.bestEpoch), result.bestMeanDice,
+                static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
+                static_cast<long long>(result.validationCases));
+  else
+    std::printf("model: %s (epoch %lld, the last: without validation cases nothing tells a better one; %lld steps, "
+                "%.1f s, %lld training case(s))\n",
+                output.c_str(), static_cast<long long>(result.bestEpoch), static_cast<long long>(result.steps),
+                result.seconds, static_cast<long long>(result.trainingCases));
   if (!added.empty()) std::printf("added structures: %s\n", added.c_str());
   if (!result.keptClasses.empty())
   {

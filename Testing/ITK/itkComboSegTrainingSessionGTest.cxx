@@ -759,6 +759,14 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   EXPECT_EQ(width, 640u);
   EXPECT_EQ(height, 400u);
   EXPECT_FALSE(std::filesystem::exists(dir + "/h.png.tmp-" + std::to_string(getpid()) + ".png"));
+
+  // Without validation cases: no Dice columns (issue 17 item 7: no columns of nan).
+  for (auto &h : history) h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");
+  itk::ComboSegTrainingSession::WriteHistoryTable(dir + "/n.tsv", { "background", "liver", "spleen" }, history);
+  const std::vector<std::string> unvalidated = ReadLines(dir + "/n.tsv");
+  ASSERT_EQ(unvalidated.size(), 4u);
+  EXPECT_EQ(unvalidated[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate");
+  for (const std::string &line : unvalidated) EXPECT_EQ(line.find("nan"), std::string::npos) << line;
   std::filesystem::remove_all(dir);
 }
 

@@ -193,11 +193,12 @@ public:
                          std::vector<ComboSegCaseFiles> &training,
                          std::vector<ComboSegCaseFiles> &validation);
   /** The history as a tab-separated table (a Slicer table): epoch, step, seconds, train_loss,
-   * learning_rate, one dice column per foreground class, mean_dice. Written atomically. */
+   * learning_rate, then (when validated) one dice column per foreground class and mean_dice.
+   * Written atomically. */
   static void WriteHistoryTable(const std::string &path, const std::vector<std::string> &classNames,
                                 const std::vector<ComboSegTrainingRecord> &history);
-  /** A PNG plot: train loss (orange, scaled to its range) and mean validation Dice (blue, 0 to
-   * 1) per epoch. Written atomically. */
+  /** A PNG plot: train loss (orange, scaled to its range) and, when validated, the mean
+   * validation Dice (blue, 0 to 1) per epoch. Written atomically. */
   static void WriteHistoryPlot(const std::string &path,
                                const std::vector<ComboSegTrainingRecord> &history);
 

@@ -209,6 +209,14 @@ double MeanForeground(const std::vector<double> &dice)
   return n ? sum / n : NaN;
 }
 
+// Whether any epoch was validated (a run without validation cases has NaN everywhere).
+bool HasValidation(const std::vector<ComboSegTrainingRecord> &history)
+{
+  for (const auto &r : history)
+    if (!std::isnan(r.meanDice)) return true;
+  return false;
+}
+
 std::string JoinNames(const std::vector<std::string> &names)
 {
   std::string text;
@@ -666,17 +674,27 @@ void
 ComboSegTrainingSession::WriteHistoryTable(const std::string &path, const std::vector<std::string> &classNames,
                                            const std::vector<ComboSegTrainingRecord> &history)
 {
+  // Without validation cases there is no Dice: no columns of nan.
+  const bool validated = HasValidation(history);
   std::ostringstream out;
   out << "epoch\tstep\tseconds\ttrain_loss\tlearning_rate";
-  for (size_t k = 1; k < classNames.size(); ++k) out << "\tdice " << classNames[k];
-  out << "\tmean_dice\n";
+  if (validated)
+  {
+    for (size_t k = 1; k < classNames.size(); ++k) out << "\tdice " << classNames[k];
+    out << "\tmean_dice";
+  }
+  out << "\n";
   for (const auto &r : history)
   {
     out << r.epoch << '\t' << r.step << '\t' << FormatDouble(r.seconds, 6) << '\t' << FormatDouble(r.trainLoss, 6)
         << '\t' << FormatDouble(r.learningRate, 6);
-    for (size_t k = 1; k < classNames.size(); ++k)
-      out << '\t' << FormatDouble(k < r.dice.size() ? r.dice[k] : NaN, 4);
-    out << '\t' << FormatDouble(r.meanDice, 4) << '\n';
+    if (validated)
+    {
+      for (size_t k = 1; k < classNames.size(); ++k)
+        out << '\t' << FormatDouble(k < r.dice.size() ? r.dice[k] : NaN, 4);
+      out << '\t' << FormatDouble(r.meanDice, 4);
+    }
+    out << '\n';
   }
   WriteFileAtomically(path, out.str());
 }
@@ -684,7 +702,8 @@ ComboSegTrainingSession::WriteHistoryTable(const std::string &path, const std::v
 void
 ComboSegTrainingSession::WriteHistoryPlot(const std::string &path, const std::vector<ComboSegTrainingRecord> &history)
 {
-  const int W = 640, H = 400, left = 60, right = 60, top = 40, bottom = 50;
+  const int W = 640, H = 400, left = 60, right = 84, top = 40, bottom = 50;
+  const bool validated = HasValidation(history);
   const int pw = W - left - right, ph = H - top - bottom;
   const std::array<uint8_t, 3> black{ { 0, 0, 0 } }, grey{ { 220, 220, 220 } };
   const std::array<uint8_t, 3> orange{ { 230, 120, 20 } }, blue{ { 30, 90, 200 } };
@@ -696,21 +715,24 @@ ComboSegTrainingSession::WriteHistoryPlot(const std::string &path, const std::ve
   if (!(lossMax >= lossMin)) lossMin = 0.0, lossMax = 1.0;
   if (lossMax - lossMin < 1e-9) lossMin -= 0.5, lossMax += 0.5;
 
-  // Grid at Dice 0, 0.2, .., 1 (left axis: Dice, right axis: loss).
+  // Grid at Dice 0, 0.2, .., 1 (left axis: Dice, right axis: loss). The loss ticks get the
+  // decimals that tell them apart.
+  const double lossTick = (lossMax - lossMin) / 5.0;
+  const int decimals = std::max(0, std::min(6, 1 - static_cast<int>(std::floor(std::log10(lossTick)))));
   for (int i = 0; i <= 5; ++i)
   {
     const int y = top + ph - i * ph / 5;
     r.Line(left, y, left + pw, y, grey, 1);
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f", i / 5.0);
-    r.Text(left - 34, y - 5, buf, blue);
-    std::snprintf(buf, sizeof buf, "%.2f", lossMin + (lossMax - lossMin) * i / 5.0);
+    if (validated) r.Text(left - 34, y - 5, buf, blue);
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, lossMin + lossTick * i);
     r.Text(left + pw + 6, y - 5, buf, orange);
   }
   r.Line(left, top, left, top + ph, black, 1);
   r.Line(left + pw, top, left + pw, top + ph, black, 1);
   r.Line(left, top + ph, left + pw, top + ph, black, 1);
-  r.Text(left, 12, "DICE", blue);
+  if (validated) r.Text(left, 12, "DICE", blue);
   r.Text(left + pw - 28, 12, "LOSS", orange);
   r.Text(left + pw / 2 - 20, H - 18, "EPOCH", black);
 
