@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""The loss study of issue 6: same network, seed, patch sampling and step budget; only the loss changes.
+"""The loss study: same network, seed, patch sampling and step budget; only the loss changes.
 
 For each data set x loss configuration x seed it trains a new model from scratch with ComboSegTrain
 (a fixed number of steps, one epoch, no time budget, one thread per run), segments the validation
 cases with ComboSegSegment, measures them with ComboSegEvaluate (per structure, plus all structures
-merged: the whole tumour), and writes a report with tables and plots:
+merged: the whole tumour), and writes a report with tables and plots into --out: loss-study.md, where
+only each data set's generated block (between its "loss_study.py: begin/end" markers) is replaced and
+hand-written conclusions stay, and loss-study-<data set>-dice.png / -beta.png:
 
     nice -n 19 python3 scripts/loss_study.py --build build --steps 300 --seeds 2 --parallel 2 \\
         --datasets tumour,structures --out docs
@@ -41,6 +43,12 @@ LOSSES = [
     ("combo_b03", "Combo beta 0.3", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.3"]),
     ("combo_b05", "Combo beta 0.5", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5"]),
     ("combo_b07", "Combo beta 0.7", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.7"]),
+    ("comboall_b03", "Combo all-classes beta 0.3",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.3"]),
+    ("comboall_b05", "Combo all-classes beta 0.5",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.5"]),
+    ("comboall_b07", "Combo all-classes beta 0.7",
+     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.7"]),
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]
@@ -164,8 +172,9 @@ def one_run(job):
            "segment_wall_s": 0.0, "segment_cpu_s": 0.0, "cases": {}}
     for case in d["val"]:
         seg = os.path.join(folder, "seg-%s.nrrd" % case["id"])  # Segment writes NRRD (with names)
+        # the network's own labels: the clean-up a new model recommends would hide the losses' errors
         cmd = [os.path.join(cli, "ComboSegSegment"), "--modelFile", model, "--threads", "1",
-               "--overlap", str(a.overlap)]
+               "--overlap", str(a.overlap), "--rawOutput"]
         for i, ch in enumerate(case["channels"][1:]):
             cmd += ["--inputVolume%d" % (i + 2), ch]
         cmd += [case["channels"][0], seg]
@@ -274,26 +283,43 @@ def aggregate(results, dataset_key):
     return table, order, names, largest
 
 
-def write_report(a, dsets, results, path, plots):
+REPORT_INTRO = [
+    "# Loss study",
+    "",
+    "Same network, seed, patch sampling and number of training steps for every run; only the loss "
+    "changes. Each run trains a new model from scratch with `ComboSegTrain`, segments the validation "
+    "cases with `ComboSegSegment` and measures them with `ComboSegEvaluate`.",
+    "",
+    "Each data set's section holds a block that `scripts/loss_study.py` writes (between its "
+    "`loss_study.py: begin` and `end` markers) and the conclusions, written by hand, after it: a run "
+    "replaces its data sets' blocks and nothing else.",
+    "",
+]
+
+
+def begin_marker(key):
+    return "<!-- loss_study.py: begin %s (generated: replaced by the next run) -->" % key
+
+
+def end_marker(key):
+    return "<!-- loss_study.py: end %s -->" % key
+
+
+def generated_block(a, key, d, results, plots):
+    """The lines a run writes for one data set: command, settings, tables, plots."""
     lines = []
     add = lines.append
-    add("# Loss study (issue 6)")
-    add("")
     if a.dry_run:
         add("> **DRY RUN**: a tiny budget (%d steps) that only checks the pipeline end to end. These numbers "
-            "say nothing about the losses; the coordinator replaces this file with the real study." % a.steps)
+            "say nothing about the losses." % a.steps)
         add("")
-    add("Same network, seed, patch sampling and number of training steps for every run; only the loss "
-        "changes. Each run trains a new model from scratch with `ComboSegTrain`, segments the validation "
-        "cases with `ComboSegSegment` and measures them with `ComboSegEvaluate`.")
-    add("")
     add("Reproduce (from the repository root, after a Release build in `%s`):" % a.build_arg)
     add("")
     add("```")
     add(a.command)
     add("```")
     add("")
-    add("## Settings")
+    add("Settings:")
     add("")
     add("- steps per run: %d (one epoch, `--timeBudget 0`: equal budgets in steps, not minutes); "
         "seeds: %s; `--threads 1` per run, %d runs at once" % (a.steps, ", ".join(map(str, a.seed_list)), a.parallel))
@@ -306,77 +332,88 @@ def write_report(a, dsets, results, path, plots):
         "the structure; mean Dice / precision / recall average those over the structures (precision is "
         "undefined, and left out, where a structure was not predicted at all). ± is the standard deviation "
         "over seeds")
-    add("- segmentation: `ComboSegSegment --overlap %s --threads 1` on each validation scan" % a.overlap)
-    for key, d in dsets.items():
-        add("- **%s**: train %s, validate %s; `%s --targetSpacing %s --patchSize %s`" % (
-            key, ", ".join(c["id"] for c in d["train"]), ", ".join(c["id"] for c in d["val"]),
-            " ".join(d["network"]), d["spacing"], d["patch"]))
-    add("- patch and spacing: the bundled models' networks (Resources/Models/train_*.sh), with the study's "
-        "spacing and patch chosen so that %d configurations x seeds fit the machine; a 4-level U-Net needs "
-        "patches that are multiples of 8" % len(a.loss_list))
+    add("- segmentation: `ComboSegSegment --overlap %s --threads 1 --rawOutput` on each validation scan" % a.overlap)
+    add("- **%s**: train %s, validate %s; `%s --targetSpacing %s --patchSize %s`" % (
+        key, ", ".join(c["id"] for c in d["train"]), ", ".join(c["id"] for c in d["val"]),
+        " ".join(d["network"]), d["spacing"], d["patch"]))
     add("")
-    for key, d in dsets.items():
-        table, order, names, largest = aggregate(results, key)
-        add("## %s" % d["title"])
-        add("")
-        if not table:
-            add("No runs.")
-            add("")
+    table, order, names, largest = aggregate(results, key)
+    if not table:
+        add("No runs.")
+        return lines
+    extra = "whole-tumour Dice" if key == "tumour" else "mean Dice, 10 largest"
+    add("| loss | seeds | mean Dice | mean precision | mean recall | mean FP rate | mean FN rate | %s | "
+        "train CPU s | segment CPU s |" % extra)
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for k, label, _ in LOSSES:
+        if k not in table:
             continue
-        extra = "whole-tumour Dice" if key == "tumour" else "mean Dice, 10 largest"
-        add("| loss | seeds | mean Dice | mean precision | mean recall | mean FP rate | mean FN rate | %s | "
-            "train CPU s | segment CPU s |" % extra)
-        add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for k, label, _ in LOSSES:
-            if k not in table:
-                continue
-            r = table[k]
-            x = r["whole"] if key == "tumour" else r["largest"]
-            add("| %s | %d | %s | %s | %s | %s | %s | %s | %.0f | %.0f |" % (
-                label, r["n"], fmt(*r["dice"]), fmt(*r["precision"]), fmt(*r["recall"]),
-                fmt(*r["fpr"], digits=5), fmt(*r["fnr"]), fmt(*x), r["train_cpu_s"], r["segment_cpu_s"]))
-        add("")
-        if key == "structures":
-            add("The 10 largest structures (by reference volume on the validation case): " +
-                ", ".join(names[v] for v in largest) + ".")
-            add("")
-        add("Per-class Dice (%s):" % ("classes by size, largest first"))
-        add("")
-        keys = [k for k, _, _ in LOSSES if k in table]
-        add("| structure | " + " | ".join(LOSS_LABEL[k] for k in keys) + " |")
-        add("| --- |" + " --- |" * len(keys))
-        for v in order:
-            add("| %s (%s) | " % (names[v], v) + " | ".join(fmt(*table[k]["classes"][v]) for k in keys) + " |")
-        add("")
-    if plots:
-        add("## Plots")
-        add("")
-        for p in plots:
-            add("![%s](%s)" % (os.path.splitext(p)[0], p))
-            add("")
-    add("## What the data shows")
+        r = table[k]
+        x = r["whole"] if key == "tumour" else r["largest"]
+        add("| %s | %d | %s | %s | %s | %s | %s | %s | %.0f | %.0f |" % (
+            label, r["n"], fmt(*r["dice"]), fmt(*r["precision"]), fmt(*r["recall"]),
+            fmt(*r["fpr"], digits=5), fmt(*r["fnr"]), fmt(*x), r["train_cpu_s"], r["segment_cpu_s"]))
     add("")
-    add("<!-- TODO(coordinator): replace this section with the conclusions: does Combo beat the single "
-        "losses; does raising beta trade false positives for false negatives as the paper claims? -->")
-    add("TODO: conclusions to be written by the coordinator from the full study.")
+    if key == "structures":
+        add("The 10 largest structures (by reference volume on the validation case): " +
+            ", ".join(names[v] for v in largest) + ".")
+        add("")
+    add("Per-class Dice (classes by size, largest first):")
     add("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    keys = [k for k, _, _ in LOSSES if k in table]
+    add("| structure | " + " | ".join(LOSS_LABEL[k] for k in keys) + " |")
+    add("| --- |" + " --- |" * len(keys))
+    for v in order:
+        add("| %s (%s) | " % (names[v], v) + " | ".join(fmt(*table[k]["classes"][v]) for k in keys) + " |")
+    for p in plots:
+        add("")
+        add("![%s](%s)" % (os.path.splitext(p)[0], p))
+    return lines
+
+
+def replace_block(text, key, title, block):
+    """text with the block of data set key replaced, or a new section (title) for it appended."""
+    begin, end = begin_marker(key), end_marker(key)
+    body = "\n".join([begin] + block + [end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + body + rest.split(end, 1)[1]
+    section = ["## %s" % title, "", body, "", "### What the data shows", "",
+               "TODO: conclusions, written by hand (the script never changes text outside the markers).", ""]
+    return text.rstrip("\n") + "\n\n" + "\n".join(section)
+
+
+def write_report(a, dsets, results, path, plots):
+    """Updates the generated blocks of path (a new report if there is none), atomically."""
+    text = "\n".join(REPORT_INTRO)
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    for key, d in dsets.items():
+        text = replace_block(text, key, d["title"], generated_block(a, key, d, results, plots.get(key, [])))
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, path)
 
 
 def write_plots(a, dsets, results, out):
+    """Two plots per data set, loss-study-<key>-dice.png and -beta.png; {key: [file names]}."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         log("warning: no matplotlib (apt-get install python3-matplotlib): plots skipped")
-        return []
+        return {}
     tag = " (DRY RUN, %d steps)" % a.steps if a.dry_run else ""
-    keys = list(dsets)
-    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    files = {}
+    for key in dsets:
         table = aggregate(results, key)[0]
+        if not table:
+            continue
+        files[key] = ["loss-study-%s-dice.png" % key, "loss-study-%s-beta.png" % key]
+        fig, ax = plt.subplots(figsize=(6.5, 5))
         losses = [k for k, _, _ in LOSSES if k in table]
         x = range(len(losses))
         second = "whole" if key == "tumour" else "largest"
@@ -392,14 +429,11 @@ def write_plots(a, dsets, results, out):
         ax.set_title(dsets[key]["title"] + tag, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    files = ["loss-study-dice.png"]
-    fig.savefig(os.path.join(out, files[0]), dpi=110)
-    plt.close(fig)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, files[key][0]), dpi=110)
+        plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        table = aggregate(results, key)[0]
+        fig, ax = plt.subplots(figsize=(5.5, 5))
         series = [k for k in BETA_SERIES if k in table]
         px = [table[k]["recall"][0] for k in series]
         py = [table[k]["precision"][0] for k in series]
@@ -422,10 +456,9 @@ def write_plots(a, dsets, results, out):
         ax.set_title(dsets[key]["title"] + tag, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append("loss-study-beta.png")
-    fig.savefig(os.path.join(out, files[1]), dpi=110)
-    plt.close(fig)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, files[key][1]), dpi=110)
+        plt.close(fig)
     return files
 
 
@@ -448,7 +481,9 @@ def main():
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap of the segmentation")
     p.add_argument("--data", default=os.environ.get("COMBOSEG_DATA_DIR", os.path.join(ROOT, "..", "shared", "data")))
     p.add_argument("--work", default="/tmp/comboseg-loss-study", help="per-run folders and results (reused)")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where loss-study.md and the plots go")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs"),
+                   help="where loss-study.md and the plots go; an existing loss-study.md keeps everything but "
+                        "the blocks of the data sets run")
     p.add_argument("--dry-run", action="store_true", help="label the report and plots as a pipeline check")
     p.add_argument("--keep-images", action="store_true", help="keep each run's model and segmentations")
     a = p.parse_args()
@@ -518,7 +553,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     plots = write_plots(a, dsets, results, a.out)
     write_report(a, dsets, results, os.path.join(a.out, "loss-study.md"), plots)
-    log("wrote %s" % ", ".join(os.path.join(a.out, f) for f in ["loss-study.md"] + plots))
+    written = ["loss-study.md"] + [f for key in plots for f in plots[key]]
+    log("wrote %s" % ", ".join(os.path.join(a.out, f) for f in written))
     return 1 if failed else 0
 
 

@@ -89,7 +89,7 @@ def main():
                                              datetime.date.today().isoformat(), platform.machine(),
                                              os.cpu_count(), load_before[0], load_after[0]))
     w("")
-    w("Network: the reference U-Net of DESIGN.md (3D, 4 levels, 16 base filters, 2 input channels, "
+    w("Network: the reference U-Net of docs/design.md (3D, 4 levels, 16 base filters, 2 input channels, "
       "5 classes), %d^3 patches, Combo loss, Adam; %d parameters. Every rank uses one OpenMP "
       "thread. Each step: forward, loss, backward, agreement on the step status, bucketed "
       "`MPI_Allreduce` of the gradient (%d MiB buckets), Adam." % (args.patch, one["parameters"], args.bucket_mib))

@@ -12,7 +12,7 @@ out=${1:-out}
 mkdir -p "$out"
 start=$(date +%s.%N)
 build/cli-modules/ComboSegSegment --returnparameterfile "$out/ch2.params" \
-  --model brain-structures-t1 --largestComponent --outputColorTable "$out/ch2-labels.ctbl" \
+  --model brain-structures-t1 --outputColorTable "$out/ch2-labels.ctbl" \
   --previewImage "$out/ch2-preview.png" \
   /usr/share/mricron/templates/ch2.nii.gz "$out/ch2-labels.nrrd" > "$out/ch2-progress.log"
 end=$(date +%s.%N)

@@ -1,7 +1,9 @@
 // ComboSegEvaluate - Slicer CLI: per-structure agreement between a reference and a label map.
 #include "ComboSegCLI.h"
+#include "ComboSegInputs.h"
 #include "ComboSegEvaluateXML.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +13,7 @@
 #include <sstream>
 
 #include "itkComboSegIO.h"
-#include "itkComboSegModel.h"
+#include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
 #include "itkSignedMaurerDistanceMapImageFilter.h"
 
@@ -22,28 +24,13 @@ using LabelImageType = itk::Image<int, 3>;
 using MaskImageType = itk::Image<unsigned char, 3>;
 using DistanceImageType = itk::Image<float, 3>;
 
-bool EndsWith(const std::string &s, const std::string &suffix)
-{
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::map<int, std::string> Names(const ComboSegArguments &args)
 {
   std::map<int, std::string> names;
   if (args.IsSet("namesFile"))
   {
-    const std::string path = args.GetString("namesFile");
-    if (EndsWith(path, ".safetensors"))
-    {
-      auto model = itk::ComboSegModel::New();
-      model->Load(path);
-      const cs_model_info &info = model->GetInfo();
-      for (int32_t k = 1; k < info.arch.num_classes; ++k)
-        names[info.classes[k].value] = info.classes[k].name;
-    }
-    else
-      for (const itk::LabelName &l : itk::ReadLabelNames(path))
-        names[l.value] = l.name;
+    for (const itk::LabelName &l : itk::ReadLabelNames(args.GetString("namesFile")))
+      names[l.value] = l.name;
     return names;
   }
   // Without a names file, the maps' own segment keys (NRRD); other formats simply carry none.
@@ -176,11 +163,16 @@ std::string Number(double v)
 
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
+  ComboSegRunOutputs outputs(args); // the table's folder and name, checked before the work
   progress.Start("ComboSeg Evaluate", "reading the label maps");
-  LabelImageType::Pointer reference = itk::ReadScan<LabelImageType>(args.GetString("referenceLabelMap"));
-  LabelImageType::Pointer predicted = itk::ReadScan<LabelImageType>(args.GetString("predictedLabelMap"));
+  LabelImageType::Pointer reference = ComboSegReadLabelMap(args.GetString("referenceLabelMap"), progress);
+  LabelImageType::Pointer predicted = ComboSegReadLabelMap(args.GetString("predictedLabelMap"), progress);
   const itk::ComboSegGrid refGrid = itk::ComboSegGridOf(reference.GetPointer());
   const itk::ComboSegGrid predGrid = itk::ComboSegGridOf(predicted.GetPointer());
+  if (itk::ComboSegPhysicalOverlap(refGrid, predGrid) <= 0.0)
+    ComboSegWarn(progress, "the two label maps do not overlap in space (" + args.GetString("predictedLabelMap") +
+                             " lies elsewhere than " + args.GetString("referenceLabelMap") +
+                             "): every structure of the evaluated map is lost; check that they belong to one scan");
   const size_t count = size_t(refGrid.NumberOfVoxels());
   std::vector<int> pred(predicted->GetBufferPointer(), predicted->GetBufferPointer() + predGrid.NumberOfVoxels());
   if (!itk::ComboSegSameGrid(refGrid, predGrid))
@@ -264,13 +256,14 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     }
     measure(refAll.data(), predAll.data(), 1, r, p, tp, "all", "all structures");
   }
-  if (args.IsSet("outputTable"))
-    ComboSegWriteTable(args.GetString("outputTable"),
+  if (outputs.Has("outputTable"))
+    ComboSegWriteTable(outputs.Staged("outputTable"),
                        {"LabelValue", "Name", "Dice", "Jaccard", "Precision", "Recall", "FalsePositiveRate",
                         "FalseNegativeRate", "Hausdorff95_mm", "MeanSurfaceDistance_mm", "ReferenceVolume_ml",
                         "PredictedVolume_ml", "ReferenceVoxels", "PredictedVoxels", "OverlapVoxels"},
                        rows);
   const double meanDice = diceCount ? diceSum / diceCount : std::numeric_limits<double>::quiet_NaN();
+  outputs.Commit();
   args.SetReturn("meanDice", meanDice);
   args.SetReturn("numberOfStructures", std::to_string(structures));
   progress.Comment(std::to_string(structures) + " structures, mean Dice " + Number(meanDice));

@@ -3,7 +3,9 @@
 // for it), optional colour table, per-structure surface models (.vtk, RAS), a PNG preview, and
 // return parameters (volumes in ml, structures found, time).
 #include "ComboSegCLI.h"
+#include "ComboSegInputs.h"
 #include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 #include "ComboSegSegmentXML.h"
 
 #include <cctype>
@@ -18,8 +20,6 @@
 #include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
-#include "itkLinearInterpolateImageFunction.h"
-#include "itkResampleImageFilter.h"
 
 #include "vtkComboSegLogic.h"
 #include <vtkImageData.h>
@@ -35,21 +35,6 @@ namespace
 
 using ImageType = ComboSegScalarImage;
 using LabelImageType = ComboSegLabelImage;
-
-// Extra channels are brought onto the first channel's grid (linear), as Slicer volumes may differ.
-ImageType::Pointer OnGridOf(ImageType *image, const ImageType *reference)
-{
-  if (itk::ComboSegSameGrid(itk::ComboSegGridOf(image), itk::ComboSegGridOf(reference)))
-    return image;
-  auto resample = itk::ResampleImageFilter<ImageType, ImageType>::New();
-  resample->SetInput(image);
-  resample->SetReferenceImage(reference);
-  resample->UseReferenceImageOn();
-  resample->SetInterpolator(itk::LinearInterpolateImageFunction<ImageType, double>::New());
-  resample->SetDefaultPixelValue(0);
-  resample->Update();
-  return resample->GetOutput();
-}
 
 std::string SafeFileName(const std::string &name)
 {
@@ -99,13 +84,28 @@ void WriteSurfaces(const LabelImageType *labels, const std::vector<ComboSegSegme
   progress(1.0);
 }
 
+// What clean-up the run applies, e.g. "largest component (the model's recommendation)".
+std::string CleanUpText(const cs_postprocessing &recommended, const ComboSegArguments &args)
+{
+  const bool useModel = !args.GetBool("rawOutput");
+  std::string text;
+  auto step = [&](const char *name, bool asked, bool fromModel) {
+    if (!asked && !(useModel && fromModel))
+      return;
+    text += std::string(text.empty() ? "" : ", ") + name + (asked ? "" : " (the model's recommendation)");
+  };
+  step("largest component", args.GetBool("largestComponent"), recommended.largest_component);
+  step("fill holes", args.GetBool("fillHoles"), recommended.fill_holes);
+  return text.empty() ? std::string("none") : text;
+}
+
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const double start = ComboSegSeconds();
-  // Output file names are checked before the minutes of work that precede their writing.
-  ComboSegLabelMapExtension(args.GetString("outputLabelMap"));
-  if (args.IsSet("previewImage"))
-    ComboSegCheckExtension("preview image", args.GetString("previewImage"), {".png"});
+  // Every output is checked before the minutes of work that precede its writing; all are
+  // written beside their names and renamed together at the end.
+  ComboSegRunOutputs outputs(
+    args, {{"outputLabelMap", ComboSegLabelMapExtensions()}, {"outputColorTable", ComboSegColorTableExtensions()}});
   progress.Start("ComboSeg Segment", "loading the model");
 
   auto model = itk::ComboSegModel::New();
@@ -122,15 +122,16 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   const int channels = info.arch.in_channels;
   if (channels > 4)
     throw std::runtime_error("the model needs " + std::to_string(channels) + " channels; this module takes at most 4");
-  std::vector<ImageType::Pointer> inputs;
+  std::vector<std::string> files;
   for (int c = 0; c < channels; ++c)
   {
     if (c > 0 && !args.IsSet(channelParams[c]))
       throw std::runtime_error(std::string("the model needs channel ") + std::to_string(c + 1) + " (" +
                                info.channels[c].name + "): give it with --" + channelParams[c]);
-    ImageType::Pointer image = itk::ReadScan<ImageType>(args.GetString(channelParams[c]));
-    inputs.push_back(c == 0 ? image : OnGridOf(image, inputs[0]));
+    files.push_back(args.GetString(channelParams[c]));
   }
+  const std::vector<ImageType::Pointer> inputs =
+    ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress);
   for (int c = channels; c < 4; ++c)
     if (args.IsSet(channelParams[c]))
       progress.Comment(std::string("note: the model has ") + std::to_string(channels) + " channel(s); --" +
@@ -139,11 +140,16 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 
   auto filter = itk::ComboSegImageFilter<ImageType, LabelImageType>::New();
   filter->SetModel(model);
+  filter->SetIgnoreModalityMismatch(true); // checked above, where the files could be named
   for (int c = 0; c < channels; ++c)
     filter->SetInput(c, inputs[c]);
   filter->SetOverlap(args.GetDouble("overlap"));
+  // The clean-up the model recommends, unless the raw output is asked for; the flags add steps.
+  filter->SetUseModelPostProcessing(!args.GetBool("rawOutput"));
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
+  progress.Comment("clean-up: " + CleanUpText(info.postprocessing, args));
+  filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });
@@ -176,18 +182,19 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   }
 
   progress.Comment("writing the segmentation");
-  ComboSegWriteLabelMap(labels, segments, args.GetString("outputLabelMap"));
+  ComboSegWriteLabelMap(labels, segments, outputs.Staged("outputLabelMap"));
   progress.Progress(0.88);
-  if (args.IsSet("outputColorTable"))
-    ComboSegWriteColorTable(segments, args.GetString("outputColorTable"));
-  if (args.IsSet("previewImage"))
-    ComboSegWritePreview(args.GetString("previewImage"), inputs[0], labels, segments);
+  if (outputs.Has("outputColorTable"))
+    ComboSegWriteColorTable(segments, outputs.Staged("outputColorTable"));
+  if (outputs.Has("previewImage"))
+    ComboSegWritePreview(outputs.Staged("previewImage"), inputs[0], labels, segments);
   progress.Progress(0.9);
-  if (args.IsSet("surfaceDirectory"))
+  if (outputs.Has("surfaceDirectory"))
   {
     progress.Comment("building surface models");
-    WriteSurfaces(labels, segments, counts, args.GetString("surfaceDirectory"), progress.Range(0.9, 0.99));
+    WriteSurfaces(labels, segments, counts, outputs.Staged("surfaceDirectory"), progress.Range(0.9, 0.99));
   }
+  outputs.Commit();
 
   const double elapsed = ComboSegSeconds() - start;
   args.SetReturn("structureVolumes", volumes.str());

@@ -11,6 +11,8 @@
      mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
    (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
+#include "ComboSegOutput.h"
+#include "ComboSegRunOutputs.h"
 #include "ComboSegTrainXML.h"
 
 #include "itkComboSegDataSet.h"
@@ -23,6 +25,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 #ifdef COMBOSEG_USE_MPI
@@ -99,6 +102,10 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const std::string output = args.GetString("outputModel");
   if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
+  // The plot is PNG data: refuse another name (a .jpg) before the minutes of training.
+  if (args.IsSet("plotImage")) ComboSegCheckExtension("plot image", args.GetString("plotImage"), {".png"});
+  // Every output is checked before the cases are read (the checkpoint's name is free).
+  ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
 
   // ---- the cases and the names of their labels
   std::vector<itk::ComboSegCaseFiles> training, validation;
@@ -256,6 +263,14 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
   sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
   sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
+  const std::vector<double> rotation = args.GetDoubles("rotationAugmentation");
+  if (rotation.size() != 1 && rotation.size() != 3)
+    throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "
+                             "(x,y,z)");
+  for (size_t i = 0; i < 3; ++i) sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
+  const std::string mirror = args.GetString("mirrorAugmentation");
+  for (int axis = 0; axis < 3; ++axis)
+    if (mirror.find("xyz"[axis]) != std::string::npos) sampling.flip_axes |= 1 << axis;
   session.SetSamplingOptions(sampling);
   session.SetEpochs(args.GetInt("epochs"));
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));
@@ -263,12 +278,19 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
   session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
 
-  // ---- files
-  session.SetOutputModelFileName(output);
-  if (args.IsSet("checkpointFile")) session.SetCheckpointFileName(args.GetString("checkpointFile"));
+  // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
+  // resumed run starts from; the reports are staged; all reach their names together at the end.
+  bool writesFiles = true; // rank 0 alone writes files
+#ifdef COMBOSEG_USE_MPI
+  writesFiles = cs_mpi_rank(g_Mpi) == 0;
+#endif
+  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile") : output + ".checkpoint";
+  const std::string bestModel = checkpoint + ".best";
+  session.SetOutputModelFileName(bestModel);
+  session.SetCheckpointFileName(checkpoint);
   session.SetResume(!args.GetBool("restart"));
-  if (args.IsSet("historyTable")) session.SetHistoryFileName(args.GetString("historyTable"));
-  if (args.IsSet("plotImage")) session.SetPlotFileName(args.GetString("plotImage"));
+  if (writesFiles && outputs.Has("historyTable")) session.SetHistoryFileName(outputs.Staged("historyTable"));
+  if (writesFiles && outputs.Has("plotImage")) session.SetPlotFileName(outputs.Staged("plotImage"));
 
   // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
   std::signal(SIGINT, OnSignal);
@@ -296,6 +318,11 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
                  static_cast<long long>(result.epochs));
     return 1;
   }
+  std::error_code copied;
+  std::filesystem::copy_file(bestModel, outputs.Staged("outputModel"),
+                             std::filesystem::copy_options::overwrite_existing, copied);
+  if (copied) throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
+  outputs.Commit();
   progress.End();
 
   std::string added;

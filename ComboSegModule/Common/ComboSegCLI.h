@@ -2,7 +2,7 @@
 //
 // Each module's XML description is the single source of truth: it is embedded in the executable
 // at build time, printed by --xml, turned into --help, and used to parse and type-check the
-// command line the way Slicer builds it (DESIGN.md, section Slicer):
+// command line the way Slicer builds it (docs/design.md, "The command-line protocol"):
 //   exe [--longflag value | -f value | --booleanflag]... [--returnparameterfile file] index0 index1...
 //
 // A module's main is one line:

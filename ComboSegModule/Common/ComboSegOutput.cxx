@@ -2,6 +2,7 @@
 // tables and PNGs.
 #include "ComboSegOutput.h"
 #include "ComboSegCLI.h"
+#include "ComboSegRunOutputs.h"
 
 #include <algorithm>
 #include <cctype>
@@ -29,19 +30,6 @@ std::string ColorFloats(const std::array<uint8_t, 3> &rgb)
   char text[64];
   std::snprintf(text, sizeof(text), "%.6f %.6f %.6f", rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0);
   return text;
-}
-
-// Removes a temporary folder and whatever is left in it.
-void RemoveFolder(const std::string &folder)
-{
-  if (DIR *d = opendir(folder.c_str()))
-  {
-    while (const dirent *e = readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        std::remove((folder + "/" + e->d_name).c_str());
-    closedir(d);
-  }
-  rmdir(folder.c_str());
 }
 
 // Formats other than NRRD go through ITK's IO factories, which pick the IO from the file name: the
@@ -78,7 +66,7 @@ void WriteWithIOFactory(const ComboSegLabelImage *image, const std::string &path
   }
   catch (...)
   {
-    RemoveFolder(folder);
+    ComboSegRemoveTree(folder);
     throw;
   }
   rmdir(folder.c_str());
@@ -104,9 +92,21 @@ std::string ComboSegCheckExtension(const std::string &what, const std::string &p
                               "': unsupported file name extension (supported: " + list + ")");
 }
 
+const std::vector<std::string> &ComboSegLabelMapExtensions()
+{
+  static const std::vector<std::string> extensions = {".nrrd", ".nii.gz", ".nii", ".mha", ".mhd"};
+  return extensions;
+}
+
 std::string ComboSegLabelMapExtension(const std::string &path)
 {
-  return ComboSegCheckExtension("label map", path, {".nrrd", ".nii.gz", ".nii", ".mha", ".mhd"});
+  return ComboSegCheckExtension("label map", path, ComboSegLabelMapExtensions());
+}
+
+const std::vector<std::string> &ComboSegColorTableExtensions()
+{
+  static const std::vector<std::string> extensions = {".ctbl", ".txt", ".csv"};
+  return extensions;
 }
 
 std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &info)
@@ -235,9 +235,30 @@ std::string ComboSegColorTableText(const std::vector<ComboSegSegmentInfo> &segme
   return out.str();
 }
 
+// Slicer 5's colour-table CSV; a name with a comma or a quote is quoted.
+static std::string ColorTableCsv(const std::vector<ComboSegSegmentInfo> &segments)
+{
+  std::string out = "LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n0,Background,0,0,0,0\n";
+  for (const ComboSegSegmentInfo &s : segments)
+  {
+    std::string name = s.name;
+    if (name.find_first_of(",\"") != std::string::npos)
+    {
+      std::string quoted = "\"";
+      for (char c : name)
+        quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+      name = quoted + "\"";
+    }
+    out += std::to_string(s.value) + "," + name + "," + std::to_string(s.rgb[0]) + "," + std::to_string(s.rgb[1]) +
+           "," + std::to_string(s.rgb[2]) + ",255\n";
+  }
+  return out;
+}
+
 void ComboSegWriteColorTable(const std::vector<ComboSegSegmentInfo> &segments, const std::string &path)
 {
-  ComboSegWriteTextFileAtomic(path, ComboSegColorTableText(segments));
+  const std::string format = ComboSegCheckExtension("colour table", path, ComboSegColorTableExtensions());
+  ComboSegWriteTextFileAtomic(path, format == ".csv" ? ColorTableCsv(segments) : ComboSegColorTableText(segments));
 }
 
 void ComboSegWriteTable(const std::string &path, const std::vector<std::string> &header,
@@ -294,6 +315,29 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
   ComboSegCommitFile(tmp, path);
 }
 
+std::array<int, 3> ComboSegVoxelAxesOfLps(const ComboSegScalarImage::DirectionType &direction)
+{
+  // Greedy on the largest cosines, so that an oblique volume still gets three distinct axes.
+  std::array<int, 3> axisOf{{-1, -1, -1}};
+  bool used[3] = {false, false, false};
+  for (int round = 0; round < 3; ++round)
+  {
+    int bestLps = 0, bestVoxel = 0;
+    double best = -1.0;
+    for (int a = 0; a < 3; ++a)
+      for (int d = 0; d < 3; ++d)
+        if (axisOf[a] < 0 && !used[d] && std::fabs(direction(a, d)) > best)
+        {
+          best = std::fabs(direction(a, d));
+          bestLps = a;
+          bestVoxel = d;
+        }
+    axisOf[bestLps] = bestVoxel;
+    used[bestVoxel] = true;
+  }
+  return axisOf;
+}
+
 void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image,
                           const ComboSegLabelImage *labels,
                           const std::vector<ComboSegSegmentInfo> &segments)
@@ -322,19 +366,33 @@ void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *im
   for (const ComboSegSegmentInfo &s : segments)
     colors[s.value] = s.rgb;
 
-  // Each panel: (horizontal axis, vertical axis, fixed axis); vertical axes drawn bottom-up
-  // except in the axial view, which is drawn like Slicer's (anterior up in LPS means -j).
+  // The panels show what Slicer's red, green and yellow views show, whatever the storage order:
+  // axial (patient left to the right, anterior up), coronal (left to the right, superior up),
+  // sagittal (posterior to the right, superior up). Each screen axis runs along an LPS axis.
+  struct ScreenAxis
+  {
+    int lps;       // 0 x (left), 1 y (posterior), 2 z (superior)
+    bool positive; // the screen coordinate grows along +lps
+  };
   struct Panel
   {
-    int u, v, w;
-    bool flipV;
+    ScreenAxis across, down;
   };
-  const Panel panels[3] = {{0, 1, 2, false}, {0, 2, 1, true}, {1, 2, 0, true}};
+  const Panel panels[3] = {{{0, true}, {1, true}}, {{0, true}, {2, false}}, {{1, true}, {2, false}}};
+  const std::array<int, 3> voxelAxisOf = ComboSegVoxelAxesOfLps(image->GetDirection());
+  const auto direction = image->GetDirection();
+  // Voxel index along the screen axis at fraction t of its length.
+  auto voxelIndex = [&](const ScreenAxis &a, double t) {
+    const int d = voxelAxisOf[a.lps];
+    const long i = std::min(n[d] - 1, long(t * n[d]));
+    return (direction(a.lps, d) > 0) == a.positive ? i : n[d] - 1 - i;
+  };
   const int panelHeight = 256;
   std::vector<int> widths;
   for (const Panel &p : panels)
   {
-    const double physicalU = n[p.u] * spacing[p.u], physicalV = n[p.v] * spacing[p.v];
+    const int u = voxelAxisOf[p.across.lps], v = voxelAxisOf[p.down.lps];
+    const double physicalU = n[u] * spacing[u], physicalV = n[v] * spacing[v];
     widths.push_back(std::max(1, int(std::lround(panelHeight * physicalU / std::max(1e-9, physicalV)))));
   }
   const int width = widths[0] + widths[1] + widths[2];
@@ -347,10 +405,10 @@ void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *im
       for (int x = 0; x < widths[pi]; ++x)
       {
         long idx[3];
-        idx[p.w] = n[p.w] / 2;
-        idx[p.u] = std::min(n[p.u] - 1, long(double(x) * n[p.u] / widths[pi]));
-        long vv = std::min(n[p.v] - 1, long(double(y) * n[p.v] / panelHeight));
-        idx[p.v] = p.flipV ? n[p.v] - 1 - vv : vv;
+        const int u = voxelAxisOf[p.across.lps], v = voxelAxisOf[p.down.lps], w = 3 - u - v;
+        idx[w] = n[w] / 2;
+        idx[u] = voxelIndex(p.across, double(x) / widths[pi]);
+        idx[v] = voxelIndex(p.down, double(y) / panelHeight);
         const size_t off = (size_t(idx[2]) * n[1] + idx[1]) * n[0] + idx[0];
         const float g = std::min(1.0f, std::max(0.0f, (pixels[off] - lo) / (hi - lo))) * 255.0f;
         float c[3] = {g, g, g};

@@ -254,7 +254,7 @@ static cs_conv_shape conv_shape(int b, int ci, int co, int d, int h, int w, int 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The reference U-Net (DESIGN.md): 3D, 2 channels, K = 5, 16 base filters, 4 levels           */
+/* The reference U-Net of docs/design.md: 3D, 2 channels, K = 5, 16 base filters, 4 levels    */
 
 static int make_model(cs_context_t ctx, int in_channels, cs_model_t *model)
 {

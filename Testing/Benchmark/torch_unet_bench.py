@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""torch_unet_bench.py - the reference U-Net of DESIGN.md in PyTorch, timed like comboseg_bench.
+"""torch_unet_bench.py - the reference U-Net (docs/design.md, "The network") in PyTorch, timed like
+comboseg_bench.
 
 Builds the same network (4 levels, 16 base filters, instance norm with affine, LeakyReLU 0.01,
 2x max pooling, transposed convolutions, concatenation [up, skip], 1x1x1 head; parameter names
-as in net.c), trains it with Adam on the Combo loss (DESIGN.md) at batch 2, 2 channels, K = 5,
-64^3, and times a training step and an inference of the batch with the same thread count. With
---bench it first runs comboseg_bench (--only unet) and prints the ratios.
+as in net.c), trains it with Adam on the Combo loss (docs/design.md, "The losses") at batch 2,
+2 channels, K = 5, 64^3, and times a training step and an inference of the batch with the same
+thread count. With --bench it first runs comboseg_bench (--only unet) and prints the ratios.
 
     OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py --bench build/Testing/Benchmark/comboseg_bench
 
@@ -103,7 +104,7 @@ def main():
             return self.head(x)
 
     def combo_loss(logits, labels, alpha=0.5, beta=0.5):
-        """DESIGN.md's Combo loss per batch item (Dice over classes 1..K-1), mean over items."""
+        """The all-classes Combo loss (docs/design.md, "The losses") per item, mean over items."""
         k = logits.shape[1]
         p = torch.softmax(logits, dim=1).flatten(2)           # (B, K, N)
         t = F.one_hot(labels.flatten(1), k).permute(0, 2, 1).to(p.dtype)

@@ -5,9 +5,10 @@
  *                                    [--levels 4] [--bucket-mib 8]
  *
  * --batch is the batch of each rank (weak scaling: the global batch is R * batch). The default
- * case is the reference network of DESIGN.md. Rank 0 prints one JSON object: seconds per step
- * and its parts (compute = step - all-reduce - agreement, as the slowest rank saw them), the
- * gradient bytes each rank hands to MPI_Allreduce per step, and the parameter count. */
+ * case is the reference network (docs/design.md, "The network"). Rank 0 prints one JSON object:
+ * seconds per step and its parts (compute = step - all-reduce - agreement, as the slowest rank
+ * saw them), the gradient bytes each rank hands to MPI_Allreduce per step, and the parameter
+ * count. */
 #include "comboseg/comboseg_mpi.h"
 
 #include <mpi.h>

@@ -112,6 +112,7 @@ TEST_F(InferTest, DefaultOptions)
     EXPECT_FLOAT_EQ(o.gaussian_sigma, 0.125f);
     EXPECT_EQ(o.window[0], 0);
     EXPECT_EQ(o.progress, nullptr);
+    EXPECT_EQ(o.accumulate, 0);
 }
 
 TEST_F(InferTest, ModelForwardRejectsBadSizes)
@@ -181,6 +182,152 @@ TEST_F(InferTest, OddSizesWithOverlapAreConsistent)
             EXPECT_EQ(prob, prob_only);
         }
     }
+}
+
+// The blend of overlapping windows, computed here from its definition without the engine's slab:
+// windows spread evenly from 0 to (padded size - window) with a step of at most
+// floor(window * (1 - overlap)), each padded with its channel's minimum, run through
+// cs_model_forward and weighted per voxel by the product of per-axis Gaussians (sigma 0.125 of
+// the window, peak 1, floor 1e-6) or uniformly; each voxel is the weighted mean of the softmax
+// of the windows covering it. The sizes keep every window start an integer (no rounding rule).
+class BlendReference {
+public:
+    BlendReference(cs_context_t ctx, cs_model_t model, const std::vector<float> &image,
+                   const int64_t size[3], float overlap, bool gaussian)
+        : ctx_(ctx), model_(model), image_(image), gaussian_(gaussian)
+    {
+        channels_ = model->info.arch.in_channels;
+        classes_ = model->info.arch.num_classes;
+        for (int a = 0; a < 3; a++) {
+            size_[a] = size[a];
+            win_[a] = model->info.patch_size[a];
+            const int64_t padded = std::max(size[a], win_[a]);
+            const int64_t step = std::max<int64_t>(1, (int64_t)std::floor(win_[a] * (1.0 - overlap)));
+            const int64_t count = (padded - win_[a] + step - 1) / step + 1;
+            for (int64_t i = 0; i < count; i++) {
+                const int64_t span = (padded - win_[a]) * i;
+                EXPECT_EQ(count == 1 ? 0 : span % (count - 1), 0) << "pick sizes with integer starts";
+                starts_[a].push_back(count == 1 ? 0 : span / (count - 1));
+            }
+            weight_[a] = AxisWeights(win_[a]);
+        }
+    }
+
+    // Probabilities (K, nz, ny, nx) as doubles.
+    std::vector<double> Blend()
+    {
+        const int64_t n = size_[0] * size_[1] * size_[2];
+        std::vector<double> sum((size_t)(classes_ * n), 0.0), weights((size_t)n, 0.0);
+        for (int64_t z0 : starts_[2])
+            for (int64_t y0 : starts_[1])
+                for (int64_t x0 : starts_[0]) AddWindow(x0, y0, z0, sum, weights);
+        for (int64_t c = 0; c < classes_; c++)
+            for (int64_t i = 0; i < n; i++) sum[c * n + i] /= weights[i];
+        return sum;
+    }
+
+    size_t Windows() const { return starts_[0].size() * starts_[1].size() * starts_[2].size(); }
+
+private:
+    std::vector<double> AxisWeights(int64_t w) const
+    {
+        std::vector<double> g((size_t)w, 1.0);
+        if (!gaussian_) return g;
+        const double sigma = 0.125 * (double)w, centre = 0.5 * (double)(w - 1);
+        double peak = 0.0;
+        for (int64_t i = 0; i < w; i++) {
+            g[i] = std::exp(-0.5 * std::pow((i - centre) / sigma, 2.0));
+            peak = std::max(peak, g[i]);
+        }
+        for (double &v : g) v = std::max(v / peak, 1e-6);
+        return g;
+    }
+
+    void AddWindow(int64_t x0, int64_t y0, int64_t z0, std::vector<double> &sum,
+                   std::vector<double> &weights)
+    {
+        const int64_t wx = win_[0], wy = win_[1], wz = win_[2], wn = wx * wy * wz;
+        const int64_t nx = size_[0], ny = size_[1], nz = size_[2], n = nx * ny * nz;
+        std::vector<float> window((size_t)(channels_ * wn)), logits((size_t)(classes_ * wn));
+        for (int64_t c = 0; c < channels_; c++) {
+            const float low = *std::min_element(image_.begin() + c * n, image_.begin() + (c + 1) * n);
+            for (int64_t z = 0; z < wz; z++)
+                for (int64_t y = 0; y < wy; y++)
+                    for (int64_t x = 0; x < wx; x++) {
+                        const bool inside = x0 + x < nx && y0 + y < ny && z0 + z < nz;
+                        window[((c * wz + z) * wy + y) * wx + x] =
+                            inside ? image_[((c * nz + z0 + z) * ny + y0 + y) * nx + x0 + x] : low;
+                    }
+        }
+        ASSERT_EQ(cs_model_forward(ctx_, model_, window.data(), 1, win_, logits.data()), CS_OK)
+            << cs_context_last_error(ctx_);
+        for (int64_t z = 0; z < wz && z0 + z < nz; z++)
+            for (int64_t y = 0; y < wy && y0 + y < ny; y++)
+                for (int64_t x = 0; x < wx && x0 + x < nx; x++) {
+                    const int64_t v = (z * wy + y) * wx + x, i = ((z0 + z) * ny + y0 + y) * nx + x0 + x;
+                    double top = -INFINITY, total = 0.0;
+                    for (int64_t c = 0; c < classes_; c++) top = std::max(top, (double)logits[c * wn + v]);
+                    for (int64_t c = 0; c < classes_; c++) total += std::exp(logits[c * wn + v] - top);
+                    const double w = weight_[0][x] * weight_[1][y] * weight_[2][z];
+                    weights[i] += w;
+                    for (int64_t c = 0; c < classes_; c++)
+                        sum[c * n + i] += w * std::exp(logits[c * wn + v] - top) / total;
+                }
+    }
+
+    cs_context_t ctx_;
+    cs_model_t model_;
+    const std::vector<float> &image_;
+    bool gaussian_;
+    int64_t channels_ = 0, classes_ = 0, size_[3] = {0, 0, 0}, win_[3] = {0, 0, 0};
+    std::vector<int64_t> starts_[3];
+    std::vector<double> weight_[3];
+};
+
+TEST_F(InferTest, OverlappingWindowsBlendAsTheirWeightedMean)
+{
+    cs_model_t m = MakeModel(3, 2, 3, 4, 2, 7, 8); // window 8, step 4 at overlap 0.5
+    ASSERT_NE(m, nullptr);
+    // 17 x 14 x 11: 4 x 3 x 2 windows, starts 0 3 6 9 / 0 3 6 / 0 3 (closer than the step);
+    // 11 x 5 x 14: 2 x 1 x 3 windows, y padded up to the window.
+    const int64_t sizes[2][3] = {{17, 14, 11}, {11, 5, 14}};
+    for (const auto &size : sizes) {
+        const int64_t n = size[0] * size[1] * size[2];
+        const std::vector<float> img = RandomImage(2, size, 5);
+        for (int gaussian = 0; gaussian < 2; gaussian++) {
+            BlendReference reference(ctx_, m, img, size, 0.5f, gaussian != 0);
+            EXPECT_GE(reference.Windows(), 6u);
+            const std::vector<double> expected = reference.Blend();
+            cs_infer_options o = cs_infer_options_default();
+            o.gaussian_weighting = gaussian;
+            std::vector<float> prob(3 * n);
+            ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
+                << cs_context_last_error(ctx_);
+            double worst = 0;
+            for (int64_t i = 0; i < 3 * n; i++) worst = std::max(worst, std::fabs(prob[i] - expected[i]));
+            EXPECT_LT(worst, 2e-6) << size[0] << "x" << size[1] << "x" << size[2] << ", gaussian "
+                                   << gaussian;
+        }
+    }
+
+// accumulate adds a pass's probabilities to the output (test-time augmentation sums passes
+// over transformed images): two passes on two images give the sum of the two separate outputs.
+TEST_F(InferTest, AccumulateAddsThePassToTheOutput)
+{
+    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+    ASSERT_NE(m, nullptr);
+    const int64_t size[3] = {21, 19, 17}, n = 21 * 19 * 17;
+    const std::vector<float> a = RandomImage(1, size, 3), b = RandomImage(1, size, 4);
+    cs_infer_options o = cs_infer_options_default();
+    std::vector<float> pa(3 * n), pb(3 * n), sum(3 * n, -7.0f);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, pa.data(), nullptr), CS_OK);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, pb.data(), nullptr), CS_OK);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, sum.data(), nullptr), CS_OK);
+    o.accumulate = 1;
+    std::vector<int32_t> labels(n, -1);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, sum.data(), labels.data()), CS_OK);
+    for (int64_t i = 0; i < 3 * n; i++) ASSERT_FLOAT_EQ(sum[i], pa[i] + pb[i]) << i;
+    ExpectConsistent(pb, labels, 3, n); // the labels are the pass's own
 }
 
 TEST_F(InferTest, WithoutOverlapEachVoxelTakesItsLastWindow)

@@ -223,6 +223,8 @@ void ExpectSameInfo(const cs_model_info &a, const cs_model_info &b)
   EXPECT_STREQ(a.description, b.description);
   EXPECT_STREQ(a.training_data, b.training_data);
   EXPECT_STREQ(a.licence, b.licence);
+  EXPECT_EQ(a.postprocessing.largest_component, b.postprocessing.largest_component);
+  EXPECT_EQ(a.postprocessing.fill_holes, b.postprocessing.fill_holes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,6 +343,8 @@ TEST(ModelInfo, EachBadFieldIsRejectedWithItsName)
       {"description", [](cs_model_info &i) { std::memset(i.description, 'd', CS_TEXT_MAX); }},
       {"training_data", [](cs_model_info &i) { std::memset(i.training_data, 't', CS_TEXT_MAX); }},
       {"licence", [](cs_model_info &i) { std::memset(i.licence, 'l', CS_TEXT_MAX); }},
+      {"postprocessing.largest_component", [](cs_model_info &i) { i.postprocessing.largest_component = 2; }},
+      {"postprocessing.fill_holes", [](cs_model_info &i) { i.postprocessing.fill_holes = -1; }},
   };
   cs_unet_config arch = cs_unet_config_default();
   arch.in_channels = 2;
@@ -786,6 +790,51 @@ TEST_F(ModelIo, MetadataIsStringsOnlyAndReadableJson)
   cs_st_free(f);
 }
 
+// The clean-up a model recommends travels with it; a file without the field (older files)
+// recommends none.
+TEST_F(ModelIo, RecommendedPostprocessingRoundTripsAndIsOptional)
+{
+  TempDir dir;
+  for (const cs_postprocessing pp : {cs_postprocessing{1, 0}, cs_postprocessing{0, 1}, cs_postprocessing{1, 1}}) {
+    cs_model_info info = SmallInfo();
+    info.postprocessing = pp;
+    cs_model_t m = Create(info);
+    ASSERT_NE(m, nullptr);
+    const std::string path = dir.File("post.safetensors");
+    ASSERT_EQ(cs_model_save(ctx_, m, path.c_str()), CS_OK) << cs_context_last_error(ctx_);
+    cs_st_file *f = nullptr;
+    ASSERT_EQ(cs_st_read(ctx_, path.c_str(), &f), CS_OK);
+    const std::string expected = std::string("{\"largest_component\":") + (pp.largest_component ? "true" : "false") +
+                                 ",\"fill_holes\":" + (pp.fill_holes ? "true" : "false") + "}";
+    EXPECT_STREQ(cs_st_metadata(f, "postprocessing"), expected.c_str());
+    cs_st_free(f);
+    cs_model_t back = nullptr;
+    ASSERT_EQ(cs_model_load(ctx_, path.c_str(), &back), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_EQ(cs_model_get_info(back)->postprocessing.largest_component, pp.largest_component);
+    EXPECT_EQ(cs_model_get_info(back)->postprocessing.fill_holes, pp.fill_holes);
+    cs_model_free(back);
+    cs_model_free(m);
+  }
+  cs_model_info defaults;
+  ASSERT_EQ(cs_model_info_init(&defaults, nullptr), CS_OK);
+  EXPECT_EQ(defaults.postprocessing.largest_component, 0);
+  EXPECT_EQ(defaults.postprocessing.fill_holes, 0);
+}
+
+// Both bundled models recommend keeping the largest component of each structure (on ch2 the raw
+// right striatum is 24 ml against 12.5 ml in the atlas).
+TEST_F(ModelIo, BundledModelsRecommendTheLargestComponent)
+{
+  for (const char *name : {"brain-structures-t1", "brain-tumor-flair-t1c"}) {
+    const std::string path = std::string(COMBOSEG_SOURCE_DIR) + "/Resources/Models/" + name + ".safetensors";
+    cs_model_t m = nullptr;
+    ASSERT_EQ(cs_model_load(ctx_, path.c_str(), &m), CS_OK) << cs_context_last_error(ctx_);
+    EXPECT_EQ(cs_model_get_info(m)->postprocessing.largest_component, 1) << name;
+    EXPECT_EQ(cs_model_get_info(m)->postprocessing.fill_holes, 0) << name;
+    cs_model_free(m);
+  }
+}
+
 TEST_F(ModelIo, HalfPrecisionSaveIsSmallerAndClose)
 {
   TempDir dir;
@@ -1008,6 +1057,21 @@ TEST_F(ModelFileEdits, UnchangedRewriteLoads)
   cs_model_free(m);
 }
 
+// Files written before the field existed load, recommending no clean-up; either key alone is read.
+TEST_F(ModelFileEdits, PostprocessingIsOptionalPerFileAndPerKey)
+{
+  const std::vector<std::tuple<const char *, int32_t, int32_t>> cases = {
+      {nullptr, 0, 0}, {"{}", 0, 0}, {"{\"fill_holes\":true}", 0, 1}, {"{\"largest_component\":true}", 1, 0}};
+  for (const auto &c : cases) {
+    cs_model_t m = nullptr;
+    ASSERT_EQ(cs_model_load(ctx_, Write(list_, MetaWith("postprocessing", std::get<0>(c))).c_str(), &m), CS_OK)
+        << cs_context_last_error(ctx_);
+    EXPECT_EQ(cs_model_get_info(m)->postprocessing.largest_component, std::get<1>(c));
+    EXPECT_EQ(cs_model_get_info(m)->postprocessing.fill_holes, std::get<2>(c));
+    cs_model_free(m);
+  }
+}
+
 TEST_F(ModelFileEdits, WrongShapeMissingAndExtraTensors)
 {
   // wrong shape: the first conv weight read as if it had 3 input channels
@@ -1095,6 +1159,10 @@ TEST_F(ModelFileEdits, BadMetadataIsRejectedNamingTheField)
                "\"tversky_beta\":0.7,\"dice_include_background\":0,\"batch_dice\":0}", "loss.alpha"},
       {"name", nullptr, "'name' is missing"},
       {"description", nullptr, "description"},
+      {"postprocessing", "not json", "postprocessing"},
+      {"postprocessing", "[true]", "postprocessing"},
+      {"postprocessing", "{\"largest_component\":1}", "postprocessing"},
+      {"postprocessing", "{\"largest_component\":true,\"smooth\":true}", "postprocessing"},
   };
   for (const auto &c : cases) {
     std::string msg = LoadFails(Write(list_, MetaWith(std::get<0>(c), std::get<1>(c))));

@@ -131,7 +131,8 @@ int64_t ExpectedParameterCount(int in_channels, int classes, int base, int level
 
 TEST(NetLayout, ReferenceNetworkNamesShapesAndCount)
 {
-  // DESIGN.md's reference network: 3D, 2 channels, K = 5, 16 base filters, 4 levels.
+  // The reference network (docs/design.md, "The network"): 3D, 2 channels, K = 5, 16 base
+  // filters, 4 levels.
   Net net(Config(3, 2, 5, 16, 4));
   ASSERT_EQ(net.status(), CS_OK) << net.error();
   const cs_model *m = net.model();

@@ -1,5 +1,5 @@
-// Patch sampling: sizes, foreground bias, padding, flips, zoom, gamma, intensity augmentation,
-// determinism.
+// Patch sampling: sizes, foreground bias, padding, flips, zoom and rotation, gamma, intensity
+// augmentation, determinism.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -77,6 +77,7 @@ TEST(SamplingOptions, Defaults)
   EXPECT_FLOAT_EQ(o.intensity_scale, 0.1f);
   EXPECT_FLOAT_EQ(o.intensity_shift, 0.1f);
   EXPECT_EQ(o.noise_std, 0.0f);
+  for (float degrees : o.rotation) EXPECT_EQ(degrees, 0.0f);
 }
 
 // Without augmentation a patch is an exact block of the volume, channel by channel.
@@ -404,6 +405,144 @@ TEST_F(Sample, ZoomResamplesAroundTheCentreWithTheNearestLabel)
   EXPECT_GT(largest, 1.1);
 }
 
+// A 48^3 volume whose three channels are the x, y and z coordinates, labelled with an
+// off-centre ellipsoid (1) next to a box (2), and patches centred on them.
+struct CoordinateVolume : Volume {
+  CoordinateVolume() : Volume(48, 48, 48, 3)
+  {
+    const int64_t n = 48, nn = n * n * n;
+    for (int64_t z = 0; z < n; ++z)
+      for (int64_t y = 0; y < n; ++y)
+        for (int64_t x = 0; x < n; ++x) {
+          const int64_t i = (z * n + y) * n + x;
+          image[i] = static_cast<float>(x);
+          image[nn + i] = static_cast<float>(y);
+          image[2 * nn + i] = static_cast<float>(z);
+          labels[i] = Region(static_cast<double>(x), static_cast<double>(y), static_cast<double>(z));
+        }
+  }
+  static int32_t Region(double x, double y, double z)
+  {
+    const double ex = (x - 27) / 6.5, ey = (y - 21) / 3.5, ez = (z - 24) / 5.5;
+    if (ex * ex + ey * ey + ez * ez <= 1.0) return 1;
+    return x >= 18 && x <= 22 && y >= 24 && y <= 29 && z >= 20 && z <= 28 ? 2 : 0;
+  }
+};
+
+// The source coordinates of patch voxel i (the three channels) and its nearest volume voxel;
+// false when a coordinate lies half-way between two voxels (either label is right).
+bool NearestSource(const std::vector<float> &img, int64_t pn, int64_t i, int64_t r[3])
+{
+  for (int a = 0; a < 3; ++a) {
+    const double f = img[a * pn + i];
+    if (std::fabs(f - std::floor(f) - 0.5) < 1e-3) return false;
+    r[a] = static_cast<int64_t>(std::floor(f + 0.5));
+  }
+  return true;
+}
+
+// The patch's map from patch offsets to volume coordinates: column j is the step of the source
+// coordinates along patch axis j (exact, as the channels are linear and trilinear keeps them).
+void PatchTransform(const std::vector<float> &img, const int32_t p[3], double m[3][3])
+{
+  const int64_t pn = static_cast<int64_t>(p[0]) * p[1] * p[2];
+  const int64_t strides[3] = {1, p[0], static_cast<int64_t>(p[0]) * p[1]};
+  for (int a = 0; a < 3; ++a)
+    for (int j = 0; j < 3; ++j) m[a][j] = img[a * pn + strides[j]] - img[a * pn];
+}
+
+// Rotated and scaled patches keep every label on its region: the label of each patch voxel is
+// the region of the volume point its image values come from.
+TEST_F(Sample, RotationAndZoomKeepLabelsOnTheirRegion)
+{
+  CoordinateVolume v;
+  const int32_t p[3] = {12, 12, 12};
+  const int64_t pn = 12 * 12 * 12;
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f; // centred on a structure: the rotated region stays inside
+  o.zoom = 0.2f;
+  o.rotation[0] = 30.0f;
+  o.rotation[1] = 20.0f;
+  o.rotation[2] = 45.0f;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  int64_t counted[3] = {0, 0, 0};
+  for (int trial = 0; trial < 40; ++trial) {
+    ASSERT_EQ(Cut(v, 3, p, o, img, lab), CS_OK);
+    for (int64_t i = 0; i < pn; ++i) {
+      int64_t r[3];
+      if (!NearestSource(img, pn, i, r)) continue;
+      ASSERT_EQ(lab[i], v.Label(r[0], r[1], r[2])) << "trial " << trial << ", patch voxel " << i;
+      counted[lab[i]]++;
+    }
+  }
+  EXPECT_GT(counted[1], 1000);
+  EXPECT_GT(counted[2], 1000);
+}
+
+// The patch's transform is zoom times a rotation whose angles about x, y and z stay within
+// their bounds and use them; an axis whose bound is 0 is not rotated about.
+TEST_F(Sample, RotationAnglesStayWithinTheirBounds)
+{
+  CoordinateVolume v;
+  const int32_t p[3] = {8, 8, 8};
+  const double bounds[][3] = {{30, 20, 45}, {0, 0, 90}, {10, 0, 0}};
+  const double pi = 3.14159265358979323846;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  for (const auto &bound : bounds) {
+    cs_sampling_options o = Plain();
+    o.foreground_fraction = 1.0f;
+    o.zoom = 0.1f;
+    for (int a = 0; a < 3; ++a) o.rotation[a] = static_cast<float>(bound[a]);
+    double largest[3] = {0, 0, 0};
+    for (int trial = 0; trial < 200; ++trial) {
+      ASSERT_EQ(Cut(v, 3, p, o, img, lab), CS_OK);
+      double m[3][3];
+      PatchTransform(img, p, m);
+      const double zoom = std::sqrt(m[0][0] * m[0][0] + m[1][0] * m[1][0] + m[2][0] * m[2][0]);
+      ASSERT_GE(zoom, 0.9 - 1e-4);
+      ASSERT_LE(zoom, 1.1 + 1e-4);
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) {
+          const double dot = (m[0][i] * m[0][j] + m[1][i] * m[1][j] + m[2][i] * m[2][j]) / (zoom * zoom);
+          ASSERT_NEAR(dot, i == j ? 1.0 : 0.0, 1e-4) << "not a scaled rotation";
+        }
+      // R = Rz(c) Ry(b) Rx(a)
+      const double angle[3] = {std::atan2(m[2][1], m[2][2]) * 180 / pi, std::asin(-m[2][0] / zoom) * 180 / pi,
+                               std::atan2(m[1][0], m[0][0]) * 180 / pi};
+      for (int a = 0; a < 3; ++a) {
+        ASSERT_LE(std::fabs(angle[a]), bound[a] + 1e-2) << "axis " << a;
+        largest[a] = std::max(largest[a], std::fabs(angle[a]));
+      }
+    }
+    for (int a = 0; a < 3; ++a)
+      EXPECT_GE(largest[a], 0.9 * bound[a]) << "axis " << a << " does not use its range";
+  }
+}
+
+// 2D patches turn in their plane only: rotations about x and y are ignored.
+TEST_F(Sample, TwoDimensionalPatchesRotateInTheirPlane)
+{
+  CoordinateVolume v;
+  const int32_t p[3] = {10, 10, 1};
+  cs_sampling_options o = Plain();
+  o.foreground_fraction = 1.0f;
+  o.rotation[0] = o.rotation[1] = o.rotation[2] = 40.0f;
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  double largest = 0.0;
+  for (int trial = 0; trial < 50; ++trial) {
+    ASSERT_EQ(Cut(v, 3, p, o, img, lab), CS_OK);
+    const float z = img[2 * 100];
+    for (int64_t i = 0; i < 100; ++i) ASSERT_EQ(img[2 * 100 + i], z) << "left its plane";
+    const double dx = img[1] - img[0], dy = img[100 + 1] - img[100];
+    largest = std::max(largest, std::fabs(std::atan2(dy, dx)));
+  }
+  EXPECT_GT(largest * 180 / 3.14159265358979323846, 30.0);
+  EXPECT_LE(largest * 180 / 3.14159265358979323846, 40.0 + 1e-2);
+}
+
 // Gamma keeps each channel's range and the order of its values and is a power law in between.
 TEST_F(Sample, GammaReshapesContrastWithinThePatchRange)
 {
@@ -456,6 +595,8 @@ TEST_F(Sample, SameGeneratorStateGivesTheSamePatch)
   o.flip_axes = 7;
   o.noise_std = 0.1f;
   o.foreground_fraction = 0.5f;
+  o.zoom = 0.2f;
+  o.rotation[0] = o.rotation[1] = o.rotation[2] = 25.0f;
   const int32_t p[3] = {16, 16, 8};
   std::vector<float> a, b;
   std::vector<int32_t> la, lb;
@@ -523,6 +664,12 @@ TEST_F(Sample, RejectsBadArguments)
   bad = Plain();
   bad.intensity_scale = -0.1f;
   EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT);
+  for (float degrees : {-1.0f, 181.0f, NAN}) {
+    bad = Plain();
+    bad.rotation[1] = degrees;
+    EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT) << degrees;
+    EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "rotation[1]"), nullptr);
+  }
   for (float zoom : {-0.1f, 1.0f, NAN}) {
     bad = Plain();
     bad.zoom = zoom;

@@ -1,7 +1,8 @@
 /* fuzz_label_names - libFuzzer target for label-name files: colour tables (`value name R G B A`)
- * and CSV files (`value,name[,R,G,B]`), read with itk::ReadLabelNames, then mapped onto a fixed
- * model's classes with itk::ComboSegMapLabelValues. (The file ending only matters for NRRD,
- * which ITK's reader parses: not fuzzed here.)
+ * and CSV files (Slicer 5's header, or `value,name[,R,G,B]`), read with itk::ReadLabelNames, then
+ * mapped onto a fixed model's classes with itk::ComboSegMapLabelValues. (The input is written as
+ * a .txt file, which is read as CSV when its first line holds a comma, else as a colour table;
+ * NRRD, which ITK's reader parses, is not fuzzed here.)
  *
  * A bad file must give an itk::ExceptionObject. Names that read must be sorted by value with no
  * value twice (what ReadLabelNames promises). */

@@ -11,10 +11,14 @@
 #include <cjson/cJSON.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "comboseg/comboseg.h"
 #include "hardening_util.h"
@@ -46,8 +50,14 @@ struct JsonFaults {
     ~JsonFaults() { cJSON_InitHooks(nullptr); }
 };
 
-// Points swept over all tests, reported at the end for the hardening figures.
-int g_points_total = 0;
+// Points tried per sweep ("<what> | context", "<what> | context repeat", "<what> | cJSON"), over
+// the tests run in this process: FaultInjectionSummary checks them against docs/hardening.md.
+std::map<std::string, int> g_sweep_points;
+
+void RecordSweep(const std::string &what, const char *kind, int points)
+{
+    g_sweep_points[what + " | " + kind] = points;
+}
 
 using Op = std::function<cs_status()>;
 
@@ -73,7 +83,7 @@ int SweepContext(cs_context_t ctx, const char *what, const Op &op, bool repeat)
             << what << ", allocation " << n << ": message '" << cs_context_last_error(ctx) << "'";
     }
     EXPECT_LE(HeapInUse() - heap_before, 4096) << what << ": heap grew over the sweep (a leak)";
-    g_points_total += points;
+    RecordSweep(what, repeat ? "context repeat" : "context", points);
     return points;
 }
 
@@ -97,7 +107,7 @@ int SweepJson(cs_context_t ctx, const char *what, const Op &op)
         EXPECT_NE(cs_context_last_error(ctx)[0], '\0') << what << ", cJSON allocation " << n;
     }
     EXPECT_LE(HeapInUse() - heap_before, 4096) << what << ": heap grew over the sweep (a leak)";
-    g_points_total += points;
+    RecordSweep(what, "cJSON", points);
     return points;
 }
 
@@ -420,11 +430,101 @@ TEST_F(TrainerFaults, JsonCheckpointLoad)
     cs_trainer_free(t);
 }
 
+// The sweeps' lines "[ fault points ] <what>  context N (repeat M)" or "... cJSON N" read back
+// into the keys of g_sweep_points.
+std::map<std::string, int> ParseSweepLines(const std::string &output)
+{
+    std::map<std::string, int> points;
+    const std::string tag = "[ fault points ] ";
+    size_t start = 0;
+    while ((start = output.find(tag, start)) != std::string::npos) {
+        const size_t end = output.find('\n', start);
+        const std::string line = output.substr(start + tag.size(), end - start - tag.size());
+        start = end;
+        for (const char *kind : {" context ", " cJSON "}) {
+            const size_t at = line.rfind(kind);
+            if (at == std::string::npos) continue;
+            std::string what = line.substr(0, at);
+            what.erase(what.find_last_not_of(' ') + 1);
+            int first = -1, repeat = -1;
+            const int read = std::sscanf(line.c_str() + at + std::strlen(kind), "%d (repeat %d)",
+                                         &first, &repeat);
+            const std::string name = std::string(kind).substr(1, std::strlen(kind) - 2);
+            if (read >= 1) points[what + " | " + name] = first;
+            if (read == 2) points[what + " | " + name + " repeat"] = repeat;
+            break;
+        }
+    }
+    return points;
+}
+
+// This executable run again without the summary: ctest runs each test in a process of its own,
+// where no sweep has run before the summary.
+std::map<std::string, int> SweepPointsOfAFullRun()
+{
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        ADD_FAILURE() << "cannot find this test executable to run its sweeps";
+        return {};
+    }
+    self[n] = '\0';
+    const std::string command =
+        "'" + std::string(self) + "' --gtest_filter=-FaultInjectionSummary.* 2>&1";
+    FILE *pipe = popen(command.c_str(), "r");
+    if (!pipe) {
+        ADD_FAILURE() << "cannot run " << command;
+        return {};
+    }
+    std::string output;
+    char buffer[4096];
+    size_t got;
+    while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
+    EXPECT_EQ(pclose(pipe), 0) << "the sweeps failed:\n" << output;
+    return ParseSweepLines(output);
+}
+
+// The points every sweep tries, as docs/hardening.md lists them: a change in an API's allocations
+// shows here, and the table there must follow.
 TEST(FaultInjectionSummary, PointsTried)
 {
-    // Runs last in this executable (gtest keeps declaration order within a file).
-    std::printf("[ fault points ] total %d\n", g_points_total);
-    RecordProperty("fault_points", g_points_total);
+    const std::map<std::string, int> expected = {
+        {"cs_model_create | context", 2},             {"cs_model_create | context repeat", 2},
+        {"cs_model_save | context", 5},               {"cs_model_save | context repeat", 5},
+        {"cs_model_save | cJSON", 531},               {"cs_model_save_f16 | context", 5},
+        {"cs_model_save_f16 | context repeat", 5},    {"cs_model_load | context", 82},
+        {"cs_model_load | context repeat", 82},       {"cs_model_load | cJSON", 659},
+        {"cs_model_add_classes | context", 2},        {"cs_model_add_classes | context repeat", 2},
+        {"cs_predict_volume | context", 3},           {"cs_predict_volume | context repeat", 3},
+        {"cs_trainer_init | context", 10},            {"cs_trainer_init | context repeat", 10},
+        {"first cs_trainer_step | context", 0},
+        {"cs_trainer_save_checkpoint | context", 6},  {"cs_trainer_save_checkpoint | context repeat", 6},
+        {"cs_trainer_save_checkpoint | cJSON", 579},  {"cs_trainer_load_checkpoint | context", 85},
+        {"cs_trainer_load_checkpoint | context repeat", 85},
+        {"cs_trainer_load_checkpoint | cJSON", 712},  {"cs_loss | context", 1},
+        {"cs_loss | context repeat", 1},              {"cs_loss (batch Dice) | context", 1},
+        {"cs_loss (batch Dice) | context repeat", 1}};
+    // Declared last, so a whole run of this executable has made every sweep already.
+    const std::map<std::string, int> tried =
+        g_sweep_points.size() == expected.size() ? g_sweep_points : SweepPointsOfAFullRun();
+    int total = 0, expected_total = 0;
+    for (const auto &e : expected) {
+        expected_total += e.second;
+        const auto it = tried.find(e.first);
+        if (it == tried.end()) {
+            ADD_FAILURE() << "no sweep of " << e.first << " ran";
+            continue;
+        }
+        EXPECT_EQ(it->second, e.second)
+            << e.first << ": fault points tried changed; update docs/hardening.md's table and this one";
+    }
+    for (const auto &t : tried) {
+        total += t.second;
+        EXPECT_TRUE(expected.count(t.first)) << "sweep " << t.first << " is not in the expected table";
+    }
+    EXPECT_EQ(total, expected_total);
+    std::printf("[ fault points ] total %d\n", total);
+    RecordProperty("fault_points", total);
 }
 
 } // namespace

@@ -381,6 +381,33 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
   EXPECT_GT(std::count(labels.begin(), labels.end(), 2), 30);
 }
 
+// A model that recommends keeping the largest component gets it by default; the raw output
+// (UseModelPostProcessingOff) is the network's. An untrained model scatters its labels.
+TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRawOutput)
+{
+  cs_model_info info = cstest::OrganModelInfo();
+  info.postprocessing.largest_component = 1;
+  auto                model = cstest::MakeModel(info, 3);
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 24, 22, 20 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(10, 5));
+  auto run = [&](bool useModel, bool largest) {
+    auto filter = FilterType::New();
+    filter->SetModel(model);
+    filter->SetInput(input);
+    filter->SetUseModelPostProcessing(useModel);
+    filter->SetLargestComponent(largest);
+    filter->SetOutputLabelValues(false);
+    filter->Update();
+    const LabelImage * out = filter->GetOutput();
+    return std::vector<int32_t>(out->GetBufferPointer(), out->GetBufferPointer() + out->GetPixelContainer()->Size());
+  };
+  const std::vector<int32_t> raw = run(false, false), byDefault = run(true, false), asked = run(false, true);
+  std::vector<int32_t> cleaned = raw;
+  itk::ComboSegKeepLargestComponents(cleaned.data(), itk::ComboSegGridOf(input.GetPointer()).size);
+  ASSERT_NE(cleaned, raw) << "the raw output should have several components per class for this test";
+  EXPECT_EQ(byDefault, cleaned);
+  EXPECT_EQ(asked, cleaned);
+}
+
 TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
 {
   auto                model = cstest::MakeModel(cstest::OrganModelInfo());
@@ -401,7 +428,7 @@ TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
     ASSERT_EQ(ia.Get(), ib.Get());
   std::ostringstream printed;
   a->Print(printed);
-  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "LargestComponent: Off",
+  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelPostProcessing: On", "LargestComponent: Off",
                               "BackgroundOutsideBody: On", "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
     EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
 }
@@ -442,6 +469,144 @@ TEST(ComboSegImageFilter, VoxelsWithoutDataAreBackground)
     }
   }
   EXPECT_TRUE(labelledEmptyRegion) << "no seed labelled the empty region without the rule: the test shows nothing";
+}
+
+// ------------------------------------------------------------------------------------------
+// Test-time augmentation
+
+// The image mirrored along its x index, on the same grid.
+FloatImage::Pointer
+MirroredAlongX(const FloatImage * input)
+{
+  auto mirrored = FloatImage::New();
+  mirrored->CopyInformation(input);
+  mirrored->SetRegions(input->GetLargestPossibleRegion());
+  mirrored->Allocate();
+  const auto                                    nx = static_cast<long>(input->GetLargestPossibleRegion().GetSize()[0]);
+  itk::ImageRegionIteratorWithIndex<FloatImage> it(mirrored, mirrored->GetLargestPossibleRegion());
+  for (it.GoToBegin(); !it.IsAtEnd(); ++it)
+  {
+    FloatImage::IndexType source = it.GetIndex();
+    source[0] = nx - 1 - source[0];
+    it.Set(input->GetPixel(source));
+  }
+  return mirrored;
+}
+
+// The filter's output as a vector, x fastest.
+std::vector<int>
+Segment(itk::ComboSegModel * model, FloatImage * input, unsigned int mirrorAxes, double minimumProbability = 0.0)
+{
+  auto filter = FilterType::New();
+  filter->SetModel(model);
+  filter->SetInput(input);
+  filter->SetTestTimeMirrorAxes(mirrorAxes);
+  filter->SetMinimumProbability(minimumProbability);
+  filter->Update();
+  std::vector<int> labels;
+  for (float v : itk::ComboSegValuesOf(filter->GetOutput()))
+    labels.push_back(static_cast<int>(v));
+  return labels;
+}
+
+// Voxels where b is not a mirrored along x, with the label values in `swap` exchanged.
+int64_t
+MirrorMismatches(const std::vector<int> & a, const std::vector<int> & b, const std::array<int64_t, 3> & size,
+                 std::pair<int, int> swap = { -1, -1 })
+{
+  int64_t mismatches = 0;
+  for (int64_t z = 0; z < size[2]; ++z)
+    for (int64_t y = 0; y < size[1]; ++y)
+      for (int64_t x = 0; x < size[0]; ++x)
+      {
+        int       want = a[static_cast<size_t>((z * size[1] + y) * size[0] + size[0] - 1 - x)];
+        const int got = b[static_cast<size_t>((z * size[1] + y) * size[0] + x)];
+        want = want == swap.first ? swap.second : want == swap.second ? swap.first : want;
+        mismatches += got != want;
+      }
+  return mismatches;
+}
+
+// With test-time mirroring along x (the model's RAS x is the input's x flipped), the mirrored
+// input gives exactly the mirrored output: the two passes see the same two images. An untrained
+// model is far from symmetric, so without it the outputs differ, and with it they change.
+TEST(ComboSegImageFilterTestTime, MirroredInputGivesTheMirroredOutput)
+{
+  auto                           model = cstest::MakeModel(cstest::OrganModelInfo());
+  const std::array<int64_t, 3>   size = { 18, 16, 16 };
+  FloatImage::Pointer            input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  FloatImage::Pointer            mirrored = MirroredAlongX(input);
+  const std::vector<int>         plain = Segment(model, input, 0), plainMirrored = Segment(model, mirrored, 0);
+  const std::vector<int>         tta = Segment(model, input, 1), ttaMirrored = Segment(model, mirrored, 1);
+  EXPECT_EQ(MirrorMismatches(tta, ttaMirrored, size), 0);
+  EXPECT_GT(MirrorMismatches(plain, plainMirrored, size), 0) << "the model is symmetric: the test shows nothing";
+  EXPECT_NE(plain, tta) << "test-time augmentation changed nothing";
+  for (unsigned int axes : { 7u }) // every combination of mirrors along x, y, z: symmetric too
+    EXPECT_EQ(MirrorMismatches(Segment(model, input, axes), Segment(model, mirrored, axes), size), 0) << axes;
+}
+
+// Mirroring x exchanges left and right: a model with a left and a right class labels the
+// mirrored input as the mirrored output with the two classes swapped.
+TEST(ComboSegImageFilterTestTime, MirroringSwapsLeftAndRightClasses)
+{
+  cs_model_info info = cstest::OrganModelInfo();
+  std::snprintf(info.classes[1].name, sizeof(info.classes[1].name), "L_organ");
+  std::snprintf(info.classes[2].name, sizeof(info.classes[2].name), "R_organ");
+  auto                         model = cstest::MakeModel(info);
+  const std::array<int64_t, 3> size = { 18, 16, 16 };
+  FloatImage::Pointer          input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  const std::vector<int>       tta = Segment(model, input, 1), ttaMirrored = Segment(model, MirroredAlongX(input), 1);
+  EXPECT_EQ(MirrorMismatches(tta, ttaMirrored, size, { 3, 7 }), 0);
+  EXPECT_GT(MirrorMismatches(tta, ttaMirrored, size), 0) << "no left or right class found: the test shows nothing";
+}
+
+// The averaged probabilities are probabilities: the output holds the same label values, and a
+// minimum probability of 1 leaves only background (a sum of two passes would pass it).
+TEST(ComboSegImageFilterTestTime, OutputKeepsItsLabelValuesAndProbabilities)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  for (unsigned int axes : { 1u, 7u })
+  {
+    for (int v : Segment(model, input, axes))
+      ASSERT_TRUE(v == 0 || v == 3 || v == 7) << v;
+    for (int v : Segment(model, input, axes, 1.0))
+      ASSERT_EQ(v, 0) << axes;
+  }
+}
+
+TEST(ComboSegProcessing, LeftRightPartnersAreFoundByName)
+{
+  cs_unet_config arch = cs_unet_config_default();
+  arch.num_classes = 8;
+  cs_model_info info;
+  ASSERT_EQ(cs_model_info_init(&info, &arch), CS_OK);
+  const char * names[] = { "background", "L_thalamus", "Left-Putamen", "R_thalamus", "Right-Putamen", "brainstem", "left lung", "Lung" };
+  for (int k = 0; k < 8; ++k)
+    std::snprintf(info.classes[k].name, sizeof(info.classes[k].name), "%s", names[k]);
+  EXPECT_EQ(itk::ComboSegLeftRightPartners(info), (std::vector<int32_t>{ 0, 3, 4, 1, 2, 5, 6, 7 }));
+}
+
+TEST(ComboSegProcessing, MirrorReversesOneAxisOfEveryVolume)
+{
+  const std::array<int64_t, 3> size = { 4, 3, 2 };
+  std::vector<float>           v(48);
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = static_cast<float>(i);
+  for (int axis = 0; axis < 3; ++axis)
+  {
+    std::vector<float> m = v;
+    itk::ComboSegMirror(m.data(), 2, size, axis);
+    for (int64_t c = 0; c < 2; ++c)
+      for (int64_t z = 0; z < 2; ++z)
+        for (int64_t y = 0; y < 3; ++y)
+          for (int64_t x = 0; x < 4; ++x)
+          {
+            int64_t s[3] = { x, y, z };
+            s[axis] = size[static_cast<size_t>(axis)] - 1 - s[axis];
+            ASSERT_EQ(m[static_cast<size_t>(((c * 2 + z) * 3 + y) * 4 + x)], v[static_cast<size_t>(((c * 2 + s[2]) * 3 + s[1]) * 4 + s[0])]);
+          }
+  }
 }
 
 TEST(ComboSegImageFilter, TwoDimensionalModelOnTwoDimensionalImage)

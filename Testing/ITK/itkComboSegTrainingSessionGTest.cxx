@@ -660,6 +660,13 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
   auto base = itk::ComboSegModel::New();
   base->Load(baseFile);
   ASSERT_EQ(base->GetInfo().arch.num_classes, 2);
+  // A new model recommends keeping the largest component; this base is changed to recommend
+  // filling holes only, which fine-tuning must keep.
+  EXPECT_EQ(base->GetInfo().postprocessing.largest_component, 1);
+  cs_model_info recommends = base->GetInfo();
+  recommends.postprocessing = cs_postprocessing{ 0, 1 };
+  ASSERT_EQ(cs_model_set_info(nullptr, base->GetModel(), &recommends), CS_OK);
+  base->Save(baseFile);
   // Over ball and box, the base model scores its ball Dice and 0 for the box it never predicts
   // (the grown model predicts exactly what it predicts).
   const double baseDice = ValidationDice(base->GetModel(), BallOnly(m_Valid[0]), { Name(1, "ball") }) / 2.0;
@@ -692,6 +699,8 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
   EXPECT_STREQ(out->GetInfo().classes[2].name, "box");
   EXPECT_EQ(out->GetInfo().classes[2].value, 2);
   EXPECT_NE(std::string(out->GetInfo().training_data).find("fine-tuned from"), std::string::npos);
+  EXPECT_EQ(out->GetInfo().postprocessing.largest_component, 0);
+  EXPECT_EQ(out->GetInfo().postprocessing.fill_holes, 1);
   EXPECT_GT(r.bestMeanDice, baseDice);
   // The new structure is learnt, not only kept out of the way.
   double boxDice = 0.0;

@@ -210,6 +210,7 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   ASSERT_EQ(model->GetInfo().arch.num_classes, 3);
   EXPECT_STREQ(model->GetInfo().classes[2].name, "box");
   EXPECT_STREQ(model->GetInfo().name, "model");
+  EXPECT_EQ(model->GetInfo().postprocessing.largest_component, 1) << "a new model recommends its clean-up";
 
   std::vector<std::string> header;
   const auto rows = TableRows(m_Dir + "/history.tsv", &header);
@@ -296,18 +297,20 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
   }
 }
 
-// Zoom and gamma augmentation: a run with both trains; values outside the ranges of the XML
-// description are refused, naming the parameter, before anything is written.
+// Zoom, gamma, rotation and mirror augmentation: a run with all of them trains; values outside
+// the ranges of the XML description are refused, naming the parameter, before anything is written.
 TEST_F(ComboSegTrainTest, AugmentationOptionsTrainAndBadOnesAreRefused)
 {
   WriteSyntheticData();
   std::vector<std::string> args = SyntheticArgs(1, 2);
-  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5" });
+  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5", "--rotationAugmentation",
+                            "5,5,15", "--mirrorAugmentation", "xz" });
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
 
   const std::pair<std::string, std::string> bad[] = {
-    { "--zoomAugmentation", "1" }, { "--zoomAugmentation", "-0.1" }, { "--gammaAugmentation", "-1" }
+    { "--zoomAugmentation", "1" },        { "--zoomAugmentation", "-0.1" },    { "--gammaAugmentation", "-1" },
+    { "--rotationAugmentation", "181" }, { "--rotationAugmentation", "5,5" }, { "--mirrorAugmentation", "w" }
   };
   for (const auto &[flag, value] : bad)
   {
@@ -344,10 +347,13 @@ TEST_F(ComboSegTrainTest, KilledRunResumesFromTheCheckpoint)
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status));
 
-  // What was written is whole: the model of epoch 1 loads.
+  // All or nothing: no output of the killed run under its name; the best model so far waits,
+  // whole, beside the checkpoint for the resumed run.
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/model.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/history.tsv"));
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/curves.png"));
   auto model = itk::ComboSegModel::New();
-  model->Load(m_Dir + "/model.safetensors");
-  ASSERT_GE(TableRows(m_Dir + "/history.tsv").size(), 1u);
+  model->Load(m_Dir + "/model.safetensors.checkpoint.best");
 
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -361,6 +367,33 @@ TEST_F(ComboSegTrainTest, KilledRunResumesFromTheCheckpoint)
     EXPECT_EQ(rows[i][Column(header, "step")], std::to_string(20 * (i + 1)));
   }
   EXPECT_TRUE(std::regex_search(ReadFile(m_Dir + "/return.txt"), std::regex("epochsDone = 4")));
+}
+
+// Every output location is checked before the cases are read, and a run that fails leaves no
+// output: a missing folder for the model, the history or the plot, or a plot name asking for a
+// format other than PNG.
+TEST_F(ComboSegTrainTest, BadOutputsAreRefusedBeforeTrainingAndLeaveNothing)
+{
+  WriteSyntheticData();
+  const std::vector<std::pair<std::string, std::string>> bad = {
+    { "--outputModel", m_Dir + "/nope/sub/model.safetensors" },
+    { "--historyTable", m_Dir + "/nope/history.tsv" },
+    { "--plotImage", m_Dir + "/nope/curves.png" },
+    { "--plotImage", m_Dir + "/curves.jpg" },
+    { "--historyTable", m_Dir },
+  };
+  for (const auto &[flag, value] : bad)
+  {
+    std::vector<std::string> args = SyntheticArgs(2, 50);
+    *(std::find(args.begin(), args.end(), flag) + 1) = value;
+    const RunResult r = RunModule(args, m_Dir);
+    EXPECT_EQ(r.code, 1) << flag << " " << value;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << flag << " " << value << ": " << r.err;
+    EXPECT_EQ(r.out.find("<filter-start>"), std::string::npos) << flag << ": the run started:\n" << r.out;
+    for (const char *left : { "/model.safetensors", "/model.safetensors.checkpoint", "/model.safetensors.checkpoint.best",
+                              "/history.tsv", "/curves.png", "/return.txt" })
+      EXPECT_FALSE(std::filesystem::exists(m_Dir + left)) << flag << " " << value << " left " << left;
+  }
 }
 
 // Fine-tuning on the TotalSegmentator example CT: even slices train, odd slices validate. A base

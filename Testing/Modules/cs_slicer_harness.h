@@ -434,6 +434,86 @@ inline std::vector<std::string> BuildCommandLine(const std::string &executable, 
   return argv;
 }
 
+// ---------------------------------------------------------------------------------------------
+// How Slicer loads a label-image output (image type="label"), by the node the user chose:
+// - "Create new Segmentation": Slicer hands the module a ".seg.nrrd" temporary path and reads the
+//   segments from the NRRD header's Segment<i>_* keys (vtkMRMLSegmentationStorageNode): names,
+//   colours, label values and layers reach the scene.
+// - a LabelMap volume: the voxels only; the keys are ignored and names come from a colour table
+//   node alone.
+
+struct SegmentationSegment
+{
+  std::string id, name, extent;
+  int labelValue = 0, layer = 0;
+  double color[3] = {0, 0, 0};
+};
+
+// The key/value fields ("key:=value") of a NRRD header (the text before the first empty line).
+inline std::map<std::string, std::string> NrrdKeyValues(const std::string &path)
+{
+  std::ifstream in(path, std::ios::binary);
+  std::map<std::string, std::string> values;
+  std::string line;
+  while (std::getline(in, line) && !line.empty())
+  {
+    const size_t sep = line.find(":=");
+    if (sep != std::string::npos)
+      values[line.substr(0, sep)] = line.substr(sep + 2);
+  }
+  return values;
+}
+
+// The segments a Segmentation node gets from the file, read in index order as long as
+// Segment<i>_ID exists; throws naming a key Slicer needs that is missing.
+inline std::vector<SegmentationSegment> LoadAsSegmentationNode(const std::string &path)
+{
+  const std::map<std::string, std::string> keys = NrrdKeyValues(path);
+  auto get = [&keys](const std::string &key) {
+    const auto it = keys.find(key);
+    if (it == keys.end())
+      throw std::runtime_error("segmentation file lacks " + key);
+    return it->second;
+  };
+  std::vector<SegmentationSegment> segments;
+  for (int i = 0; keys.count("Segment" + std::to_string(i) + "_ID"); ++i)
+  {
+    const std::string prefix = "Segment" + std::to_string(i) + "_";
+    SegmentationSegment s;
+    s.id = get(prefix + "ID");
+    s.name = get(prefix + "Name");
+    s.extent = get(prefix + "Extent");
+    s.labelValue = std::stoi(get(prefix + "LabelValue"));
+    s.layer = std::stoi(get(prefix + "Layer"));
+    std::istringstream color(get(prefix + "Color"));
+    color >> s.color[0] >> s.color[1] >> s.color[2];
+    if (!color)
+      throw std::runtime_error(prefix + "Color is not three numbers");
+    segments.push_back(s);
+  }
+  get("Segmentation_ContainedRepresentationNames");
+  return segments;
+}
+
+// The names a LabelMap volume shows: those of the colour table node given with it (value -> name,
+// from `value name R G B A` lines), none without one.
+inline std::map<int, std::string> LabelMapNames(const std::string &colorTable)
+{
+  std::map<int, std::string> names;
+  std::ifstream in(colorTable);
+  std::string line;
+  while (std::getline(in, line))
+  {
+    std::istringstream fields(line);
+    int value;
+    std::string name;
+    if (line.empty() || line[0] == '#' || !(fields >> value >> name))
+      continue;
+    names[value] = name;
+  }
+  return names;
+}
+
 inline std::string Join(const std::vector<std::string> &argv)
 {
   std::string s;

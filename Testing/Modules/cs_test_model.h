@@ -45,8 +45,9 @@ inline void MakeBlobs(long nx, long ny, long nz, std::vector<float> &image, std:
       }
 }
 
-// Creates the model and trains it `steps` steps on a 16^3 blob volume; saves it to path.
-inline void MakeTestModel(const std::string &path, int steps = 15)
+// Creates the model and trains it `steps` steps on a 16^3 blob volume; saves it to path with the
+// clean-up it recommends.
+inline void MakeTestModel(const std::string &path, int steps = 15, cs_postprocessing recommended = {0, 0})
 {
   cs_context_t ctx = nullptr;
   ASSERT_EQ(cs_context_init(&ctx), CS_OK);
@@ -69,6 +70,7 @@ inline void MakeTestModel(const std::string &path, int steps = 15)
   std::memcpy(info.classes[2].rgb, c2, 3);
   info.patch_size[0] = info.patch_size[1] = info.patch_size[2] = 16;
   info.spacing[0] = info.spacing[1] = info.spacing[2] = 1.0;
+  info.postprocessing = recommended;
   cs_model_t model = nullptr;
   ASSERT_EQ(cs_model_create(ctx, &info, 3, &model), CS_OK) << cs_context_last_error(ctx);
 

@@ -1,5 +1,7 @@
 // test_output_formats.cpp - ComboSegSegment run from a script: the label map's format follows the
-// output file name (.nrrd, .nii.gz, .nii, .mha, .mhd), and other names are refused before any work.
+// output file name (.nrrd, .nii.gz, .nii, .mha, .mhd), other names and unwritable locations are
+// refused before any work, the outputs arrive all together or not at all, and the model's
+// recommended clean-up is applied unless the raw output is asked for.
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -8,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <cerrno>
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
@@ -17,6 +21,7 @@
 
 #include "itkImage.h"
 #include "itkImageFileReader.h"
+#include "itkComboSegProcessing.h"
 #include "itkImageFileWriter.h"
 #include "itkMetaImageIOFactory.h"
 #include "itkNiftiImageIOFactory.h"
@@ -225,4 +230,116 @@ TEST_F(SegmentOutputFormats, UnsupportedExtensionIsCheckedBeforeAnyWork)
   EXPECT_EQ(p.exitCode, 1);
   EXPECT_NE(p.err.find("preview.jpg"), std::string::npos) << p.err;
   EXPECT_TRUE(FolderEntries(tmp.Path()).empty());
+}
+
+// Every output location is checked before the model or the input is read (neither exists here,
+// so a message about the output shows that it came first): missing folders, a file where the
+// surface folder should be, a colour table name asking for a format that is not written.
+TEST_F(SegmentOutputFormats, EveryOutputLocationIsCheckedBeforeAnyWork)
+{
+  slicer::TempDir tmp;
+  const std::string file = tmp.Path() + "/a-file";
+  std::ofstream(file) << "x";
+  const std::string label = tmp.Path() + "/label.nrrd";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+    {{tmp.Path() + "/nope/sub/out.nrrd"}, tmp.Path() + "/nope/sub"},
+    {{"--outputColorTable", tmp.Path() + "/nope/labels.ctbl", label}, tmp.Path() + "/nope"},
+    {{"--outputColorTable", tmp.Path() + "/labels.lut", label}, "labels.lut"},
+    {{"--surfaceDirectory", tmp.Path() + "/nope/sub/surfaces", label}, tmp.Path() + "/nope/sub"},
+    {{"--surfaceDirectory", file, label}, file},
+    {{"--previewImage", tmp.Path() + "/nope/preview.png", label}, tmp.Path() + "/nope"},
+    {{"--outputColorTable", label, label}, label},
+  };
+  for (const auto &c : cases)
+  {
+    std::vector<std::string> extra(c.first.begin(), c.first.end() - 1);
+    const slicer::RunResult r =
+      Segment(tmp.Path() + "/missing.safetensors", tmp.Path() + "/missing.nrrd", c.first.back(), extra);
+    EXPECT_EQ(r.exitCode, 1) << slicer::Join(c.first);
+    EXPECT_NE(r.err.find(c.second), std::string::npos) << slicer::Join(c.first) << ": " << r.err;
+    EXPECT_EQ(r.err.find("missing"), std::string::npos) << "the model or input was read first: " << r.err;
+    EXPECT_EQ(FolderEntries(tmp.Path()), std::set<std::string>{"a-file"}) << slicer::Join(c.first);
+  }
+}
+
+// All outputs of a run arrive under their names and nothing else is left in their folders (an
+// existing surface folder, as Slicer gives one, receives the surfaces beside what it holds); a
+// .csv colour table is Slicer's CSV.
+TEST_F(SegmentOutputFormats, AllOutputsArriveTogether)
+{
+  slicer::TempDir tmp;
+  ASSERT_EQ(mkdir((tmp.Path() + "/surfaces").c_str(), 0775), 0);
+  std::ofstream(tmp.Path() + "/surfaces/notes.txt") << "kept";
+  const slicer::RunResult r = Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd",
+                                      {"--outputColorTable", tmp.Path() + "/labels.csv", "--previewImage",
+                                       tmp.Path() + "/preview.png", "--surfaceDirectory", tmp.Path() + "/surfaces"});
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_EQ(FolderEntries(tmp.Path()), (std::set<std::string>{"label.nrrd", "labels.csv", "preview.png", "surfaces"}));
+  const std::set<std::string> surfaces = FolderEntries(tmp.Path() + "/surfaces");
+  EXPECT_TRUE(surfaces.count("notes.txt"));
+  EXPECT_GE(surfaces.size(), 2u);
+  for (const std::string &name : surfaces)
+    EXPECT_TRUE(name == "notes.txt" || name.find("_blob.vtk") != std::string::npos) << name;
+  std::ifstream in(tmp.Path() + "/labels.csv");
+  const std::string table((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(table.rfind("LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n", 0), 0u) << table;
+  EXPECT_NE(table.find("\n5,left blob,230,40,40,255\n"), std::string::npos) << table;
+}
+
+// A failure at the end leaves no output of the run: here a surface file cannot take its name (a
+// folder holds it), after the label map, colour table and preview were written.
+TEST_F(SegmentOutputFormats, AFailureAtTheEndLeavesNoOutputOfTheRun)
+{
+  ASSERT_TRUE(s_Reference);
+  std::set<short> found;
+  for (size_t i = 0; i < s_Reference->GetPixelContainer()->Size(); ++i)
+    found.insert(s_Reference->GetBufferPointer()[i]);
+  ASSERT_TRUE(found.count(5) || found.count(9)) << "the test model finds no blob: no surface to write";
+  slicer::TempDir tmp;
+  const std::string surfaces = tmp.Path() + "/surfaces";
+  for (const char *blocked : {"/5_left_blob.vtk", "/9_right_blob.vtk"})
+  {
+    ASSERT_EQ(mkdir((surfaces).c_str(), 0775) == 0 || errno == EEXIST, true);
+    ASSERT_EQ(mkdir((surfaces + blocked).c_str(), 0775), 0);
+    std::ofstream(surfaces + blocked + "/keep") << "x";
+  }
+  const slicer::RunResult r =
+    Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd",
+            {"--outputColorTable", tmp.Path() + "/labels.ctbl", "--previewImage", tmp.Path() + "/preview.png",
+             "--surfaceDirectory", surfaces});
+  EXPECT_EQ(r.exitCode, 1) << r.out;
+  EXPECT_NE(r.err.find("_blob.vtk"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no output of this run was kept"), std::string::npos) << r.err;
+  EXPECT_EQ(FolderEntries(tmp.Path()), std::set<std::string>{"surfaces"});
+  EXPECT_EQ(FolderEntries(surfaces), (std::set<std::string>{"5_left_blob.vtk", "9_right_blob.vtk"}));
+}
+
+// A model that recommends keeping the largest component gets it by default; --rawOutput returns
+// the network's own labels, to which --largestComponent still adds the step. An untrained model
+// scatters its labels.
+TEST_F(SegmentOutputFormats, TheModelsRecommendedCleanUpIsAppliedUnlessTheRawOutputIsAsked)
+{
+  slicer::TempDir tmp;
+  const std::string model = tmp.Path() + "/recommends.safetensors";
+  cstest::MakeTestModel(model, 0, cs_postprocessing{1, 0});
+  auto segment = [&](const std::string &name, const std::vector<std::string> &extra) {
+    const slicer::RunResult r = Segment(model, s_InputFile, tmp.Path() + "/" + name, extra);
+    EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
+    std::string io;
+    LabelImage::Pointer labels = ReadWithFactories(tmp.Path() + "/" + name, io);
+    return std::make_pair(r.out, std::vector<int32_t>(labels->GetBufferPointer(),
+                                                      labels->GetBufferPointer() + labels->GetPixelContainer()->Size()));
+  };
+  const auto byDefault = segment("default.nrrd", {});
+  const auto raw = segment("raw.nrrd", {"--rawOutput"});
+  const auto asked = segment("asked.nrrd", {"--rawOutput", "--largestComponent"});
+  EXPECT_NE(byDefault.first.find("clean-up: largest component (the model's recommendation)"), std::string::npos)
+    << byDefault.first;
+  EXPECT_NE(raw.first.find("clean-up: none"), std::string::npos) << raw.first;
+  std::vector<int32_t> cleaned = raw.second;
+  const auto size = s_Input->GetLargestPossibleRegion().GetSize();
+  itk::ComboSegKeepLargestComponents(cleaned.data(), {{int64_t(size[0]), int64_t(size[1]), int64_t(size[2])}});
+  ASSERT_NE(cleaned, raw.second) << "the raw labels should hold several pieces per class for this test";
+  EXPECT_EQ(byDefault.second, cleaned);
+  EXPECT_EQ(asked.second, cleaned) << "--largestComponent applies whatever the model says";
 }

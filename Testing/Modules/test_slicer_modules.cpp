@@ -1,5 +1,6 @@
 // test_slicer_modules.cpp - the CLI modules driven the way 3D Slicer drives them.
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -334,22 +335,83 @@ TEST_F(SegmentModule, RunsLikeSlicerAndOutputsLoadWithGeometryAndNames)
   }
 }
 
+// Names and colours reach Slicer only through a Segmentation node: the output's description says
+// to choose "Create new Segmentation"; with it (a .seg.nrrd temporary path) the segments load with
+// their names, colours and values; a LabelMap output gets the voxels, and names only from the
+// colour table written beside it.
+TEST_F(SegmentModule, OutputReachesSlicerAsASegmentationOrAsALabelMapWithItsColourTable)
+{
+  auto xml = ModuleXml("ComboSegSegment");
+  ASSERT_TRUE(xml);
+  std::string outputDescription; // what the panel shows for the output
+  for (const auto &section : xml->children)
+    for (const auto &p : section->children)
+      if (p->ChildText("name") == "outputLabelMap")
+        outputDescription = p->ChildText("description");
+  EXPECT_NE(outputDescription.find("Create new Segmentation"), std::string::npos) << outputDescription;
+
+  slicer::TempDir tmp;
+  const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
+  WriteNrrd(Blobs(40, 36, 24).GetPointer(), inputFile);
+  const std::string segmentation = tmp.NodeFile("vtkMRMLSegmentationNode1", ".seg.nrrd");
+  const std::string labelMap = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
+  const std::string colors = tmp.NodeFile("vtkMRMLColorTableNode1", ".ctbl");
+  for (const auto &outputs : std::vector<std::map<std::string, std::string>>{
+         {{"outputLabelMap", segmentation}}, {{"outputLabelMap", labelMap}, {"outputColorTable", colors}}})
+  {
+    std::map<std::string, std::string> values = {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"threads", "2"}};
+    values.insert(outputs.begin(), outputs.end());
+    const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml, values,
+                                               tmp.Path() + "/returns.params");
+    const slicer::RunResult r = slicer::Run(argv, 300);
+    ASSERT_EQ(r.exitCode, 0) << slicer::Join(argv) << "\n" << r.out << r.err;
+  }
+
+  const std::vector<slicer::SegmentationSegment> segments = slicer::LoadAsSegmentationNode(segmentation);
+  ASSERT_EQ(segments.size(), 2u);
+  EXPECT_EQ(segments[0].name, "left blob");
+  EXPECT_EQ(segments[0].labelValue, 5);
+  EXPECT_EQ(segments[1].name, "right blob");
+  EXPECT_EQ(segments[1].labelValue, 9);
+  EXPECT_NEAR(segments[1].color[2], 230 / 255.0, 1e-4);
+  auto voxels = ReadImage<LabelImage>(segmentation);
+  for (size_t i = 0; i < voxels->GetPixelContainer()->Size(); ++i)
+    ASSERT_TRUE(voxels->GetBufferPointer()[i] == 0 || voxels->GetBufferPointer()[i] == 5 ||
+                voxels->GetBufferPointer()[i] == 9);
+
+  auto labels = ReadImage<LabelImage>(labelMap);
+  ASSERT_EQ(labels->GetPixelContainer()->Size(), voxels->GetPixelContainer()->Size());
+  EXPECT_TRUE(std::equal(labels->GetBufferPointer(), labels->GetBufferPointer() + labels->GetPixelContainer()->Size(),
+                         voxels->GetBufferPointer()))
+    << "both outputs hold the same labels";
+  const std::map<int, std::string> names = slicer::LabelMapNames(colors);
+  ASSERT_TRUE(names.count(5) && names.count(9));
+  EXPECT_EQ(names.at(5), "left_blob");
+  EXPECT_EQ(names.at(9), "right_blob");
+}
+
+// Bundled models are found relative to the executable: a copy of it in a tree whose models folder
+// is empty finds none, and must say which file it looked for, and where.
 TEST_F(SegmentModule, MissingBundledModelIsAnErrorNamingTheFile)
 {
   auto xml = ModuleXml("ComboSegSegment");
   ASSERT_TRUE(xml);
   slicer::TempDir tmp;
+  // Deep enough that the install tree's relative models folder also lies inside tmp.
+  const std::string tree = tmp.Path() + "/a/b/c/d/e";
+  const std::string cliDir = tree + "/cli-modules", modelsDir = tree + "/Resources/Models";
+  std::filesystem::create_directories(cliDir);
+  std::filesystem::create_directories(modelsDir);
+  const std::string exe = cliDir + "/ComboSegSegment";
+  std::filesystem::copy_file(slicer::ModulePath("ComboSegSegment"), exe);
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(16, 16, 16).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const std::string bundled = std::string(COMBOSEG_SOURCE_DIR) + "/Resources/Models/brain-structures-t1.safetensors";
-  if (slicer::Exists(bundled))
-    GTEST_SKIP() << "the bundled model exists: " << bundled;
-  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
-                                             {{"inputVolume", inputFile}, {"outputLabelMap", output}}, "");
+  const auto argv = slicer::BuildCommandLine(exe, *xml, {{"inputVolume", inputFile}, {"outputLabelMap", output}}, "");
   const slicer::RunResult r = slicer::Run(argv, 60);
-  EXPECT_EQ(r.exitCode, 1);
-  EXPECT_NE(r.err.find("brain-structures-t1.safetensors"), std::string::npos) << r.err;
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_NE(r.err.find(cliDir + "/../Resources/Models/brain-structures-t1.safetensors"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--modelFile"), std::string::npos) << r.err;
   EXPECT_FALSE(slicer::Exists(output));
 }
 
@@ -510,6 +572,22 @@ TEST(EvaluateModule, AgreesWithHandComputedMeasures)
 
 // --allStructures adds a row for all structures merged (e.g. the whole tumour): any label counts
 // against any label, so swapped labels are wrong per structure and right as a whole.
+// The table's folder and format are checked before the label maps are read (which do not exist).
+TEST(EvaluateModule, TableLocationIsCheckedBeforeTheMapsAreRead)
+{
+  slicer::TempDir tmp;
+  for (const std::string &table : {tmp.Path() + "/nope/measures.tsv", tmp.Path() + "/measures.csv"})
+  {
+    const slicer::RunResult r = slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--outputTable", table,
+                                             tmp.Path() + "/missing-reference.nrrd", tmp.Path() + "/missing-test.nrrd"},
+                                            60);
+    EXPECT_EQ(r.exitCode, 1) << table;
+    EXPECT_NE(r.err.find(table.find("nope") != std::string::npos ? tmp.Path() + "/nope" : table), std::string::npos)
+      << r.err;
+    EXPECT_EQ(r.err.find("missing"), std::string::npos) << "a map was read first: " << r.err;
+  }
+}
+
 TEST(EvaluateModule, AllStructuresRowMergesEveryLabel)
 {
   slicer::TempDir tmp;

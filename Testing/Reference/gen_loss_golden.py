@@ -7,7 +7,7 @@ Run with Debian's Python (python3-torch), from anywhere:
 
 It writes loss_golden.bin and optim_golden.bin into Testing/Data/ (or the folder given). CI does
 not run it; the files are kept in the repository. The losses are written from the formulas in
-docs/design.md ("The Combo loss") and comboseg.h, independently of the C code.
+docs/design.md ("The losses") and comboseg.h, independently of the C code.
 
 File format ("named arrays", little-endian):
     8 bytes  magic b"CSGOLD01"

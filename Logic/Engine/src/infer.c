@@ -151,6 +151,7 @@ typedef struct infer_plan {
     int64_t count[3];  /* window positions per axis */
     int gaussian;
     float sigma;
+    int accumulate;    /* add to the probabilities output instead of overwriting it */
 } infer_plan;
 
 /* Start of window i of an axis: evenly spread from 0 to padded - win, so both ends are covered
@@ -177,6 +178,7 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
                        (double)o->overlap);
     p->gaussian = o->gaussian_weighting != 0;
     p->sigma = o->gaussian_sigma;
+    p->accumulate = o->accumulate != 0;
     if (p->gaussian && !(o->gaussian_sigma > 0.0f && isfinite(o->gaussian_sigma)))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "gaussian_sigma = %g must be positive",
                        (double)o->gaussian_sigma);
@@ -335,7 +337,10 @@ CS_OMP_FOR
                 float best_p = -1.0f;
                 for (int32_t k = 0; k < K; k++) {
                     float v = s->slab[((k * wz + slot) * py + y) * px + x] * inv;
-                    if (probabilities) probabilities[((k * nz + z) * ny + y) * nx + x] = v;
+                    if (probabilities) {
+                        float *out = probabilities + ((k * nz + z) * ny + y) * nx + x;
+                        *out = p->accumulate ? *out + v : v;
+                    }
                     if (v > best_p) {
                         best_p = v;
                         best = k;

@@ -1,4 +1,4 @@
-/* loss.c - the Combo loss (docs/design.md, "The Combo loss") and the other segmentation losses,
+/* loss.c - the Combo loss (docs/design.md, "The losses") and the other segmentation losses,
  * with exact gradients.
  *
  * Every loss is computed in two passes over the voxels:
@@ -29,7 +29,7 @@
 #include <math.h>
 #include <string.h>
 
-#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (DESIGN.md) */
+#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (docs/design.md) */
 #define CS_LOSS_SMOOTH 1.0    /* Dice and Tversky smoothing */
 #define CS_LOSS_CHUNK 4096    /* voxels per partial sum; fixed so sums ignore the thread count */
 #define CS_LOSS_PARALLEL_MIN 32768 /* below this many voxels threads cost more than they save */

@@ -205,6 +205,11 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
     if (!terminated(info->training_data, sizeof info->training_data))
         FAIL("training_data is not NUL-terminated");
     if (!terminated(info->licence, sizeof info->licence)) FAIL("licence is not NUL-terminated");
+    const cs_postprocessing *pp = &info->postprocessing;
+    if (pp->largest_component != 0 && pp->largest_component != 1)
+        FAIL("postprocessing.largest_component is %d, must be 0 or 1", (int)pp->largest_component);
+    if (pp->fill_holes != 0 && pp->fill_holes != 1)
+        FAIL("postprocessing.fill_holes is %d, must be 0 or 1", (int)pp->fill_holes);
     return CS_OK;
 }
 #undef FAIL
@@ -247,6 +252,7 @@ static void canonical_info(cs_model_info *dst, const cs_model_info *src)
     copy_text(dst->description, src->description, sizeof dst->description);
     copy_text(dst->training_data, src->training_data, sizeof dst->training_data);
     copy_text(dst->licence, src->licence, sizeof dst->licence);
+    dst->postprocessing = src->postprocessing;
 }
 
 cs_status cs_model_alloc(cs_context_t ctx, const cs_model_info *info, struct cs_model **out)

@@ -773,7 +773,7 @@ typedef struct model_meta {
     cs_st_pair pairs[META_COUNT];
     int32_t count;
     char scalars[10][META_SCALAR];
-    char *json[5]; /* cJSON_PrintUnformatted results, freed with free() */
+    char *json[6]; /* cJSON_PrintUnformatted results, freed with free() */
 } model_meta;
 
 static void meta_add(model_meta *m, const char *key, const char *value)
@@ -898,7 +898,16 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
         loss = NULL;
     }
     m->json[4] = print_and_delete(loss);
-    for (int i = 0; i < 5; i++)
+
+    const cs_postprocessing *pp = &info->postprocessing;
+    cJSON *post = cJSON_CreateObject();
+    if (post && (!cJSON_AddBoolToObject(post, "largest_component", pp->largest_component) ||
+                 !cJSON_AddBoolToObject(post, "fill_holes", pp->fill_holes))) {
+        cJSON_Delete(post);
+        post = NULL;
+    }
+    m->json[5] = print_and_delete(post);
+    for (int i = 0; i < 6; i++)
         if (!m->json[i]) return 0;
 
     meta_add(m, "channels", m->json[0]);
@@ -911,13 +920,14 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
     meta_add(m, "description", info->description);
     meta_add(m, "training_data", info->training_data);
     meta_add(m, "licence", info->licence);
+    meta_add(m, "postprocessing", m->json[5]);
     meta_add(m, "software", "ComboSeg engine");
     return 1;
 }
 
 static void free_model_meta(model_meta *m)
 {
-    for (int i = 0; i < 5; i++) free(m->json[i]);
+    for (int i = 0; i < 6; i++) free(m->json[i]);
 }
 
 /* The model's tensors as a list for the writer and the reader, with room for `room` more. */
@@ -1214,6 +1224,32 @@ static cs_status parse_loss(cs_context_t ctx, const cs_st_file *f, const char *p
     return CS_OK;
 }
 
+/* Optional (files before it recommend no clean-up): an object of booleans, each optional. */
+static cs_status parse_postprocessing(cs_context_t ctx, const cs_st_file *f, const char *path,
+                                      cs_model_info *info)
+{
+    if (!cs_st_metadata(f, "postprocessing")) return CS_OK;
+    cJSON *o;
+    cs_status st = meta_json(ctx, f, path, "postprocessing", &o);
+    if (st != CS_OK) return st;
+    int ok = cJSON_IsObject(o);
+    for (const cJSON *it = ok ? o->child : NULL; it; it = it->next) {
+        int32_t *flag = NULL;
+        if (strcmp(it->string, "largest_component") == 0)
+            flag = &info->postprocessing.largest_component;
+        else if (strcmp(it->string, "fill_holes") == 0)
+            flag = &info->postprocessing.fill_holes;
+        if (!flag || !cJSON_IsBool(it)) ok = 0;
+        else *flag = cJSON_IsTrue(it) ? 1 : 0;
+    }
+    cJSON_Delete(o);
+    if (!ok)
+        return cs_fail(ctx, CS_ERR_FORMAT,
+                       "'%s': metadata field 'postprocessing' must be an object of booleans "
+                       "(largest_component, fill_holes)", path);
+    return CS_OK;
+}
+
 static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const char *path,
                                   cs_model_info *info)
 {
@@ -1256,7 +1292,8 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
                         sizeof info->description)) != CS_OK ||
         (st = meta_text(ctx, f, path, "training_data", info->training_data,
                         sizeof info->training_data)) != CS_OK ||
-        (st = meta_text(ctx, f, path, "licence", info->licence, sizeof info->licence)) != CS_OK)
+        (st = meta_text(ctx, f, path, "licence", info->licence, sizeof info->licence)) != CS_OK ||
+        (st = parse_postprocessing(ctx, f, path, info)) != CS_OK)
         return st;
     char msg[256];
     if (cs_model_info_validate(info, msg, sizeof msg) != CS_OK)

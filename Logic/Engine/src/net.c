@@ -1,5 +1,5 @@
-/* net.c - the reference U-Net of DESIGN.md: parameter layout, He initialisation, workspaces,
- * forward and backward passes.
+/* net.c - the U-Net (docs/design.md, "The network"): parameter layout, He initialisation,
+ * workspaces, forward and backward passes.
  *
  * With L levels and f_l = base_filters * 2^l filters at level l:
  *   encoder, l = 0 .. L-1: [2x max pooling if l > 0], two conv blocks (ci -> f_l, f_l -> f_l)

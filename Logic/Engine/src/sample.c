@@ -1,5 +1,5 @@
-/* sample.c - training patches: foreground-biased position, padding, flips, zoom, contrast
- * (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the
+/* sample.c - training patches: foreground-biased position, padding, flips, zoom and rotation
+ * (one affine resampling), contrast (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the
  * same generator state gives the same patch; each augmentation draws only when it is on. */
 #include "internal.h"
 
@@ -69,6 +69,10 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
     if (!(o->gamma >= 0 && o->gamma <= 10))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: gamma is %g, must be in "
                        "[0, 10]", (double)o->gamma);
+    for (int i = 0; i < 3; i++)
+        if (!(o->rotation[i] >= 0 && o->rotation[i] <= 180))
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: rotation[%d] is %g "
+                           "degrees, must be in [0, 180]", i, (double)o->rotation[i]);
     return CS_OK;
 }
 
@@ -169,11 +173,12 @@ static float voxel_or_pad(const cs_volume_view *v, int32_t c, int64_t x, int64_t
     return v->image[((c * nz + z) * ny + y) * nx + x];
 }
 
-/* Like copy_region, but the patch shows the region zoom times its size around the same centre:
- * trilinear interpolation of the image, nearest label. */
-static int64_t copy_zoomed(const cs_volume_view *v, const int64_t start[3], const int64_t p[3],
-                           const int flip[3], double zoom, float *patch_image,
-                           int32_t *patch_labels)
+/* Like copy_region, but patch voxel d shows the volume at centre + m (d - patch centre): the
+ * region zoomed and rotated around the same centre; trilinear interpolation of the image,
+ * nearest label. */
+static int64_t copy_resampled(const cs_volume_view *v, const int64_t start[3], const int64_t p[3],
+                              const int flip[3], const double m[3][3], float *patch_image,
+                              int32_t *patch_labels)
 {
     const int64_t nx = v->size[0], ny = v->size[1], nz = v->size[2];
     const int64_t pn = p[0] * p[1] * p[2];
@@ -182,9 +187,12 @@ static int64_t copy_zoomed(const cs_volume_view *v, const int64_t start[3], cons
     for (int64_t z = 0; z < p[2]; z++)
         for (int64_t y = 0; y < p[1]; y++)
             for (int64_t x = 0; x < p[0]; x++) {
-                const double f[3] = {centre[0] + ((double)x - 0.5 * (double)(p[0] - 1)) * zoom,
-                                     centre[1] + ((double)y - 0.5 * (double)(p[1] - 1)) * zoom,
-                                     centre[2] + ((double)z - 0.5 * (double)(p[2] - 1)) * zoom};
+                const double o[3] = {(double)x - 0.5 * (double)(p[0] - 1),
+                                     (double)y - 0.5 * (double)(p[1] - 1),
+                                     (double)z - 0.5 * (double)(p[2] - 1)};
+                double f[3];
+                for (int i = 0; i < 3; i++)
+                    f[i] = centre[i] + m[i][0] * o[0] + m[i][1] * o[1] + m[i][2] * o[2];
                 const int64_t d = flipped_index(p, flip, x, y, z);
                 const int64_t lx = (int64_t)floor(f[0] + 0.5), ly = (int64_t)floor(f[1] + 0.5),
                               lz = (int64_t)floor(f[2] + 0.5);
@@ -212,6 +220,42 @@ static int64_t copy_zoomed(const cs_volume_view *v, const int64_t start[3], cons
                 }
             }
     return -1;
+}
+
+/* out = a b (3x3) */
+static void mat3_mul(const double a[3][3], const double b[3][3], double out[3][3])
+{
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            out[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
+}
+
+/* zoom * Rz Ry Rx: rotations by U(-r, r) degrees about x, then y, then z; an angle is drawn only
+ * when its axis' rotation is on (x and y stay off for 2D patches). Returns 0 for the identity. */
+static int draw_transform(cs_rng *rng, const cs_sampling_options *o, int planar, double zoom,
+                          double m[3][3])
+{
+    const double pi = 3.14159265358979323846;
+    double c[3], s[3];
+    int rotated = 0;
+    for (int i = 0; i < 3; i++) {
+        double a = 0.0;
+        if (o->rotation[i] > 0 && !(planar && i < 2)) {
+            a = (double)o->rotation[i] * pi / 180.0 * (2.0 * cs_rng_uniform(rng) - 1.0);
+            rotated = 1;
+        }
+        c[i] = cos(a);
+        s[i] = sin(a);
+    }
+    const double rx[3][3] = {{1, 0, 0}, {0, c[0], -s[0]}, {0, s[0], c[0]}};
+    const double ry[3][3] = {{c[1], 0, s[1]}, {0, 1, 0}, {-s[1], 0, c[1]}};
+    const double rz[3][3] = {{c[2], -s[2], 0}, {s[2], c[2], 0}, {0, 0, 1}};
+    double yx[3][3], zyx[3][3];
+    mat3_mul(ry, rx, yx);
+    mat3_mul(rz, yx, zyx);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) m[i][j] = zoom * zyx[i][j];
+    return rotated || zoom != 1.0;
 }
 
 /* v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over the values' range [lo, hi]. */
@@ -265,10 +309,12 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
         flip[i] = (options->flip_axes >> i & 1) ? cs_rng_uniform(rng) < 0.5f : 0;
     const double zoom =
         options->zoom > 0 ? 1.0 + options->zoom * (2.0 * cs_rng_uniform(rng) - 1.0) : 1.0;
+    double transform[3][3];
+    const int resampled = draw_transform(rng, options, pz == 1, zoom, transform);
 
     /* the padding value of each channel is its minimum, needed only when the patch (or the
-     * zoomed region) leaves the volume */
-    int pads = zoom != 1.0;
+     * resampled region) leaves the volume */
+    int pads = resampled;
     for (int i = 0; i < 3; i++) pads |= start[i] < 0 || start[i] + pdims[i] > dims[i];
     float pad_value[CS_MAX_CHANNELS];
     for (int32_t c = 0; c < channels && pads; c++) {
@@ -279,10 +325,10 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
     }
 
     const cs_volume_view vol = {image, labels, channels, {nx, ny, nz}, num_classes, pad_value};
-    const int64_t bad = zoom == 1.0 ? copy_region(&vol, start, pdims, flip, patch_image,
-                                                  patch_labels)
-                                    : copy_zoomed(&vol, start, pdims, flip, zoom, patch_image,
-                                                  patch_labels);
+    const int64_t bad = resampled ? copy_resampled(&vol, start, pdims, flip, transform,
+                                                   patch_image, patch_labels)
+                                  : copy_region(&vol, start, pdims, flip, patch_image,
+                                                patch_labels);
     if (bad >= 0)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld is "
                        "outside [0, %d)", (int)labels[bad], (long long)bad, (int)num_classes);

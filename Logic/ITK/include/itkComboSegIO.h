@@ -1,6 +1,6 @@
 /*
  * itkComboSegIO.h - reading scans (any ITK image file or a DICOM series folder) and label
- * names (Slicer segmentation NRRD keys, colour tables, value,name CSV files).
+ * names (Slicer segmentation NRRD keys, colour tables, CSV colour tables, model classes).
  */
 #ifndef itkComboSegIO_h
 #define itkComboSegIO_h
@@ -41,9 +41,19 @@ ReadScan(const std::string & path);
 std::vector<std::string>
 ComboSegDicomSeriesFiles(const std::string & folder);
 
-/** Label names from a Slicer segmentation or label NRRD (`Segment<i>_Name`, `_LabelValue`,
- * `_Color` keys; an empty list when it has none), a colour table (`value name R G B A` per line,
- * '#' comments) or a CSV (`value,name[,R,G,B]`, an optional header). Sorted by value. */
+/** The formats ReadLabelNames reads, for messages. */
+constexpr const char * ComboSegLabelNameFormats =
+  "label names are read from Slicer colour tables (.csv with a LabelValue,Name,Color_R,... header as Slicer 5 "
+  "saves them, or value,name lines; .ctbl or .txt with 'value name R G B A' lines), segmentations (.seg.nrrd, "
+  ".nrrd with Segment<i>_Name keys) and ComboSeg models (.safetensors)";
+
+/** Label names, chosen by the file's ending: a Slicer segmentation or label NRRD
+ * (`Segment<i>_Name`, `_LabelValue`, `_Color` keys; an empty list when it has none); a CSV colour
+ * table read by its header (Slicer 5's LabelValue, Name, Color_R, Color_G, Color_B, Color_A and
+ * terminology columns, the name falling back on Type_CodeMeaning; or value,name[,R,G,B]) or
+ * without one (value,name[,R,G,B] lines); a .ctbl / .txt colour table (`value name R G B A` per
+ * line, '#' comments; a comma-separated one is read as CSV); a model's classes (.safetensors).
+ * Other endings are refused with a message listing these formats. Sorted by value. */
 std::vector<LabelName>
 ReadLabelNames(const std::string & path);
 

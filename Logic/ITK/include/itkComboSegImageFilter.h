@@ -10,9 +10,11 @@
 #define itkComboSegImageFilter_h
 
 #include <string>
+#include <vector>
 
 #include "itkImageToImageFilter.h"
 #include "itkComboSegModel.h"
+#include "itkComboSegProcessing.h"
 
 namespace itk
 {
@@ -26,9 +28,16 @@ namespace itk
  * are resampled back onto the first input's grid before the argmax, so the output has exactly
  * its size, spacing, origin and direction. Voxels that hold no data for the model's recipe (zero
  * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
- * a mask) are background unless BackgroundOutsideBody is turned off. Optional clean-up: the
- * largest connected component per class, hole filling, a minimum probability below which a
- * voxel is background.
+ * a mask) are background unless BackgroundOutsideBody is turned off. Clean-up: the largest
+ * connected component per class and hole filling, each applied when the model recommends it
+ * (its metadata; UseModelPostProcessingOff for the raw output) or when switched on here, and a
+ * minimum probability below which a voxel is background.
+ *
+ * Inputs are checked against the model first (ComboSegInputChecks): a 2D image for a 3D model,
+ * and a scan that clearly is of another modality than its channel's (DICOM Modality tag, CT's
+ * Hounsfield signature for an MR model) are exceptions; IgnoreModalityMismatch goes ahead anyway.
+ * Optional test-time augmentation averages the probabilities of mirrored copies of the input
+ * (TestTimeMirrorAxes).
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
@@ -87,12 +96,18 @@ public:
   itkGetConstMacro(BackgroundOutsideBody, bool);
   itkBooleanMacro(BackgroundOutsideBody);
 
-  /** Keep only the largest connected component of each class. */
+  /** Apply the clean-up the model recommends (cs_model_info::postprocessing): on by default.
+   * Off, only the steps switched on below are applied. */
+  itkSetMacro(UseModelPostProcessing, bool);
+  itkGetConstMacro(UseModelPostProcessing, bool);
+  itkBooleanMacro(UseModelPostProcessing);
+
+  /** Keep only the largest connected component of each class (whatever the model recommends). */
   itkSetMacro(LargestComponent, bool);
   itkGetConstMacro(LargestComponent, bool);
   itkBooleanMacro(LargestComponent);
 
-  /** Fill background holes enclosed by a class. */
+  /** Fill background holes enclosed by a class (whatever the model recommends). */
   itkSetMacro(FillHoles, bool);
   itkGetConstMacro(FillHoles, bool);
   itkBooleanMacro(FillHoles);
@@ -100,6 +115,20 @@ public:
   /** A voxel whose winning class probability is below this becomes background. */
   itkSetClampMacro(MinimumProbability, double, 0.0, 1.0);
   itkGetConstMacro(MinimumProbability, double);
+
+  /** Segment inputs that look like another modality than the model's (off: such inputs throw). */
+  itkSetMacro(IgnoreModalityMismatch, bool);
+  itkGetConstMacro(IgnoreModalityMismatch, bool);
+  itkBooleanMacro(IgnoreModalityMismatch);
+
+  /** Test-time augmentation: a bit mask of the model grid's axes (1 x, 2 y, 4 z; z is ignored for
+   * 2D models). The input is segmented in every combination of mirrors along them (2^axes passes)
+   * and the class probabilities, mirrored back, are averaged before the argmax; mirroring x swaps
+   * the probabilities of left/right classes (ComboSegLeftRightPartners). Costs one inference per
+   * pass and no memory: the image and the probability sum are mirrored in place and the engine
+   * adds each pass to the sum. 0 (the default) turns it off. */
+  itkSetClampMacro(TestTimeMirrorAxes, unsigned int, 0, 7);
+  itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
 
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
   itkSetMacro(OutputLabelValues, bool);
@@ -129,18 +158,32 @@ protected:
   GenerateData() override;
 
 private:
+  /** The engine's progress for one pass of the test-time augmentation. */
+  struct PassProgress
+  {
+    Self *       filter;
+    unsigned int pass, passes;
+  };
   static int
-  EngineProgress(void * self, float fraction);
+  EngineProgress(void * passProgress, float fraction);
+
+  /** Class probabilities (K, model grid) of the image, averaged over the test-time mirrors. */
+  void
+  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image,
+          std::vector<float> & probabilities);
 
   ComboSegModel::Pointer m_Model{};
   std::string            m_ModelFileName{};
   int                    m_NumberOfThreads{ 0 };
   double                 m_Overlap{ 0.5 };
   bool                   m_BackgroundOutsideBody{ true };
+  bool                   m_UseModelPostProcessing{ true };
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };
+  unsigned int           m_TestTimeMirrorAxes{ 0 };
   bool                   m_OutputLabelValues{ true };
+  bool                   m_IgnoreModalityMismatch{ false };
 };
 
 } // end namespace itk

@@ -1,10 +1,12 @@
 #ifndef itkComboSegImageFilter_hxx
 #define itkComboSegImageFilter_hxx
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
 #include "itkComboSegImageFilter.h"
+#include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
 #include "itkImageRegionIterator.h"
 #include "itkProcessObject.h"
@@ -89,12 +91,103 @@ ComboSegImageFilter<TInputImage, TOutputImage>::EnlargeOutputRequestedRegion(Dat
 
 template <typename TInputImage, typename TOutputImage>
 int
-ComboSegImageFilter<TInputImage, TOutputImage>::EngineProgress(void * user, float fraction)
+ComboSegImageFilter<TInputImage, TOutputImage>::EngineProgress(void * passProgress, float fraction)
 {
-  auto * self = static_cast<Self *>(user);
+  const auto * p = static_cast<const PassProgress *>(passProgress);
   // Pre-processing takes the first 10 %, post-processing the last 10 %.
-  self->UpdateProgress(0.1f + 0.8f * fraction);
-  return self->GetAbortGenerateData() ? 1 : 0;
+  p->filter->UpdateProgress(0.1f + 0.8f * (static_cast<float>(p->pass) + fraction) / static_cast<float>(p->passes));
+  return p->filter->GetAbortGenerateData() ? 1 : 0;
+}
+
+namespace ComboSegMirrorPasses
+{
+// The combinations of mirrors along the axes of a mask, in Gray-code order (one axis changes
+// between consecutive passes, so each change is one in-place mirror).
+inline std::vector<unsigned int>
+Of(unsigned int axes)
+{
+  std::vector<unsigned int> set;
+  for (unsigned int a = 0; a < 3; ++a)
+    if (axes >> a & 1u)
+      set.push_back(a);
+  std::vector<unsigned int> passes;
+  for (unsigned int q = 0; q < (1u << set.size()); ++q)
+  {
+    const unsigned int gray = q ^ (q >> 1);
+    unsigned int       mask = 0;
+    for (size_t b = 0; b < set.size(); ++b)
+      if (gray >> b & 1u)
+        mask |= 1u << set[b];
+    passes.push_back(mask);
+  }
+  return passes;
+}
+
+// Mirrors the image (C volumes) and the probabilities (K volumes) along the axes of a mask; a
+// mirror along x also swaps the probabilities of left/right partner classes.
+inline void
+Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image, std::vector<float> & probabilities,
+       const std::vector<int32_t> & partners)
+{
+  const int64_t n = grid.NumberOfVoxels();
+  const auto    channels = static_cast<int64_t>(image.size()) / n;
+  for (int axis = 0; axis < 3; ++axis)
+  {
+    if (!(mask >> axis & 1u))
+      continue;
+    ComboSegMirror(image.data(), channels, grid.size, axis);
+    ComboSegMirror(probabilities.data(), static_cast<int64_t>(partners.size()), grid.size, axis);
+    for (size_t k = 0; axis == 0 && k < partners.size(); ++k)
+      if (static_cast<size_t>(partners[k]) > k)
+        std::swap_ranges(probabilities.begin() + static_cast<int64_t>(k) * n,
+                         probabilities.begin() + static_cast<int64_t>(k + 1) * n,
+                         probabilities.begin() + partners[k] * n);
+  }
+}
+} // namespace ComboSegMirrorPasses
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, const ComboSegGrid & grid,
+                                                        std::vector<float> & image, std::vector<float> & probabilities)
+{
+  const std::vector<unsigned int> passes =
+    ComboSegMirrorPasses::Of(m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u));
+  const std::vector<int32_t> partners = ComboSegLeftRightPartners(model->GetInfo());
+  ComboSegContext            context;
+  cs_context_set_threads(context.Get(), m_NumberOfThreads);
+  PassProgress     progress{ this, 0, static_cast<unsigned int>(passes.size()) };
+  cs_infer_options options = cs_infer_options_default();
+  options.overlap = static_cast<float>(m_Overlap);
+  options.progress = &Self::EngineProgress;
+  options.progress_user_data = &progress;
+  const int64_t size[3] = { grid.size[0], grid.size[1], grid.size[2] };
+  unsigned int  mirrored = 0; // the axes along which image and probability sum are mirrored now
+  for (progress.pass = 0; progress.pass < passes.size(); ++progress.pass)
+  {
+    ComboSegMirrorPasses::Toggle(mirrored ^ passes[progress.pass], grid, image, probabilities, partners);
+    mirrored = passes[progress.pass];
+    options.accumulate = progress.pass > 0 ? 1 : 0;
+    const cs_status status =
+      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities.data(), nullptr);
+    if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
+    {
+      ProcessAborted aborted(__FILE__, __LINE__);
+      aborted.SetDescription("ComboSegImageFilter aborted during inference");
+      throw aborted;
+    }
+    if (status != CS_OK)
+    {
+      ComboSegThrowEngineError(__FILE__, __LINE__, "ComboSegImageFilter: inference failed", status, context.Get());
+    }
+  }
+  ComboSegMirrorPasses::Toggle(mirrored, grid, image, probabilities, partners);
+  if (passes.size() > 1)
+  {
+    const float average = 1.0f / static_cast<float>(passes.size());
+    for (float & p : probabilities)
+      p *= average;
+  }
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -130,6 +223,12 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     channels[i].values = values[i].data();
     channels[i].grid = ComboSegGridOf(input);
     channels[i].source = source;
+    ComboSegCheckDimensions(channels[i].grid, info, source);
+    if (!m_IgnoreModalityMismatch && static_cast<int32_t>(i) < info.arch.in_channels)
+    {
+      ComboSegCheckModality(values[i].data(), static_cast<int64_t>(values[i].size()), input->GetMetaDataDictionary(),
+                            info, static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway");
+    }
   }
   std::vector<uint8_t> mask;
   if (const MaskImageType * maskImage = this->GetMask())
@@ -161,27 +260,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const int32_t      numberOfClasses = info.arch.num_classes;
   std::vector<float> probabilities(static_cast<size_t>(modelGrid.NumberOfVoxels()) *
                                    static_cast<size_t>(numberOfClasses));
-  {
-    ComboSegContext context;
-    cs_context_set_threads(context.Get(), m_NumberOfThreads);
-    cs_infer_options options = cs_infer_options_default();
-    options.overlap = static_cast<float>(m_Overlap);
-    options.progress = &Self::EngineProgress;
-    options.progress_user_data = this;
-    const int64_t   size[3] = { modelGrid.size[0], modelGrid.size[1], modelGrid.size[2] };
-    const cs_status status =
-      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities.data(), nullptr);
-    if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
-    {
-      ProcessAborted aborted(__FILE__, __LINE__);
-      aborted.SetDescription("ComboSegImageFilter aborted during inference");
-      throw aborted;
-    }
-    if (status != CS_OK)
-    {
-      ComboSegThrowEngineError(__FILE__, __LINE__, "ComboSegImageFilter: inference failed", status, context.Get());
-    }
-  }
+  this->Predict(model, modelGrid, image, probabilities);
   image.clear();
   image.shrink_to_fit();
 
@@ -200,11 +279,13 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
       labels[i] = 0;
     }
   }
-  if (m_LargestComponent)
+  const cs_postprocessing & recommended = info.postprocessing;
+  const bool                 useModel = m_UseModelPostProcessing;
+  if (m_LargestComponent || (useModel && recommended.largest_component))
   {
     ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
   }
-  if (m_FillHoles)
+  if (m_FillHoles || (useModel && recommended.fill_holes))
   {
     ComboSegFillHoles(labels.data(), outputGrid.size);
   }
@@ -254,10 +335,13 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
   os << indent << "Overlap: " << m_Overlap << std::endl;
   os << indent << "BackgroundOutsideBody: " << (m_BackgroundOutsideBody ? "On" : "Off") << std::endl;
+  os << indent << "UseModelPostProcessing: " << (m_UseModelPostProcessing ? "On" : "Off") << std::endl;
   os << indent << "LargestComponent: " << (m_LargestComponent ? "On" : "Off") << std::endl;
   os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
   os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;
+  os << indent << "TestTimeMirrorAxes: " << m_TestTimeMirrorAxes << std::endl;
   os << indent << "OutputLabelValues: " << (m_OutputLabelValues ? "On" : "Off") << std::endl;
+  os << indent << "IgnoreModalityMismatch: " << (m_IgnoreModalityMismatch ? "On" : "Off") << std::endl;
 }
 
 } // end namespace itk

@@ -136,6 +136,17 @@ ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & s
 void
 ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size);
 
+/** Mirrors `volumes` consecutive volumes of the given size along one axis (0 x, 1 y, 2 z), in
+ * place. */
+void
+ComboSegMirror(float * values, int64_t volumes, const std::array<int64_t, 3> & size, int axis);
+
+/** For each class, the class that is its mirror image in left and right: the class whose name has
+ * left and right swapped ("L_thalamus" and "R_thalamus", "Left-Putamen" and "Right-Putamen"), or
+ * the class itself when it has no such partner. */
+std::vector<int32_t>
+ComboSegLeftRightPartners(const cs_model_info & info);
+
 /** The grid of an ITK image, lifted to 3D for 2D images. */
 template <typename TImage>
 ComboSegGrid

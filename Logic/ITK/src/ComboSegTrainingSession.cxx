@@ -998,6 +998,7 @@ ComboSegTrainingSession::Run()
     }
     for (int i = 0; i < 3; ++i) info.spacing[i] = m_TargetSpacing[i];
     CopyText(info.orientation, m_Orientation);
+    info.postprocessing.largest_component = 1; // recommended to segmenters; a base model's is kept
     for (int i = 0; i < 3; ++i)
       if (m_TrainConfig.patch_size[i] > 0) info.patch_size[i] = m_TrainConfig.patch_size[i];
     Check(cs_model_create(ctx, &info, m_TrainConfig.seed, &model.model), ctx, "cannot create the model");

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <sys/stat.h>
 
+#include "itkComboSegModel.h"
 #include "itkGDCMImageIO.h"
 #include "itkGDCMImageIOFactory.h"
 #include "itkGDCMSeriesFileNames.h"
@@ -133,68 +134,209 @@ ReadNrrdLabelNames(const std::string & path)
   return names;
 }
 
-std::vector<LabelName>
-ReadTextLabelNames(const std::string & path)
+// The fields of one CSV line; double quotes protect commas (Slicer quotes such values).
+std::vector<std::string>
+SplitCsvLine(const std::string & line)
+{
+  std::vector<std::string> fields(1);
+  bool                     quoted = false;
+  for (char c : line)
+  {
+    if (c == '"')
+      quoted = !quoted;
+    else if (c == ',' && !quoted)
+      fields.emplace_back();
+    else
+      fields.back() += c;
+  }
+  for (std::string & field : fields)
+    field = Trim(field);
+  return fields;
+}
+
+std::vector<std::string>
+SplitOnBlanks(const std::string & line)
+{
+  std::vector<std::string> fields;
+  std::istringstream       s(line);
+  std::string              field;
+  while (s >> field)
+    fields.push_back(field);
+  return fields;
+}
+
+// The data lines of a text file (blank lines and '#' comments skipped), with their numbers.
+std::vector<std::pair<int, std::string>>
+DataLines(const std::string & path)
 {
   std::ifstream in(path);
   if (!in)
   {
     itkGenericExceptionMacro(<< "cannot read label names from " << path << ": cannot open the file");
   }
-  std::vector<LabelName> names;
-  std::string            line;
-  int                    lineNumber = 0;
-  bool                   firstData = true;
-  while (std::getline(in, line))
+  std::vector<std::pair<int, std::string>> lines;
+  std::string                              line;
+  for (int number = 1; std::getline(in, line); ++number)
   {
-    ++lineNumber;
     const std::string trimmed = Trim(line);
-    if (trimmed.empty() || trimmed[0] == '#')
-      continue;
-    std::vector<std::string> fields;
-    if (line.find(',') != std::string::npos)
+    if (!trimmed.empty() && trimmed[0] != '#')
+      lines.emplace_back(number, trimmed);
+  }
+  return lines;
+}
+
+void
+SetColour(LabelName & label, const int rgb[3])
+{
+  for (int c = 0; c < 3; ++c)
+    label.rgb[c] = static_cast<uint8_t>(std::min(std::max(rgb[c], 0), 255));
+  label.hasColor = true;
+}
+
+// The columns of a CSV colour table, found by its header (Slicer 5: LabelValue, Name, Color_R,
+// Color_G, Color_B, Color_A and terminology columns; or value, name[, R, G, B]).
+struct CsvColumns
+{
+  int value{ -1 }, name{ -1 }, type{ -1 }, typeModifier{ -1 };
+  int rgb[3]{ -1, -1, -1 };
+};
+
+CsvColumns
+CsvColumnsOfHeader(const std::vector<std::string> & header, const std::string & path)
+{
+  CsvColumns columns;
+  for (size_t i = 0; i < header.size(); ++i)
+  {
+    const std::string h = Lower(header[i]);
+    const int         c = static_cast<int>(i);
+    if (h == "labelvalue" || h == "value" || h == "label")
+      columns.value = c;
+    else if (h == "name")
+      columns.name = c;
+    else if (h == "type_codemeaning")
+      columns.type = c;
+    else if (h == "typemodifier_codemeaning")
+      columns.typeModifier = c;
+    else if (h == "color_r" || h == "r")
+      columns.rgb[0] = c;
+    else if (h == "color_g" || h == "g")
+      columns.rgb[1] = c;
+    else if (h == "color_b" || h == "b")
+      columns.rgb[2] = c;
+  }
+  if (columns.value < 0 || (columns.name < 0 && columns.type < 0))
+  {
+    itkGenericExceptionMacro(<< path << ": the CSV header has no label value column (LabelValue or value) or no name "
+                                  "column (Name, value,name or Slicer's Type_CodeMeaning)");
+  }
+  return columns;
+}
+
+// Slicer may leave Name empty and describe the entry by terminology alone: "left kidney".
+std::string
+CsvName(const std::vector<std::string> & fields, const CsvColumns & columns)
+{
+  auto field = [&](int c) { return c >= 0 && static_cast<size_t>(c) < fields.size() ? fields[c] : std::string(); };
+  const std::string name = field(columns.name);
+  if (!name.empty())
+    return name;
+  const std::string modifier = field(columns.typeModifier), type = field(columns.type);
+  return modifier.empty() ? type : modifier + " " + type;
+}
+
+std::vector<LabelName>
+ReadCsvLabelNames(const std::string & path, const std::vector<std::pair<int, std::string>> & lines)
+{
+  int               value = 0;
+  const auto        first = SplitCsvLine(lines.front().second);
+  const bool        hasHeader = !ParseInt(first.front(), value);
+  // Without a header: value,name[,R,G,B[,A]].
+  const CsvColumns  columns = hasHeader ? CsvColumnsOfHeader(first, path) : CsvColumns{ 0, 1, -1, -1, { 2, 3, 4 } };
+  std::vector<LabelName> names;
+  for (size_t l = hasHeader ? 1 : 0; l < lines.size(); ++l)
+  {
+    const std::vector<std::string> fields = SplitCsvLine(lines[l].second);
+    LabelName                       label;
+    const bool hasValue = static_cast<size_t>(columns.value) < fields.size() && ParseInt(fields[columns.value], label.value);
+    label.name = hasValue ? CsvName(fields, columns) : "";
+    if (label.name.empty())
     {
-      std::stringstream s(line);
-      std::string       field;
-      while (std::getline(s, field, ','))
-        fields.push_back(Trim(field));
+      itkGenericExceptionMacro(<< path << " line " << lines[l].first << ": expected "
+                                    << (hasHeader ? "a label value and a name under the header" : "'value,name[,R,G,B]'")
+                                    << ", got '" << lines[l].second << "'");
     }
-    else
-    {
-      std::istringstream s(line);
-      std::string        field;
-      while (s >> field)
-        fields.push_back(field);
-    }
-    LabelName label;
+    int rgb[3];
+    bool colour = true;
+    for (int c = 0; c < 3; ++c)
+      colour = colour && columns.rgb[c] >= 0 && static_cast<size_t>(columns.rgb[c]) < fields.size() &&
+               ParseInt(fields[columns.rgb[c]], rgb[c]);
+    if (colour)
+      SetColour(label, rgb);
+    names.push_back(label);
+  }
+  return names;
+}
+
+// Slicer's .ctbl / .txt colour table: `value name R G B A` per line; names may hold spaces.
+std::vector<LabelName>
+ReadColourTableLabelNames(const std::string & path, const std::vector<std::pair<int, std::string>> & lines)
+{
+  std::vector<LabelName> names;
+  for (const auto & line : lines)
+  {
+    const std::vector<std::string> fields = SplitOnBlanks(line.second);
+    LabelName                      label;
     if (fields.size() < 2 || !ParseInt(fields[0], label.value))
     {
-      if (firstData && line.find(',') != std::string::npos)
-      {
-        firstData = false; // a CSV header such as "value,name"
-        continue;
-      }
-      itkGenericExceptionMacro(<< path << " line " << lineNumber << ": expected 'value name [R G B A]', got '" << trimmed
-                                    << "'");
+      itkGenericExceptionMacro(<< path << " line " << line.first << ": expected 'value name [R G B A]', got '"
+                                    << line.second << "'");
     }
-    firstData = false;
-    // Names may hold spaces in colour tables: everything between the value and the colour.
+    // Everything between the value and the colour (R G B, or R G B A) is the name.
     size_t nameEnd = fields.size();
-    int    rgb[3];
-    if (fields.size() >= 5 && ParseInt(fields[fields.size() - 1], rgb[0]))
+    int    rgb[3], alpha;
+    if (fields.size() >= 5 && ParseInt(fields.back(), alpha))
     {
       const size_t colourStart = fields.size() >= 6 ? fields.size() - 4 : fields.size() - 3;
       if (ParseInt(fields[colourStart], rgb[0]) && ParseInt(fields[colourStart + 1], rgb[1]) &&
           ParseInt(fields[colourStart + 2], rgb[2]))
       {
         nameEnd = colourStart;
-        for (int c = 0; c < 3; ++c)
-          label.rgb[c] = static_cast<uint8_t>(std::min(std::max(rgb[c], 0), 255));
-        label.hasColor = true;
+        SetColour(label, rgb);
       }
     }
     for (size_t f = 1; f < nameEnd; ++f)
       label.name += (f > 1 ? " " : "") + fields[f];
+    names.push_back(label);
+  }
+  return names;
+}
+
+// A text file is a CSV when its first data line holds a comma, else a colour table. An empty one
+// names nothing (labels then map by value).
+std::vector<LabelName>
+ReadTextLabelNames(const std::string & path)
+{
+  const auto lines = DataLines(path);
+  if (lines.empty())
+    return {};
+  return lines.front().second.find(',') != std::string::npos ? ReadCsvLabelNames(path, lines)
+                                                              : ReadColourTableLabelNames(path, lines);
+}
+
+std::vector<LabelName>
+ReadModelLabelNames(const std::string & path)
+{
+  auto model = ComboSegModel::New();
+  model->Load(path);
+  const cs_model_info &  info = model->GetInfo();
+  std::vector<LabelName> names;
+  for (int32_t k = 1; k < info.arch.num_classes; ++k)
+  {
+    LabelName label;
+    label.value = info.classes[k].value;
+    label.name = info.classes[k].name;
+    const int rgb[3] = { info.classes[k].rgb[0], info.classes[k].rgb[1], info.classes[k].rgb[2] };
+    SetColour(label, rgb);
     names.push_back(label);
   }
   return names;
@@ -266,7 +408,8 @@ ReadScan(const std::string & path)
   {
     const std::vector<std::string> files = ComboSegDicomSeriesFiles(path);
     auto                           reader = ImageSeriesReader<TImage>::New();
-    reader->SetImageIO(GDCMImageIO::New());
+    auto                           io = GDCMImageIO::New();
+    reader->SetImageIO(io);
     reader->SetFileNames(files);
     try
     {
@@ -276,6 +419,8 @@ ReadScan(const std::string & path)
     {
       itkGenericExceptionMacro(<< "cannot read the DICOM series in " << path << ": " << e.GetDescription());
     }
+    // The series' tags (a slice's: Modality and the like are the series') travel with the scan.
+    reader->GetOutput()->SetMetaDataDictionary(io->GetMetaDataDictionary());
     return reader->GetOutput();
   }
   if (!FileExists(path))
@@ -355,8 +500,17 @@ ReadLabelNames(const std::string & path)
     itkGenericExceptionMacro(<< "cannot read label names from " << path << ": no such file");
   }
   const std::string      lower = Lower(path);
-  std::vector<LabelName> names =
-    EndsWith(lower, ".nrrd") || EndsWith(lower, ".nhdr") ? ReadNrrdLabelNames(path) : ReadTextLabelNames(path);
+  std::vector<LabelName> names;
+  if (EndsWith(lower, ".nrrd") || EndsWith(lower, ".nhdr"))
+    names = ReadNrrdLabelNames(path);
+  else if (EndsWith(lower, ".csv") || EndsWith(lower, ".ctbl") || EndsWith(lower, ".txt"))
+    names = ReadTextLabelNames(path);
+  else if (EndsWith(lower, ".safetensors"))
+    names = ReadModelLabelNames(path);
+  else
+  {
+    itkGenericExceptionMacro(<< "cannot read label names from " << path << ": " << ComboSegLabelNameFormats);
+  }
   std::sort(names.begin(), names.end(), [](const LabelName & a, const LabelName & b) { return a.value < b.value; });
   for (size_t i = 1; i < names.size(); ++i)
   {

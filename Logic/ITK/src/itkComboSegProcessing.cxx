@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "itkMacro.h"
 
@@ -789,6 +790,76 @@ ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size)
             labels[g] = cls;
         }
   }
+}
+
+void
+ComboSegMirror(float * values, int64_t volumes, const std::array<int64_t, 3> & size, int axis)
+{
+  // Each volume is `outer` blocks of `length` rows of `inner` values along the axis.
+  const int64_t inner = axis == 0 ? 1 : axis == 1 ? size[0] : size[0] * size[1];
+  const int64_t length = size[static_cast<size_t>(axis)];
+  const int64_t outer = volumes * size[0] * size[1] * size[2] / (inner * length);
+  for (int64_t o = 0; o < outer; ++o)
+  {
+    float * block = values + o * length * inner;
+    for (int64_t a = 0, b = length - 1; a < b; ++a, --b)
+      std::swap_ranges(block + a * inner, block + (a + 1) * inner, block + b * inner);
+  }
+}
+
+namespace
+{
+
+// The name with its left/right words swapped: words are separated by '_', '-', '.' or ' '.
+std::string
+SwapLeftRight(const std::string & name)
+{
+  static const std::pair<const char *, const char *> words[] = {
+    { "L", "R" }, { "l", "r" }, { "Left", "Right" }, { "left", "right" }, { "LEFT", "RIGHT" }, { "lh", "rh" }
+  };
+  std::string out, word;
+  auto        flush = [&]() {
+    for (const auto & w : words)
+    {
+      if (word == w.first || word == w.second)
+      {
+        word = word == w.first ? w.second : w.first;
+        break;
+      }
+    }
+    out += word;
+    word.clear();
+  };
+  for (char c : name)
+  {
+    if (c == '_' || c == '-' || c == '.' || c == ' ')
+    {
+      flush();
+      out += c;
+    }
+    else
+      word += c;
+  }
+  flush();
+  return out;
+}
+
+} // namespace
+
+std::vector<int32_t>
+ComboSegLeftRightPartners(const cs_model_info & info)
+{
+  const int32_t        K = info.arch.num_classes;
+  std::vector<int32_t> partner(static_cast<size_t>(K));
+  for (int32_t k = 0; k < K; ++k)
+  {
+    partner[static_cast<size_t>(k)] = k;
+    const std::string mirrored = SwapLeftRight(info.classes[k].name);
+    for (int32_t j = 0; j < K && mirrored != info.classes[k].name; ++j)
+      if (j != k && mirrored == info.classes[j].name)
+        partner[static_cast<size_t>(k)] = j;
+  }
+  return partner;
 }
 
 } // end namespace itk

@@ -154,8 +154,9 @@ CS_API cs_loss_options cs_loss_options_default(void); /* Combo, alpha = beta = 0
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
-/* The Combo loss (CS_LOSS_COMBO, docs/design.md) for one item: logits (K, N) channel-major, labels (N) in [0, K).
- * Writes the loss and, when grad is not NULL, dL/dlogits (K, N). */
+/* The Combo loss (CS_LOSS_COMBO; docs/design.md, "The losses") for one item: logits (K, N)
+ * channel-major, labels (N) in [0, K). Writes the loss and, when grad is not NULL, dL/dlogits
+ * (K, N). */
 CS_API cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, int32_t k,
                                float alpha, float beta, float *loss, float *grad);
 
@@ -212,6 +213,14 @@ typedef struct cs_class_info {
     uint8_t rgb[3];
 } cs_class_info;
 
+/* The clean-up of a segmentation that a model recommends (1 on, 0 off); ComboSegSegment and
+ * itk::ComboSegImageFilter apply it unless asked for the raw output. Files without the field
+ * recommend none. */
+typedef struct cs_postprocessing {
+    int32_t largest_component; /* keep the largest connected component of each class */
+    int32_t fill_holes;        /* fill background holes enclosed by a class */
+} cs_postprocessing;
+
 typedef struct cs_model_info {
     int32_t format_version;            /* CS_MODEL_FORMAT_VERSION */
     cs_unet_config arch;
@@ -225,6 +234,7 @@ typedef struct cs_model_info {
     char description[CS_TEXT_MAX];
     char training_data[CS_TEXT_MAX];   /* provenance */
     char licence[CS_TEXT_MAX];
+    cs_postprocessing postprocessing;  /* recommended clean-up (none by default) */
 } cs_model_info;
 
 typedef struct cs_model *cs_model_t;
@@ -283,6 +293,9 @@ typedef struct cs_infer_options {
     int32_t window[3];          /* window size x y z; 0 takes the model's patch size */
     cs_progress_fn progress;
     void *progress_user_data;
+    int32_t accumulate;         /* add this pass's probabilities to those already in the output
+                                   (test-time augmentation sums several passes); labels are still
+                                   this pass's argmax (0) */
 } cs_infer_options;
 
 CS_API cs_infer_options cs_infer_options_default(void);
@@ -397,6 +410,11 @@ typedef struct cs_sampling_options {
     float gamma;               /* per channel, v -> lo + (hi - lo) ((v - lo) / (hi - lo))^g over
                                   the patch's range [lo, hi], ln g ~ U(-ln(1 + gamma),
                                   ln(1 + gamma)): contrast changes between scans (0) */
+    float rotation[3];         /* degrees: the patch shows its region rotated about its centre by
+                                  U(-r, r) about the x, y and z axes (in that order), resampled
+                                  with the zoom in one step (trilinear image, nearest labels);
+                                  angles in voxel space, so for isotropic grids; x and y are
+                                  ignored for 2D patches (0, 0, 0) */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);

@@ -1,0 +1,286 @@
+// ComboSegRunOutputs.cxx - outputs checked before the work, staged beside their names, committed
+// together.
+#include "ComboSegRunOutputs.h"
+#include "ComboSegOutput.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace
+{
+
+const char kStagingPrefix[] = ".comboseg-outputs.tmp-";
+
+// Parameter tags whose value is a file the module writes.
+bool IsFileTag(const std::string &tag)
+{
+  static const std::set<std::string> tags = {"image", "file", "table", "geometry", "transform", "pointfile",
+                                             "measurement"};
+  return tags.count(tag) != 0;
+}
+
+// How messages name a parameter: its label as the panel shows it and its flag.
+std::string Describe(const ComboSegParameterDescription &p)
+{
+  std::string what = p.label.empty() ? p.name : p.label;
+  what[0] = char(std::tolower(static_cast<unsigned char>(what[0])));
+  return p.longflag.empty() ? what : what + " (--" + p.longflag + ")";
+}
+
+bool IsFolder(const std::string &path)
+{
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool Exists(const std::string &path)
+{
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+// Folder and last name of a path ("a/b/" is folder "a", name "b").
+void SplitPath(std::string path, std::string &folder, std::string &base)
+{
+  while (path.size() > 1 && path.back() == '/')
+    path.pop_back();
+  const size_t slash = path.find_last_of('/');
+  folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  base = slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::vector<std::string> FolderEntries(const std::string &folder)
+{
+  std::vector<std::string> names;
+  if (DIR *d = opendir(folder.c_str()))
+  {
+    while (const dirent *e = readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        names.push_back(e->d_name);
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void CheckWritableFolder(const std::string &what, const std::string &path, const std::string &folder)
+{
+  const std::string problem = "cannot write the " + what + " '" + path + "': ";
+  if (!Exists(folder))
+    throw std::invalid_argument(problem + "the folder '" + folder + "' does not exist");
+  if (!IsFolder(folder))
+    throw std::invalid_argument(problem + "'" + folder + "' is not a folder");
+  if (access(folder.c_str(), W_OK | X_OK) != 0)
+    throw std::invalid_argument(problem + "the folder '" + folder + "' cannot be written (" + std::strerror(errno) +
+                                ")");
+}
+
+// Staging folders of runs that were killed (their process is gone) in `folder`.
+void RemoveStaleStagingFolders(const std::string &folder)
+{
+  const size_t prefix = sizeof(kStagingPrefix) - 1;
+  for (const std::string &name : FolderEntries(folder))
+  {
+    if (name.compare(0, prefix, kStagingPrefix) != 0)
+      continue;
+    char *end = nullptr;
+    const long pid = std::strtol(name.c_str() + prefix, &end, 10);
+    if (pid <= 0 || *end != '\0' || pid == long(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH)
+      continue;
+    ComboSegRemoveTree(folder + "/" + name);
+  }
+}
+
+} // namespace
+
+void ComboSegRemoveTree(const std::string &path)
+{
+  if (IsFolder(path))
+  {
+    for (const std::string &name : FolderEntries(path))
+      ComboSegRemoveTree(path + "/" + name);
+    rmdir(path.c_str());
+  }
+  else
+    std::remove(path.c_str());
+}
+
+ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
+                                       const std::map<std::string, std::vector<std::string>> &formats)
+{
+  for (const ComboSegParameterDescription &p : args.Description().parameters)
+  {
+    const bool folder = p.tag == "directory";
+    if (p.channel != "output" || !(folder || IsFileTag(p.tag)) || !args.IsSet(p.name))
+      continue;
+    Output o;
+    o.name = p.name;
+    o.path = args.GetString(p.name);
+    o.isFolder = folder;
+    const std::string what = Describe(p);
+    if (o.path.empty())
+      throw std::invalid_argument("no file name given for the " + what);
+    SplitPath(o.path, o.folder, o.base);
+    if (o.base.empty() || o.base == "." || o.base == "..")
+      throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': no file name");
+    for (const Output &other : m_Outputs)
+      if (other.folder == o.folder && other.base == o.base)
+        throw std::invalid_argument("the " + what + " and --" + other.name + " name the same file '" + o.path + "'");
+    if (folder)
+    {
+      if (Exists(o.path) && !IsFolder(o.path))
+        throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': it is a file, not a folder");
+      // An existing folder (Slicer's folder parameters name one) is staged inside itself.
+      o.stagingParent = IsFolder(o.path) ? o.path : o.folder;
+      CheckWritableFolder(what, o.path, o.stagingParent);
+    }
+    else
+    {
+      if (IsFolder(o.path))
+        throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': it is a folder");
+      const auto f = formats.find(p.name);
+      const std::vector<std::string> &extensions = f != formats.end() ? f->second : p.fileExtensions;
+      if (!extensions.empty())
+        ComboSegCheckExtension(what, o.path, extensions);
+      o.stagingParent = o.folder;
+      CheckWritableFolder(what, o.path, o.folder);
+    }
+    m_Outputs.push_back(o);
+  }
+}
+
+ComboSegRunOutputs::~ComboSegRunOutputs()
+{
+  Discard();
+}
+
+bool ComboSegRunOutputs::Has(const std::string &name) const
+{
+  return std::any_of(m_Outputs.begin(), m_Outputs.end(), [&](const Output &o) { return o.name == name; });
+}
+
+ComboSegRunOutputs::Output &ComboSegRunOutputs::Get(const std::string &name)
+{
+  for (Output &o : m_Outputs)
+    if (o.name == name)
+      return o;
+  throw std::logic_error("output '" + name + "' was not given");
+}
+
+const ComboSegRunOutputs::Output &ComboSegRunOutputs::Get(const std::string &name) const
+{
+  return const_cast<ComboSegRunOutputs *>(this)->Get(name);
+}
+
+const std::string &ComboSegRunOutputs::Final(const std::string &name) const
+{
+  return Get(name).path;
+}
+
+std::string ComboSegRunOutputs::StagingFolder(const std::string &folder) const
+{
+  return folder + "/" + kStagingPrefix + std::to_string(long(getpid()));
+}
+
+std::string ComboSegRunOutputs::Staged(const std::string &name)
+{
+  Output &o = Get(name);
+  const std::string staging = StagingFolder(o.stagingParent);
+  if (std::find(m_StagingFolders.begin(), m_StagingFolders.end(), staging) == m_StagingFolders.end())
+  {
+    if (mkdir(staging.c_str(), 0775) != 0 && errno != EEXIST)
+      throw std::runtime_error("cannot write the output '" + o.path + "': " + std::strerror(errno));
+    m_StagingFolders.push_back(staging);
+  }
+  o.staged = true;
+  return staging + "/" + o.base;
+}
+
+void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
+{
+  // Files a writer put beside a staged output (an .mhd header's data file) go first.
+  for (const std::string &staging : m_StagingFolders)
+  {
+    const std::string folder = staging.substr(0, staging.find_last_of('/'));
+    for (const std::string &entry : FolderEntries(staging))
+    {
+      const bool isOutput = std::any_of(m_Outputs.begin(), m_Outputs.end(), [&](const Output &o) {
+        return o.staged && o.stagingParent == folder && o.base == entry;
+      });
+      if (isOutput)
+        continue;
+      ComboSegCommitFile(staging + "/" + entry, folder + "/" + entry);
+      committed.push_back(folder + "/" + entry);
+    }
+  }
+  for (const Output &o : m_Outputs)
+  {
+    if (!o.staged)
+      continue;
+    const std::string source = StagingFolder(o.stagingParent) + "/" + o.base;
+    if (!Exists(source))
+      throw std::runtime_error("the " + o.name + " output '" + o.path + "' was not written");
+    if (!o.isFolder)
+    {
+      ComboSegCommitFile(source, o.path);
+      committed.push_back(o.path);
+    }
+    else if (!Exists(o.path))
+    {
+      if (std::rename(source.c_str(), o.path.c_str()) != 0)
+        throw std::runtime_error("cannot write " + o.path + ": " + std::strerror(errno));
+      committed.push_back(o.path);
+    }
+    else
+    {
+      // An existing folder receives the files.
+      for (const std::string &entry : FolderEntries(source))
+      {
+        ComboSegCommitFile(source + "/" + entry, o.path + "/" + entry);
+        committed.push_back(o.path + "/" + entry);
+      }
+    }
+  }
+}
+
+void ComboSegRunOutputs::Commit()
+{
+  std::vector<std::string> committed;
+  try
+  {
+    CommitStaged(committed);
+  }
+  catch (const std::exception &e)
+  {
+    for (auto it = committed.rbegin(); it != committed.rend(); ++it)
+      ComboSegRemoveTree(*it);
+    Discard();
+    throw std::runtime_error(std::string(e.what()) + " (no output of this run was kept)");
+  }
+  Discard();
+  std::set<std::string> folders;
+  for (const Output &o : m_Outputs)
+    folders.insert(o.stagingParent);
+  for (const std::string &folder : folders)
+    RemoveStaleStagingFolders(folder);
+}
+
+void ComboSegRunOutputs::Discard()
+{
+  for (const std::string &staging : m_StagingFolders)
+    ComboSegRemoveTree(staging);
+  m_StagingFolders.clear();
+  for (Output &o : m_Outputs)
+    o.staged = false;
+}
