@@ -19,6 +19,7 @@
 #include "itkComboSegIO.h"
 #include "itkComboSegTrainingSession.h"
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -111,15 +112,21 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   std::vector<itk::LabelName> names;
   std::vector<std::string> channelNames;
   if (args.IsSet("labelNames")) names = itk::ReadLabelNames(args.GetString("labelNames"));
-  const bool sceneVolume = args.IsSet("inputVolume"), sceneLabels = args.IsSet("inputLabelMap");
-  if (sceneVolume != sceneLabels)
-    throw std::runtime_error("a scene case needs both a scan (--inputVolume) and its label map (--inputLabelMap)");
-  if (sceneVolume)
+  for (const char *suffix : { "", "Case2" }) // the scene's cases: a scan (one or two channels) and its labels
   {
+    const std::string scan = std::string("inputVolume") + suffix, second = std::string("inputVolume2") + suffix,
+                      labels = std::string("inputLabelMap") + suffix;
+    if (!args.IsSet(scan) && !args.IsSet(second) && !args.IsSet(labels)) continue;
+    if (!args.IsSet(scan) || !args.IsSet(labels))
+      throw std::runtime_error("a scene case needs both a scan (--" + scan + ") and its label map (--" + labels + ")");
     itk::ComboSegCaseFiles scene;
-    scene.id = "scene";
-    scene.channels = { args.GetString("inputVolume") };
-    scene.labels = args.GetString("inputLabelMap");
+    scene.id = *suffix ? "scene2" : "scene";
+    scene.channels = { args.GetString(scan) };
+    if (args.IsSet(second)) scene.channels.push_back(args.GetString(second));
+    if (!training.empty() && training[0].channels.size() != scene.channels.size())
+      throw std::runtime_error("the scene's second case has " + std::to_string(scene.channels.size()) +
+                               " channel(s) where the first has " + std::to_string(training[0].channels.size()));
+    scene.labels = args.GetString(labels);
     training.push_back(scene);
     if (names.empty())
     {
@@ -153,6 +160,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 
   // ---- the model to start from
   const std::string baseModel = args.GetString("baseModel");
+  std::array<int32_t, 3> newPatch{ { 0, 0, 0 } };
   if (args.IsSet("baseModelFile"))
     session.SetBaseModelFileName(args.GetString("baseModelFile"));
   else if (baseModel == "new")
@@ -162,6 +170,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     arch.levels = static_cast<int32_t>(args.GetInt("levels"));
     arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
     arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
+    if (!args.IsSet("inputChannels")) arch.in_channels = static_cast<int32_t>(training[0].channels.size());
     if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
     if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
     {
@@ -173,6 +182,26 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     const std::vector<double> range = args.GetDoubles("intensityRange");
     if (range.size() != 2 || !(range[1] > range[0]))
       throw std::runtime_error("--intensityRange takes two increasing values, e.g. -1000,1000");
+    const std::vector<double> spacing = args.GetDoubles("targetSpacing");
+    const std::vector<double> patchSize = args.GetDoubles("patchSize");
+    const bool autoModality = args.GetString("modality") == "auto";
+    const bool autoNorm = args.GetString("normalization") == "auto";
+    const bool autoSpacing = spacing == std::vector<double>{ 0, 0, 0 };
+    const bool autoPatch = patchSize == std::vector<double>{ 0, 0, 0 };
+    if (!autoSpacing && (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0))
+      throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1 (0,0,0: from the data)");
+    // Settings left at "auto" are chosen from the training cases, and said why.
+    itk::ComboSegDataConfiguration chosen;
+    if (autoModality || autoNorm || autoSpacing || autoPatch)
+    {
+      chosen = itk::ComboSegTrainingSession::ChooseConfiguration(training, arch.levels, arch.spatial_dims);
+      std::printf("configured from the %zu training case(s):\n", training.size());
+      if (autoModality) std::printf("  modality: %s\n", chosen.modalityReason.c_str());
+      if (autoNorm) std::printf("  normalisation: %s\n", chosen.normalizationReason.c_str());
+      if (autoSpacing) std::printf("  target spacing: %s\n", chosen.spacingReason.c_str());
+      if (autoPatch) std::printf("  patch size: %s\n", chosen.patchReason.c_str());
+      std::fflush(stdout);
+    }
     std::vector<cs_channel_info> channels(static_cast<size_t>(arch.in_channels));
     for (int32_t c = 0; c < arch.in_channels; ++c)
     {
@@ -181,19 +210,22 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
       const std::string name = c < static_cast<int32_t>(channelNames.size()) ? channelNames[static_cast<size_t>(c)]
                                 : arch.in_channels == 1                    ? std::string("image")
                                                                            : "image" + std::to_string(c + 1);
-      std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
-      ch.modality = ModalityFromName(args.GetString("modality"));
       ch.norm = NormFromName(args.GetString("normalization"));
       ch.clip_low = static_cast<float>(range[0]);
       ch.clip_high = static_cast<float>(range[1]);
       ch.mean = static_cast<float>((range[0] + range[1]) / 2); // maps the range to -1..1
       ch.std = static_cast<float>((range[1] - range[0]) / 2);
+      const bool fromData = static_cast<size_t>(c) < chosen.channels.size();
+      if (autoNorm && fromData) ch = chosen.channels[static_cast<size_t>(c)]; // recipe and its values
+      ch.modality = autoModality && fromData ? chosen.channels[static_cast<size_t>(c)].modality
+                                             : ModalityFromName(args.GetString("modality"));
+      std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
     }
     session.SetNewModel(arch, channels);
-    const std::vector<double> spacing = args.GetDoubles("targetSpacing");
-    if (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0)
-      throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1");
-    session.SetTargetSpacing({ { spacing[0], spacing[1], spacing[2] } });
+    const std::array<double, 3> target = autoSpacing ? chosen.spacing
+                                                     : std::array<double, 3>{ { spacing[0], spacing[1], spacing[2] } };
+    session.SetTargetSpacing(target);
+    if (autoPatch) newPatch = chosen.patchSize;
     if (!args.IsSet("modelName")) session.SetModelName(Basename(output));
   }
   else
@@ -210,6 +242,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   const std::vector<double> patch = args.GetDoubles("patchSize");
   if (patch.size() != 3) throw std::runtime_error("--patchSize takes three values x,y,z (0,0,0: the model's)");
   for (int i = 0; i < 3; ++i) config.patch_size[i] = static_cast<int32_t>(patch[static_cast<size_t>(i)]);
+  if (newPatch[0] > 0) // a new model's patch size chosen from the data
+    for (int i = 0; i < 3; ++i) config.patch_size[i] = newPatch[static_cast<size_t>(i)];
   config.learning_rate = static_cast<float>(args.GetDouble("learningRate"));
   if (cs_loss_kind_from_name(args.GetString("loss").c_str(), &config.loss.kind) != CS_OK)
     throw std::runtime_error("unknown loss '" + args.GetString("loss") + "'");
@@ -296,12 +330,30 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   args.SetReturn("bestDice", result.bestMeanDice);
   args.SetReturn("epochsDone", static_cast<double>(result.epochs));
   args.SetReturn("addedStructures", added);
-  std::printf("model: %s (epoch %lld, mean validation Dice %.4f, %lld steps, %.1f s, %lld training and %lld "
-              "validation case(s))\n",
-              output.c_str(), static_cast<long long>(result.bestEpoch), result.bestMeanDice,
-              static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
-              static_cast<long long>(result.validationCases));
+  // What "best" means: the highest mean validation Dice, or without validation the last epoch.
+  if (result.validationCases > 0)
+    std::printf("model: %s (epoch %lld, the best mean validation Dice: %.4f; %lld steps, %.1f s, %lld training and "
+                "%lld validation case(s))\n",
+                output.c_str(), static_cast<long long>(result.bestEpoch), result.bestMeanDice,
+                static_cast<long long>(result.steps), result.seconds, static_cast<long long>(result.trainingCases),
+                static_cast<long long>(result.validationCases));
+  else
+    std::printf("model: %s (epoch %lld, the last: without validation cases nothing tells a better one; %lld steps, "
+                "%.1f s, %lld training case(s))\n",
+                output.c_str(), static_cast<long long>(result.bestEpoch), static_cast<long long>(result.steps),
+                result.seconds, static_cast<long long>(result.trainingCases));
   if (!added.empty()) std::printf("added structures: %s\n", added.c_str());
+  if (!result.keptClasses.empty())
+  {
+    // Partial labels: say which structures learnt from the site's labels and which were kept.
+    auto join = [](const std::vector<std::string> &names) {
+      std::string text;
+      for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
+      return text.empty() ? std::string("none") : text;
+    };
+    std::printf("trained (labelled): %s\nkept as the base model had them (not labelled): %s\n",
+                join(result.trainedClasses).c_str(), join(result.keptClasses).c_str());
+  }
   std::fflush(stdout);
   return 0;
 }

@@ -13,6 +13,8 @@
 #include "itkCommand.h"
 #include "itkImageFileWriter.h"
 #include "itkImageRegionConstIterator.h"
+#include "itkImageRegionConstIteratorWithIndex.h"
+#include "itkRegionOfInterestImageFilter.h"
 #include "itkMetaDataObject.h"
 #include "itkNiftiImageIO.h"
 #include "itkNrrdImageIO.h"
@@ -289,8 +291,43 @@ TEST_F(ComboSegSlicerLabels, PlainNrrdMapsByNameFromAColourTable)
   // An unknown name, and a model class the names lack.
   WriteText(table, "1 liver\n2 kidney\n");
   EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "'kidney'", "not classes" }));
+  // A value the names lack (model classes the names lack are allowed: partial labels).
   WriteText(table, "1 liver\n");
-  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "'spine'", "missing" }));
+  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "value(s) 2", "no name" }));
+}
+
+// Issue 17 item 9 on Slicer's files: the liver and spine label map cropped to its structures
+// trains with the 3-slice CT series it was drawn on, as the full map does.
+TEST_F(ComboSegSlicerLabels, LabelMapCroppedToItsStructuresTrainsWithItsScan)
+{
+  CS_REQUIRE_DATA("slicer-seg/ct-3slice");
+  LabelImage::IndexType low, high;
+  for (int d = 0; d < 3; ++d)
+    low[d] = 100000, high[d] = -1;
+  itk::ImageRegionConstIteratorWithIndex<ShortImage> it(labels, labels->GetLargestPossibleRegion());
+  for (; !it.IsAtEnd(); ++it)
+    if (it.Get() != 0)
+      for (int d = 0; d < 3; ++d)
+        low[d] = std::min(low[d], it.GetIndex()[d]), high[d] = std::max(high[d], it.GetIndex()[d]);
+  ShortImage::RegionType box;
+  box.SetIndex(low);
+  for (int d = 0; d < 3; ++d)
+    box.SetSize(d, static_cast<itk::SizeValueType>(high[d] - low[d] + 1));
+  auto crop = itk::RegionOfInterestImageFilter<ShortImage, ShortImage>::New();
+  crop->SetInput(labels);
+  crop->SetRegionOfInterest(box);
+  crop->Update();
+  const std::string cropped = dir.path + "/liver_spine_cropped.nrrd";
+  Write(crop->GetOutput(), cropped);
+
+  const auto names = std::vector<itk::LabelName>{ { 1, "liver", {}, false }, { 2, "spine", {}, false } };
+  const std::string scan = cstest::DataPath("slicer-seg/ct-3slice");
+  const auto full = itk::PrepareCase({ "full", { scan }, plain }, info, names);
+  const auto fromCrop = itk::PrepareCase({ "cropped", { scan }, cropped }, info, names);
+  EXPECT_EQ(fromCrop.labels, full.labels);
+  const auto preparedCounts = Histogram(fromCrop.labels);
+  EXPECT_EQ(preparedCounts.at(1), counts.at(1)) << "liver";
+  EXPECT_EQ(preparedCounts.at(2), counts.at(2)) << "spine";
 }
 
 TEST(ComboSegRealData, LabelNamesFromCsv)
@@ -409,19 +446,68 @@ TEST(ComboSegDataSet, ReadsCaseLists)
   EXPECT_TRUE(ThrowsWith([&] { itk::ReadCaseList(dir.path + "/none.txt"); }, { "none.txt" }));
 }
 
-TEST(ComboSegDataSet, LabelMapMustLieOnItsImageGrid)
+// Issue 17 item 9: a label map on another grid (cropped to its structures as Slicer's crop to
+// extent writes it) is resampled onto the scan; labelled voxels off the scan and overlapping
+// segments are refused with messages that say so.
+TEST(ComboSegDataSet, LabelMapOnAnotherGridIsResampledOntoItsScan)
 {
   cstest::TempDir dir;
   WriteOrganCase(dir.path + "/image.nrrd", dir.path + "/labels.nrrd");
-  WriteOrganCase(dir.path + "/other.nrrd", dir.path + "/other_labels.nrrd", { { 24, 22, 19 } });
   const cs_model_info info = cstest::OrganModelInfo();
   const auto names = std::vector<itk::LabelName>{ { 0, "background", {}, false }, { 1, "organ one", {}, false },
                                                   { 2, "organ two", {}, false } };
-  itk::ComboSegCaseFiles files{ "bad", { dir.path + "/image.nrrd" }, dir.path + "/other_labels.nrrd" };
-  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, names); }, { "other_labels.nrrd", "different grid", "image.nrrd" }));
+  itk::ComboSegCaseFiles files{ "case", { dir.path + "/image.nrrd" }, dir.path + "/labels.nrrd" };
+  const auto full = itk::PrepareCase(files, info, names);
+  auto labels = itk::ReadScan<LabelImage>(dir.path + "/labels.nrrd");
+
+  // Cropped to the structures' bounding box: the same prepared labels.
+  LabelImage::IndexType low, high;
+  for (int d = 0; d < 3; ++d)
+    low[d] = 1000, high[d] = -1;
+  itk::ImageRegionConstIteratorWithIndex<LabelImage> it(labels, labels->GetLargestPossibleRegion());
+  for (; !it.IsAtEnd(); ++it)
+    if (it.Get() != 0)
+      for (int d = 0; d < 3; ++d)
+        low[d] = std::min(low[d], it.GetIndex()[d]), high[d] = std::max(high[d], it.GetIndex()[d]);
+  LabelImage::RegionType box;
+  box.SetIndex(low);
+  for (int d = 0; d < 3; ++d)
+    box.SetSize(d, static_cast<itk::SizeValueType>(high[d] - low[d] + 1));
+  ASSERT_LT(box.GetNumberOfPixels(), labels->GetLargestPossibleRegion().GetNumberOfPixels()) << "a real crop";
+  auto crop = itk::RegionOfInterestImageFilter<LabelImage, LabelImage>::New();
+  crop->SetInput(labels);
+  crop->SetRegionOfInterest(box);
+  crop->Update();
+  Write(crop->GetOutput(), dir.path + "/cropped.nrrd");
+  files.labels = dir.path + "/cropped.nrrd";
+  EXPECT_EQ(itk::PrepareCase(files, info, names).labels, full.labels);
+
+  // Moved 100 mm away: its structures are not on the scan.
+  auto moved = LabelImage::New();
+  moved->Graft(crop->GetOutput());
+  auto origin = moved->GetOrigin();
+  origin[0] += 100.0;
+  moved->SetOrigin(origin);
+  Write(moved.GetPointer(), dir.path + "/moved.nrrd");
+  files.labels = dir.path + "/moved.nrrd";
+  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, names); },
+                         { "moved.nrrd", "labelled voxel(s) lie outside its scan", "image.nrrd" }));
+
+  // A segmentation with two layers (overlapping segments), as Slicer writes it: a 4D NRRD.
+  const std::string layered = dir.path + "/overlap.seg.nrrd";
+  {
+    std::ofstream out(layered, std::ios::binary);
+    out << "NRRD0004\ntype: unsigned char\ndimension: 4\nspace: left-posterior-superior\nsizes: 2 4 4 4\n"
+           "space directions: none (2,0,0) (0,2,0) (0,0,2)\nkinds: list domain domain domain\nencoding: raw\n"
+           "space origin: (0,0,0)\nSegment0_Layer:=0\nSegment1_Layer:=1\n\n";
+    const std::string voxels(2 * 4 * 4 * 4, '\1');
+    out.write(voxels.data(), static_cast<std::streamsize>(voxels.size()));
+  }
+  files.labels = layered;
+  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, names); }, { "overlap.seg.nrrd", "2 layers", "overlap" }));
+  files.labels = dir.path + "/labels.nrrd";
 
   // The same voxels with a flipped axis are fine.
-  auto labels = itk::ReadScan<LabelImage>(dir.path + "/labels.nrrd");
   auto flipped = LabelImage::New();
   flipped->SetRegions(labels->GetLargestPossibleRegion());
   flipped->SetSpacing(labels->GetSpacing());
@@ -429,7 +515,7 @@ TEST(ComboSegDataSet, LabelMapMustLieOnItsImageGrid)
   direction(1, 1) = -1.0;
   flipped->SetDirection(direction);
   const auto size = labels->GetLargestPossibleRegion().GetSize();
-  LabelImage::PointType origin = labels->GetOrigin();
+  origin = labels->GetOrigin();
   origin[1] += (size[1] - 1) * labels->GetSpacing()[1];
   flipped->SetOrigin(origin);
   flipped->Allocate();
@@ -439,10 +525,7 @@ TEST(ComboSegDataSet, LabelMapMustLieOnItsImageGrid)
         flipped->SetPixel({ { x, size[1] - 1 - y, z } }, labels->GetPixel({ { x, y, z } }));
   Write(flipped.GetPointer(), dir.path + "/flipped.nrrd");
   files.labels = dir.path + "/flipped.nrrd";
-  const auto flippedCase = itk::PrepareCase(files, info, names);
-  files.labels = dir.path + "/labels.nrrd";
-  const auto straightCase = itk::PrepareCase(files, info, names);
-  EXPECT_EQ(flippedCase.labels, straightCase.labels);
+  EXPECT_EQ(itk::PrepareCase(files, info, names).labels, full.labels);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 #include "itkComboSegTrainingSession.h"
 
 #include "cs_synthetic_case.h"
+#include "cs_test_data.h"
+#include "itkComboSegImageFilter.h"
 #include "itkImageRegionIterator.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -100,6 +103,16 @@ protected:
   double ValidationDice(cs_model_t model) { return ValidationDice(model, m_Valid[0], m_Names); }
   double ValidationDice(cs_model_t model, const itk::ComboSegCaseFiles &files, const std::vector<itk::LabelName> &names)
   {
+    const std::vector<float> dice = DicePerClass(model, files, names);
+    double sum = 0;
+    int count = 0;
+    for (size_t i = 1; i < dice.size(); ++i)
+      if (!std::isnan(dice[i])) sum += dice[i], ++count;
+    return count ? sum / count : 0.0;
+  }
+  std::vector<float> DicePerClass(cs_model_t model, const itk::ComboSegCaseFiles &files,
+                                  const std::vector<itk::LabelName> &names)
+  {
     const itk::ComboSegPreparedCase c = itk::PrepareCase(files, *cs_model_get_info(model), names);
     const int64_t n = c.size[0] * c.size[1] * c.size[2];
     std::vector<int32_t> predicted(static_cast<size_t>(n));
@@ -113,11 +126,7 @@ protected:
     const int32_t k = cs_model_get_info(model)->arch.num_classes;
     std::vector<float> dice(static_cast<size_t>(k));
     cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
-    double sum = 0;
-    int count = 0;
-    for (int32_t i = 1; i < k; ++i)
-      if (!std::isnan(dice[i])) sum += dice[i], ++count;
-    return count ? sum / count : 0.0;
+    return dice;
   }
 
   // The case with its box erased from the label map (value 2 becomes 0).
@@ -260,6 +269,320 @@ TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)
   const itk::ComboSegTrainingResult r2 = again.Run();
   EXPECT_FALSE(r2.resumed);
   EXPECT_EQ(r2.steps, 10);
+}
+
+// Issue 14 item 6: under a time budget the learning rate ends with the budget, not at the
+// schedule's default 1000 steps (before: lr 0 from step 1000 of a long budget, or far from 0 at
+// the end of a short one).
+TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
+{
+  for (const int64_t epochs : { int64_t(0), int64_t(100000) }) // until the budget; budget before the epochs
+  {
+    SCOPED_TRACE("epochs " + std::to_string(epochs));
+    const std::string out = m_Dir + "/budget" + std::to_string(epochs) + ".safetensors";
+    itk::ComboSegTrainingSession session;
+    ConfigureNew(session, out, epochs);
+    cs_train_config config = session.GetTrainConfig();
+    config.patch_size[0] = config.patch_size[1] = config.patch_size[2] = 8; // short steps
+    session.SetTrainConfig(config);
+    session.SetValidationCases({});
+    session.SetValidationFraction(0.0);
+    session.SetStepsPerEpoch(5);
+    session.SetTimeBudget(3.0);
+    const itk::ComboSegTrainingResult result = session.Run();
+    EXPECT_TRUE(result.completed);
+    const auto &h = session.GetHistory();
+    ASSERT_GE(h.size(), 2u);
+    // Timing on a shared machine varies: the bounds leave room for it. The fixed 1000-step
+    // schedule fails one or the other: near its peak at the end of a short run, 0 inside a long one.
+    const double peak = config.learning_rate;
+    for (size_t i = 0; i + 1 < h.size(); ++i)
+      EXPECT_GT(h[i].learningRate, 0.0) << "the rate reached 0 before the budget's end, epoch " << h[i].epoch;
+    EXPECT_LT(h.back().learningRate, 0.35 * peak) << "the rate at the budget's end (step " << h.back().step << ")";
+  }
+}
+
+// Issue 17 item 8: a resume with other settings than the checkpoint's is refused, naming each
+// difference; starting over is allowed.
+TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
+{
+  const std::string out = m_Dir + "/settings.safetensors";
+  auto configure = [&](itk::ComboSegTrainingSession &s) {
+    ConfigureNew(s, out, 2);
+    s.SetStepsPerEpoch(2);
+    s.SetValidationCases({});
+    s.SetValidationFraction(0.0);
+  };
+  {
+    itk::ComboSegTrainingSession first;
+    configure(first);
+    first.SetEpochs(1);
+    ASSERT_TRUE(first.Run().completed);
+  }
+  itk::ComboSegTrainingSession changed;
+  configure(changed);
+  cs_unet_config arch = cs_unet_config_default();
+  arch.levels = 2;
+  arch.base_filters = 8;
+  cs_channel_info ch{};
+  std::snprintf(ch.name, sizeof ch.name, "image");
+  ch.modality = CS_MODALITY_MR;
+  ch.norm = CS_NORM_ZSCORE_NONZERO;
+  changed.SetNewModel(arch, { ch });
+  changed.SetTargetSpacing({ { 2.0, 2.0, 2.0 } });
+  cs_train_config config = changed.GetTrainConfig();
+  config.learning_rate = 0.01f;
+  changed.SetTrainConfig(config);
+  try
+  {
+    changed.Run();
+    FAIL() << "a resume with other settings ran";
+  }
+  catch (const itk::ExceptionObject &e)
+  {
+    const std::string message = e.GetDescription();
+    for (const char *expected : { "modality other then, MR now", "normalization zscore then, zscore-nonzero now",
+                                  "target_spacing 1,1,1 then, 2,2,2 now", "learning_rate 0.03 then, 0.01 now",
+                                  "--restart" })
+      EXPECT_NE(message.find(expected), std::string::npos) << expected << " not in: " << message;
+    EXPECT_EQ(message.find("patch_size"), std::string::npos) << message;
+  }
+  // The same settings resume; starting over takes the new ones.
+  {
+    itk::ComboSegTrainingSession same;
+    configure(same);
+    const itk::ComboSegTrainingResult r = same.Run();
+    EXPECT_TRUE(r.resumed);
+    EXPECT_EQ(r.epochs, 2);
+  }
+  changed.SetResume(false);
+  changed.SetEpochs(1);
+  const itk::ComboSegTrainingResult r = changed.Run();
+  EXPECT_FALSE(r.resumed);
+  EXPECT_EQ(r.steps, 2);
+}
+
+// Mean foreground Dice of a label map of class indices against a case's labels, as the history
+// computes it.
+double MeanDice(const std::vector<int32_t> &predicted, const std::vector<int32_t> &truth, int32_t classes)
+{
+  std::vector<float> dice(static_cast<size_t>(classes));
+  cs_dice_per_class(predicted.data(), truth.data(), static_cast<int64_t>(truth.size()), classes, dice.data());
+  double sum = 0.0;
+  int count = 0;
+  for (int32_t k = 1; k < classes; ++k)
+    if (!std::isnan(dice[k])) sum += dice[k], ++count;
+  return count ? sum / count : NAN;
+}
+
+// Issue 14 item 7: the validation Dice is that of the output ComboSegSegment gives (its
+// background rule: voxels holding no data for the model are background).
+TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundRule)
+{
+  // Two channels: the first z-scored over its non-zero voxels (a recipe with a body), the second
+  // over the whole scan. The validation case's first channel holds no data (exactly zero) in
+  // its left part, where the second still shows the structures: the network marks some there,
+  // and the segmentation's rule makes them background.
+  cs_unet_config arch = cs_unet_config_default();
+  arch.levels = 2;
+  arch.base_filters = 8;
+  arch.in_channels = 2;
+  std::vector<cs_channel_info> channels(2);
+  std::memset(channels.data(), 0, sizeof(cs_channel_info) * 2);
+  std::snprintf(channels[0].name, sizeof channels[0].name, "with body");
+  channels[0].norm = CS_NORM_ZSCORE_NONZERO;
+  std::snprintf(channels[1].name, sizeof channels[1].name, "whole");
+  channels[1].norm = CS_NORM_ZSCORE;
+  std::vector<itk::ComboSegCaseFiles> training = m_Train;
+  for (auto &c : training) c.channels = { c.channels[0], c.channels[0] };
+  using FloatImage = itk::Image<float, 3>;
+  auto image = itk::ReadScan<FloatImage>(m_Valid[0].channels[0]);
+  auto emptyLeft = FloatImage::New();
+  emptyLeft->Graft(itk::ReadScan<FloatImage>(m_Valid[0].channels[0]));
+  for (itk::ImageRegionIterator<FloatImage> it(emptyLeft, emptyLeft->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+    if (it.GetIndex()[0] < 20) it.Set(0.0f);
+  itk::ComboSegCaseFiles valid = m_Valid[0];
+  valid.channels = { m_Dir + "/empty_left.nrrd", m_Valid[0].channels[0] };
+  WriteNrrd(emptyLeft.GetPointer(), valid.channels[0]);
+
+  const std::string out = m_Dir + "/rule.safetensors";
+  itk::ComboSegTrainingSession session;
+  ConfigureNew(session, out, 1);
+  session.SetNewModel(arch, channels);
+  session.SetTrainingCases(training);
+  session.SetValidationCases({ valid });
+  session.SetStepsPerEpoch(3);
+  ASSERT_TRUE(session.Run().completed);
+  ASSERT_EQ(session.GetHistory().size(), 1u);
+  const double historyDice = session.GetHistory()[0].meanDice;
+
+  // What ComboSegSegment's filter gives users, with and without the rule, scored on the scan's
+  // grid (the model grid holds the same voxels, in another order).
+  auto truthImage = itk::ReadScan<itk::Image<int, 3>>(valid.labels);
+  const std::vector<int32_t> truth(truthImage->GetBufferPointer(),
+                                   truthImage->GetBufferPointer() + truthImage->GetLargestPossibleRegion().GetNumberOfPixels());
+  auto segment = [&](bool rule) {
+    using Filter = itk::ComboSegImageFilter<itk::Image<float, 3>, itk::Image<int, 3>>;
+    auto filter = Filter::New();
+    filter->SetModel(session.GetModel());
+    filter->SetInput(0, emptyLeft);
+    filter->SetInput(1, image);
+    filter->SetOverlap(0.0);
+    filter->SetOutputLabelValues(false);
+    filter->SetBackgroundOutsideBody(rule);
+    filter->Update();
+    const int *v = filter->GetOutput()->GetBufferPointer();
+    return MeanDice(std::vector<int32_t>(v, v + truth.size()), truth, 3);
+  };
+  const double users = segment(true), withoutRule = segment(false);
+  EXPECT_GT(std::fabs(users - withoutRule), 0.01) << "the case must show the rule: " << users << " " << withoutRule;
+  EXPECT_NEAR(historyDice, users, 1e-4) << "without the rule the filter gives " << withoutRule;
+}
+
+// Issue 17 item 4: a site that labels only the ball fine-tunes a ball-and-box model without
+// erasing the box; labelling the box as absent (the old behaviour) erases it.
+TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
+{
+  const std::string baseFile = m_Dir + "/both.safetensors";
+  {
+    itk::ComboSegTrainingSession s;
+    ConfigureNew(s, baseFile, 6);
+    ASSERT_TRUE(s.Run().completed);
+  }
+  auto base = itk::ComboSegModel::New();
+  base->Load(baseFile);
+  const float baseBox = DicePerClass(base->GetModel(), m_Valid[0], m_Names)[2];
+  ASSERT_GT(baseBox, 0.4) << "the base model finds the box";
+  std::printf("box Dice: base %.3f\n", baseBox);
+
+  std::vector<itk::ComboSegCaseFiles> ballOnly;
+  for (const auto &c : m_Train) ballOnly.push_back(BallOnly(c));
+  auto fineTune = [&](const std::vector<itk::LabelName> &names, const std::string &out, int64_t epochs) {
+    itk::ComboSegTrainingSession t;
+    t.SetBaseModelFileName(baseFile);
+    t.SetTrainingCases(ballOnly);
+    t.SetValidationCases({ BallOnly(m_Valid[0]) });
+    t.SetLabelNames(names);
+    cs_train_config config = cs_train_config_default();
+    config.learning_rate = 0.01f;
+    config.seed = 9;
+    t.SetTrainConfig(config);
+    cs_sampling_options sampling = cs_sampling_options_default();
+    sampling.foreground_fraction = 0.6f;
+    t.SetSamplingOptions(sampling);
+    t.SetEpochs(epochs);
+    t.SetStepsPerEpoch(10);
+    t.SetNumberOfThreads(2);
+    t.SetValidationOverlap(0.0f);
+    t.SetOutputModelFileName(m_Dir + "/" + out);
+    std::vector<std::string> comments;
+    t.SetProgressCallback([&](double, const std::string &c) { comments.push_back(c); });
+    const itk::ComboSegTrainingResult r = t.Run();
+    EXPECT_TRUE(r.completed);
+    // The validation Dice leaves the kept box out: the site's maps do not show it.
+    if (!r.keptClasses.empty())
+      for (const auto &h : t.GetHistory()) EXPECT_TRUE(std::isnan(h.dice[2])) << "epoch " << h.epoch;
+    return std::make_pair(r, DicePerClass(t.GetModel()->GetModel(), m_Valid[0], m_Names));
+  };
+
+  // Only the ball named: the box is kept, and the run says so.
+  const auto partial = fineTune({ Name(1, "ball") }, "partial.safetensors", 5);
+  EXPECT_EQ(partial.first.trainedClasses, std::vector<std::string>{ "ball" });
+  EXPECT_EQ(partial.first.keptClasses, std::vector<std::string>{ "box" });
+  std::printf("ball Dice: partial labels %.3f\n", partial.second[1]);
+  EXPECT_GT(partial.second[1], 0.5) << "the ball is still learnt";
+  // The kept box drifts a little with the shared features (0.56 -> 0.43 here), nothing like
+  // being taught as absent (0.00 below).
+  EXPECT_GT(partial.second[2], 0.5 * baseBox) << "the box was erased (base " << baseBox << ")";
+
+  // Both named, the box drawn nowhere: it is learnt as absent.
+  const auto full = fineTune(m_Names, "full.safetensors", 5);
+  EXPECT_TRUE(full.first.keptClasses.empty());
+  std::printf("box Dice: partial labels %.3f, box labelled absent %.3f\n", partial.second[2], full.second[2]);
+  EXPECT_LT(full.second[2], partial.second[2] - 0.2) << "the contrast this test rests on";
+
+  // Without names, by value: the box's value is in no label map, so it is kept too.
+  itk::ComboSegTrainingSession byValue;
+  byValue.SetBaseModelFileName(baseFile);
+  byValue.SetTrainingCases(ballOnly);
+  byValue.SetValidationFraction(0.0);
+  byValue.SetEpochs(1);
+  byValue.SetStepsPerEpoch(1);
+  byValue.SetOutputModelFileName(m_Dir + "/byvalue.safetensors");
+  EXPECT_EQ(byValue.Run().keptClasses, std::vector<std::string>{ "box" });
+}
+
+TEST_F(ComboSegTrainingSessionTest, AllZeroLabelMapIsRefused)
+{
+  itk::ComboSegCaseFiles empty = m_Train[0];
+  empty.labels = m_Dir + "/empty_labels.nrrd";
+  auto labels = itk::ReadScan<itk::Image<unsigned char, 3>>(m_Train[0].labels);
+  labels->FillBuffer(0);
+  WriteNrrd(labels.GetPointer(), empty.labels);
+  itk::ComboSegTrainingSession session;
+  ConfigureNew(session, m_Dir + "/never.safetensors", 1);
+  session.SetTrainingCases({ m_Train[1], empty });
+  try
+  {
+    session.Run();
+    FAIL() << "an all-zero label map was trained on";
+  }
+  catch (const itk::ExceptionObject &e)
+  {
+    const std::string message = e.GetDescription();
+    EXPECT_NE(message.find("empty_labels.nrrd"), std::string::npos) << message;
+    EXPECT_NE(message.find("holds no structure"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/never.safetensors"));
+}
+
+// Issue 17 item 5: a new model's settings chosen from its training cases. On the
+// TotalSegmentator CT: CT, clip (percentiles of the labelled voxels) and z-score, 3 mm.
+TEST(ComboSegTrainingSessionConfiguration, ChoosesCtClipAnd3mmForTheAbdominalCt)
+{
+  CS_REQUIRE_DATA("ct-abdomen/totalseg/example_ct_sm.nii.gz");
+  CS_REQUIRE_DATA("ct-abdomen/totalseg/example_seg.nii.gz");
+  itk::ComboSegCaseFiles ct{ "ct", { cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz") },
+                             cstest::DataPath("ct-abdomen/totalseg/example_seg.nii.gz") };
+  const itk::ComboSegDataConfiguration c = itk::ComboSegTrainingSession::ChooseConfiguration({ ct }, 4, 3);
+  ASSERT_EQ(c.channels.size(), 1u);
+  EXPECT_EQ(c.channels[0].modality, CS_MODALITY_CT) << c.modalityReason;
+  EXPECT_EQ(c.channels[0].norm, CS_NORM_CLIP_SCALE) << c.normalizationReason;
+  EXPECT_LT(c.channels[0].clip_low, -500.0f) << "air inside the labelled organs (lungs, bowel)";
+  EXPECT_GT(c.channels[0].clip_high, 200.0f);
+  EXPECT_LT(c.channels[0].clip_high, 2000.0f);
+  EXPECT_GT(c.channels[0].std, 10.0f);
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 3.0, 0.05) << c.spacingReason;
+  EXPECT_EQ(c.patchSize[0], 64) << c.patchReason; // 122 voxels, capped
+  EXPECT_EQ(c.patchSize[1], 64);
+  EXPECT_EQ(c.patchSize[2], 32); // 30 voxels, rounded up to a multiple of 8
+  EXPECT_NE(c.modalityReason.find("CT"), std::string::npos);
+  EXPECT_NE(c.normalizationReason.find("percentiles"), std::string::npos);
+}
+
+// An MR-like case (non-negative intensities, a zero background around the body, 1 mm voxels):
+// MR, z-score over the non-zero voxels, 1 mm.
+TEST_F(ComboSegTrainingSessionTest, ChoosesMrZscoreNonzeroAnd1mmForAnMrLikeCase)
+{
+  using FloatImage = itk::Image<float, 3>;
+  auto image = itk::ReadScan<FloatImage>(m_Train[0].channels[0]);
+  for (itk::ImageRegionIterator<FloatImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    const auto i = it.GetIndex();
+    const bool body = i[0] > 1 && i[0] < 30 && i[1] > 1 && i[1] < 30;
+    it.Set(body ? std::max(1.0f, it.Get() + 300.0f) : 0.0f);
+  }
+  itk::ComboSegCaseFiles mr = m_Train[0];
+  mr.channels = { m_Dir + "/mr_like.nrrd" };
+  WriteNrrd(image.GetPointer(), mr.channels[0]);
+  const itk::ComboSegDataConfiguration c = itk::ComboSegTrainingSession::ChooseConfiguration({ mr, mr }, 2, 3);
+  ASSERT_EQ(c.channels.size(), 1u);
+  EXPECT_EQ(c.channels[0].modality, CS_MODALITY_MR) << c.modalityReason;
+  EXPECT_EQ(c.channels[0].norm, CS_NORM_ZSCORE_NONZERO) << c.normalizationReason;
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 1.0, 1e-6) << c.spacingReason;
+  EXPECT_EQ(c.patchSize[0], 32) << c.patchReason;
+  EXPECT_EQ(c.patchSize[1], 32);
+  EXPECT_EQ(c.patchSize[2], 24);
 }
 
 TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)
@@ -445,6 +768,14 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   EXPECT_EQ(width, 640u);
   EXPECT_EQ(height, 400u);
   EXPECT_FALSE(std::filesystem::exists(dir + "/h.png.tmp-" + std::to_string(getpid()) + ".png"));
+
+  // Without validation cases: no Dice columns (issue 17 item 7: no columns of nan).
+  for (auto &h : history) h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");
+  itk::ComboSegTrainingSession::WriteHistoryTable(dir + "/n.tsv", { "background", "liver", "spleen" }, history);
+  const std::vector<std::string> unvalidated = ReadLines(dir + "/n.tsv");
+  ASSERT_EQ(unvalidated.size(), 4u);
+  EXPECT_EQ(unvalidated[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate");
+  for (const std::string &line : unvalidated) EXPECT_EQ(line.find("nan"), std::string::npos) << line;
   std::filesystem::remove_all(dir);
 }
 

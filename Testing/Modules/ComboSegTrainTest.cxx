@@ -224,6 +224,54 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   EXPECT_TRUE(std::regex_search(ret, std::regex("epochsDone = 3"))) << ret;
 }
 
+// Issue 17 item 7: training from the scene with two channels per case and a second case. With
+// one case there is no validation: no Dice columns of nan, and the summary says which epoch
+// was kept and why.
+TEST_F(ComboSegTrainTest, SceneCasesWithTwoChannelsTrain)
+{
+  WriteSyntheticData();
+  const std::string c1 = m_Dir + "/case1", c2 = m_Dir + "/case2";
+  auto args = [&](bool secondCase) {
+    std::vector<std::string> a = { "--inputVolume", c1 + "_image.nrrd", "--inputVolume2", c1 + "_image.nrrd",
+                                   "--inputLabelMap", c1 + "_labels.nrrd", "--labelNames", m_Dir + "/names.csv",
+                                   "--baseModel", "new", "--epochs", "2", "--stepsPerEpoch", "2", "--patchSize",
+                                   "16,16,16", "--threads", "2", "--levels", "2", "--baseFilters", "4",
+                                   "--normalization", "zscore", "--modality", "other", "--validationShare", "0.5",
+                                   "--outputModel", m_Dir + "/scene.safetensors", "--historyTable",
+                                   m_Dir + "/scene.tsv", "--plotImage", m_Dir + "/scene.png", "--restart" };
+    if (secondCase)
+      for (const std::string &extra : std::vector<std::string>{ "--inputVolumeCase2", c2 + "_image.nrrd", "--inputVolume2Case2",
+                                        c2 + "_image.nrrd", "--inputLabelMapCase2", c2 + "_labels.nrrd" })
+        a.push_back(extra);
+    return a;
+  };
+
+  RunResult r = RunModule(args(false), m_Dir);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  auto model = itk::ComboSegModel::New();
+  model->Load(m_Dir + "/scene.safetensors");
+  EXPECT_EQ(model->GetInfo().arch.in_channels, 2) << "the scene's two channels";
+  const std::string table = ReadFile(m_Dir + "/scene.tsv");
+  EXPECT_EQ(table.find("nan"), std::string::npos) << table;
+  EXPECT_EQ(Lines(table)[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate");
+  EXPECT_NE(r.out.find("epoch 2, the last: without validation cases"), std::string::npos) << r.out;
+
+  // Two scene cases: one validates, and "best" is the best validation Dice.
+  r = RunModule(args(true), m_Dir);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("the best mean validation Dice"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 training and 1 validation case(s)"), std::string::npos) << r.out;
+  EXPECT_NE(Lines(ReadFile(m_Dir + "/scene.tsv"))[0].find("mean_dice"), std::string::npos);
+
+  // A second case without its label map is named.
+  std::vector<std::string> bad = args(false);
+  bad.push_back("--inputVolumeCase2");
+  bad.push_back(c2 + "_image.nrrd");
+  r = RunModule(bad, m_Dir);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--inputLabelMapCase2"), std::string::npos) << r.err;
+}
+
 // --tverskyWeights sets the Tversky losses' false-positive and false-negative weights (the loss
 // study compares Tversky 0.3/0.7); the model records them, and bad pairs are refused.
 TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)

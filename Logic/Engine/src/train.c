@@ -171,6 +171,16 @@ void cs_trainer_free(cs_trainer_t t)
 
 int64_t cs_trainer_steps_done(const cs_trainer_t t) { return t ? t->step : 0; }
 
+cs_status cs_trainer_set_total_steps(cs_trainer_t t, int64_t total_steps)
+{
+    if (!t) return CS_ERR_INVALID_ARGUMENT;
+    if (total_steps < 1)
+        return cs_fail(t->ctx, CS_ERR_INVALID_ARGUMENT, "total_steps = %lld must be positive",
+                       (long long)total_steps);
+    t->config.total_steps = total_steps;
+    return CS_OK;
+}
+
 void cs_trainer_set_gradient_reducer(cs_trainer_t t, cs_gradient_reducer_fn fn, void *user_data)
 {
     if (!t) return;

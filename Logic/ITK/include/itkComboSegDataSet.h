@@ -52,14 +52,18 @@ struct ComboSegPreparedCase
   int64_t              size[3];  // x y z on the model grid
   std::vector<float>   image;    // (C, nz, ny, nx) normalised by the model's recipe
   std::vector<int32_t> labels;   // (nz, ny, nx) class indices of the model (empty if no label file)
+  std::vector<uint8_t> outsideBody; // (nz, ny, nx) 1 where the scan holds no data for the model
+                                    // (ComboSegOutsideBody, and off the scan); empty when no
+                                    // channel's recipe has a body
 };
 
 /** Reads one case, reorients and resamples it to the model's grid (linear for images, nearest
  * for labels), normalises it by the model's per-channel recipe and maps label values to the
  * model's classes: by name when names exist (the label file's own Segment keys first, else
- * labelNames), else by value. A label map must lie on its image's voxels (axes may be permuted
- * or flipped). Unknown label values or names, model classes missing from the names and label
- * maps on another grid are exceptions naming them. */
+ * labelNames), else by value. A label map may lie on any grid that holds its structures on the
+ * scan (e.g. cropped to them): it is resampled by nearest neighbour in physical space. Unknown
+ * label values or names, a label map without any structure (all 0), labelled voxels outside the
+ * scan and overlapping segments (a layered .seg.nrrd) are exceptions naming them. */
 ComboSegPreparedCase
 PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const std::vector<LabelName> & labelNames);
 
@@ -69,7 +73,8 @@ std::string
 ComboSegStructureNameKey(const std::string & name);
 
 /** The model class index of every label value, by name when names are given, else by value;
- * `source` names the label map in messages. Throws on unknown names and missing classes. */
+ * `source` names the label map in messages. Throws on unknown names. Model classes the names
+ * lack are allowed: a site may label some structures only (partial labels). */
 std::vector<std::pair<int32_t, int32_t>>
 ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info & info, const std::string & source);
 

@@ -4,7 +4,8 @@
  * The loop a site runs to train its own model: cases are read and prepared on the model's grid
  * (itkComboSegDataSet.h), patches sampled with the engine's seeded generator, the engine's
  * trainer stepped, the model validated after each epoch (hard Dice per class on whole validation
- * volumes), and everything a killed run needs to resume written atomically: the checkpoint, a
+ * volumes, with ComboSegSegment's background rule: voxels that hold no data for the model are
+ * background), and everything a killed run needs to resume written atomically: the checkpoint, a
  * small sidecar with the epoch and the history, the best model so far, the history table and a
  * PNG plot of the curves.
  *
@@ -60,8 +61,20 @@ struct ComboSegTrainingResult
   int64_t bestEpoch = 0;         // epoch whose model went to the output file
   double bestMeanDice = 0.0;     // NaN without validation cases
   std::vector<std::string> addedClasses; // structures the base model lacked
+  std::vector<std::string> trainedClasses; // foreground classes the site's labels mark
+  std::vector<std::string> keptClasses;    // a base model's classes the labels lack: kept as they were
   int64_t trainingCases = 0;
   int64_t validationCases = 0;
+};
+
+/** A new model's configuration chosen from its training cases (as nnU-Net does from its data
+ * set fingerprint), with the reasons in words. */
+struct ComboSegDataConfiguration
+{
+  std::vector<cs_channel_info> channels;   // modality and normalisation per channel (names empty)
+  std::array<double, 3> spacing{ { 1.0, 1.0, 1.0 } }; // mm, physical x y z (RAS axes)
+  std::array<int32_t, 3> patchSize{ { 64, 64, 64 } };
+  std::string modalityReason, normalizationReason, spacingReason, patchReason;
 };
 
 class ComboSegTrainingSession
@@ -102,7 +115,9 @@ public:
   void SetAddMissingClasses(bool on) { m_AddMissingClasses = on; }
 
   /** Optimiser, loss (alpha, beta, curriculum), batch and patch size, seed. A zero patch size
-   * takes the model's. With epochs set, the schedule's total_steps becomes epochs x steps. */
+   * takes the model's. With epochs set, the schedule's total_steps becomes epochs x steps; under
+   * a time budget it is re-estimated before each step from the run's pace, so that the learning
+   * rate and the curriculum end when the budget does (or at the epochs, whichever comes first). */
   void SetTrainConfig(const cs_train_config &config) { m_TrainConfig = config; }
   const cs_train_config &GetTrainConfig() const { return m_TrainConfig; }
   void SetSamplingOptions(const cs_sampling_options &o) { m_Sampling = o; }
@@ -123,7 +138,9 @@ public:
   void SetOutputModelFileName(const std::string &p) { m_OutputModelFileName = p; }
   void SetCheckpointFileName(const std::string &p) { m_CheckpointFileName = p; }
   std::string GetCheckpointFileName() const;
-  /** Resume from an existing checkpoint (on by default); off starts over. */
+  /** Resume from an existing checkpoint (on by default); off starts over. A checkpoint whose run
+   * had other settings (modality, normalisation, intensity range, spacing, learning rate, loss,
+   * patch or batch size) is refused, naming each difference. */
   void SetResume(bool on) { m_Resume = on; }
   void SetHistoryFileName(const std::string &p) { m_HistoryFileName = p; }
   void SetPlotFileName(const std::string &p) { m_PlotFileName = p; }
@@ -159,17 +176,29 @@ public:
   /** The best model of the run (what went to the output file). */
   ComboSegModel::Pointer GetModel() const { return m_ResultModel; }
 
+  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when the
+   * intensities carry CT's Hounsfield signature: air near -1000 and nothing below -1100 but
+   * padding; otherwise MR for non-negative scans, "other" for scans already normalised) and the
+   * normalisation (CT: clip to the 0.5 and 99.5 percentiles of the labelled voxels, then z-score
+   * by their mean and standard deviation; otherwise z-score over the non-zero voxels); the
+   * target spacing (the median of the cases' spacings along each axis); and the patch size (the
+   * median image size in voxels at that spacing, rounded up to a multiple of 2^(levels-1) and
+   * capped at 64 voxels per axis, 256 in 2D). Throws on unreadable files. */
+  static ComboSegDataConfiguration ChooseConfiguration(const std::vector<ComboSegCaseFiles> &cases, int32_t levels,
+                                                       int32_t spatialDims);
+
   /** The training split: cases not drawn for validation, from a seeded shuffle. At least one
    * case stays for training; fraction 0 (or one case) validates on none. */
   static void SplitCases(const std::vector<ComboSegCaseFiles> &cases, double fraction, uint64_t seed,
                          std::vector<ComboSegCaseFiles> &training,
                          std::vector<ComboSegCaseFiles> &validation);
   /** The history as a tab-separated table (a Slicer table): epoch, step, seconds, train_loss,
-   * learning_rate, one dice column per foreground class, mean_dice. Written atomically. */
+   * learning_rate, then (when validated) one dice column per foreground class and mean_dice.
+   * Written atomically. */
   static void WriteHistoryTable(const std::string &path, const std::vector<std::string> &classNames,
                                 const std::vector<ComboSegTrainingRecord> &history);
-  /** A PNG plot: train loss (orange, scaled to its range) and mean validation Dice (blue, 0 to
-   * 1) per epoch. Written atomically. */
+  /** A PNG plot: train loss (orange, scaled to its range) and, when validated, the mean
+   * validation Dice (blue, 0 to 1) per epoch. Written atomically. */
   static void WriteHistoryPlot(const std::string &path,
                                const std::vector<ComboSegTrainingRecord> &history);
 

@@ -1,5 +1,7 @@
 #include "itkComboSegTrainingSession.h"
 
+#include "itkComboSegProcessing.h"
+
 #include "itkImage.h"
 #include "itkImageFileWriter.h"
 #include "itkImageRegionIterator.h"
@@ -207,6 +209,21 @@ double MeanForeground(const std::vector<double> &dice)
   return n ? sum / n : NaN;
 }
 
+// Whether any epoch was validated (a run without validation cases has NaN everywhere).
+bool HasValidation(const std::vector<ComboSegTrainingRecord> &history)
+{
+  for (const auto &r : history)
+    if (!std::isnan(r.meanDice)) return true;
+  return false;
+}
+
+std::string JoinNames(const std::vector<std::string> &names)
+{
+  std::string text;
+  for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
+  return text.empty() ? "none" : text;
+}
+
 std::string EpochComment(int64_t epoch, int64_t epochs, double loss, double dice)
 {
   std::ostringstream text;
@@ -239,8 +256,86 @@ struct Sidecar
   double seconds = 0.0;
   int64_t bestEpoch = 0;
   double bestDice = NaN;
+  std::vector<std::pair<std::string, std::string>> settings; // RunSettings of the run that wrote it
   std::vector<ComboSegTrainingRecord> history;
 };
+
+const char *NormalizationName(cs_norm_kind norm)
+{
+  switch (norm)
+  {
+    case CS_NORM_CLIP_SCALE: return "clip";
+    case CS_NORM_ZSCORE_NONZERO: return "zscore-nonzero";
+    case CS_NORM_ZSCORE_MASK: return "zscore-brain";
+    case CS_NORM_ZSCORE: return "zscore";
+    default: return "none";
+  }
+}
+
+const char *ModalityName(cs_modality modality)
+{
+  switch (modality)
+  {
+    case CS_MODALITY_CT: return "CT";
+    case CS_MODALITY_MR: return "MR";
+    case CS_MODALITY_PET: return "PET";
+    case CS_MODALITY_US: return "US";
+    default: return "other";
+  }
+}
+
+// What a resumed run must share with the run that wrote the checkpoint, as (name, value) with
+// values free of blanks (one comma-separated entry per channel or axis).
+std::vector<std::pair<std::string, std::string>> RunSettings(const cs_model_info &info, const cs_train_config &config,
+                                                             int32_t globalBatch)
+{
+  std::string modality, normalization, range, spacing, patch;
+  for (int32_t c = 0; c < info.arch.in_channels; ++c)
+  {
+    const cs_channel_info &ch = info.channels[c];
+    const std::string sep = c ? "," : "";
+    modality += sep + ModalityName(ch.modality);
+    normalization += sep + NormalizationName(ch.norm);
+    if (ch.norm == CS_NORM_CLIP_SCALE) range += sep + FormatDouble(ch.clip_low) + ".." + FormatDouble(ch.clip_high);
+  }
+  for (int i = 0; i < 3; ++i)
+  {
+    spacing += (i ? "," : "") + FormatDouble(info.spacing[i]);
+    patch += (i ? "," : "") + std::to_string(config.patch_size[i]);
+  }
+  std::vector<std::pair<std::string, std::string>> settings = {
+    { "modality", modality },
+    { "normalization", normalization },
+    { "target_spacing", spacing },
+    { "learning_rate", FormatDouble(config.learning_rate) },
+    { "loss", cs_loss_kind_name(config.loss.kind) },
+    { "patch_size", patch },
+    { "batch_size", std::to_string(globalBatch) },
+  };
+  if (!range.empty()) settings.insert(settings.begin() + 2, { "intensity_range", range });
+  return settings;
+}
+
+// Refuses a resume whose settings differ from the checkpoint's, naming each difference.
+void CheckResumeSettings(const std::string &checkpoint, const std::vector<std::pair<std::string, std::string>> &saved,
+                         const std::vector<std::pair<std::string, std::string>> &now)
+{
+  if (saved.empty()) return; // a sidecar from before settings were recorded
+  const std::map<std::string, std::string> before(saved.begin(), saved.end());
+  std::ostringstream differences;
+  for (const auto &setting : now)
+  {
+    const auto found = before.find(setting.first);
+    if (found == before.end() || found->second == setting.second) continue;
+    differences << (differences.tellp() > 0 ? "; " : "") << setting.first << " " << found->second << " then, "
+                << setting.second << " now";
+  }
+  if (differences.tellp() > 0)
+    itkGenericExceptionMacro("cannot resume from " << checkpoint << ": its settings differ from this run's ("
+                                                   << differences.str()
+                                                   << "). Start over (ComboSegTrain --restart), or run again with "
+                                                      "the checkpoint's settings to continue it");
+}
 
 void WriteSidecar(const std::string &path, const Sidecar &s)
 {
@@ -248,7 +343,9 @@ void WriteSidecar(const std::string &path, const Sidecar &s)
   out << SidecarMagic << "\n"
       << "epoch " << s.epoch << "\nstep " << s.step << "\nsteps_per_epoch " << s.stepsPerEpoch
       << "\nclasses " << s.classes << "\nseconds " << FormatDouble(s.seconds, 10) << "\nbest_epoch "
-      << s.bestEpoch << "\nbest_dice " << FormatDouble(s.bestDice, 10) << "\nhistory\n";
+      << s.bestEpoch << "\nbest_dice " << FormatDouble(s.bestDice, 10) << "\n";
+  for (const auto &setting : s.settings) out << "setting " << setting.first << " " << setting.second << "\n";
+  out << "history\n";
   for (const auto &r : s.history)
   {
     out << r.epoch << '\t' << r.step << '\t' << FormatDouble(r.seconds, 10) << '\t'
@@ -279,6 +376,12 @@ bool ReadSidecar(const std::string &path, Sidecar &s)
     else if (key == "seconds") s.seconds = ParseDouble(value);
     else if (key == "best_epoch") s.bestEpoch = std::stoll(value);
     else if (key == "best_dice") s.bestDice = ParseDouble(value);
+    else if (key == "setting")
+    {
+      std::string settingValue;
+      kv >> settingValue;
+      s.settings.emplace_back(value, settingValue);
+    }
   }
   while (std::getline(in, line))
   {
@@ -414,12 +517,15 @@ public:
     , m_Info(info)
     , m_Names(names)
     , m_Cached(files.size())
+    , m_Present(static_cast<size_t>(info.arch.num_classes), false)
   {
     // Every case is read once up front: bad files and unknown labels fail before training.
     for (size_t i = 0; i < files.size(); ++i)
     {
       auto prepared = std::make_shared<ComboSegPreparedCase>(this->Prepare(i));
-      const uint64_t bytes = sizeof(float) * prepared->image.size() + sizeof(int32_t) * prepared->labels.size();
+      for (int32_t k : prepared->labels) m_Present[static_cast<size_t>(k)] = true;
+      const uint64_t bytes = sizeof(float) * prepared->image.size() + sizeof(int32_t) * prepared->labels.size() +
+                             prepared->outsideBody.size();
       if (bytes <= budget)
       {
         budget -= bytes;
@@ -431,6 +537,8 @@ public:
   }
 
   size_t Size() const { return m_Files.size(); }
+  // Whether any case's labels hold class k.
+  bool Present(int32_t k) const { return m_Present[static_cast<size_t>(k)]; }
   size_t StreamedCount() const { return m_Streamed.size(); }
   const ComboSegCaseFiles &Files(size_t i) const { return m_Files[i]; }
 
@@ -479,12 +587,33 @@ private:
   cs_model_info m_Info;
   std::vector<LabelName> m_Names;
   std::vector<std::shared_ptr<ComboSegPreparedCase>> m_Cached;
+  std::vector<bool> m_Present;
   std::vector<size_t> m_Streamed;
   std::shared_ptr<ComboSegPreparedCase> m_Current;
   size_t m_CurrentIndex = 0;
   size_t m_Rotation = 0;
   int64_t m_Draws = 0;
 };
+
+// Partial labels: 1 for the classes the training labels mark (background always), 0 for a base
+// model's classes they lack. With names, the named classes are labelled (a named class absent
+// from a scan is absent there); without, the classes whose values the training label maps hold.
+std::vector<uint8_t> LabelledClasses(const cs_model_info &info, const std::vector<LabelName> &siteNames,
+                                     const CaseStore &trainStore, const ComboSegTrainingSession::Peers &peers)
+{
+  const int32_t K = info.arch.num_classes;
+  std::set<std::string> named;
+  for (const LabelName &n : siteNames) named.insert(ComboSegStructureNameKey(n.name));
+  std::vector<uint8_t> labelled(static_cast<size_t>(K), 0);
+  labelled[0] = 1;
+  for (int32_t k = 1; k < K; ++k)
+  {
+    bool on = siteNames.empty() ? trainStore.Present(k) : named.count(ComboSegStructureNameKey(info.classes[k].name)) > 0;
+    if (peers.size > 1) on = peers.AnyOf(on); // every rank's share of the cases: one answer for all
+    labelled[static_cast<size_t>(k)] = on ? 1 : 0;
+  }
+  return labelled;
+}
 
 // A copy of a model that the caller may change freely.
 cs_model_t CloneModel(cs_context_t ctx, cs_model_t model)
@@ -545,17 +674,27 @@ void
 ComboSegTrainingSession::WriteHistoryTable(const std::string &path, const std::vector<std::string> &classNames,
                                            const std::vector<ComboSegTrainingRecord> &history)
 {
+  // Without validation cases there is no Dice: no columns of nan.
+  const bool validated = HasValidation(history);
   std::ostringstream out;
   out << "epoch\tstep\tseconds\ttrain_loss\tlearning_rate";
-  for (size_t k = 1; k < classNames.size(); ++k) out << "\tdice " << classNames[k];
-  out << "\tmean_dice\n";
+  if (validated)
+  {
+    for (size_t k = 1; k < classNames.size(); ++k) out << "\tdice " << classNames[k];
+    out << "\tmean_dice";
+  }
+  out << "\n";
   for (const auto &r : history)
   {
     out << r.epoch << '\t' << r.step << '\t' << FormatDouble(r.seconds, 6) << '\t' << FormatDouble(r.trainLoss, 6)
         << '\t' << FormatDouble(r.learningRate, 6);
-    for (size_t k = 1; k < classNames.size(); ++k)
-      out << '\t' << FormatDouble(k < r.dice.size() ? r.dice[k] : NaN, 4);
-    out << '\t' << FormatDouble(r.meanDice, 4) << '\n';
+    if (validated)
+    {
+      for (size_t k = 1; k < classNames.size(); ++k)
+        out << '\t' << FormatDouble(k < r.dice.size() ? r.dice[k] : NaN, 4);
+      out << '\t' << FormatDouble(r.meanDice, 4);
+    }
+    out << '\n';
   }
   WriteFileAtomically(path, out.str());
 }
@@ -563,7 +702,8 @@ ComboSegTrainingSession::WriteHistoryTable(const std::string &path, const std::v
 void
 ComboSegTrainingSession::WriteHistoryPlot(const std::string &path, const std::vector<ComboSegTrainingRecord> &history)
 {
-  const int W = 640, H = 400, left = 60, right = 60, top = 40, bottom = 50;
+  const int W = 640, H = 400, left = 60, right = 84, top = 40, bottom = 50;
+  const bool validated = HasValidation(history);
   const int pw = W - left - right, ph = H - top - bottom;
   const std::array<uint8_t, 3> black{ { 0, 0, 0 } }, grey{ { 220, 220, 220 } };
   const std::array<uint8_t, 3> orange{ { 230, 120, 20 } }, blue{ { 30, 90, 200 } };
@@ -575,21 +715,24 @@ ComboSegTrainingSession::WriteHistoryPlot(const std::string &path, const std::ve
   if (!(lossMax >= lossMin)) lossMin = 0.0, lossMax = 1.0;
   if (lossMax - lossMin < 1e-9) lossMin -= 0.5, lossMax += 0.5;
 
-  // Grid at Dice 0, 0.2, .., 1 (left axis: Dice, right axis: loss).
+  // Grid at Dice 0, 0.2, .., 1 (left axis: Dice, right axis: loss). The loss ticks get the
+  // decimals that tell them apart.
+  const double lossTick = (lossMax - lossMin) / 5.0;
+  const int decimals = std::max(0, std::min(6, 1 - static_cast<int>(std::floor(std::log10(lossTick)))));
   for (int i = 0; i <= 5; ++i)
   {
     const int y = top + ph - i * ph / 5;
     r.Line(left, y, left + pw, y, grey, 1);
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f", i / 5.0);
-    r.Text(left - 34, y - 5, buf, blue);
-    std::snprintf(buf, sizeof buf, "%.2f", lossMin + (lossMax - lossMin) * i / 5.0);
+    if (validated) r.Text(left - 34, y - 5, buf, blue);
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, lossMin + lossTick * i);
     r.Text(left + pw + 6, y - 5, buf, orange);
   }
   r.Line(left, top, left, top + ph, black, 1);
   r.Line(left + pw, top, left + pw, top + ph, black, 1);
   r.Line(left, top + ph, left + pw, top + ph, black, 1);
-  r.Text(left, 12, "DICE", blue);
+  if (validated) r.Text(left, 12, "DICE", blue);
   r.Text(left + pw - 28, 12, "LOSS", orange);
   r.Text(left + pw / 2 - 20, H - 18, "EPOCH", black);
 
@@ -619,6 +762,176 @@ ComboSegTrainingSession::WriteHistoryPlot(const std::string &path, const std::ve
   plot([](const ComboSegTrainingRecord &h) { return h.trainLoss; }, lossMin, lossMax, orange);
   plot([](const ComboSegTrainingRecord &h) { return h.meanDice; }, 0.0, 1.0, blue);
   WritePng(path, r);
+}
+
+namespace
+{
+
+double Median(std::vector<double> v)
+{
+  if (v.empty()) return NaN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double Percentile(std::vector<float> &v, double p)
+{
+  if (v.empty()) return NaN;
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * (v.size() - 1) + 0.5));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
+  return v[i];
+}
+
+// The physical axis (0 x, 1 y, 2 z) each image axis runs along most.
+std::array<int, 3> PhysicalAxes(const ComboSegGrid &grid)
+{
+  std::array<int, 3> axes{ { 0, 1, 2 } };
+  for (int i = 0; i < 3; ++i)
+  {
+    int best = 0;
+    for (int r = 1; r < 3; ++r)
+      if (std::fabs(grid.direction[3 * r + i]) > std::fabs(grid.direction[3 * best + i])) best = r;
+    axes[i] = best;
+  }
+  return axes;
+}
+
+// What one channel's intensities over the cases say: CT's signature and the labelled voxels.
+struct IntensityFingerprint
+{
+  int64_t voxels = 0, air = 0, belowAir = 0, negative = 0;
+  std::vector<float> labelled; // a sample of the labelled voxels' values
+};
+
+std::string Mm(double v) { return FormatDouble(v, 3); }
+
+} // namespace
+
+ComboSegDataConfiguration
+ComboSegTrainingSession::ChooseConfiguration(const std::vector<ComboSegCaseFiles> &cases, int32_t levels,
+                                             int32_t spatialDims)
+{
+  if (cases.empty()) itkGenericExceptionMacro("no training cases to configure a new model from");
+  const size_t C = cases[0].channels.size();
+  std::vector<IntensityFingerprint> prints(C);
+  std::array<std::vector<double>, 3> spacings, extents; // per physical axis, over the cases
+  for (const ComboSegCaseFiles &c : cases)
+  {
+    std::vector<int32_t> labels;
+    for (size_t ch = 0; ch < C && ch < c.channels.size(); ++ch)
+    {
+      auto image = ReadScan<Image<float, 3>>(c.channels[ch]);
+      const ComboSegGrid grid = ComboSegGridOf(image.GetPointer());
+      const int64_t n = grid.NumberOfVoxels();
+      if (ch == 0)
+      {
+        const std::array<int, 3> axes = PhysicalAxes(grid);
+        for (int i = 0; i < 3; ++i)
+        {
+          spacings[axes[i]].push_back(grid.spacing[i]);
+          extents[axes[i]].push_back(grid.spacing[i] * grid.size[i]);
+        }
+        if (!c.labels.empty())
+        {
+          // The labelled voxels on the scan's grid (the label map may lie on another).
+          auto labelImage = ReadScan<Image<int, 3>>(c.labels);
+          const ComboSegGrid labelGrid = ComboSegGridOf(labelImage.GetPointer());
+          const std::vector<int32_t> values(labelImage->GetBufferPointer(),
+                                            labelImage->GetBufferPointer() + labelGrid.NumberOfVoxels());
+          labels.resize(static_cast<size_t>(n));
+          ComboSegResampleNearest(labels.data(), grid, values.data(), labelGrid, 0);
+        }
+      }
+      const float *v = image->GetBufferPointer();
+      IntensityFingerprint &f = prints[ch];
+      int64_t labelled = 0;
+      for (int64_t i = 0; i < n; ++i) labelled += !labels.empty() && labels[static_cast<size_t>(i)] != 0;
+      const int64_t stride = std::max<int64_t>(1, labelled / 200000); // a sample is enough for percentiles
+      int64_t seen = 0;
+      for (int64_t i = 0; i < n; ++i)
+      {
+        f.voxels++;
+        f.air += v[i] >= -1100.0f && v[i] <= -900.0f;
+        f.belowAir += v[i] < -1100.0f && v[i] > -1500.0f; // below air yet above CT's padding values
+        f.negative += v[i] < 0.0f;
+        if ((labelled == 0 || labels[static_cast<size_t>(i)] != 0) && seen++ % (labelled ? stride : std::max<int64_t>(1, n / 200000)) == 0)
+          f.labelled.push_back(v[i]);
+      }
+    }
+  }
+
+  ComboSegDataConfiguration config;
+  config.channels.resize(C);
+  std::ostringstream modality, normalization;
+  for (size_t ch = 0; ch < C; ++ch)
+  {
+    IntensityFingerprint &f = prints[ch];
+    cs_channel_info &info = config.channels[ch];
+    std::memset(&info, 0, sizeof info);
+    const double airShare = double(f.air) / double(std::max<int64_t>(1, f.voxels));
+    const bool ct = airShare >= 0.005 && f.belowAir <= f.voxels / 1000;
+    const std::string which = C > 1 ? "channel " + std::to_string(ch + 1) + ": " : "";
+    char share[32];
+    std::snprintf(share, sizeof share, "%.1f%%", 100.0 * airShare);
+    if (ct)
+    {
+      info.modality = CS_MODALITY_CT;
+      modality << which << "CT (" << share << " of the voxels at air's -1000 HU, none below but padding)";
+      const double low = Percentile(f.labelled, 0.5), high = Percentile(f.labelled, 99.5);
+      double sum = 0.0, sum2 = 0.0;
+      for (float x : f.labelled)
+      {
+        const double y = std::min(high, std::max(low, double(x)));
+        sum += y, sum2 += y * y;
+      }
+      const double count = double(std::max<size_t>(1, f.labelled.size()));
+      const double mean = sum / count, sd = std::sqrt(std::max(0.0, sum2 / count - mean * mean));
+      info.norm = CS_NORM_CLIP_SCALE;
+      info.clip_low = static_cast<float>(low);
+      info.clip_high = static_cast<float>(high > low ? high : low + 1.0);
+      info.mean = static_cast<float>(mean);
+      info.std = static_cast<float>(sd > 0.0 ? sd : 1.0);
+      normalization << which << "clip to [" << FormatDouble(info.clip_low, 4) << ", " << FormatDouble(info.clip_high, 4)
+                    << "] (the 0.5 and 99.5 percentiles of the labelled voxels), then z-score by their mean "
+                    << FormatDouble(info.mean, 4) << " and standard deviation " << FormatDouble(info.std, 4);
+    }
+    else
+    {
+      info.modality = f.negative == 0 ? CS_MODALITY_MR : CS_MODALITY_OTHER;
+      modality << which
+               << (f.negative == 0 ? "MR (no Hounsfield signature; intensities are non-negative)"
+                                   : "other (no Hounsfield signature; negative values: already normalised)");
+      info.norm = CS_NORM_ZSCORE_NONZERO;
+      normalization << which << "zscore-nonzero (mean 0 and standard deviation 1 over each scan's non-zero voxels)";
+    }
+    if (ch + 1 < C) modality << "; ", normalization << "; ";
+  }
+  config.modalityReason = modality.str();
+  config.normalizationReason = normalization.str();
+
+  // Spacing: the cases' median; patch: the median image at that spacing, fitted to the network.
+  const int32_t multiple = 1 << std::max(0, levels - 1);
+  const int32_t cap = spatialDims == 2 ? 256 : 64;
+  std::ostringstream medianSize;
+  for (int a = 0; a < 3; ++a)
+  {
+    config.spacing[a] = Median(spacings[a]);
+    std::vector<double> voxels;
+    for (double e : extents[a]) voxels.push_back(e / config.spacing[a]);
+    const double median = Median(voxels);
+    const int32_t rounded = static_cast<int32_t>(std::ceil(median / multiple - 1e-6)) * multiple;
+    config.patchSize[a] = std::max(multiple, std::min(cap / multiple * multiple, rounded));
+    medianSize << (a ? "x" : "") << FormatDouble(median, 4);
+  }
+  if (spatialDims == 2) config.patchSize[2] = 1;
+  config.spacingReason = Mm(config.spacing[0]) + "x" + Mm(config.spacing[1]) + "x" + Mm(config.spacing[2]) +
+                         " mm (the median of the " + std::to_string(cases.size()) + " case(s)' voxel spacings)";
+  config.patchReason = std::to_string(config.patchSize[0]) + "x" + std::to_string(config.patchSize[1]) + "x" +
+                       std::to_string(config.patchSize[2]) + " (the median image, " + medianSize.str() +
+                       " voxels at that spacing, rounded up to a multiple of " + std::to_string(multiple) +
+                       " and capped at " + std::to_string(cap) + ")";
+  return config;
 }
 
 ComboSegTrainingResult
@@ -760,6 +1073,7 @@ ComboSegTrainingSession::Run()
     }
     info.loss = m_TrainConfig.loss;
     info.loss.class_weights = nullptr;
+    info.loss.labelled_classes = nullptr;
     for (int i = 0; i < 3; ++i)
       if (m_TrainConfig.patch_size[i] > 0) info.patch_size[i] = m_TrainConfig.patch_size[i];
     Check(cs_model_set_info(ctx, model.model, &info), ctx, "bad model metadata");
@@ -788,6 +1102,18 @@ ComboSegTrainingSession::Run()
   CaseStore trainStore(shard, info, m_LabelNames, budget);
   CaseStore validStore(validation, info, m_LabelNames, budget);
 
+  // ---- partial labels: the base model's classes the site did not label are kept
+  const std::vector<uint8_t> labelled = m_NewModel ? std::vector<uint8_t>(static_cast<size_t>(K), 1)
+                                                   : LabelledClasses(info, siteNames, trainStore, m_Peers);
+  const bool partial = std::find(labelled.begin(), labelled.end(), 0) != labelled.end();
+  result.trainedClasses.clear();
+  result.keptClasses.clear();
+  for (int32_t k = 1; k < K; ++k)
+    (labelled[static_cast<size_t>(k)] ? result.trainedClasses : result.keptClasses).push_back(classNames[k]);
+  if (partial && m_Progress)
+    m_Progress(0.0, "trained (labelled): " + JoinNames(result.trainedClasses) +
+                      "; kept as they are (not labelled): " + JoinNames(result.keptClasses));
+
   // ---- the trainer
   cs_train_config config = m_TrainConfig;
   for (int i = 0; i < 3; ++i) config.patch_size[i] = info.patch_size[i];
@@ -800,6 +1126,7 @@ ComboSegTrainingSession::Run()
                                                  << " ranks (each takes an equal share)");
     config.batch_size /= m_Peers.size;
   }
+  if (partial) config.loss.labelled_classes = labelled.data();
   TrainerOwner trainer;
   Check(cs_trainer_init(ctx, model.model, &config, &trainer.trainer), ctx, "cannot set up training");
 
@@ -809,6 +1136,7 @@ ComboSegTrainingSession::Run()
   Sidecar state;
   state.stepsPerEpoch = m_StepsPerEpoch;
   state.classes = K;
+  state.settings = RunSettings(info, config, m_TrainConfig.batch_size);
   if (!m_Resume)
   {
     // Starting over: a stale checkpoint must not pair with this run's sidecar after a kill.
@@ -822,6 +1150,7 @@ ComboSegTrainingSession::Run()
     if (haveSidecar && saved.classes != K)
       itkGenericExceptionMacro("cannot resume from " << checkpoint << ": it was trained for " << saved.classes
                                                      << " classes, this run has " << K << " (start over)");
+    if (haveSidecar) CheckResumeSettings(checkpoint, saved.settings, state.settings);
     const cs_status st = cs_trainer_load_checkpoint(trainer.trainer, checkpoint.c_str());
     if (st != CS_OK)
       ComboSegThrowEngineError(__FILE__, __LINE__,
@@ -859,6 +1188,7 @@ ComboSegTrainingSession::Run()
       state.step = steps;
     }
     state.stepsPerEpoch = m_StepsPerEpoch;
+    state.settings = RunSettings(info, config, m_TrainConfig.batch_size);
     result.resumed = true;
   }
   if (parallel)
@@ -890,6 +1220,25 @@ ComboSegTrainingSession::Run()
   };
   auto cancelled = [&]() { return parallel ? agreedCancel : cancelledHere(); };
   auto budgetUsed = [&]() { return parallel ? agreedBudget : budgetUsedHere(); };
+  // Under a time budget the schedule (and the curriculum, which follows it) must end with the
+  // run: before each step its length becomes the steps done plus those the remaining time allows
+  // at this run's mean pace so far (validation included), never beyond the epochs. Data-parallel
+  // ranks measure different times, and their learning rates must agree: they keep the fixed
+  // length.
+  const int64_t stepsAtStart = cs_trainer_steps_done(trainer.trainer);
+  const double secondsAtStart = elapsed();
+  auto fitScheduleToBudget = [&]() {
+    const int64_t done = cs_trainer_steps_done(trainer.trainer);
+    if (m_TimeBudget <= 0.0 || parallel) return;
+    double secondsPerStep = 0.0; // this run's pace, else (resuming) the earlier runs'
+    if (done > stepsAtStart) secondsPerStep = (elapsed() - secondsAtStart) / double(done - stepsAtStart);
+    else if (done > 0 && secondsAtStart > 0.0) secondsPerStep = secondsAtStart / double(done);
+    else return; // the first step trains at the peak rate whatever the length
+    const double remaining = std::max(0.0, m_TimeBudget - elapsed());
+    int64_t total = done + std::max<int64_t>(1, std::llround(remaining / std::max(secondsPerStep, 1e-9)));
+    if (epochs > 0) total = std::min(total, epochs * m_StepsPerEpoch);
+    Check(cs_trainer_set_total_steps(trainer.trainer, total), ctx, "cannot set the schedule's length");
+  };
   auto fraction = [&](int64_t stepsDone) {
     double f = 0.0;
     if (epochs > 0) f = double(stepsDone) / double(epochs * m_StepsPerEpoch);
@@ -954,6 +1303,7 @@ ComboSegTrainingSession::Run()
       cs_step_result step;
       if (st == CS_OK)
       {
+        fitScheduleToBudget();
         st = cs_trainer_step(trainer.trainer, images.data(), labels.data(), &step);
         if (st != CS_OK) stepMessage = cs_context_last_error(ctx);
       }
@@ -1008,12 +1358,16 @@ ComboSegTrainingSession::Run()
         std::vector<int32_t> predicted(static_cast<size_t>(n));
         Check(cs_predict_volume(ctx, model.model, c.image.data(), c.size, &inferOptions, nullptr, predicted.data()),
               ctx, "cannot validate on case " + validStore.Files(v).id);
+        // ComboSegSegment's background rule: the best epoch is chosen on the output users get.
+        for (size_t i = 0; i < c.outsideBody.size(); ++i)
+          if (c.outsideBody[i]) predicted[i] = 0;
         cs_dice_per_class(predicted.data(), c.labels.data(), n, K, dice.data());
         for (int32_t k = 0; k < K; ++k)
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];
       }
       if (cancelled()) break;
-      for (int32_t k = 0; k < K; ++k) record.dice[k] = count[k] ? sum[k] / count[k] : NaN;
+      // Kept classes are not in the site's labels: their Dice would only measure that.
+      for (int32_t k = 0; k < K; ++k) record.dice[k] = count[k] && labelled[static_cast<size_t>(k)] ? sum[k] / count[k] : NaN;
     }
     record.meanDice = MeanForeground(record.dice);
     record.seconds = elapsed();

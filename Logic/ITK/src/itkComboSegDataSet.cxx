@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "itkComboSegProcessing.h"
+#include "itkImageIOFactory.h"
 #include "itkMacro.h"
 
 namespace itk
@@ -111,6 +112,81 @@ IndexedStrings(const cJSON * object, const std::string & source, const char * wh
   for (const auto & entry : byIndex)
     list.push_back(entry.second);
   return list;
+}
+
+// Labelled voxels (non-zero values) of a label map whose centre lies outside the scan's voxels.
+int64_t
+LabelledVoxelsOutside(const int * values, const ComboSegGrid & labelGrid, const ComboSegGrid & scanGrid)
+{
+  const double tolerance = 1e-3;
+  int64_t      outside = 0;
+  int64_t      i = 0;
+  for (int64_t z = 0; z < labelGrid.size[2]; ++z)
+    for (int64_t y = 0; y < labelGrid.size[1]; ++y)
+      for (int64_t x = 0; x < labelGrid.size[0]; ++x, ++i)
+      {
+        if (values[i] == 0)
+          continue;
+        const double index[3] = { double(x), double(y), double(z) };
+        double       offset[3]; // from the scan's first voxel, in mm
+        for (int r = 0; r < 3; ++r)
+        {
+          offset[r] = labelGrid.origin[r] - scanGrid.origin[r];
+          for (int c = 0; c < 3; ++c)
+            offset[r] += labelGrid.direction[3 * r + c] * labelGrid.spacing[c] * index[c];
+        }
+        for (int c = 0; c < 3; ++c) // the scan's continuous index (orthonormal axes)
+        {
+          double along = 0.0;
+          for (int r = 0; r < 3; ++r)
+            along += scanGrid.direction[3 * r + c] * offset[r];
+          along /= scanGrid.spacing[c];
+          if (along < -0.5 - tolerance || along > scanGrid.size[c] - 0.5 + tolerance)
+          {
+            ++outside;
+            break;
+          }
+        }
+      }
+  return outside;
+}
+
+// The layers of a label file: more than one when a Slicer segmentation's segments overlap (a
+// 4D .seg.nrrd, read as several components per voxel).
+unsigned int
+LabelLayers(const std::string & path)
+{
+  ImageIOBase::Pointer io = ImageIOFactory::CreateImageIO(path.c_str(), ImageIOFactory::IOFileModeEnum::ReadMode);
+  if (!io)
+    return 1; // ReadScan names the problem
+  io->SetFileName(path);
+  try
+  {
+    io->ReadImageInformation();
+  }
+  catch (const ExceptionObject &)
+  {
+    return 1;
+  }
+  unsigned int layers = io->GetNumberOfComponents();
+  for (unsigned int d = 3; d < io->GetNumberOfDimensions(); ++d)
+    layers *= static_cast<unsigned int>(io->GetDimensions(d));
+  return std::max(layers, 1u);
+}
+
+// ComboSegOutsideBody brought onto the model grid (voxels off the scan count as outside), so
+// that validation applies the background rule the segmentation filter applies.
+std::vector<uint8_t>
+OutsideBodyOnModelGrid(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
+                       const ComboSegGrid & modelGrid)
+{
+  const std::vector<uint8_t> outside = ComboSegOutsideBody(channels, info, nullptr);
+  if (outside.empty())
+    return {};
+  const std::vector<int32_t> onScan(outside.begin(), outside.end());
+  std::vector<int32_t>       onModel(static_cast<size_t>(modelGrid.NumberOfVoxels()));
+  ComboSegResampleNearest(onModel.data(), modelGrid, onScan.data(), channels[0].grid, 1);
+  return std::vector<uint8_t>(onModel.begin(), onModel.end());
 }
 
 struct JsonDeleter
@@ -328,10 +404,8 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
   std::map<std::string, int32_t> classOfName;
   for (int32_t k = 1; k < classes; ++k)
     classOfName[NormalisedName(info.classes[k].name)] = k;
-  std::vector<bool>  covered(static_cast<size_t>(classes), false);
   std::ostringstream unknown;
   mapping.emplace_back(0, 0); // value 0 is background whatever it is called
-  covered[0] = true;
   for (const LabelName & label : names)
   {
     if (label.value == 0)
@@ -343,7 +417,6 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
       continue;
     }
     mapping.emplace_back(label.value, found->second);
-    covered[static_cast<size_t>(found->second)] = true;
   }
   std::ostringstream classList;
   for (int32_t k = 1; k < classes; ++k)
@@ -352,15 +425,6 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
   {
     itkGenericExceptionMacro(<< source << ": label(s) " << unknown.str() << " are not classes of model '" << info.name
                                     << "' (its classes: " << classList.str() << ")");
-  }
-  std::ostringstream missing;
-  for (int32_t k = 1; k < classes; ++k)
-    if (!covered[static_cast<size_t>(k)])
-      missing << (missing.tellp() > 0 ? ", " : "") << "'" << info.classes[k].name << "'";
-  if (missing.tellp() > 0)
-  {
-    itkGenericExceptionMacro(<< source << ": model class(es) " << missing.str() << " of model '" << info.name
-                                    << "' are missing from the label names");
   }
   return mapping;
 }
@@ -388,18 +452,34 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
   ComboSegPrepareChannels(channels, info, nullptr, modelGrid, prepared.image);
   for (int d = 0; d < 3; ++d)
     prepared.size[d] = modelGrid.size[d];
+  prepared.outsideBody = OutsideBodyOnModelGrid(channels, info, modelGrid);
   if (files.labels.empty())
   {
     return prepared;
   }
 
+  if (!ComboSegIsDirectory(files.labels))
+  {
+    const unsigned int layers = LabelLayers(files.labels);
+    if (layers > 1)
+      itkGenericExceptionMacro(<< "label map " << files.labels << " holds " << layers
+                                          << " layers: its segments overlap (a Slicer segmentation whose segments share "
+                                             "voxels). Training needs one structure per voxel: remove the overlaps (e.g. "
+                                             "Segment Editor with \"Modify other segments: overwrite all\") and save again");
+  }
   LabelImageType::Pointer labelImage = ReadScan<LabelImageType>(files.labels);
   const ComboSegGrid      labelGrid = ComboSegGridOf(labelImage.GetPointer());
+  // A label map on another grid (cropped to its structures, as Slicer's crop to extent writes
+  // it, or another spacing) is resampled by nearest neighbour below, as long as every structure
+  // lies on the scan.
   if (!ComboSegSameLattice(channels[0].grid, labelGrid))
   {
-    itkGenericExceptionMacro(<< "label map " << files.labels << " is on a different grid than its image "
-                                          << files.channels[0] << ": " << ComboSegGridToString(labelGrid) << " versus "
-                                          << ComboSegGridToString(channels[0].grid));
+    const int64_t outside = LabelledVoxelsOutside(labelImage->GetBufferPointer(), labelGrid, channels[0].grid);
+    if (outside > 0)
+      itkGenericExceptionMacro(<< "label map " << files.labels << ": " << outside
+                                          << " labelled voxel(s) lie outside its scan " << files.channels[0]
+                                          << " (is it the scan's label map?): " << ComboSegGridToString(labelGrid)
+                                          << " versus " << ComboSegGridToString(channels[0].grid));
   }
   images.clear();
 
@@ -420,6 +500,8 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
   const int64_t        n = labelGrid.NumberOfVoxels();
   std::vector<int32_t> classes(static_cast<size_t>(n));
   const int *          values = labelImage->GetBufferPointer();
+  if (std::all_of(values, values + n, [](int v) { return v == 0; }))
+    itkGenericExceptionMacro(<< "label map " << files.labels << " holds no structure: every voxel is 0 (background)");
   std::set<int32_t>    unknown;
   for (int64_t i = 0; i < n; ++i)
   {

@@ -370,6 +370,10 @@ CS_API void cs_trainer_free(cs_trainer_t trainer);
 CS_API cs_status cs_trainer_step(cs_trainer_t trainer, const float *images, const int32_t *labels,
                                  cs_step_result *result);
 CS_API int64_t cs_trainer_steps_done(const cs_trainer_t trainer);
+/* Changes the schedule's length (total_steps, >= 1) between steps, e.g. when a run under a time
+ * budget learns how many steps it will do; the curriculum's ramp follows when curriculum_steps
+ * is 0. */
+CS_API cs_status cs_trainer_set_total_steps(cs_trainer_t trainer, int64_t total_steps);
 /* Checkpoints hold the weights, the optimiser state and the step, written atomically. */
 CS_API cs_status cs_trainer_save_checkpoint(cs_trainer_t trainer, const char *path);
 CS_API cs_status cs_trainer_load_checkpoint(cs_trainer_t trainer, const char *path);
