@@ -4,8 +4,8 @@
  * The loop a site runs to train its own model: cases are read and prepared on the model's grid
  * (itkComboSegDataSet.h), patches sampled with the engine's seeded generator, the engine's
  * trainer stepped, the model validated after each epoch (hard Dice per class on whole validation
- * volumes, with ComboSegSegment's background rule: voxels that hold no data for the model are
- * background), and everything a killed run needs to resume written atomically: the checkpoint, a
+ * volumes, as ComboSegSegment gives them: voxels that hold no data for the model are background
+ * and the model's recommended clean-up is applied), and everything a killed run needs to resume written atomically: the checkpoint, a
  * small sidecar with the epoch and the history, the best model so far, the history table and a
  * PNG plot of the curves.
  *

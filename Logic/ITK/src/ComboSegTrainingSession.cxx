@@ -1358,9 +1358,13 @@ ComboSegTrainingSession::Run()
         std::vector<int32_t> predicted(static_cast<size_t>(n));
         Check(cs_predict_volume(ctx, model.model, c.image.data(), c.size, &inferOptions, nullptr, predicted.data()),
               ctx, "cannot validate on case " + validStore.Files(v).id);
-        // ComboSegSegment's background rule: the best epoch is chosen on the output users get.
+        // ComboSegSegment's background rule and the model's recommended clean-up, in its order:
+        // the best epoch is chosen on the output users get.
         for (size_t i = 0; i < c.outsideBody.size(); ++i)
           if (c.outsideBody[i]) predicted[i] = 0;
+        const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+        if (info.postprocessing.largest_component) ComboSegKeepLargestComponents(predicted.data(), size);
+        if (info.postprocessing.fill_holes) ComboSegFillHoles(predicted.data(), size);
         cs_dice_per_class(predicted.data(), c.labels.data(), n, K, dice.data());
         for (int32_t k = 0; k < K; ++k)
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];
