@@ -5,6 +5,7 @@
 #include "cs_synthetic_case.h"
 #include "cs_test_data.h"
 #include "itkComboSegImageFilter.h"
+#include "itkComboSegProcessing.h"
 #include "itkImageRegionIterator.h"
 
 #include <gtest/gtest.h>
@@ -123,6 +124,11 @@ protected:
     EXPECT_EQ(cs_predict_volume(ctx, model, c.image.data(), c.size, &opt, nullptr, predicted.data()), CS_OK)
       << cs_context_last_error(ctx);
     cs_context_free(ctx);
+    // The clean-up the model recommends, as users get it (new models: the largest component).
+    const cs_postprocessing &clean = cs_model_get_info(model)->postprocessing;
+    const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+    if (clean.largest_component) itk::ComboSegKeepLargestComponents(predicted.data(), size);
+    if (clean.fill_holes) itk::ComboSegFillHoles(predicted.data(), size);
     const int32_t k = cs_model_get_info(model)->arch.num_classes;
     std::vector<float> dice(static_cast<size_t>(k));
     cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
