@@ -12,12 +12,15 @@ case with ComboSegSegment as a user would, and scores it with ComboSegEvaluate. 
 A selection inside the training cases is allowed (e.g. `--validationShare 0.34` keeps the best
 epoch on a share of them); the test case is never seen before it is scored.
 
-Writes in the output dir: fold-<case>/ (model, history, segmentation, evaluation table, logs),
-folds.tsv (one row per fold), summary.tsv and summary.md (mean and sd over the folds, per-class
-Dice). A fold whose recipe (recipe.txt) is unchanged is not trained again: a finished fold is
-reused and an interrupted one resumes from its checkpoint.
+Writes in the output dir: fold-<case>/ (model, history, segmentations, evaluation tables, logs),
+and per way of segmenting (plain, tta with --testTimeAugmentation; -lc with --largestComponent)
+folds-<way>.tsv (one row per fold), summary-<way>.tsv and summary-<way>.md (mean and sd over the
+folds, per-class Dice). A fold whose training recipe (recipe.txt) is unchanged is not trained
+again: a rerun with --testTimeAugmentation segments the same models the other way. --parallel 2
+--threads 1 trains two folds at once on a 2-core machine.
 """
 import argparse
+import concurrent.futures
 import csv
 import math
 import os
@@ -119,29 +122,46 @@ def write_case_list(path, cases):
             f.write("\t".join([c["labels"]] + c["images"]) + "\n")
 
 
-def run_fold(args, fold_dir, test, train_cases, recipe, bins):
-    """Trains, segments and scores one fold unless its results are there."""
-    recipe_text = "\n".join(recipe + ["--testTimeAugmentation=%s" % args.testTimeAugmentation,
-                                      "--largestComponent=%s" % args.largestComponent]) + "\n"
+def variant(args):
+    """The name of a way of segmenting: its evaluation is kept beside the others of the fold."""
+    return ("tta" if args.testTimeAugmentation else "plain") + ("-lc" if args.largestComponent else "")
+
+
+def train_fold(args, fold_dir, test, train_cases, recipe, bins):
+    """Trains the fold's model unless the same recipe's model is there; returns the seconds."""
+    recipe_text = "\n".join(recipe) + "\n"
     recipe_file = os.path.join(fold_dir, "recipe.txt")
     if os.path.exists(recipe_file) and open(recipe_file).read() != recipe_text:
         shutil.rmtree(fold_dir)  # another recipe: start the fold afresh
     os.makedirs(fold_dir, exist_ok=True)
-    evaluation = os.path.join(fold_dir, "evaluation.tsv")
-    if os.path.exists(evaluation):
-        return
+    model = os.path.join(fold_dir, "model.safetensors")
+    seconds_file = os.path.join(fold_dir, "train-seconds.txt")
+    if os.path.exists(seconds_file) and os.path.exists(model):
+        return float(open(seconds_file).read())
     with open(recipe_file, "w") as f:
         f.write(recipe_text)
-    log = os.path.join(fold_dir, "log.txt")
     cases = os.path.join(fold_dir, "train.tsv")
     write_case_list(cases, train_cases)
-    model = os.path.join(fold_dir, "model.safetensors")
-    threads = ["--threads", str(args.threads)]
     train = [bins["ComboSegTrain"], "--caseList", cases, "--validationShare", "0"] + recipe + [
         "--modelName", "crossvalidation-" + test["id"], "--outputModel", model,
-        "--historyTable", os.path.join(fold_dir, "history.tsv")] + threads
-    train_seconds = run(train, log)
-    segmentation = os.path.join(fold_dir, test["id"] + ".nrrd")
+        "--historyTable", os.path.join(fold_dir, "history.tsv"), "--threads", str(args.threads)]
+    seconds = run(train, os.path.join(fold_dir, "log.txt"))
+    with open(seconds_file, "w") as f:
+        f.write("%.1f\n" % seconds)
+    return seconds
+
+
+def run_fold(args, fold_dir, test, train_cases, recipe, bins):
+    """Trains (or reuses) one fold's model, then segments and scores its test case in this
+    run's way (variant) unless that was done."""
+    train_seconds = train_fold(args, fold_dir, test, train_cases, recipe, bins)
+    evaluation = os.path.join(fold_dir, "evaluation-%s.tsv" % variant(args))
+    if os.path.exists(evaluation):
+        return
+    log = os.path.join(fold_dir, "log.txt")
+    model = os.path.join(fold_dir, "model.safetensors")
+    threads = ["--threads", str(args.threads)]
+    segmentation = os.path.join(fold_dir, "%s-%s.nrrd" % (test["id"], variant(args)))
     segment = [bins["ComboSegSegment"], "--modelFile", model, test["images"][0]]
     for c, image in enumerate(test["images"][1:], start=2):
         segment += ["--inputVolume%d" % c, image]
@@ -153,7 +173,7 @@ def run_fold(args, fold_dir, test, train_cases, recipe, bins):
     run([bins["ComboSegEvaluate"], "--names", model, "--allStructures", "--outputTable", scratch,
          test["labels"], segmentation], log)
     os.replace(scratch, evaluation)
-    with open(os.path.join(fold_dir, "seconds.tsv"), "w") as f:
+    with open(os.path.join(fold_dir, "seconds-%s.tsv" % variant(args)), "w") as f:
         f.write("train\tsegment\n%.1f\t%.1f\n" % (train_seconds, segment_seconds))
 
 
@@ -168,11 +188,11 @@ def fmt(v):
     return "-" if math.isnan(v) else "%.3f" % v
 
 
-def write_reports(out, dataset, headline, folds, command):
-    """folds.tsv, summary.tsv and summary.md from the folds' scores."""
+def write_reports(out, dataset, headline, folds, command, suffix):
+    """folds-<suffix>.tsv, summary-<suffix>.tsv and summary-<suffix>.md from the folds' scores."""
     names = list(dict.fromkeys(n for fold in folds for n in fold["dice"]))
     figures = [headline, "mean Dice"]
-    with open(os.path.join(out, "folds.tsv"), "w") as f:
+    with open(os.path.join(out, "folds-%s.tsv" % suffix), "w") as f:
         f.write("\t".join(["fold", "test case", "training cases"] + figures +
                           ["train s", "segment s"] + names) + "\n")
         for fold in folds:
@@ -182,11 +202,11 @@ def write_reports(out, dataset, headline, folds, command):
                               [fmt(fold["dice"].get(n, math.nan)) for n in names]) + "\n")
     rows = [(k, mean_sd([fold["scores"][k] for fold in folds])) for k in figures]
     rows += [(n, mean_sd([fold["dice"].get(n, math.nan) for fold in folds])) for n in names]
-    with open(os.path.join(out, "summary.tsv"), "w") as f:
+    with open(os.path.join(out, "summary-%s.tsv" % suffix), "w") as f:
         f.write("measure\tmean\tsd\tfolds\n")
         for name, (m, s) in rows:
             f.write("%s\t%s\t%s\t%d\n" % (name, fmt(m), fmt(s), len(folds)))
-    with open(os.path.join(out, "summary.md"), "w") as f:
+    with open(os.path.join(out, "summary-%s.md" % suffix), "w") as f:
         train_s = sum(fold["train_s"] for fold in folds)
         segment_s = sum(fold["segment_s"] for fold in folds)
         f.write("# Cross-validation: %s\n\n`%s`\n\n" % (dataset, command))
@@ -217,7 +237,9 @@ def main():
                         help="segment with ComboSegSegment --testTimeAugmentation")
     parser.add_argument("--largestComponent", action="store_true",
                         help="segment with ComboSegSegment --largestComponent")
-    parser.add_argument("--threads", type=int, default=0, help="threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per fold (0: all cores)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="folds trained at once (e.g. 2 with --threads 1 on 2 cores)")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -242,26 +264,36 @@ def main():
     os.makedirs(args.output, exist_ok=True)
     command = " ".join(["scripts/crossvalidate.py"] + sys.argv[1:])
     start = time.time()
+    todo = [(n, test) for n, test in numbered
+            if not chosen or n in chosen or test["id"] in chosen]
+    fold_dirs = {n: os.path.join(args.output, "fold-" + test["id"]) for n, test in todo}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        jobs = []
+        for n, test in todo:
+            train_cases = [c for c in cases if c is not test]
+            print("fold %s: train on %s, test on %s" % (n, ", ".join(c["id"] for c in train_cases),
+                                                       test["id"]), flush=True)
+            jobs.append(pool.submit(run_fold, args, fold_dirs[n], test, train_cases,
+                                    recipe + extra, bins))
+        for job in jobs:
+            job.result()  # a failed fold stops the study with its message
     folds = []
-    for n, test in numbered:
-        if chosen and n not in chosen and test["id"] not in chosen:
-            continue
+    for n, test in todo:
         train_cases = [c for c in cases if c is not test]
-        fold_dir = os.path.join(args.output, "fold-" + test["id"])
-        print("fold %s: train on %s, test on %s" % (n, ", ".join(c["id"] for c in train_cases),
-                                                   test["id"]), flush=True)
-        run_fold(args, fold_dir, test, train_cases, recipe + extra, bins)
-        seconds = read_table(os.path.join(fold_dir, "seconds.tsv"))[0]
-        dice, scores = fold_scores(read_table(os.path.join(fold_dir, "evaluation.tsv")), headline)
+        fold_dir = fold_dirs[n]
+        seconds = read_table(os.path.join(fold_dir, "seconds-%s.tsv" % variant(args)))[0]
+        dice, scores = fold_scores(
+            read_table(os.path.join(fold_dir, "evaluation-%s.tsv" % variant(args))), headline)
         folds.append({"number": n, "test": test["id"], "train": [c["id"] for c in train_cases],
                       "dice": dice, "scores": scores, "train_s": number(seconds["train"]),
                       "segment_s": number(seconds["segment"])})
         print("fold %s: %s Dice %s, mean Dice %s" % (n, headline, fmt(scores[headline]),
                                                     fmt(scores["mean Dice"])), flush=True)
-    write_reports(args.output, args.dataset, headline, folds, command)
+    write_reports(args.output, args.dataset, headline, folds, command, variant(args))
     m, s = mean_sd([f["scores"][headline] for f in folds])
-    print("%d fold(s) in %.0f s: %s Dice %s +- %s; tables in %s (folds.tsv, summary.tsv, "
-          "summary.md)" % (len(folds), time.time() - start, headline, fmt(m), fmt(s), args.output))
+    print("%d fold(s) in %.0f s: %s Dice %s +- %s; tables in %s (folds-%s.tsv, summary-%s.tsv, "
+          "summary-%s.md)" % (len(folds), time.time() - start, headline, fmt(m), fmt(s), args.output,
+                              variant(args), variant(args), variant(args)))
 
 
 if __name__ == "__main__":

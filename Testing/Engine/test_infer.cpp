@@ -309,6 +309,7 @@ TEST_F(InferTest, OverlappingWindowsBlendAsTheirWeightedMean)
                                    << gaussian;
         }
     }
+}
 
 // accumulate adds a pass's probabilities to the output (test-time augmentation sums passes
 // over transformed images): two passes on two images give the sum of the two separate outputs.

@@ -226,8 +226,8 @@ CsvColumnsOfHeader(const std::vector<std::string> & header, const std::string & 
   }
   if (columns.value < 0 || (columns.name < 0 && columns.type < 0))
   {
-    itkGenericExceptionMacro(<< path << ": the CSV header has no label value column (LabelValue or value) or no name "
-                                  "column (Name, value,name or Slicer's Type_CodeMeaning)");
+    itkGenericExceptionMacro(<< path << ": the CSV header needs a label value column (LabelValue or value) and a name "
+                                  "column (Name, or Slicer's Type_CodeMeaning)");
   }
   return columns;
 }
@@ -247,11 +247,11 @@ CsvName(const std::vector<std::string> & fields, const CsvColumns & columns)
 std::vector<LabelName>
 ReadCsvLabelNames(const std::string & path, const std::vector<std::pair<int, std::string>> & lines)
 {
-  int               value = 0;
-  const auto        first = SplitCsvLine(lines.front().second);
-  const bool        hasHeader = !ParseInt(first.front(), value);
+  int        value = 0;
+  const auto first = SplitCsvLine(lines.front().second);
+  const bool hasHeader = !ParseInt(first.front(), value);
   // Without a header: value,name[,R,G,B[,A]].
-  const CsvColumns  columns = hasHeader ? CsvColumnsOfHeader(first, path) : CsvColumns{ 0, 1, -1, -1, { 2, 3, 4 } };
+  const CsvColumns columns = hasHeader ? CsvColumnsOfHeader(first, path) : CsvColumns{ 0, 1, -1, -1, { 2, 3, 4 } };
   std::vector<LabelName> names;
   for (size_t l = hasHeader ? 1 : 0; l < lines.size(); ++l)
   {
