@@ -176,9 +176,10 @@ public:
   /** The best model of the run (what went to the output file). */
   ComboSegModel::Pointer GetModel() const { return m_ResultModel; }
 
-  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when the
-   * intensities carry CT's Hounsfield signature: air near -1000 and nothing below -1100 but
-   * padding; otherwise MR for non-negative scans, "other" for scans already normalised) and the
+  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when most
+   * scans are CT by their DICOM Modality tag or CT's Hounsfield signature, as the modality check
+   * reads them, ComboSegScanModality; otherwise MR for non-negative scans, "other" for scans
+   * already normalised) and the
    * normalisation (CT: clip to the 0.5 and 99.5 percentiles of the labelled voxels, then z-score
    * by their mean and standard deviation; otherwise z-score over the non-zero voxels); the
    * target spacing (the median of the cases' spacings along each axis); and the patch size (the
