@@ -5,6 +5,7 @@
 #include "cs_synthetic_case.h"
 #include "cs_test_data.h"
 #include "itkComboSegImageFilter.h"
+#include "itkComboSegProcessing.h"
 #include "itkImageRegionIterator.h"
 
 #include <gtest/gtest.h>
@@ -123,6 +124,11 @@ protected:
     EXPECT_EQ(cs_predict_volume(ctx, model, c.image.data(), c.size, &opt, nullptr, predicted.data()), CS_OK)
       << cs_context_last_error(ctx);
     cs_context_free(ctx);
+    // The clean-up the model recommends, as users get it (new models: the largest component).
+    const cs_postprocessing &clean = cs_model_get_info(model)->postprocessing;
+    const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+    if (clean.largest_component) itk::ComboSegKeepLargestComponents(predicted.data(), size);
+    if (clean.fill_holes) itk::ComboSegFillHoles(predicted.data(), size);
     const int32_t k = cs_model_get_info(model)->arch.num_classes;
     std::vector<float> dice(static_cast<size_t>(k));
     cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
@@ -287,12 +293,12 @@ TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
     session.SetTrainConfig(config);
     session.SetValidationCases({});
     session.SetValidationFraction(0.0);
-    session.SetStepsPerEpoch(5);
+    session.SetStepsPerEpoch(3);
     session.SetTimeBudget(3.0);
     const itk::ComboSegTrainingResult result = session.Run();
     EXPECT_TRUE(result.completed);
     const auto &h = session.GetHistory();
-    ASSERT_GE(h.size(), 2u);
+    ASSERT_FALSE(h.empty());
     // Timing on a shared machine varies: the bounds leave room for it. The fixed 1000-step
     // schedule fails one or the other: near its peak at the end of a short run, 0 inside a long one.
     const double peak = config.learning_rate;
@@ -381,8 +387,10 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
 {
   // Two channels: the first z-scored over its non-zero voxels (a recipe with a body), the second
   // over the whole scan. The validation case's first channel holds no data (exactly zero) in
-  // its left part, where the second still shows the structures: the network marks some there,
-  // and the segmentation's rule makes them background.
+  // its left part, where the second still varies and its labels hold no structure: the network,
+  // as created (a learning rate too small to change it), marks structures at random there,
+  // which the segmentation's rule makes background. The model's recommended clean-up (largest
+  // component, on for new models) is part of what users get too.
   cs_unet_config arch = cs_unet_config_default();
   arch.levels = 2;
   arch.base_filters = 8;
@@ -404,6 +412,12 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
   itk::ComboSegCaseFiles valid = m_Valid[0];
   valid.channels = { m_Dir + "/empty_left.nrrd", m_Valid[0].channels[0] };
   WriteNrrd(emptyLeft.GetPointer(), valid.channels[0]);
+  auto validLabels = itk::ReadScan<itk::Image<unsigned char, 3>>(m_Valid[0].labels);
+  for (itk::ImageRegionIterator<itk::Image<unsigned char, 3>> it(validLabels, validLabels->GetLargestPossibleRegion());
+       !it.IsAtEnd(); ++it)
+    if (it.GetIndex()[0] < 20) it.Set(0);
+  valid.labels = m_Dir + "/right_labels.nrrd";
+  WriteNrrd(validLabels.GetPointer(), valid.labels);
 
   const std::string out = m_Dir + "/rule.safetensors";
   itk::ComboSegTrainingSession session;
@@ -411,7 +425,10 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
   session.SetNewModel(arch, channels);
   session.SetTrainingCases(training);
   session.SetValidationCases({ valid });
-  session.SetStepsPerEpoch(3);
+  session.SetStepsPerEpoch(1);
+  cs_train_config config = session.GetTrainConfig();
+  config.learning_rate = 1e-7f;
+  session.SetTrainConfig(config);
   ASSERT_TRUE(session.Run().completed);
   ASSERT_EQ(session.GetHistory().size(), 1u);
   const double historyDice = session.GetHistory()[0].meanDice;

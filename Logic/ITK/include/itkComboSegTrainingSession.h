@@ -4,8 +4,8 @@
  * The loop a site runs to train its own model: cases are read and prepared on the model's grid
  * (itkComboSegDataSet.h), patches sampled with the engine's seeded generator, the engine's
  * trainer stepped, the model validated after each epoch (hard Dice per class on whole validation
- * volumes, with ComboSegSegment's background rule: voxels that hold no data for the model are
- * background), and everything a killed run needs to resume written atomically: the checkpoint, a
+ * volumes, as ComboSegSegment gives them: voxels that hold no data for the model are background
+ * and the model's recommended clean-up is applied), and everything a killed run needs to resume written atomically: the checkpoint, a
  * small sidecar with the epoch and the history, the best model so far, the history table and a
  * PNG plot of the curves.
  *
@@ -176,9 +176,10 @@ public:
   /** The best model of the run (what went to the output file). */
   ComboSegModel::Pointer GetModel() const { return m_ResultModel; }
 
-  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when the
-   * intensities carry CT's Hounsfield signature: air near -1000 and nothing below -1100 but
-   * padding; otherwise MR for non-negative scans, "other" for scans already normalised) and the
+  /** Reads the cases' scans and label maps and chooses, per channel, the modality (CT when most
+   * scans are CT by their DICOM Modality tag or CT's Hounsfield signature, as the modality check
+   * reads them, ComboSegScanModality; otherwise MR for non-negative scans, "other" for scans
+   * already normalised) and the
    * normalisation (CT: clip to the 0.5 and 99.5 percentiles of the labelled voxels, then z-score
    * by their mean and standard deviation; otherwise z-score over the non-zero voxels); the
    * target spacing (the median of the cases' spacings along each axis); and the patch size (the

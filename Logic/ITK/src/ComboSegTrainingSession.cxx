@@ -1,5 +1,6 @@
 #include "itkComboSegTrainingSession.h"
 
+#include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
 
 #include "itkImage.h"
@@ -800,7 +801,8 @@ std::array<int, 3> PhysicalAxes(const ComboSegGrid &grid)
 // What one channel's intensities over the cases say: CT's signature and the labelled voxels.
 struct IntensityFingerprint
 {
-  int64_t voxels = 0, air = 0, belowAir = 0, negative = 0;
+  int64_t scans = 0, ctScans = 0, negative = 0;
+  std::string ctEvidence;      // what the last scan found to be CT showed
   std::vector<float> labelled; // a sample of the labelled voxels' values
 };
 
@@ -845,15 +847,16 @@ ComboSegTrainingSession::ChooseConfiguration(const std::vector<ComboSegCaseFiles
       }
       const float *v = image->GetBufferPointer();
       IntensityFingerprint &f = prints[ch];
+      // The modality check's reading of a scan: its DICOM Modality tag, else CT's signature.
+      const ComboSegModalityEvidence modality = ComboSegScanModality(v, n, image->GetMetaDataDictionary());
+      f.scans++;
+      if (modality.modality == CS_MODALITY_CT) f.ctScans++, f.ctEvidence = modality.evidence;
       int64_t labelled = 0;
       for (int64_t i = 0; i < n; ++i) labelled += !labels.empty() && labels[static_cast<size_t>(i)] != 0;
       const int64_t stride = std::max<int64_t>(1, labelled / 200000); // a sample is enough for percentiles
       int64_t seen = 0;
       for (int64_t i = 0; i < n; ++i)
       {
-        f.voxels++;
-        f.air += v[i] >= -1100.0f && v[i] <= -900.0f;
-        f.belowAir += v[i] < -1100.0f && v[i] > -1500.0f; // below air yet above CT's padding values
         f.negative += v[i] < 0.0f;
         if ((labelled == 0 || labels[static_cast<size_t>(i)] != 0) && seen++ % (labelled ? stride : std::max<int64_t>(1, n / 200000)) == 0)
           f.labelled.push_back(v[i]);
@@ -869,15 +872,12 @@ ComboSegTrainingSession::ChooseConfiguration(const std::vector<ComboSegCaseFiles
     IntensityFingerprint &f = prints[ch];
     cs_channel_info &info = config.channels[ch];
     std::memset(&info, 0, sizeof info);
-    const double airShare = double(f.air) / double(std::max<int64_t>(1, f.voxels));
-    const bool ct = airShare >= 0.005 && f.belowAir <= f.voxels / 1000;
+    const bool ct = 2 * f.ctScans > f.scans; // most scans are CT
     const std::string which = C > 1 ? "channel " + std::to_string(ch + 1) + ": " : "";
-    char share[32];
-    std::snprintf(share, sizeof share, "%.1f%%", 100.0 * airShare);
     if (ct)
     {
       info.modality = CS_MODALITY_CT;
-      modality << which << "CT (" << share << " of the voxels at air's -1000 HU, none below but padding)";
+      modality << which << "CT (" << f.ctScans << " of " << f.scans << " scan(s); " << f.ctEvidence << ")";
       const double low = Percentile(f.labelled, 0.5), high = Percentile(f.labelled, 99.5);
       double sum = 0.0, sum2 = 0.0;
       for (float x : f.labelled)
@@ -1358,9 +1358,13 @@ ComboSegTrainingSession::Run()
         std::vector<int32_t> predicted(static_cast<size_t>(n));
         Check(cs_predict_volume(ctx, model.model, c.image.data(), c.size, &inferOptions, nullptr, predicted.data()),
               ctx, "cannot validate on case " + validStore.Files(v).id);
-        // ComboSegSegment's background rule: the best epoch is chosen on the output users get.
+        // ComboSegSegment's background rule and the model's recommended clean-up, in its order:
+        // the best epoch is chosen on the output users get.
         for (size_t i = 0; i < c.outsideBody.size(); ++i)
           if (c.outsideBody[i]) predicted[i] = 0;
+        const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+        if (info.postprocessing.largest_component) ComboSegKeepLargestComponents(predicted.data(), size);
+        if (info.postprocessing.fill_holes) ComboSegFillHoles(predicted.data(), size);
         cs_dice_per_class(predicted.data(), c.labels.data(), n, K, dice.data());
         for (int32_t k = 0; k < K; ++k)
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];
