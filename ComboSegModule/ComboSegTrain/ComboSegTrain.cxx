@@ -102,8 +102,6 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const std::string output = args.GetString("outputModel");
   if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
-  // The plot is PNG data: refuse another name (a .jpg) before the minutes of training.
-  if (args.IsSet("plotImage")) ComboSegCheckExtension("plot image", args.GetString("plotImage"), {".png"});
   // Every output is checked before the cases are read (the checkpoint's name is free).
   ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
 

@@ -472,20 +472,16 @@ TEST_F(BadTrainingData, ConstantImageTrainsWithZScoreOfStdZero)
   ExpectFiniteModel(3);
 }
 
-TEST_F(BadTrainingData, EmptyLabelMapsTrain)
+// A label map with no structure teaches only background (every structure absent): refused,
+// naming the file, before anything is written.
+TEST_F(BadTrainingData, EmptyLabelMapIsRefused)
 {
   Change<LabelMap>(m_Cases[0].labels, [](LabelMap * labels) { labels->FillBuffer(0); });
   const RunResult r = Train();
-  ASSERT_EQ(r.code, 0) << r.err;
-  ExpectFiniteModel(3);
-  // and every case empty
-  Change<LabelMap>(m_Cases[1].labels, [](LabelMap * labels) { labels->FillBuffer(0); });
-  const RunResult all = Train();
-  std::printf("[ bad input ] CLI training, every label map empty: exit %d %s\n", all.code, all.err.c_str());
-  if (all.code == 0)
-    ExpectFiniteModel(3);
-  else
-    EXPECT_FALSE(all.err.empty());
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("holds no structure"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(m_Cases[0].labels), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/model.safetensors"));
 }
 
 TEST_F(BadTrainingData, ClassAbsentFromEveryCaseTrains)
