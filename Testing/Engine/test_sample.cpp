@@ -78,6 +78,7 @@ TEST(SamplingOptions, Defaults)
   EXPECT_FLOAT_EQ(o.intensity_shift, 0.1f);
   EXPECT_EQ(o.noise_std, 0.0f);
   for (float degrees : o.rotation) EXPECT_EQ(degrees, 0.0f);
+  EXPECT_EQ(o.mirror_classes, nullptr);
 }
 
 // Without augmentation a patch is an exact block of the volume, channel by channel.
@@ -292,6 +293,40 @@ TEST_F(Sample, FlipsKeepImageAndLabelsAligned)
     EXPECT_GT(img[1], img[0]);
     EXPECT_GT(img[48], img[0]);
   }
+}
+
+// A patch flipped along x swaps left and right classes (mirror_classes), so that the class of
+// each voxel stays the side it lies on: 1 left of the middle, 2 right of it, 3 on both.
+TEST_F(Sample, FlipsAlongXSwapLeftAndRightClasses)
+{
+  Volume v(24, 12, 8, 1);
+  for (int64_t z = 0; z < 8; ++z)
+    for (int64_t y = 0; y < 12; ++y)
+      for (int64_t x = 0; x < 24; ++x) v.Label(x, y, z) = y < 4 ? 3 : x < 12 ? 1 : 2;
+  const int32_t partners[4] = {0, 2, 1, 3};
+  cs_sampling_options o = Plain();
+  o.flip_axes = 1 | 4;
+  o.mirror_classes = partners;
+  const int32_t p[3] = {10, 12, 4};
+  std::vector<float> img;
+  std::vector<int32_t> lab;
+  int flips = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    ASSERT_EQ(Cut(v, 4, p, o, img, lab), CS_OK);
+    const bool flipped = img[1] < img[0];
+    flips += flipped;
+    for (int64_t d = 0; d < 10 * 12 * 4; ++d) {
+      const int64_t code = static_cast<int64_t>(img[d]);
+      const int32_t source = v.Label(code % 1000, code / 1000 % 1000, code / 1000000);
+      ASSERT_EQ(lab[d], flipped ? partners[source] : source) << "trial " << trial << ", voxel " << d;
+    }
+  }
+  EXPECT_GT(flips, 20);
+  EXPECT_LT(flips, 80);
+  const int32_t bad[4] = {0, 2, 4, 3};
+  o.mirror_classes = bad;
+  EXPECT_EQ(Cut(v, 4, p, o, img, lab), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "mirror_classes[2]"), nullptr);
 }
 
 TEST_F(Sample, IntensityAugmentationIsAnAffineMapPerChannelPlusNoise)

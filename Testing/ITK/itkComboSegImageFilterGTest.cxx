@@ -1,7 +1,7 @@
 // Tests of itk::ComboSegImageFilter and the processing around the engine: output geometry equals
 // the input's on oblique, anisotropic and odd-sized grids with the organs labelled; bad input is
 // an exception naming the problem with nothing written; progress arrives in order and abort
-// stops the filter.
+// stops the filter; test-time augmentation is symmetric under mirroring.
 #include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
@@ -798,6 +798,30 @@ TEST(ComboSegImageFilterProgress, EventsArriveInOrderPerWindow)
   EXPECT_FLOAT_EQ(recorder->values.back(), 1.0f);
   for (size_t i = 1; i < recorder->values.size(); ++i)
     EXPECT_GE(recorder->values[i], recorder->values[i - 1]) << "event " << i;
+}
+
+// With test-time augmentation the passes share the inference's part of the progress: it still
+// only rises, and each pass reports its windows.
+TEST(ComboSegImageFilterProgress, TestTimePassesShareTheProgress)
+{
+  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 24, 16, 16 } }, { { 2, 2, 2 } }, cstest::Rotation(0, 0));
+  std::vector<size_t> events;
+  for (unsigned int axes : { 0u, 1u })
+  {
+    auto filter = FilterType::New();
+    filter->SetModel(model);
+    filter->SetInput(input);
+    filter->SetTestTimeMirrorAxes(axes);
+    auto recorder = ProgressRecorder::New();
+    filter->AddObserver(itk::ProgressEvent(), recorder);
+    ASSERT_NO_THROW(filter->Update());
+    EXPECT_FLOAT_EQ(recorder->values.back(), 1.0f);
+    for (size_t i = 1; i < recorder->values.size(); ++i)
+      ASSERT_GE(recorder->values[i], recorder->values[i - 1]) << "event " << i << ", axes " << axes;
+    events.push_back(recorder->values.size());
+  }
+  EXPECT_GT(events[1], events[0]) << "the second pass reported no windows";
 }
 
 TEST(ComboSegImageFilterProgress, AbortStopsTheFilterBetweenWindows)

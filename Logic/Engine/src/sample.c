@@ -66,6 +66,11 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
     if (!(o->zoom >= 0 && o->zoom < 1))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: zoom is %g, must be in "
                        "[0, 1)", (double)o->zoom);
+    for (int32_t k = 0; o->mirror_classes && k < num_classes; k++)
+        if (o->mirror_classes[k] < 0 || o->mirror_classes[k] >= num_classes)
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: mirror_classes[%d] is "
+                           "%d, must be in [0, %d)", (int)k, (int)o->mirror_classes[k],
+                           (int)num_classes);
     if (!(o->gamma >= 0 && o->gamma <= 10))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: gamma is %g, must be in "
                        "[0, 10]", (double)o->gamma);
@@ -332,6 +337,8 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
     if (bad >= 0)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld is "
                        "outside [0, %d)", (int)labels[bad], (long long)bad, (int)num_classes);
+    if (flip[0] && options->mirror_classes)
+        for (int64_t i = 0; i < pn; i++) patch_labels[i] = options->mirror_classes[patch_labels[i]];
 
     /* contrast (gamma), then intensity augmentation per channel, then noise */
     for (int32_t c = 0; c < channels && options->gamma > 0; c++) {

@@ -1,4 +1,5 @@
 #include "itkComboSegTrainingSession.h"
+#include "itkComboSegProcessing.h"
 
 #include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
@@ -1083,6 +1084,10 @@ ComboSegTrainingSession::Run()
   const int32_t C = info.arch.in_channels;
   std::vector<std::string> classNames;
   for (int32_t k = 0; k < K; ++k) classNames.emplace_back(info.classes[k].name);
+  // Patches flipped along x swap left/right classes (L_thalamus, R_thalamus...), keeping labels true.
+  const std::vector<int32_t> mirrorClasses = ComboSegLeftRightPartners(info);
+  cs_sampling_options sampling = m_Sampling;
+  if (!sampling.mirror_classes) sampling.mirror_classes = mirrorClasses.data();
 
   // ---- read and prepare the cases on the model's grid
   uint64_t budget = m_MemoryBudget;
@@ -1289,7 +1294,7 @@ ComboSegTrainingSession::Run()
       {
         const size_t i = static_cast<size_t>(cs_rng_below(&rng, static_cast<int64_t>(trainStore.Size())));
         const ComboSegPreparedCase &c = trainStore.Draw(i, rotateEvery);
-        Check(cs_sample_patch(ctx, &rng, c.image.data(), c.labels.data(), C, c.size, K, config.patch_size, &m_Sampling,
+        Check(cs_sample_patch(ctx, &rng, c.image.data(), c.labels.data(), C, c.size, K, config.patch_size, &sampling,
                               images.data() + size_t(b) * C * patchVoxels, labels.data() + size_t(b) * patchVoxels),
               ctx, "cannot sample a patch of case " + trainStore.Files(i).id);
       }

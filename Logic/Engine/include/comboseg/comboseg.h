@@ -415,6 +415,9 @@ typedef struct cs_sampling_options {
                                   with the zoom in one step (trilinear image, nearest labels);
                                   angles in voxel space, so for isotropic grids; x and y are
                                   ignored for 2D patches (0, 0, 0) */
+    const int32_t *mirror_classes; /* num_classes entries: the class a patch flipped along x
+                                  labels each class as (left and right partners swapped), so
+                                  that x flips keep left/right labels true; NULL: unchanged */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);
