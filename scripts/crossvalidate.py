@@ -169,7 +169,7 @@ def run_fold(args, fold_dir, test, train_cases, recipe, bins):
     segment += ["--testTimeAugmentation"] if args.testTimeAugmentation else []
     segment += ["--largestComponent"] if args.largestComponent else []
     segment_seconds = run(segment, log)
-    scratch = evaluation + ".partial"
+    scratch = evaluation[:-len(".tsv")] + ".partial.tsv"  # the modules write only known extensions
     run([bins["ComboSegEvaluate"], "--names", model, "--allStructures", "--outputTable", scratch,
          test["labels"], segmentation], log)
     os.replace(scratch, evaluation)
