@@ -1117,7 +1117,8 @@ ComboSegTrainingSession::Run()
     (labelled[static_cast<size_t>(k)] ? result.trainedClasses : result.keptClasses).push_back(classNames[k]);
   if (partial && m_Progress)
     m_Progress(0.0, "trained (labelled): " + JoinNames(result.trainedClasses) +
-                      "; kept as they are (not labelled): " + JoinNames(result.keptClasses));
+                      "; not labelled (not taught as absent, but they drift with training: check them after it, "
+                      "docs/partial-labels.md): " + JoinNames(result.keptClasses));
 
   // ---- the trainer
   cs_train_config config = m_TrainConfig;
