@@ -821,15 +821,18 @@ TEST_F(ModelIo, RecommendedPostprocessingRoundTripsAndIsOptional)
   EXPECT_EQ(defaults.postprocessing.fill_holes, 0);
 }
 
-// Both bundled models recommend keeping the largest component of each structure (on ch2 the raw
-// right striatum is 24 ml against 12.5 ml in the atlas).
-TEST_F(ModelIo, BundledModelsRecommendTheLargestComponent)
+// The bundled models' recommended clean-up, as measured: the tumour model keeps the largest
+// component of each structure; the structures model none (on ICBM152, a brain it was not trained
+// on, the largest component lowered the mean Dice over the 10 largest structures from 0.660 to
+// 0.596, splitting the striatum and dropping the amygdala).
+TEST_F(ModelIo, BundledModelsRecommendTheirMeasuredCleanUp)
 {
-  for (const char *name : {"brain-structures-t1", "brain-tumor-flair-t1c"}) {
+  const std::pair<const char *, int> models[] = {{"brain-structures-t1", 0}, {"brain-tumor-flair-t1c", 1}};
+  for (const auto &[name, largest] : models) {
     const std::string path = std::string(COMBOSEG_SOURCE_DIR) + "/Resources/Models/" + name + ".safetensors";
     cs_model_t m = nullptr;
     ASSERT_EQ(cs_model_load(ctx_, path.c_str(), &m), CS_OK) << cs_context_last_error(ctx_);
-    EXPECT_EQ(cs_model_get_info(m)->postprocessing.largest_component, 1) << name;
+    EXPECT_EQ(cs_model_get_info(m)->postprocessing.largest_component, largest) << name;
     EXPECT_EQ(cs_model_get_info(m)->postprocessing.fill_holes, 0) << name;
     cs_model_free(m);
   }
