@@ -111,7 +111,7 @@ void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, co
 TEST(LossOptions, DefaultsAndNames)
 {
   cs_loss_options o = cs_loss_options_default();
-  EXPECT_EQ(o.kind, CS_LOSS_COMBO);
+  EXPECT_EQ(o.kind, CS_LOSS_COMBO_ALL_CLASSES);
   EXPECT_FLOAT_EQ(o.alpha, 0.5f);
   EXPECT_FLOAT_EQ(o.beta, 0.5f);
   EXPECT_FLOAT_EQ(o.tversky_alpha, 0.3f);
@@ -195,7 +195,7 @@ TEST(ComboLoss, MatchesPyTorchGolden)
   RecordProperty("worst_grad_error_over_max", Sci(worst_grad));
 }
 
-// Through cs_loss with batch 1 and default options, Combo is exactly cs_combo_loss.
+// Through cs_loss with batch 1 and kind CS_LOSS_COMBO, Combo is exactly cs_combo_loss.
 TEST(ComboLoss, GeneralEntryPointAgrees)
 {
   Case c = MakeCase(1, 300, 5, 11);
@@ -204,6 +204,7 @@ TEST(ComboLoss, GeneralEntryPointAgrees)
   ASSERT_EQ(cs_combo_loss(c.logits.data(), c.labels.data(), c.n, c.k, 0.5f, 0.5f, &a, ga.data()),
             CS_OK);
   cs_loss_options o = cs_loss_options_default();
+  o.kind = CS_LOSS_COMBO;
   ASSERT_EQ(RunLoss(o, c, &b, &gb), CS_OK);
   EXPECT_EQ(a, b);
   EXPECT_EQ(ga, gb);

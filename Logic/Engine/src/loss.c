@@ -51,7 +51,9 @@ cs_loss_options cs_loss_options_default(void)
 {
     cs_loss_options o;
     memset(&o, 0, sizeof o);
-    o.kind = CS_LOSS_COMBO;
+    /* the all-classes form: the one-vs-rest form steers beta but left the background unlearnt
+     * on a 27-class model (docs/loss-study.md) */
+    o.kind = CS_LOSS_COMBO_ALL_CLASSES;
     o.alpha = 0.5f;
     o.beta = 0.5f;
     o.gamma = 0.0f; /* the kind's default: 2 (focal), 0.75 (focal Tversky) */

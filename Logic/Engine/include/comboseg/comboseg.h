@@ -150,7 +150,7 @@ typedef struct cs_loss_options {
     const uint8_t *labelled_classes;
 } cs_loss_options;
 
-CS_API cs_loss_options cs_loss_options_default(void); /* Combo, alpha = beta = 0.5 */
+CS_API cs_loss_options cs_loss_options_default(void); /* Combo all-classes, alpha = beta = 0.5 */
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
