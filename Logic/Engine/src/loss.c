@@ -612,6 +612,7 @@ cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64_t n, i
                         float alpha, float beta, float *loss, float *grad)
 {
     cs_loss_options o = cs_loss_options_default();
+    o.kind = CS_LOSS_COMBO;
     o.alpha = alpha;
     o.beta = beta;
     return cs_loss(&o, logits, labels, 1, n, k, loss, grad);
