@@ -11,7 +11,6 @@
      mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
    (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
-#include "ComboSegOutput.h"
 #include "ComboSegRunOutputs.h"
 #include "ComboSegTrainXML.h"
 
