@@ -49,6 +49,12 @@ LOSSES = [
      ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.5"]),
     ("comboall_b07", "Combo all-classes beta 0.7",
      ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.7"]),
+    ("combolw_b03", "Combo label-weighted beta 0.3",
+     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.3"]),
+    ("combolw_b05", "Combo label-weighted beta 0.5",
+     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.5"]),
+    ("combolw_b07", "Combo label-weighted beta 0.7",
+     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.7"]),
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]

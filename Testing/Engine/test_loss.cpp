@@ -123,7 +123,8 @@ TEST(LossOptions, DefaultsAndNames)
 
   const cs_loss_kind kinds[] = {CS_LOSS_COMBO,  CS_LOSS_CROSS_ENTROPY, CS_LOSS_WEIGHTED_CROSS_ENTROPY,
                                 CS_LOSS_DICE,   CS_LOSS_FOCAL,         CS_LOSS_TVERSKY,
-                                CS_LOSS_FOCAL_TVERSKY, CS_LOSS_COMBO_ALL_CLASSES};
+                                CS_LOSS_FOCAL_TVERSKY, CS_LOSS_COMBO_ALL_CLASSES,
+                                CS_LOSS_COMBO_LABEL_WEIGHTED};
   for (cs_loss_kind k : kinds) {
     cs_loss_kind back = CS_LOSS_COMBO;
     ASSERT_EQ(cs_loss_kind_from_name(cs_loss_kind_name(k), &back), CS_OK) << cs_loss_kind_name(k);
@@ -132,6 +133,7 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO), "combo");
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_FOCAL_TVERSKY), "focal_tversky");
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_ALL_CLASSES), "combo_all_classes");
+  EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_LABEL_WEIGHTED), "combo_label_weighted");
   cs_loss_kind k = CS_LOSS_COMBO;
   EXPECT_EQ(cs_loss_kind_from_name("Focal-Tversky", &k), CS_OK);
   EXPECT_EQ(k, CS_LOSS_FOCAL_TVERSKY);
@@ -143,7 +145,7 @@ TEST(LossOptions, DefaultsAndNames)
 
 // Both forms of the Combo loss against PyTorch (float64 autograd of the formulas of
 // docs/design.md), K = 2..14: "combo" (one-vs-rest over the foreground, cs_combo_loss) and
-// "combo_all" (the paper's all-classes form).
+// "combo_all" (the paper's all-classes form) and "combo_lw" (label-weighted).
 TEST(ComboLoss, MatchesPyTorchGolden)
 {
   const GoldenFile &g = Golden();
@@ -157,10 +159,12 @@ TEST(ComboLoss, MatchesPyTorchGolden)
     const std::vector<int32_t> labels = g.GetInt(base + "/labels");
     ASSERT_EQ(logits.size(), static_cast<size_t>(n * k));
     for (size_t j = 0; j < ab.size() / 2; j++)
-    for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES}) {
+    for (const cs_loss_kind kind :
+         {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED}) {
       const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
-      const std::string name = (kind == CS_LOSS_COMBO ? base : "combo_all/K" + std::to_string(k)) +
-                               "/" + std::to_string(j);
+      const char *form = kind == CS_LOSS_COMBO ? "combo"
+                         : kind == CS_LOSS_COMBO_ALL_CLASSES ? "combo_all" : "combo_lw";
+      const std::string name = std::string(form) + "/K" + std::to_string(k) + "/" + std::to_string(j);
       const double want = g.Get(name + "/loss")[0];
       const std::vector<float> want_grad = g.GetFloat(name + "/grad");
       cs_loss_options o = cs_loss_options_default();
@@ -190,7 +194,7 @@ TEST(ComboLoss, MatchesPyTorchGolden)
       checked++;
     }
   }
-  EXPECT_EQ(checked, 13 * 5 * 2);
+  EXPECT_EQ(checked, 13 * 5 * 3);
   RecordProperty("worst_loss_relative_error", Sci(worst_loss));
   RecordProperty("worst_grad_error_over_max", Sci(worst_grad));
 }
@@ -335,6 +339,8 @@ INSTANTIATE_TEST_SUITE_P(
                       FdParam{CS_LOSS_COMBO, 1, 1, 0.0f, false},
                       FdParam{CS_LOSS_COMBO_ALL_CLASSES, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_COMBO_ALL_CLASSES, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 1, 1, 0.0f, false},
                       FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true},
@@ -535,23 +541,28 @@ double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &vo
 TEST(ComboLoss, BetaSteersMissesAgainstFalseAlarms)
 {
   BetaScene s = MakeBetaScene();
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_LABEL_WEIGHTED})
   for (float alpha : {1.0f, 0.5f}) {
+    cs_loss_options o = cs_loss_options_default();
+    o.kind = kind;
+    o.alpha = alpha;
     std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
     float l_hi = 0.0f, l_lo = 0.0f;
-    ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.7f, &l_hi,
-                            g_hi.data()), CS_OK);
-    ASSERT_EQ(cs_combo_loss(s.logits.data(), s.labels.data(), s.n, s.k, alpha, 0.3f, &l_lo,
-                            g_lo.data()), CS_OK);
+    o.beta = 0.7f;
+    ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_hi, g_hi.data()), CS_OK);
+    o.beta = 0.3f;
+    ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_lo, g_lo.data()), CS_OK);
     const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k), fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
     const double fp_hi = GradNormOn(g_hi, s.fp, s.n, s.k), fp_lo = GradNormOn(g_lo, s.fp, s.n, s.k);
+    const char *name = cs_loss_kind_name(kind);
     if (alpha == 1.0f) { // with Dice in the mix the norms also carry beta-free terms
-      EXPECT_GT(fn_hi, 1.5 * fn_lo);
-      EXPECT_GT(fp_lo, 1.5 * fp_hi);
+      EXPECT_GT(fn_hi, 1.5 * fn_lo) << name;
+      EXPECT_GT(fp_lo, 1.5 * fp_hi) << name;
     }
     // the push to raise the missed class's logit is stronger with beta 0.7, the push to lower
     // the falsely called class's logit stronger with beta 0.3
-    for (int64_t i : s.fn) EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << alpha;
-    for (int64_t i : s.fp) EXPECT_GT(g_lo[1 * s.n + i], g_hi[1 * s.n + i]) << alpha;
+    for (int64_t i : s.fn) EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << name << alpha;
+    for (int64_t i : s.fp) EXPECT_GT(g_lo[1 * s.n + i], g_hi[1 * s.n + i]) << name << alpha;
   }
 }
 
@@ -601,7 +612,8 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
   const uint8_t labelled[4] = {1, 0, 1, 1};
   std::vector<int32_t> labels(s.labels);
   for (auto &y : labels) y = y == 1 ? 0 : y; // class 1 not drawn: its voxels carry 0
-  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES}) {
+  for (const cs_loss_kind kind :
+       {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED}) {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
     std::vector<float> full(s.logits.size()), partial(s.logits.size());
@@ -638,7 +650,8 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
 TEST(ComboLoss, PartialLabelsGradientMatchesFiniteDifferences)
 {
   const uint8_t labelled[4] = {1, 1, 0, 1};
-  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_DICE,
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
+                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_DICE,
                                   CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY}) {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
@@ -691,7 +704,7 @@ TEST(Losses, RejectsBadArguments)
   cs_loss_options o = cs_loss_options_default();
   EXPECT_EQ(cs_loss(nullptr, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(cs_loss(&o, z, y, 0, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
-  o.kind = static_cast<cs_loss_kind>(8);
+  o.kind = static_cast<cs_loss_kind>(9);
   EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   o = cs_loss_options_default();
   o.tversky_alpha = 1.5f;

@@ -11,8 +11,8 @@
  *
  * Loss of a batch (B items of N voxels, K classes):
  * - voxel-wise terms (Combo's cross-entropy, cross-entropy, focal) are means over all B*N voxels
- *   (Combo's over B*N*T terms: T = K - 1 one-vs-rest foreground terms, or K for the paper's
- *   all-classes form), which equals the mean of the items' losses;
+ *   (Combo's over B*N*T terms: T = K - 1 one-vs-rest foreground terms, K for the paper's
+ *   all-classes form, 1 for the label-weighted form), which equals the mean of the items' losses;
  * - weighted cross-entropy is sum_i w_yi (-ln p_i,yi) / sum_i w_yi per item, then averaged over
  *   the items. With class_weights NULL, w_k = B*N / (K * c_k) where c_k counts the voxels of
  *   class k in the whole batch (classes absent from the batch get 0; they weigh no voxel);
@@ -44,7 +44,7 @@
 
 static const char *const loss_names[] = {
     "combo", "cross_entropy", "weighted_cross_entropy", "dice", "focal", "tversky",
-    "focal_tversky", "combo_all_classes"};
+    "focal_tversky", "combo_all_classes", "combo_label_weighted"};
 #define NUM_LOSS_KINDS ((int)(sizeof loss_names / sizeof loss_names[0]))
 
 cs_loss_options cs_loss_options_default(void)
@@ -109,7 +109,22 @@ typedef struct loss_plan {
 
 static int is_combo(cs_loss_kind kind)
 {
-    return kind == CS_LOSS_COMBO || kind == CS_LOSS_COMBO_ALL_CLASSES;
+    return kind == CS_LOSS_COMBO || kind == CS_LOSS_COMBO_ALL_CLASSES ||
+           kind == CS_LOSS_COMBO_LABEL_WEIGHTED;
+}
+
+/* Clipped -ln p_y from the unclipped value nlp. */
+static double clipped_nlp(double py, double nlp)
+{
+    if (py < CS_LOSS_CLIP) return -log(CS_LOSS_CLIP);
+    return py > 1.0 - CS_LOSS_CLIP ? -log(1.0 - CS_LOSS_CLIP) : nlp;
+}
+
+/* CS_LOSS_COMBO_LABEL_WEIGHTED: a voxel's cross-entropy weight by its label, beta for
+ * foreground voxels (their misses), 1 - beta for background voxels (their false alarms). */
+static double label_weight(int32_t y, const loss_plan *pl)
+{
+    return y > 0 ? pl->beta : 1.0 - pl->beta;
 }
 
 static int has_region_term(cs_loss_kind kind)
@@ -223,6 +238,7 @@ static double clip_probability(double p)
  * others multiply to >= 1/4, so no underflow for any K. */
 static double combo_voxel_terms(const double *p, int32_t y, double nlp, const loss_plan *pl)
 {
+    if (pl->kind == CS_LOSS_COMBO_LABEL_WEIGHTED) return label_weight(y, pl) * clipped_nlp(p[y], nlp);
     const int32_t first = pl->kind == CS_LOSS_COMBO ? 1 : 0;
     double prod = 1.0;
     for (int32_t c = first; c < pl->k; c++)
@@ -230,8 +246,7 @@ static double combo_voxel_terms(const double *p, int32_t y, double nlp, const lo
     double v = -(1.0 - pl->beta) * log(prod);
     if (y >= first) {
         const double py = p[y];
-        v -= pl->beta * (py < CS_LOSS_CLIP         ? log(CS_LOSS_CLIP)
-                         : py > 1.0 - CS_LOSS_CLIP ? log(1.0 - CS_LOSS_CLIP) : -nlp);
+        v += pl->beta * clipped_nlp(py, nlp);
     }
     return v;
 }
@@ -241,6 +256,11 @@ static double combo_voxel_terms(const double *p, int32_t y, double nlp, const lo
 static void combo_voxel_grad(double *g, const double *p, int32_t y, double scale,
                              const loss_plan *pl)
 {
+    if (pl->kind == CS_LOSS_COMBO_LABEL_WEIGHTED) {
+        if (p[y] >= CS_LOSS_CLIP && p[y] <= 1.0 - CS_LOSS_CLIP)
+            g[y] -= scale * label_weight(y, pl) / p[y];
+        return;
+    }
     const int32_t first = pl->kind == CS_LOSS_COMBO ? 1 : 0;
     for (int32_t c = first; c < pl->k; c++)
         if (pl->labelled[c] && p[c] >= CS_LOSS_CLIP && p[c] <= 1.0 - CS_LOSS_CLIP)
@@ -272,7 +292,8 @@ static int chunk_stats(double *st, const loss_plan *pl, const float *z, const in
             }
             switch (pl->kind) {
             case CS_LOSS_COMBO:
-            case CS_LOSS_COMBO_ALL_CLASSES: st[ST_VSUM] += combo_voxel_terms(p, yi, nlp, pl); break;
+            case CS_LOSS_COMBO_ALL_CLASSES:
+            case CS_LOSS_COMBO_LABEL_WEIGHTED: st[ST_VSUM] += combo_voxel_terms(p, yi, nlp, pl); break;
             case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
             case CS_LOSS_FOCAL:
                 st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp;
@@ -471,6 +492,7 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     switch (pl->kind) {
     case CS_LOSS_COMBO:
     case CS_LOSS_COMBO_ALL_CLASSES:
+    case CS_LOSS_COMBO_LABEL_WEIGHTED:
         for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
         total *= pl->alpha * inv_voxels / pl->combo_terms;
         break;
@@ -549,7 +571,7 @@ static cs_status plan_labelled_classes(cs_context_t ctx, loss_plan *pl, const ui
                        "loss, not %s", cs_loss_kind_name(pl->kind));
     double terms = 0.0;
     for (int32_t c = pl->kind == CS_LOSS_COMBO ? 1 : 0; c < pl->k; c++) terms += pl->labelled[c];
-    pl->combo_terms = terms > 0.0 ? terms : 1.0;
+    pl->combo_terms = terms > 0.0 && pl->kind != CS_LOSS_COMBO_LABEL_WEIGHTED ? terms : 1.0;
     return CS_OK;
 }
 

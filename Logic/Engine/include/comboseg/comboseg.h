@@ -125,9 +125,12 @@ typedef enum cs_loss_kind {
     CS_LOSS_FOCAL = 4,                   /* mean of -(1 - p_true)^gamma ln p_true */
     CS_LOSS_TVERSKY = 5,                 /* 1 - mean Tversky index (tversky_alpha FP, _beta FN) */
     CS_LOSS_FOCAL_TVERSKY = 6,           /* mean of (1 - Tversky index)^gamma */
-    CS_LOSS_COMBO_ALL_CLASSES = 7        /* the paper's literal form: its weighted CE sums over all
+    CS_LOSS_COMBO_ALL_CLASSES = 7,       /* the paper's literal form: its weighted CE sums over all
                                             K classes, background included, so that beta mostly
                                             weighs background voxels (docs/design.md) */
+    CS_LOSS_COMBO_LABEL_WEIGHTED = 8     /* alpha * mean of w_y (-ln p_y), w = beta for voxels
+                                            labelled foreground, 1 - beta for background ones,
+                                            - (1 - alpha) * Dice (docs/design.md) */
 } cs_loss_kind;
 
 typedef struct cs_loss_options {
