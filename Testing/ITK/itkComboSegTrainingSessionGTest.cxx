@@ -466,9 +466,6 @@ TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
   {
     itk::ComboSegTrainingSession s;
     ConfigureNew(s, baseFile, 6);
-    cs_train_config config = s.GetTrainConfig();
-    config.loss.kind = CS_LOSS_COMBO; // as the fine-tuning below
-    s.SetTrainConfig(config);
     ASSERT_TRUE(s.Run().completed);
   }
   auto base = itk::ComboSegModel::New();
@@ -488,9 +485,6 @@ TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
     cs_train_config config = cs_train_config_default();
     config.learning_rate = 0.01f;
     config.seed = 9;
-    // The one-vs-rest Combo: with the all-classes default the undrawn box drifted to 0 here in
-    // both runs (docs/partial-labels.md), leaving no contrast to test the labels' handling on.
-    config.loss.kind = CS_LOSS_COMBO;
     t.SetTrainConfig(config);
     cs_sampling_options sampling = cs_sampling_options_default();
     sampling.foreground_fraction = 0.6f;
@@ -516,9 +510,9 @@ TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
   EXPECT_EQ(partial.first.keptClasses, std::vector<std::string>{ "box" });
   std::printf("ball Dice: partial labels %.3f\n", partial.second[1]);
   EXPECT_GT(partial.second[1], 0.5) << "the ball is still learnt";
-  // The kept box drifts a little with the shared features (0.56 -> 0.43 here), nothing like
-  // being taught as absent (0.00 below).
-  EXPECT_GT(partial.second[2], 0.5 * baseBox) << "the box was erased (base " << baseBox << ")";
+  // The kept box is taught as the base model segments it (pseudo-labels): 0.746 -> 0.728 here;
+  // with the marginal loss alone it drifted to 0.00, as when taught as absent (below).
+  EXPECT_GT(partial.second[2], 0.85 * baseBox) << "the box was not kept (base " << baseBox << ")";
 
   // Both named, the box drawn nowhere: it is learnt as absent.
   const auto full = fineTune(m_Names, "full.safetensors", 5);

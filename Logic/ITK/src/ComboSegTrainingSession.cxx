@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -538,8 +539,18 @@ public:
     }
   }
 
+  // Partial labels (docs/partial-labels.md): `complete` fills in each case's labels, now for the
+  // cases in memory and on every later read of a streamed one.
+  void SetLabelCompletion(std::function<void(ComboSegPreparedCase &)> complete)
+  {
+    m_Complete = std::move(complete);
+    for (auto &c : m_Cached)
+      if (c) m_Complete(*c);
+    m_Current.reset();
+  }
+
   size_t Size() const { return m_Files.size(); }
-  // Whether any case's labels hold class k.
+  // Whether any case's labels hold class k (as read, before any completion).
   bool Present(int32_t k) const { return m_Present[static_cast<size_t>(k)]; }
   size_t StreamedCount() const { return m_Streamed.size(); }
   const ComboSegCaseFiles &Files(size_t i) const { return m_Files[i]; }
@@ -582,6 +593,7 @@ private:
     if (c.labels.size() != static_cast<size_t>(n))
       itkGenericExceptionMacro("case " << m_Files[i].id << " has no label map ("
                                        << m_Files[i].labels << ")");
+    if (m_Complete) m_Complete(c);
     return c;
   }
 
@@ -591,6 +603,7 @@ private:
   std::vector<std::shared_ptr<ComboSegPreparedCase>> m_Cached;
   std::vector<bool> m_Present;
   std::vector<size_t> m_Streamed;
+  std::function<void(ComboSegPreparedCase &)> m_Complete;
   std::shared_ptr<ComboSegPreparedCase> m_Current;
   size_t m_CurrentIndex = 0;
   size_t m_Rotation = 0;
@@ -615,6 +628,35 @@ std::vector<uint8_t> LabelledClasses(const cs_model_info &info, const std::vecto
     labelled[static_cast<size_t>(k)] = on ? 1 : 0;
   }
   return labelled;
+}
+
+// A prepared case segmented as ComboSegSegment would: the network's labels, the background rule
+// (no structure where the scan holds no data) and the model's recommended clean-up, in its order.
+std::vector<int32_t> SegmentPreparedCase(cs_context_t ctx, cs_model_t model, const ComboSegPreparedCase &c,
+                                         const cs_infer_options &options)
+{
+  const cs_model_info &info = *cs_model_get_info(model);
+  std::vector<int32_t> predicted(static_cast<size_t>(c.size[0] * c.size[1] * c.size[2]));
+  Check(cs_predict_volume(ctx, model, c.image.data(), c.size, &options, nullptr, predicted.data()), ctx,
+        "cannot segment case " + c.id);
+  for (size_t i = 0; i < c.outsideBody.size(); ++i)
+    if (c.outsideBody[i]) predicted[i] = 0;
+  const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+  if (info.postprocessing.largest_component) ComboSegKeepLargestComponents(predicted.data(), size);
+  if (info.postprocessing.fill_holes) ComboSegFillHoles(predicted.data(), size);
+  return predicted;
+}
+
+// Pseudo-labels for the classes a site did not draw: where its label map says 0, the base
+// model's own segmentation of the scan fills in the undrawn classes it finds there, so that
+// training goes on teaching them as the base model had them instead of letting them drift
+// (docs/partial-labels.md). Drawn classes keep exactly the site's voxels.
+void FillUndrawnClasses(cs_context_t ctx, cs_model_t base, const std::vector<uint8_t> &labelled,
+                        const cs_infer_options &options, ComboSegPreparedCase &c)
+{
+  const std::vector<int32_t> predicted = SegmentPreparedCase(ctx, base, c, options);
+  for (size_t i = 0; i < predicted.size(); ++i)
+    if (c.labels[i] == 0 && !labelled[static_cast<size_t>(predicted[i])]) c.labels[i] = predicted[i];
 }
 
 // A copy of a model that the caller may change freely.
@@ -1107,7 +1149,11 @@ ComboSegTrainingSession::Run()
   CaseStore trainStore(shard, info, m_LabelNames, budget);
   CaseStore validStore(validation, info, m_LabelNames, budget);
 
-  // ---- partial labels: the base model's classes the site did not label are kept
+  cs_infer_options inferOptions = cs_infer_options_default();
+  inferOptions.overlap = m_ValidationOverlap;
+
+  // ---- partial labels: the base model's classes the site did not label are kept, taught by the
+  // base model's own segmentation of each training scan (pseudo-labels)
   const std::vector<uint8_t> labelled = m_NewModel ? std::vector<uint8_t>(static_cast<size_t>(K), 1)
                                                    : LabelledClasses(info, siteNames, trainStore, m_Peers);
   const bool partial = std::find(labelled.begin(), labelled.end(), 0) != labelled.end();
@@ -1115,10 +1161,19 @@ ComboSegTrainingSession::Run()
   result.keptClasses.clear();
   for (int32_t k = 1; k < K; ++k)
     (labelled[static_cast<size_t>(k)] ? result.trainedClasses : result.keptClasses).push_back(classNames[k]);
-  if (partial && m_Progress)
-    m_Progress(0.0, "trained (labelled): " + JoinNames(result.trainedClasses) +
-                      "; not labelled (not taught as absent, but they drift with training: check them after it, "
-                      "docs/partial-labels.md): " + JoinNames(result.keptClasses));
+  ModelOwner frozenBase; // the base model as it was, for streamed cases read during training
+  if (partial)
+  {
+    if (m_Progress)
+      m_Progress(0.0, "trained (labelled): " + JoinNames(result.trainedClasses) +
+                        "; not labelled, kept as the base model segments them on the training scans "
+                        "(docs/partial-labels.md): " + JoinNames(result.keptClasses));
+    frozenBase.Reset(CloneModel(ctx, model.model));
+    cs_model_t base = frozenBase.model;
+    trainStore.SetLabelCompletion([ctx, base, &labelled, inferOptions](ComboSegPreparedCase &c) {
+      FillUndrawnClasses(ctx, base, labelled, inferOptions, c);
+    });
+  }
 
   // ---- the trainer
   cs_train_config config = m_TrainConfig;
@@ -1132,7 +1187,6 @@ ComboSegTrainingSession::Run()
                                                  << " ranks (each takes an equal share)");
     config.batch_size /= m_Peers.size;
   }
-  if (partial) config.loss.labelled_classes = labelled.data();
   TrainerOwner trainer;
   Check(cs_trainer_init(ctx, model.model, &config, &trainer.trainer), ctx, "cannot set up training");
 
@@ -1266,9 +1320,6 @@ ComboSegTrainingSession::Run()
     if (!m_PlotFileName.empty()) WriteHistoryPlot(m_PlotFileName, m_History);
   };
 
-  cs_infer_options inferOptions = cs_infer_options_default();
-  inferOptions.overlap = m_ValidationOverlap;
-
   int64_t epoch = state.epoch;
   Clock::time_point lastReport = Clock::now();
   if (result.resumed && m_Progress)
@@ -1361,16 +1412,8 @@ ComboSegTrainingSession::Run()
       {
         const ComboSegPreparedCase &c = validStore.Get(v);
         const int64_t n = c.size[0] * c.size[1] * c.size[2];
-        std::vector<int32_t> predicted(static_cast<size_t>(n));
-        Check(cs_predict_volume(ctx, model.model, c.image.data(), c.size, &inferOptions, nullptr, predicted.data()),
-              ctx, "cannot validate on case " + validStore.Files(v).id);
-        // ComboSegSegment's background rule and the model's recommended clean-up, in its order:
-        // the best epoch is chosen on the output users get.
-        for (size_t i = 0; i < c.outsideBody.size(); ++i)
-          if (c.outsideBody[i]) predicted[i] = 0;
-        const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
-        if (info.postprocessing.largest_component) ComboSegKeepLargestComponents(predicted.data(), size);
-        if (info.postprocessing.fill_holes) ComboSegFillHoles(predicted.data(), size);
+        // the best epoch is chosen on the output users get
+        const std::vector<int32_t> predicted = SegmentPreparedCase(ctx, model.model, c, inferOptions);
         cs_dice_per_class(predicted.data(), c.labels.data(), n, K, dice.data());
         for (int32_t k = 0; k < K; ++k)
           if (!std::isnan(dice[k])) sum[k] += dice[k], ++count[k];
