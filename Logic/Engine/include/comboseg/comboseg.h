@@ -393,6 +393,9 @@ typedef cs_status (*cs_gradient_reducer_fn)(void *user_data, float *grads, int64
                                             char *message, size_t message_size);
 CS_API void cs_trainer_set_gradient_reducer(cs_trainer_t trainer, cs_gradient_reducer_fn fn,
                                             void *user_data);
+/* The contiguous share of `total` items (cases, batch items) of process `rank` of `size`:
+ * [*first, *first + *count). The first total % size ranks get one more. */
+CS_API void cs_shard(int64_t total, int rank, int size, int64_t *first, int64_t *count);
 /* The trainer's state as flat arrays of *count floats each: the model's parameters and Adam's
  * first and second moments (any of the outputs may be NULL). Valid while the trainer lives; write
  * them only between steps, e.g. to broadcast one process's state to the others. */
