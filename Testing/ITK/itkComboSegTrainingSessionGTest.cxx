@@ -6,7 +6,10 @@
 #include "cs_test_data.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
+#include "itkImageFileReader.h"
+#include "itkImageRegionConstIterator.h"
 #include "itkImageRegionIterator.h"
+#include "itkRGBPixel.h"
 
 #include <gtest/gtest.h>
 
@@ -786,7 +789,26 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   const unsigned height = (header[20] << 24) | (header[21] << 16) | (header[22] << 8) | header[23];
   EXPECT_EQ(width, 640u);
   EXPECT_EQ(height, 400u);
-  EXPECT_FALSE(std::filesystem::exists(dir + "/h.png.tmp-" + std::to_string(getpid()) + ".png"));
+  for (const auto &entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+  // Both curves are drawn: pixels of the loss's orange and of the Dice's blue.
+  {
+    using RGB = itk::RGBPixel<unsigned char>;
+    auto reader = itk::ImageFileReader<itk::Image<RGB, 2>>::New();
+    reader->SetFileName(dir + "/h.png");
+    reader->Update();
+    size_t orange = 0, blue = 0;
+    for (itk::ImageRegionConstIterator<itk::Image<RGB, 2>> it(reader->GetOutput(),
+                                                               reader->GetOutput()->GetLargestPossibleRegion());
+         !it.IsAtEnd(); ++it)
+    {
+      const RGB p = it.Get();
+      orange += p[0] > 200 && p[1] > 90 && p[1] < 150 && p[2] < 60;
+      blue += p[0] < 80 && p[1] > 60 && p[1] < 120 && p[2] > 170;
+    }
+    EXPECT_GT(orange, 200u);
+    EXPECT_GT(blue, 200u);
+  }
 
   // Without validation cases: no Dice columns (issue 17 item 7: no columns of nan).
   for (auto &h : history) h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");

@@ -1,19 +1,17 @@
-// itkComboSegTrainingPlot.cxx - the training curves as a PNG picture.
+// itkComboSegTrainingPlot.cxx - the training curves as a PNG picture, drawn with cairo.
 #include "itkComboSegTrainingPlot.h"
 
 #include "itkComboSegFiles.h"
 #include "itkComboSegTrainingParts.h"
 
-#include "itkImage.h"
-#include "itkImageFileWriter.h"
-#include "itkImageRegionIterator.h"
-#include "itkPNGImageIO.h"
-#include "itkRGBPixel.h"
+#include <cairo.h>
 
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <map>
+#include <limits>
+#include <memory>
+#include <vector>
 
 namespace itk
 {
@@ -22,174 +20,216 @@ namespace training
 namespace
 {
 
-// The plot: an RGB raster with lines, markers and a 3x5 pixel font for the few words it needs.
-
-struct Raster
+struct Color
 {
-  int width, height;
-  std::vector<uint8_t> rgb;
-  Raster(int w, int h)
-    : width(w)
-    , height(h)
-    , rgb(static_cast<size_t>(w) * h * 3, 255)
-  {}
-  void Set(int x, int y, const std::array<uint8_t, 3> &c)
+  double r, g, b;
+};
+const Color Black{ 0.0, 0.0, 0.0 }, Grey{ 0.86, 0.86, 0.86 };
+const Color Orange{ 0.90, 0.47, 0.08 }, Blue{ 0.12, 0.35, 0.78 };
+
+// The canvas and the plot area inside it, in pixels.
+struct Frame
+{
+  static constexpr int Width = 640, Height = 400;
+  static constexpr double Left = 70, Right = 570, Top = 50, Bottom = 340;
+};
+
+// What one curve shows: its values per epoch and the range its axis spans.
+struct Axis
+{
+  double low, high;
+  double Y(double v) const
   {
-    if (x < 0 || y < 0 || x >= width || y >= height) return;
-    std::memcpy(&rgb[(static_cast<size_t>(y) * width + x) * 3], c.data(), 3);
-  }
-  void Fill(int x0, int y0, int x1, int y1, const std::array<uint8_t, 3> &c)
-  {
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) Set(x, y, c);
-  }
-  // Bresenham, two pixels thick.
-  void Line(int x0, int y0, int x1, int y1, const std::array<uint8_t, 3> &c, int thick = 2)
-  {
-    const int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1;
-    const int dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
-    int err = dx + dy;
-    for (;;)
-    {
-      Fill(x0, y0, x0 + thick - 1, y0 + thick - 1, c);
-      if (x0 == x1 && y0 == y1) break;
-      const int e2 = 2 * err;
-      if (e2 >= dy) err += dy, x0 += sx;
-      if (e2 <= dx) err += dx, y0 += sy;
-    }
-  }
-  // Text in a 3x5 font scaled by `scale`; unknown characters are blank.
-  void Text(int x, int y, const std::string &text, const std::array<uint8_t, 3> &c, int scale = 2)
-  {
-    static const std::map<char, std::array<uint8_t, 5>> font = {
-      { '0', { 7, 5, 5, 5, 7 } }, { '1', { 2, 6, 2, 2, 7 } }, { '2', { 7, 1, 7, 4, 7 } },
-      { '3', { 7, 1, 7, 1, 7 } }, { '4', { 5, 5, 7, 1, 1 } }, { '5', { 7, 4, 7, 1, 7 } },
-      { '6', { 7, 4, 7, 5, 7 } }, { '7', { 7, 1, 1, 1, 1 } }, { '8', { 7, 5, 7, 5, 7 } },
-      { '9', { 7, 5, 7, 1, 7 } }, { '.', { 0, 0, 0, 0, 2 } }, { '-', { 0, 0, 7, 0, 0 } },
-      { 'A', { 2, 5, 7, 5, 5 } }, { 'C', { 7, 4, 4, 4, 7 } }, { 'D', { 6, 5, 5, 5, 6 } },
-      { 'E', { 7, 4, 6, 4, 7 } }, { 'H', { 5, 5, 7, 5, 5 } }, { 'I', { 7, 2, 2, 2, 7 } },
-      { 'L', { 4, 4, 4, 4, 7 } }, { 'N', { 6, 5, 5, 5, 5 } }, { 'O', { 7, 5, 5, 5, 7 } },
-      { 'P', { 7, 5, 7, 4, 4 } }, { 'R', { 6, 5, 6, 5, 5 } }, { 'S', { 7, 4, 7, 1, 7 } },
-      { 'T', { 7, 2, 2, 2, 2 } }, { 'V', { 5, 5, 5, 5, 2 } }, { 'M', { 5, 7, 7, 5, 5 } },
-    };
-    for (char ch : text)
-    {
-      const auto it = font.find(ch);
-      if (it != font.end())
-        for (int row = 0; row < 5; ++row)
-          for (int col = 0; col < 3; ++col)
-            if (it->second[row] & (4 >> col))
-              Fill(x + col * scale, y + row * scale, x + col * scale + scale - 1, y + row * scale + scale - 1, c);
-      x += 4 * scale;
-    }
+    const double t = (std::min(high, std::max(low, v)) - low) / (high - low);
+    return Frame::Bottom - t * (Frame::Bottom - Frame::Top);
   }
 };
 
-void WritePng(const std::string &path, const Raster &raster)
+struct Epochs
 {
-  using PixelType = RGBPixel<unsigned char>;
-  using ImageType = Image<PixelType, 2>;
-  auto image = ImageType::New();
-  ImageType::RegionType region;
-  region.SetSize(0, raster.width);
-  region.SetSize(1, raster.height);
-  image->SetRegions(region);
-  image->Allocate();
-  ImageRegionIterator<ImageType> it(image, region);
-  for (size_t i = 0; !it.IsAtEnd(); ++it, ++i)
+  int64_t first, last;
+  double X(int64_t epoch) const
   {
-    PixelType p;
-    p.Set(raster.rgb[3 * i], raster.rgb[3 * i + 1], raster.rgb[3 * i + 2]);
-    it.Set(p);
+    return Frame::Left + double(epoch - first) / double(last - first) * (Frame::Right - Frame::Left);
   }
-  // A temporary name that still ends in .png, renamed over the target.
-  const std::string tmp = ComboSegTemporaryPath(path, ".png");
-  auto writer = ImageFileWriter<ImageType>::New();
-  writer->SetImageIO(PNGImageIO::New());
-  writer->SetFileName(tmp);
-  writer->SetInput(image);
-  try
-  {
-    writer->Update();
-  }
-  catch (const ExceptionObject &e)
-  {
-    std::remove(tmp.c_str());
-    itkGenericExceptionMacro("cannot write the plot " << path << ": " << e.GetDescription());
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-  {
-    std::remove(tmp.c_str());
-    itkGenericExceptionMacro("cannot write the plot " << path << ": " << std::strerror(errno));
-  }
-  cs_remove_stale_temporaries(path.c_str());
+};
+
+using Surface = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
+using Cairo = std::unique_ptr<cairo_t, decltype(&cairo_destroy)>;
+
+void SetColor(cairo_t *cr, const Color &c) { cairo_set_source_rgb(cr, c.r, c.g, c.b); }
+
+// Text placed by a point of its box: ax, ay in [0, 1] (0 0 its top left, 0.5 0.5 its centre).
+void Text(cairo_t *cr, const std::string &text, double x, double y, double ax, double ay, double angle = 0.0)
+{
+  cairo_text_extents_t e;
+  cairo_text_extents(cr, text.c_str(), &e);
+  cairo_save(cr);
+  cairo_translate(cr, x, y);
+  cairo_rotate(cr, angle);
+  cairo_move_to(cr, -e.x_bearing - ax * e.width, -e.y_bearing - ay * e.height);
+  cairo_show_text(cr, text.c_str());
+  cairo_restore(cr);
 }
 
+// The loss axis: the loss's range (widened when flat), ticks with the decimals that tell them apart.
+Axis LossAxis(const std::vector<ComboSegTrainingRecord> &history, int &decimals)
+{
+  double low = std::numeric_limits<double>::infinity(), high = -low;
+  for (const auto &h : history)
+    if (std::isfinite(h.trainLoss)) low = std::min(low, h.trainLoss), high = std::max(high, h.trainLoss);
+  if (!(high >= low)) low = 0.0, high = 1.0;
+  if (high - low < 1e-9) low -= 0.5, high += 0.5;
+  const double tick = (high - low) / 5.0;
+  decimals = std::max(0, std::min(6, 1 - static_cast<int>(std::floor(std::log10(tick)))));
+  return Axis{ low, high };
+}
+
+// Epoch ticks a round step apart (1, 2, 5, 10, ...), at most about eight.
+int64_t EpochStep(const Epochs &epochs)
+{
+  const int64_t span = epochs.last - epochs.first;
+  for (int64_t scale = 1;; scale *= 10)
+    for (int64_t m : { 1, 2, 5 })
+      if (span / (m * scale) <= 8) return m * scale;
+}
+
+// Grid lines at Dice 0, 0.2, .., 1, which are also the loss ticks; the frame; the axes' words.
+void DrawAxes(cairo_t *cr, const Axis &loss, int decimals, const Epochs &epochs, bool validated)
+{
+  cairo_set_line_width(cr, 1.0);
+  cairo_set_font_size(cr, 12.0);
+  for (int i = 0; i <= 5; ++i)
+  {
+    const double y = std::round(Frame::Bottom - i * (Frame::Bottom - Frame::Top) / 5.0) + 0.5;
+    SetColor(cr, Grey);
+    cairo_move_to(cr, Frame::Left, y);
+    cairo_line_to(cr, Frame::Right, y);
+    cairo_stroke(cr);
+    char text[32];
+    if (validated)
+    {
+      std::snprintf(text, sizeof text, "%.1f", i / 5.0);
+      SetColor(cr, Blue);
+      Text(cr, text, Frame::Left - 8, y, 1.0, 0.5);
+    }
+    std::snprintf(text, sizeof text, "%.*f", decimals, loss.low + (loss.high - loss.low) * i / 5.0);
+    SetColor(cr, Orange);
+    Text(cr, text, Frame::Right + 8, y, 0.0, 0.5);
+  }
+  // The first and last epochs, and round ones between them that keep clear of both.
+  const int64_t step = EpochStep(epochs);
+  std::vector<int64_t> ticks{ epochs.first };
+  for (int64_t e = (epochs.first / step + 1) * step; e < epochs.last; e += step)
+    if (2 * (e - epochs.first) >= step && 2 * (epochs.last - e) >= step) ticks.push_back(e);
+  ticks.push_back(epochs.last);
+  SetColor(cr, Black);
+  for (int64_t e : ticks)
+  {
+    const double x = std::round(epochs.X(e)) + 0.5;
+    cairo_move_to(cr, x, Frame::Bottom);
+    cairo_line_to(cr, x, Frame::Bottom + 5);
+    cairo_stroke(cr);
+    Text(cr, std::to_string(e), x, Frame::Bottom + 8, 0.5, 0.0);
+  }
+  cairo_rectangle(cr, Frame::Left + 0.5, Frame::Top + 0.5, Frame::Right - Frame::Left, Frame::Bottom - Frame::Top);
+  cairo_stroke(cr);
+  cairo_set_font_size(cr, 13.0);
+  Text(cr, "epoch", (Frame::Left + Frame::Right) / 2, Frame::Height - 12, 0.5, 1.0);
+  SetColor(cr, Orange);
+  Text(cr, "training loss", Frame::Width - 14, (Frame::Top + Frame::Bottom) / 2, 0.5, 0.0, M_PI / 2);
+  if (validated)
+  {
+    SetColor(cr, Blue);
+    Text(cr, "mean validation Dice", 14, (Frame::Top + Frame::Bottom) / 2, 0.5, 0.0, -M_PI / 2);
+  }
+}
+
+// A curve through the finite values, broken where a value is missing, with a dot per epoch.
+template <typename Value>
+void DrawCurve(cairo_t *cr, const std::vector<ComboSegTrainingRecord> &history, Value value, const Axis &axis,
+               const Epochs &epochs, const Color &color)
+{
+  SetColor(cr, color);
+  cairo_set_line_width(cr, 2.0);
+  bool drawing = false;
+  for (const auto &h : history)
+  {
+    const double v = value(h);
+    if (!std::isfinite(v))
+    {
+      drawing = false;
+      continue;
+    }
+    const double x = epochs.X(h.epoch), y = axis.Y(v);
+    drawing ? cairo_line_to(cr, x, y) : cairo_move_to(cr, x, y);
+    drawing = true;
+  }
+  cairo_stroke(cr);
+  for (const auto &h : history)
+    if (std::isfinite(value(h)))
+    {
+      cairo_arc(cr, epochs.X(h.epoch), axis.Y(value(h)), 3.0, 0.0, 2 * M_PI);
+      cairo_fill(cr);
+    }
+}
+
+// The legend above the plot: a short line of each curve's colour and its name.
+void DrawLegend(cairo_t *cr, bool validated)
+{
+  cairo_set_font_size(cr, 13.0);
+  double x = Frame::Left;
+  auto entry = [&](const Color &color, const std::string &name) {
+    SetColor(cr, color);
+    cairo_set_line_width(cr, 2.0);
+    cairo_move_to(cr, x, Frame::Top / 2);
+    cairo_line_to(cr, x + 24, Frame::Top / 2);
+    cairo_stroke(cr);
+    SetColor(cr, Black);
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, name.c_str(), &e);
+    Text(cr, name, x + 30, Frame::Top / 2, 0.0, 0.5);
+    x += 30 + e.x_advance + 24;
+  };
+  entry(Orange, "training loss (mean per epoch)");
+  if (validated) entry(Blue, "mean validation Dice");
+}
+
+void WritePngAtomically(cairo_surface_t *surface, const std::string &path)
+{
+  const std::string tmp = ComboSegTemporaryPath(path);
+  const cairo_status_t status = cairo_surface_write_to_png(surface, tmp.c_str());
+  if (status != CAIRO_STATUS_SUCCESS)
+  {
+    std::remove(tmp.c_str());
+    itkGenericExceptionMacro("cannot write the plot " << path << ": " << cairo_status_to_string(status));
+  }
+  ComboSegCommitFile(tmp, path);
+}
 
 } // namespace
 
 void WriteHistoryPlotPng(const std::string &path, const std::vector<ComboSegTrainingRecord> &history)
 {
-  const int W = 640, H = 400, left = 60, right = 84, top = 40, bottom = 50;
+  Surface surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, Frame::Width, Frame::Height), cairo_surface_destroy);
+  Cairo cr(cairo_create(surface.get()), cairo_destroy);
+  if (cairo_status(cr.get()) != CAIRO_STATUS_SUCCESS)
+    itkGenericExceptionMacro("cannot draw the plot " << path << ": " << cairo_status_to_string(cairo_status(cr.get())));
+  cairo_set_source_rgb(cr.get(), 1.0, 1.0, 1.0);
+  cairo_paint(cr.get());
+  cairo_select_font_face(cr.get(), "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+
   const bool validated = HasValidation(history);
-  const int pw = W - left - right, ph = H - top - bottom;
-  const std::array<uint8_t, 3> black{ { 0, 0, 0 } }, grey{ { 220, 220, 220 } };
-  const std::array<uint8_t, 3> orange{ { 230, 120, 20 } }, blue{ { 30, 90, 200 } };
-  Raster r(W, H);
-
-  double lossMin = std::numeric_limits<double>::infinity(), lossMax = -lossMin;
-  for (const auto &h : history)
-    if (std::isfinite(h.trainLoss)) lossMin = std::min(lossMin, h.trainLoss), lossMax = std::max(lossMax, h.trainLoss);
-  if (!(lossMax >= lossMin)) lossMin = 0.0, lossMax = 1.0;
-  if (lossMax - lossMin < 1e-9) lossMin -= 0.5, lossMax += 0.5;
-
-  // Grid at Dice 0, 0.2, .., 1 (left axis: Dice, right axis: loss). The loss ticks get the
-  // decimals that tell them apart.
-  const double lossTick = (lossMax - lossMin) / 5.0;
-  const int decimals = std::max(0, std::min(6, 1 - static_cast<int>(std::floor(std::log10(lossTick)))));
-  for (int i = 0; i <= 5; ++i)
-  {
-    const int y = top + ph - i * ph / 5;
-    r.Line(left, y, left + pw, y, grey, 1);
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f", i / 5.0);
-    if (validated) r.Text(left - 34, y - 5, buf, blue);
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, lossMin + lossTick * i);
-    r.Text(left + pw + 6, y - 5, buf, orange);
-  }
-  r.Line(left, top, left, top + ph, black, 1);
-  r.Line(left + pw, top, left + pw, top + ph, black, 1);
-  r.Line(left, top + ph, left + pw, top + ph, black, 1);
-  if (validated) r.Text(left, 12, "DICE", blue);
-  r.Text(left + pw - 28, 12, "LOSS", orange);
-  r.Text(left + pw / 2 - 20, H - 18, "EPOCH", black);
-
+  int decimals = 0;
+  const Axis loss = LossAxis(history, decimals), dice{ 0.0, 1.0 };
   const int64_t first = history.empty() ? 1 : history.front().epoch;
-  const int64_t last = history.empty() ? 1 : std::max(history.back().epoch, first + 1);
-  auto X = [&](int64_t epoch) { return left + static_cast<int>((epoch - first) * pw / double(last - first)); };
-  for (int64_t e : { first, last })
-    r.Text(X(e) - 4, top + ph + 8, std::to_string(e), black);
-
-  auto plot = [&](auto value, double lo, double hi, const std::array<uint8_t, 3> &color) {
-    int px = -1, py = -1;
-    for (const auto &h : history)
-    {
-      const double v = value(h);
-      if (!std::isfinite(v))
-      {
-        px = -1;
-        continue;
-      }
-      const int x = X(h.epoch);
-      const int y = top + ph - static_cast<int>(std::lround((std::min(hi, std::max(lo, v)) - lo) / (hi - lo) * ph));
-      if (px >= 0) r.Line(px, py, x, y, color);
-      r.Fill(x - 2, y - 2, x + 3, y + 3, color);
-      px = x, py = y;
-    }
-  };
-  plot([](const ComboSegTrainingRecord &h) { return h.trainLoss; }, lossMin, lossMax, orange);
-  plot([](const ComboSegTrainingRecord &h) { return h.meanDice; }, 0.0, 1.0, blue);
-  WritePng(path, r);
+  const Epochs epochs{ first, history.empty() ? 2 : std::max(history.back().epoch, first + 1) };
+  DrawAxes(cr.get(), loss, decimals, epochs, validated);
+  DrawCurve(cr.get(), history, [](const ComboSegTrainingRecord &h) { return h.trainLoss; }, loss, epochs, Orange);
+  DrawCurve(cr.get(), history, [](const ComboSegTrainingRecord &h) { return h.meanDice; }, dice, epochs, Blue);
+  DrawLegend(cr.get(), validated);
+  cairo_surface_flush(surface.get());
+  WritePngAtomically(surface.get(), path);
 }
 
 } // namespace training
