@@ -454,8 +454,9 @@ TEST_F(SegmentModule, KilledMidRunLeavesNoOutputUnderItsName)
   EXPECT_FALSE(slicer::Exists(tmp.Path() + "/returns.params"));
 }
 
-// A run killed while writing leaves its hidden temporary ".<output>.tmp-<pid>" beside the output;
-// the next run that writes the same output removes it (its process is gone), and only it.
+// A run killed while writing leaves its temporary "<output>.tmp-<pid>" (a file, or a folder for
+// formats written through ITK's IO factories) beside the output; the next run that writes the same
+// output removes it (its process is gone), and only it.
 TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
 {
   auto xml = ModuleXml("ComboSegSegment");
@@ -464,16 +465,20 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(24, 20, 16).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0)
-    _exit(0);
-  ASSERT_EQ(waitpid(child, nullptr, 0), child);
-  const size_t slash = output.find_last_of('/');
-  const std::string stale = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(child);
-  const std::string live = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(getppid());
+  auto deadProcess = []() {
+    const pid_t child = fork();
+    if (child == 0)
+      _exit(0);
+    waitpid(child, nullptr, 0);
+    return child;
+  };
+  const std::string stale = output + ".tmp-" + std::to_string(deadProcess());
+  const std::string staleFolder = output + ".tmp-" + std::to_string(deadProcess());
+  const std::string live = output + ".tmp-" + std::to_string(getppid());
   for (const std::string &f : {stale, live})
     std::ofstream(f) << "partial";
+  std::filesystem::create_directories(staleFolder);
+  std::ofstream(staleFolder + "/labels.mha") << "partial";
   const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
                                              {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"outputLabelMap", output}},
                                              tmp.Path() + "/returns.params");
@@ -481,6 +486,7 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
   ASSERT_EQ(r.exitCode, 0) << r.out;
   EXPECT_TRUE(slicer::Exists(output));
   EXPECT_FALSE(slicer::Exists(stale)) << "left by a dead process: removed";
+  EXPECT_FALSE(slicer::Exists(staleFolder)) << "a dead process's temporary folder: removed";
   EXPECT_TRUE(slicer::Exists(live)) << "a running process's temporary is left alone";
 }
 

@@ -273,9 +273,11 @@ CS_API cs_status cs_model_load(cs_context_t ctx, const char *path, cs_model_t *o
 /* As cs_model_save, with the weights stored in half precision (F16) to halve the file; load
  * converts them back to float. A weight beyond the half range (|w| >= 65520) is an error. */
 CS_API cs_status cs_model_save_f16(cs_context_t ctx, const cs_model_t model, const char *path);
-/* A process killed while saving leaves its temporary file "<path>.tmp-<pid>[...]" behind. This
- * removes those of path whose process no longer runs (never a live writer's) and returns how
- * many; every successful save of the engine calls it. Best effort, nothing on Windows. */
+/* A process killed while saving leaves its temporary file "<path>.tmp-<pid>[...]" behind (the
+ * one naming rule of ComboSeg's temporaries, also for the C++ layers' files and temporary
+ * folders). This removes those of path whose process no longer runs (never a live writer's),
+ * folders with what they hold, and returns how many; every successful save of the engine, and
+ * of the C++ layers (itkComboSegFiles.h), calls it. Best effort, nothing on Windows. */
 CS_API int cs_remove_stale_temporaries(const char *path);
 
 /* Logits of a batch: images (B, C, nz, ny, nx) to logits (B, K, nz, ny, nx). Each size must be
