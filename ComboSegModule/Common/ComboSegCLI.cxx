@@ -659,7 +659,8 @@ int ComboSegMain(int argc, char **argv, const char *xml, const ComboSegModuleFun
   catch (const std::exception &e)
   {
     std::fflush(stdout);
-    std::fprintf(stderr, "%s error: %s\n", description.title.c_str(), e.what());
+    // the message alone (no source file and line), its bytes made printable
+    std::fprintf(stderr, "%s error: %s\n", description.title.c_str(), itk::ComboSegUserMessage(e).c_str());
     return 1;
   }
 }

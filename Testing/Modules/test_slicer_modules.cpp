@@ -490,6 +490,51 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
   EXPECT_TRUE(slicer::Exists(live)) << "a running process's temporary is left alone";
 }
 
+// Issue 16 item 5: a corrupted model's field reaches the user escaped (not as raw terminal
+// control bytes), and the message leads with the problem, not with a source file and line.
+TEST_F(SegmentModule, CorruptModelFieldIsShownEscapedWithoutSourceLocation)
+{
+  auto xml = ModuleXml("ComboSegSegment");
+  ASSERT_TRUE(xml);
+  slicer::TempDir tmp;
+  std::string bytes;
+  {
+    std::ifstream in(s_Model, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 8u);
+  uint64_t headerLength = 0;
+  for (int i = 7; i >= 0; --i)
+    headerLength = headerLength << 8 | static_cast<unsigned char>(bytes[i]);
+  std::string header = bytes.substr(8, headerLength);
+  const std::string field = "\"spatial_dims\":\"3";
+  const size_t at = header.find(field);
+  ASSERT_NE(at, std::string::npos) << header.substr(0, 200);
+  // An ESC sequence after the value; spaces keep the data 8-byte aligned.
+  header.insert(at + field.size(), "\\u001b[31m");
+  header.append(6, ' ');
+  std::string corrupt(8, '\0');
+  for (int i = 0; i < 8; ++i)
+    corrupt[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  corrupt += header + bytes.substr(8 + headerLength);
+  const std::string model = tmp.Path() + "/corrupt.safetensors";
+  std::ofstream(model, std::ios::binary) << corrupt;
+
+  const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
+  WriteNrrd(Blobs(16, 16, 16).GetPointer(), inputFile);
+  const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
+  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                                             {{"inputVolume", inputFile}, {"modelFile", model}, {"outputLabelMap", output}}, "");
+  const slicer::RunResult r = slicer::Run(argv, 60);
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_NE(r.err.find("spatial_dims"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("3\\x1B[31m"), std::string::npos) << "the ESC byte escaped: " << r.err;
+  EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << "a raw ESC byte reached the terminal";
+  EXPECT_EQ(r.err.find(".cxx:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("ITK ERROR"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.rfind("ComboSeg Segment error: ", 0), 0u) << r.err;
+}
+
 // ---------------------------------------------------------------------------------------------
 // ComboSegEvaluate: a synthetic case whose measures are computed by hand.
 

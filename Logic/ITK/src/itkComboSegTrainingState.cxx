@@ -44,11 +44,30 @@ const char *ModalityName(cs_modality modality)
   }
 }
 
-double ParseDouble(const std::string &s)
+// What a sidecar says where it cannot be read: its file and line, and the text found there.
+struct SidecarReader
 {
-  if (s == "nan" || s.empty()) return NaN;
-  return std::strtod(s.c_str(), nullptr);
-}
+  const std::string &path;
+  int line = 0;
+
+  [[noreturn]] void Fail(const std::string &problem) const
+  {
+    itkGenericExceptionMacro("cannot resume: " << path << " line " << line << ": " << problem
+                                               << " (start over to ignore the checkpoint)");
+  }
+  int64_t Integer(const std::string &name, const std::string &text) const
+  {
+    long long value = 0;
+    if (!ComboSegParseInt(text, value)) this->Fail(name + " '" + ComboSegPrintable(text) + "' is not an integer");
+    return value;
+  }
+  double Number(const std::string &name, const std::string &text) const // "nan" included
+  {
+    double value = 0.0;
+    if (!ComboSegParseDouble(text, value)) this->Fail(name + " '" + ComboSegPrintable(text) + "' is not a number");
+    return value;
+  }
+};
 
 std::vector<std::string> SplitTabs(const std::string &line)
 {
@@ -128,47 +147,59 @@ void WriteSidecar(const std::string &path, const Sidecar &s)
   ComboSegWriteFileAtomically(path, out.str());
 }
 
+namespace
+{
+
+// One "key value" line of the sidecar's head.
+void ReadSidecarKey(const SidecarReader &reader, const std::string &text, Sidecar &s)
+{
+  std::istringstream kv(text);
+  std::string key, value;
+  kv >> key >> value;
+  if (key == "epoch") s.epoch = reader.Integer(key, value);
+  else if (key == "step") s.step = reader.Integer(key, value);
+  else if (key == "steps_per_epoch") s.stepsPerEpoch = reader.Integer(key, value);
+  else if (key == "classes") s.classes = static_cast<int32_t>(reader.Integer(key, value));
+  else if (key == "seconds") s.seconds = reader.Number(key, value);
+  else if (key == "best_epoch") s.bestEpoch = reader.Integer(key, value);
+  else if (key == "best_dice") s.bestDice = reader.Number(key, value);
+  else if (key == "setting")
+  {
+    std::string settingValue;
+    kv >> settingValue;
+    s.settings.emplace_back(value, settingValue);
+  }
+}
+
+// One history row: epoch step seconds loss lr mean dice_0 .. dice_K-1.
+ComboSegTrainingRecord ReadHistoryRow(const SidecarReader &reader, const std::string &text, int32_t classes)
+{
+  const std::vector<std::string> f = SplitTabs(text);
+  if (classes < 0 || f.size() < 6 + static_cast<size_t>(classes)) reader.Fail("a truncated history row");
+  ComboSegTrainingRecord r;
+  r.epoch = reader.Integer("epoch", f[0]);
+  r.step = reader.Integer("step", f[1]);
+  r.seconds = reader.Number("seconds", f[2]);
+  r.trainLoss = reader.Number("loss", f[3]);
+  r.learningRate = reader.Number("learning rate", f[4]);
+  r.meanDice = reader.Number("mean Dice", f[5]);
+  for (int32_t k = 0; k < classes; ++k) r.dice.push_back(reader.Number("Dice", f[6 + k]));
+  return r;
+}
+
+} // namespace
+
 bool ReadSidecar(const std::string &path, Sidecar &s)
 {
   std::ifstream in(path);
   if (!in) return false;
+  SidecarReader reader{ path };
   std::string line;
+  ++reader.line;
   if (!std::getline(in, line) || line != SidecarMagic)
     itkGenericExceptionMacro("cannot resume: " << path << " is not a training-session file");
-  while (std::getline(in, line) && line != "history")
-  {
-    std::istringstream kv(line);
-    std::string key, value;
-    kv >> key >> value;
-    if (key == "epoch") s.epoch = std::stoll(value);
-    else if (key == "step") s.step = std::stoll(value);
-    else if (key == "steps_per_epoch") s.stepsPerEpoch = std::stoll(value);
-    else if (key == "classes") s.classes = std::stoi(value);
-    else if (key == "seconds") s.seconds = ParseDouble(value);
-    else if (key == "best_epoch") s.bestEpoch = std::stoll(value);
-    else if (key == "best_dice") s.bestDice = ParseDouble(value);
-    else if (key == "setting")
-    {
-      std::string settingValue;
-      kv >> settingValue;
-      s.settings.emplace_back(value, settingValue);
-    }
-  }
-  while (std::getline(in, line))
-  {
-    const std::vector<std::string> f = SplitTabs(line);
-    if (f.size() < 6 + static_cast<size_t>(s.classes))
-      itkGenericExceptionMacro("cannot resume: " << path << " has a truncated history row");
-    ComboSegTrainingRecord r;
-    r.epoch = std::stoll(f[0]);
-    r.step = std::stoll(f[1]);
-    r.seconds = ParseDouble(f[2]);
-    r.trainLoss = ParseDouble(f[3]);
-    r.learningRate = ParseDouble(f[4]);
-    r.meanDice = ParseDouble(f[5]);
-    for (int32_t k = 0; k < s.classes; ++k) r.dice.push_back(ParseDouble(f[6 + k]));
-    s.history.push_back(r);
-  }
+  while (++reader.line, std::getline(in, line) && line != "history") ReadSidecarKey(reader, line, s);
+  while (++reader.line, std::getline(in, line)) s.history.push_back(ReadHistoryRow(reader, line, s.classes));
   return true;
 }
 
