@@ -55,6 +55,12 @@ LOSSES = [
      ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.5"]),
     ("combolw_b07", "Combo label-weighted beta 0.7",
      ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.7"]),
+    ("combotv_b03", "Combo Tversky beta 0.3",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.3"]),
+    ("combotv_b05", "Combo Tversky beta 0.5",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.5"]),
+    ("combotv_b07", "Combo Tversky beta 0.7",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.7"]),
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]

@@ -128,9 +128,12 @@ typedef enum cs_loss_kind {
     CS_LOSS_COMBO_ALL_CLASSES = 7,       /* the paper's literal form: its weighted CE sums over all
                                             K classes, background included, so that beta mostly
                                             weighs background voxels (docs/design.md) */
-    CS_LOSS_COMBO_LABEL_WEIGHTED = 8     /* alpha * mean of w_y (-ln p_y), w = beta for voxels
+    CS_LOSS_COMBO_LABEL_WEIGHTED = 8,    /* alpha * mean of w_y (-ln p_y), w = beta for voxels
                                             labelled foreground, 1 - beta for background ones,
                                             - (1 - alpha) * Dice (docs/design.md) */
+    CS_LOSS_COMBO_TVERSKY = 9            /* as _LABEL_WEIGHTED, with beta also weighing misses
+                                            against false alarms in the overlap term: (2 tp + 1) /
+                                            (2 tp + 2 (1 - beta) fp + 2 beta fn + 1), Dice at 0.5 */
 } cs_loss_kind;
 
 typedef struct cs_loss_options {
