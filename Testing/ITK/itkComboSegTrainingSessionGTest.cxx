@@ -9,6 +9,7 @@
 #include "itkImageFileReader.h"
 #include "itkImageRegionConstIterator.h"
 #include "itkImageRegionIterator.h"
+#include "itkPNGImageIO.h"
 #include "itkRGBPixel.h"
 
 #include <gtest/gtest.h>
@@ -867,6 +868,7 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   {
     using RGB = itk::RGBPixel<unsigned char>;
     auto reader = itk::ImageFileReader<itk::Image<RGB, 2>>::New();
+    reader->SetImageIO(itk::PNGImageIO::New()); // no IO factories are registered here
     reader->SetFileName(dir + "/h.png");
     reader->Update();
     size_t orange = 0, blue = 0;
