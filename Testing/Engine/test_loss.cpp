@@ -111,7 +111,7 @@ void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, co
 TEST(LossOptions, DefaultsAndNames)
 {
   cs_loss_options o = cs_loss_options_default();
-  EXPECT_EQ(o.kind, CS_LOSS_COMBO_ALL_CLASSES);
+  EXPECT_EQ(o.kind, CS_LOSS_COMBO_TVERSKY);
   EXPECT_FLOAT_EQ(o.alpha, 0.5f);
   EXPECT_FLOAT_EQ(o.beta, 0.5f);
   EXPECT_FLOAT_EQ(o.tversky_alpha, 0.3f);

@@ -110,6 +110,8 @@ def loss_torch(opt, z, y):
             pt = (p * t).sum(1).clamp(1e-7, 1 - 1e-7)
             wv = torch.where(y > 0, torch.full_like(pt, b), torch.full_like(pt, 1 - b))
             ce = -(wv * torch.log(pt)).mean()
+            if kind == COMBO_TV:  # a mean over the voxel x labelled-class terms
+                ce = ce / len(cols)
         else:
             # COMBO: one-vs-rest over the labelled foreground classes; COMBO_ALL: every class
             ce_cols = [c for c in cols if c >= (1 if kind == COMBO else 0)]

@@ -12,7 +12,8 @@
  * Loss of a batch (B items of N voxels, K classes):
  * - voxel-wise terms (Combo's cross-entropy, cross-entropy, focal) are means over all B*N voxels
  *   (Combo's over B*N*T terms: T = K - 1 one-vs-rest foreground terms, K for the paper's
- *   all-classes form, 1 for the label-weighted form), which equals the mean of the items' losses;
+ *   all-classes form and the Tversky form, 1 for the label-weighted form), which equals the mean
+ *   of the items' losses;
  * - weighted cross-entropy is sum_i w_yi (-ln p_i,yi) / sum_i w_yi per item, then averaged over
  *   the items. With class_weights NULL, w_k = B*N / (K * c_k) where c_k counts the voxels of
  *   class k in the whole batch (classes absent from the batch get 0; they weigh no voxel);
@@ -52,9 +53,9 @@ cs_loss_options cs_loss_options_default(void)
 {
     cs_loss_options o;
     memset(&o, 0, sizeof o);
-    /* the all-classes form: the one-vs-rest form steers beta but left the background unlearnt
-     * on a 27-class model (docs/loss-study.md) */
-    o.kind = CS_LOSS_COMBO_ALL_CLASSES;
+    /* the form whose beta steers misses against false alarms and whose background has its
+     * own term (docs/loss-study.md) */
+    o.kind = CS_LOSS_COMBO_TVERSKY;
     o.alpha = 0.5f;
     o.beta = 0.5f;
     o.gamma = 0.0f; /* the kind's default: 2 (focal), 0.75 (focal Tversky) */
@@ -589,7 +590,10 @@ static cs_status plan_labelled_classes(cs_context_t ctx, loss_plan *pl, const ui
                        "loss, not %s", cs_loss_kind_name(pl->kind));
     double terms = 0.0;
     for (int32_t c = pl->kind == CS_LOSS_COMBO ? 1 : 0; c < pl->k; c++) terms += pl->labelled[c];
-    pl->combo_terms = terms > 0.0 && !is_label_weighted(pl->kind) ? terms : 1.0;
+    /* the label-weighted form's one term per voxel is a mean over voxels; the Tversky form's
+     * over the voxel x class terms, as the all-classes form, so that its scale against the Dice
+     * term does not grow with K (over voxels only, 27 classes were left unlearnt: loss-study.md) */
+    pl->combo_terms = terms > 0.0 && pl->kind != CS_LOSS_COMBO_LABEL_WEIGHTED ? terms : 1.0;
     return CS_OK;
 }
 
