@@ -82,7 +82,8 @@ public:
   itkSetInputMacro(Mask, MaskImageType);
   itkGetInputMacro(Mask, MaskImageType);
 
-  /** OpenMP threads of the engine; 0 takes the OpenMP default. */
+  /** Threads of the engine (OpenMP) and of the pre- and post-processing (ITK work units); 0 takes
+   * their defaults. */
   itkSetMacro(NumberOfThreads, int);
   itkGetConstMacro(NumberOfThreads, int);
 

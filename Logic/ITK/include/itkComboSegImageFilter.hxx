@@ -247,7 +247,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
 
   ComboSegGrid       modelGrid;
   std::vector<float> image;
-  ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image);
+  ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image, m_NumberOfThreads);
   std::vector<uint8_t> outside;
   if (m_BackgroundOutsideBody)
   {
@@ -268,7 +268,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const ComboSegGrid   outputGrid = channels[0].grid;
   std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
   ComboSegProbabilitiesToLabels(labels.data(), outputGrid, probabilities.data(), modelGrid, numberOfClasses,
-                                static_cast<float>(m_MinimumProbability));
+                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
   probabilities.clear();
   probabilities.shrink_to_fit();
   // Before the clean-up, so that the largest component is chosen among voxels with data.
@@ -283,11 +283,11 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const bool                 useModel = m_UseModelPostProcessing;
   if (m_LargestComponent || (useModel && recommended.largest_component))
   {
-    ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
+    ComboSegKeepLargestComponents(labels.data(), outputGrid.size, m_NumberOfThreads);
   }
   if (m_FillHoles || (useModel && recommended.fill_holes))
   {
-    ComboSegFillHoles(labels.data(), outputGrid.size);
+    ComboSegFillHoles(labels.data(), outputGrid.size, m_NumberOfThreads);
   }
   this->UpdateProgress(0.95f);
 
