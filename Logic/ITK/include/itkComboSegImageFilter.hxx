@@ -50,6 +50,51 @@ ComboSegImageFilter<TInputImage, TOutputImage>::SetModel(ComboSegModel * model)
 }
 
 template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetOverlap(double overlap)
+{
+  if (!(overlap >= CS_OVERLAP_MIN && overlap <= CS_OVERLAP_MAX))
+  {
+    itkExceptionMacro(<< "Overlap " << overlap << " is outside [" << CS_OVERLAP_MIN << ", " << CS_OVERLAP_MAX << "]");
+  }
+  if (overlap != m_Overlap)
+  {
+    m_Overlap = overlap;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetMinimumProbability(double probability)
+{
+  if (!(probability >= 0.0 && probability <= 1.0))
+  {
+    itkExceptionMacro(<< "MinimumProbability " << probability << " is outside [0, 1]");
+  }
+  if (probability != m_MinimumProbability)
+  {
+    m_MinimumProbability = probability;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetTestTimeMirrorAxes(unsigned int axes)
+{
+  if (axes > 7)
+  {
+    itkExceptionMacro(<< "TestTimeMirrorAxes " << axes << " is not a mask of the axes x (1), y (2) and z (4)");
+  }
+  if (axes != m_TestTimeMirrorAxes)
+  {
+    m_TestTimeMirrorAxes = axes;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
 ComboSegModel *
 ComboSegImageFilter<TInputImage, TOutputImage>::GetModel()
 {
