@@ -24,7 +24,7 @@ namespace
 
 using MaskImage = Image<unsigned char, 3>;
 using DistanceImage = Image<float, 3>;
-using Region = ComboSegLabelMap::RegionType;
+using LabelRegion = ComboSegLabelMap::RegionType;
 
 constexpr double NaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -57,15 +57,15 @@ CheckSameGrid(const ComboSegLabelMap * reference, const ComboSegLabelMap * predi
 // The voxels of `value` inside box, in a mask one voxel larger on every side (background there),
 // so that every voxel of the structure has its six neighbours in the mask.
 MaskImage::Pointer
-PaddedMask(const ComboSegLabelMap * labels, int value, const Region & box)
+PaddedMask(const ComboSegLabelMap * labels, int value, const LabelRegion & box)
 {
   auto   mask = MaskImage::New();
-  Region padded(box.GetSize());
+  LabelRegion padded(box.GetSize());
   padded.PadByRadius(1);
   mask->SetRegions(padded);
   mask->SetSpacing(labels->GetSpacing());
   mask->Allocate(true);
-  Region inner(box.GetSize()); // the box's place inside the padded mask
+  LabelRegion inner(box.GetSize()); // the box's place inside the padded mask
   ImageRegionConstIterator<ComboSegLabelMap> from(labels, box);
   ImageRegionIterator<MaskImage>             to(mask, inner);
   for (; !from.IsAtEnd(); ++from, ++to)
@@ -111,7 +111,7 @@ AddBoundaryDistances(const MaskImage * from, const DistanceImage * toOther, std:
 // 95th percentile (nearest rank) and mean of both boundaries' distances to each other, inside
 // the box that holds the structure in both maps.
 void
-SurfaceDistances(const ComboSegLabelMap * reference, const ComboSegLabelMap * predicted, const Region & box,
+SurfaceDistances(const ComboSegLabelMap * reference, const ComboSegLabelMap * predicted, const LabelRegion & box,
                  ComboSegStructureAgreement & agreement, int numberOfThreads)
 {
   const MaskImage::Pointer     inReference = PaddedMask(reference, agreement.labelValue, box);
@@ -155,7 +155,7 @@ VoxelMl(const ComboSegLabelMap * labels)
 }
 
 // The bounding box of every label value of a map.
-std::map<int, Region>
+std::map<int, LabelRegion>
 BoundingBoxes(const ComboSegLabelMap * labels, int numberOfThreads)
 {
   auto statistics = LabelStatisticsImageFilter<ComboSegLabelMap, ComboSegLabelMap>::New();
@@ -163,21 +163,21 @@ BoundingBoxes(const ComboSegLabelMap * labels, int numberOfThreads)
   statistics->SetLabelInput(labels);
   LimitWorkUnits(statistics.GetPointer(), numberOfThreads);
   statistics->Update();
-  std::map<int, Region> boxes;
+  std::map<int, LabelRegion> boxes;
   for (int value : statistics->GetValidLabelValues())
     boxes[value] = statistics->GetRegion(value);
   return boxes;
 }
 
 // The smallest region holding both (either may be empty).
-Region
-Union(const Region & a, const Region & b)
+LabelRegion
+Union(const LabelRegion & a, const LabelRegion & b)
 {
   if (a.GetNumberOfPixels() == 0)
     return b;
   if (b.GetNumberOfPixels() == 0)
     return a;
-  Region united;
+  LabelRegion united;
   for (unsigned int d = 0; d < 3; ++d)
   {
     const IndexValueType lo = std::min(a.GetIndex(d), b.GetIndex(d));
@@ -232,8 +232,8 @@ ComboSegCompareStructures(const ComboSegLabelMap * reference, const ComboSegLabe
   counts->SetTargetImage(predicted);
   LimitWorkUnits(counts.GetPointer(), numberOfThreads);
   counts->Update();
-  const std::map<int, Region> referenceBoxes = BoundingBoxes(reference, numberOfThreads);
-  const std::map<int, Region> predictedBoxes = BoundingBoxes(predicted, numberOfThreads);
+  const std::map<int, LabelRegion> referenceBoxes = BoundingBoxes(reference, numberOfThreads);
+  const std::map<int, LabelRegion> predictedBoxes = BoundingBoxes(predicted, numberOfThreads);
   const auto    measuresByValue = counts->GetLabelSetMeasures(); // a copy of the filter's map
   std::set<int> values;
   for (const auto & measures : measuresByValue)
