@@ -663,6 +663,11 @@ ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_mode
   return outside;
 }
 
+// Hand-written rather than ITK's ResampleImageFilter: resampling the K maps onto the input grid
+// would hold them at the input's size (27 x 181 x 217 x 181 floats = 767 MB for the quickstart,
+// against none here), or, one class at a time, recompute per class the interpolation weights
+// this loop computes once per voxel. Timing of the two: `argmax_bench running|resample` in
+// Testing/Benchmark (not yet measured on an idle machine; see the commit history).
 void
 ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid, const float * probabilities,
                               const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability,
