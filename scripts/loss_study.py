@@ -55,11 +55,19 @@ LOSSES = [
      ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.5"]),
     ("combolw_b07", "Combo label-weighted beta 0.7",
      ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.7"]),
+    ("combotv_b03", "Combo Tversky beta 0.3",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.3"]),
+    ("combotv_b05", "Combo Tversky beta 0.5",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.5"]),
+    ("combotv_b07", "Combo Tversky beta 0.7",
+     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.7"]),
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]
 LOSS_LABEL = {k: label for k, label, _ in LOSSES}
-BETA_SERIES = ["combo_b03", "combo_b05", "combo_b07"]
+# Beta series: configuration prefix, label and colour of each Combo form in the beta plot.
+BETA_SERIES = [("combotv", "Combo Tversky (default)", "tab:blue"), ("combolw", "Combo label-weighted", "tab:cyan"),
+               ("combo", "Combo one-vs-rest", "tab:orange"), ("comboall", "Combo all-classes", "tab:purple")]
 
 
 def datasets(data):
@@ -245,7 +253,9 @@ def per_class(res):
 def summary(res, largest):
     pc = per_class(res)
     s = {m: nanmean([c[m] for c in pc.values()]) for m in ("dice", "precision", "recall", "fpr", "fnr")}
-    s["whole"] = nanmean([rows["all"]["dice"] for rows in res["cases"].values() if "all" in rows])
+    for m in ("dice", "precision", "recall", "fpr"):  # all structures merged (the whole tumour)
+        s["whole" if m == "dice" else "whole_" + m] = nanmean(
+            [rows["all"][m] for rows in res["cases"].values() if "all" in rows])
     s["largest"] = nanmean([pc[v]["dice"] for v in largest if v in pc])
     s["classes"] = {v: c["dice"] for v, c in pc.items()}
     return s
@@ -278,7 +288,8 @@ def aggregate(results, dataset_key):
         if not mine:
             continue
         row = {"n": len(mine), "seeds": sorted(r["seed"] for r in runs if r["loss"] == key)}
-        for m in ("dice", "precision", "recall", "fpr", "fnr", "whole", "largest"):
+        for m in ("dice", "precision", "recall", "fpr", "fnr", "whole", "whole_precision", "whole_recall",
+                  "whole_fpr", "largest"):
             vals = [s[m] for s in mine]
             row[m] = (nanmean(vals), spread(vals))
         row["classes"] = {v: (nanmean([s["classes"].get(v, float("nan")) for s in mine]),
@@ -440,25 +451,26 @@ def write_plots(a, dsets, results, out):
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(5.5, 5))
-        series = [k for k in BETA_SERIES if k in table]
-        px = [table[k]["recall"][0] for k in series]
-        py = [table[k]["precision"][0] for k in series]
-        ax.plot(px, py, "-o", color="tab:blue", label="Combo, beta 0.3 → 0.5 → 0.7")
-        for k, xx, yy in zip(series, px, py):
-            ax.annotate("beta " + k[-2] + "." + k[-1], (xx, yy), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8)
-        for i in range(len(series) - 1):
-            ax.annotate("", xy=(px[i + 1], py[i + 1]), xytext=(px[i], py[i]),
-                        arrowprops=dict(arrowstyle="->", color="tab:blue"))
+        merged = "whole_" if key == "tumour" else ""  # the tumour's structures merged, else class means
+        for prefix, label, color in BETA_SERIES:
+            series = [k for k in (prefix + "_b03", prefix + "_b05", prefix + "_b07") if k in table]
+            if not series:
+                continue
+            px = [table[k][merged + "recall"][0] for k in series]
+            py = [table[k][merged + "precision"][0] for k in series]
+            ax.plot(px, py, "-o", color=color, label=label + ", beta 0.3 → 0.5 → 0.7")
+            for k, xx, yy in zip(series, px, py):
+                ax.annotate(k[-2] + "." + k[-1], (xx, yy), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=color)
         for k, marker, color in (("tversky", "s", "tab:red"), ("dice", "^", "tab:green"),
                                  ("ce", "v", "tab:gray")):
             if k in table:
-                ax.plot([table[k]["recall"][0]], [table[k]["precision"][0]], marker, color=color,
-                        label=LOSS_LABEL[k])
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("mean recall (1 - FN rate)")
-        ax.set_ylabel("mean precision")
+                ax.plot([table[k][merged + "recall"][0]], [table[k][merged + "precision"][0]], marker,
+                        color=color, label=LOSS_LABEL[k])
+        ax.margins(0.15)
+        what = "whole-tumour" if merged else "mean"
+        ax.set_xlabel(what + " recall (1 - FN rate)")
+        ax.set_ylabel(what + " precision")
         ax.set_title(dsets[key]["title"] + tag, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -351,8 +351,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
       for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
       return text.empty() ? std::string("none") : text;
     };
-    std::printf("trained (labelled): %s\nnot labelled, not taught as absent but drifting with training (check "
-                "them; docs/partial-labels.md): %s\n",
+    std::printf("trained (labelled): %s\nnot labelled, taught as the base model segmented them on the training "
+                "scans (docs/partial-labels.md): %s\n",
                 join(result.trainedClasses).c_str(), join(result.keptClasses).c_str());
   }
   std::fflush(stdout);

@@ -111,7 +111,7 @@ void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, co
 TEST(LossOptions, DefaultsAndNames)
 {
   cs_loss_options o = cs_loss_options_default();
-  EXPECT_EQ(o.kind, CS_LOSS_COMBO_ALL_CLASSES);
+  EXPECT_EQ(o.kind, CS_LOSS_COMBO_TVERSKY);
   EXPECT_FLOAT_EQ(o.alpha, 0.5f);
   EXPECT_FLOAT_EQ(o.beta, 0.5f);
   EXPECT_FLOAT_EQ(o.tversky_alpha, 0.3f);
@@ -124,7 +124,7 @@ TEST(LossOptions, DefaultsAndNames)
   const cs_loss_kind kinds[] = {CS_LOSS_COMBO,  CS_LOSS_CROSS_ENTROPY, CS_LOSS_WEIGHTED_CROSS_ENTROPY,
                                 CS_LOSS_DICE,   CS_LOSS_FOCAL,         CS_LOSS_TVERSKY,
                                 CS_LOSS_FOCAL_TVERSKY, CS_LOSS_COMBO_ALL_CLASSES,
-                                CS_LOSS_COMBO_LABEL_WEIGHTED};
+                                CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY};
   for (cs_loss_kind k : kinds) {
     cs_loss_kind back = CS_LOSS_COMBO;
     ASSERT_EQ(cs_loss_kind_from_name(cs_loss_kind_name(k), &back), CS_OK) << cs_loss_kind_name(k);
@@ -134,6 +134,7 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_FOCAL_TVERSKY), "focal_tversky");
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_ALL_CLASSES), "combo_all_classes");
   EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_LABEL_WEIGHTED), "combo_label_weighted");
+  EXPECT_STREQ(cs_loss_kind_name(CS_LOSS_COMBO_TVERSKY), "combo_tversky");
   cs_loss_kind k = CS_LOSS_COMBO;
   EXPECT_EQ(cs_loss_kind_from_name("Focal-Tversky", &k), CS_OK);
   EXPECT_EQ(k, CS_LOSS_FOCAL_TVERSKY);
@@ -145,7 +146,8 @@ TEST(LossOptions, DefaultsAndNames)
 
 // Both forms of the Combo loss against PyTorch (float64 autograd of the formulas of
 // docs/design.md), K = 2..14: "combo" (one-vs-rest over the foreground, cs_combo_loss) and
-// "combo_all" (the paper's all-classes form) and "combo_lw" (label-weighted).
+// "combo_all" (the paper's all-classes form), "combo_lw" (label-weighted) and "combo_tv" (label-
+// weighted, beta also in the overlap term).
 TEST(ComboLoss, MatchesPyTorchGolden)
 {
   const GoldenFile &g = Golden();
@@ -159,11 +161,13 @@ TEST(ComboLoss, MatchesPyTorchGolden)
     const std::vector<int32_t> labels = g.GetInt(base + "/labels");
     ASSERT_EQ(logits.size(), static_cast<size_t>(n * k));
     for (size_t j = 0; j < ab.size() / 2; j++)
-    for (const cs_loss_kind kind :
-         {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED}) {
+    for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
+                                    CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY}) {
       const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
-      const char *form = kind == CS_LOSS_COMBO ? "combo"
-                         : kind == CS_LOSS_COMBO_ALL_CLASSES ? "combo_all" : "combo_lw";
+      const char *form = kind == CS_LOSS_COMBO                  ? "combo"
+                         : kind == CS_LOSS_COMBO_ALL_CLASSES    ? "combo_all"
+                         : kind == CS_LOSS_COMBO_LABEL_WEIGHTED ? "combo_lw"
+                                                                : "combo_tv";
       const std::string name = std::string(form) + "/K" + std::to_string(k) + "/" + std::to_string(j);
       const double want = g.Get(name + "/loss")[0];
       const std::vector<float> want_grad = g.GetFloat(name + "/grad");
@@ -194,7 +198,7 @@ TEST(ComboLoss, MatchesPyTorchGolden)
       checked++;
     }
   }
-  EXPECT_EQ(checked, 13 * 5 * 3);
+  EXPECT_EQ(checked, 13 * 5 * 4);
   RecordProperty("worst_loss_relative_error", Sci(worst_loss));
   RecordProperty("worst_grad_error_over_max", Sci(worst_grad));
 }
@@ -341,6 +345,8 @@ INSTANTIATE_TEST_SUITE_P(
                       FdParam{CS_LOSS_COMBO_ALL_CLASSES, 1, 1, 0.0f, false},
                       FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 1, 1, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_TVERSKY, 0, 0, 0.0f, false},
+                      FdParam{CS_LOSS_COMBO_TVERSKY, 1, 1, 0.0f, false},
                       FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
                       FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true},
@@ -541,7 +547,8 @@ double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &vo
 TEST(ComboLoss, BetaSteersMissesAgainstFalseAlarms)
 {
   BetaScene s = MakeBetaScene();
-  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_LABEL_WEIGHTED})
+  for (const cs_loss_kind kind :
+       {CS_LOSS_COMBO, CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY})
   for (float alpha : {1.0f, 0.5f}) {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
@@ -612,8 +619,8 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
   const uint8_t labelled[4] = {1, 0, 1, 1};
   std::vector<int32_t> labels(s.labels);
   for (auto &y : labels) y = y == 1 ? 0 : y; // class 1 not drawn: its voxels carry 0
-  for (const cs_loss_kind kind :
-       {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED}) {
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
+                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY}) {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
     std::vector<float> full(s.logits.size()), partial(s.logits.size());
@@ -651,7 +658,7 @@ TEST(ComboLoss, PartialLabelsGradientMatchesFiniteDifferences)
 {
   const uint8_t labelled[4] = {1, 1, 0, 1};
   for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
-                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_DICE,
+                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY, CS_LOSS_DICE,
                                   CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY}) {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
@@ -704,7 +711,7 @@ TEST(Losses, RejectsBadArguments)
   cs_loss_options o = cs_loss_options_default();
   EXPECT_EQ(cs_loss(nullptr, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(cs_loss(&o, z, y, 0, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
-  o.kind = static_cast<cs_loss_kind>(9);
+  o.kind = static_cast<cs_loss_kind>(10);
   EXPECT_EQ(cs_loss(&o, z, y, 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   o = cs_loss_options_default();
   o.tversky_alpha = 1.5f;

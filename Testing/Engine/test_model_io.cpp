@@ -263,7 +263,7 @@ TEST(ModelInfo, DefaultsValidateForEveryClassCount)
       EXPECT_EQ(info.patch_size[0], 64);
       EXPECT_EQ(info.patch_size[1], 64);
       EXPECT_EQ(info.patch_size[2], dims == 3 ? 64 : 1);
-      EXPECT_EQ(info.loss.kind, CS_LOSS_COMBO_ALL_CLASSES);
+      EXPECT_EQ(info.loss.kind, CS_LOSS_COMBO_TVERSKY);
       EXPECT_FLOAT_EQ(info.loss.alpha, 0.5f);
       EXPECT_FLOAT_EQ(info.loss.beta, 0.5f);
     }

@@ -53,7 +53,7 @@ TEST(TrainConfig, Defaults)
   EXPECT_FLOAT_EQ(c.poly_power, 0.9f);
   EXPECT_EQ(c.min_learning_rate, 0.0f);
   EXPECT_FLOAT_EQ(c.grad_clip_norm, 12.0f);
-  EXPECT_EQ(c.loss.kind, CS_LOSS_COMBO_ALL_CLASSES);
+  EXPECT_EQ(c.loss.kind, CS_LOSS_COMBO_TVERSKY);
   EXPECT_FLOAT_EQ(c.loss.alpha, 0.5f);
   EXPECT_FLOAT_EQ(c.loss.beta, 0.5f);
   EXPECT_EQ(c.curriculum, 0);

@@ -201,7 +201,7 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   ASSERT_EQ(loaded->GetInfo().arch.num_classes, 3);
   EXPECT_STREQ(loaded->GetInfo().classes[1].name, "ball");
   EXPECT_EQ(loaded->GetInfo().classes[2].value, 2);
-  EXPECT_EQ(loaded->GetInfo().loss.kind, CS_LOSS_COMBO_ALL_CLASSES);
+  EXPECT_EQ(loaded->GetInfo().loss.kind, CS_LOSS_COMBO_TVERSKY);
   EXPECT_NE(std::string(loaded->GetInfo().training_data).find("train1"), std::string::npos);
 
   // History table: header and one row per epoch; the plot is a PNG.

@@ -28,7 +28,7 @@ MAGIC = b"CSGOLD01"
 DTYPES = {torch.float32: 0, torch.int32: 1, torch.float64: 2}
 
 # cs_loss_kind values of comboseg.h
-COMBO, CE, WCE, DICE, FOCAL, TVERSKY, FOCAL_TVERSKY, COMBO_ALL, COMBO_LW = range(9)
+COMBO, CE, WCE, DICE, FOCAL, TVERSKY, FOCAL_TVERSKY, COMBO_ALL, COMBO_LW, COMBO_TV = range(10)
 
 
 class Writer:
@@ -102,14 +102,16 @@ def loss_torch(opt, z, y):
     first = 0 if opt.get("include_bg", 0) else 1
     bd = opt.get("batch_dice", 0)
     cols = [c for c in range(k) if labelled is None or labelled[c]]
-    if kind in (COMBO, COMBO_ALL, COMBO_LW):
+    if kind in (COMBO, COMBO_ALL, COMBO_LW, COMBO_TV):
         a, b = opt["alpha"], opt["beta"]
-        if kind == COMBO_LW:
+        if kind in (COMBO_LW, COMBO_TV):
             # -ln p of the true class, weighted beta on foreground-labelled voxels, 1 - beta on
             # background-labelled ones, mean over voxels
             pt = (p * t).sum(1).clamp(1e-7, 1 - 1e-7)
             wv = torch.where(y > 0, torch.full_like(pt, b), torch.full_like(pt, 1 - b))
             ce = -(wv * torch.log(pt)).mean()
+            if kind == COMBO_TV:  # a mean over the voxel x labelled-class terms
+                ce = ce / len(cols)
         else:
             # COMBO: one-vs-rest over the labelled foreground classes; COMBO_ALL: every class
             ce_cols = [c for c in cols if c >= (1 if kind == COMBO else 0)]
@@ -118,7 +120,10 @@ def loss_torch(opt, z, y):
             ce = -(b * tc * torch.log(pc) + (1 - b) * (1 - tc) * torch.log(1 - pc)).mean()
         tp, sp, st, _, _ = region_sums(p, t, bd)
         dice_cols = [c for c in cols if c >= first]
-        d = ((2 * tp + 1) / (sp + st + 1))[:, dice_cols].mean(1).mean()
+        if kind == COMBO_TV:  # 2 tp + 2 (1 - b) fp + 2 b fn + 1 in the denominator
+            d = ((2 * tp + 1) / (2 * tp + 2 * (1 - b) * (sp - tp) + 2 * b * (st - tp) + 1))[:, dice_cols].mean(1).mean()
+        else:
+            d = ((2 * tp + 1) / (sp + st + 1))[:, dice_cols].mean(1).mean()
         return a * ce - (1 - a) * d
     if kind == CE:
         return F.cross_entropy(z, y.long())
@@ -177,7 +182,8 @@ def write_losses(path):
         w.put(f"combo/K{k}/logits", logits)
         w.put(f"combo/K{k}/labels", labels)
         for j, (a, b) in enumerate(ab):
-            for name, kind in (("combo", COMBO), ("combo_all", COMBO_ALL), ("combo_lw", COMBO_LW)):
+            for name, kind in (("combo", COMBO), ("combo_all", COMBO_ALL), ("combo_lw", COMBO_LW),
+                               ("combo_tv", COMBO_TV)):
                 loss, grad = value_and_grad({"kind": kind, "alpha": a, "beta": b}, logits, labels)
                 w.put(f"{name}/K{k}/{j}/loss", loss)
                 w.put(f"{name}/K{k}/{j}/grad", grad)
@@ -206,6 +212,8 @@ def write_losses(path):
         {"kind": COMBO_ALL, "alpha": 0.5, "beta": 0.6, "partial": True},
         {"kind": COMBO_LW, "alpha": 0.5, "beta": 0.7, "partial": True},
         {"kind": COMBO_LW, "alpha": 0.4, "beta": 0.3, "include_bg": 1, "batch_dice": 1},
+        {"kind": COMBO_TV, "alpha": 0.5, "beta": 0.7, "partial": True},
+        {"kind": COMBO_TV, "alpha": 0.4, "beta": 0.2, "include_bg": 1, "batch_dice": 1},
         {"kind": DICE, "partial": True},
         {"kind": TVERSKY, "include_bg": 1, "partial": True},
         {"kind": FOCAL_TVERSKY, "batch_dice": 1, "partial": True},

@@ -185,7 +185,7 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
     }
 
     const cs_loss_options *l = &info->loss;
-    if ((int)l->kind < CS_LOSS_COMBO || (int)l->kind > CS_LOSS_COMBO_LABEL_WEIGHTED)
+    if ((int)l->kind < CS_LOSS_COMBO || (int)l->kind > CS_LOSS_COMBO_TVERSKY)
         FAIL("loss.kind is %d, not a cs_loss_kind", (int)l->kind);
     if (!finite_in(l->alpha, 0, 1)) FAIL("loss.alpha is %g, must be in [0, 1]", (double)l->alpha);
     if (!finite_in(l->beta, 0, 1)) FAIL("loss.beta is %g, must be in [0, 1]", (double)l->beta);

@@ -128,9 +128,13 @@ typedef enum cs_loss_kind {
     CS_LOSS_COMBO_ALL_CLASSES = 7,       /* the paper's literal form: its weighted CE sums over all
                                             K classes, background included, so that beta mostly
                                             weighs background voxels (docs/design.md) */
-    CS_LOSS_COMBO_LABEL_WEIGHTED = 8     /* alpha * mean of w_y (-ln p_y), w = beta for voxels
+    CS_LOSS_COMBO_LABEL_WEIGHTED = 8,    /* alpha * mean of w_y (-ln p_y), w = beta for voxels
                                             labelled foreground, 1 - beta for background ones,
                                             - (1 - alpha) * Dice (docs/design.md) */
+    CS_LOSS_COMBO_TVERSKY = 9            /* as _LABEL_WEIGHTED divided by K, with beta also weighing
+                                            misses against false alarms in the overlap term:
+                                            (2 tp + 1) / (2 tp + 2 (1 - beta) fp + 2 beta fn + 1),
+                                            Dice at 0.5 */
 } cs_loss_kind;
 
 typedef struct cs_loss_options {
@@ -149,11 +153,11 @@ typedef struct cs_loss_options {
      * that its voxels carry label 0. An undrawn class's probability is merged into the
      * background's (a voxel labelled 0 may belong to it) and its Dice term is left out, so the
      * loss teaches nothing about it. Entry 0 must be 1. NULL: every class is labelled.
-     * Combo (both forms), Dice, Tversky and focal Tversky only. */
+     * every Combo form, Dice, Tversky and focal Tversky only. */
     const uint8_t *labelled_classes;
 } cs_loss_options;
 
-CS_API cs_loss_options cs_loss_options_default(void); /* Combo all-classes, alpha = beta = 0.5 */
+CS_API cs_loss_options cs_loss_options_default(void); /* combo_tversky, alpha = beta = 0.5 */
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
