@@ -5,6 +5,7 @@ packages=(
   build-essential cmake pkg-config
   libinsighttoolkit5-dev libvtk9-dev
   libgtest-dev libbenchmark-dev libcjson-dev libpng-dev libexpat1-dev
+  libcairo2-dev fonts-dejavu-core   # the training plot (cairo, and a font for its words)
   mricron-data bc
   openmpi-bin libopenmpi-dev   # data-parallel training over MPI (-DCOMBOSEG_USE_MPI=ON)
   clang libclang-rt-14-dev libomp-dev   # fuzzing (libFuzzer), ThreadSanitizer with libomp + Archer

@@ -31,6 +31,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
+def beta_series(prefix, label, loss):
+    """A Combo form at beta 0.3, 0.5 and 0.7 (alpha 0.5): <prefix>_b03 ... entries of LOSSES."""
+    return [("%s_b0%d" % (prefix, b), "%s beta 0.%d" % (label, b),
+             ["--loss", loss, "--alpha", "0.5", "--beta", "0.%d" % b]) for b in (3, 5, 7)]
+
+
 # Loss configurations: key, label for tables, ComboSegTrain arguments.
 LOSSES = [
     ("ce", "cross-entropy", ["--loss", "cross_entropy"]),
@@ -40,27 +46,11 @@ LOSSES = [
     ("tversky", "Tversky (FP 0.3, FN 0.7)", ["--loss", "tversky", "--tverskyWeights", "0.3,0.7"]),
     ("focal_tversky", "focal Tversky (0.3/0.7, gamma 0.75)",
      ["--loss", "focal_tversky", "--tverskyWeights", "0.3,0.7"]),
-    ("combo_b03", "Combo beta 0.3", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.3"]),
-    ("combo_b05", "Combo beta 0.5", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5"]),
-    ("combo_b07", "Combo beta 0.7", ["--loss", "combo", "--alpha", "0.5", "--beta", "0.7"]),
-    ("comboall_b03", "Combo all-classes beta 0.3",
-     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.3"]),
-    ("comboall_b05", "Combo all-classes beta 0.5",
-     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.5"]),
-    ("comboall_b07", "Combo all-classes beta 0.7",
-     ["--loss", "combo_all_classes", "--alpha", "0.5", "--beta", "0.7"]),
-    ("combolw_b03", "Combo label-weighted beta 0.3",
-     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.3"]),
-    ("combolw_b05", "Combo label-weighted beta 0.5",
-     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.5"]),
-    ("combolw_b07", "Combo label-weighted beta 0.7",
-     ["--loss", "combo_label_weighted", "--alpha", "0.5", "--beta", "0.7"]),
-    ("combotv_b03", "Combo Tversky beta 0.3",
-     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.3"]),
-    ("combotv_b05", "Combo Tversky beta 0.5",
-     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.5"]),
-    ("combotv_b07", "Combo Tversky beta 0.7",
-     ["--loss", "combo_tversky", "--alpha", "0.5", "--beta", "0.7"]),
+    *[entry for prefix, label, loss in (("combo", "Combo", "combo"),
+                                         ("comboall", "Combo all-classes", "combo_all_classes"),
+                                         ("combolw", "Combo label-weighted", "combo_label_weighted"),
+                                         ("combotv", "Combo Tversky", "combo_tversky"))
+      for entry in beta_series(prefix, label, loss)],
     ("combo_curriculum", "Combo beta 0.5 + curriculum",
      ["--loss", "combo", "--alpha", "0.5", "--beta", "0.5", "--curriculum"]),
 ]

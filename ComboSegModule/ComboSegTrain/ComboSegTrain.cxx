@@ -100,17 +100,20 @@ void AddDataSet(const itk::ComboSegDataSetDescription &d, std::vector<itk::Combo
   if (channelNames.empty()) channelNames = d.channelNames;
 }
 
-int Run(ComboSegArguments &args, ComboSegProgress &progress)
+// The training cases (the scene's, a data set folder, case lists) and their label names.
+struct Cases
 {
-  const std::string output = args.GetString("outputModel");
-  if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
-  // Every output is checked before the cases are read (the checkpoint's name is free).
-  ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
-
-  // ---- the cases and the names of their labels
   std::vector<itk::ComboSegCaseFiles> training, validation;
   std::vector<itk::LabelName> names;
   std::vector<std::string> channelNames;
+};
+
+Cases ReadCases(const ComboSegArguments &args)
+{
+  Cases cases;
+  std::vector<itk::ComboSegCaseFiles> &training = cases.training, &validation = cases.validation;
+  std::vector<itk::LabelName> &names = cases.names;
+  std::vector<std::string> &channelNames = cases.channelNames;
   if (args.IsSet("labelNames")) names = itk::ReadLabelNames(args.GetString("labelNames"));
   for (const char *suffix : { "", "Case2" }) // the scene's cases: a scan (one or two channels) and its labels
   {
@@ -128,18 +131,11 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
                                " channel(s) where the first has " + std::to_string(training[0].channels.size()));
     scene.labels = args.GetString(labels);
     training.push_back(scene);
-    if (names.empty())
-    {
-      // A label map saved from a segmentation carries its names; a plain one has none.
-      try
-      {
-        names = itk::ReadLabelNames(scene.labels);
-      }
-      catch (const std::exception &)
-      {
-        names.clear();
-      }
-    }
+    // A label map saved from a segmentation (NRRD) carries its names; a plain one has none. A
+    // NRRD whose names cannot be read is an error here, before training starts.
+    if (names.empty() && (itk::ComboSegEndsWithNoCase(scene.labels, ".nrrd") ||
+                          itk::ComboSegEndsWithNoCase(scene.labels, ".nhdr")))
+      names = itk::ReadLabelNames(scene.labels);
   }
   if (args.IsSet("dataFolder")) AddDataSet(itk::ReadMSDDataSet(args.GetString("dataFolder")), training, names, channelNames);
   if (args.IsSet("caseList")) AddDataSet(itk::ReadCaseList(args.GetString("caseList")), training, names, channelNames);
@@ -151,83 +147,89 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   if (training.empty())
     throw std::runtime_error("no training cases: select a scan and its label map, a folder of cases (--dataFolder) "
                              "or a case list (--caseList)");
+  return cases;
+}
 
-  itk::ComboSegTrainingSession session;
-  session.SetTrainingCases(training);
-  session.SetValidationCases(validation);
-  session.SetLabelNames(names);
-  session.SetValidationFraction(args.GetDouble("validationShare"));
+// A new model's architecture and channels from the arguments, with the settings left at "auto"
+// chosen from the training cases; returns the patch size so chosen (0,0,0: the arguments').
+std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vector<itk::ComboSegCaseFiles> &training,
+                                         std::vector<std::string> channelNames, const std::string &output,
+                                         itk::ComboSegTrainingSession &session)
+{
+  cs_unet_config arch = cs_unet_config_default();
+  arch.spatial_dims = static_cast<int32_t>(args.GetInt("spatialDims"));
+  arch.levels = static_cast<int32_t>(args.GetInt("levels"));
+  arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
+  arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
+  if (!args.IsSet("inputChannels")) arch.in_channels = static_cast<int32_t>(training[0].channels.size());
+  if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
+  if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
+  {
+    if (args.IsSet("inputChannels") || args.IsSet("channelNames"))
+      throw std::runtime_error(std::to_string(channelNames.size()) + " channel names for " +
+                               std::to_string(arch.in_channels) + " input channel(s)");
+    arch.in_channels = static_cast<int32_t>(channelNames.size()); // the data set's channels
+  }
+  const std::vector<double> range = args.GetDoubles("intensityRange");
+  if (range.size() != 2 || !(range[1] > range[0]))
+    throw std::runtime_error("--intensityRange takes two increasing values, e.g. -1000,1000");
+  const std::vector<double> spacing = args.GetDoubles("targetSpacing");
+  const std::vector<double> patchSize = args.GetDoubles("patchSize");
+  const bool autoModality = args.GetString("modality") == "auto";
+  const bool autoNorm = args.GetString("normalization") == "auto";
+  const bool autoSpacing = spacing == std::vector<double>{ 0, 0, 0 };
+  const bool autoPatch = patchSize == std::vector<double>{ 0, 0, 0 };
+  if (!autoSpacing && (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0))
+    throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1 (0,0,0: from the data)");
+  // Settings left at "auto" are chosen from the training cases, and said why.
+  itk::ComboSegDataConfiguration chosen;
+  if (autoModality || autoNorm || autoSpacing || autoPatch)
+  {
+    chosen = itk::ComboSegTrainingSession::ChooseConfiguration(training, arch.levels, arch.spatial_dims);
+    std::printf("configured from the %zu training case(s):\n", training.size());
+    if (autoModality) std::printf("  modality: %s\n", chosen.modalityReason.c_str());
+    if (autoNorm) std::printf("  normalisation: %s\n", chosen.normalizationReason.c_str());
+    if (autoSpacing) std::printf("  target spacing: %s\n", chosen.spacingReason.c_str());
+    if (autoPatch) std::printf("  patch size: %s\n", chosen.patchReason.c_str());
+    std::fflush(stdout);
+  }
+  std::vector<cs_channel_info> channels(static_cast<size_t>(arch.in_channels));
+  for (int32_t c = 0; c < arch.in_channels; ++c)
+  {
+    cs_channel_info &ch = channels[static_cast<size_t>(c)];
+    std::memset(&ch, 0, sizeof ch);
+    const std::string name = c < static_cast<int32_t>(channelNames.size()) ? channelNames[static_cast<size_t>(c)]
+                              : arch.in_channels == 1                    ? std::string("image")
+                                                                         : "image" + std::to_string(c + 1);
+    ch.norm = NormFromName(args.GetString("normalization"));
+    ch.clip_low = static_cast<float>(range[0]);
+    ch.clip_high = static_cast<float>(range[1]);
+    ch.mean = static_cast<float>((range[0] + range[1]) / 2); // maps the range to -1..1
+    ch.std = static_cast<float>((range[1] - range[0]) / 2);
+    const bool fromData = static_cast<size_t>(c) < chosen.channels.size();
+    if (autoNorm && fromData) ch = chosen.channels[static_cast<size_t>(c)]; // recipe and its values
+    ch.modality = autoModality && fromData ? chosen.channels[static_cast<size_t>(c)].modality
+                                           : ModalityFromName(args.GetString("modality"));
+    std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
+  }
+  session.SetNewModel(arch, channels);
+  const std::array<double, 3> target = autoSpacing ? chosen.spacing
+                                                   : std::array<double, 3>{ { spacing[0], spacing[1], spacing[2] } };
+  session.SetTargetSpacing(target);
+  if (!args.IsSet("modelName")) session.SetModelName(Basename(output));
+  return autoPatch ? chosen.patchSize : std::array<int32_t, 3>{ { 0, 0, 0 } };
+}
 
-  // ---- the model to start from
+// The model to start from: a model file, a new model, or a bundled model; and its metadata.
+std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &cases, const std::string &output,
+                                      itk::ComboSegTrainingSession &session)
+{
   const std::string baseModel = args.GetString("baseModel");
   std::array<int32_t, 3> newPatch{ { 0, 0, 0 } };
   if (args.IsSet("baseModelFile"))
     session.SetBaseModelFileName(args.GetString("baseModelFile"));
   else if (baseModel == "new")
-  {
-    cs_unet_config arch = cs_unet_config_default();
-    arch.spatial_dims = static_cast<int32_t>(args.GetInt("spatialDims"));
-    arch.levels = static_cast<int32_t>(args.GetInt("levels"));
-    arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
-    arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
-    if (!args.IsSet("inputChannels")) arch.in_channels = static_cast<int32_t>(training[0].channels.size());
-    if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
-    if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
-    {
-      if (args.IsSet("inputChannels") || args.IsSet("channelNames"))
-        throw std::runtime_error(std::to_string(channelNames.size()) + " channel names for " +
-                                 std::to_string(arch.in_channels) + " input channel(s)");
-      arch.in_channels = static_cast<int32_t>(channelNames.size()); // the data set's channels
-    }
-    const std::vector<double> range = args.GetDoubles("intensityRange");
-    if (range.size() != 2 || !(range[1] > range[0]))
-      throw std::runtime_error("--intensityRange takes two increasing values, e.g. -1000,1000");
-    const std::vector<double> spacing = args.GetDoubles("targetSpacing");
-    const std::vector<double> patchSize = args.GetDoubles("patchSize");
-    const bool autoModality = args.GetString("modality") == "auto";
-    const bool autoNorm = args.GetString("normalization") == "auto";
-    const bool autoSpacing = spacing == std::vector<double>{ 0, 0, 0 };
-    const bool autoPatch = patchSize == std::vector<double>{ 0, 0, 0 };
-    if (!autoSpacing && (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0))
-      throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1 (0,0,0: from the data)");
-    // Settings left at "auto" are chosen from the training cases, and said why.
-    itk::ComboSegDataConfiguration chosen;
-    if (autoModality || autoNorm || autoSpacing || autoPatch)
-    {
-      chosen = itk::ComboSegTrainingSession::ChooseConfiguration(training, arch.levels, arch.spatial_dims);
-      std::printf("configured from the %zu training case(s):\n", training.size());
-      if (autoModality) std::printf("  modality: %s\n", chosen.modalityReason.c_str());
-      if (autoNorm) std::printf("  normalisation: %s\n", chosen.normalizationReason.c_str());
-      if (autoSpacing) std::printf("  target spacing: %s\n", chosen.spacingReason.c_str());
-      if (autoPatch) std::printf("  patch size: %s\n", chosen.patchReason.c_str());
-      std::fflush(stdout);
-    }
-    std::vector<cs_channel_info> channels(static_cast<size_t>(arch.in_channels));
-    for (int32_t c = 0; c < arch.in_channels; ++c)
-    {
-      cs_channel_info &ch = channels[static_cast<size_t>(c)];
-      std::memset(&ch, 0, sizeof ch);
-      const std::string name = c < static_cast<int32_t>(channelNames.size()) ? channelNames[static_cast<size_t>(c)]
-                                : arch.in_channels == 1                    ? std::string("image")
-                                                                           : "image" + std::to_string(c + 1);
-      ch.norm = NormFromName(args.GetString("normalization"));
-      ch.clip_low = static_cast<float>(range[0]);
-      ch.clip_high = static_cast<float>(range[1]);
-      ch.mean = static_cast<float>((range[0] + range[1]) / 2); // maps the range to -1..1
-      ch.std = static_cast<float>((range[1] - range[0]) / 2);
-      const bool fromData = static_cast<size_t>(c) < chosen.channels.size();
-      if (autoNorm && fromData) ch = chosen.channels[static_cast<size_t>(c)]; // recipe and its values
-      ch.modality = autoModality && fromData ? chosen.channels[static_cast<size_t>(c)].modality
-                                             : ModalityFromName(args.GetString("modality"));
-      std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
-    }
-    session.SetNewModel(arch, channels);
-    const std::array<double, 3> target = autoSpacing ? chosen.spacing
-                                                     : std::array<double, 3>{ { spacing[0], spacing[1], spacing[2] } };
-    session.SetTargetSpacing(target);
-    if (autoPatch) newPatch = chosen.patchSize;
-    if (!args.IsSet("modelName")) session.SetModelName(Basename(output));
-  }
+    newPatch = ConfigureNewModel(args, cases.training, cases.channelNames, output, session);
   else
     session.SetBaseModelFileName(ComboSegFindBundledModel(baseModel));
   session.SetAddMissingClasses(!args.GetBool("strictStructures"));
@@ -235,8 +237,13 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   if (args.IsSet("modelDescription")) session.SetModelDescription(args.GetString("modelDescription"));
   if (args.IsSet("trainingData")) session.SetTrainingDataDescription(args.GetString("trainingData"));
   if (args.IsSet("licence")) session.SetLicence(args.GetString("licence"));
+  return newPatch;
+}
 
-  // ---- how it learns
+// How it learns: optimiser, loss, sampling and augmentation, epochs and budgets.
+void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &newPatch,
+                       itk::ComboSegTrainingSession &session)
+{
   cs_train_config config = cs_train_config_default();
   config.batch_size = static_cast<int32_t>(args.GetInt("batchSize"));
   const std::vector<double> patch = args.GetDoubles("patchSize");
@@ -277,54 +284,11 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetTimeBudget(args.GetDouble("timeBudget") * 60.0);
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
   session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
+}
 
-  // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
-  // resumed run starts from; the reports are staged; all reach their names together at the end.
-  bool writesFiles = true; // rank 0 alone writes files
-#ifdef COMBOSEG_USE_MPI
-  writesFiles = cs_mpi_rank(g_Mpi) == 0;
-#endif
-  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile") : output + ".checkpoint";
-  const std::string bestModel = checkpoint + ".best";
-  session.SetOutputModelFileName(bestModel);
-  session.SetCheckpointFileName(checkpoint);
-  session.SetResume(!args.GetBool("restart"));
-  if (writesFiles && outputs.Has("historyTable")) session.SetHistoryFileName(outputs.Staged("historyTable"));
-  if (writesFiles && outputs.Has("plotImage")) session.SetPlotFileName(outputs.Staged("plotImage"));
-
-  // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  session.SetCancelFlag(&g_Stop);
-  bool report = true; // rank 0 alone reports progress and results
-#ifdef COMBOSEG_USE_MPI
-  if (cs_mpi_size(g_Mpi) > 1) session.SetPeers(MpiPeers());
-  report = cs_mpi_rank(g_Mpi) == 0;
-#endif
-  std::string lastComment;
-  if (report)
-  session.SetProgressCallback([&](double fraction, const std::string &comment) {
-    progress.Progress(fraction);
-    if (comment != lastComment) progress.Comment(comment);
-    lastComment = comment;
-  });
-
-  if (report) progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
-  const itk::ComboSegTrainingResult result = session.Run();
-  if (!report) return result.cancelled ? 1 : 0;
-  if (result.cancelled)
-  {
-    std::fprintf(stderr, "training stopped after epoch %lld; run again with the same output model to resume\n",
-                 static_cast<long long>(result.epochs));
-    return 1;
-  }
-  std::error_code copied;
-  std::filesystem::copy_file(bestModel, outputs.Staged("outputModel"),
-                             std::filesystem::copy_options::overwrite_existing, copied);
-  if (copied) throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
-  outputs.Commit();
-  progress.End();
-
+// What the run did, for the user and Slicer's return parameters.
+void ReportResult(ComboSegArguments &args, const std::string &output, const itk::ComboSegTrainingResult &result)
+{
   std::string added;
   for (const std::string &name : result.addedClasses) added += (added.empty() ? "" : ", ") + name;
   args.SetReturn("bestDice", result.bestMeanDice);
@@ -356,6 +320,73 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
                 join(result.trainedClasses).c_str(), join(result.keptClasses).c_str());
   }
   std::fflush(stdout);
+}
+
+int Run(ComboSegArguments &args, ComboSegProgress &progress)
+{
+  const std::string output = args.GetString("outputModel");
+  if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
+  // Every output is checked before the cases are read (the checkpoint's name is free).
+  ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
+  const Cases cases = ReadCases(args);
+  const std::vector<itk::ComboSegCaseFiles> &training = cases.training;
+
+  itk::ComboSegTrainingSession session;
+  session.SetTrainingCases(training);
+  session.SetValidationCases(cases.validation);
+  session.SetLabelNames(cases.names);
+  session.SetValidationFraction(args.GetDouble("validationShare"));
+
+  ConfigureLearning(args, ConfigureModel(args, cases, output, session), session);
+
+  // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
+  // resumed run starts from; the reports are staged; all reach their names together at the end.
+  bool writesFiles = true; // rank 0 alone writes files
+#ifdef COMBOSEG_USE_MPI
+  writesFiles = cs_mpi_rank(g_Mpi) == 0;
+#endif
+  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile") : output + ".checkpoint";
+  const std::string bestModel = checkpoint + ".best";
+  session.SetOutputModelFileName(bestModel);
+  session.SetCheckpointFileName(checkpoint);
+  session.SetResume(!args.GetBool("restart"));
+  if (writesFiles && outputs.Has("historyTable")) session.SetHistoryFileName(outputs.Staged("historyTable"));
+  if (writesFiles && outputs.Has("plotImage")) session.SetPlotFileName(outputs.Staged("plotImage"));
+
+  // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  session.SetCancelFlag(&g_Stop);
+  bool report = true; // rank 0 alone reports progress and results
+#ifdef COMBOSEG_USE_MPI
+  if (cs_mpi_size(g_Mpi) > 1) session.SetPeers(MpiPeers());
+  report = cs_mpi_rank(g_Mpi) == 0;
+#endif
+  std::string lastComment;
+  if (report)
+    session.SetProgressCallback([&](double fraction, const std::string &comment) {
+      progress.Progress(fraction);
+      if (comment != lastComment) progress.Comment(comment);
+      lastComment = comment;
+    });
+
+  if (report) progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
+  const itk::ComboSegTrainingResult result = session.Run();
+  if (!report) return result.cancelled ? 1 : 0;
+  if (result.cancelled)
+  {
+    std::fprintf(stderr, "training stopped after epoch %lld; run again with the same output model to resume\n",
+                 static_cast<long long>(result.epochs));
+    return 1;
+  }
+  std::error_code copied;
+  std::filesystem::copy_file(bestModel, outputs.Staged("outputModel"),
+                             std::filesystem::copy_options::overwrite_existing, copied);
+  if (copied) throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
+  outputs.Commit();
+  progress.End();
+
+  ReportResult(args, output, result);
   return 0;
 }
 

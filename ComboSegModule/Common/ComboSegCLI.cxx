@@ -2,11 +2,11 @@
 // ComboSeg command-line modules. Deliberately free of ITK so that --xml answers at once.
 #include "ComboSegCLI.h"
 
-#include "comboseg/comboseg.h"
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,15 +33,7 @@
 namespace
 {
 
-std::string Trim(const std::string &s)
-{
-  const char *ws = " \t\r\n";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string::npos)
-    return "";
-  const size_t e = s.find_last_not_of(ws);
-  return s.substr(b, e - b + 1);
-}
+using itk::ComboSegTrim;
 
 std::string StripDashes(const std::string &s)
 {
@@ -57,7 +49,7 @@ std::vector<std::string> Split(const std::string &s, char sep)
   std::string item;
   std::istringstream in(s);
   while (std::getline(in, item, sep))
-    out.push_back(Trim(item));
+    out.push_back(ComboSegTrim(item));
   if (!s.empty() && s.back() == sep)
     out.push_back("");
   return out;
@@ -65,22 +57,17 @@ std::vector<std::string> Split(const std::string &s, char sep)
 
 bool ParseLong(const std::string &text, long &value)
 {
-  if (text.empty())
+  long long parsed = 0;
+  if (!itk::ComboSegParseInt(text, parsed) || parsed < LONG_MIN || parsed > LONG_MAX)
     return false;
-  char *end = nullptr;
-  errno = 0;
-  value = std::strtol(text.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
+  value = static_cast<long>(parsed);
+  return true;
 }
 
+// Parameters take finite numbers only.
 bool ParseDouble(const std::string &text, double &value)
 {
-  if (text.empty())
-    return false;
-  char *end = nullptr;
-  errno = 0;
-  value = std::strtod(text.c_str(), &end);
-  return errno == 0 && end && *end == '\0' && std::isfinite(value);
+  return itk::ComboSegParseDouble(text, value) && std::isfinite(value);
 }
 
 const char *const kParameterTags[] = {
@@ -142,7 +129,7 @@ void XMLCALL OnEnd(void *user, const XML_Char *name)
 {
   ParseState &st = *static_cast<ParseState *>(user);
   const std::string tag(name);
-  const std::string text = Trim(st.text);
+  const std::string text = ComboSegTrim(st.text);
   st.text.clear();
   st.path.pop_back();
   ComboSegModuleDescription &d = *st.description;
@@ -575,7 +562,7 @@ void ComboSegArguments::WriteReturnParameters() const
     std::replace(value.begin(), value.end(), '\n', ' ');
     text += r.first + " = " + value + "\n";
   }
-  ComboSegWriteTextFileAtomic(m_ReturnParameterFile, text);
+  ComboSegWriteFileAtomically(m_ReturnParameterFile, text);
 }
 
 void ComboSegProgress::Start(const std::string &name, const std::string &comment)
@@ -672,7 +659,8 @@ int ComboSegMain(int argc, char **argv, const char *xml, const ComboSegModuleFun
   catch (const std::exception &e)
   {
     std::fflush(stdout);
-    std::fprintf(stderr, "%s error: %s\n", description.title.c_str(), e.what());
+    // the message alone (no source file and line), its bytes made printable
+    std::fprintf(stderr, "%s error: %s\n", description.title.c_str(), itk::ComboSegUserMessage(e).c_str());
     return 1;
   }
 }
@@ -718,43 +706,4 @@ std::string ComboSegFindBundledModel(const std::string &name)
   }
   throw std::runtime_error("bundled model '" + name + "' not found; looked for:" + tried +
                            "\n(choose a model file with --modelFile)");
-}
-
-std::string ComboSegTemporaryPath(const std::string &path)
-{
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  return dir + "." + base + ".tmp-" + std::to_string(static_cast<long>(getpid()));
-}
-
-void ComboSegCommitFile(const std::string &tmp, const std::string &path)
-{
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-  {
-    const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw std::runtime_error("cannot write " + path + ": " + reason);
-  }
-  // what runs killed while writing this file left behind (ComboSegTemporaryPath's names)
-  const size_t slash = path.find_last_of('/');
-  const std::string hidden = slash == std::string::npos ? "." + path
-                                                        : path.substr(0, slash + 1) + "." + path.substr(slash + 1);
-  cs_remove_stale_temporaries(hidden.c_str());
-}
-
-void ComboSegWriteTextFileAtomic(const std::string &path, const std::string &text)
-{
-  const std::string tmp = ComboSegTemporaryPath(path);
-  FILE *f = std::fopen(tmp.c_str(), "wb");
-  if (!f)
-    throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-                  fsync(fileno(f)) == 0;
-  if (std::fclose(f) != 0 || !ok)
-  {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("cannot write " + path + " (disk full?)");
-  }
-  ComboSegCommitFile(tmp, path);
 }

@@ -13,6 +13,8 @@
 // stderr and returns 1.
 #pragma once
 
+#include "itkComboSegFiles.h"
+
 #include <functional>
 #include <map>
 #include <string>
@@ -126,10 +128,8 @@ std::string ComboSegExecutableDirectory();      // folder of the running executa
 // Full path of a bundled model <name>.safetensors, looked up relative to the executable (build
 // tree, then install tree); throws naming every path tried when none exists.
 std::string ComboSegFindBundledModel(const std::string &name);
-// Writes text to path atomically: a temporary file in the same folder, flushed, then renamed.
-void ComboSegWriteTextFileAtomic(const std::string &path, const std::string &text);
-// A temporary path next to `path` for an atomic write (same folder, so rename is atomic).
-std::string ComboSegTemporaryPath(const std::string &path);
-// Renames tmp to path (replacing it); throws on failure and removes tmp. After success, removes
-// the temporaries of path that killed runs left behind (cs_remove_stale_temporaries).
-void ComboSegCommitFile(const std::string &tmp, const std::string &path);
+// Atomic writes and temporary names: the ITK layer's one utility (itkComboSegFiles.h, which
+// includes no ITK header).
+using itk::ComboSegCommitFile;
+using itk::ComboSegTemporaryPath;
+using itk::ComboSegWriteFileAtomically;

@@ -14,7 +14,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <dirent.h>
 #include <png.h>
 #include <unistd.h>
 
@@ -34,18 +33,17 @@ std::string ColorFloats(const std::array<uint8_t, 3> &rgb)
 }
 
 // Formats other than NRRD go through ITK's IO factories, which pick the IO from the file name: the
-// image is written under its final stem and the canonical extension into a fresh hidden folder next
-// to `path` (same file system), then renamed out, detached data files (.mhd's .zraw) before the
-// header, so that a killed or failed run leaves nothing under the final names.
+// image is written under its final stem and the canonical extension into the temporary folder
+// "<path>.tmp-<pid>" (same file system; a later write removes it if this process is killed), then
+// renamed out, detached data files (.mhd's .zraw) before the header, so that a killed or failed
+// run leaves nothing under the final names.
 void WriteWithIOFactory(const ComboSegLabelImage *image, const std::string &path, const std::string &extension)
 {
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   const std::string header = base.substr(0, base.size() - extension.size()) + extension;
-  std::string folder = dir + "." + base + ".tmp-XXXXXX";
-  if (!mkdtemp(&folder[0]))
-    throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+  const std::string folder = itk::ComboSegMakeTemporaryFolder(path);
   try
   {
     auto writer = itk::ImageFileWriter<ComboSegLabelImage>::New();
@@ -53,24 +51,17 @@ void WriteWithIOFactory(const ComboSegLabelImage *image, const std::string &path
     writer->SetInput(image);
     writer->SetUseCompression(true);
     writer->Update();
-    std::vector<std::string> names;
-    if (DIR *d = opendir(folder.c_str()))
-    {
-      while (const dirent *e = readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 && header != e->d_name)
-          names.push_back(e->d_name);
-      closedir(d);
-    }
-    for (const std::string &name : names)
-      ComboSegCommitFile(folder + "/" + name, dir + name);
+    for (const std::string &name : itk::ComboSegFolderEntries(folder))
+      if (name != header)
+        ComboSegCommitFile(folder + "/" + name, dir + name);
     ComboSegCommitFile(folder + "/" + header, path);
   }
   catch (...)
   {
-    ComboSegRemoveTree(folder);
+    itk::ComboSegRemoveTree(folder);
     throw;
   }
-  rmdir(folder.c_str());
+  itk::ComboSegRemoveTree(folder); // empty by now
 }
 
 } // namespace
@@ -79,13 +70,12 @@ std::string ComboSegCheckExtension(const std::string &what, const std::string &p
                                    const std::vector<std::string> &extensions)
 {
   const size_t slash = path.find_last_of('/');
-  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  std::transform(base.begin(), base.end(), base.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   std::string list;
   for (const std::string &e : extensions)
   {
     // A name that is only the extension ("x/.nii") is no file name either.
-    if (base.size() > e.size() && base.compare(base.size() - e.size(), e.size(), e) == 0)
+    if (base.size() > e.size() && itk::ComboSegEndsWithNoCase(base, e))
       return e;
     list += (list.empty() ? "" : ", ") + e;
   }
@@ -112,16 +102,7 @@ const std::vector<std::string> &ComboSegColorTableExtensions()
 
 std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &info)
 {
-  std::vector<ComboSegSegmentInfo> segments;
-  for (int32_t k = 1; k < info.arch.num_classes; ++k)
-  {
-    ComboSegSegmentInfo s;
-    s.value = info.classes[k].value;
-    s.name = info.classes[k].name;
-    s.rgb = {{info.classes[k].rgb[0], info.classes[k].rgb[1], info.classes[k].rgb[2]}};
-    segments.push_back(s);
-  }
-  return segments;
+  return itk::ComboSegModelClasses(info);
 }
 
 std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *labels)
@@ -247,7 +228,7 @@ static std::string ColorTableCsv(const std::vector<ComboSegSegmentInfo> &segment
 void ComboSegWriteColorTable(const std::vector<ComboSegSegmentInfo> &segments, const std::string &path)
 {
   const std::string format = ComboSegCheckExtension("colour table", path, ComboSegColorTableExtensions());
-  ComboSegWriteTextFileAtomic(path, format == ".csv" ? ColorTableCsv(segments) : ComboSegColorTableText(segments));
+  ComboSegWriteFileAtomically(path, format == ".csv" ? ColorTableCsv(segments) : ComboSegColorTableText(segments));
 }
 
 void ComboSegWriteTable(const std::string &path, const std::vector<std::string> &header,
@@ -267,7 +248,7 @@ void ComboSegWriteTable(const std::string &path, const std::vector<std::string> 
   line(header);
   for (const auto &row : rows)
     line(row);
-  ComboSegWriteTextFileAtomic(path, text);
+  ComboSegWriteFileAtomically(path, text);
 }
 
 void ComboSegWritePng(const std::string &path, int width, int height, const std::vector<uint8_t> &rgb)

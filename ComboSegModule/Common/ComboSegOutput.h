@@ -8,17 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "itkComboSegIO.h"
 #include "itkImage.h"
 
 #include "comboseg/comboseg.h"
 
-// One structure of a label map: its voxel value, name and colour.
-struct ComboSegSegmentInfo
-{
-  int value = 0;
-  std::string name;
-  std::array<uint8_t, 3> rgb{{128, 128, 128}};
-};
+// One structure of a label map: its voxel value, name and colour (the ITK layer's class record).
+using ComboSegSegmentInfo = itk::LabelName;
 
 using ComboSegLabelImage = itk::Image<short, 3>;
 using ComboSegScalarImage = itk::Image<float, 3>;

@@ -6,21 +6,18 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <set>
 #include <stdexcept>
 
-#include <dirent.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 namespace
 {
 
-const char kStagingPrefix[] = ".comboseg-outputs.tmp-";
+const char kStagingName[] = ".comboseg-outputs";
 
 // Parameter tags whose value is a file the module writes.
 bool IsFileTag(const std::string &tag)
@@ -38,17 +35,8 @@ std::string Describe(const ComboSegParameterDescription &p)
   return p.longflag.empty() ? what : what + " (--" + p.longflag + ")";
 }
 
-bool IsFolder(const std::string &path)
-{
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool Exists(const std::string &path)
-{
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
+using itk::ComboSegIsFolder;
+using itk::ComboSegFileExists;
 
 // Folder and last name of a path ("a/b/" is folder "a", name "b").
 void SplitPath(std::string path, std::string &folder, std::string &base)
@@ -60,61 +48,28 @@ void SplitPath(std::string path, std::string &folder, std::string &base)
   base = slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-std::vector<std::string> FolderEntries(const std::string &folder)
-{
-  std::vector<std::string> names;
-  if (DIR *d = opendir(folder.c_str()))
-  {
-    while (const dirent *e = readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        names.push_back(e->d_name);
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
+using itk::ComboSegFolderEntries;
 
 void CheckWritableFolder(const std::string &what, const std::string &path, const std::string &folder)
 {
   const std::string problem = "cannot write the " + what + " '" + path + "': ";
-  if (!Exists(folder))
+  if (!ComboSegFileExists(folder))
     throw std::invalid_argument(problem + "the folder '" + folder + "' does not exist");
-  if (!IsFolder(folder))
+  if (!ComboSegIsFolder(folder))
     throw std::invalid_argument(problem + "'" + folder + "' is not a folder");
   if (access(folder.c_str(), W_OK | X_OK) != 0)
     throw std::invalid_argument(problem + "the folder '" + folder + "' cannot be written (" + std::strerror(errno) +
                                 ")");
 }
 
-// Staging folders of runs that were killed (their process is gone) in `folder`.
-void RemoveStaleStagingFolders(const std::string &folder)
+// Each folder's staging folder is "<folder>/.comboseg-outputs.tmp-<pid>" (itkComboSegFiles.h's
+// temporary naming rule, so that a later run removes one a killed run left).
+std::string StagingName(const std::string &folder)
 {
-  const size_t prefix = sizeof(kStagingPrefix) - 1;
-  for (const std::string &name : FolderEntries(folder))
-  {
-    if (name.compare(0, prefix, kStagingPrefix) != 0)
-      continue;
-    char *end = nullptr;
-    const long pid = std::strtol(name.c_str() + prefix, &end, 10);
-    if (pid <= 0 || *end != '\0' || pid == long(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH)
-      continue;
-    ComboSegRemoveTree(folder + "/" + name);
-  }
+  return folder + "/" + kStagingName;
 }
 
 } // namespace
-
-void ComboSegRemoveTree(const std::string &path)
-{
-  if (IsFolder(path))
-  {
-    for (const std::string &name : FolderEntries(path))
-      ComboSegRemoveTree(path + "/" + name);
-    rmdir(path.c_str());
-  }
-  else
-    std::remove(path.c_str());
-}
 
 ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
                                        const std::map<std::string, std::vector<std::string>> &formats)
@@ -139,15 +94,15 @@ ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
         throw std::invalid_argument("the " + what + " and --" + other.name + " name the same file '" + o.path + "'");
     if (folder)
     {
-      if (Exists(o.path) && !IsFolder(o.path))
+      if (ComboSegFileExists(o.path) && !ComboSegIsFolder(o.path))
         throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': it is a file, not a folder");
       // An existing folder (Slicer's folder parameters name one) is staged inside itself.
-      o.stagingParent = IsFolder(o.path) ? o.path : o.folder;
+      o.stagingParent = ComboSegIsFolder(o.path) ? o.path : o.folder;
       CheckWritableFolder(what, o.path, o.stagingParent);
     }
     else
     {
-      if (IsFolder(o.path))
+      if (ComboSegIsFolder(o.path))
         throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': it is a folder");
       const auto f = formats.find(p.name);
       const std::vector<std::string> &extensions = f != formats.end() ? f->second : p.fileExtensions;
@@ -190,7 +145,7 @@ const std::string &ComboSegRunOutputs::Final(const std::string &name) const
 
 std::string ComboSegRunOutputs::StagingFolder(const std::string &folder) const
 {
-  return folder + "/" + kStagingPrefix + std::to_string(long(getpid()));
+  return itk::ComboSegTemporaryPath(StagingName(folder));
 }
 
 std::string ComboSegRunOutputs::Staged(const std::string &name)
@@ -199,8 +154,14 @@ std::string ComboSegRunOutputs::Staged(const std::string &name)
   const std::string staging = StagingFolder(o.stagingParent);
   if (std::find(m_StagingFolders.begin(), m_StagingFolders.end(), staging) == m_StagingFolders.end())
   {
-    if (mkdir(staging.c_str(), 0775) != 0 && errno != EEXIST)
-      throw std::runtime_error("cannot write the output '" + o.path + "': " + std::strerror(errno));
+    try
+    {
+      itk::ComboSegMakeTemporaryFolder(StagingName(o.stagingParent));
+    }
+    catch (const std::exception &e)
+    {
+      throw std::runtime_error("cannot write the output '" + o.path + "': " + itk::ComboSegUserMessage(e));
+    }
     m_StagingFolders.push_back(staging);
   }
   o.staged = true;
@@ -213,7 +174,7 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
   for (const std::string &staging : m_StagingFolders)
   {
     const std::string folder = staging.substr(0, staging.find_last_of('/'));
-    for (const std::string &entry : FolderEntries(staging))
+    for (const std::string &entry : ComboSegFolderEntries(staging))
     {
       const bool isOutput = std::any_of(m_Outputs.begin(), m_Outputs.end(), [&](const Output &o) {
         return o.staged && o.stagingParent == folder && o.base == entry;
@@ -229,14 +190,14 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
     if (!o.staged)
       continue;
     const std::string source = StagingFolder(o.stagingParent) + "/" + o.base;
-    if (!Exists(source))
+    if (!ComboSegFileExists(source))
       throw std::runtime_error("the " + o.name + " output '" + o.path + "' was not written");
     if (!o.isFolder)
     {
       ComboSegCommitFile(source, o.path);
       committed.push_back(o.path);
     }
-    else if (!Exists(o.path))
+    else if (!ComboSegFileExists(o.path))
     {
       if (std::rename(source.c_str(), o.path.c_str()) != 0)
         throw std::runtime_error("cannot write " + o.path + ": " + std::strerror(errno));
@@ -245,7 +206,7 @@ void ComboSegRunOutputs::CommitStaged(std::vector<std::string> &committed)
     else
     {
       // An existing folder receives the files.
-      for (const std::string &entry : FolderEntries(source))
+      for (const std::string &entry : ComboSegFolderEntries(source))
       {
         ComboSegCommitFile(source + "/" + entry, o.path + "/" + entry);
         committed.push_back(o.path + "/" + entry);
@@ -266,14 +227,14 @@ void ComboSegRunOutputs::Commit()
     for (auto it = committed.rbegin(); it != committed.rend(); ++it)
       ComboSegRemoveTree(*it);
     Discard();
-    throw std::runtime_error(std::string(e.what()) + " (no output of this run was kept)");
+    throw std::runtime_error(itk::ComboSegUserMessage(e) + " (no output of this run was kept)");
   }
   Discard();
   std::set<std::string> folders;
   for (const Output &o : m_Outputs)
     folders.insert(o.stagingParent);
   for (const std::string &folder : folders)
-    RemoveStaleStagingFolders(folder);
+    itk::ComboSegRemoveStaleTemporaries(StagingName(folder));
 }
 
 void ComboSegRunOutputs::Discard()

@@ -61,5 +61,4 @@ private:
   std::vector<std::string> m_StagingFolders; // made so far
 };
 
-// Removes a file or a folder with everything in it (best effort).
-void ComboSegRemoveTree(const std::string &path);
+using itk::ComboSegRemoveTree; // a file or a folder with everything in it (itkComboSegFiles.h)

@@ -25,6 +25,7 @@
 #include <vtkVariant.h>
 #include <vtkWindowedSincPolyDataFilter.h>
 
+#include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 
 vtkStandardNewMacro(vtkComboSegLogic);
@@ -34,11 +35,9 @@ namespace
 using ImageType = itk::Image<float, 3>;
 using LabelImageType = itk::Image<short, 3>;
 
-struct Structure
+// A model's class (the ITK layer's class record) and its voxels in the label map.
+struct Structure : itk::LabelName
 {
-  int value = 0;
-  std::string name;
-  double rgb[3] = {0.5, 0.5, 0.5};
   long voxels = 0;
 };
 } // namespace
@@ -278,13 +277,10 @@ int vtkComboSegLogic::Segment()
     for (size_t i = 0; i < count; ++i)
       ++histogram[uint16_t(labels[i])];
     int maxValue = 0;
-    for (int32_t k = 1; k < info.arch.num_classes; ++k)
+    for (const itk::LabelName &label : itk::ComboSegModelClasses(info))
     {
       Structure s;
-      s.value = info.classes[k].value;
-      s.name = info.classes[k].name;
-      for (int ch = 0; ch < 3; ++ch)
-        s.rgb[ch] = info.classes[k].rgb[ch] / 255.0;
+      static_cast<itk::LabelName &>(s) = label;
       s.voxels = histogram[uint16_t(s.value)];
       maxValue = std::max(maxValue, s.value);
       in.structures.push_back(s);
@@ -297,7 +293,7 @@ int vtkComboSegLogic::Segment()
     table->SetAnnotation(vtkVariant(0), "Background");
     for (const Structure &s : in.structures)
     {
-      table->SetTableValue(s.value, s.rgb[0], s.rgb[1], s.rgb[2], 1.0);
+      table->SetTableValue(s.value, s.rgb[0] / 255.0, s.rgb[1] / 255.0, s.rgb[2] / 255.0, 1.0);
       table->SetAnnotation(vtkVariant(s.value), s.name);
     }
     in.colorTable = table;
@@ -332,7 +328,7 @@ void vtkComboSegLogic::GetStructureColor(int structure, double rgb[3]) const
 {
   for (int c = 0; c < 3; ++c)
     rgb[c] = (structure >= 0 && structure < this->GetNumberOfStructures())
-               ? this->Internal->structures[structure].rgb[c] : 0.0;
+               ? this->Internal->structures[structure].rgb[c] / 255.0 : 0.0;
 }
 
 double vtkComboSegLogic::GetStructureVolumeMl(int structure) const

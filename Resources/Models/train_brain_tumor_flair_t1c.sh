@@ -15,7 +15,7 @@ for p in 3 4 5 6; do d="$data/brats2013/brats_2013_pat000${p}_1"
   --baseModel new --spatialDims 3 --levels 4 --baseFilters 8 --inputChannels 2 --channelNames FLAIR,T1c \
   --modality MR --normalization zscore-brain --targetSpacing 2,2,2 --patchSize 48,48,48 \
   --batchSize 2 --epochs 12 --stepsPerEpoch 100 --timeBudget "$minutes" --learningRate 0.002 \
-  --foregroundFraction 0.6 --mirrorAugmentation x --rotationAugmentation 10 --loss combo_tversky --seed 42 \
+  --foregroundFraction 0.6 --mirrorAugmentation x --rotationAugmentation 10 --loss combo --seed 42 \
   --modelName brain-tumor-flair-t1c \
   --modelDescription "FLAIR and contrast-enhanced T1 MR to necrosis, oedema, non-enhancing and enhancing tumour (glioma)" \
   --trainingData "BRATS 2013 patients 3, 4, 5 and 6 (as redistributed with DeepMedic's examples), inputs z-scored inside the brain; accuracy cross-validated, leaving one patient out" \

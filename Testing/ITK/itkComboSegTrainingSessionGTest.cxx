@@ -6,7 +6,11 @@
 #include "cs_test_data.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
+#include "itkImageFileReader.h"
+#include "itkImageRegionConstIterator.h"
 #include "itkImageRegionIterator.h"
+#include "itkPNGImageIO.h"
+#include "itkRGBPixel.h"
 
 #include <gtest/gtest.h>
 
@@ -368,6 +372,78 @@ TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
   const itk::ComboSegTrainingResult r = changed.Run();
   EXPECT_FALSE(r.resumed);
   EXPECT_EQ(r.steps, 2);
+}
+
+// Issue 16 item 5: a sidecar whose numbers cannot be read stops the resume with an
+// itk::ExceptionObject that names the file, the line and the text found there (std::stoll let
+// std::invalid_argument escape without a file name; a garbage number was read as 0).
+TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
+{
+  const std::string out = m_Dir + "/sidecar.safetensors", sidecar = out + ".checkpoint.session";
+  auto configure = [&](itk::ComboSegTrainingSession &s) {
+    ConfigureNew(s, out, 1);
+    s.SetStepsPerEpoch(2);
+    s.SetValidationCases({});
+    s.SetValidationFraction(0.0);
+  };
+  {
+    itk::ComboSegTrainingSession first;
+    configure(first);
+    ASSERT_TRUE(first.Run().completed);
+  }
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(sidecar);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+  ASSERT_GT(lines.size(), 8u);
+  auto lineOf = [&](const std::string &start) {
+    for (size_t i = 0; i < lines.size(); ++i)
+      if (lines[i].rfind(start, 0) == 0) return i;
+    return lines.size();
+  };
+  const size_t epochLine = lineOf("epoch "), diceLine = lineOf("best_dice "), rowLine = lineOf("history") + 1;
+  ASSERT_LT(rowLine, lines.size());
+  std::string row = lines[rowLine]; // epoch step seconds ...: the seconds replaced
+  const size_t secondsAt = row.find('\t', row.find('\t') + 1) + 1;
+  row.replace(secondsAt, row.find('\t', secondsAt) - secondsAt, "soon");
+  struct Corruption
+  {
+    size_t line;
+    std::string text, expected;
+  };
+  const std::vector<Corruption> corruptions = {
+    { epochLine, "epoch x1", "epoch 'x1' is not an integer" },
+    { diceLine, "best_dice 0.5garbage", "best_dice '0.5garbage' is not a number" },
+    { rowLine, row, "seconds 'soon' is not a number" },
+  };
+  for (const Corruption &c : corruptions)
+  {
+    std::vector<std::string> corrupt = lines;
+    corrupt[c.line] = c.text;
+    {
+      std::ofstream outFile(sidecar, std::ios::trunc);
+      for (const std::string &line : corrupt) outFile << line << "\n";
+    }
+    itk::ComboSegTrainingSession resumed;
+    configure(resumed);
+    resumed.SetEpochs(2);
+    try
+    {
+      resumed.Run();
+      ADD_FAILURE() << "a corrupt sidecar was read: " << c.text;
+    }
+    catch (const itk::ExceptionObject &e)
+    {
+      const std::string message = e.GetDescription();
+      EXPECT_NE(message.find(sidecar + " line " + std::to_string(c.line + 1)), std::string::npos) << message;
+      EXPECT_NE(message.find(c.expected), std::string::npos) << message;
+    }
+    catch (const std::exception &e)
+    {
+      ADD_FAILURE() << "not an itk::ExceptionObject naming the file: " << e.what();
+    }
+  }
 }
 
 // Mean foreground Dice of a label map of class indices against a case's labels, as the history
@@ -786,7 +862,27 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   const unsigned height = (header[20] << 24) | (header[21] << 16) | (header[22] << 8) | header[23];
   EXPECT_EQ(width, 640u);
   EXPECT_EQ(height, 400u);
-  EXPECT_FALSE(std::filesystem::exists(dir + "/h.png.tmp-" + std::to_string(getpid()) + ".png"));
+  for (const auto &entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+  // Both curves are drawn: pixels of the loss's orange and of the Dice's blue.
+  {
+    using RGB = itk::RGBPixel<unsigned char>;
+    auto reader = itk::ImageFileReader<itk::Image<RGB, 2>>::New();
+    reader->SetImageIO(itk::PNGImageIO::New()); // no IO factories are registered here
+    reader->SetFileName(dir + "/h.png");
+    reader->Update();
+    size_t orange = 0, blue = 0;
+    for (itk::ImageRegionConstIterator<itk::Image<RGB, 2>> it(reader->GetOutput(),
+                                                               reader->GetOutput()->GetLargestPossibleRegion());
+         !it.IsAtEnd(); ++it)
+    {
+      const RGB p = it.Get();
+      orange += p[0] > 200 && p[1] > 90 && p[1] < 150 && p[2] < 60;
+      blue += p[0] < 80 && p[1] > 60 && p[1] < 120 && p[2] > 170;
+    }
+    EXPECT_GT(orange, 200u);
+    EXPECT_GT(blue, 200u);
+  }
 
   // Without validation cases: no Dice columns (issue 17 item 7: no columns of nan).
   for (auto &h : history) h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");

@@ -224,6 +224,27 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   EXPECT_TRUE(std::regex_search(ret, std::regex("epochsDone = 3"))) << ret;
 }
 
+// Issue 16 item 5: a scene label map whose segment names cannot be read is an error naming the
+// file before training starts (the exception was swallowed and the run went on without names).
+TEST_F(ComboSegTrainTest, UnreadableSceneLabelNamesAreAnErrorBeforeTraining)
+{
+  WriteSyntheticData();
+  const std::string labels = m_Dir + "/case1_labels.nrrd", named = m_Dir + "/named_labels.nrrd";
+  std::string nrrd = ReadFile(labels);
+  const size_t firstLine = nrrd.find('\n') + 1;
+  nrrd.insert(firstLine, "Segment0_Name:=liver\nSegment0_LabelValue:=one\n");
+  std::ofstream(named, std::ios::binary) << nrrd;
+  const RunResult r = RunModule({ "--inputVolume", m_Dir + "/case1_image.nrrd", "--inputLabelMap", named,
+                                  "--baseModel", "new", "--epochs", "1", "--stepsPerEpoch", "1", "--patchSize",
+                                  "16,16,16", "--levels", "2", "--baseFilters", "4", "--outputModel",
+                                  m_Dir + "/named.safetensors", "--restart" },
+                                m_Dir);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.err.find(named), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("LabelValue 'one' is not an integer"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("<filter-start>"), std::string::npos) << "training started:\n" << r.out;
+}
+
 // Issue 17 item 7: training from the scene with two channels per case and a second case. With
 // one case there is no validation: no Dice columns of nan, and the summary says which epoch
 // was kept and why.

@@ -454,8 +454,9 @@ TEST_F(SegmentModule, KilledMidRunLeavesNoOutputUnderItsName)
   EXPECT_FALSE(slicer::Exists(tmp.Path() + "/returns.params"));
 }
 
-// A run killed while writing leaves its hidden temporary ".<output>.tmp-<pid>" beside the output;
-// the next run that writes the same output removes it (its process is gone), and only it.
+// A run killed while writing leaves its temporary "<output>.tmp-<pid>" (a file, or a folder for
+// formats written through ITK's IO factories) beside the output; the next run that writes the same
+// output removes it (its process is gone), and only it.
 TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
 {
   auto xml = ModuleXml("ComboSegSegment");
@@ -464,16 +465,20 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(24, 20, 16).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0)
-    _exit(0);
-  ASSERT_EQ(waitpid(child, nullptr, 0), child);
-  const size_t slash = output.find_last_of('/');
-  const std::string stale = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(child);
-  const std::string live = output.substr(0, slash + 1) + "." + output.substr(slash + 1) + ".tmp-" + std::to_string(getppid());
+  auto deadProcess = []() {
+    const pid_t child = fork();
+    if (child == 0)
+      _exit(0);
+    waitpid(child, nullptr, 0);
+    return child;
+  };
+  const std::string stale = output + ".tmp-" + std::to_string(deadProcess());
+  const std::string staleFolder = output + ".tmp-" + std::to_string(deadProcess());
+  const std::string live = output + ".tmp-" + std::to_string(getppid());
   for (const std::string &f : {stale, live})
     std::ofstream(f) << "partial";
+  std::filesystem::create_directories(staleFolder);
+  std::ofstream(staleFolder + "/labels.mha") << "partial";
   const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
                                              {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"outputLabelMap", output}},
                                              tmp.Path() + "/returns.params");
@@ -481,7 +486,53 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
   ASSERT_EQ(r.exitCode, 0) << r.out;
   EXPECT_TRUE(slicer::Exists(output));
   EXPECT_FALSE(slicer::Exists(stale)) << "left by a dead process: removed";
+  EXPECT_FALSE(slicer::Exists(staleFolder)) << "a dead process's temporary folder: removed";
   EXPECT_TRUE(slicer::Exists(live)) << "a running process's temporary is left alone";
+}
+
+// Issue 16 item 5: a corrupted model's field reaches the user escaped (not as raw terminal
+// control bytes), and the message leads with the problem, not with a source file and line.
+TEST_F(SegmentModule, CorruptModelFieldIsShownEscapedWithoutSourceLocation)
+{
+  auto xml = ModuleXml("ComboSegSegment");
+  ASSERT_TRUE(xml);
+  slicer::TempDir tmp;
+  std::string bytes;
+  {
+    std::ifstream in(s_Model, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 8u);
+  uint64_t headerLength = 0;
+  for (int i = 7; i >= 0; --i)
+    headerLength = headerLength << 8 | static_cast<unsigned char>(bytes[i]);
+  std::string header = bytes.substr(8, headerLength);
+  const std::string field = "\"spatial_dims\":\"3";
+  const size_t at = header.find(field);
+  ASSERT_NE(at, std::string::npos) << header.substr(0, 200);
+  // An ESC sequence after the value; spaces keep the data 8-byte aligned.
+  header.insert(at + field.size(), "\\u001b[31m");
+  header.append(6, ' ');
+  std::string corrupt(8, '\0');
+  for (int i = 0; i < 8; ++i)
+    corrupt[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  corrupt += header + bytes.substr(8 + headerLength);
+  const std::string model = tmp.Path() + "/corrupt.safetensors";
+  std::ofstream(model, std::ios::binary) << corrupt;
+
+  const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
+  WriteNrrd(Blobs(16, 16, 16).GetPointer(), inputFile);
+  const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
+  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                                             {{"inputVolume", inputFile}, {"modelFile", model}, {"outputLabelMap", output}}, "");
+  const slicer::RunResult r = slicer::Run(argv, 60);
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_NE(r.err.find("spatial_dims"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("3\\x1B[31m"), std::string::npos) << "the ESC byte escaped: " << r.err;
+  EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << "a raw ESC byte reached the terminal";
+  EXPECT_EQ(r.err.find(".cxx:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("ITK ERROR"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.rfind("ComboSeg Segment error: ", 0), 0u) << r.err;
 }
 
 // ---------------------------------------------------------------------------------------------

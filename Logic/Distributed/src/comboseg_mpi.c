@@ -128,12 +128,7 @@ cs_mpi_stats cs_mpi_get_stats(const cs_mpi_t mpi)
 
 void cs_mpi_shard(int64_t total, int rank, int size, int64_t *first, int64_t *count)
 {
-    if (size < 1) size = 1;
-    if (total < 0) total = 0;
-    const int64_t base = total / size, extra = total % size;
-    const int64_t r = rank < 0 ? 0 : rank >= size ? size - 1 : rank;
-    if (first) *first = r * base + (r < extra ? r : extra);
-    if (count) *count = base + (r < extra ? 1 : 0);
+    cs_shard(total, rank, size, first, count); /* the engine's rule, as training sessions */
 }
 
 void cs_mpi_set_bucket_bytes(cs_mpi_t mpi, size_t bytes)

@@ -128,6 +128,28 @@ static long process_id(void)
 #endif
 }
 
+#ifndef _WIN32
+/* Removes a file, or a folder and what it holds (a temporary folder of a writer that makes
+ * several files); path is a buffer of cap bytes that is extended in place while descending. */
+static int remove_tree(char *path, size_t cap)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) return unlink(path);
+    const size_t len = strlen(path);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (snprintf(path + len, cap - len, "/%s", e->d_name) < (int)(cap - len))
+            remove_tree(path, cap);
+        path[len] = '\0';
+    }
+    closedir(d);
+    return rmdir(path);
+}
+#endif
+
 int cs_remove_stale_temporaries(const char *path)
 {
 #ifdef _WIN32
@@ -162,7 +184,7 @@ int cs_remove_stale_temporaries(const char *path)
         /* the writer is alive (or not ours to judge): leave its file alone */
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
         if (snprintf(full, sizeof full, "%s/%s", dir, name) >= (int)sizeof full) continue;
-        if (unlink(full) == 0) removed++;
+        if (remove_tree(full, sizeof full) == 0) removed++;
     }
     closedir(d);
     return removed;
@@ -421,13 +443,116 @@ static int compare_names(const void *a, const void *b)
 }
 
 /* Parses and checks the header; fills file's tensor table (names, dtypes, shapes) and spans. */
+/* One tensor's header entry: its name, dtype, shape and the span of the data section it takes. */
+static cs_status parse_tensor(cs_context_t ctx, const char *path, const cJSON *it,
+                              uint64_t data_size, cs_st_file *file, span *spans)
+{
+#define FAIL(...) return cs_fail(ctx, CS_ERR_FORMAT, __VA_ARGS__)
+    const char *name = it->string;
+    if (!cJSON_IsObject(it)) FAIL("'%s': tensor %s is not a JSON object", path, name);
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
+    const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+    if (!cJSON_IsString(dtype) || !cJSON_IsArray(shape) || !cJSON_IsArray(offsets))
+        FAIL("'%s': tensor %s lacks dtype, shape or data_offsets", path, name);
+    int32_t i = file->num_tensors;
+    cs_st_tensor *t = &file->tensors[i];
+    t->name = dup_string(ctx, name);
+    file->num_tensors++;
+    if (!t->name) return CS_ERR_OUT_OF_MEMORY;
+    int found = 0;
+    for (int d = 0; d < 3; d++)
+        if (strcmp(dtype->valuestring, dtype_names[d]) == 0) {
+            t->dtype = (cs_st_dtype)d;
+            found = 1;
+        }
+    if (!found)
+        FAIL("'%s': tensor %s has dtype %.16s, expected F32 (or F16, BF16)", path, name,
+             dtype->valuestring);
+    int ndim = cJSON_GetArraySize(shape);
+    if (ndim > CS_ST_MAX_DIMS)
+        FAIL("'%s': tensor %s has %d dimensions, at most %d are read", path, name, ndim,
+             CS_ST_MAX_DIMS);
+    t->ndim = ndim;
+    uint64_t count = 1;
+    int overflow = 0;
+    int d = 0;
+    for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
+        uint64_t v;
+        if (!json_count(dim, &v)) FAIL("'%s': tensor %s has a bad shape", path, name);
+        t->shape[d] = (int64_t)v;
+        if (v != 0 && count > (UINT64_C(1) << 53) / v) overflow = 1;
+        else count *= v;
+    }
+    uint64_t begin, finish;
+    if (cJSON_GetArraySize(offsets) != 2 || !json_count(offsets->child, &begin) ||
+        !json_count(offsets->child->next, &finish) || finish < begin)
+        FAIL("'%s': tensor %s has bad data_offsets", path, name);
+    if (overflow || count > data_size)
+        FAIL("'%s': tensor %s shape holds more values than the data section (%llu bytes): "
+             "truncated file?",
+             path, name, (unsigned long long)data_size);
+    t->count = (int64_t)count;
+    if (finish - begin != count * (uint64_t)dtype_sizes[t->dtype])
+        FAIL("'%s': tensor %s has data_offsets [%llu, %llu] for %llu values of %s", path, name,
+             (unsigned long long)begin, (unsigned long long)finish, (unsigned long long)count,
+             dtype_names[t->dtype]);
+    if (finish > data_size)
+        FAIL("'%s': tensor %s data_offsets end %llu beyond the data section (%llu bytes): "
+             "truncated file?",
+             path, name, (unsigned long long)finish, (unsigned long long)data_size);
+    spans[i].begin = begin;
+    spans[i].end = finish;
+    spans[i].index = i;
+    return CS_OK;
+#undef FAIL
+}
+
+/* The tensors' names are unique and their spans cover the data section exactly. */
+static cs_status check_tensor_layout(cs_context_t ctx, const char *path, const cs_st_file *file,
+                                     span *spans, uint64_t data_size)
+{
+#define FAIL(...) return cs_fail(ctx, CS_ERR_FORMAT, __VA_ARGS__)
+    /* names sorted to find repeats in n log n (a hostile header may list many tensors) */
+    const char **names = (const char **)cs_alloc(
+        ctx, sizeof(char *) * (size_t)(file->num_tensors + 1), "tensor names");
+    if (!names) return CS_ERR_OUT_OF_MEMORY;
+    for (int32_t i = 0; i < file->num_tensors; i++) names[i] = file->tensors[i].name;
+    qsort(names, (size_t)file->num_tensors, sizeof(char *), compare_names);
+    for (int32_t i = 1; i < file->num_tensors; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            cs_status st =
+                cs_fail(ctx, CS_ERR_FORMAT, "'%s': tensor %s appears twice", path, names[i]);
+            cs_free(names);
+            return st;
+        }
+    cs_free(names);
+
+    /* the data section must be covered exactly: no overlaps, holes or trailing bytes */
+    qsort(spans, (size_t)file->num_tensors, sizeof(span), compare_spans);
+    uint64_t at = 0;
+    for (int32_t i = 0; i < file->num_tensors; i++) {
+        if (spans[i].begin < at)
+            FAIL("'%s': tensor %s overlaps another tensor", path,
+                 file->tensors[spans[i].index].name);
+        if (spans[i].begin > at)
+            FAIL("'%s': hole in the data section before tensor %s", path,
+                 file->tensors[spans[i].index].name);
+        at = spans[i].end;
+    }
+    if (at != data_size)
+        FAIL("'%s': data section is %llu bytes but the tensors cover %llu", path,
+             (unsigned long long)data_size, (unsigned long long)at);
+    return CS_OK;
+#undef FAIL
+}
+
 static cs_status parse_header(cs_context_t ctx, const char *path, const char *text, size_t len,
                               uint64_t data_size, cs_st_file *file, span **out_spans)
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     span *spans = NULL;
-    const char **names = NULL;
     cs_status st = CS_OK;
 #define BAD(...) do { st = cs_fail(ctx, CS_ERR_FORMAT, __VA_ARGS__); goto done; } while (0)
     if (!root) BAD("'%s': header is not valid JSON", path);
@@ -486,98 +611,13 @@ static cs_status parse_header(cs_context_t ctx, const char *path, const char *te
 
     for (const cJSON *it = root->child; it; it = it->next) {
         if (it == meta) continue;
-        const char *name = it->string;
-        if (!cJSON_IsObject(it)) BAD("'%s': tensor %s is not a JSON object", path, name);
-        const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(it, "dtype");
-        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
-        const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
-        if (!cJSON_IsString(dtype) || !cJSON_IsArray(shape) || !cJSON_IsArray(offsets))
-            BAD("'%s': tensor %s lacks dtype, shape or data_offsets", path, name);
-        int32_t i = file->num_tensors;
-        cs_st_tensor *t = &file->tensors[i];
-        t->name = dup_string(ctx, name);
-        file->num_tensors++;
-        if (!t->name) {
-            st = CS_ERR_OUT_OF_MEMORY;
-            goto done;
-        }
-        int found = 0;
-        for (int d = 0; d < 3; d++)
-            if (strcmp(dtype->valuestring, dtype_names[d]) == 0) {
-                t->dtype = (cs_st_dtype)d;
-                found = 1;
-            }
-        if (!found)
-            BAD("'%s': tensor %s has dtype %.16s, expected F32 (or F16, BF16)", path, name,
-                dtype->valuestring);
-        int ndim = cJSON_GetArraySize(shape);
-        if (ndim > CS_ST_MAX_DIMS)
-            BAD("'%s': tensor %s has %d dimensions, at most %d are read", path, name, ndim,
-                CS_ST_MAX_DIMS);
-        t->ndim = ndim;
-        uint64_t count = 1;
-        int overflow = 0;
-        int d = 0;
-        for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
-            uint64_t v;
-            if (!json_count(dim, &v)) BAD("'%s': tensor %s has a bad shape", path, name);
-            t->shape[d] = (int64_t)v;
-            if (v != 0 && count > (UINT64_C(1) << 53) / v) overflow = 1;
-            else count *= v;
-        }
-        uint64_t begin, finish;
-        if (cJSON_GetArraySize(offsets) != 2 || !json_count(offsets->child, &begin) ||
-            !json_count(offsets->child->next, &finish) || finish < begin)
-            BAD("'%s': tensor %s has bad data_offsets", path, name);
-        if (overflow || count > data_size)
-            BAD("'%s': tensor %s shape holds more values than the data section (%llu bytes): "
-                "truncated file?", path, name, (unsigned long long)data_size);
-        t->count = (int64_t)count;
-        if (finish - begin != count * (uint64_t)dtype_sizes[t->dtype])
-            BAD("'%s': tensor %s has data_offsets [%llu, %llu] for %llu values of %s", path, name,
-                (unsigned long long)begin, (unsigned long long)finish,
-                (unsigned long long)count, dtype_names[t->dtype]);
-        if (finish > data_size)
-            BAD("'%s': tensor %s data_offsets end %llu beyond the data section (%llu bytes): "
-                "truncated file?", path, name, (unsigned long long)finish,
-                (unsigned long long)data_size);
-        spans[i].begin = begin;
-        spans[i].end = finish;
-        spans[i].index = i;
+        st = parse_tensor(ctx, path, it, data_size, file, spans);
+        if (st != CS_OK) goto done;
     }
-
-    /* names sorted to find repeats in n log n (a hostile header may list many tensors) */
-    names = (const char **)cs_alloc(ctx, sizeof(char *) * (size_t)(file->num_tensors + 1),
-                                    "tensor names");
-    if (!names) {
-        st = CS_ERR_OUT_OF_MEMORY;
-        goto done;
-    }
-    for (int32_t i = 0; i < file->num_tensors; i++) names[i] = file->tensors[i].name;
-    qsort(names, (size_t)file->num_tensors, sizeof(char *), compare_names);
-    for (int32_t i = 1; i < file->num_tensors; i++)
-        if (strcmp(names[i - 1], names[i]) == 0)
-            BAD("'%s': tensor %s appears twice", path, names[i]);
-
-    /* the data section must be covered exactly: no overlaps, holes or trailing bytes */
-    qsort(spans, (size_t)file->num_tensors, sizeof(span), compare_spans);
-    uint64_t at = 0;
-    for (int32_t i = 0; i < file->num_tensors; i++) {
-        if (spans[i].begin < at)
-            BAD("'%s': tensor %s overlaps another tensor", path,
-                file->tensors[spans[i].index].name);
-        if (spans[i].begin > at)
-            BAD("'%s': hole in the data section before tensor %s", path,
-                file->tensors[spans[i].index].name);
-        at = spans[i].end;
-    }
-    if (at != data_size)
-        BAD("'%s': data section is %llu bytes but the tensors cover %llu", path,
-            (unsigned long long)data_size, (unsigned long long)at);
+    st = check_tensor_layout(ctx, path, file, spans, data_size);
 #undef BAD
 done:
     cJSON_Delete(root);
-    cs_free(names);
     if (st != CS_OK) {
         cs_free(spans);
         spans = NULL;

@@ -181,6 +181,16 @@ cs_status cs_trainer_set_total_steps(cs_trainer_t t, int64_t total_steps)
     return CS_OK;
 }
 
+void cs_shard(int64_t total, int rank, int size, int64_t *first, int64_t *count)
+{
+    if (size < 1) size = 1;
+    if (total < 0) total = 0;
+    const int64_t base = total / size, extra = total % size;
+    const int64_t r = rank < 0 ? 0 : rank >= size ? size - 1 : rank;
+    if (first) *first = r * base + (r < extra ? r : extra);
+    if (count) *count = base + (r < extra ? 1 : 0);
+}
+
 void cs_trainer_set_gradient_reducer(cs_trainer_t t, cs_gradient_reducer_fn fn, void *user_data)
 {
     if (!t) return;

@@ -10,12 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "comboseg/comboseg.h"
 #include "itkImage.h"
 
 namespace itk
 {
 
-/** A label value with its structure name and, when known, its colour. */
+/** One class of a model or a label map: its label value, structure name and, when known, its
+ * colour. The C++ layers' one record of a class (the engine's is cs_class_info): label names read
+ * from files, a model's segments as ComboSegSegment writes them (ComboSegSegmentInfo), and
+ * vtkComboSegLogic's structures. */
 struct LabelName
 {
   int                    value{ 0 };
@@ -23,6 +27,10 @@ struct LabelName
   std::array<uint8_t, 3> rgb{ { 0, 0, 0 } };
   bool                   hasColor{ false };
 };
+
+/** A model's foreground classes (1..K-1), with their colours. */
+std::vector<LabelName>
+ComboSegModelClasses(const cs_model_info & info);
 
 /** Registers the image IO factories ComboSeg reads with (NIfTI, NRRD, MetaImage, GDCM), once,
  * skipping those already registered; ReadScan calls it. */

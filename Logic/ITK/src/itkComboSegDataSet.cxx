@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "itkComboSegFiles.h"
 #include "itkComboSegProcessing.h"
 #include "itkImageIOFactory.h"
 #include "itkMacro.h"
@@ -20,19 +21,6 @@ namespace itk
 
 namespace
 {
-
-bool
-FileExists(const std::string & path)
-{
-  std::ifstream in(path);
-  return static_cast<bool>(in);
-}
-
-bool
-EndsWith(const std::string & s, const std::string & suffix)
-{
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string
 FolderOf(const std::string & path)
@@ -269,7 +257,7 @@ ReadMSDDataSet(const std::string & folder)
         itkGenericExceptionMacro(<< jsonPath << ": a \"training\" entry has no \"label\" file name");
       }
       std::string name = BaseName(label->valuestring);
-      if (!EndsWith(name, ending))
+      if (!ComboSegEndsWith(name, ending))
       {
         itkGenericExceptionMacro(<< jsonPath << ": label file " << label->valuestring << " does not end with " << ending);
       }
@@ -287,7 +275,7 @@ ReadMSDDataSet(const std::string & folder)
     while (const dirent * entry = readdir(dir))
     {
       const std::string name = entry->d_name;
-      if (name[0] != '.' && EndsWith(name, ending))
+      if (name[0] != '.' && ComboSegEndsWith(name, ending))
         ids.push_back(name.substr(0, name.size() - ending.size()));
     }
     closedir(dir);
@@ -304,7 +292,7 @@ ReadMSDDataSet(const std::string & folder)
     ComboSegCaseFiles files;
     files.id = id;
     files.labels = folder + "/labelsTr/" + id + ending;
-    if (!FileExists(files.labels))
+    if (!ComboSegFileExists(files.labels))
     {
       itkGenericExceptionMacro(<< "case " << id << ": label map " << files.labels << " not found");
     }
@@ -313,11 +301,11 @@ ReadMSDDataSet(const std::string & folder)
       char suffix[16];
       std::snprintf(suffix, sizeof(suffix), "_%04d", static_cast<int>(c));
       std::string path = folder + "/imagesTr/" + id + suffix + ending;
-      if (!FileExists(path) && channelCount == 1 && FileExists(folder + "/imagesTr/" + id + ending))
+      if (!ComboSegFileExists(path) && channelCount == 1 && ComboSegFileExists(folder + "/imagesTr/" + id + ending))
       {
         path = folder + "/imagesTr/" + id + ending;
       }
-      if (!FileExists(path))
+      if (!ComboSegFileExists(path))
       {
         itkGenericExceptionMacro(<< "case " << id << ": image of channel " << c
                                          << (c < description.channelNames.size() ? " (" + description.channelNames[c] + ")"
@@ -370,7 +358,7 @@ ReadCaseList(const std::string & listFile)
       files.channels.push_back(Join(folder, fields[f]));
     std::string id = BaseName(files.labels.empty() ? files.channels[0] : files.labels);
     for (const char * ext : { ".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd" })
-      if (EndsWith(id, ext))
+      if (ComboSegEndsWith(id, ext))
       {
         id.erase(id.size() - std::string(ext).size());
         break;
@@ -485,12 +473,7 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
 
   // A Slicer segmentation names its own segments; otherwise the data set's names, else values.
   std::vector<LabelName> names;
-  const std::string      lower = [&]() {
-    std::string s = files.labels;
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    return s;
-  }();
-  if (EndsWith(lower, ".nrrd") || EndsWith(lower, ".nhdr"))
+  if (ComboSegEndsWithNoCase(files.labels, ".nrrd") || ComboSegEndsWithNoCase(files.labels, ".nhdr"))
     names = ReadLabelNames(files.labels);
   if (names.empty())
     names = labelNames;

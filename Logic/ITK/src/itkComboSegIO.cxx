@@ -9,6 +9,7 @@
 #include <sstream>
 #include <sys/stat.h>
 
+#include "itkComboSegFiles.h"
 #include "itkComboSegModel.h"
 #include "itkGDCMImageIO.h"
 #include "itkGDCMImageIOFactory.h"
@@ -41,28 +42,9 @@ FactoryRegistered(const char * className)
   return false;
 }
 
-bool
-FileExists(const std::string & path)
-{
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
-
+// Label-name files may quote their fields: blanks and double quotes go.
 std::string
-Lower(std::string s)
-{
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-bool
-EndsWith(const std::string & s, const std::string & suffix)
-{
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string
-Trim(const std::string & s)
+TrimBlanksAndQuotes(const std::string & s)
 {
   const auto first = s.find_first_not_of(" \t\r\n\"");
   if (first == std::string::npos)
@@ -74,14 +56,10 @@ Trim(const std::string & s)
 bool
 ParseInt(const std::string & s, int & value)
 {
-  const std::string t = Trim(s);
-  if (t.empty())
+  long long parsed = 0;
+  if (!ComboSegParseInt(TrimBlanksAndQuotes(s), parsed))
     return false;
-  char *     end = nullptr;
-  const long v = std::strtol(t.c_str(), &end, 10);
-  if (*end != '\0')
-    return false;
-  value = static_cast<int>(v);
+  value = static_cast<int>(parsed);
   return true;
 }
 
@@ -150,7 +128,7 @@ SplitCsvLine(const std::string & line)
       fields.back() += c;
   }
   for (std::string & field : fields)
-    field = Trim(field);
+    field = TrimBlanksAndQuotes(field);
   return fields;
 }
 
@@ -178,7 +156,7 @@ DataLines(const std::string & path)
   std::string                              line;
   for (int number = 1; std::getline(in, line); ++number)
   {
-    const std::string trimmed = Trim(line);
+    const std::string trimmed = TrimBlanksAndQuotes(line);
     if (!trimmed.empty() && trimmed[0] != '#')
       lines.emplace_back(number, trimmed);
   }
@@ -207,7 +185,7 @@ CsvColumnsOfHeader(const std::vector<std::string> & header, const std::string & 
   CsvColumns columns;
   for (size_t i = 0; i < header.size(); ++i)
   {
-    const std::string h = Lower(header[i]);
+    const std::string h = ComboSegToLower(header[i]);
     const int         c = static_cast<int>(i);
     if (h == "labelvalue" || h == "value" || h == "label")
       columns.value = c;
@@ -328,21 +306,22 @@ ReadModelLabelNames(const std::string & path)
 {
   auto model = ComboSegModel::New();
   model->Load(path);
-  const cs_model_info &  info = model->GetInfo();
-  std::vector<LabelName> names;
-  for (int32_t k = 1; k < info.arch.num_classes; ++k)
-  {
-    LabelName label;
-    label.value = info.classes[k].value;
-    label.name = info.classes[k].name;
-    const int rgb[3] = { info.classes[k].rgb[0], info.classes[k].rgb[1], info.classes[k].rgb[2] };
-    SetColour(label, rgb);
-    names.push_back(label);
-  }
-  return names;
+  return ComboSegModelClasses(model->GetInfo());
 }
 
 } // namespace
+
+std::vector<LabelName>
+ComboSegModelClasses(const cs_model_info & info)
+{
+  std::vector<LabelName> classes;
+  for (int32_t k = 1; k < info.arch.num_classes; ++k)
+  {
+    const cs_class_info & c = info.classes[k];
+    classes.push_back(LabelName{ c.value, c.name, { { c.rgb[0], c.rgb[1], c.rgb[2] } }, true });
+  }
+  return classes;
+}
 
 void
 ComboSegRegisterImageIO()
@@ -423,7 +402,7 @@ ReadScan(const std::string & path)
     reader->GetOutput()->SetMetaDataDictionary(io->GetMetaDataDictionary());
     return reader->GetOutput();
   }
-  if (!FileExists(path))
+  if (!ComboSegFileExists(path))
   {
     itkGenericExceptionMacro(<< "cannot read " << path << ": no such file or folder");
   }
@@ -495,17 +474,17 @@ COMBOSEG_INSTANTIATE_READ_SCAN(unsigned char, 2);
 std::vector<LabelName>
 ReadLabelNames(const std::string & path)
 {
-  if (!FileExists(path))
+  if (!ComboSegFileExists(path))
   {
     itkGenericExceptionMacro(<< "cannot read label names from " << path << ": no such file");
   }
-  const std::string      lower = Lower(path);
   std::vector<LabelName> names;
-  if (EndsWith(lower, ".nrrd") || EndsWith(lower, ".nhdr"))
+  if (ComboSegEndsWithNoCase(path, ".nrrd") || ComboSegEndsWithNoCase(path, ".nhdr"))
     names = ReadNrrdLabelNames(path);
-  else if (EndsWith(lower, ".csv") || EndsWith(lower, ".ctbl") || EndsWith(lower, ".txt"))
+  else if (ComboSegEndsWithNoCase(path, ".csv") || ComboSegEndsWithNoCase(path, ".ctbl") ||
+           ComboSegEndsWithNoCase(path, ".txt"))
     names = ReadTextLabelNames(path);
-  else if (EndsWith(lower, ".safetensors"))
+  else if (ComboSegEndsWithNoCase(path, ".safetensors"))
     names = ReadModelLabelNames(path);
   else
   {

@@ -72,7 +72,7 @@ const char *cs_mpi_last_error(const cs_mpi_t mpi);
 int cs_mpi_failed_rank(const cs_mpi_t mpi);
 
 /* The contiguous share of total items of a rank: [*first, *first + *count). The first
- * total % size ranks get one more. */
+ * total % size ranks get one more (cs_shard, the engine's rule). */
 void cs_mpi_shard(int64_t total, int rank, int size, int64_t *first, int64_t *count);
 
 /* Bytes of one MPI_Allreduce of the gradient (default 8 MiB; 0 restores it). Buckets bound the

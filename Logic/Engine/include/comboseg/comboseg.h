@@ -277,9 +277,11 @@ CS_API cs_status cs_model_load(cs_context_t ctx, const char *path, cs_model_t *o
 /* As cs_model_save, with the weights stored in half precision (F16) to halve the file; load
  * converts them back to float. A weight beyond the half range (|w| >= 65520) is an error. */
 CS_API cs_status cs_model_save_f16(cs_context_t ctx, const cs_model_t model, const char *path);
-/* A process killed while saving leaves its temporary file "<path>.tmp-<pid>[...]" behind. This
- * removes those of path whose process no longer runs (never a live writer's) and returns how
- * many; every successful save of the engine calls it. Best effort, nothing on Windows. */
+/* A process killed while saving leaves its temporary file "<path>.tmp-<pid>[...]" behind (the
+ * one naming rule of ComboSeg's temporaries, also for the C++ layers' files and temporary
+ * folders). This removes those of path whose process no longer runs (never a live writer's),
+ * folders with what they hold, and returns how many; every successful save of the engine, and
+ * of the C++ layers (itkComboSegFiles.h), calls it. Best effort, nothing on Windows. */
 CS_API int cs_remove_stale_temporaries(const char *path);
 
 /* Logits of a batch: images (B, C, nz, ny, nx) to logits (B, K, nz, ny, nx). Each size must be
@@ -397,6 +399,9 @@ typedef cs_status (*cs_gradient_reducer_fn)(void *user_data, float *grads, int64
                                             char *message, size_t message_size);
 CS_API void cs_trainer_set_gradient_reducer(cs_trainer_t trainer, cs_gradient_reducer_fn fn,
                                             void *user_data);
+/* The contiguous share of `total` items (cases, batch items) of process `rank` of `size`:
+ * [*first, *first + *count). The first total % size ranks get one more. */
+CS_API void cs_shard(int64_t total, int rank, int size, int64_t *first, int64_t *count);
 /* The trainer's state as flat arrays of *count floats each: the model's parameters and Adam's
  * first and second moments (any of the outputs may be NULL). Valid while the trainer lives; write
  * them only between steps, e.g. to broadcast one process's state to the others. */
