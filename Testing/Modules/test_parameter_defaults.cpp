@@ -49,7 +49,8 @@ using FilterType = itk::ComboSegImageFilter<itk::Image<float, 3>, itk::Image<sho
 
 TEST(ParameterDefaults, SegmentOverlapHasOneDefaultAndOneRangeInEveryLayer)
 {
-  const ComboSegParameterDescription &overlap = Parameter(ModuleXML("ComboSegSegment"), "overlap");
+  const ComboSegModuleDescription segment = ModuleXML("ComboSegSegment");
+  const ComboSegParameterDescription &overlap = Parameter(segment, "overlap");
   EXPECT_DOUBLE_EQ(Number(overlap.defaultValue), CS_OVERLAP_DEFAULT);
   EXPECT_DOUBLE_EQ(Number(overlap.minimum), CS_OVERLAP_MIN);
   EXPECT_DOUBLE_EQ(Number(overlap.maximum), CS_OVERLAP_MAX);
@@ -120,7 +121,8 @@ TEST(ParameterDefaults, TrainDefaultsMatchTheEngineAndTheSession)
 TEST(ParameterDefaults, NormalisationRecipesHaveTheEngineSpellingOnly)
 {
   // The XML's recipes are the engine's names (plus "auto"), and every recipe is offered.
-  const ComboSegParameterDescription &normalization = Parameter(ModuleXML("ComboSegTrain"), "normalization");
+  const ComboSegModuleDescription train = ModuleXML("ComboSegTrain");
+  const ComboSegParameterDescription &normalization = Parameter(train, "normalization");
   std::vector<std::string> expected = {"auto"};
   for (cs_norm_kind kind : {CS_NORM_ZSCORE_NONZERO, CS_NORM_ZSCORE_MASK, CS_NORM_ZSCORE, CS_NORM_CLIP_SCALE, CS_NORM_NONE})
     expected.push_back(cs_norm_kind_name(kind));

@@ -439,10 +439,41 @@ ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info)
   return model;
 }
 
+// True when every dst voxel centre is a src voxel centre (axes permuted or flipped, whole-voxel
+// shifts): resampling is then a copy.
+namespace
+{
+bool
+VoxelCentresCoincide(const ComboSegGrid & dstGrid, const ComboSegGrid & srcGrid)
+{
+  const IndexMap map = MapBetween(dstGrid, srcGrid);
+  const auto     whole = [](double v) { return std::fabs(v - std::round(v)) < 1e-6; };
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    if (!whole(map.t[i]))
+      return false;
+    for (unsigned int j = 0; j < 3; ++j)
+      if (!whole(map.m(i, j)))
+        return false;
+  }
+  return true;
+}
+} // namespace
+
 void
 ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * src, const ComboSegGrid & srcGrid,
                        float outside, int numberOfThreads)
 {
+  // On coinciding grids the nearest voxel is the exact value. ITK's linear path steps along each
+  // row by adding the index increment, which leaves weights of about 1e-13 on the neighbours: the
+  // zeros around the head became tiny non-zero values that zscore_nonzero counted (60 voxels of
+  // the quickstart's label map changed).
+  if (VoxelCentresCoincide(dstGrid, srcGrid))
+  {
+    ResampleOnto<NearestNeighborInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid,
+                                                                                   outside, numberOfThreads);
+    return;
+  }
   ResampleOnto<LinearInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid, outside,
                                                                           numberOfThreads);
 }
