@@ -3,7 +3,7 @@
    From Slicer: the scan and label map of the scene are one training case. From a shell, e.g. a
    new model of the brain structures:
      ComboSegTrain --caseList colin.txt --validationCaseList icbm.txt --labelNames names.csv \
-       --baseModel new --modality MR --normalization zscore-nonzero --targetSpacing 1,1,1 \
+       --baseModel new --modality MR --normalization zscore_nonzero --targetSpacing 1,1,1 \
        --patchSize 64,64,64 --epochs 40 --outputModel brain-structures-t1.safetensors \
        --historyTable history.tsv --plotImage curves.png
    A killed run resumes from "<outputModel>.checkpoint" when started again with the same output.
@@ -25,7 +25,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #ifdef COMBOSEG_USE_MPI
 #include "comboseg/comboseg_mpi.h"
@@ -62,13 +65,13 @@ itk::ComboSegTrainingSession::Peers MpiPeers()
 
 void OnSignal(int) { g_Stop = true; }
 
+// The recipe of --normalization (the engine's names; "auto" is handled before).
 cs_norm_kind NormFromName(const std::string &name)
 {
-  if (name == "zscore-nonzero") return CS_NORM_ZSCORE_NONZERO;
-  if (name == "zscore-brain") return CS_NORM_ZSCORE_MASK;
-  if (name == "zscore") return CS_NORM_ZSCORE;
-  if (name == "clip") return CS_NORM_CLIP_SCALE;
-  return CS_NORM_NONE;
+  cs_norm_kind norm = CS_NORM_NONE;
+  if (cs_norm_kind_from_name(name.c_str(), &norm) != CS_OK)
+    throw std::runtime_error("--normalization: unknown recipe '" + name + "'");
+  return norm;
 }
 
 cs_modality ModalityFromName(const std::string &name)
@@ -387,6 +390,30 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   return 0;
 }
 
+// The old spellings of three recipes, which Resources/Models/train_*.sh (the recipes of the
+// bundled models) and scripts/ still pass: read as the engine's names before the XML's
+// enumeration checks the value.
+std::vector<std::string> WithEngineRecipeNames(int argc, char **argv)
+{
+  static const std::map<std::string, std::string> oldSpellings = {
+    {"zscore-nonzero", "zscore_nonzero"}, {"zscore-brain", "zscore_mask"}, {"clip", "clip_scale"}};
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i + 1 < args.size(); ++i)
+    if (args[i] == "--normalization" && oldSpellings.count(args[i + 1]))
+      args[i + 1] = oldSpellings.at(args[i + 1]);
+  return args;
+}
+
+int RunModule(int argc, char **argv)
+{
+  std::vector<std::string> args = WithEngineRecipeNames(argc, argv);
+  std::vector<char *> pointers;
+  for (std::string &a : args)
+    pointers.push_back(&a[0]);
+  pointers.push_back(nullptr);
+  return ComboSegMain(argc, pointers.data(), ComboSegTrainXML, &Run);
+}
+
 } // namespace
 
 #ifdef COMBOSEG_USE_MPI
@@ -398,7 +425,7 @@ int main(int argc, char **argv)
     std::fprintf(stderr, "error: %s\n", cs_mpi_last_error(g_Mpi));
     return 1;
   }
-  const int code = ComboSegMain(argc, argv, ComboSegTrainXML, &Run);
+  const int code = RunModule(argc, argv);
   // A rank that failed outside the agreed steps (e.g. reading its cases) must not wait in
   // MPI_Finalize for ranks that wait for it: end the whole job with its exit code.
   if (code != 0 && cs_mpi_size(g_Mpi) > 1) cs_mpi_abort(g_Mpi, code);
@@ -406,5 +433,5 @@ int main(int argc, char **argv)
   return code;
 }
 #else
-int main(int argc, char **argv) { return ComboSegMain(argc, argv, ComboSegTrainXML, &Run); }
+int main(int argc, char **argv) { return RunModule(argc, argv); }
 #endif

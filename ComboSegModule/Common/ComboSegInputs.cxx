@@ -10,27 +10,25 @@
 #include "itkComboSegIO.h"
 #include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
-#include "itkLinearInterpolateImageFunction.h"
-#include "itkResampleImageFilter.h"
 
 namespace
 {
 
 using ImageType = ComboSegScalarImage;
 
-// Extra channels are brought onto the first channel's grid (linear), as Slicer volumes may differ.
+// Extra channels are brought onto the first channel's grid (linear, 0 outside), as Slicer volumes
+// may differ: the library's resampler, so that every channel has one edge rule.
 ImageType::Pointer OnGridOf(ImageType *image, const ImageType *reference)
 {
-  if (itk::ComboSegSameGrid(itk::ComboSegGridOf(image), itk::ComboSegGridOf(reference)))
+  const itk::ComboSegGrid grid = itk::ComboSegGridOf(image), referenceGrid = itk::ComboSegGridOf(reference);
+  if (itk::ComboSegSameGrid(grid, referenceGrid))
     return image;
-  auto resample = itk::ResampleImageFilter<ImageType, ImageType>::New();
-  resample->SetInput(image);
-  resample->SetReferenceImage(reference);
-  resample->UseReferenceImageOn();
-  resample->SetInterpolator(itk::LinearInterpolateImageFunction<ImageType, double>::New());
-  resample->SetDefaultPixelValue(0);
-  resample->Update();
-  return resample->GetOutput();
+  auto onReference = ImageType::New();
+  onReference->CopyInformation(reference);
+  onReference->SetRegions(reference->GetLargestPossibleRegion());
+  onReference->Allocate();
+  itk::ComboSegResampleLinear(onReference->GetBufferPointer(), referenceGrid, image->GetBufferPointer(), grid, 0.0f);
+  return onReference;
 }
 
 // "channel 2 (T1c) file.nii.gz" for messages.

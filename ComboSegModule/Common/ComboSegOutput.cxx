@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "itkImageFileWriter.h"
+#include "itkLabelStatisticsImageFilter.h"
 #include "itkMetaDataObject.h"
 #include "itkNrrdImageIO.h"
 
@@ -106,32 +107,20 @@ std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &
 
 std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *labels)
 {
-  std::map<long, std::array<long, 7>> boxes;
-  const auto size = labels->GetLargestPossibleRegion().GetSize();
-  const short *p = labels->GetBufferPointer();
-  for (long k = 0; k < static_cast<long>(size[2]); ++k)
-    for (long j = 0; j < static_cast<long>(size[1]); ++j)
-      for (long i = 0; i < static_cast<long>(size[0]); ++i, ++p)
-      {
-        if (*p == 0)
-          continue;
-        auto it = boxes.find(*p);
-        if (it == boxes.end())
-        {
-          boxes[*p] = {{*p, i, i, j, j, k, k}};
-          continue;
-        }
-        std::array<long, 7> &b = it->second;
-        b[1] = std::min(b[1], i);
-        b[2] = std::max(b[2], i);
-        b[3] = std::min(b[3], j);
-        b[4] = std::max(b[4], j);
-        b[5] = std::min(b[5], k);
-        b[6] = std::max(b[6], k);
-      }
+  auto statistics = itk::LabelStatisticsImageFilter<ComboSegLabelImage, ComboSegLabelImage>::New();
+  statistics->SetInput(labels);
+  statistics->SetLabelInput(labels);
+  statistics->Update();
+  std::vector<short> values(statistics->GetValidLabelValues().begin(), statistics->GetValidLabelValues().end());
+  std::sort(values.begin(), values.end());
   std::vector<std::array<long, 7>> out;
-  for (const auto &b : boxes)
-    out.push_back(b.second);
+  for (short value : values)
+  {
+    if (value == 0)
+      continue;
+    const auto box = statistics->GetBoundingBox(value); // min and max index of each axis in turn
+    out.push_back({{value, long(box[0]), long(box[1]), long(box[2]), long(box[3]), long(box[4]), long(box[5])}});
+  }
   return out;
 }
 

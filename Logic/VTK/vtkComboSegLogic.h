@@ -22,6 +22,7 @@
 #include <string>
 
 #include <vtkObject.h>
+#include "comboseg/parameters.h"
 #include <vtkSmartPointer.h>
 
 class vtkImageData;
@@ -52,7 +53,9 @@ public:
   vtkMatrix4x4 *GetIJKToRASMatrix() const;
 
   // Options of the pipeline (see itk::ComboSegImageFilter).
-  vtkSetClampMacro(Overlap, double, 0.0, 0.95);
+  // Overlap: CS_OVERLAP_DEFAULT, within [CS_OVERLAP_MIN, CS_OVERLAP_MAX] (comboseg/parameters.h);
+  // Segment() fails naming it when outside, as the ITK filter does.
+  vtkSetMacro(Overlap, double);
   vtkGetMacro(Overlap, double);
   vtkSetMacro(LargestComponent, bool);
   vtkGetMacro(LargestComponent, bool);
@@ -107,7 +110,7 @@ private:
   void operator=(const vtkComboSegLogic &) = delete;
   int Fail(const std::string &message);
 
-  double Overlap = 0.5;
+  double Overlap = CS_OVERLAP_DEFAULT;
   bool LargestComponent = false;
   bool FillHoles = false;
   int NumberOfThreads = 0;

@@ -8,6 +8,7 @@
  * grid, so the sum of weights covering a voxel is a product of three per-axis sums: no weight
  * volume is needed.
  */
+#include "comboseg/parameters.h"
 #include "internal.h"
 #include "kernels.h"
 
@@ -19,7 +20,7 @@ cs_infer_options cs_infer_options_default(void)
 {
     cs_infer_options o;
     memset(&o, 0, sizeof o);
-    o.overlap = 0.5f;
+    o.overlap = (float)CS_OVERLAP_DEFAULT;
     o.gaussian_weighting = 1;
     o.gaussian_sigma = 0.125f;
     return o;
@@ -173,9 +174,9 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
     memset(p, 0, sizeof *p);
     p->channels = info->arch.in_channels;
     p->classes = info->arch.num_classes;
-    if (!(o->overlap >= 0.0f && o->overlap < 1.0f))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "overlap = %g must be in [0, 1)",
-                       (double)o->overlap);
+    if (!((double)o->overlap >= CS_OVERLAP_MIN && (double)o->overlap <= CS_OVERLAP_MAX))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "overlap = %g must be in [%g, %g]",
+                       (double)o->overlap, CS_OVERLAP_MIN, CS_OVERLAP_MAX);
     p->gaussian = o->gaussian_weighting != 0;
     p->sigma = o->gaussian_sigma;
     p->accumulate = o->accumulate != 0;

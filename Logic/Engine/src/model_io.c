@@ -7,9 +7,11 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include "comboseg/parameters.h"
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -803,6 +805,29 @@ static int name_index(const char *const *names, int n, const char *name)
     for (int i = 0; i < n; i++)
         if (strcmp(names[i], name) == 0) return i;
     return -1;
+}
+
+const char *cs_norm_kind_name(cs_norm_kind kind)
+{
+    if ((int)kind < 0 || (int)kind >= COUNT_OF(norm_names)) return "unknown";
+    return norm_names[kind];
+}
+
+cs_status cs_norm_kind_from_name(const char *name, cs_norm_kind *kind)
+{
+    if (!name || !kind) return CS_ERR_INVALID_ARGUMENT;
+    for (int i = 0; i < COUNT_OF(norm_names); i++) {
+        const char *a = name, *b = norm_names[i];
+        for (; *a && *b; a++, b++) {
+            char c = (*a == '-' || *a == ' ') ? '_' : (char)tolower((unsigned char)*a);
+            if (c != *b) break;
+        }
+        if (!*a && !*b) {
+            *kind = (cs_norm_kind)i;
+            return CS_OK;
+        }
+    }
+    return CS_ERR_INVALID_ARGUMENT;
 }
 
 /* The metadata of a model file as key/value strings: numbers printed so that they read back

@@ -82,12 +82,16 @@ public:
   itkSetInputMacro(Mask, MaskImageType);
   itkGetInputMacro(Mask, MaskImageType);
 
-  /** OpenMP threads of the engine; 0 takes the OpenMP default. */
+  /** Threads of the engine (OpenMP) and of the pre- and post-processing (ITK work units); 0 takes
+   * their defaults. */
   itkSetMacro(NumberOfThreads, int);
   itkGetConstMacro(NumberOfThreads, int);
 
-  /** Fraction of the sliding window shared by neighbouring windows, in [0, 1). */
-  itkSetClampMacro(Overlap, double, 0.0, 0.95);
+  /** Fraction of the sliding window shared by neighbouring windows, in [CS_OVERLAP_MIN,
+   * CS_OVERLAP_MAX] (CS_OVERLAP_DEFAULT; comboseg/parameters.h); a value outside throws, naming
+   * Overlap. */
+  void
+  SetOverlap(double overlap);
   itkGetConstMacro(Overlap, double);
 
   /** Background for the voxels outside the body of every channel whose recipe z-scores inside one
@@ -112,8 +116,10 @@ public:
   itkGetConstMacro(FillHoles, bool);
   itkBooleanMacro(FillHoles);
 
-  /** A voxel whose winning class probability is below this becomes background. */
-  itkSetClampMacro(MinimumProbability, double, 0.0, 1.0);
+  /** A voxel whose winning class probability is below this becomes background; in [0, 1], a
+   * value outside throws, naming MinimumProbability. */
+  void
+  SetMinimumProbability(double probability);
   itkGetConstMacro(MinimumProbability, double);
 
   /** Segment inputs that look like another modality than the model's (off: such inputs throw). */
@@ -127,7 +133,8 @@ public:
    * the probabilities of left/right classes (ComboSegLeftRightPartners). Costs one inference per
    * pass and no memory: the image and the probability sum are mirrored in place and the engine
    * adds each pass to the sum. 0 (the default) turns it off. */
-  itkSetClampMacro(TestTimeMirrorAxes, unsigned int, 0, 7);
+  void
+  SetTestTimeMirrorAxes(unsigned int axes); // above 7 throws, naming TestTimeMirrorAxes
   itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
 
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
@@ -175,7 +182,7 @@ private:
   ComboSegModel::Pointer m_Model{};
   std::string            m_ModelFileName{};
   int                    m_NumberOfThreads{ 0 };
-  double                 m_Overlap{ 0.5 };
+  double                 m_Overlap{ CS_OVERLAP_DEFAULT };
   bool                   m_BackgroundOutsideBody{ true };
   bool                   m_UseModelPostProcessing{ true };
   bool                   m_LargestComponent{ false };

@@ -50,6 +50,51 @@ ComboSegImageFilter<TInputImage, TOutputImage>::SetModel(ComboSegModel * model)
 }
 
 template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetOverlap(double overlap)
+{
+  if (!(overlap >= CS_OVERLAP_MIN && overlap <= CS_OVERLAP_MAX))
+  {
+    itkExceptionMacro(<< "Overlap " << overlap << " is outside [" << CS_OVERLAP_MIN << ", " << CS_OVERLAP_MAX << "]");
+  }
+  if (overlap != m_Overlap)
+  {
+    m_Overlap = overlap;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetMinimumProbability(double probability)
+{
+  if (!(probability >= 0.0 && probability <= 1.0))
+  {
+    itkExceptionMacro(<< "MinimumProbability " << probability << " is outside [0, 1]");
+  }
+  if (probability != m_MinimumProbability)
+  {
+    m_MinimumProbability = probability;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::SetTestTimeMirrorAxes(unsigned int axes)
+{
+  if (axes > 7)
+  {
+    itkExceptionMacro(<< "TestTimeMirrorAxes " << axes << " is not a mask of the axes x (1), y (2) and z (4)");
+  }
+  if (axes != m_TestTimeMirrorAxes)
+  {
+    m_TestTimeMirrorAxes = axes;
+    this->Modified();
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
 ComboSegModel *
 ComboSegImageFilter<TInputImage, TOutputImage>::GetModel()
 {
@@ -247,7 +292,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
 
   ComboSegGrid       modelGrid;
   std::vector<float> image;
-  ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image);
+  ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image, m_NumberOfThreads);
   std::vector<uint8_t> outside;
   if (m_BackgroundOutsideBody)
   {
@@ -268,7 +313,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const ComboSegGrid   outputGrid = channels[0].grid;
   std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
   ComboSegProbabilitiesToLabels(labels.data(), outputGrid, probabilities.data(), modelGrid, numberOfClasses,
-                                static_cast<float>(m_MinimumProbability));
+                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
   probabilities.clear();
   probabilities.shrink_to_fit();
   // Before the clean-up, so that the largest component is chosen among voxels with data.
@@ -283,11 +328,11 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const bool                 useModel = m_UseModelPostProcessing;
   if (m_LargestComponent || (useModel && recommended.largest_component))
   {
-    ComboSegKeepLargestComponents(labels.data(), outputGrid.size);
+    ComboSegKeepLargestComponents(labels.data(), outputGrid.size, m_NumberOfThreads);
   }
   if (m_FillHoles || (useModel && recommended.fill_holes))
   {
-    ComboSegFillHoles(labels.data(), outputGrid.size);
+    ComboSegFillHoles(labels.data(), outputGrid.size, m_NumberOfThreads);
   }
   this->UpdateProgress(0.95f);
 

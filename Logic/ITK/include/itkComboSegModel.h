@@ -10,6 +10,7 @@
 #include "itkObject.h"
 #include "itkObjectFactory.h"
 #include "comboseg/comboseg.h"
+#include "comboseg/parameters.h" // the defaults and ranges every layer shares
 
 namespace itk
 {

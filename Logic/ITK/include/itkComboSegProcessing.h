@@ -57,16 +57,20 @@ ComboSegSameLattice(const ComboSegGrid & a, const ComboSegGrid & b, double toler
 ComboSegGrid
 ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info);
 
-/** Trilinear interpolation of src (on srcGrid) at the voxel centres of dstGrid; points outside
- * src's voxels get `outside`. */
+/* numberOfThreads, below: the most ITK work units (threads) a call runs on; 0 takes ITK's
+ * default (MultiThreaderBase::GetGlobalDefaultNumberOfThreads). */
+
+/** Trilinear interpolation of src (on srcGrid) at the voxel centres of dstGrid, by ITK's
+ * ResampleImageFilter: points outside src's voxels (continuous index outside [-0.5, size - 0.5)
+ * along an axis, ITK's edge rule) get `outside`. */
 void
 ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * src, const ComboSegGrid & srcGrid,
-                       float outside);
+                       float outside, int numberOfThreads = 0);
 
-/** Nearest-neighbour resampling of label maps and masks. */
+/** Nearest-neighbour resampling of label maps and masks, with the same edge rule. */
 void
 ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src,
-                        const ComboSegGrid & srcGrid, int32_t outside);
+                        const ComboSegGrid & srcGrid, int32_t outside, int numberOfThreads = 0);
 
 /** One input channel: voxel values (x fastest) on a grid; `source` names it in messages, e.g.
  * "input 1 (FLAIR)" or a file name. */
@@ -117,24 +121,27 @@ ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatist
  * image (C, nz, ny, nx) on modelGrid. mask (may be null) lies on the channels' grid. */
 void
 ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
-                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image);
+                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image,
+                        int numberOfThreads = 0);
 
 /** Class probabilities (K, nz, ny, nx) on modelGrid to class indices on outputGrid: each class
  * map is interpolated linearly at the output voxel and the argmax kept as a running maximum, so
- * no full-size probability map is ever held. A winning probability below minimumProbability
- * gives background (0). */
+ * no full-size probability map is ever held. A winning probability below minimumProbability, or
+ * a voxel outside the model grid (ITK's edge rule, as the resamplers), gives background (0). */
 void
 ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid, const float * probabilities,
-                              const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability);
+                              const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability,
+                              int numberOfThreads = 0);
 
-/** Keeps, for every class, only its largest 6-connected component; the rest become background. */
+/** Keeps, for every class, only its largest 6-connected component; the rest become background
+ * (ITK's ScalarConnectedComponentImageFilter and RelabelComponentImageFilter). */
 void
-ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size);
+ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads = 0);
 
-/** Fills, for every class, background voxels that the class encloses (not 6-connected to the
- * outside of the class's bounding box through voxels of other labels). */
+/** Fills, for every class in increasing order, background voxels that the class encloses (not
+ * 6-connected to the outside through voxels of other labels; ITK's BinaryFillholeImageFilter). */
 void
-ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size);
+ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads = 0);
 
 /** Mirrors `volumes` consecutive volumes of the given size along one axis (0 x, 1 y, 2 z), in
  * place. */

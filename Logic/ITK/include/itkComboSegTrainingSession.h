@@ -231,7 +231,7 @@ private:
   double m_TimeBudget = 0.0;
   int m_NumberOfThreads = 0;
   uint64_t m_MemoryBudget = 4ull << 30;
-  float m_ValidationOverlap = 0.25f;
+  float m_ValidationOverlap = static_cast<float>(CS_OVERLAP_DEFAULT);
 
   std::string m_OutputModelFileName;
   std::string m_CheckpointFileName;

@@ -6,7 +6,21 @@
 #include <sstream>
 #include <utility>
 
+#include "itkBinaryFillholeImageFilter.h"
+#include "itkImageRegionIterator.h"
+#include "itkLabelStatisticsImageFilter.h"
+#include "itkLinearInterpolateImageFunction.h"
 #include "itkMacro.h"
+#include "itkMultiThreaderBase.h"
+#include "itkNearestNeighborInterpolateImageFunction.h"
+#include "itkRegionOfInterestImageFilter.h"
+#include "itkRelabelComponentImageFilter.h"
+#include "itkResampleImageFilter.h"
+#include "itkScalarConnectedComponentImageFilter.h"
+#include "vnl/vnl_det.h"
+#include "vnl/vnl_inverse.h"
+#include "vnl/vnl_matrix_fixed.h"
+#include "vnl/vnl_vector_fixed.h"
 
 namespace itk
 {
@@ -14,50 +28,30 @@ namespace itk
 namespace
 {
 
-using Matrix3 = std::array<double, 9>; // row-major
-using Vector3 = std::array<double, 3>;
-
-Matrix3
-Multiply(const Matrix3 & a, const Matrix3 & b)
-{
-  Matrix3 r{};
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      r[3 * i + j] = a[3 * i] * b[j] + a[3 * i + 1] * b[3 + j] + a[3 * i + 2] * b[6 + j];
-  return r;
-}
-
-Vector3
-Apply(const Matrix3 & a, const Vector3 & v)
-{
-  return { { a[0] * v[0] + a[1] * v[1] + a[2] * v[2], a[3] * v[0] + a[4] * v[1] + a[5] * v[2],
-             a[6] * v[0] + a[7] * v[1] + a[8] * v[2] } };
-}
-
-Matrix3
-Inverse(const Matrix3 & m)
-{
-  const double det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
-                     m[2] * (m[3] * m[7] - m[4] * m[6]);
-  if (std::fabs(det) < 1e-12)
-  {
-    itkGenericExceptionMacro(<< "image direction matrix is singular (determinant " << det << ")");
-  }
-  const double inv = 1.0 / det;
-  return { { (m[4] * m[8] - m[5] * m[7]) * inv, (m[2] * m[7] - m[1] * m[8]) * inv, (m[1] * m[5] - m[2] * m[4]) * inv,
-             (m[5] * m[6] - m[3] * m[8]) * inv, (m[0] * m[8] - m[2] * m[6]) * inv, (m[2] * m[3] - m[0] * m[5]) * inv,
-             (m[3] * m[7] - m[4] * m[6]) * inv, (m[1] * m[6] - m[0] * m[7]) * inv, (m[0] * m[4] - m[1] * m[3]) * inv } };
-}
+using Matrix3 = vnl_matrix_fixed<double, 3, 3>;
+using Vector3 = vnl_vector_fixed<double, 3>;
 
 // Index-to-physical matrix: direction * diag(spacing).
 Matrix3
 IndexToPhysical(const ComboSegGrid & g)
 {
-  Matrix3 m = g.direction;
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      m[3 * i + j] *= g.spacing[j];
+  Matrix3 m(g.direction.data()); // row-major
+  for (unsigned int i = 0; i < 3; ++i)
+    for (unsigned int j = 0; j < 3; ++j)
+      m(i, j) *= g.spacing[j];
   return m;
+}
+
+Matrix3
+InverseOfIndexToPhysical(const ComboSegGrid & g)
+{
+  const Matrix3 m = IndexToPhysical(g);
+  const double  determinant = vnl_det(m);
+  if (!(std::fabs(determinant) >= 1e-12))
+  {
+    itkGenericExceptionMacro(<< "image direction matrix is singular (determinant " << determinant << ")");
+  }
+  return vnl_inverse(m);
 }
 
 // The affine map from dst indices to src continuous indices: c = M i + t.
@@ -70,11 +64,10 @@ struct IndexMap
 IndexMap
 MapBetween(const ComboSegGrid & dst, const ComboSegGrid & src)
 {
-  const Matrix3 srcInverse = Inverse(IndexToPhysical(src));
+  const Matrix3 srcInverse = InverseOfIndexToPhysical(src);
   IndexMap      map;
-  map.m = Multiply(srcInverse, IndexToPhysical(dst));
-  map.t = Apply(srcInverse, { { dst.origin[0] - src.origin[0], dst.origin[1] - src.origin[1],
-                                dst.origin[2] - src.origin[2] } });
+  map.m = srcInverse * IndexToPhysical(dst);
+  map.t = srcInverse * (Vector3(dst.origin.data()) - Vector3(src.origin.data()));
   return map;
 }
 
@@ -94,41 +87,107 @@ CheckGrid(const ComboSegGrid & g, const char * what)
   }
 }
 
-// Visits every dst voxel with its continuous index in src, rows in parallel; along x the
-// continuous index advances by the first column of the map.
+// An ITK image over a caller's buffer (no copy); the buffer must outlive it.
+template <typename TPixel>
+typename Image<TPixel, 3>::Pointer
+ImageOnBuffer(const TPixel * values, const ComboSegGrid & grid)
+{
+  using ImageType = Image<TPixel, 3>;
+  auto                           image = ImageType::New();
+  typename ImageType::RegionType region;
+  typename ImageType::SpacingType spacing;
+  typename ImageType::PointType   origin;
+  typename ImageType::DirectionType direction;
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    region.SetSize(i, static_cast<SizeValueType>(grid.size[i]));
+    spacing[i] = grid.spacing[i];
+    origin[i] = grid.origin[i];
+    for (unsigned int j = 0; j < 3; ++j)
+      direction(i, j) = grid.direction[3 * i + j];
+  }
+  image->SetRegions(region);
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  image->SetDirection(direction);
+  // ITK's filters only read their inputs: the const buffer is never written through this image.
+  image->GetPixelContainer()->SetImportPointer(const_cast<TPixel *>(values),
+                                               static_cast<SizeValueType>(grid.NumberOfVoxels()), false);
+  return image;
+}
+
+template <typename TFilter>
+void
+LimitWorkUnits(TFilter * filter, int numberOfThreads)
+{
+  if (numberOfThreads > 0)
+  {
+    filter->SetNumberOfWorkUnits(static_cast<ThreadIdType>(numberOfThreads));
+  }
+}
+
+// ITK's ResampleImageFilter from src onto the voxel centres of dstGrid, with ITK's edge rule
+// for every caller: a point counts as inside when its continuous index lies in
+// [-0.5, size - 0.5) along every axis (half a voxel beyond the outer centres), the interpolator
+// clamps its neighbours to the image there, and points outside get `outside`.
+template <typename TInterpolator, typename TPixel>
+void
+ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, const ComboSegGrid & srcGrid,
+             TPixel outside, int numberOfThreads)
+{
+  CheckGrid(dstGrid, "target grid");
+  CheckGrid(srcGrid, "source grid");
+  InverseOfIndexToPhysical(srcGrid); // a singular direction is named, not left to ITK's message
+  using ImageType = Image<TPixel, 3>;
+  auto resample = ResampleImageFilter<ImageType, ImageType, double>::New();
+  resample->SetInput(ImageOnBuffer(src, srcGrid));
+  resample->SetInterpolator(TInterpolator::New());
+  resample->SetDefaultPixelValue(outside);
+  resample->SetOutputParametersFromImage(ImageOnBuffer(dst, dstGrid));
+  LimitWorkUnits(resample.GetPointer(), numberOfThreads);
+  resample->Update();
+  std::copy_n(resample->GetOutput()->GetBufferPointer(), dstGrid.NumberOfVoxels(), dst);
+}
+
+// Visits every dst voxel with its continuous index in src, rows in parallel on ITK's threader
+// (at most numberOfThreads work units; 0: ITK's default); along x the continuous index advances
+// by the first column of the map.
 template <typename TVisitor>
 void
-ForEachVoxel(const ComboSegGrid & dst, const IndexMap & map, TVisitor && visit)
+ForEachVoxel(const ComboSegGrid & dst, const IndexMap & map, int numberOfThreads, TVisitor && visit)
 {
   const int64_t nx = dst.size[0], ny = dst.size[1], nz = dst.size[2];
-  const int64_t rows = ny * nz;
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; ++row)
-  {
+  const auto    visitRow = [&](SizeValueType rowIndex) {
+    const auto    row = static_cast<int64_t>(rowIndex);
     const int64_t y = row % ny, z = row / ny;
     double        c[3];
-    for (int d = 0; d < 3; ++d)
+    for (unsigned int d = 0; d < 3; ++d)
     {
-      c[d] = map.m[3 * d + 1] * static_cast<double>(y) + map.m[3 * d + 2] * static_cast<double>(z) + map.t[d];
+      c[d] = map.m(d, 1) * static_cast<double>(y) + map.m(d, 2) * static_cast<double>(z) + map.t[d];
     }
     int64_t offset = row * nx;
     for (int64_t x = 0; x < nx; ++x, ++offset)
     {
-      const double cx = c[0] + map.m[0] * static_cast<double>(x);
-      const double cy = c[1] + map.m[3] * static_cast<double>(x);
-      const double cz = c[2] + map.m[6] * static_cast<double>(x);
+      const double cx = c[0] + map.m(0, 0) * static_cast<double>(x);
+      const double cy = c[1] + map.m(1, 0) * static_cast<double>(x);
+      const double cz = c[2] + map.m(2, 0) * static_cast<double>(x);
       visit(offset, cx, cy, cz);
     }
+  };
+  MultiThreaderBase::Pointer threader = MultiThreaderBase::New();
+  if (numberOfThreads > 0)
+  {
+    threader->SetNumberOfWorkUnits(static_cast<ThreadIdType>(numberOfThreads));
   }
+  threader->ParallelizeArray(0, static_cast<SizeValueType>(ny * nz), visitRow, nullptr);
 }
 
-// Continuous index inside the voxels of a grid (half a voxel beyond the outer centres).
+// ITK's edge rule (ImageFunction::IsInsideBuffer): continuous index in [-0.5, size - 0.5).
 inline bool
 Inside(const ComboSegGrid & g, double cx, double cy, double cz)
 {
-  constexpr double eps = 1e-6;
-  return cx >= -0.5 - eps && cy >= -0.5 - eps && cz >= -0.5 - eps && cx <= g.size[0] - 0.5 + eps &&
-         cy <= g.size[1] - 0.5 + eps && cz <= g.size[2] - 0.5 + eps;
+  return cx >= -0.5 && cy >= -0.5 && cz >= -0.5 && cx < g.size[0] - 0.5 && cy < g.size[1] - 0.5 &&
+         cz < g.size[2] - 0.5;
 }
 
 // The 8 neighbours and weights of a trilinear interpolation, clamped at the grid's edges.
@@ -162,43 +221,85 @@ TrilinearAt(const ComboSegGrid & g, double cx, double cy, double cz, Trilinear &
       }
 }
 
-template <typename T>
-void
-ResampleNearestT(T * dst, const ComboSegGrid & dstGrid, const T * src, const ComboSegGrid & srcGrid, T outside)
-{
-  CheckGrid(dstGrid, "target grid");
-  CheckGrid(srcGrid, "source grid");
-  const IndexMap map = MapBetween(dstGrid, srcGrid);
-  ForEachVoxel(dstGrid, map, [&](int64_t o, double cx, double cy, double cz) {
-    if (!Inside(srcGrid, cx, cy, cz))
-    {
-      dst[o] = outside;
-      return;
-    }
-    const double  c[3] = { cx, cy, cz };
-    int64_t       idx[3];
-    for (int d = 0; d < 3; ++d)
-    {
-      idx[d] = std::min(std::max(static_cast<int64_t>(std::floor(c[d] + 0.5)), int64_t{ 0 }), srcGrid.size[d] - 1);
-    }
-    dst[o] = src[idx[0] + srcGrid.size[0] * (idx[1] + srcGrid.size[1] * idx[2])];
-  });
-}
-
-// Axis of an orientation letter in LPS physical space: "R" means x increases towards the right.
+// Axis of an orientation letter in LPS physical space: "R" means x increases towards the right
+// (the letters name where each axis points, as DICOM and Slicer do). Written out because ITK 5.2
+// has no parser for such strings (DICOMOrientation came with ITK 5.3) and its SpatialOrientation
+// codes name the opposite end of each axis; OrientImageFilter does not fit either: the model
+// grid also changes the spacing, and one resampling onto it interpolates once, where
+// reorienting first would copy the scan once more.
 bool
 OrientationAxis(char letter, Vector3 & axis)
 {
   switch (letter)
   {
-    case 'L': axis = { { 1, 0, 0 } }; return true;
-    case 'R': axis = { { -1, 0, 0 } }; return true;
-    case 'P': axis = { { 0, 1, 0 } }; return true;
-    case 'A': axis = { { 0, -1, 0 } }; return true;
-    case 'S': axis = { { 0, 0, 1 } }; return true;
-    case 'I': axis = { { 0, 0, -1 } }; return true;
+    case 'L': axis = Vector3(1, 0, 0); return true;
+    case 'R': axis = Vector3(-1, 0, 0); return true;
+    case 'P': axis = Vector3(0, 1, 0); return true;
+    case 'A': axis = Vector3(0, -1, 0); return true;
+    case 'S': axis = Vector3(0, 0, 1); return true;
+    case 'I': axis = Vector3(0, 0, -1); return true;
     default: return false;
   }
+}
+
+// The direction matrix (columns: the model grid's axes in LPS) of a 3D model's orientation.
+Matrix3
+ModelAxes(const cs_model_info & info)
+{
+  const std::string orientation(info.orientation);
+  Vector3           axes[3];
+  bool              valid = orientation.size() == 3;
+  for (unsigned int i = 0; valid && i < 3; ++i)
+  {
+    valid = OrientationAxis(orientation[i], axes[i]);
+  }
+  // Each physical axis exactly once.
+  valid = valid && std::fabs(axes[0][0] + axes[1][0] + axes[2][0]) == 1 &&
+          std::fabs(axes[0][1] + axes[1][1] + axes[2][1]) == 1 && std::fabs(axes[0][2] + axes[1][2] + axes[2][2]) == 1;
+  if (!valid)
+  {
+    itkGenericExceptionMacro(<< "model '" << info.name << "' has an invalid orientation '" << orientation
+                                       << "' (expected three letters such as RAS or LPS)");
+  }
+  Matrix3 direction;
+  for (unsigned int j = 0; j < 3; ++j)
+    direction.set_column(j, axes[j]);
+  return direction;
+}
+
+// Size and origin of a grid with the model's axes and spacing that covers every voxel centre of
+// the input and is centred on them.
+void
+CoverInput(const ComboSegGrid & input, ComboSegGrid & model)
+{
+  const Matrix3 toPhysical = IndexToPhysical(input);
+  const Matrix3 axes(model.direction.data());
+  Vector3       lo(std::numeric_limits<double>::max());
+  Vector3       hi(-std::numeric_limits<double>::max());
+  for (int corner = 0; corner < 8; ++corner)
+  {
+    const Vector3 index((corner & 1) ? static_cast<double>(input.size[0] - 1) : 0.0,
+                        (corner & 2) ? static_cast<double>(input.size[1] - 1) : 0.0,
+                        (corner & 4) ? static_cast<double>(input.size[2] - 1) : 0.0);
+    const Vector3 point = toPhysical * index + Vector3(input.origin.data());
+    // Coordinates along the model's axes (orthonormal, so the transpose inverts them).
+    const Vector3 alongAxes = axes.transpose() * point;
+    for (unsigned int a = 0; a < 3; ++a)
+    {
+      lo[a] = std::min(lo[a], alongAxes[a]);
+      hi[a] = std::max(hi[a], alongAxes[a]);
+    }
+  }
+  Vector3 start;
+  for (unsigned int a = 0; a < 3; ++a)
+  {
+    const double extent = hi[a] - lo[a];
+    model.size[a] = static_cast<int64_t>(std::ceil(extent / model.spacing[a] - 1e-6)) + 1;
+    start[a] = lo[a] - 0.5 * (static_cast<double>(model.size[a] - 1) * model.spacing[a] - extent);
+  }
+  const Vector3 origin = axes * start;
+  for (unsigned int d = 0; d < 3; ++d)
+    model.origin[d] = origin[d];
 }
 
 std::string
@@ -277,12 +378,12 @@ ComboSegSameLattice(const ComboSegGrid & a, const ComboSegGrid & b, double toler
   // b's indices map to a's by a signed permutation plus an integer shift covering a exactly.
   const IndexMap map = MapBetween(b, a);
   int64_t        mappedSize[3] = { 0, 0, 0 };
-  for (int i = 0; i < 3; ++i)
+  for (unsigned int i = 0; i < 3; ++i)
   {
     int nonZero = 0;
-    for (int j = 0; j < 3; ++j)
+    for (unsigned int j = 0; j < 3; ++j)
     {
-      const double v = map.m[3 * i + j];
+      const double v = map.m(i, j);
       if (std::fabs(v) < tolerance)
         continue;
       if (std::fabs(std::fabs(v) - 1.0) > tolerance)
@@ -324,98 +425,65 @@ ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info)
   }
   else
   {
-    const std::string orientation(info.orientation);
-    Vector3           axes[3];
-    bool              valid = orientation.size() == 3;
-    for (int i = 0; valid && i < 3; ++i)
-    {
-      valid = OrientationAxis(orientation[i], axes[i]);
-    }
-    // Each physical axis exactly once.
-    valid = valid && std::fabs(axes[0][0] + axes[1][0] + axes[2][0]) == 1 &&
-            std::fabs(axes[0][1] + axes[1][1] + axes[2][1]) == 1 && std::fabs(axes[0][2] + axes[1][2] + axes[2][2]) == 1;
-    if (!valid)
-    {
-      itkGenericExceptionMacro(<< "model '" << info.name << "' has an invalid orientation '" << orientation
-                                         << "' (expected three letters such as RAS or LPS)");
-    }
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j)
-        model.direction[3 * i + j] = axes[j][i];
+    const Matrix3 axes = ModelAxes(info);
+    for (unsigned int i = 0; i < 3; ++i)
+      for (unsigned int j = 0; j < 3; ++j)
+        model.direction[3 * i + j] = axes(i, j);
     model.spacing = { { info.spacing[0], info.spacing[1], info.spacing[2] } };
   }
-
-  // Bounding box of the input's voxel centres in the model's axes.
-  const Matrix3 toPhysical = IndexToPhysical(input);
-  Vector3       lo{ { std::numeric_limits<double>::max(), std::numeric_limits<double>::max(),
-                      std::numeric_limits<double>::max() } };
-  Vector3       hi{ { -lo[0], -lo[1], -lo[2] } };
-  for (int corner = 0; corner < 8; ++corner)
-  {
-    const Vector3 index{ { (corner & 1) ? static_cast<double>(input.size[0] - 1) : 0.0,
-                           (corner & 2) ? static_cast<double>(input.size[1] - 1) : 0.0,
-                           (corner & 4) ? static_cast<double>(input.size[2] - 1) : 0.0 } };
-    Vector3       p = Apply(toPhysical, index);
-    for (int d = 0; d < 3; ++d)
-      p[d] += input.origin[d];
-    for (int a = 0; a < 3; ++a)
-    {
-      // Coordinate along model axis a (the axes are orthonormal).
-      double q = 0.0;
-      for (int d = 0; d < 3; ++d)
-        q += model.direction[3 * d + a] * p[d];
-      lo[a] = std::min(lo[a], q);
-      hi[a] = std::max(hi[a], q);
-    }
-  }
-  Vector3 start{};
-  for (int a = 0; a < 3; ++a)
-  {
-    const double extent = hi[a] - lo[a];
-    model.size[a] = static_cast<int64_t>(std::ceil(extent / model.spacing[a] - 1e-6)) + 1;
-    // Centre the grid on the input's extent.
-    start[a] = lo[a] - 0.5 * (static_cast<double>(model.size[a] - 1) * model.spacing[a] - extent);
-  }
+  CoverInput(input, model);
   if (info.arch.spatial_dims == 2)
   {
     model.size[2] = 1;
   }
-  for (int d = 0; d < 3; ++d)
-  {
-    model.origin[d] = 0.0;
-    for (int a = 0; a < 3; ++a)
-      model.origin[d] += model.direction[3 * d + a] * start[a];
-  }
   return model;
 }
 
+// True when every dst voxel centre is a src voxel centre (axes permuted or flipped, whole-voxel
+// shifts): resampling is then a copy.
+namespace
+{
+bool
+VoxelCentresCoincide(const ComboSegGrid & dstGrid, const ComboSegGrid & srcGrid)
+{
+  const IndexMap map = MapBetween(dstGrid, srcGrid);
+  const auto     whole = [](double v) { return std::fabs(v - std::round(v)) < 1e-6; };
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    if (!whole(map.t[i]))
+      return false;
+    for (unsigned int j = 0; j < 3; ++j)
+      if (!whole(map.m(i, j)))
+        return false;
+  }
+  return true;
+}
+} // namespace
+
 void
 ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * src, const ComboSegGrid & srcGrid,
-                       float outside)
+                       float outside, int numberOfThreads)
 {
-  CheckGrid(dstGrid, "target grid");
-  CheckGrid(srcGrid, "source grid");
-  const IndexMap map = MapBetween(dstGrid, srcGrid);
-  ForEachVoxel(dstGrid, map, [&](int64_t o, double cx, double cy, double cz) {
-    if (!Inside(srcGrid, cx, cy, cz))
-    {
-      dst[o] = outside;
-      return;
-    }
-    Trilinear t;
-    TrilinearAt(srcGrid, cx, cy, cz, t);
-    double v = 0.0;
-    for (int n = 0; n < 8; ++n)
-      v += t.weight[n] * src[t.offset[n]];
-    dst[o] = static_cast<float>(v);
-  });
+  // On coinciding grids the nearest voxel is the exact value. ITK's linear path steps along each
+  // row by adding the index increment, which leaves weights of about 1e-13 on the neighbours: the
+  // zeros around the head became tiny non-zero values that zscore_nonzero counted (60 voxels of
+  // the quickstart's label map changed).
+  if (VoxelCentresCoincide(dstGrid, srcGrid))
+  {
+    ResampleOnto<NearestNeighborInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid,
+                                                                                   outside, numberOfThreads);
+    return;
+  }
+  ResampleOnto<LinearInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid, outside,
+                                                                          numberOfThreads);
 }
 
 void
 ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src,
-                        const ComboSegGrid & srcGrid, int32_t outside)
+                        const ComboSegGrid & srcGrid, int32_t outside, int numberOfThreads)
 {
-  ResampleNearestT(dst, dstGrid, src, srcGrid, outside);
+  ResampleOnto<NearestNeighborInterpolateImageFunction<Image<int32_t, 3>, double>>(dst, dstGrid, src, srcGrid,
+                                                                                     outside, numberOfThreads);
 }
 
 ComboSegIntensityStatistics
@@ -509,9 +577,12 @@ ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatist
   }
 }
 
+namespace
+{
+
+// The channels the model expects, by count: messages name the missing or extra ones.
 void
-ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
-                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image)
+CheckChannelCount(const std::vector<ComboSegChannel> & channels, const cs_model_info & info)
 {
   const int32_t expected = info.arch.in_channels;
   const int32_t given = static_cast<int32_t>(channels.size());
@@ -531,36 +602,50 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
     itkGenericExceptionMacro(<< "model '" << info.name << "' expects " << expected << " channel(s) (" << ChannelList(info)
                                        << ") but was given " << given << ": extra " << extra.str());
   }
-  for (int32_t c = 0; c < given; ++c)
+}
+
+// One channel: not empty, on the first channel's grid, every voxel finite.
+void
+CheckChannel(const ComboSegChannel & ch, const ComboSegChannel & first)
+{
+  if (ch.grid.NumberOfVoxels() <= 0 || !ch.values)
   {
-    const ComboSegChannel & ch = channels[c];
-    if (ch.grid.NumberOfVoxels() <= 0 || !ch.values)
-    {
-      itkGenericExceptionMacro(<< ch.source << " is empty (" << ComboSegGridToString(ch.grid) << ")");
-    }
-    if (c > 0 && !ComboSegSameGrid(ch.grid, channels[0].grid))
-    {
-      itkGenericExceptionMacro(<< ch.source << " is on a different grid than " << channels[0].source << ": "
-                                         << ComboSegGridToString(ch.grid) << " versus "
-                                         << ComboSegGridToString(channels[0].grid));
-    }
-    const int64_t n = ch.grid.NumberOfVoxels();
-    int64_t       bad = 0, first = -1;
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(ch.values[i]))
-      {
-        if (first < 0)
-          first = i;
-        ++bad;
-      }
-    if (bad > 0)
-    {
-      const int64_t x = first % ch.grid.size[0], y = (first / ch.grid.size[0]) % ch.grid.size[1],
-                    z = first / (ch.grid.size[0] * ch.grid.size[1]);
-      itkGenericExceptionMacro(<< ch.source << " has " << bad << " NaN or infinite voxel(s), the first at index [" << x
-                                         << ", " << y << ", " << z << "]");
-    }
+    itkGenericExceptionMacro(<< ch.source << " is empty (" << ComboSegGridToString(ch.grid) << ")");
   }
+  if (&ch != &first && !ComboSegSameGrid(ch.grid, first.grid))
+  {
+    itkGenericExceptionMacro(<< ch.source << " is on a different grid than " << first.source << ": "
+                                       << ComboSegGridToString(ch.grid) << " versus "
+                                       << ComboSegGridToString(first.grid));
+  }
+  const int64_t n = ch.grid.NumberOfVoxels();
+  int64_t       bad = 0, firstBad = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(ch.values[i]))
+    {
+      if (firstBad < 0)
+        firstBad = i;
+      ++bad;
+    }
+  if (bad > 0)
+  {
+    const int64_t x = firstBad % ch.grid.size[0], y = (firstBad / ch.grid.size[0]) % ch.grid.size[1],
+                  z = firstBad / (ch.grid.size[0] * ch.grid.size[1]);
+    itkGenericExceptionMacro(<< ch.source << " has " << bad << " NaN or infinite voxel(s), the first at index [" << x
+                                       << ", " << y << ", " << z << "]");
+  }
+}
+
+} // namespace
+
+void
+ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
+                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image,
+                        int numberOfThreads)
+{
+  CheckChannelCount(channels, info);
+  for (const ComboSegChannel & ch : channels)
+    CheckChannel(ch, channels.front());
 
   modelGrid = ComboSegModelGrid(channels[0].grid, info);
   const int64_t        m = modelGrid.NumberOfVoxels();
@@ -570,17 +655,18 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
     // Masks travel as int32 through the nearest-neighbour resampler.
     const int64_t        n = channels[0].grid.NumberOfVoxels();
     std::vector<int32_t> in(mask, mask + n), out(static_cast<size_t>(m));
-    ComboSegResampleNearest(out.data(), modelGrid, in.data(), channels[0].grid, 0);
+    ComboSegResampleNearest(out.data(), modelGrid, in.data(), channels[0].grid, 0, numberOfThreads);
     modelMask.assign(out.begin(), out.end());
   }
-  image.assign(static_cast<size_t>(m) * static_cast<size_t>(given), 0.0f);
-  for (int32_t c = 0; c < given; ++c)
+  image.assign(static_cast<size_t>(m) * channels.size(), 0.0f);
+  for (size_t c = 0; c < channels.size(); ++c)
   {
     const cs_channel_info &           recipe = info.channels[c];
     const ComboSegIntensityStatistics stats =
       ComboSegChannelStatistics(channels[c].values, channels[c].grid.NumberOfVoxels(), recipe, mask);
-    float * out = image.data() + static_cast<size_t>(c) * static_cast<size_t>(m);
-    ComboSegResampleLinear(out, modelGrid, channels[c].values, channels[c].grid, ComboSegPadValue(recipe, stats));
+    float * out = image.data() + c * static_cast<size_t>(m);
+    ComboSegResampleLinear(out, modelGrid, channels[c].values, channels[c].grid, ComboSegPadValue(recipe, stats),
+                           numberOfThreads);
     ComboSegNormalise(out, m, recipe, stats, mask ? modelMask.data() : nullptr);
   }
 }
@@ -608,9 +694,15 @@ ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_mode
   return outside;
 }
 
+// Hand-written rather than ITK's ResampleImageFilter: resampling the K maps onto the input grid
+// would hold them at the input's size (27 x 181 x 217 x 181 floats = 767 MB for the quickstart,
+// against none here), or, one class at a time, recompute per class the interpolation weights
+// this loop computes once per voxel. Timing of the two: `argmax_bench running|resample` in
+// Testing/Benchmark (not yet measured on an idle machine; see the commit history).
 void
 ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid, const float * probabilities,
-                              const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability)
+                              const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability,
+                              int numberOfThreads)
 {
   CheckGrid(outputGrid, "output grid");
   CheckGrid(modelGrid, "model grid");
@@ -620,7 +712,7 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
   }
   const int64_t  plane = modelGrid.NumberOfVoxels();
   const IndexMap map = MapBetween(outputGrid, modelGrid);
-  ForEachVoxel(outputGrid, map, [&](int64_t o, double cx, double cy, double cz) {
+  ForEachVoxel(outputGrid, map, numberOfThreads, [&](int64_t o, double cx, double cy, double cz) {
     if (!Inside(modelGrid, cx, cy, cz))
     {
       labels[o] = 0;
@@ -649,147 +741,100 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
 namespace
 {
 
-// A box of voxel indices, bounds inclusive.
-struct Box
+using LabelImage = Image<int32_t, 3>;
+
+ComboSegGrid
+GridOfSize(const std::array<int64_t, 3> & size)
 {
-  int64_t lo[3], hi[3]; // inclusive
-};
+  ComboSegGrid grid;
+  grid.size = size;
+  return grid;
+}
 
 } // namespace
 
 void
-ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size)
+ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads)
 {
-  const int64_t        nx = size[0], ny = size[1], nz = size[2], n = nx * ny * nz;
-  std::vector<int32_t> component(static_cast<size_t>(n), -1);
-  std::vector<int64_t> componentSize;
-  std::vector<int32_t> componentLabel;
-  std::vector<int64_t> queue;
-  for (int64_t seed = 0; seed < n; ++seed)
+  using ComponentImage = Image<uint32_t, 3>;
+  const ComboSegGrid         grid = GridOfSize(size);
+  const LabelImage::Pointer image = ImageOnBuffer(labels, grid);
+  // ConnectedComponentImageFilter joining neighbours of equal label (distance 0), 6-connected;
+  // background is masked out.
+  auto components = ScalarConnectedComponentImageFilter<LabelImage, ComponentImage, LabelImage>::New();
+  components->SetInput(image);
+  components->SetMaskImage(image);
+  components->SetDistanceThreshold(0);
+  components->FullyConnectedOff();
+  LimitWorkUnits(components.GetPointer(), numberOfThreads);
+  auto bySize = RelabelComponentImageFilter<ComponentImage, ComponentImage>::New();
+  bySize->SetInput(components->GetOutput());
+  LimitWorkUnits(bySize.GetPointer(), numberOfThreads);
+  bySize->Update();
+  // Components are numbered 1, 2, ... by decreasing size (ties in ITK's order): a class's lowest
+  // number is its largest component.
+  const uint32_t *      component = bySize->GetOutput()->GetBufferPointer();
+  const int64_t         n = grid.NumberOfVoxels();
+  std::vector<uint32_t> largest;
+  for (int64_t o = 0; o < n; ++o)
   {
-    if (labels[seed] == 0 || component[seed] >= 0)
+    const auto label = static_cast<size_t>(labels[o]);
+    if (label == 0)
       continue;
-    const int32_t id = static_cast<int32_t>(componentSize.size());
-    const int32_t label = labels[seed];
-    int64_t       count = 0;
-    queue.clear();
-    queue.push_back(seed);
-    component[seed] = id;
-    for (size_t head = 0; head < queue.size(); ++head)
-    {
-      const int64_t o = queue[head];
-      ++count;
-      const int64_t x = o % nx, y = (o / nx) % ny, z = o / (nx * ny);
-      const int64_t neighbours[6] = { x > 0 ? o - 1 : -1,           x + 1 < nx ? o + 1 : -1,
-                                      y > 0 ? o - nx : -1,          y + 1 < ny ? o + nx : -1,
-                                      z > 0 ? o - nx * ny : -1,     z + 1 < nz ? o + nx * ny : -1 };
-      for (int64_t q : neighbours)
-        if (q >= 0 && component[q] < 0 && labels[q] == label)
-        {
-          component[q] = id;
-          queue.push_back(q);
-        }
-    }
-    componentSize.push_back(count);
-    componentLabel.push_back(label);
-  }
-  // The largest component of each label (the first found wins a tie).
-  std::vector<int32_t> largest;
-  for (size_t id = 0; id < componentSize.size(); ++id)
-  {
-    const size_t label = static_cast<size_t>(componentLabel[id]);
     if (largest.size() <= label)
-      largest.resize(label + 1, -1);
-    if (largest[label] < 0 || componentSize[id] > componentSize[static_cast<size_t>(largest[label])])
-      largest[label] = static_cast<int32_t>(id);
+      largest.resize(label + 1, std::numeric_limits<uint32_t>::max());
+    largest[label] = std::min(largest[label], component[o]);
   }
   for (int64_t o = 0; o < n; ++o)
     if (labels[o] != 0 && component[o] != largest[static_cast<size_t>(labels[o])])
       labels[o] = 0;
 }
 
-void
-ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size)
+namespace
 {
-  const int64_t nx = size[0], ny = size[1], nz = size[2], n = nx * ny * nz;
-  // Bounding box of every label present.
-  std::vector<Box> boxes;
-  for (int64_t o = 0; o < n; ++o)
-  {
-    const int32_t label = labels[o];
-    if (label <= 0)
-      continue;
-    if (boxes.size() <= static_cast<size_t>(label))
-      boxes.resize(static_cast<size_t>(label) + 1, Box{ { -1, -1, -1 }, { -1, -1, -1 } });
-    Box &         b = boxes[static_cast<size_t>(label)];
-    const int64_t c[3] = { o % nx, (o / nx) % ny, o / (nx * ny) };
-    for (int d = 0; d < 3; ++d)
-    {
-      if (b.lo[d] < 0 || c[d] < b.lo[d])
-        b.lo[d] = c[d];
-      if (c[d] > b.hi[d])
-        b.hi[d] = c[d];
-    }
-  }
-  std::vector<uint8_t> outside;
-  std::vector<int64_t> queue;
-  for (size_t label = 1; label < boxes.size(); ++label)
-  {
-    Box b = boxes[label];
-    if (b.lo[0] < 0)
-      continue;
-    // One voxel of margin so that the outside surrounds the class.
-    for (int d = 0; d < 3; ++d)
-    {
-      b.lo[d] = std::max<int64_t>(b.lo[d] - 1, 0);
-      b.hi[d] = std::min<int64_t>(b.hi[d] + 1, size[d] - 1);
-    }
-    const int64_t bx = b.hi[0] - b.lo[0] + 1, by = b.hi[1] - b.lo[1] + 1, bz = b.hi[2] - b.lo[2] + 1;
-    outside.assign(static_cast<size_t>(bx * by * bz), 0);
-    queue.clear();
-    auto global = [&](int64_t x, int64_t y, int64_t z) { return (b.lo[0] + x) + nx * ((b.lo[1] + y) + ny * (b.lo[2] + z)); };
-    const int32_t cls = static_cast<int32_t>(label);
-    for (int64_t z = 0; z < bz; ++z)
-      for (int64_t y = 0; y < by; ++y)
-        for (int64_t x = 0; x < bx; ++x)
-        {
-          const bool face = x == 0 || y == 0 || z == 0 || x == bx - 1 || y == by - 1 || z == bz - 1;
-          if (face && labels[global(x, y, z)] != cls)
-          {
-            const int64_t local = x + bx * (y + by * z);
-            outside[static_cast<size_t>(local)] = 1;
-            queue.push_back(local);
-          }
-        }
-    for (size_t head = 0; head < queue.size(); ++head)
-    {
-      const int64_t l = queue[head];
-      const int64_t x = l % bx, y = (l / bx) % by, z = l / (bx * by);
-      const int64_t neighbours[6] = { x > 0 ? l - 1 : -1,       x + 1 < bx ? l + 1 : -1,
-                                      y > 0 ? l - bx : -1,      y + 1 < by ? l + bx : -1,
-                                      z > 0 ? l - bx * by : -1, z + 1 < bz ? l + bx * by : -1 };
-      for (int64_t q : neighbours)
-      {
-        if (q < 0 || outside[static_cast<size_t>(q)])
-          continue;
-        const int64_t qx = q % bx, qy = (q / bx) % by, qz = q / (bx * by);
-        if (labels[global(qx, qy, qz)] != cls)
-        {
-          outside[static_cast<size_t>(q)] = 1;
-          queue.push_back(q);
-        }
-      }
-    }
-    // Enclosed background joins the class; enclosed organs of other classes stay.
-    for (int64_t z = 0; z < bz; ++z)
-      for (int64_t y = 0; y < by; ++y)
-        for (int64_t x = 0; x < bx; ++x)
-        {
-          const int64_t g = global(x, y, z);
-          if (!outside[static_cast<size_t>(x + bx * (y + by * z))] && labels[g] == 0)
-            labels[g] = cls;
-        }
-  }
+
+// Fills the holes of one class inside its bounding box padded by one voxel (whose faces reach
+// the outside of the class, so the result equals filling the whole image): background voxels
+// that BinaryFillholeImageFilter gives the class join it; voxels of other classes stay.
+void
+FillHolesOfClass(LabelImage * image, int32_t label, LabelImage::RegionType box, int numberOfThreads)
+{
+  box.PadByRadius(1);
+  box.Crop(image->GetLargestPossibleRegion());
+  auto crop = RegionOfInterestImageFilter<LabelImage, LabelImage>::New();
+  crop->SetInput(image);
+  crop->SetRegionOfInterest(box);
+  auto fill = BinaryFillholeImageFilter<LabelImage>::New();
+  fill->SetInput(crop->GetOutput());
+  fill->SetForegroundValue(label);
+  fill->FullyConnectedOff(); // holes reach the outside through 6-connected voxels
+  LimitWorkUnits(fill.GetPointer(), numberOfThreads);
+  fill->Update();
+  // The crop starts at index 0: both iterators walk the box in the same order.
+  ImageRegionConstIterator<LabelImage> filled(fill->GetOutput(), fill->GetOutput()->GetLargestPossibleRegion());
+  ImageRegionIterator<LabelImage>      target(image, box);
+  for (; !filled.IsAtEnd(); ++filled, ++target)
+    if (filled.Get() == label && target.Get() == 0)
+      target.Set(label);
+}
+
+} // namespace
+
+void
+ComboSegFillHoles(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads)
+{
+  const LabelImage::Pointer image = ImageOnBuffer(labels, GridOfSize(size));
+  auto                      boxes = LabelStatisticsImageFilter<LabelImage, LabelImage>::New();
+  boxes->SetInput(image);
+  boxes->SetLabelInput(image);
+  LimitWorkUnits(boxes.GetPointer(), numberOfThreads);
+  boxes->Update();
+  std::vector<int32_t> present(boxes->GetValidLabelValues().begin(), boxes->GetValidLabelValues().end());
+  std::sort(present.begin(), present.end());
+  // In increasing class order, each class seeing the holes the classes before it filled.
+  for (int32_t label : present)
+    if (label > 0)
+      FillHolesOfClass(image, label, boxes->GetRegion(label), numberOfThreads);
 }
 
 void
