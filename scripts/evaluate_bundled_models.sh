@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the bundled models on labelled cases they were trained or chosen on (brain-structures-t1
-# on ICBM152, one of its two training brains; brain-tumor-flair-t1c on BRATS 2013 patients 3 and 4, two of its
+# on ICBM152, which chose it; brain-tumor-flair-t1c on BRATS 2013 patients 3 and 4, two of its
 # training patients), with the whole tumour as the "all structures" row: a check that a model
 # file and the pipeline still give what the model card records, NOT an accuracy estimate (the
 # cards' expected accuracy comes from scripts/crossvalidate.py). One ComboSegEvaluate table per case.
