@@ -223,6 +223,23 @@ def write_reports(out, dataset, headline, folds, command, suffix):
             f.write("| %s | %s | %s |\n" % (name, fmt(m), fmt(s)))
 
 
+def parse_with_extra(parser):
+    """This script's arguments, and those after `--` (passed on to ComboSegTrain)."""
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    return parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv), extra
+
+
+def modules(build, script):
+    """The paths of the three command-line modules in a build tree; stops if one is missing."""
+    bins = {n: os.path.join(build, "cli-modules", n)
+            for n in ("ComboSegTrain", "ComboSegSegment", "ComboSegEvaluate")}
+    for path in bins.values():
+        if not os.access(path, os.X_OK):
+            sys.exit("%s: %s is missing: build it first" % (script, path))
+    return bins
+
+
 def main():
     parser = argparse.ArgumentParser(
         description="Leave-one-case-out cross-validation of a ComboSegTrain recipe.",
@@ -240,15 +257,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="threads per fold (0: all cores)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="folds trained at once (e.g. 2 with --threads 1 on 2 cores)")
-    argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-
-    bins = {n: os.path.join(args.build, "cli-modules", n)
-            for n in ("ComboSegTrain", "ComboSegSegment", "ComboSegEvaluate")}
-    for path in bins.values():
-        if not os.access(path, os.X_OK):
-            sys.exit("crossvalidate: %s is missing: build it first" % path)
+    args, extra = parse_with_extra(parser)
+    bins = modules(args.build, "crossvalidate")
     cases, recipe, headline = DATASETS[args.dataset]()
     for c in cases:
         for path in [c["labels"]] + c["images"]:

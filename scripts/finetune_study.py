@@ -134,14 +134,8 @@ def main():
     parser.add_argument("--rotations", default="", help="comma-separated rotations 1..4 (default all)")
     parser.add_argument("--threads", type=int, default=0, help="threads per rotation (0: all cores)")
     parser.add_argument("--parallel", type=int, default=1, help="rotations run at once")
-    argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    bins = {n: os.path.join(args.build, "cli-modules", n)
-            for n in ("ComboSegTrain", "ComboSegSegment", "ComboSegEvaluate")}
-    for path in bins.values():
-        if not os.access(path, os.X_OK):
-            sys.exit("finetune_study: %s is missing: build it first" % path)
+    args, extra = cv.parse_with_extra(parser)
+    bins = cv.modules(args.build, "finetune_study")
     cases, recipe, _ = cv.brats()
     for c in cases:
         for path in [c["labels"]] + c["images"]:
