@@ -4,6 +4,7 @@
 #endif
 #include "internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,4 +187,17 @@ void cs_free(void *p)
     }
 #endif
     free(header[-1]);
+}
+
+int cs_name_index(const char *name, const char *const *names, int count)
+{
+    for (int i = 0; i < count; i++) {
+        const char *a = name, *b = names[i];
+        for (; *a && *b; a++, b++) {
+            char c = (*a == '-' || *a == ' ') ? '_' : (char)tolower((unsigned char)*a);
+            if (c != *b) break;
+        }
+        if (!*a && !*b) return i;
+    }
+    return -1;
 }

@@ -51,6 +51,10 @@ void cs_free(void *p);
 /* The OpenMP thread count for a context (resolves 0 to the runtime's default; 1 without OpenMP). */
 int cs_threads(const cs_context_t ctx);
 
+/* The index of name among names[0..count), case-insensitive with '-' and ' ' read as '_'
+ * ("Focal-Tversky" matches "focal_tversky"); -1 when none matches. */
+int cs_name_index(const char *name, const char *const *names, int count);
+
 /* One named tensor of the model's parameters, carved out of the single parameter allocation. */
 typedef struct cs_param_tensor {
     char name[64];       /* e.g. "enc0.conv1.weight" */

@@ -26,7 +26,6 @@
  */
 #include "internal.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <string.h>
 
@@ -78,18 +77,10 @@ const char *cs_loss_kind_name(cs_loss_kind kind)
 cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind)
 {
     if (!name || !kind) return CS_ERR_INVALID_ARGUMENT;
-    for (int i = 0; i < NUM_LOSS_KINDS; i++) {
-        const char *a = name, *b = loss_names[i];
-        for (; *a && *b; a++, b++) {
-            char c = (*a == '-' || *a == ' ') ? '_' : (char)tolower((unsigned char)*a);
-            if (c != *b) break;
-        }
-        if (!*a && !*b) {
-            *kind = (cs_loss_kind)i;
-            return CS_OK;
-        }
-    }
-    return CS_ERR_INVALID_ARGUMENT;
+    const int i = cs_name_index(name, loss_names, NUM_LOSS_KINDS);
+    if (i < 0) return CS_ERR_INVALID_ARGUMENT;
+    *kind = (cs_loss_kind)i;
+    return CS_OK;
 }
 
 static int in_unit_interval(float x) { return x >= 0.0f && x <= 1.0f; } /* false for NaN */

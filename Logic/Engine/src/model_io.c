@@ -11,7 +11,6 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -816,18 +815,10 @@ const char *cs_norm_kind_name(cs_norm_kind kind)
 cs_status cs_norm_kind_from_name(const char *name, cs_norm_kind *kind)
 {
     if (!name || !kind) return CS_ERR_INVALID_ARGUMENT;
-    for (int i = 0; i < COUNT_OF(norm_names); i++) {
-        const char *a = name, *b = norm_names[i];
-        for (; *a && *b; a++, b++) {
-            char c = (*a == '-' || *a == ' ') ? '_' : (char)tolower((unsigned char)*a);
-            if (c != *b) break;
-        }
-        if (!*a && !*b) {
-            *kind = (cs_norm_kind)i;
-            return CS_OK;
-        }
-    }
-    return CS_ERR_INVALID_ARGUMENT;
+    const int i = cs_name_index(name, norm_names, COUNT_OF(norm_names));
+    if (i < 0) return CS_ERR_INVALID_ARGUMENT;
+    *kind = (cs_norm_kind)i;
+    return CS_OK;
 }
 
 /* The metadata of a model file as key/value strings: numbers printed so that they read back
