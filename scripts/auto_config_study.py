@@ -25,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DATA = os.environ.get("COMBOSEG_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
+DATA = os.path.realpath(os.environ.get("COMBOSEG_DATA_DIR", os.path.join(ROOT, "..", "shared", "data")))
 
 CONFIGS = [
     ("auto", "chosen from the training case (the default)", []),

@@ -32,7 +32,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DATA = os.environ.get("COMBOSEG_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
+# realpath: the recipe text (which names the data) is then the same from every checkout, so a
+# fold trained from another clone is reused rather than retrained
+DATA = os.path.realpath(os.environ.get("COMBOSEG_DATA_DIR", os.path.join(ROOT, "..", "shared", "data")))
 CH2 = "/usr/share/mricron/templates/ch2.nii.gz"
 
 
