@@ -14,6 +14,7 @@
 #include "ComboSegRunOutputs.h"
 #include "ComboSegTrainXML.h"
 
+#include "comboseg/parameters.h"
 #include "itkComboSegDataSet.h"
 #include "itkComboSegIO.h"
 #include "itkComboSegTrainingSession.h"
@@ -26,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -240,8 +242,65 @@ std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &case
   return newPatch;
 }
 
+// Sampling and augmentation as given, automatic values (below 0, "auto") left at -1 / 0.
+cs_sampling_options SamplingAsGiven(ComboSegArguments &args)
+{
+  cs_sampling_options sampling = cs_sampling_options_default();
+  sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
+  sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
+  sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
+  const std::vector<double> rotation = args.GetDoubles("rotationAugmentation");
+  if (rotation.size() != 1 && rotation.size() != 3)
+    throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "
+                             "(x,y,z), or -1 (automatic)");
+  for (size_t i = 0; i < 3; ++i) sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
+  const std::string mirror = args.GetString("mirrorAugmentation");
+  for (int axis = 0; axis < 3; ++axis)
+    if (mirror.find("xyz"[axis]) != std::string::npos) sampling.flip_axes |= 1 << axis;
+  return sampling;
+}
+
+// Fills in the parameters left at their automatic values (learning rate 0, epochs 0 without a time
+// budget, foreground fraction or rotation -1, mirroring "auto") with the recipe for a new model or
+// for fine-tuning (comboseg/parameters.h), and says which it chose.
+void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_config &config,
+                          cs_sampling_options &sampling, int64_t &epochs)
+{
+  const cs_training_recipe recipe = cs_training_recipe_automatic(fineTuning);
+  std::ostringstream chosen;
+  if (config.learning_rate <= 0.0f)
+  {
+    config.learning_rate = recipe.learning_rate;
+    chosen << " learning rate " << recipe.learning_rate << ";";
+  }
+  if (epochs == 0 && args.GetDouble("timeBudget") <= 0.0)
+  {
+    epochs = recipe.epochs;
+    chosen << " " << epochs << " epochs;";
+  }
+  if (sampling.foreground_fraction < 0.0f)
+  {
+    sampling.foreground_fraction = recipe.foreground_fraction;
+    chosen << " " << recipe.foreground_fraction << " of patches on structures;";
+  }
+  if (sampling.rotation[0] < 0.0f || sampling.rotation[1] < 0.0f || sampling.rotation[2] < 0.0f)
+  {
+    for (float &angle : sampling.rotation) angle = recipe.rotation;
+    chosen << " rotations up to " << recipe.rotation << " degrees;";
+  }
+  if (args.GetString("mirrorAugmentation") == "auto")
+  {
+    sampling.flip_axes = recipe.flip_axes;
+    chosen << " mirroring " << (recipe.flip_axes & 1 ? "x" : "none") << ";";
+  }
+  std::string text = chosen.str();
+  if (text.empty()) return;
+  text.pop_back();
+  std::printf("automatic values for %s:%s\n", fineTuning ? "fine-tuning a base model" : "a new model", text.c_str());
+}
+
 // How it learns: optimiser, loss, sampling and augmentation, epochs and budgets.
-void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &newPatch,
+void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &newPatch, bool fineTuning,
                        itk::ComboSegTrainingSession &session)
 {
   cs_train_config config = cs_train_config_default();
@@ -265,21 +324,12 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   config.loss.tversky_beta = static_cast<float>(tversky[1]);
   config.curriculum = args.GetBool("curriculum") ? 1 : 0;
   config.seed = static_cast<uint64_t>(args.GetInt("seed"));
+  cs_sampling_options sampling = SamplingAsGiven(args);
+  int64_t epochs = args.GetInt("epochs");
+  ApplyAutomaticRecipe(args, fineTuning, config, sampling, epochs);
   session.SetTrainConfig(config);
-  cs_sampling_options sampling = cs_sampling_options_default();
-  sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
-  sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
-  sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
-  const std::vector<double> rotation = args.GetDoubles("rotationAugmentation");
-  if (rotation.size() != 1 && rotation.size() != 3)
-    throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "
-                             "(x,y,z)");
-  for (size_t i = 0; i < 3; ++i) sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
-  const std::string mirror = args.GetString("mirrorAugmentation");
-  for (int axis = 0; axis < 3; ++axis)
-    if (mirror.find("xyz"[axis]) != std::string::npos) sampling.flip_axes |= 1 << axis;
   session.SetSamplingOptions(sampling);
-  session.SetEpochs(args.GetInt("epochs"));
+  session.SetEpochs(epochs);
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));
   session.SetTimeBudget(args.GetDouble("timeBudget") * 60.0);
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
@@ -337,7 +387,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetLabelNames(cases.names);
   session.SetValidationFraction(args.GetDouble("validationShare"));
 
-  ConfigureLearning(args, ConfigureModel(args, cases, output, session), session);
+  const bool fineTuning = args.IsSet("baseModelFile") || args.GetString("baseModel") != "new";
+  ConfigureLearning(args, ConfigureModel(args, cases, output, session), fineTuning, session);
 
   // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
   // resumed run starts from; the reports are staged; all reach their names together at the end.

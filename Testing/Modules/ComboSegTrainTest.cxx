@@ -224,6 +224,52 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   EXPECT_TRUE(std::regex_search(ret, std::regex("epochsDone = 3"))) << ret;
 }
 
+// Issue 14 item 5: left at their automatic values (the panel's defaults), fine-tuning a base model
+// takes the gentle recipe of docs/fine-tuning-study.md (a new model's learning rate made the base
+// model forget), while a new model keeps the engine's recipe; values a user types are kept.
+TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
+{
+  WriteSyntheticData();
+  std::vector<std::string> newArgs = SyntheticArgs(1, 2);
+  const auto lr = std::find(newArgs.begin(), newArgs.end(), "--learningRate");
+  newArgs.erase(lr, lr + 2); // automatic
+  const RunResult base = RunModule(newArgs, m_Dir);
+  ASSERT_EQ(base.code, 0) << base.err << base.out;
+  EXPECT_NE(base.out.find("automatic values for a new model: learning rate 0.001; 0.33 of patches on structures; "
+                          "rotations up to 0 degrees; mirroring none"),
+            std::string::npos)
+    << base.out;
+
+  auto tuneArgs = [&](const std::vector<std::string> &extra) {
+    std::vector<std::string> a = { "--caseList", m_Dir + "/cases.txt", "--validationShare", "0", "--baseModelFile",
+                                   m_Dir + "/model.safetensors", "--stepsPerEpoch", "1", "--threads", "2",
+                                   "--outputModel", m_Dir + "/tuned.safetensors", "--historyTable",
+                                   m_Dir + "/tuned.tsv", "--restart" };
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  const RunResult tuned = RunModule(tuneArgs({}), m_Dir);
+  ASSERT_EQ(tuned.code, 0) << tuned.err << tuned.out;
+  EXPECT_NE(tuned.out.find("automatic values for fine-tuning a base model: learning rate 0.0002; 6 epochs; 0.6 of "
+                           "patches on structures; rotations up to 10 degrees; mirroring x"),
+            std::string::npos)
+    << tuned.out;
+  std::vector<std::string> header;
+  auto rows = TableRows(m_Dir + "/tuned.tsv", &header);
+  ASSERT_EQ(rows.size(), 6u) << "6 epochs of 1 step";
+  EXPECT_LE(std::stod(rows[0][Column(header, "learning_rate")]), 2e-4 * 1.0001);
+  EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 1e-4);
+
+  const RunResult typed = RunModule(tuneArgs({ "--learningRate", "0.001", "--epochs", "2", "--foregroundFraction",
+                                               "0.33", "--rotationAugmentation", "0", "--mirrorAugmentation", "none" }),
+                                    m_Dir);
+  ASSERT_EQ(typed.code, 0) << typed.err << typed.out;
+  EXPECT_EQ(typed.out.find("automatic values"), std::string::npos) << typed.out;
+  rows = TableRows(m_Dir + "/tuned.tsv", &header);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 5e-4);
+}
+
 // Issue 16 item 5: a scene label map whose segment names cannot be read is an error naming the
 // file before training starts (the exception was swallowed and the run went on without names).
 TEST_F(ComboSegTrainTest, UnreadableSceneLabelNamesAreAnErrorBeforeTraining)

@@ -101,7 +101,13 @@ TEST(ParameterDefaults, TrainDefaultsMatchTheEngineAndTheSession)
   const ComboSegModuleDescription xml = ModuleXML("ComboSegTrain");
   const cs_train_config config = cs_train_config_default();
   const cs_sampling_options sampling = cs_sampling_options_default();
-  EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "learningRate").defaultValue)), config.learning_rate);
+  // Left at their automatic values, a new model's recipe is the engine's defaults.
+  const cs_training_recipe automatic = cs_training_recipe_automatic(0);
+  EXPECT_EQ(Number(Parameter(xml, "learningRate").defaultValue), 0.0);
+  EXPECT_FLOAT_EQ(automatic.learning_rate, config.learning_rate);
+  EXPECT_EQ(Number(Parameter(xml, "epochs").defaultValue), 0.0);
+  EXPECT_EQ(Number(Parameter(xml, "stepsPerEpoch").defaultValue), CS_TRAINING_STEPS_PER_EPOCH_DEFAULT);
+  EXPECT_EQ(int64_t(automatic.epochs) * CS_TRAINING_STEPS_PER_EPOCH_DEFAULT, config.total_steps);
   EXPECT_EQ(Number(Parameter(xml, "batchSize").defaultValue), config.batch_size);
   EXPECT_EQ(Parameter(xml, "loss").defaultValue, cs_loss_kind_name(config.loss.kind));
   EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "alpha").defaultValue)), config.loss.alpha);
@@ -110,10 +116,14 @@ TEST(ParameterDefaults, TrainDefaultsMatchTheEngineAndTheSession)
   tversky << config.loss.tversky_alpha << "," << config.loss.tversky_beta;
   EXPECT_EQ(Parameter(xml, "tverskyWeights").defaultValue, tversky.str());
   EXPECT_EQ(Parameter(xml, "curriculum").defaultValue == "true", config.curriculum != 0);
-  EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "foregroundFraction").defaultValue)), sampling.foreground_fraction);
+  EXPECT_EQ(Number(Parameter(xml, "foregroundFraction").defaultValue), -1.0);
+  EXPECT_FLOAT_EQ(automatic.foreground_fraction, sampling.foreground_fraction);
   EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "zoomAugmentation").defaultValue)), sampling.zoom);
   EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "gammaAugmentation").defaultValue)), sampling.gamma);
-  EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "rotationAugmentation").defaultValue)), sampling.rotation[0]);
+  EXPECT_EQ(Number(Parameter(xml, "rotationAugmentation").defaultValue), -1.0);
+  EXPECT_FLOAT_EQ(automatic.rotation, sampling.rotation[0]);
+  EXPECT_EQ(Parameter(xml, "mirrorAugmentation").defaultValue, "auto");
+  EXPECT_EQ(automatic.flip_axes, sampling.flip_axes);
   const itk::ComboSegTrainingSession session;
   EXPECT_DOUBLE_EQ(Number(Parameter(xml, "validationShare").defaultValue), session.GetValidationFraction());
 }

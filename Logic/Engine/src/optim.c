@@ -2,6 +2,8 @@
  * optimiser's array operations (optim.h). */
 #include "optim.h"
 
+#include "comboseg/parameters.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -33,6 +35,19 @@ cs_train_config cs_train_config_default(void)
     c.curriculum_steps = 0;
     c.seed = 42;
     return c;
+}
+
+cs_training_recipe cs_training_recipe_automatic(int fine_tuning)
+{
+    const cs_train_config config = cs_train_config_default();
+    const cs_sampling_options sampling = cs_sampling_options_default();
+    cs_training_recipe r;
+    r.learning_rate = fine_tuning ? 2e-4f : config.learning_rate;
+    r.epochs = fine_tuning ? 6 : (int32_t)(config.total_steps / CS_TRAINING_STEPS_PER_EPOCH_DEFAULT);
+    r.foreground_fraction = fine_tuning ? 0.6f : sampling.foreground_fraction;
+    r.rotation = fine_tuning ? 10.0f : sampling.rotation[0];
+    r.flip_axes = fine_tuning ? 1 : sampling.flip_axes;
+    return r;
 }
 
 /* Warm-up: lr * step / warmup_steps for step < warmup_steps (so step 0 trains with 0). Then

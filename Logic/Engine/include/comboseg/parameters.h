@@ -30,6 +30,26 @@ CS_API const char *cs_norm_kind_name(cs_norm_kind kind); /* "unknown" outside th
  * CS_ERR_INVALID_ARGUMENT and leaves *kind unchanged. */
 CS_API cs_status cs_norm_kind_from_name(const char *name, cs_norm_kind *kind);
 
+/* The learning recipe that ComboSegTrain's automatic values (its defaults) choose: one for a
+ * new model, one for fine-tuning a base model on a site's few labelled cases. Fine-tuning at a
+ * new model's learning rate and length made the model forget what it knew; this gentler recipe
+ * was chosen on two of the four BRATS rotations and gained on the two others
+ * (docs/fine-tuning-study.md). */
+typedef struct cs_training_recipe {
+    float learning_rate;       /* peak learning rate */
+    int32_t epochs;            /* of CS_TRAINING_STEPS_PER_EPOCH_DEFAULT steps */
+    float foreground_fraction; /* cs_sampling_options.foreground_fraction */
+    float rotation;            /* degrees about every axis (cs_sampling_options.rotation) */
+    int32_t flip_axes;         /* cs_sampling_options.flip_axes */
+} cs_training_recipe;
+
+#define CS_TRAINING_STEPS_PER_EPOCH_DEFAULT 50
+
+/* New model (fine_tuning 0): the engine's own defaults (cs_train_config_default,
+ * cs_sampling_options_default) for 20 epochs. Fine-tuning: learning rate 0.0002, 6 epochs,
+ * 60% of patches on structures, rotations up to 10 degrees and left-right (x) mirroring. */
+CS_API cs_training_recipe cs_training_recipe_automatic(int fine_tuning);
+
 #ifdef __cplusplus
 }
 #endif
