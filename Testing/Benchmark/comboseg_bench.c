@@ -4,10 +4,12 @@
  *   conv3d c=<channels> pass=<fwd|bwd_data|bwd_weights> gflops=<x> pct_peak=<y> peak_gflops=<p>
  *   conv2d c=<channels> pass=<...> gflops=<x> pct_peak=<y> peak_gflops=<p>
  *   unet3d threads=<n> train_step_ms=<best> infer_ms=<best> peak_rss_mb=<z> rss_before_mb=<r>
- *          added_mb=<z - r> train_pct_peak=<y> infer_pct_peak=<y> peak_gflops=<p>
- *   unet3d width=8 classes=<k> channels=<c> size=<n> threads=<n> ...   (the bundled models' shapes)
+ *          added_mb=<z - r> train_pct_peak=<y> train_peak_gflops=<p> infer_pct_peak=<y>
+ *          infer_peak_gflops=<p>
+ *   unet3d width=8 classes=<k> channels=<c> threads=<n> ...  (the bundled models' shapes, same keys)
  *   volume256 seconds=<best> peak_gflops=<p>
- *   volume256 width=8 classes=<k> channels=<c> window=<n> seconds=<best> peak_gflops=<p>
+ *   volume256 width=8 classes=<k> channels=<c> spacing=<mm> window=<n> seconds=<best>
+ *          peak_gflops=<p>
  *
  * A shared host's capacity swings from one minute to the next, so every figure runs in rounds:
  * each round measures the FMA peak (about 0.2 s) and then the figure once. A figure's time is
@@ -503,8 +505,10 @@ static int unet_setup(unet_run *u, const net_cfg *n, int threads)
     if (!u->images || !u->labels || !u->logits || make_model(u->ctx, n, &u->model)) return 1;
     cs_rng rng;
     cs_rng_seed(&rng, 7);
-    for (size_t i = 0; i < NET_BATCH * n->in_channels * vox; i++) u->images[i] = cs_rng_normal(&rng);
-    for (size_t i = 0; i < NET_BATCH * vox; i++) u->labels[i] = (int32_t)cs_rng_below(&rng, n->classes);
+    for (size_t i = 0; i < NET_BATCH * n->in_channels * vox; i++)
+        u->images[i] = cs_rng_normal(&rng);
+    for (size_t i = 0; i < NET_BATCH * vox; i++)
+        u->labels[i] = (int32_t)cs_rng_below(&rng, n->classes);
     cs_train_config cfg = cs_train_config_default();
     cfg.batch_size = NET_BATCH;
     cfg.patch_size[0] = cfg.patch_size[1] = cfg.patch_size[2] = n->size;
@@ -537,9 +541,11 @@ static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *
     char tag[96], what[128];
     net_prefix(n, "unet3d", tag, sizeof tag);
     snprintf(what, sizeof what, "%s train_step", tag);
-    const double tp = pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops, what);
+    const double tp =
+        pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops, what);
     snprintf(what, sizeof what, "%s infer", tag);
-    const double ip = pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops, what);
+    const double ip =
+        pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops, what);
     printf("%s threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f rss_before_mb=%.1f "
            "added_mb=%.1f train_pct_peak=%.1f train_peak_gflops=%.1f infer_pct_peak=%.1f "
            "infer_peak_gflops=%.1f\n", tag, threads, 1e3 * f->train.best_s, 1e3 * f->infer.best_s,
@@ -681,10 +687,10 @@ static int parse_args(int argc, char **argv, const char **only, int *reps)
             fprintf(stderr,
                     "usage: %s [--isa portable|avx2|avx512] [--only peak,conv,unet,volume] "
                     "[--reps N]\n"
-                    "  Each figure runs N rounds (default 7; 3 for the U-Nets, 1 for the volumes),\n"
-                    "  each round the FMA peak and then the figure; it prints the best time, the\n"
-                    "  best peak of its rounds (peak_gflops=) and their ratio (pct_peak=, at most\n"
-                    "  100). Threads: OMP_NUM_THREADS.\n", argv[0]);
+                    "  Each figure runs N rounds (default 7; 3 for the U-Nets, 1 for the\n"
+                    "  volumes), each round the FMA peak and then the figure; it prints the\n"
+                    "  best time, the best peak of its rounds (peak_gflops=) and their ratio\n"
+                    "  (pct_peak=, at most 100). Threads: OMP_NUM_THREADS.\n", argv[0]);
             return 2;
         }
     }
@@ -704,7 +710,8 @@ static void print_peak(const bench_env *env, int reps)
     printf("peak gflops=%.1f\n", best);
     printf("# peak gflops_per_thread=%.1f (wall: all threads' FLOP / wall seconds / threads)\n",
            best / env->threads);
-    printf("# peak cpu_gflops_per_thread=%.1f (all threads' FLOP / process CPU seconds)\n", cpu_best);
+    printf("# peak cpu_gflops_per_thread=%.1f (all threads' FLOP / process CPU seconds)\n",
+           cpu_best);
     fflush(stdout);
 }
 
@@ -747,7 +754,8 @@ int main(int argc, char **argv)
     const net_cfg volume_reference = {1, 5, 16, 64, 1.0, 1};
     const net_cfg *volumes[] = {&volume_reference, &nets[1], &nets[2]};
     int rc = 0;
-    for (int i = 0; i < 3 && wants(only, "unet"); i++) rc |= bench_unet(&nets[i], &env, reps ? reps : 3);
+    for (int i = 0; i < 3 && wants(only, "unet"); i++)
+        rc |= bench_unet(&nets[i], &env, reps ? reps : 3);
     for (int i = 0; i < 3 && wants(only, "volume"); i++)
         rc |= bench_volume(volumes[i], &env, reps ? reps : 1);
     if (wants(only, "conv")) rc |= bench_convs(&env, reps ? reps : 7);

@@ -10,7 +10,8 @@ thread count. --width, --classes, --channels and --size give the bundled models'
 (8, 27, 1, 64: brain-structures-t1; 8, 5, 2, 48: brain-tumor-flair-t1c). With --bench it first
 runs comboseg_bench (--only unet) and prints the ratios against its line of the same shape.
 
-    OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py --bench build/Testing/Benchmark/comboseg_bench
+    OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py \
+        --bench build/Testing/Benchmark/comboseg_bench
 
 Times are the best of --reps runs after a warm-up, as comboseg_bench's. Memory is measured as
 comboseg_bench measures it: rss_before_mb is the resident size (VmRSS) just before the first
