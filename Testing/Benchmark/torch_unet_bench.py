@@ -15,9 +15,9 @@ runs comboseg_bench (--only unet) and prints the ratios against its line of the 
 
 Times are the best of --reps runs after a warm-up, as comboseg_bench's. Memory is measured as
 comboseg_bench measures it: rss_before_mb is the resident size (VmRSS) just before the first
-training step, when the network, optimiser and batch exist; peak_rss_mb the peak resident size
-(VmHWM, reset at that moment) up to the end of inference; added_mb their difference, what the
-training step and inference add.
+training step, when the network, optimiser and batch exist (Adam's moments come in the first
+step); peak_rss_mb the peak resident size (VmHWM, reset at that moment) up to the end of
+inference; added_mb their difference, what the training step and inference add.
 
 Output lines (key=value, like comboseg_bench):
     torch_unet3d [width=<f> classes=<k> channels=<c>] threads=<n> train_step_ms=<best>
