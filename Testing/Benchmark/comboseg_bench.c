@@ -1,17 +1,29 @@
-/* comboseg_bench.c - the engine's speed on this machine, one figure per line (issue 3):
+/* comboseg_bench.c - the engine's speed on this machine, one figure per line (issues 3 and 15):
  *
  *   peak gflops=<measured FMA peak, all threads>
- *   conv3d c=<channels> pass=<fwd|bwd_data|bwd_weights> gflops=<x> pct_peak=<y>
- *   conv2d c=<channels> pass=<...> gflops=<x> pct_peak=<y>
- *   unet3d threads=<n> train_step_ms=<median> infer_ms=<median> peak_rss_mb=<z>
- *   volume256 seconds=<median>
+ *   conv3d c=<channels> pass=<fwd|bwd_data|bwd_weights> gflops=<x> pct_peak=<y> peak_gflops=<p>
+ *   conv2d c=<channels> pass=<...> gflops=<x> pct_peak=<y> peak_gflops=<p>
+ *   unet3d threads=<n> train_step_ms=<best> infer_ms=<best> peak_rss_mb=<z> rss_before_mb=<r>
+ *          added_mb=<z - r> train_pct_peak=<y> train_peak_gflops=<p> infer_pct_peak=<y>
+ *          infer_peak_gflops=<p>
+ *   unet3d width=8 classes=<k> channels=<c> threads=<n> ...  (the bundled models' shapes, same keys)
+ *   volume256 seconds=<best> peak_gflops=<p>
+ *   volume256 width=8 classes=<k> channels=<c> spacing=<mm> window=<n> seconds=<best>
+ *          peak_gflops=<p>
  *
- * Lines starting with '#' are notes for people (instruction set, repetitions, best times).
+ * A shared host's capacity swings from one minute to the next, so every figure runs in rounds:
+ * each round measures the FMA peak (about 0.2 s) and then the figure once. A figure's time is
+ * its best round, peak_gflops the best peak of the same rounds and pct_peak their ratio, which
+ * never prints above 100 (a '# warning' line says when the ratio was capped). The U-Net's
+ * pct_peak counts only its convolutions' arithmetic. Memory: rss_before_mb is the resident size
+ * just before the first training step, peak_rss_mb the peak resident size from then to the end
+ * of inference, added_mb their difference (what torch_unet_bench.py prints for PyTorch too).
+ *
+ * Lines starting with '#' are notes for people (instruction set, medians, CPU-time rates).
  * Threads: OMP_NUM_THREADS (else the OpenMP default). Options:
  *   --isa portable|avx2|avx512   force a kernel path (default: the best this CPU runs)
  *   --only peak,conv,unet,volume run only these parts (comma-separated)
- *   --reps N                     repetitions per figure (default 7; 3 for the U-Net, 1 volume)
- * The U-Net and the volume run before the convolutions so that peak_rss_mb is the network's.
+ *   --reps N                     rounds per figure (default 7; 3 for the U-Nets, 1 volume)
  */
 #include "comboseg/comboseg.h"
 #include "kernels.h"
@@ -29,6 +41,9 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/resource.h>
 #endif
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #include <immintrin.h>
 #define BENCH_X86 1
@@ -45,8 +60,8 @@ static double now_s(void)
 #endif
 }
 
-/* CPU time of the whole process: under time-slicing by other processes it still counts only
- * our work, a steadier signal than wall time on a shared machine. */
+/* CPU time of the whole process, all threads: under time-slicing by other processes it still
+ * counts only our work, a steadier signal than wall time on a shared machine. */
 static double cpu_s(void) { return (double)clock() / CLOCKS_PER_SEC; }
 
 static int cmp_double(const void *a, const void *b)
@@ -61,8 +76,53 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Memory: the process's resident size now and its peak, in MB                                 */
+
+/* A "Vm...:" line of /proc/self/status in MB; -1 where there is none (not Linux). */
+static double proc_status_mb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1.0;
+    char line[256];
+    double kb = -1.0;
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') kb = atof(line + n + 1);
+    fclose(f);
+    return kb < 0.0 ? -1.0 : kb / 1024.0;
+}
+
+static double rss_mb(void) { return proc_status_mb("VmRSS"); }
+
+/* What an earlier network left resident (each thread's kernel scratch, freed memory kept in
+ * glibc's heap) would count as the next one's rss_before_mb and hide its own growth: give it
+ * back, so that each network starts as in a fresh process. */
+static void release_freed_memory(int threads)
+{
+#pragma omp parallel num_threads(threads)
+    cs_kernel_scratch_release();
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+/* Lets the peak start again from the current resident size (Linux 4.0+), so that each network
+ * of this process gets its own peak; returns 0 when it could not. */
+static int reset_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* The peak resident size since the last reset_peak_rss (VmHWM), else the process's lifetime
+ * peak (getrusage). */
 static double peak_rss_mb(void)
 {
+    const double hwm = proc_status_mb("VmHWM");
+    if (hwm >= 0.0) return hwm;
 #if defined(__unix__) || defined(__APPLE__)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -77,7 +137,8 @@ static double peak_rss_mb(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* FMA peak: independent FMA chains (more than latency x pipes) per thread, all threads at once */
+/* FMA peak: independent FMA chains per thread, all threads at once. 12 chains cover the FMA   */
+/* latency (4 cycles) times 2 pipes with room to spare, so the loop is not latency-bound.      */
 
 #define PEAK_CHAINS 12
 #ifdef BENCH_X86
@@ -126,42 +187,108 @@ static float fma_loop_portable(long iters)
     return s;
 }
 
-/* FLOP per loop iteration and thread of the path's loop. */
-static double fma_loop(cs_isa isa, long iters, float *sink)
+static float fma_loop(cs_isa isa, long iters)
 {
     switch (isa) {
 #ifdef BENCH_X86
-    case CS_ISA_AVX512: *sink += fma_loop_avx512(iters); return 2.0 * 16 * PEAK_CHAINS;
-    case CS_ISA_AVX2: *sink += fma_loop_avx2(iters); return 2.0 * 8 * PEAK_CHAINS;
+    case CS_ISA_AVX512: return fma_loop_avx512(iters);
+    case CS_ISA_AVX2: return fma_loop_avx2(iters);
 #endif
-    default: *sink += fma_loop_portable(iters); return 2.0 * 8 * PEAK_CHAINS;
+    default: return fma_loop_portable(iters);
     }
 }
 
-/* The best of several timed runs: the machine's capability, as other loads only lower it. */
-static double measure_peak(cs_isa isa, int threads, double *cpu_best)
+/* FLOP per loop iteration and thread of the path's loop. */
+static double fma_flop_per_iter(cs_isa isa)
 {
-    const long iters = 20000000;
-    double best = 0.0;
+#ifdef BENCH_X86
+    if (isa == CS_ISA_AVX512) return 2.0 * 16 * PEAK_CHAINS;
+#endif
+    (void)isa;
+    return 2.0 * 8 * PEAK_CHAINS;
+}
+
+typedef struct bench_env {
+    cs_isa isa;
+    int threads;
+    long peak_iters; /* loop iterations per thread of one peak run (about 0.2 s) */
+} bench_env;
+
+/* One run of all threads; returns GFLOP/s over wall time. *cpu_gflops (may be NULL) gets the
+ * total FLOP of all threads over the process CPU seconds of all threads: GFLOP/s per thread
+ * while it runs, which time-slicing by other processes does not lower. */
+static double peak_once(cs_isa isa, int threads, long iters, double *cpu_gflops)
+{
     float sink = 0.0f;
-    for (int rep = 0; rep < 7; rep++) {
-        double flop_per_iter = 0.0;
-        double t0 = now_s(), c0 = cpu_s();
+    const double t0 = now_s(), c0 = cpu_s();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-        {
-            float s = 0.0f;
-            double f = fma_loop(isa, iters, &s);
-            sink += s;
-#pragma omp master
-            flop_per_iter = f;
-        }
-        double t = now_s() - t0, tc = cpu_s() - c0;
-        double g = flop_per_iter * iters * threads / t / 1e9;
-        if (g > best) best = g;
-        if (flop_per_iter * iters / tc / 1e9 > *cpu_best) *cpu_best = flop_per_iter * iters / tc / 1e9;
-    }
+    sink += fma_loop(isa, iters);
+    const double t = now_s() - t0, tc = cpu_s() - c0;
     if (sink == 12345.0f) printf("# %f\n", sink); /* keep the loops alive */
-    return best;
+    const double flop = fma_flop_per_iter(isa) * (double)iters * threads;
+    if (cpu_gflops) *cpu_gflops = flop / tc / 1e9;
+    return flop / t / 1e9;
+}
+
+/* Iterations for a peak run of about `seconds`, from the best of a few short runs. */
+static long peak_iters_for(cs_isa isa, int threads, double seconds)
+{
+    const long probe = 1000000;
+    double best = 0.0;
+    for (int i = 0; i < 3; i++) {
+        const double g = peak_once(isa, threads, probe, NULL);
+        best = g > best ? g : best;
+    }
+    const double iters = seconds * best * 1e9 / (fma_flop_per_iter(isa) * threads);
+    return iters > probe ? (long)iters : probe;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rounds: each one the FMA peak, then the figure once                                         */
+
+typedef int (*figure_fn)(void *arg); /* one run of a figure; nonzero on failure */
+
+typedef struct rounds {
+    double best_s, median_s, best_cpu_s; /* the figure's wall time and process CPU time */
+    double peak_gflops;                  /* the best FMA peak of the same rounds */
+} rounds;
+
+/* The peak right before each run sees the host as the run does; the best of each over the
+ * rounds are then measured under the same conditions, so their ratio cannot exceed 100% unless
+ * the peak kernel itself falls short of the machine. */
+static int run_rounds(const bench_env *env, int reps, int warm_up, figure_fn fn, void *arg,
+                      rounds *out)
+{
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    if (!t) return 1;
+    int rc = warm_up ? fn(arg) : 0;
+    out->best_s = out->best_cpu_s = INFINITY;
+    out->peak_gflops = 0.0;
+    for (int r = 0; r < reps && !rc; r++) {
+        const double p = peak_once(env->isa, env->threads, env->peak_iters, NULL);
+        out->peak_gflops = p > out->peak_gflops ? p : out->peak_gflops;
+        const double t0 = now_s(), c0 = cpu_s();
+        rc = fn(arg);
+        t[r] = now_s() - t0;
+        const double tc = cpu_s() - c0;
+        out->best_s = t[r] < out->best_s ? t[r] : out->best_s;
+        out->best_cpu_s = tc < out->best_cpu_s ? tc : out->best_cpu_s;
+    }
+    out->median_s = rc ? 0.0 : median(t, reps);
+    free(t);
+    return rc;
+}
+
+/* 100 x gflops / peak, capped at 100: a figure above the peak of its own rounds means the peak
+ * kernel falls short of the machine, which the warning says rather than print an impossible
+ * percentage. */
+static double pct_of_peak(double gflops, double peak, const char *what)
+{
+    const double pct = 100.0 * gflops / peak;
+    if (pct <= 100.0) return pct;
+    printf("# warning %s: %.1f GFLOP/s is above the best FMA peak of its rounds (%.1f): the peak "
+           "kernel falls short of this machine; pct_peak capped at 100\n", what, gflops, peak);
+    return 100.0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -178,64 +305,74 @@ typedef struct conv_bench {
     cs_conv_shape s;
 } conv_bench;
 
-static int bench_conv(const conv_bench *cb, double peak, int threads, int reps)
+typedef struct conv_call {
+    const cs_conv_shape *s;
+    int pass, threads; /* pass: 0 forward, 1 backward-data, 2 backward-weights */
+    float *in, *gin, *out, *gout, *w, *gw, *bias, *gb;
+} conv_call;
+
+static int conv_run(void *arg)
+{
+    const conv_call *c = arg;
+    if (c->pass == 0) cs_conv_forward(c->out, c->in, c->w, c->bias, c->s, c->threads);
+    else if (c->pass == 1) cs_conv_backward_data(c->gin, c->gout, c->w, c->s, c->threads);
+    else cs_conv_backward_weights(c->gw, c->gb, c->gout, c->in, c->s, c->threads);
+    return 0;
+}
+
+static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, int reps)
+{
+    static const char *passes[3] = {"fwd", "bwd_data", "bwd_weights"};
+    const cs_conv_shape *s = c->s;
+    const double flop = 2.0 * s->batch * s->in_channels * s->out_channels * s->kd * s->kh * s->kw *
+                        s->d * s->h * s->w;
+    rounds r;
+    if (run_rounds(env, reps, 1, conv_run, c, &r)) return 1;
+    const double g = flop / r.best_s / 1e9;
+    char what[64];
+    snprintf(what, sizeof what, "%s c=%d pass=%s", cb->tag, cb->c, passes[c->pass]);
+    const double pct = pct_of_peak(g, r.peak_gflops, what);
+    printf("%s gflops=%.1f pct_peak=%.1f peak_gflops=%.1f\n", what, g, pct, r.peak_gflops);
+    printf("# %s ms_best=%.2f ms_median=%.2f median_gflops=%.1f cpu_gflops_per_thread=%.1f\n",
+           what, 1e3 * r.best_s, 1e3 * r.median_s, flop / r.median_s / 1e9,
+           flop / r.best_cpu_s / 1e9);
+    fflush(stdout);
+    return 0;
+}
+
+static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
 {
     const cs_conv_shape *s = &cb->s;
-    const size_t vox = (size_t)s->d * s->h * s->w, taps = (size_t)s->kd * s->kh * s->kw;
+    const size_t vox = (size_t)s->d * s->h * s->w;
     const size_t nin = (size_t)s->batch * s->in_channels * vox;
     const size_t nout = (size_t)s->batch * s->out_channels * vox;
-    const size_t nw = (size_t)s->out_channels * s->in_channels * taps;
-    float *in = malloc(nin * sizeof(float)), *gin = malloc(nin * sizeof(float));
-    float *out = malloc(nout * sizeof(float)), *gout = malloc(nout * sizeof(float));
-    float *w = malloc(nw * sizeof(float)), *gw = calloc(nw, sizeof(float));
-    float *bias = calloc((size_t)s->out_channels, sizeof(float));
-    float *gb = calloc((size_t)s->out_channels, sizeof(float));
-    double *t = malloc(sizeof(double) * (size_t)reps);
-    double *tc = malloc(sizeof(double) * (size_t)reps);
-    if (!tc || !in || !gin || !out || !gout || !w || !gw || !bias || !gb || !t) {
+    const size_t nw = (size_t)s->out_channels * s->in_channels * s->kd * s->kh * s->kw;
+    conv_call c = {s, 0, env->threads, malloc(nin * sizeof(float)), calloc(nin, sizeof(float)),
+                   malloc(nout * sizeof(float)), malloc(nout * sizeof(float)),
+                   malloc(nw * sizeof(float)), calloc(nw, sizeof(float)),
+                   calloc((size_t)s->out_channels, sizeof(float)),
+                   calloc((size_t)s->out_channels, sizeof(float))};
+    int rc = 1;
+    if (c.in && c.gin && c.out && c.gout && c.w && c.gw && c.bias && c.gb) {
+        cs_rng rng;
+        cs_rng_seed(&rng, 42);
+        fill_random(c.in, nin, &rng);
+        fill_random(c.gout, nout, &rng);
+        fill_random(c.w, nw, &rng);
+        rc = 0;
+        for (c.pass = 0; c.pass < 3 && !rc; c.pass++) rc = conv_pass(cb, &c, env, reps);
+    } else {
         fprintf(stderr, "comboseg_bench: out of memory\n");
-        return 1;
     }
-    cs_rng rng;
-    cs_rng_seed(&rng, 42);
-    fill_random(in, nin, &rng);
-    fill_random(gout, nout, &rng);
-    fill_random(w, nw, &rng);
-    memset(gin, 0, nin * sizeof(float));
-    const double flop = 2.0 * s->batch * s->in_channels * s->out_channels * taps * vox;
-    static const char *passes[3] = {"fwd", "bwd_data", "bwd_weights"};
-    for (int p = 0; p < 3; p++) {
-        for (int r = -1; r < reps; r++) { /* r = -1 warms up */
-            double t0 = now_s(), c0 = cpu_s();
-            if (p == 0) cs_conv_forward(out, in, w, bias, s, threads);
-            else if (p == 1) cs_conv_backward_data(gin, gout, w, s, threads);
-            else cs_conv_backward_weights(gw, gb, gout, in, s, threads);
-            if (r >= 0) {
-                t[r] = now_s() - t0;
-                tc[r] = cpu_s() - c0;
-            }
-        }
-        double best = t[0];
-        for (int r = 1; r < reps; r++) best = t[r] < best ? t[r] : best;
-        const double g = flop / median(t, reps) / 1e9;
-        printf("%s c=%d pass=%s gflops=%.1f pct_peak=%.1f\n", cb->tag, cb->c, passes[p], g,
-               100.0 * g / peak);
-        printf("# %s c=%d pass=%s best_gflops=%.1f ms_median=%.2f cpu_gflops_per_thread=%.1f\n",
-               cb->tag, cb->c, passes[p], flop / best / 1e9, 1e3 * flop / g / 1e9,
-               flop / median(tc, reps) / 1e9);
-        fflush(stdout);
-    }
-    free(tc);
-    free(t);
-    free(gb);
-    free(bias);
-    free(gw);
-    free(w);
-    free(gout);
-    free(out);
-    free(gin);
-    free(in);
-    return 0;
+    free(c.gb);
+    free(c.bias);
+    free(c.gw);
+    free(c.w);
+    free(c.gout);
+    free(c.out);
+    free(c.gin);
+    free(c.in);
+    return rc;
 }
 
 static cs_conv_shape conv_shape(int b, int ci, int co, int d, int h, int w, int k3d)
@@ -254,142 +391,265 @@ static cs_conv_shape conv_shape(int b, int ci, int co, int d, int h, int w, int 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The reference U-Net of docs/design.md: 3D, 2 channels, K = 5, 16 base filters, 4 levels    */
+/* U-Nets: the reference network of docs/design.md (3D, 2 channels, K = 5, 16 base filters,   */
+/* 4 levels) and the bundled models' shapes (their .safetensors metadata, Resources/Models)   */
 
-static int make_model(cs_context_t ctx, int in_channels, cs_model_t *model)
+typedef struct net_cfg {
+    int in_channels, classes, base_filters;
+    int size;       /* training patch and inference window, voxels per side */
+    double spacing; /* mm, for the whole-volume grid */
+    int reference;  /* 1: the reference network, printed without its shape keys */
+} net_cfg;
+
+static const net_cfg nets[] = {
+    {2, 5, 16, 64, 1.0, 1},  /* reference */
+    {1, 27, 8, 64, 1.0, 0},  /* brain-structures-t1: T1, background + 26 structures */
+    {2, 5, 8, 48, 2.0, 0},   /* brain-tumor-flair-t1c: FLAIR + T1c, 5 classes, 2 mm */
+};
+#define NET_LEVELS 4
+#define NET_BATCH 2
+
+/* "unet3d" for the reference network; the bundled shapes add their keys. */
+static void net_prefix(const net_cfg *n, const char *tag, char *out, size_t size)
+{
+    if (n->reference) snprintf(out, size, "%s", tag);
+    else snprintf(out, size, "%s width=%d classes=%d channels=%d", tag, n->base_filters,
+                  n->classes, n->in_channels);
+}
+
+static int make_model(cs_context_t ctx, const net_cfg *n, cs_model_t *model)
 {
     cs_unet_config arch = cs_unet_config_default();
     arch.spatial_dims = 3;
-    arch.in_channels = in_channels;
-    arch.num_classes = 5;
-    arch.base_filters = 16;
-    arch.levels = 4;
+    arch.in_channels = n->in_channels;
+    arch.num_classes = n->classes;
+    arch.base_filters = n->base_filters;
+    arch.levels = NET_LEVELS;
     cs_model_info info;
-    if (cs_model_info_init(&info, &arch) != CS_OK || cs_model_create(ctx, &info, 1, model) != CS_OK) {
+    if (cs_model_info_init(&info, &arch) != CS_OK) return 1;
+    info.patch_size[0] = info.patch_size[1] = info.patch_size[2] = n->size;
+    if (cs_model_create(ctx, &info, 1, model) != CS_OK) {
         fprintf(stderr, "comboseg_bench: model: %s\n", cs_context_last_error(ctx));
         return 1;
     }
     return 0;
 }
 
-static int bench_unet(int threads, int reps)
+/* GFLOP of the network's convolutions for a forward pass of the batch: 3x3x3 convolutions
+ * (2 x 27 x in x out x voxels), 2x2x2 up-convolutions and the 1x1x1 head. Element-wise work is
+ * left out, so a pct_peak from it understates the kernels' share. */
+static double unet_forward_gflop(const net_cfg *n)
 {
-    const int batch = 2, ch = 2, k = 5, n = 64;
-    const int64_t size[3] = {n, n, n};
-    const size_t vox = (size_t)n * n * n;
+    const double v0 = (double)n->size * n->size * n->size;
+    double flop = 0.0, v = v0;
+    for (int l = 0, cin = n->in_channels; l < NET_LEVELS; l++, v /= 8.0) {
+        const int f = n->base_filters << l;
+        flop += 54.0 * ((double)cin * f + (double)f * f) * v;
+        cin = f;
+    }
+    for (int l = NET_LEVELS - 2; l >= 0; l--) {
+        const double f = n->base_filters << l, vl = v0 / pow(8.0, l);
+        flop += 2.0 * 2 * f * f * vl + 54.0 * (2 * f * f + f * f) * vl;
+    }
+    flop += 2.0 * n->base_filters * n->classes * v0;
+    return NET_BATCH * flop / 1e9;
+}
+
+/* A training step: forward, backward-data (none for the first layer's input) and
+ * backward-weights of every convolution. */
+static double unet_train_gflop(const net_cfg *n)
+{
+    const double v0 = (double)n->size * n->size * n->size;
+    const double first = 54.0 * n->in_channels * n->base_filters * v0 * NET_BATCH / 1e9;
+    return 3.0 * unet_forward_gflop(n) - first;
+}
+
+typedef struct unet_run {
     cs_context_t ctx;
-    if (cs_context_init(&ctx) != CS_OK) return 1;
-    cs_context_set_threads(ctx, threads);
-    cs_model_t model = NULL;
-    cs_trainer_t trainer = NULL;
-    float *images = malloc(sizeof(float) * batch * ch * vox);
-    int32_t *labels = malloc(sizeof(int32_t) * batch * vox);
-    float *logits = malloc(sizeof(float) * batch * k * vox);
-    double *t = malloc(sizeof(double) * (size_t)reps);
-    double *tc = malloc(sizeof(double) * (size_t)reps);
-    int rc = 1;
-    if (!images || !labels || !logits || !t || !tc || make_model(ctx, ch, &model)) goto done;
+    cs_model_t model;
+    cs_trainer_t trainer;
+    float *images, *logits;
+    int32_t *labels;
+    int64_t size[3];
+    cs_step_result res;
+} unet_run;
+
+static int train_once(void *arg)
+{
+    unet_run *u = arg;
+    const cs_status st = cs_trainer_step(u->trainer, u->images, u->labels, &u->res);
+    if (st == CS_OK || st == CS_ERR_NUMERIC) return 0;
+    fprintf(stderr, "comboseg_bench: step: %s\n", cs_context_last_error(u->ctx));
+    return 1;
+}
+
+static int infer_once(void *arg)
+{
+    unet_run *u = arg;
+    if (cs_model_forward(u->ctx, u->model, u->images, NET_BATCH, u->size, u->logits) == CS_OK)
+        return 0;
+    fprintf(stderr, "comboseg_bench: forward: %s\n", cs_context_last_error(u->ctx));
+    return 1;
+}
+
+/* Context, model, a random batch and an Adam trainer on the Combo loss (alpha = beta = 0.5). */
+static int unet_setup(unet_run *u, const net_cfg *n, int threads)
+{
+    const size_t vox = (size_t)n->size * n->size * n->size;
+    if (cs_context_init(&u->ctx) != CS_OK) return 1;
+    cs_context_set_threads(u->ctx, threads);
+    u->size[0] = u->size[1] = u->size[2] = n->size;
+    u->images = malloc(sizeof(float) * NET_BATCH * n->in_channels * vox);
+    u->labels = malloc(sizeof(int32_t) * NET_BATCH * vox);
+    u->logits = malloc(sizeof(float) * NET_BATCH * n->classes * vox);
+    if (!u->images || !u->labels || !u->logits || make_model(u->ctx, n, &u->model)) return 1;
     cs_rng rng;
     cs_rng_seed(&rng, 7);
-    for (size_t i = 0; i < batch * ch * vox; i++) images[i] = cs_rng_normal(&rng);
-    for (size_t i = 0; i < batch * vox; i++) labels[i] = (int32_t)cs_rng_below(&rng, k);
-
+    for (size_t i = 0; i < NET_BATCH * n->in_channels * vox; i++)
+        u->images[i] = cs_rng_normal(&rng);
+    for (size_t i = 0; i < NET_BATCH * vox; i++)
+        u->labels[i] = (int32_t)cs_rng_below(&rng, n->classes);
     cs_train_config cfg = cs_train_config_default();
-    cfg.batch_size = batch;
-    cfg.patch_size[0] = cfg.patch_size[1] = cfg.patch_size[2] = n;
+    cfg.batch_size = NET_BATCH;
+    cfg.patch_size[0] = cfg.patch_size[1] = cfg.patch_size[2] = n->size;
     cfg.optimizer = CS_OPTIMIZER_ADAM;
-    cfg.loss = cs_loss_options_default(); /* Combo, alpha = beta = 0.5 */
-    if (cs_trainer_init(ctx, model, &cfg, &trainer) != CS_OK) {
-        fprintf(stderr, "comboseg_bench: trainer: %s\n", cs_context_last_error(ctx));
-        goto done;
-    }
-    cs_step_result res;
-    for (int r = -1; r < reps; r++) {
-        double t0 = now_s(), c0 = cpu_s();
-        cs_status st = cs_trainer_step(trainer, images, labels, &res);
-        if (st != CS_OK && st != CS_ERR_NUMERIC) {
-            fprintf(stderr, "comboseg_bench: step: %s\n", cs_context_last_error(ctx));
-            goto done;
-        }
-        if (r >= 0) {
-            t[r] = now_s() - t0;
-            tc[r] = cpu_s() - c0;
-        }
-    }
-    const double train_ms = 1e3 * median(t, reps), train_cpu_ms = 1e3 * median(tc, reps);
-    const double train_rss_mb = peak_rss_mb();
-    /* the trainer keeps its activations between steps (PyTorch frees its own after each step):
-     * let go of them before inference, so that the peak is that of the larger of the two phases */
-    cs_trainer_free(trainer);
-    trainer = NULL;
-    for (int r = -1; r < reps; r++) {
-        double t0 = now_s(), c0 = cpu_s();
-        if (cs_model_forward(ctx, model, images, batch, size, logits) != CS_OK) {
-            fprintf(stderr, "comboseg_bench: forward: %s\n", cs_context_last_error(ctx));
-            goto done;
-        }
-        if (r >= 0) {
-            t[r] = now_s() - t0;
-            tc[r] = cpu_s() - c0;
-        }
-    }
-    const double infer_ms = 1e3 * median(t, reps), infer_cpu_ms = 1e3 * median(tc, reps);
-    printf("unet3d threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f\n", threads,
-           train_ms, infer_ms, peak_rss_mb());
-    printf("# unet3d cpu_train_step_ms=%.1f cpu_infer_ms=%.1f peak_rss_mb_after_training=%.1f\n",
-           train_cpu_ms, infer_cpu_ms, train_rss_mb);
-    printf("# unet3d batch=%d channels=%d classes=%d size=%d reps=%d last_loss=%.4f\n", batch, ch, k,
-           n, reps, (double)res.loss);
+    cfg.loss = cs_loss_options_default();
+    if (cs_trainer_init(u->ctx, u->model, &cfg, &u->trainer) == CS_OK) return 0;
+    fprintf(stderr, "comboseg_bench: trainer: %s\n", cs_context_last_error(u->ctx));
+    return 1;
+}
+
+static void unet_teardown(unet_run *u)
+{
+    cs_trainer_free(u->trainer);
+    cs_model_free(u->model);
+    cs_context_free(u->ctx);
+    free(u->logits);
+    free(u->labels);
+    free(u->images);
+}
+
+typedef struct unet_figures {
+    rounds train, infer;
+    double rss_before, peak_after_training, peak;
+    int peak_reset; /* 0: peaks are the process's since it started */
+} unet_figures;
+
+static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *u, int threads,
+                       int reps)
+{
+    char tag[96], what[128];
+    net_prefix(n, "unet3d", tag, sizeof tag);
+    snprintf(what, sizeof what, "%s train_step", tag);
+    const double tp =
+        pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops, what);
+    snprintf(what, sizeof what, "%s infer", tag);
+    const double ip =
+        pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops, what);
+    printf("%s threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f rss_before_mb=%.1f "
+           "added_mb=%.1f train_pct_peak=%.1f train_peak_gflops=%.1f infer_pct_peak=%.1f "
+           "infer_peak_gflops=%.1f\n", tag, threads, 1e3 * f->train.best_s, 1e3 * f->infer.best_s,
+           f->peak, f->rss_before, f->peak - f->rss_before, tp, f->train.peak_gflops, ip,
+           f->infer.peak_gflops);
+    printf("# %s cpu_train_step_ms=%.1f cpu_infer_ms=%.1f train_step_ms_median=%.1f "
+           "infer_ms_median=%.1f peak_rss_mb_after_training=%.1f\n", tag, 1e3 * f->train.best_cpu_s,
+           1e3 * f->infer.best_cpu_s, 1e3 * f->train.median_s, 1e3 * f->infer.median_s,
+           f->peak_after_training);
+    printf("# %s batch=%d channels=%d classes=%d size=%d reps=%d last_loss=%.4f\n", tag, NET_BATCH,
+           n->in_channels, n->classes, n->size, reps, (double)u->res.loss);
+    if (!f->peak_reset) printf("# %s peak_rss_mb is the process's peak since it started\n", tag);
     fflush(stdout);
-    rc = 0;
-done:
-    cs_trainer_free(trainer);
-    cs_model_free(model);
-    cs_context_free(ctx);
-    free(tc);
-    free(t);
-    free(logits);
-    free(labels);
-    free(images);
+}
+
+static int bench_unet(const net_cfg *n, const bench_env *env, int reps)
+{
+    unet_run u;
+    memset(&u, 0, sizeof u);
+    unet_figures f;
+    int rc = unet_setup(&u, n, env->threads);
+    if (!rc) {
+        release_freed_memory(env->threads);
+        f.rss_before = rss_mb();
+        f.peak_reset = reset_peak_rss();
+        rc = run_rounds(env, reps, 1, train_once, &u, &f.train);
+    }
+    if (!rc) {
+        f.peak_after_training = peak_rss_mb();
+        /* the trainer keeps its activations between steps (PyTorch frees its own after each
+         * step): let go of them before inference, so that the peak is that of the larger of the
+         * two phases */
+        cs_trainer_free(u.trainer);
+        u.trainer = NULL;
+        rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer);
+    }
+    if (!rc) {
+        f.peak = peak_rss_mb();
+        print_unet(n, &f, &u, env->threads, reps);
+    }
+    unet_teardown(&u);
     return rc;
 }
 
-static int bench_volume(int threads, int reps)
-{
-    const int64_t size[3] = {256, 256, 128};
-    const size_t vox = (size_t)size[0] * size[1] * size[2];
+/* ------------------------------------------------------------------------------------------ */
+/* Whole volume: a 256x256x128 scan of 1 mm voxels, resampled to the model's spacing           */
+
+typedef struct volume_run {
     cs_context_t ctx;
-    if (cs_context_init(&ctx) != CS_OK) return 1;
-    cs_context_set_threads(ctx, threads);
-    cs_model_t model = NULL;
-    float *image = malloc(sizeof(float) * vox);
-    int32_t *labels = malloc(sizeof(int32_t) * vox);
-    double *t = malloc(sizeof(double) * (size_t)reps);
-    int rc = 1;
-    if (!image || !labels || !t || make_model(ctx, 1, &model)) goto done;
-    cs_rng rng;
-    cs_rng_seed(&rng, 9);
-    for (size_t i = 0; i < vox; i++) image[i] = cs_rng_normal(&rng);
-    cs_infer_options opt = cs_infer_options_default();
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        if (cs_predict_volume(ctx, model, image, size, &opt, NULL, labels) != CS_OK) {
-            fprintf(stderr, "comboseg_bench: volume: %s\n", cs_context_last_error(ctx));
-            goto done;
-        }
-        t[r] = now_s() - t0;
-    }
-    const double sec = median(t, reps);
-    printf("volume256 seconds=%.2f\n", sec);
-    printf("# volume256 size=256x256x128 window=64 overlap=%.2f voxels_per_second=%.0f reps=%d\n",
-           (double)opt.overlap, vox / sec, reps);
+    cs_model_t model;
+    const float *image;
+    int64_t size[3];
+    cs_infer_options opt;
+    int32_t *labels;
+} volume_run;
+
+static int volume_once(void *arg)
+{
+    volume_run *v = arg;
+    if (cs_predict_volume(v->ctx, v->model, v->image, v->size, &v->opt, NULL, v->labels) == CS_OK)
+        return 0;
+    fprintf(stderr, "comboseg_bench: volume: %s\n", cs_context_last_error(v->ctx));
+    return 1;
+}
+
+static void print_volume(const net_cfg *n, const volume_run *v, const rounds *r, int reps)
+{
+    const double vox = (double)v->size[0] * v->size[1] * v->size[2];
+    char tag[96];
+    net_prefix(n, "volume256", tag, sizeof tag);
+    if (n->reference) printf("%s seconds=%.2f peak_gflops=%.1f\n", tag, r->best_s, r->peak_gflops);
+    else printf("%s spacing=%g window=%d seconds=%.2f peak_gflops=%.1f\n", tag, n->spacing, n->size,
+                r->best_s, r->peak_gflops);
+    printf("# %s size=%dx%dx%d window=%d overlap=%.2f voxels_per_second=%.0f seconds_median=%.2f "
+           "reps=%d\n", tag, (int)v->size[0], (int)v->size[1], (int)v->size[2], n->size,
+           (double)v->opt.overlap, vox / r->best_s, r->median_s, reps);
     fflush(stdout);
-    rc = 0;
-done:
-    cs_model_free(model);
-    cs_context_free(ctx);
-    free(t);
-    free(labels);
+}
+
+static int bench_volume(const net_cfg *n, const bench_env *env, int reps)
+{
+    volume_run v;
+    memset(&v, 0, sizeof v);
+    v.size[0] = v.size[1] = (int64_t)(256 / n->spacing);
+    v.size[2] = (int64_t)(128 / n->spacing);
+    const size_t vox = (size_t)(v.size[0] * v.size[1] * v.size[2]);
+    if (cs_context_init(&v.ctx) != CS_OK) return 1;
+    cs_context_set_threads(v.ctx, env->threads);
+    float *image = malloc(sizeof(float) * n->in_channels * vox);
+    v.labels = malloc(sizeof(int32_t) * vox);
+    v.opt = cs_infer_options_default();
+    int rc = 1;
+    if (image && v.labels && !make_model(v.ctx, n, &v.model)) {
+        cs_rng rng;
+        cs_rng_seed(&rng, 9);
+        for (size_t i = 0; i < n->in_channels * vox; i++) image[i] = cs_rng_normal(&rng);
+        v.image = image;
+        rounds r;
+        rc = run_rounds(env, reps, 0, volume_once, &v, &r);
+        if (!rc) print_volume(n, &v, &r, reps);
+    }
+    cs_model_free(v.model);
+    cs_context_free(v.ctx);
+    free(v.labels);
     free(image);
     return rc;
 }
@@ -405,10 +665,9 @@ static int wants(const char *only, const char *part)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Returns 0, or 2 after a message for a bad argument. */
+static int parse_args(int argc, char **argv, const char **only, int *reps)
 {
-    const char *only = NULL;
-    int reps = 7, reps_set = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             const char *name = argv[++i];
@@ -420,49 +679,85 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
-            only = argv[++i];
+            *only = argv[++i];
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-            reps = atoi(argv[++i]);
-            reps_set = 1;
-            if (reps < 1) reps = 1;
+            *reps = atoi(argv[++i]);
+            if (*reps < 1) *reps = 1;
         } else {
-            fprintf(stderr, "usage: %s [--isa portable|avx2|avx512] [--only peak,conv,unet,volume] "
-                            "[--reps N]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--isa portable|avx2|avx512] [--only peak,conv,unet,volume] "
+                    "[--reps N]\n"
+                    "  Each figure runs N rounds (default 7; 3 for the U-Nets, 1 for the\n"
+                    "  volumes), each round the FMA peak and then the figure; it prints the\n"
+                    "  best time, the best peak of its rounds (peak_gflops=) and their ratio\n"
+                    "  (pct_peak=, at most 100). Threads: OMP_NUM_THREADS.\n", argv[0]);
             return 2;
         }
     }
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads(); /* OMP_NUM_THREADS when set */
-#endif
-    const cs_isa isa = cs_isa_active();
-    printf("# comboseg_bench threads=%d isa=%s\n", threads, cs_isa_name(isa));
-    double cpu_peak = 0.0;
-    double peak = measure_peak(isa, threads, &cpu_peak);
-    if (wants(only, "peak") || wants(only, "conv")) printf("peak gflops=%.1f\n", peak);
-    printf("# peak cpu_gflops_per_thread=%.1f\n", cpu_peak);
-    fflush(stdout);
+    return 0;
+}
 
-    int rc = 0;
-    if (wants(only, "unet")) rc |= bench_unet(threads, reps_set ? reps : 3);
-    if (wants(only, "volume")) rc |= bench_volume(threads, reps_set ? reps : 1);
-    if (wants(only, "conv")) {
-        /* The reference network's convolutions at batch 2: the first layer (2 -> 16 at 64^3),
-         * then 16 at 64^3, 32 at 32^3, 64 at 16^3, 128 at 8^3; and 2D shapes of the same
-         * channel counts at batch 8 (16 at 256^2 ... 128 at 32^2). */
-        const conv_bench shapes[] = {
-            {"conv3d", 2, conv_shape(2, 2, 16, 64, 64, 64, 1)},
-            {"conv3d", 16, conv_shape(2, 16, 16, 64, 64, 64, 1)},
-            {"conv3d", 32, conv_shape(2, 32, 32, 32, 32, 32, 1)},
-            {"conv3d", 64, conv_shape(2, 64, 64, 16, 16, 16, 1)},
-            {"conv3d", 128, conv_shape(2, 128, 128, 8, 8, 8, 1)},
-            {"conv2d", 16, conv_shape(8, 16, 16, 1, 256, 256, 0)},
-            {"conv2d", 32, conv_shape(8, 32, 32, 1, 128, 128, 0)},
-            {"conv2d", 64, conv_shape(8, 64, 64, 1, 64, 64, 0)},
-            {"conv2d", 128, conv_shape(8, 128, 128, 1, 32, 32, 0)},
-        };
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            rc |= bench_conv(&shapes[i], peak, threads, reps);
+/* The peak line: the best of `reps` runs; per thread from CPU time (see peak_once). */
+static void print_peak(const bench_env *env, int reps)
+{
+    double best = 0.0, cpu_best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        double cpu = 0.0;
+        const double g = peak_once(env->isa, env->threads, env->peak_iters, &cpu);
+        best = g > best ? g : best;
+        cpu_best = cpu > cpu_best ? cpu : cpu_best;
     }
+    printf("peak gflops=%.1f\n", best);
+    printf("# peak gflops_per_thread=%.1f (wall: all threads' FLOP / wall seconds / threads)\n",
+           best / env->threads);
+    printf("# peak cpu_gflops_per_thread=%.1f (all threads' FLOP / process CPU seconds)\n",
+           cpu_best);
+    fflush(stdout);
+}
+
+static int bench_convs(const bench_env *env, int reps)
+{
+    /* The reference network's convolutions at batch 2: the first layer (2 -> 16 at 64^3),
+     * then 16 at 64^3, 32 at 32^3, 64 at 16^3, 128 at 8^3; and 2D shapes of the same
+     * channel counts at batch 8 (16 at 256^2 ... 128 at 32^2). */
+    const conv_bench shapes[] = {
+        {"conv3d", 2, conv_shape(2, 2, 16, 64, 64, 64, 1)},
+        {"conv3d", 16, conv_shape(2, 16, 16, 64, 64, 64, 1)},
+        {"conv3d", 32, conv_shape(2, 32, 32, 32, 32, 32, 1)},
+        {"conv3d", 64, conv_shape(2, 64, 64, 16, 16, 16, 1)},
+        {"conv3d", 128, conv_shape(2, 128, 128, 8, 8, 8, 1)},
+        {"conv2d", 16, conv_shape(8, 16, 16, 1, 256, 256, 0)},
+        {"conv2d", 32, conv_shape(8, 32, 32, 1, 128, 128, 0)},
+        {"conv2d", 64, conv_shape(8, 64, 64, 1, 64, 64, 0)},
+        {"conv2d", 128, conv_shape(8, 128, 128, 1, 32, 32, 0)},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        rc |= bench_conv(&shapes[i], env, reps);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = NULL;
+    int reps = 0; /* 0: each part's default */
+    if (parse_args(argc, argv, &only, &reps)) return 2;
+    bench_env env = {cs_isa_active(), 1, 0};
+#ifdef _OPENMP
+    env.threads = omp_get_max_threads(); /* OMP_NUM_THREADS when set */
+#endif
+    env.peak_iters = peak_iters_for(env.isa, env.threads, 0.2);
+    printf("# comboseg_bench threads=%d isa=%s\n", env.threads, cs_isa_name(env.isa));
+    if (wants(only, "peak") || wants(only, "conv")) print_peak(&env, reps ? reps : 7);
+
+    /* the volume figure has always run the reference network with one input channel */
+    const net_cfg volume_reference = {1, 5, 16, 64, 1.0, 1};
+    const net_cfg *volumes[] = {&volume_reference, &nets[1], &nets[2]};
+    int rc = 0;
+    for (int i = 0; i < 3 && wants(only, "unet"); i++)
+        rc |= bench_unet(&nets[i], &env, reps ? reps : 3);
+    for (int i = 0; i < 3 && wants(only, "volume"); i++)
+        rc |= bench_volume(volumes[i], &env, reps ? reps : 1);
+    if (wants(only, "conv")) rc |= bench_convs(&env, reps ? reps : 7);
     return rc ? 1 : 0;
 }

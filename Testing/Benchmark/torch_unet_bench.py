@@ -6,14 +6,25 @@ Builds the same network (4 levels, 16 base filters, instance norm with affine, L
 2x max pooling, transposed convolutions, concatenation [up, skip], 1x1x1 head; parameter names
 as in net.c), trains it with Adam on the Combo loss (docs/design.md, "The losses") at batch 2,
 2 channels, K = 5, 64^3, and times a training step and an inference of the batch with the same
-thread count. With --bench it first runs comboseg_bench (--only unet) and prints the ratios.
+thread count. --width, --classes, --channels and --size give the bundled models' shapes
+(8, 27, 1, 64: brain-structures-t1; 8, 5, 2, 48: brain-tumor-flair-t1c). With --bench it first
+runs comboseg_bench (--only unet) and prints the ratios against its line of the same shape.
 
-    OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py --bench build/Testing/Benchmark/comboseg_bench
+    OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py \
+        --bench build/Testing/Benchmark/comboseg_bench
+
+Times are the best of --reps runs after a warm-up, as comboseg_bench's. Memory is measured as
+comboseg_bench measures it: rss_before_mb is the resident size (VmRSS) just before the first
+training step, when the network, optimiser and batch exist (Adam's moments come in the first
+step); peak_rss_mb the peak resident size (VmHWM, reset at that moment) up to the end of
+inference; added_mb their difference, what the training step and inference add.
 
 Output lines (key=value, like comboseg_bench):
-    torch_unet3d threads=<n> train_step_ms=<median> infer_ms=<median> peak_rss_mb=<z>
-    unet3d threads=<n> ...                     (comboseg_bench's line, passed through)
+    torch_unet3d [width=<f> classes=<k> channels=<c>] threads=<n> train_step_ms=<best>
+        infer_ms=<best> peak_rss_mb=<z> rss_before_mb=<r> added_mb=<z - r>
+    unet3d ...                                 (comboseg_bench's line of the same shape)
     ratio train_step=<torch / comboseg> infer=<torch / comboseg> peak_memory=<torch / comboseg>
+        added_memory=<torch / comboseg>
 """
 import argparse
 import os
@@ -31,27 +42,71 @@ def parse_args():
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (after one warm-up)")
     p.add_argument("--bench", help="path of comboseg_bench, run first for the ratios")
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--width", type=int, default=16, help="base filters")
+    p.add_argument("--classes", type=int, default=5)
+    p.add_argument("--channels", type=int, default=2)
     return p.parse_args()
 
 
-def run_comboseg(path, threads, reps):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([path, "--only", "unet", "--reps", str(reps)], env=env, check=True,
+def is_reference(args):
+    return (args.width, args.classes, args.channels, args.size) == (16, 5, 2, 64)
+
+
+def shape_keys(args):
+    """The keys comboseg_bench adds to the lines of a non-reference shape."""
+    if is_reference(args):
+        return ""
+    return "width=%d classes=%d channels=%d " % (args.width, args.classes, args.channels)
+
+
+def status_mb(key):
+    """A "Vm...:" line of /proc/self/status in MB, or None (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Lets VmHWM start again from the current resident size (Linux 4.0+), as comboseg_bench
+    does; returns False when it could not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb():
+    hwm = status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_comboseg(path, args):
+    """comboseg_bench's unet3d line of this shape (and its notes), and its keys."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run([path, "--only", "unet", "--reps", str(args.reps)], env=env, check=True,
                          stdout=subprocess.PIPE, universal_newlines=True).stdout
+    tag = "unet3d " + shape_keys(args) + "threads="
     for line in out.splitlines():
-        if line.startswith("# unet3d cpu_"):
+        if line.startswith("# " + tag[:-len("threads=")] + "cpu_"):
             print(line)
     for line in out.splitlines():
-        if line.startswith("unet3d "):
+        if line.startswith(tag):
             return line, dict(kv.split("=", 1) for kv in line.split()[1:])
-    raise RuntimeError("comboseg_bench printed no unet3d line:\n" + out)
+    raise RuntimeError("comboseg_bench printed no line starting '%s':\n%s" % (tag, out))
 
 
 def main():
     args = parse_args()
     ours_line, ours = (None, None)
     if args.bench:  # before importing torch, so that the two runs do not overlap
-        ours_line, ours = run_comboseg(args.bench, args.threads, args.reps)
+        ours_line, ours = run_comboseg(args.bench, args)
 
     import torch
     import torch.nn as nn
@@ -115,8 +170,8 @@ def main():
         dice = ((2 * inter + 1) / (p.sum(2) + t.sum(2) + 1))[:, 1:].mean(1)
         return (alpha * ce - (1 - alpha) * dice).mean()
 
-    b, c, k, n = 2, 2, 5, args.size
-    net = UNet(c, k)
+    b, c, k, n = 2, args.channels, args.classes, args.size
+    net = UNet(c, k, args.width)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.randn(b, c, n, n, n)
     y = torch.randint(0, k, (b, n, n, n))
@@ -128,11 +183,9 @@ def main():
         opt.step()
         return loss
 
-    cpu_ms = {}
-
     def timed(name, fn):
-        """Median wall milliseconds; the process CPU time (steadier on a shared machine) goes
-        to cpu_ms."""
+        """Best wall milliseconds, as comboseg_bench; the median and the best process CPU time
+        (steadier on a shared machine) go to notes."""
         fn()  # warm-up
         t, c = [], []
         for _ in range(args.reps):
@@ -140,24 +193,32 @@ def main():
             fn()
             t.append(time.perf_counter() - t0)
             c.append(time.process_time() - c0)
-        cpu_ms[name] = 1e3 * statistics.median(c)
-        return 1e3 * statistics.median(t)
+        notes[name] = (1e3 * min(c), 1e3 * statistics.median(t))
+        return 1e3 * min(t)
 
+    notes = {}
+    rss_before = status_mb("VmRSS")
+    peak_reset = reset_peak_rss()
     train_ms = timed("train_step", train_step)
     with torch.inference_mode():
         infer_ms = timed("infer", lambda: net(x))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = peak_rss_mb()
+    added = peak - rss_before if rss_before is not None else float("nan")
     print("# torch %s threads=%d batch=%d channels=%d classes=%d size=%d reps=%d"
           % (torch.__version__, args.threads, b, c, k, n, args.reps))
-    print("torch_unet3d threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f"
-          % (args.threads, train_ms, infer_ms, rss_mb))
-    print("# torch_unet3d cpu_train_step_ms=%.1f cpu_infer_ms=%.1f"
-          % (cpu_ms["train_step"], cpu_ms["infer"]))
+    print("torch_unet3d %sthreads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f "
+          "rss_before_mb=%.1f added_mb=%.1f"
+          % (shape_keys(args), args.threads, train_ms, infer_ms, peak, rss_before or -1.0, added))
+    print("# torch_unet3d cpu_train_step_ms=%.1f cpu_infer_ms=%.1f train_step_ms_median=%.1f "
+          "infer_ms_median=%.1f" % (notes["train_step"][0], notes["infer"][0],
+                                    notes["train_step"][1], notes["infer"][1]))
+    if not peak_reset:
+        print("# torch_unet3d peak_rss_mb is the process's peak since it started")
     if ours:
         print(ours_line)
-        print("ratio train_step=%.2f infer=%.2f peak_memory=%.2f"
+        print("ratio train_step=%.2f infer=%.2f peak_memory=%.2f added_memory=%.2f"
               % (train_ms / float(ours["train_step_ms"]), infer_ms / float(ours["infer_ms"]),
-                 rss_mb / float(ours["peak_rss_mb"])))
+                 peak / float(ours["peak_rss_mb"]), added / float(ours["added_mb"])))
     sys.stdout.flush()
 
 
