@@ -9,6 +9,7 @@
 #include <iostream>
 #include <string>
 
+#include "itkComboSegFiles.h"
 #include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 #include "itkGDCMImageIO.h"
@@ -37,7 +38,7 @@ main(int argc, char * argv[])
 
     // 1. The reader: a DICOM folder is a series sorted by slice position.
     itk::ImageSource<ImageType>::Pointer reader;
-    if (itk::ComboSegIsDirectory(scan))
+    if (itk::ComboSegIsFolder(scan))
     {
       auto series = itk::ImageSeriesReader<ImageType>::New();
       series->SetImageIO(itk::GDCMImageIO::New());

@@ -15,8 +15,8 @@
 #include <functional>
 #include <map>
 #include <sstream>
-#include <sys/stat.h>
 
+#include "itkComboSegFiles.h"
 #include "itkComboSegIO.h"
 #include "itkComboSegImageFilter.h"
 #include "itkComboSegProcessing.h"
@@ -49,7 +49,7 @@ void WriteSurfaces(const LabelImageType *labels, const std::vector<ComboSegSegme
                    const std::map<int, long> &counts, const std::string &folder,
                    const std::function<void(double)> &progress)
 {
-  if (mkdir(folder.c_str(), 0775) != 0 && errno != EEXIST)
+  if (!itk::ComboSegMakeFolder(folder))
     throw std::runtime_error("cannot create the surface folder " + folder);
   const auto size = labels->GetLargestPossibleRegion().GetSize();
   vtkNew<vtkImageData> image;

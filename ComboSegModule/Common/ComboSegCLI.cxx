@@ -18,10 +18,6 @@
 #include <stdexcept>
 
 #include <expat.h>
-#include <unistd.h>
-#if defined(__APPLE__)
-#include <mach-o/dyld.h>
-#endif
 
 #ifndef COMBOSEG_MODELS_BUILD_RELATIVE_DIR
 #define COMBOSEG_MODELS_BUILD_RELATIVE_DIR "../Resources/Models"
@@ -673,18 +669,7 @@ double ComboSegSeconds()
 
 std::string ComboSegExecutableDirectory()
 {
-  std::string path;
-#if defined(__APPLE__)
-  char buffer[4096];
-  uint32_t size = sizeof(buffer);
-  if (_NSGetExecutablePath(buffer, &size) == 0)
-    path = buffer;
-#else
-  char buffer[4096];
-  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
-  if (n > 0)
-    path.assign(buffer, static_cast<size_t>(n));
-#endif
+  const std::string path = itk::ComboSegExecutablePath();
   const size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
@@ -700,7 +685,7 @@ std::string ComboSegFindBundledModel(const std::string &name)
   std::string tried;
   for (const std::string &c : candidates)
   {
-    if (access(c.c_str(), R_OK) == 0)
+    if (itk::ComboSegCanRead(c))
       return c;
     tried += "\n  " + c;
   }

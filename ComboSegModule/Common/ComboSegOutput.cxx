@@ -15,7 +15,6 @@
 #include <stdexcept>
 
 #include <png.h>
-#include <unistd.h>
 
 #include "itkImageFileWriter.h"
 #include "itkLabelStatisticsImageFilter.h"
@@ -276,7 +275,7 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
   else
     ok = false;
   png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
-  ok = ok && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  ok = ok && itk::ComboSegFlushToDisk(f);
   if (std::fclose(f) != 0 || !ok)
   {
     std::remove(tmp.c_str());

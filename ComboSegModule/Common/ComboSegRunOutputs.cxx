@@ -12,8 +12,6 @@
 #include <set>
 #include <stdexcept>
 
-#include <unistd.h>
-
 namespace
 {
 
@@ -57,7 +55,7 @@ void CheckWritableFolder(const std::string &what, const std::string &path, const
     throw std::invalid_argument(problem + "the folder '" + folder + "' does not exist");
   if (!ComboSegIsFolder(folder))
     throw std::invalid_argument(problem + "'" + folder + "' is not a folder");
-  if (access(folder.c_str(), W_OK | X_OK) != 0)
+  if (!itk::ComboSegCanWriteInFolder(folder))
     throw std::invalid_argument(problem + "the folder '" + folder + "' cannot be written (" + std::strerror(errno) +
                                 ")");
 }

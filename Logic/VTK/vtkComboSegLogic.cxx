@@ -92,8 +92,6 @@ void vtkComboSegLogic::SetModelFileName(const std::string &path)
   this->Modified();
 }
 
-const std::string &vtkComboSegLogic::GetModelFileName() const { return this->Internal->modelFileName; }
-
 int vtkComboSegLogic::LoadModel()
 {
   if (this->Internal->model)
@@ -136,13 +134,6 @@ void vtkComboSegLogic::SetInputVolume(int channel, vtkImageData *image)
   this->Modified();
 }
 
-vtkImageData *vtkComboSegLogic::GetInputVolume(int channel) const
-{
-  if (channel < 0 || static_cast<size_t>(channel) >= this->Internal->inputs.size())
-    return nullptr;
-  return this->Internal->inputs[channel];
-}
-
 void vtkComboSegLogic::SetIJKToRASMatrix(vtkMatrix4x4 *matrix)
 {
   if (matrix)
@@ -151,8 +142,6 @@ void vtkComboSegLogic::SetIJKToRASMatrix(vtkMatrix4x4 *matrix)
     this->Internal->ijkToRAS->Identity();
   this->Modified();
 }
-
-vtkMatrix4x4 *vtkComboSegLogic::GetIJKToRASMatrix() const { return this->Internal->ijkToRAS; }
 
 void vtkComboSegLogic::ComputeIJKToRAS(const double origin[3], const double spacing[3], const double direction[9],
                                        vtkMatrix4x4 *ijkToRAS)

@@ -39,7 +39,6 @@ public:
 
   // The model: a file (loaded on the next Segment() or by LoadModel()).
   void SetModelFileName(const std::string &path);
-  const std::string &GetModelFileName() const;
   // Loads the model now (e.g. to show its structures before segmenting). 1 on success.
   int LoadModel();
   // Metadata of the loaded model (0 structures before a model is loaded).
@@ -48,9 +47,7 @@ public:
 
   // Inputs: one image per model channel, all on the grid given by the IJK-to-RAS matrix.
   void SetInputVolume(int channel, vtkImageData *image);
-  vtkImageData *GetInputVolume(int channel) const;
   void SetIJKToRASMatrix(vtkMatrix4x4 *matrix);
-  vtkMatrix4x4 *GetIJKToRASMatrix() const;
 
   // Options of the pipeline (see itk::ComboSegImageFilter).
   // Overlap: CS_OVERLAP_DEFAULT, within [CS_OVERLAP_MIN, CS_OVERLAP_MAX] (comboseg/parameters.h);

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,6 +133,33 @@ TEST_F(ComboSegFilesTest, FailedWriteNamesTheFileAndLeavesNothing)
   EXPECT_TRUE(itk::ComboSegIsFolder(folder));
   itk::ComboSegRemoveTree(folder);
   EXPECT_FALSE(itk::ComboSegFileExists(folder));
+}
+
+
+// The system calls the ITK and CLI layers make through itkComboSegFiles.h.
+TEST_F(ComboSegFilesTest, FolderAndPermissionHelpers)
+{
+  std::vector<std::string> names{"stale"};
+  EXPECT_FALSE(itk::ComboSegListFolder(m_Dir + "/missing", names));
+  EXPECT_TRUE(names.empty());
+  const std::string sub = m_Dir + "/sub";
+  ASSERT_TRUE(itk::ComboSegMakeFolder(sub));
+  EXPECT_TRUE(itk::ComboSegMakeFolder(sub)) << "an existing folder is fine";
+  EXPECT_FALSE(itk::ComboSegMakeFolder(m_Dir + "/missing/sub"));
+  std::ofstream(sub + "/b.txt") << "b";
+  std::ofstream(m_Dir + "/a.txt") << "a";
+  ASSERT_TRUE(itk::ComboSegListFolder(m_Dir, names));
+  EXPECT_EQ(names, (std::vector<std::string>{"a.txt", "sub"}));
+  EXPECT_TRUE(itk::ComboSegCanRead(m_Dir + "/a.txt"));
+  EXPECT_FALSE(itk::ComboSegCanRead(m_Dir + "/missing.txt"));
+  EXPECT_TRUE(itk::ComboSegCanWriteInFolder(sub));
+  EXPECT_FALSE(itk::ComboSegCanWriteInFolder(m_Dir + "/missing"));
+  FILE * f = std::fopen((m_Dir + "/c.txt").c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  std::fputs("c", f);
+  EXPECT_TRUE(itk::ComboSegFlushToDisk(f));
+  std::fclose(f);
+  EXPECT_TRUE(std::filesystem::equivalent(itk::ComboSegExecutablePath(), "/proc/self/exe"));
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 // test_vtk_logic.cpp - vtkComboSegLogic with image data and an IJK-to-RAS matrix as Slicer's
 // volume nodes hold them.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include <vtkImageData.h>
 #include <vtkLookupTable.h>
 #include <vtkMassProperties.h>
+#include <vtkMath.h>
 #include <vtkMatrix4x4.h>
 #include <vtkNew.h>
 #include <vtkPointData.h>
@@ -182,6 +184,75 @@ TEST(VtkComboSegLogic, SegmentsOnTheInputGridWithNamesColoursAndClosedSurfaces)
     if (surface->GetNumberOfPoints() == 0)
       continue;
     EXPECT_EQ(OpenOrNonManifoldEdges(surface), 0u) << logic->GetStructureName(s);
+  }
+}
+
+// Largest distance between the points of two surfaces with the same points (inf when they differ
+// in number).
+static double WorstPointDistance(vtkPolyData *a, vtkPolyData *b)
+{
+  if (a->GetNumberOfPoints() != b->GetNumberOfPoints())
+    return INFINITY;
+  double worst = 0.0;
+  for (vtkIdType i = 0; i < a->GetNumberOfPoints(); ++i)
+    worst = std::max(worst, std::sqrt(vtkMath::Distance2BetweenPoints(a->GetPoint(i), b->GetPoint(i))));
+  return worst;
+}
+
+// What a module panel calls besides Segment(): the model's channels before segmenting (to offer
+// one volume selector per channel), the structures' colours, and the surface smoothing settings.
+TEST(VtkComboSegLogic, PanelQueriesAndSmoothingSettings)
+{
+  slicer::TempDir tmp;
+  const std::string modelPath = tmp.Path() + "/blobs.safetensors";
+  cstest::MakeTestModel(modelPath);
+  vtkNew<vtkComboSegLogic> logic;
+  logic->SetModelFileName(modelPath);
+  EXPECT_EQ(logic->GetNumberOfInputChannels(), 0) << "no model loaded yet";
+  ASSERT_EQ(logic->LoadModel(), 1) << logic->GetLastError();
+  ASSERT_EQ(logic->GetNumberOfInputChannels(), 1);
+  EXPECT_STREQ(logic->GetInputChannelName(0), "T1");
+  EXPECT_EQ(logic->GetInputChannelName(1), nullptr);
+
+  const int n[3] = {32, 28, 20};
+  std::vector<float> values;
+  std::vector<int32_t> truth;
+  cstest::MakeBlobs(n[0], n[1], n[2], values, truth);
+  vtkNew<vtkImageData> image;
+  image->SetDimensions(n);
+  image->AllocateScalars(VTK_FLOAT, 1);
+  std::copy(values.begin(), values.end(), static_cast<float *>(image->GetScalarPointer()));
+  vtkNew<vtkMatrix4x4> ijkToRAS;
+  MakeIJKToRAS(ijkToRAS);
+  logic->SetInputVolume(0, image);
+  logic->SetIJKToRASMatrix(ijkToRAS);
+  ASSERT_EQ(logic->Segment(), 1) << logic->GetLastError();
+
+  // Colours: the model's, as the colour table holds them; black for a structure that is not.
+  double rgb[3], rgba[4];
+  logic->GetStructureColor(1, rgb);
+  logic->GetColorTable()->GetTableValue(logic->GetStructureLabelValue(1), rgba);
+  for (int c = 0; c < 3; ++c)
+    EXPECT_NEAR(rgb[c], rgba[c], 1e-12);
+  EXPECT_GT(rgb[0] + rgb[1] + rgb[2], 0.0);
+  logic->GetStructureColor(2, rgb);
+  EXPECT_EQ(rgb[0] + rgb[1] + rgb[2], 0.0);
+
+  // ComputeSurfaces smooths as set: the same surface as ComputeSurface with those settings.
+  const int value = logic->GetStructureLabelValue(0);
+  logic->SetSmoothingPassBand(5.0);
+  EXPECT_EQ(logic->GetSmoothingPassBand(), 2.0) << "clamped to [0.001, 2]";
+  for (const int iterations : {0, 10})
+  {
+    logic->SetSmoothingIterations(iterations);
+    logic->SetSmoothingPassBand(0.05);
+    EXPECT_EQ(logic->GetSmoothingIterations(), iterations);
+    ASSERT_EQ(logic->ComputeSurfaces(), 1) << logic->GetLastError();
+    ASSERT_GT(logic->GetSurface(0)->GetNumberOfPoints(), 0);
+    auto expected = vtkComboSegLogic::ComputeSurface(logic->GetLabelMap(), ijkToRAS, value, iterations, 0.05);
+    EXPECT_LT(WorstPointDistance(logic->GetSurface(0), expected), 1e-9) << iterations << " iterations";
+    auto other = vtkComboSegLogic::ComputeSurface(logic->GetLabelMap(), ijkToRAS, value, 10 - iterations, 0.05);
+    EXPECT_GT(WorstPointDistance(logic->GetSurface(0), other), 0.01) << "smoothing has no effect";
   }
 }
 

@@ -9,11 +9,14 @@
  * so a kill leaves nothing behind for long.
  *
  * Includes no ITK header: the CLI layer's argument code uses it and must stay quick to load.
+ * It is also the ITK and CLI layers' one place for operating-system calls (stat, mkdir, access,
+ * fsync, readlink), so that nothing else includes POSIX headers.
  * Errors throw itk::ExceptionObject (a std::exception) whose description names the file.
  */
 #ifndef itkComboSegFiles_h
 #define itkComboSegFiles_h
 
+#include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
@@ -50,11 +53,31 @@ ComboSegRemoveTree(const std::string & path);
 /** The names in a folder, "." and ".." aside, sorted; empty when it cannot be read. */
 std::vector<std::string>
 ComboSegFolderEntries(const std::string & folder);
+/** The same into `names`; false when the folder cannot be opened. */
+bool
+ComboSegListFolder(const std::string & folder, std::vector<std::string> & names);
 
 bool
 ComboSegFileExists(const std::string & path);
 bool
 ComboSegIsFolder(const std::string & path);
+
+/** Creates a folder (mode 0775 on POSIX); true when it was made or already existed, otherwise
+ * false with errno set. */
+bool
+ComboSegMakeFolder(const std::string & folder);
+/** Whether this process may read the file; whether it may create files in the folder (errno
+ * set when not). */
+bool
+ComboSegCanRead(const std::string & path);
+bool
+ComboSegCanWriteInFolder(const std::string & folder);
+/** Flushes a stream and its file's data to the disk (fflush, then fsync); false on failure. */
+bool
+ComboSegFlushToDisk(FILE * f);
+/** The running executable's path; empty when the system does not say. */
+std::string
+ComboSegExecutablePath();
 
 /** Whether `text` ends with `suffix`; the second ignores ASCII case. */
 bool

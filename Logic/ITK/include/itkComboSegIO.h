@@ -65,10 +65,6 @@ constexpr const char * ComboSegLabelNameFormats =
 std::vector<LabelName>
 ReadLabelNames(const std::string & path);
 
-/** Whether a path names a folder. */
-bool
-ComboSegIsDirectory(const std::string & path);
-
 // ReadScan is compiled once in the library for the usual pixel types.
 #define COMBOSEG_DECLARE_READ_SCAN(T, D) \
   extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)

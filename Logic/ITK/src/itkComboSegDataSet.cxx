@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
-#include <dirent.h>
 #include <fstream>
 #include <map>
 #include <set>
@@ -267,18 +266,16 @@ ReadMSDDataSet(const std::string & folder)
   else
   {
     const std::string labelFolder = folder + "/labelsTr";
-    DIR *             dir = opendir(labelFolder.c_str());
-    if (!dir)
+    std::vector<std::string> names;
+    if (!ComboSegListFolder(labelFolder, names))
     {
       itkGenericExceptionMacro(<< "cannot list " << labelFolder << ": the data set has no labelsTr folder");
     }
-    while (const dirent * entry = readdir(dir))
+    for (const std::string & name : names)
     {
-      const std::string name = entry->d_name;
       if (name[0] != '.' && ComboSegEndsWith(name, ending))
         ids.push_back(name.substr(0, name.size() - ending.size()));
     }
-    closedir(dir);
     std::sort(ids.begin(), ids.end());
   }
   if (ids.empty())
@@ -446,7 +443,7 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     return prepared;
   }
 
-  if (!ComboSegIsDirectory(files.labels))
+  if (!ComboSegIsFolder(files.labels))
   {
     const unsigned int layers = LabelLayers(files.labels);
     if (layers > 1)

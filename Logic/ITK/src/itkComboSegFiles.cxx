@@ -1,5 +1,6 @@
-// itkComboSegFiles.cxx - atomic file replacement, temporary names, small text helpers (the C++
-// layers' POSIX calls for files live here).
+// itkComboSegFiles.cxx - atomic file replacement, temporary names, small text helpers. The one
+// file of the ITK and CLI layers that includes POSIX headers; _WIN32 takes the CRT's equivalents
+// as the engine's model_io.c does.
 #include "itkComboSegFiles.h"
 
 #include "comboseg/comboseg.h"
@@ -14,9 +15,25 @@
 #include <cstring>
 #include <vector>
 
-#include <dirent.h>
 #include <sys/stat.h>
+
+#ifdef _WIN32
+#define NOMINMAX
+#define WIN32_LEAN_AND_MEAN
+#include <direct.h>
+#include <io.h>
+#include <process.h>
+#include <windows.h>
+#ifndef S_ISDIR
+#define S_ISDIR(m) (((m) & S_IFMT) == S_IFDIR)
+#endif
+#else
+#include <dirent.h>
 #include <unistd.h>
+#if defined(__APPLE__)
+#include <mach-o/dyld.h>
+#endif
+#endif
 
 namespace itk
 {
@@ -34,7 +51,12 @@ ThrowFileError(const std::string & message)
 std::string
 ComboSegTemporaryPath(const std::string & path, const std::string & suffix)
 {
-  return path + ".tmp-" + std::to_string(static_cast<long>(getpid())) + suffix;
+#ifdef _WIN32
+  const long pid = static_cast<long>(_getpid());
+#else
+  const long pid = static_cast<long>(getpid());
+#endif
+  return path + ".tmp-" + std::to_string(pid) + suffix;
 }
 
 void
@@ -63,8 +85,7 @@ ComboSegWriteFileAtomically(const std::string & path, const std::string & text)
   if (!f)
     ThrowFileError("cannot write " + path + ": " + std::strerror(errno));
   errno = 0;
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-                       fsync(fileno(f)) == 0;
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size() && ComboSegFlushToDisk(f);
   const int  err = errno;
   const bool closed = std::fclose(f) == 0;
   if (!written || !closed)
@@ -79,7 +100,7 @@ std::string
 ComboSegMakeTemporaryFolder(const std::string & path)
 {
   const std::string folder = ComboSegTemporaryPath(path);
-  if (mkdir(folder.c_str(), 0775) != 0 && errno != EEXIST)
+  if (!ComboSegMakeFolder(folder))
     ThrowFileError("cannot write " + path + ": " + std::strerror(errno));
   return folder;
 }
@@ -91,24 +112,48 @@ ComboSegRemoveTree(const std::string & path)
   {
     for (const std::string & name : ComboSegFolderEntries(path))
       ComboSegRemoveTree(path + "/" + name);
+#ifdef _WIN32
+    _rmdir(path.c_str());
+#else
     rmdir(path.c_str());
+#endif
   }
   else
     std::remove(path.c_str());
+}
+
+bool
+ComboSegListFolder(const std::string & folder, std::vector<std::string> & names)
+{
+  names.clear();
+#ifdef _WIN32
+  WIN32_FIND_DATAA entry;
+  const HANDLE     find = FindFirstFileA((folder + "/*").c_str(), &entry);
+  if (find == INVALID_HANDLE_VALUE)
+    return false;
+  do
+    if (std::strcmp(entry.cFileName, ".") != 0 && std::strcmp(entry.cFileName, "..") != 0)
+      names.push_back(entry.cFileName);
+  while (FindNextFileA(find, &entry));
+  FindClose(find);
+#else
+  DIR * d = opendir(folder.c_str());
+  if (!d)
+    return false;
+  while (const dirent * e = readdir(d))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+      names.push_back(e->d_name);
+  closedir(d);
+#endif
+  std::sort(names.begin(), names.end());
+  return true;
 }
 
 std::vector<std::string>
 ComboSegFolderEntries(const std::string & folder)
 {
   std::vector<std::string> names;
-  if (DIR * d = opendir(folder.c_str()))
-  {
-    while (const dirent * e = readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-        names.push_back(e->d_name);
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
+  ComboSegListFolder(folder, names);
   return names;
 }
 
@@ -124,6 +169,64 @@ ComboSegIsFolder(const std::string & path)
 {
   struct stat st;
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool
+ComboSegMakeFolder(const std::string & folder)
+{
+#ifdef _WIN32
+  return _mkdir(folder.c_str()) == 0 || errno == EEXIST;
+#else
+  return mkdir(folder.c_str(), 0775) == 0 || errno == EEXIST;
+#endif
+}
+
+bool
+ComboSegCanRead(const std::string & path)
+{
+#ifdef _WIN32
+  return _access(path.c_str(), 4) == 0;
+#else
+  return access(path.c_str(), R_OK) == 0;
+#endif
+}
+
+bool
+ComboSegCanWriteInFolder(const std::string & folder)
+{
+#ifdef _WIN32
+  return _access(folder.c_str(), 2) == 0; // Windows folders have no search permission
+#else
+  return access(folder.c_str(), W_OK | X_OK) == 0;
+#endif
+}
+
+bool
+ComboSegFlushToDisk(FILE * f)
+{
+  if (std::fflush(f) != 0)
+    return false;
+#ifdef _WIN32
+  return _commit(_fileno(f)) == 0;
+#else
+  return fsync(fileno(f)) == 0;
+#endif
+}
+
+std::string
+ComboSegExecutablePath()
+{
+  char buffer[4096];
+#if defined(_WIN32)
+  const DWORD n = GetModuleFileNameA(nullptr, buffer, sizeof(buffer));
+  return n > 0 && n < sizeof(buffer) ? std::string(buffer, n) : std::string();
+#elif defined(__APPLE__)
+  uint32_t size = sizeof(buffer);
+  return _NSGetExecutablePath(buffer, &size) == 0 ? std::string(buffer) : std::string();
+#else
+  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
+  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string();
+#endif
 }
 
 std::string

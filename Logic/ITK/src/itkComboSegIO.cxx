@@ -7,7 +7,6 @@
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "itkComboSegFiles.h"
 #include "itkComboSegModel.h"
@@ -339,13 +338,6 @@ ComboSegRegisterImageIO()
   });
 }
 
-bool
-ComboSegIsDirectory(const std::string & path)
-{
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 std::vector<std::string>
 ComboSegDicomSeriesFiles(const std::string & folder)
 {
@@ -383,7 +375,7 @@ ReadScan(const std::string & path)
   {
     itkGenericExceptionMacro(<< "no scan file name given");
   }
-  if (ComboSegIsDirectory(path))
+  if (ComboSegIsFolder(path))
   {
     const std::vector<std::string> files = ComboSegDicomSeriesFiles(path);
     auto                           reader = ImageSeriesReader<TImage>::New();
