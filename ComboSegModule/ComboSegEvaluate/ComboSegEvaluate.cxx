@@ -88,8 +88,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   const itk::ComboSegGrid predGrid = itk::ComboSegGridOf(predicted.GetPointer());
   if (itk::ComboSegPhysicalOverlap(refGrid, predGrid) <= 0.0)
     ComboSegWarn(progress, "the two label maps do not overlap in space (" + args.GetString("predictedLabelMap") +
-                             " lies elsewhere than " + args.GetString("referenceLabelMap") +
-                             "): every structure of the evaluated map is lost; check that they belong to one scan");
+                               " lies elsewhere than " + args.GetString("referenceLabelMap") +
+                               "): every structure of the evaluated map is lost; check that they belong to one scan");
   if (!itk::ComboSegSameGrid(refGrid, predGrid))
     progress.Comment("the evaluated map is resampled onto the reference grid (nearest neighbour)");
   predicted = itk::ComboSegOnReferenceGrid(reference, predicted);
@@ -97,7 +97,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   progress.Progress(0.1);
 
   const std::vector<itk::ComboSegStructureAgreement> structures =
-    itk::ComboSegCompareStructures(reference, predicted, progress.Range(0.1, 0.95));
+      itk::ComboSegCompareStructures(reference, predicted, progress.Range(0.1, 0.95));
   std::vector<std::vector<std::string>> rows;
   for (const itk::ComboSegStructureAgreement &a : structures)
   {

@@ -105,12 +105,12 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   // Every output is checked before the minutes of work that precede its writing; all are
   // written beside their names and renamed together at the end.
   ComboSegRunOutputs outputs(
-    args, {{"outputLabelMap", ComboSegLabelMapExtensions()}, {"outputColorTable", ComboSegColorTableExtensions()}});
+      args, {{"outputLabelMap", ComboSegLabelMapExtensions()}, {"outputColorTable", ComboSegColorTableExtensions()}});
   progress.Start("ComboSeg Segment", "loading the model");
 
   auto model = itk::ComboSegModel::New();
-  const std::string modelPath =
-    args.IsSet("modelFile") ? args.GetString("modelFile") : ComboSegFindBundledModel(args.GetString("model"));
+  const std::string modelPath = args.IsSet("modelFile") ? args.GetString("modelFile")
+                                                        : ComboSegFindBundledModel(args.GetString("model"));
   model->Load(modelPath);
   const cs_model_info &info = model->GetInfo();
   progress.Comment(std::string("model ") + info.name + " (" + std::to_string(info.arch.num_classes - 1) +
@@ -131,7 +131,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     files.push_back(args.GetString(channelParams[c]));
   }
   const std::vector<ImageType::Pointer> inputs =
-    ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress);
+      ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress);
   for (int c = channels; c < 4; ++c)
     if (args.IsSet(channelParams[c]))
       progress.Comment(std::string("note: the model has ") + std::to_string(channels) + " channel(s); --" +
@@ -152,7 +152,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
-  filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });
+  filter->AddObserver(itk::ProgressEvent(),
+                      [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });
   progress.Comment("segmenting");
   filter->Update();
   LabelImageType::Pointer labels = filter->GetOutput();

@@ -39,7 +39,7 @@
 namespace
 {
 
-std::atomic<bool> g_Stop{ false };
+std::atomic<bool> g_Stop{false};
 
 #ifdef COMBOSEG_USE_MPI
 cs_mpi_t g_Mpi = nullptr; // this process's place in an MPI job (rank 0 of 1 when run alone)
@@ -52,12 +52,14 @@ itk::ComboSegTrainingSession::Peers MpiPeers()
   peers.size = cs_mpi_size(g_Mpi);
   peers.Attach = [](cs_trainer_t trainer, std::string &message) {
     const cs_status st = cs_mpi_attach_trainer(g_Mpi, trainer);
-    if (st != CS_OK) message = cs_mpi_last_error(g_Mpi);
+    if (st != CS_OK)
+      message = cs_mpi_last_error(g_Mpi);
     return st;
   };
   peers.StepEnd = [](cs_status local, std::string &message) {
     const cs_status st = cs_mpi_step_end(g_Mpi, local, message.c_str());
-    if (st != CS_OK) message = cs_mpi_last_error(g_Mpi);
+    if (st != CS_OK)
+      message = cs_mpi_last_error(g_Mpi);
     return st;
   };
   peers.AnyOf = [](bool flag) { return cs_mpi_agree(g_Mpi, flag ? CS_ERR_CANCELLED : CS_OK, "stop") != CS_OK; };
@@ -65,7 +67,10 @@ itk::ComboSegTrainingSession::Peers MpiPeers()
 }
 #endif
 
-void OnSignal(int) { g_Stop = true; }
+void OnSignal(int)
+{
+  g_Stop = true;
+}
 
 // The recipe of --normalization (the engine's names; "auto" is handled before).
 cs_norm_kind NormFromName(const std::string &name)
@@ -78,10 +83,14 @@ cs_norm_kind NormFromName(const std::string &name)
 
 cs_modality ModalityFromName(const std::string &name)
 {
-  if (name == "CT") return CS_MODALITY_CT;
-  if (name == "MR") return CS_MODALITY_MR;
-  if (name == "PET") return CS_MODALITY_PET;
-  if (name == "US") return CS_MODALITY_US;
+  if (name == "CT")
+    return CS_MODALITY_CT;
+  if (name == "MR")
+    return CS_MODALITY_MR;
+  if (name == "PET")
+    return CS_MODALITY_PET;
+  if (name == "US")
+    return CS_MODALITY_US;
   return CS_MODALITY_OTHER;
 }
 
@@ -98,8 +107,10 @@ void AddDataSet(const itk::ComboSegDataSetDescription &d, std::vector<itk::Combo
                 std::vector<itk::LabelName> &names, std::vector<std::string> &channelNames)
 {
   cases.insert(cases.end(), d.cases.begin(), d.cases.end());
-  if (names.empty()) names = d.labelNames;
-  if (channelNames.empty()) channelNames = d.channelNames;
+  if (names.empty())
+    names = d.labelNames;
+  if (channelNames.empty())
+    channelNames = d.channelNames;
 }
 
 // The training cases (the scene's, a data set folder, case lists) and their label names.
@@ -116,18 +127,21 @@ Cases ReadCases(const ComboSegArguments &args)
   std::vector<itk::ComboSegCaseFiles> &training = cases.training, &validation = cases.validation;
   std::vector<itk::LabelName> &names = cases.names;
   std::vector<std::string> &channelNames = cases.channelNames;
-  if (args.IsSet("labelNames")) names = itk::ReadLabelNames(args.GetString("labelNames"));
-  for (const char *suffix : { "", "Case2" }) // the scene's cases: a scan (one or two channels) and its labels
+  if (args.IsSet("labelNames"))
+    names = itk::ReadLabelNames(args.GetString("labelNames"));
+  for (const char *suffix : {"", "Case2"}) // the scene's cases: a scan (one or two channels) and its labels
   {
     const std::string scan = std::string("inputVolume") + suffix, second = std::string("inputVolume2") + suffix,
                       labels = std::string("inputLabelMap") + suffix;
-    if (!args.IsSet(scan) && !args.IsSet(second) && !args.IsSet(labels)) continue;
+    if (!args.IsSet(scan) && !args.IsSet(second) && !args.IsSet(labels))
+      continue;
     if (!args.IsSet(scan) || !args.IsSet(labels))
       throw std::runtime_error("a scene case needs both a scan (--" + scan + ") and its label map (--" + labels + ")");
     itk::ComboSegCaseFiles scene;
     scene.id = *suffix ? "scene2" : "scene";
-    scene.channels = { args.GetString(scan) };
-    if (args.IsSet(second)) scene.channels.push_back(args.GetString(second));
+    scene.channels = {args.GetString(scan)};
+    if (args.IsSet(second))
+      scene.channels.push_back(args.GetString(second));
     if (!training.empty() && training[0].channels.size() != scene.channels.size())
       throw std::runtime_error("the scene's second case has " + std::to_string(scene.channels.size()) +
                                " channel(s) where the first has " + std::to_string(training[0].channels.size()));
@@ -135,12 +149,14 @@ Cases ReadCases(const ComboSegArguments &args)
     training.push_back(scene);
     // A label map saved from a segmentation (NRRD) carries its names; a plain one has none. A
     // NRRD whose names cannot be read is an error here, before training starts.
-    if (names.empty() && (itk::ComboSegEndsWithNoCase(scene.labels, ".nrrd") ||
-                          itk::ComboSegEndsWithNoCase(scene.labels, ".nhdr")))
+    if (names.empty() &&
+        (itk::ComboSegEndsWithNoCase(scene.labels, ".nrrd") || itk::ComboSegEndsWithNoCase(scene.labels, ".nhdr")))
       names = itk::ReadLabelNames(scene.labels);
   }
-  if (args.IsSet("dataFolder")) AddDataSet(itk::ReadMSDDataSet(args.GetString("dataFolder")), training, names, channelNames);
-  if (args.IsSet("caseList")) AddDataSet(itk::ReadCaseList(args.GetString("caseList")), training, names, channelNames);
+  if (args.IsSet("dataFolder"))
+    AddDataSet(itk::ReadMSDDataSet(args.GetString("dataFolder")), training, names, channelNames);
+  if (args.IsSet("caseList"))
+    AddDataSet(itk::ReadCaseList(args.GetString("caseList")), training, names, channelNames);
   if (args.IsSet("validationCaseList"))
   {
     std::vector<std::string> ignored;
@@ -163,8 +179,10 @@ std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vec
   arch.levels = static_cast<int32_t>(args.GetInt("levels"));
   arch.base_filters = static_cast<int32_t>(args.GetInt("baseFilters"));
   arch.in_channels = static_cast<int32_t>(args.GetInt("inputChannels"));
-  if (!args.IsSet("inputChannels")) arch.in_channels = static_cast<int32_t>(training[0].channels.size());
-  if (args.IsSet("channelNames")) channelNames = args.GetStrings("channelNames");
+  if (!args.IsSet("inputChannels"))
+    arch.in_channels = static_cast<int32_t>(training[0].channels.size());
+  if (args.IsSet("channelNames"))
+    channelNames = args.GetStrings("channelNames");
   if (!channelNames.empty() && static_cast<int32_t>(channelNames.size()) != arch.in_channels)
   {
     if (args.IsSet("inputChannels") || args.IsSet("channelNames"))
@@ -179,8 +197,8 @@ std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vec
   const std::vector<double> patchSize = args.GetDoubles("patchSize");
   const bool autoModality = args.GetString("modality") == "auto";
   const bool autoNorm = args.GetString("normalization") == "auto";
-  const bool autoSpacing = spacing == std::vector<double>{ 0, 0, 0 };
-  const bool autoPatch = patchSize == std::vector<double>{ 0, 0, 0 };
+  const bool autoSpacing = spacing == std::vector<double>{0, 0, 0};
+  const bool autoPatch = patchSize == std::vector<double>{0, 0, 0};
   if (!autoSpacing && (spacing.size() != 3 || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0))
     throw std::runtime_error("--targetSpacing takes three positive values in mm, e.g. 1,1,1 (0,0,0: from the data)");
   // Settings left at "auto" are chosen from the training cases, and said why.
@@ -189,10 +207,14 @@ std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vec
   {
     chosen = itk::ComboSegTrainingSession::ChooseConfiguration(training, arch.levels, arch.spatial_dims);
     std::printf("configured from the %zu training case(s):\n", training.size());
-    if (autoModality) std::printf("  modality: %s\n", chosen.modalityReason.c_str());
-    if (autoNorm) std::printf("  normalisation: %s\n", chosen.normalizationReason.c_str());
-    if (autoSpacing) std::printf("  target spacing: %s\n", chosen.spacingReason.c_str());
-    if (autoPatch) std::printf("  patch size: %s\n", chosen.patchReason.c_str());
+    if (autoModality)
+      std::printf("  modality: %s\n", chosen.modalityReason.c_str());
+    if (autoNorm)
+      std::printf("  normalisation: %s\n", chosen.normalizationReason.c_str());
+    if (autoSpacing)
+      std::printf("  target spacing: %s\n", chosen.spacingReason.c_str());
+    if (autoPatch)
+      std::printf("  patch size: %s\n", chosen.patchReason.c_str());
     std::fflush(stdout);
   }
   std::vector<cs_channel_info> channels(static_cast<size_t>(arch.in_channels));
@@ -201,25 +223,27 @@ std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vec
     cs_channel_info &ch = channels[static_cast<size_t>(c)];
     std::memset(&ch, 0, sizeof ch);
     const std::string name = c < static_cast<int32_t>(channelNames.size()) ? channelNames[static_cast<size_t>(c)]
-                              : arch.in_channels == 1                    ? std::string("image")
-                                                                         : "image" + std::to_string(c + 1);
+                             : arch.in_channels == 1                       ? std::string("image")
+                                                                           : "image" + std::to_string(c + 1);
     ch.norm = NormFromName(args.GetString("normalization"));
     ch.clip_low = static_cast<float>(range[0]);
     ch.clip_high = static_cast<float>(range[1]);
     ch.mean = static_cast<float>((range[0] + range[1]) / 2); // maps the range to -1..1
     ch.std = static_cast<float>((range[1] - range[0]) / 2);
     const bool fromData = static_cast<size_t>(c) < chosen.channels.size();
-    if (autoNorm && fromData) ch = chosen.channels[static_cast<size_t>(c)]; // recipe and its values
+    if (autoNorm && fromData)
+      ch = chosen.channels[static_cast<size_t>(c)]; // recipe and its values
     ch.modality = autoModality && fromData ? chosen.channels[static_cast<size_t>(c)].modality
                                            : ModalityFromName(args.GetString("modality"));
     std::snprintf(ch.name, sizeof ch.name, "%s", name.c_str());
   }
   session.SetNewModel(arch, channels);
   const std::array<double, 3> target = autoSpacing ? chosen.spacing
-                                                   : std::array<double, 3>{ { spacing[0], spacing[1], spacing[2] } };
+                                                   : std::array<double, 3>{{spacing[0], spacing[1], spacing[2]}};
   session.SetTargetSpacing(target);
-  if (!args.IsSet("modelName")) session.SetModelName(Basename(output));
-  return autoPatch ? chosen.patchSize : std::array<int32_t, 3>{ { 0, 0, 0 } };
+  if (!args.IsSet("modelName"))
+    session.SetModelName(Basename(output));
+  return autoPatch ? chosen.patchSize : std::array<int32_t, 3>{{0, 0, 0}};
 }
 
 // The model to start from: a model file, a new model, or a bundled model; and its metadata.
@@ -227,7 +251,7 @@ std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &case
                                       itk::ComboSegTrainingSession &session)
 {
   const std::string baseModel = args.GetString("baseModel");
-  std::array<int32_t, 3> newPatch{ { 0, 0, 0 } };
+  std::array<int32_t, 3> newPatch{{0, 0, 0}};
   if (args.IsSet("baseModelFile"))
     session.SetBaseModelFileName(args.GetString("baseModelFile"));
   else if (baseModel == "new")
@@ -235,10 +259,14 @@ std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &case
   else
     session.SetBaseModelFileName(ComboSegFindBundledModel(baseModel));
   session.SetAddMissingClasses(!args.GetBool("strictStructures"));
-  if (args.IsSet("modelName")) session.SetModelName(args.GetString("modelName"));
-  if (args.IsSet("modelDescription")) session.SetModelDescription(args.GetString("modelDescription"));
-  if (args.IsSet("trainingData")) session.SetTrainingDataDescription(args.GetString("trainingData"));
-  if (args.IsSet("licence")) session.SetLicence(args.GetString("licence"));
+  if (args.IsSet("modelName"))
+    session.SetModelName(args.GetString("modelName"));
+  if (args.IsSet("modelDescription"))
+    session.SetModelDescription(args.GetString("modelDescription"));
+  if (args.IsSet("trainingData"))
+    session.SetTrainingDataDescription(args.GetString("trainingData"));
+  if (args.IsSet("licence"))
+    session.SetLicence(args.GetString("licence"));
   return newPatch;
 }
 
@@ -253,10 +281,12 @@ cs_sampling_options SamplingAsGiven(ComboSegArguments &args)
   if (rotation.size() != 1 && rotation.size() != 3)
     throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "
                              "(x,y,z), or -1 (automatic)");
-  for (size_t i = 0; i < 3; ++i) sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
+  for (size_t i = 0; i < 3; ++i)
+    sampling.rotation[i] = static_cast<float>(rotation[rotation.size() == 3 ? i : 0]);
   const std::string mirror = args.GetString("mirrorAugmentation");
   for (int axis = 0; axis < 3; ++axis)
-    if (mirror.find("xyz"[axis]) != std::string::npos) sampling.flip_axes |= 1 << axis;
+    if (mirror.find("xyz"[axis]) != std::string::npos)
+      sampling.flip_axes |= 1 << axis;
   return sampling;
 }
 
@@ -285,7 +315,8 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
   }
   if (sampling.rotation[0] < 0.0f || sampling.rotation[1] < 0.0f || sampling.rotation[2] < 0.0f)
   {
-    for (float &angle : sampling.rotation) angle = recipe.rotation;
+    for (float &angle : sampling.rotation)
+      angle = recipe.rotation;
     chosen << " rotations up to " << recipe.rotation << " degrees;";
   }
   if (args.GetString("mirrorAugmentation") == "auto")
@@ -294,7 +325,8 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
     chosen << " mirroring " << (recipe.flip_axes & 1 ? "x" : "none") << ";";
   }
   std::string text = chosen.str();
-  if (text.empty()) return;
+  if (text.empty())
+    return;
   text.pop_back();
   std::printf("automatic values for %s:%s\n", fineTuning ? "fine-tuning a base model" : "a new model", text.c_str());
 }
@@ -306,10 +338,13 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   cs_train_config config = cs_train_config_default();
   config.batch_size = static_cast<int32_t>(args.GetInt("batchSize"));
   const std::vector<double> patch = args.GetDoubles("patchSize");
-  if (patch.size() != 3) throw std::runtime_error("--patchSize takes three values x,y,z (0,0,0: the model's)");
-  for (int i = 0; i < 3; ++i) config.patch_size[i] = static_cast<int32_t>(patch[static_cast<size_t>(i)]);
+  if (patch.size() != 3)
+    throw std::runtime_error("--patchSize takes three values x,y,z (0,0,0: the model's)");
+  for (int i = 0; i < 3; ++i)
+    config.patch_size[i] = static_cast<int32_t>(patch[static_cast<size_t>(i)]);
   if (newPatch[0] > 0) // a new model's patch size chosen from the data
-    for (int i = 0; i < 3; ++i) config.patch_size[i] = newPatch[static_cast<size_t>(i)];
+    for (int i = 0; i < 3; ++i)
+      config.patch_size[i] = newPatch[static_cast<size_t>(i)];
   config.learning_rate = static_cast<float>(args.GetDouble("learningRate"));
   if (cs_loss_kind_from_name(args.GetString("loss").c_str(), &config.loss.kind) != CS_OK)
     throw std::runtime_error("unknown loss '" + args.GetString("loss") + "'");
@@ -340,7 +375,8 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
 void ReportResult(ComboSegArguments &args, const std::string &output, const itk::ComboSegTrainingResult &result)
 {
   std::string added;
-  for (const std::string &name : result.addedClasses) added += (added.empty() ? "" : ", ") + name;
+  for (const std::string &name : result.addedClasses)
+    added += (added.empty() ? "" : ", ") + name;
   args.SetReturn("bestDice", result.bestMeanDice);
   args.SetReturn("epochsDone", static_cast<double>(result.epochs));
   args.SetReturn("addedStructures", added);
@@ -356,13 +392,15 @@ void ReportResult(ComboSegArguments &args, const std::string &output, const itk:
                 "%.1f s, %lld training case(s))\n",
                 output.c_str(), static_cast<long long>(result.bestEpoch), static_cast<long long>(result.steps),
                 result.seconds, static_cast<long long>(result.trainingCases));
-  if (!added.empty()) std::printf("added structures: %s\n", added.c_str());
+  if (!added.empty())
+    std::printf("added structures: %s\n", added.c_str());
   if (!result.keptClasses.empty())
   {
     // Partial labels: say which structures learnt from the site's labels and which were kept.
     auto join = [](const std::vector<std::string> &names) {
       std::string text;
-      for (const std::string &n : names) text += (text.empty() ? "" : ", ") + n;
+      for (const std::string &n : names)
+        text += (text.empty() ? "" : ", ") + n;
       return text.empty() ? std::string("none") : text;
     };
     std::printf("trained (labelled): %s\nnot labelled, taught as the base model segmented them on the training "
@@ -375,9 +413,10 @@ void ReportResult(ComboSegArguments &args, const std::string &output, const itk:
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const std::string output = args.GetString("outputModel");
-  if (output.empty()) throw std::runtime_error("no output model file given (--outputModel)");
+  if (output.empty())
+    throw std::runtime_error("no output model file given (--outputModel)");
   // Every output is checked before the cases are read (the checkpoint's name is free).
-  ComboSegRunOutputs outputs(args, { { "checkpointFile", {} } });
+  ComboSegRunOutputs outputs(args, {{"checkpointFile", {}}});
   const Cases cases = ReadCases(args);
   const std::vector<itk::ComboSegCaseFiles> &training = cases.training;
 
@@ -396,13 +435,16 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 #ifdef COMBOSEG_USE_MPI
   writesFiles = cs_mpi_rank(g_Mpi) == 0;
 #endif
-  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile") : output + ".checkpoint";
+  const std::string checkpoint = args.IsSet("checkpointFile") ? args.GetString("checkpointFile")
+                                                              : output + ".checkpoint";
   const std::string bestModel = checkpoint + ".best";
   session.SetOutputModelFileName(bestModel);
   session.SetCheckpointFileName(checkpoint);
   session.SetResume(!args.GetBool("restart"));
-  if (writesFiles && outputs.Has("historyTable")) session.SetHistoryFileName(outputs.Staged("historyTable"));
-  if (writesFiles && outputs.Has("plotImage")) session.SetPlotFileName(outputs.Staged("plotImage"));
+  if (writesFiles && outputs.Has("historyTable"))
+    session.SetHistoryFileName(outputs.Staged("historyTable"));
+  if (writesFiles && outputs.Has("plotImage"))
+    session.SetPlotFileName(outputs.Staged("plotImage"));
 
   // Ctrl-C or a polite kill stops after the current step; the last epoch's checkpoint stays.
   std::signal(SIGINT, OnSignal);
@@ -410,20 +452,24 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetCancelFlag(&g_Stop);
   bool report = true; // rank 0 alone reports progress and results
 #ifdef COMBOSEG_USE_MPI
-  if (cs_mpi_size(g_Mpi) > 1) session.SetPeers(MpiPeers());
+  if (cs_mpi_size(g_Mpi) > 1)
+    session.SetPeers(MpiPeers());
   report = cs_mpi_rank(g_Mpi) == 0;
 #endif
   std::string lastComment;
   if (report)
     session.SetProgressCallback([&](double fraction, const std::string &comment) {
       progress.Progress(fraction);
-      if (comment != lastComment) progress.Comment(comment);
+      if (comment != lastComment)
+        progress.Comment(comment);
       lastComment = comment;
     });
 
-  if (report) progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
+  if (report)
+    progress.Start("ComboSeg Train", "training on " + std::to_string(training.size()) + " case(s)");
   const itk::ComboSegTrainingResult result = session.Run();
-  if (!report) return result.cancelled ? 1 : 0;
+  if (!report)
+    return result.cancelled ? 1 : 0;
   if (result.cancelled)
   {
     std::fprintf(stderr, "training stopped after epoch %lld; run again with the same output model to resume\n",
@@ -433,7 +479,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   std::error_code copied;
   std::filesystem::copy_file(bestModel, outputs.Staged("outputModel"),
                              std::filesystem::copy_options::overwrite_existing, copied);
-  if (copied) throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
+  if (copied)
+    throw std::runtime_error("cannot write the model " + output + ": " + copied.message());
   outputs.Commit();
   progress.End();
 
@@ -447,7 +494,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
 std::vector<std::string> WithEngineRecipeNames(int argc, char **argv)
 {
   static const std::map<std::string, std::string> oldSpellings = {
-    {"zscore-nonzero", "zscore_nonzero"}, {"zscore-brain", "zscore_mask"}, {"clip", "clip_scale"}};
+      {"zscore-nonzero", "zscore_nonzero"}, {"zscore-brain", "zscore_mask"}, {"clip", "clip_scale"}};
   std::vector<std::string> args(argv, argv + argc);
   for (size_t i = 1; i + 1 < args.size(); ++i)
     if (args[i] == "--normalization" && oldSpellings.count(args[i + 1]))
@@ -479,10 +526,14 @@ int main(int argc, char **argv)
   const int code = RunModule(argc, argv);
   // A rank that failed outside the agreed steps (e.g. reading its cases) must not wait in
   // MPI_Finalize for ranks that wait for it: end the whole job with its exit code.
-  if (code != 0 && cs_mpi_size(g_Mpi) > 1) cs_mpi_abort(g_Mpi, code);
+  if (code != 0 && cs_mpi_size(g_Mpi) > 1)
+    cs_mpi_abort(g_Mpi, code);
   cs_mpi_free(g_Mpi);
   return code;
 }
 #else
-int main(int argc, char **argv) { return RunModule(argc, argv); }
+int main(int argc, char **argv)
+{
+  return RunModule(argc, argv);
+}
 #endif

@@ -66,11 +66,29 @@ bool ParseDouble(const std::string &text, double &value)
   return itk::ComboSegParseDouble(text, value) && std::isfinite(value);
 }
 
-const char *const kParameterTags[] = {
-  "integer", "float", "double", "boolean", "string", "integer-vector", "float-vector",
-  "double-vector", "string-vector", "integer-enumeration", "float-enumeration",
-  "double-enumeration", "string-enumeration", "point", "pointfile", "region", "image", "file",
-  "directory", "geometry", "table", "transform", "measurement"};
+const char *const kParameterTags[] = {"integer",
+                                      "float",
+                                      "double",
+                                      "boolean",
+                                      "string",
+                                      "integer-vector",
+                                      "float-vector",
+                                      "double-vector",
+                                      "string-vector",
+                                      "integer-enumeration",
+                                      "float-enumeration",
+                                      "double-enumeration",
+                                      "string-enumeration",
+                                      "point",
+                                      "pointfile",
+                                      "region",
+                                      "image",
+                                      "file",
+                                      "directory",
+                                      "geometry",
+                                      "table",
+                                      "transform",
+                                      "measurement"};
 
 bool IsParameterTag(const std::string &tag)
 {
@@ -232,8 +250,8 @@ bool ComboSegParameterDescription::IsReturnParameter() const
 {
   if (channel != "output")
     return false;
-  return tag == "integer" || tag == "float" || tag == "double" || tag == "boolean" ||
-         tag == "string" || IsVector() || tag.find("-enumeration") != std::string::npos;
+  return tag == "integer" || tag == "float" || tag == "double" || tag == "boolean" || tag == "string" || IsVector() ||
+         tag.find("-enumeration") != std::string::npos;
 }
 
 ComboSegModuleDescription ComboSegModuleDescription::Parse(const std::string &xml)
@@ -251,8 +269,8 @@ ComboSegModuleDescription ComboSegModuleDescription::Parse(const std::string &xm
   std::string error;
   if (status != XML_STATUS_OK)
   {
-    error = std::string("module XML is not well-formed: ") + XML_ErrorString(XML_GetErrorCode(parser)) +
-            " at line " + std::to_string(XML_GetCurrentLineNumber(parser));
+    error = std::string("module XML is not well-formed: ") + XML_ErrorString(XML_GetErrorCode(parser)) + " at line " +
+            std::to_string(XML_GetCurrentLineNumber(parser));
   }
   XML_ParserFree(parser);
   if (!error.empty())
@@ -276,14 +294,12 @@ const ComboSegParameterDescription *ComboSegModuleDescription::Find(const std::s
 std::string ComboSegModuleDescription::Help(const std::string &programName) const
 {
   std::ostringstream out;
-  out << title << " (" << version << ")\n\n" << description << "\n\nUsage: " << programName
-      << " [options]";
+  out << title << " (" << version << ")\n\n" << description << "\n\nUsage: " << programName << " [options]";
   std::vector<const ComboSegParameterDescription *> indexed;
   for (const ComboSegParameterDescription &p : parameters)
     if (p.IsIndexed())
       indexed.push_back(&p);
-  std::sort(indexed.begin(), indexed.end(),
-            [](const auto *a, const auto *b) { return a->index < b->index; });
+  std::sort(indexed.begin(), indexed.end(), [](const auto *a, const auto *b) { return a->index < b->index; });
   for (const auto *p : indexed)
     out << " <" << p->name << ">";
   out << "\n";
@@ -327,9 +343,8 @@ std::string ComboSegModuleDescription::Help(const std::string &programName) cons
   return out.str();
 }
 
-ComboSegArguments::ComboSegArguments(const ComboSegModuleDescription &description,
-                                     const std::vector<std::string> &args)
-  : m_Description(description)
+ComboSegArguments::ComboSegArguments(const ComboSegModuleDescription &description, const std::vector<std::string> &args)
+    : m_Description(description)
 {
   std::vector<std::string> positional;
   for (size_t i = 0; i < args.size(); ++i)
@@ -388,15 +403,14 @@ ComboSegArguments::ComboSegArguments(const ComboSegModuleDescription &descriptio
   for (const ComboSegParameterDescription &p : m_Description.parameters)
     if (p.IsIndexed())
       indexed.push_back(&p);
-  std::sort(indexed.begin(), indexed.end(),
-            [](const auto *a, const auto *b) { return a->index < b->index; });
+  std::sort(indexed.begin(), indexed.end(), [](const auto *a, const auto *b) { return a->index < b->index; });
   if (positional.size() > indexed.size())
     throw std::runtime_error("unexpected argument '" + positional[indexed.size()] + "'");
   for (size_t k = 0; k < indexed.size(); ++k)
   {
     if (k >= positional.size())
-      throw std::runtime_error("missing argument " + std::to_string(k + 1) + ": <" +
-                               indexed[k]->name + "> (" + indexed[k]->label + ")");
+      throw std::runtime_error("missing argument " + std::to_string(k + 1) + ": <" + indexed[k]->name + "> (" +
+                               indexed[k]->label + ")");
     m_Values[indexed[k]->name] = {positional[k]};
   }
 
@@ -679,9 +693,8 @@ std::string ComboSegFindBundledModel(const std::string &name)
   if (name.empty() || name.find('/') != std::string::npos || name.find("..") != std::string::npos)
     throw std::runtime_error("bad bundled model name '" + name + "'");
   const std::string dir = ComboSegExecutableDirectory();
-  const std::string candidates[] = {
-    dir + "/" + COMBOSEG_MODELS_BUILD_RELATIVE_DIR + "/" + name + ".safetensors",
-    dir + "/" + COMBOSEG_MODELS_INSTALL_RELATIVE_DIR + "/" + name + ".safetensors"};
+  const std::string candidates[] = {dir + "/" + COMBOSEG_MODELS_BUILD_RELATIVE_DIR + "/" + name + ".safetensors",
+                                    dir + "/" + COMBOSEG_MODELS_INSTALL_RELATIVE_DIR + "/" + name + ".safetensors"};
   std::string tried;
   for (const std::string &c : candidates)
   {

@@ -23,26 +23,26 @@
 // One parameter of the XML description.
 struct ComboSegParameterDescription
 {
-  std::string tag;          // integer, float, double, boolean, string, *-vector, *-enumeration,
-                            // image, file, directory, geometry, table, transform, point, ...
+  std::string tag; // integer, float, double, boolean, string, *-vector, *-enumeration,
+                   // image, file, directory, geometry, table, transform, point, ...
   std::string name;
-  std::string flag;         // without the leading '-'
-  std::string longflag;     // without the leading "--"
+  std::string flag;     // without the leading '-'
+  std::string longflag; // without the leading "--"
   std::string label;
   std::string description;
   std::string defaultValue;
-  std::string channel;      // "input", "output" or empty
-  std::string type;         // attribute type= (image, geometry, table, transform)
-  std::string group;        // label of the enclosing <parameters>
-  int index = -1;           // <index>, -1 when flagged
-  bool multiple = false;    // attribute multiple="true"
+  std::string channel;   // "input", "output" or empty
+  std::string type;      // attribute type= (image, geometry, table, transform)
+  std::string group;     // label of the enclosing <parameters>
+  int index = -1;        // <index>, -1 when flagged
+  bool multiple = false; // attribute multiple="true"
   bool hasDefault = false;
   std::vector<std::string> elements;       // enumerations
   std::vector<std::string> fileExtensions; // attribute fileExtensions=
   std::string minimum, maximum, step;      // <constraints>
 
   bool IsIndexed() const { return index >= 0; }
-  bool IsVector() const;       // *-vector tags: one comma-separated value
+  bool IsVector() const; // *-vector tags: one comma-separated value
   // A simple (non-file) output written to the return-parameter file.
   bool IsReturnParameter() const;
 };
@@ -54,9 +54,8 @@ public:
   // Parses the XML text (expat); throws std::runtime_error naming the problem.
   static ComboSegModuleDescription Parse(const std::string &xml);
 
-  std::string category, title, description, version, documentationUrl, license, contributor,
-    acknowledgements;
-  std::vector<std::string> groups; // labels of the <parameters> groups, in order
+  std::string category, title, description, version, documentationUrl, license, contributor, acknowledgements;
+  std::vector<std::string> groups;                      // labels of the <parameters> groups, in order
   std::vector<ComboSegParameterDescription> parameters; // in XML order
 
   const ComboSegParameterDescription *Find(const std::string &name) const;
@@ -73,8 +72,8 @@ public:
   ComboSegArguments(const ComboSegModuleDescription &description, const std::vector<std::string> &args);
 
   const ComboSegModuleDescription &Description() const { return m_Description; }
-  bool IsSet(const std::string &name) const;                  // given on the command line
-  std::string GetString(const std::string &name) const;       // value, else the default, else ""
+  bool IsSet(const std::string &name) const;                          // given on the command line
+  std::string GetString(const std::string &name) const;               // value, else the default, else ""
   std::vector<std::string> GetStrings(const std::string &name) const; // multiple, or vector items
   long GetInt(const std::string &name) const;
   double GetDouble(const std::string &name) const;
@@ -123,8 +122,8 @@ using ComboSegModuleFunction = std::function<int(ComboSegArguments &, ComboSegPr
 int ComboSegMain(int argc, char **argv, const char *xml, const ComboSegModuleFunction &run);
 
 // Helpers shared by the modules.
-double ComboSegSeconds();                       // monotonic clock
-std::string ComboSegExecutableDirectory();      // folder of the running executable
+double ComboSegSeconds();                  // monotonic clock
+std::string ComboSegExecutableDirectory(); // folder of the running executable
 // Full path of a bundled model <name>.safetensors, looked up relative to the executable (build
 // tree, then install tree); throws naming every path tried when none exists.
 std::string ComboSegFindBundledModel(const std::string &name);

@@ -57,8 +57,7 @@ void CheckOverlap(const ImageType *first, const ImageType *image, const std::str
 } // namespace
 
 std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector<std::string> &files,
-                                                               const cs_model_info &info,
-                                                               bool ignoreModalityMismatch,
+                                                               const cs_model_info &info, bool ignoreModalityMismatch,
                                                                ComboSegProgress &progress)
 {
   std::vector<ImageType::Pointer> images;

@@ -18,8 +18,7 @@
 // less than half of the first in physical space (a warning below 95 %). Channels after the first
 // come back on the first one's grid (linear interpolation, 0 outside).
 std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector<std::string> &files,
-                                                               const cs_model_info &info,
-                                                               bool ignoreModalityMismatch,
+                                                               const cs_model_info &info, bool ignoreModalityMismatch,
                                                                ComboSegProgress &progress);
 
 // A warning the user must not miss: a progress comment (Slicer's status) and a line on stderr

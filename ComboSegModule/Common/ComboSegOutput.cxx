@@ -123,8 +123,8 @@ std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *
   return out;
 }
 
-void ComboSegWriteLabelMap(const ComboSegLabelImage *labels,
-                           const std::vector<ComboSegSegmentInfo> &segments, const std::string &path)
+void ComboSegWriteLabelMap(const ComboSegLabelImage *labels, const std::vector<ComboSegSegmentInfo> &segments,
+                           const std::string &path)
 {
   const std::string extension = ComboSegLabelMapExtension(path);
   // Work on a shallow copy so that the caller's image keeps its own metadata dictionary.
@@ -198,8 +198,7 @@ std::string ComboSegColorTableText(const std::vector<ComboSegSegmentInfo> &segme
   {
     std::string name = s.name;
     std::replace(name.begin(), name.end(), ' ', '_');
-    out << s.value << " " << name << " " << int(s.rgb[0]) << " " << int(s.rgb[1]) << " "
-        << int(s.rgb[2]) << " 255\n";
+    out << s.value << " " << name << " " << int(s.rgb[0]) << " " << int(s.rgb[1]) << " " << int(s.rgb[2]) << " 255\n";
   }
   return out.str();
 }
@@ -264,9 +263,8 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
   if (ok && setjmp(png_jmpbuf(png)) == 0)
   {
     png_init_io(png, f);
-    png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
-                 PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     for (int y = 0; y < height; ++y)
       png_write_row(png, const_cast<png_bytep>(&rgb[static_cast<size_t>(y) * width * 3]));
@@ -307,8 +305,7 @@ std::array<int, 3> ComboSegVoxelAxesOfLps(const ComboSegScalarImage::DirectionTy
   return axisOf;
 }
 
-void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image,
-                          const ComboSegLabelImage *labels,
+void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image, const ComboSegLabelImage *labels,
                           const std::vector<ComboSegSegmentInfo> &segments)
 {
   const auto size = image->GetLargestPossibleRegion().GetSize();

@@ -39,8 +39,7 @@ const std::vector<std::string> &ComboSegColorTableExtensions();
 // names and colours; _Extent is the segment's voxel bounding box ("0 -1 0 -1 0 -1" when empty).
 // .nii.gz, .nii, .mha, .mhd (ITK's IO factories): labels and geometry only, as these formats have
 // no place for segment names and colours (write a colour table beside them for those).
-void ComboSegWriteLabelMap(const ComboSegLabelImage *labels,
-                           const std::vector<ComboSegSegmentInfo> &segments,
+void ComboSegWriteLabelMap(const ComboSegLabelImage *labels, const std::vector<ComboSegSegmentInfo> &segments,
                            const std::string &path);
 
 // Colour table file in the format of its name, background first: .ctbl and .txt hold
@@ -59,8 +58,7 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
 // Preview: the three middle slices (axial, coronal, sagittal) of the image side by side, grey
 // levels windowed on the 1st-99th percentiles, the label map blended in its segments' colours.
 // Slices are shown as in Slicer's views whatever the storage order (ComboSegVoxelAxesOfLps).
-void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image,
-                          const ComboSegLabelImage *labels,
+void ComboSegWritePreview(const std::string &path, const ComboSegScalarImage *image, const ComboSegLabelImage *labels,
                           const std::vector<ComboSegSegmentInfo> &segments);
 
 // The voxel axis that runs closest to each LPS axis (x, y, z) of an image's direction matrix.

@@ -20,8 +20,8 @@ const char kStagingName[] = ".comboseg-outputs";
 // Parameter tags whose value is a file the module writes.
 bool IsFileTag(const std::string &tag)
 {
-  static const std::set<std::string> tags = {"image", "file", "table", "geometry", "transform", "pointfile",
-                                             "measurement"};
+  static const std::set<std::string> tags = {"image",     "file",      "table",      "geometry",
+                                             "transform", "pointfile", "measurement"};
   return tags.count(tag) != 0;
 }
 
@@ -33,8 +33,8 @@ std::string Describe(const ComboSegParameterDescription &p)
   return p.longflag.empty() ? what : what + " (--" + p.longflag + ")";
 }
 
-using itk::ComboSegIsFolder;
 using itk::ComboSegFileExists;
+using itk::ComboSegIsFolder;
 
 // Folder and last name of a path ("a/b/" is folder "a", name "b").
 void SplitPath(std::string path, std::string &folder, std::string &base)

@@ -81,7 +81,10 @@ int vtkComboSegLogic::Fail(const std::string &message)
   return 0;
 }
 
-const std::string &vtkComboSegLogic::GetLastError() const { return this->Internal->lastError; }
+const std::string &vtkComboSegLogic::GetLastError() const
+{
+  return this->Internal->lastError;
+}
 
 void vtkComboSegLogic::SetModelFileName(const std::string &path)
 {
@@ -295,9 +298,18 @@ int vtkComboSegLogic::Segment()
   return 1;
 }
 
-vtkImageData *vtkComboSegLogic::GetLabelMap() const { return this->Internal->labelMap; }
-vtkLookupTable *vtkComboSegLogic::GetColorTable() const { return this->Internal->colorTable; }
-int vtkComboSegLogic::GetNumberOfStructures() const { return int(this->Internal->structures.size()); }
+vtkImageData *vtkComboSegLogic::GetLabelMap() const
+{
+  return this->Internal->labelMap;
+}
+vtkLookupTable *vtkComboSegLogic::GetColorTable() const
+{
+  return this->Internal->colorTable;
+}
+int vtkComboSegLogic::GetNumberOfStructures() const
+{
+  return int(this->Internal->structures.size());
+}
 
 int vtkComboSegLogic::GetStructureLabelValue(int structure) const
 {
@@ -317,7 +329,8 @@ void vtkComboSegLogic::GetStructureColor(int structure, double rgb[3]) const
 {
   for (int c = 0; c < 3; ++c)
     rgb[c] = (structure >= 0 && structure < this->GetNumberOfStructures())
-               ? this->Internal->structures[structure].rgb[c] / 255.0 : 0.0;
+                 ? this->Internal->structures[structure].rgb[c] / 255.0
+                 : 0.0;
 }
 
 double vtkComboSegLogic::GetStructureVolumeMl(int structure) const
@@ -341,7 +354,7 @@ int vtkComboSegLogic::ComputeSurfaces()
       continue;
     }
     in.surfaces.push_back(
-      ComputeSurface(in.labelMap, in.ijkToRAS, s.value, this->SmoothingIterations, this->SmoothingPassBand));
+        ComputeSurface(in.labelMap, in.ijkToRAS, s.value, this->SmoothingIterations, this->SmoothingPassBand));
     double progress = double(in.surfaces.size()) / in.structures.size();
     this->InvokeEvent(vtkCommand::ProgressEvent, &progress);
   }
@@ -355,8 +368,8 @@ vtkPolyData *vtkComboSegLogic::GetSurface(int structure) const
   return this->Internal->surfaces[structure];
 }
 
-vtkSmartPointer<vtkPolyData> vtkComboSegLogic::ComputeSurface(vtkImageData *labelMap, vtkMatrix4x4 *ijkToRAS,
-                                                               int value, int smoothingIterations, double passBand)
+vtkSmartPointer<vtkPolyData> vtkComboSegLogic::ComputeSurface(vtkImageData *labelMap, vtkMatrix4x4 *ijkToRAS, int value,
+                                                              int smoothingIterations, double passBand)
 {
   auto empty = vtkSmartPointer<vtkPolyData>::New();
   vtkDataArray *scalars = labelMap ? labelMap->GetPointData()->GetScalars() : nullptr;
@@ -366,7 +379,8 @@ vtkSmartPointer<vtkPolyData> vtkComboSegLogic::ComputeSurface(vtkImageData *labe
   labelMap->GetExtent(e);
   const long nx = e[1] - e[0] + 1, ny = e[3] - e[2] + 1, nz = e[5] - e[4] + 1;
   // Voxels of the value, through the raw buffer when it is short (the common case).
-  const short *shortData = vtkShortArray::SafeDownCast(scalars) ? static_cast<short *>(scalars->GetVoidPointer(0)) : nullptr;
+  const short *shortData = vtkShortArray::SafeDownCast(scalars) ? static_cast<short *>(scalars->GetVoidPointer(0))
+                                                                : nullptr;
   auto isValue = [&](long i) {
     return shortData ? shortData[i] == value : static_cast<int>(scalars->GetComponent(i, 0)) == value;
   };

@@ -191,10 +191,10 @@ static float fma_loop(cs_isa isa, long iters)
 {
     switch (isa) {
 #ifdef BENCH_X86
-    case CS_ISA_AVX512: return fma_loop_avx512(iters);
-    case CS_ISA_AVX2: return fma_loop_avx2(iters);
+        case CS_ISA_AVX512: return fma_loop_avx512(iters);
+        case CS_ISA_AVX2: return fma_loop_avx2(iters);
 #endif
-    default: return fma_loop_portable(iters);
+        default: return fma_loop_portable(iters);
     }
 }
 
@@ -287,7 +287,8 @@ static double pct_of_peak(double gflops, double peak, const char *what)
     const double pct = 100.0 * gflops / peak;
     if (pct <= 100.0) return pct;
     printf("# warning %s: %.1f GFLOP/s is above the best FMA peak of its rounds (%.1f): the peak "
-           "kernel falls short of this machine; pct_peak capped at 100\n", what, gflops, peak);
+           "kernel falls short of this machine; pct_peak capped at 100\n",
+           what, gflops, peak);
     return 100.0;
 }
 
@@ -333,9 +334,8 @@ static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, i
     snprintf(what, sizeof what, "%s c=%d pass=%s", cb->tag, cb->c, passes[c->pass]);
     const double pct = pct_of_peak(g, r.peak_gflops, what);
     printf("%s gflops=%.1f pct_peak=%.1f peak_gflops=%.1f\n", what, g, pct, r.peak_gflops);
-    printf("# %s ms_best=%.2f ms_median=%.2f median_gflops=%.1f cpu_gflops_per_thread=%.1f\n",
-           what, 1e3 * r.best_s, 1e3 * r.median_s, flop / r.median_s / 1e9,
-           flop / r.best_cpu_s / 1e9);
+    printf("# %s ms_best=%.2f ms_median=%.2f median_gflops=%.1f cpu_gflops_per_thread=%.1f\n", what,
+           1e3 * r.best_s, 1e3 * r.median_s, flop / r.median_s / 1e9, flop / r.best_cpu_s / 1e9);
     fflush(stdout);
     return 0;
 }
@@ -347,9 +347,15 @@ static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
     const size_t nin = (size_t)s->batch * s->in_channels * vox;
     const size_t nout = (size_t)s->batch * s->out_channels * vox;
     const size_t nw = (size_t)s->out_channels * s->in_channels * s->kd * s->kh * s->kw;
-    conv_call c = {s, 0, env->threads, malloc(nin * sizeof(float)), calloc(nin, sizeof(float)),
-                   malloc(nout * sizeof(float)), malloc(nout * sizeof(float)),
-                   malloc(nw * sizeof(float)), calloc(nw, sizeof(float)),
+    conv_call c = {s,
+                   0,
+                   env->threads,
+                   malloc(nin * sizeof(float)),
+                   calloc(nin, sizeof(float)),
+                   malloc(nout * sizeof(float)),
+                   malloc(nout * sizeof(float)),
+                   malloc(nw * sizeof(float)),
+                   calloc(nw, sizeof(float)),
                    calloc((size_t)s->out_channels, sizeof(float)),
                    calloc((size_t)s->out_channels, sizeof(float))};
     int rc = 1;
@@ -402,9 +408,9 @@ typedef struct net_cfg {
 } net_cfg;
 
 static const net_cfg nets[] = {
-    {2, 5, 16, 64, 1.0, 1},  /* reference */
-    {1, 27, 8, 64, 1.0, 0},  /* brain-structures-t1: T1, background + 26 structures */
-    {2, 5, 8, 48, 2.0, 0},   /* brain-tumor-flair-t1c: FLAIR + T1c, 5 classes, 2 mm */
+    {2, 5, 16, 64, 1.0, 1}, /* reference */
+    {1, 27, 8, 64, 1.0, 0}, /* brain-structures-t1: T1, background + 26 structures */
+    {2, 5, 8, 48, 2.0, 0},  /* brain-tumor-flair-t1c: FLAIR + T1c, 5 classes, 2 mm */
 };
 #define NET_LEVELS 4
 #define NET_BATCH 2
@@ -413,8 +419,9 @@ static const net_cfg nets[] = {
 static void net_prefix(const net_cfg *n, const char *tag, char *out, size_t size)
 {
     if (n->reference) snprintf(out, size, "%s", tag);
-    else snprintf(out, size, "%s width=%d classes=%d channels=%d", tag, n->base_filters,
-                  n->classes, n->in_channels);
+    else
+        snprintf(out, size, "%s width=%d classes=%d channels=%d", tag, n->base_filters, n->classes,
+                 n->in_channels);
 }
 
 static int make_model(cs_context_t ctx, const net_cfg *n, cs_model_t *model)
@@ -541,20 +548,20 @@ static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *
     char tag[96], what[128];
     net_prefix(n, "unet3d", tag, sizeof tag);
     snprintf(what, sizeof what, "%s train_step", tag);
-    const double tp =
-        pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops, what);
+    const double tp = pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops,
+                                  what);
     snprintf(what, sizeof what, "%s infer", tag);
-    const double ip =
-        pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops, what);
+    const double ip = pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops,
+                                  what);
     printf("%s threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f rss_before_mb=%.1f "
            "added_mb=%.1f train_pct_peak=%.1f train_peak_gflops=%.1f infer_pct_peak=%.1f "
-           "infer_peak_gflops=%.1f\n", tag, threads, 1e3 * f->train.best_s, 1e3 * f->infer.best_s,
-           f->peak, f->rss_before, f->peak - f->rss_before, tp, f->train.peak_gflops, ip,
-           f->infer.peak_gflops);
+           "infer_peak_gflops=%.1f\n",
+           tag, threads, 1e3 * f->train.best_s, 1e3 * f->infer.best_s, f->peak, f->rss_before,
+           f->peak - f->rss_before, tp, f->train.peak_gflops, ip, f->infer.peak_gflops);
     printf("# %s cpu_train_step_ms=%.1f cpu_infer_ms=%.1f train_step_ms_median=%.1f "
-           "infer_ms_median=%.1f peak_rss_mb_after_training=%.1f\n", tag, 1e3 * f->train.best_cpu_s,
-           1e3 * f->infer.best_cpu_s, 1e3 * f->train.median_s, 1e3 * f->infer.median_s,
-           f->peak_after_training);
+           "infer_ms_median=%.1f peak_rss_mb_after_training=%.1f\n",
+           tag, 1e3 * f->train.best_cpu_s, 1e3 * f->infer.best_cpu_s, 1e3 * f->train.median_s,
+           1e3 * f->infer.median_s, f->peak_after_training);
     printf("# %s batch=%d channels=%d classes=%d size=%d reps=%d last_loss=%.4f\n", tag, NET_BATCH,
            n->in_channels, n->classes, n->size, reps, (double)u->res.loss);
     if (!f->peak_reset) printf("# %s peak_rss_mb is the process's peak since it started\n", tag);
@@ -617,11 +624,13 @@ static void print_volume(const net_cfg *n, const volume_run *v, const rounds *r,
     char tag[96];
     net_prefix(n, "volume256", tag, sizeof tag);
     if (n->reference) printf("%s seconds=%.2f peak_gflops=%.1f\n", tag, r->best_s, r->peak_gflops);
-    else printf("%s spacing=%g window=%d seconds=%.2f peak_gflops=%.1f\n", tag, n->spacing, n->size,
-                r->best_s, r->peak_gflops);
+    else
+        printf("%s spacing=%g window=%d seconds=%.2f peak_gflops=%.1f\n", tag, n->spacing, n->size,
+               r->best_s, r->peak_gflops);
     printf("# %s size=%dx%dx%d window=%d overlap=%.2f voxels_per_second=%.0f seconds_median=%.2f "
-           "reps=%d\n", tag, (int)v->size[0], (int)v->size[1], (int)v->size[2], n->size,
-           (double)v->opt.overlap, vox / r->best_s, r->median_s, reps);
+           "reps=%d\n",
+           tag, (int)v->size[0], (int)v->size[1], (int)v->size[2], n->size, (double)v->opt.overlap,
+           vox / r->best_s, r->median_s, reps);
     fflush(stdout);
 }
 
@@ -690,7 +699,8 @@ static int parse_args(int argc, char **argv, const char **only, int *reps)
                     "  Each figure runs N rounds (default 7; 3 for the U-Nets, 1 for the\n"
                     "  volumes), each round the FMA peak and then the figure; it prints the\n"
                     "  best time, the best peak of its rounds (peak_gflops=) and their ratio\n"
-                    "  (pct_peak=, at most 100). Threads: OMP_NUM_THREADS.\n", argv[0]);
+                    "  (pct_peak=, at most 100). Threads: OMP_NUM_THREADS.\n",
+                    argv[0]);
             return 2;
         }
     }

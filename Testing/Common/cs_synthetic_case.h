@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-namespace cstest {
+namespace cstest
+{
 
 using SyntheticImage = itk::Image<float, 3>;
 using SyntheticLabels = itk::Image<unsigned char, 3>;
@@ -20,13 +21,14 @@ template <typename TImage>
 void WriteNrrd(const TImage *image, const std::string &path)
 {
   auto writer = itk::ImageFileWriter<TImage>::New();
-  writer->SetImageIO(itk::NrrdImageIO::New());  // no IO factory needed
+  writer->SetImageIO(itk::NrrdImageIO::New()); // no IO factory needed
   writer->SetFileName(path);
   writer->SetInput(image);
   writer->Update();
 }
 
-struct SyntheticCaseFiles {
+struct SyntheticCaseFiles
+{
   std::string image;
   std::string labels;
 };
@@ -53,11 +55,14 @@ inline SyntheticCaseFiles WriteSyntheticCase(const std::string &dir, const std::
   const int bz = 4 + static_cast<int>(cs_rng_below(&rng, 10));
   for (int z = 0; z < nz; ++z)
     for (int y = 0; y < ny; ++y)
-      for (int x = 0; x < nx; ++x) {
+      for (int x = 0; x < nx; ++x)
+      {
         const SyntheticImage::IndexType idx = {{x, y, z}};
         unsigned char l = 0;
-        if ((x - cx) * (x - cx) + (y - cy) * (y - cy) + (z - cz) * (z - cz) <= 36.0) l = 1;
-        if (x >= bx && x < bx + 8 && y >= by && y < by + 9 && z >= bz && z < bz + 7) l = 2;
+        if ((x - cx) * (x - cx) + (y - cy) * (y - cy) + (z - cz) * (z - cz) <= 36.0)
+          l = 1;
+        if (x >= bx && x < bx + 8 && y >= by && y < by + 9 && z >= bz && z < bz + 7)
+          l = 2;
         labels->SetPixel(idx, l);
         image->SetPixel(idx, (l == 1 ? 100.0f : l == 2 ? -100.0f : 0.0f) + 20.0f * cs_rng_normal(&rng));
       }
@@ -67,4 +72,4 @@ inline SyntheticCaseFiles WriteSyntheticCase(const std::string &dir, const std::
   return files;
 }
 
-}  // namespace cstest
+} // namespace cstest

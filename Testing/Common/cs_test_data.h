@@ -7,7 +7,8 @@
 
 #include <gtest/gtest.h>
 
-namespace cstest {
+namespace cstest
+{
 
 // The folder of real scans: $COMBOSEG_DATA_DIR, else the path configured at build time.
 inline std::string DataDir()
@@ -23,15 +24,19 @@ inline bool PathExists(const std::string &path)
 }
 
 // Full path of a file in the data folder.
-inline std::string DataPath(const std::string &relative) { return DataDir() + "/" + relative; }
+inline std::string DataPath(const std::string &relative)
+{
+  return DataDir() + "/" + relative;
+}
 
-}  // namespace cstest
+} // namespace cstest
 
 // Skips the current test, saying which file is missing, when the real data is absent.
-#define CS_REQUIRE_DATA(relative)                                                          \
-  do {                                                                                     \
-    const std::string cs_required_path_ = cstest::DataPath(relative);                      \
-    if (!cstest::PathExists(cs_required_path_))                                            \
-      GTEST_SKIP() << "real data not found: " << cs_required_path_                         \
-                   << " (set COMBOSEG_DATA_DIR to the shared data folder)";                \
+#define CS_REQUIRE_DATA(relative)                                                                                      \
+  do                                                                                                                   \
+  {                                                                                                                    \
+    const std::string cs_required_path_ = cstest::DataPath(relative);                                                  \
+    if (!cstest::PathExists(cs_required_path_))                                                                        \
+      GTEST_SKIP() << "real data not found: " << cs_required_path_                                                     \
+                   << " (set COMBOSEG_DATA_DIR to the shared data folder)";                                            \
   } while (0)

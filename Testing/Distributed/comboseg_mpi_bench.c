@@ -41,7 +41,8 @@ int main(int argc, char **argv)
         return 1;
     }
     const int patch = arg_int(argc, argv, "--patch", 64), batch = arg_int(argc, argv, "--batch", 2);
-    const int steps = arg_int(argc, argv, "--steps", 3), warmup = arg_int(argc, argv, "--warmup", 1);
+    const int steps = arg_int(argc, argv, "--steps", 3),
+              warmup = arg_int(argc, argv, "--warmup", 1);
     const int threads = arg_int(argc, argv, "--threads", 1);
     cs_mpi_set_bucket_bytes(mpi, (size_t)arg_int(argc, argv, "--bucket-mib", 8) << 20);
     cs_unet_config arch = cs_unet_config_default();
@@ -68,13 +69,16 @@ int main(int argc, char **argv)
     config.batch_size = batch;
     if (st == CS_OK) st = cs_trainer_init(ctx, model, &config, &trainer);
     const int64_t voxels = (int64_t)patch * patch * patch;
-    float *images = st == CS_OK ? malloc(sizeof(float) * (size_t)(batch * arch.in_channels * voxels)) : NULL;
+    float *images = st == CS_OK
+                        ? malloc(sizeof(float) * (size_t)(batch * arch.in_channels * voxels))
+                        : NULL;
     int32_t *labels = st == CS_OK ? malloc(sizeof(int32_t) * (size_t)(batch * voxels)) : NULL;
     if (st == CS_OK && (!images || !labels)) st = CS_ERR_OUT_OF_MEMORY;
     if (st == CS_OK) {
         cs_rng rng;
         cs_rng_seed(&rng, 100 + (uint64_t)rank);
-        for (int64_t i = 0; i < batch * arch.in_channels * voxels; i++) images[i] = cs_rng_normal(&rng);
+        for (int64_t i = 0; i < batch * arch.in_channels * voxels; i++)
+            images[i] = cs_rng_normal(&rng);
         for (int64_t i = 0; i < batch * voxels; i++)
             labels[i] = (int32_t)cs_rng_below(&rng, arch.num_classes);
     }

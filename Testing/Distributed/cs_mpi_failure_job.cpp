@@ -53,7 +53,7 @@ int main(int argc, char **argv)
         cs_status local = CS_OK;
         char message[256] = "";
         if (rank == 1 && mode == "load" && step == 2) {
-            local = CS_ERR_IO;  // a bad case: the training loop fails before the step
+            local = CS_ERR_IO; // a bad case: the training loop fails before the step
             std::snprintf(message, sizeof message, "cannot read case 'case_%03lld.nrrd'",
                           (long long)first);
         } else {
@@ -61,7 +61,8 @@ int main(int argc, char **argv)
             if (rank == 1 && mode == "nan" && step == 2) b.images[77] = NAN;
             cs_step_result r;
             local = cs_trainer_step(trainer, b.images.data(), b.labels.data(), &r);
-            if (local != CS_OK) std::snprintf(message, sizeof message, "%s", cs_context_last_error(ctx));
+            if (local != CS_OK)
+                std::snprintf(message, sizeof message, "%s", cs_context_last_error(ctx));
         }
         st = cs_mpi_step_end(mpi, local, message);
         if (st == CS_OK && step == 2) {
@@ -72,8 +73,7 @@ int main(int argc, char **argv)
             st = cs_mpi_agree(mpi, saved, cs_context_last_error(ctx));
             if (rank == 0 && saved == CS_OK) std::remove(path.c_str());
         }
-        if (st == CS_OK && rank == 0)
-            std::printf("step %lld done\n", (long long)step + 1);
+        if (st == CS_OK && rank == 0) std::printf("step %lld done\n", (long long)step + 1);
     }
 
     if (st != CS_OK && rank == 0)

@@ -8,9 +8,10 @@
 
 #include "comboseg/comboseg.h"
 
-namespace cs_mpi_test {
+namespace cs_mpi_test
+{
 
-constexpr int kPatch = 16;     // x = y = z
+constexpr int kPatch = 16; // x = y = z
 constexpr int kClasses = 3;
 constexpr int64_t kVoxels = (int64_t)kPatch * kPatch * kPatch;
 
@@ -37,7 +38,7 @@ inline cs_train_config SmallTrainConfig(int batch)
     c.learning_rate = 1e-2f;
     c.total_steps = 40;
     c.schedule = CS_LR_POLY;
-    c.curriculum = 1;  // alpha depends on the step: all ranks must agree on it
+    c.curriculum = 1;        // alpha depends on the step: all ranks must agree on it
     c.grad_clip_norm = 1.0f; // small enough to clip in early steps
     c.seed = 7;
     return c;
@@ -88,6 +89,6 @@ inline Batch MakeBatch(int64_t step, int64_t first, int64_t count)
     return b;
 }
 
-}  // namespace cs_mpi_test
+} // namespace cs_mpi_test
 
 #endif

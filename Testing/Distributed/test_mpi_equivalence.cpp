@@ -16,9 +16,10 @@
 
 #include "comboseg/comboseg_mpi.h"
 #include "cs_mpi_test_util.h"
-#include "internal.h"  // the model's tensor table, to tell weights apart by name
+#include "internal.h" // the model's tensor table, to tell weights apart by name
 
-namespace {
+namespace
+{
 
 using namespace cs_mpi_test;
 
@@ -172,7 +173,8 @@ TEST(MpiDataParallel, TheAveragedGradientIsTheWholeBatchGradient)
     const double diff = MaxAbsDiffEffective(dist.model, m, m_ref), scale = MaxAbs(m_ref);
     if (cs_mpi_rank(g_mpi) == 0)
         std::printf("[ figures  ] one step: max |gradient difference| = %.3g, max |gradient| = "
-                    "%.3g (both times 1 - beta1)\n", diff, scale);
+                    "%.3g (both times 1 - beta1)\n",
+                    diff, scale);
     EXPECT_GT(scale, 0.0);
     EXPECT_LT(diff, 1e-4 * scale);
 }
@@ -215,7 +217,8 @@ TEST(MpiDataParallel, TwoRanksTrainLikeOneProcessWithTheWholeBatch)
         float mean = dist_losses[s];
         MPI_Allreduce(MPI_IN_PLACE, &mean, 1, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         mean /= (float)size;
-        if (s < ref_losses.size()) loss_diff = std::max(loss_diff, (double)std::fabs(mean - ref_losses[s]));
+        if (s < ref_losses.size())
+            loss_diff = std::max(loss_diff, (double)std::fabs(mean - ref_losses[s]));
     }
     const double spread = SpreadOverRanks(w);
     if (cs_mpi_rank(g_mpi) == 0)
@@ -226,8 +229,8 @@ TEST(MpiDataParallel, TwoRanksTrainLikeOneProcessWithTheWholeBatch)
                     "[ figures  ]   max |logits difference| on unseen patches = %.3g (max |logit|"
                     " = %.3g); max |loss difference| over the steps = %.3g\n"
                     "[ figures  ]   spread of the weights over ranks = %.3g\n",
-                    (int)w.size(), kSteps, kGlobalBatch, size, diff, diff_all, MaxAbs(w_ref),
-                    moved, logit_diff, logit_scale, loss_diff, spread);
+                    (int)w.size(), kSteps, kGlobalBatch, size, diff, diff_all, MaxAbs(w_ref), moved,
+                    logit_diff, logit_scale, loss_diff, spread);
     EXPECT_GT(moved, 1e-2) << "training must move the weights for the comparison to mean anything";
     // Float32 sums in another order are the only difference, but Adam turns the rounding noise of
     // near-zero gradients into steps of the learning rate and training amplifies it: the two runs
@@ -260,8 +263,8 @@ TEST(MpiDataParallel, CheckpointWrittenByRankZeroRestartsTheJobExactly)
     // one path for all ranks, from rank 0's process id
     int pid = (int)getpid();
     MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    const std::string path =
-        std::string(COMBOSEG_BINARY_DIR) + "/mpi_checkpoint_" + std::to_string(pid) + ".safetensors";
+    const std::string path = std::string(COMBOSEG_BINARY_DIR) + "/mpi_checkpoint_" +
+                             std::to_string(pid) + ".safetensors";
 
     // uninterrupted: 20 steps, with a checkpoint after step 10 written by rank 0 only
     Training full(kGlobalBatch / size);
@@ -307,10 +310,10 @@ TEST(MpiDataParallel, BucketedAverageIsTheMeanOverRanks)
     std::vector<float> x(1001);
     for (size_t i = 0; i < x.size(); i++) x[i] = (float)(i % 17) * (float)(rank + 1);
     const cs_mpi_stats before = cs_mpi_get_stats(g_mpi);
-    cs_mpi_set_bucket_bytes(g_mpi, 100 * sizeof(float));  // 11 buckets, the last one short
+    cs_mpi_set_bucket_bytes(g_mpi, 100 * sizeof(float)); // 11 buckets, the last one short
     EXPECT_EQ(cs_mpi_allreduce_mean(g_mpi, x.data(), (int64_t)x.size()), CS_OK);
     cs_mpi_set_bucket_bytes(g_mpi, 0);
-    const double mean_factor = (double)(size + 1) / 2.0;  // mean of 1..size
+    const double mean_factor = (double)(size + 1) / 2.0; // mean of 1..size
     double err = 0.0;
     for (size_t i = 0; i < x.size(); i++)
         err = std::max(err, std::fabs(x[i] - (double)(i % 17) * mean_factor));
@@ -321,8 +324,9 @@ TEST(MpiDataParallel, BucketedAverageIsTheMeanOverRanks)
 }
 
 // On ranks other than 0: only failed assertions, prefixed with the rank.
-class FailurePrinter : public ::testing::EmptyTestEventListener {
-public:
+class FailurePrinter : public ::testing::EmptyTestEventListener
+{
+  public:
     explicit FailurePrinter(int rank) : rank_(rank) {}
     void OnTestPartResult(const ::testing::TestPartResult &r) override
     {
@@ -331,11 +335,11 @@ public:
                          r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
     }
 
-private:
+  private:
     int rank_;
 };
 
-}  // namespace
+} // namespace
 
 int main(int argc, char **argv)
 {

@@ -9,7 +9,8 @@
 #include "comboseg/comboseg_mpi.h"
 #include "cs_mpi_test_util.h"
 
-namespace {
+namespace
+{
 
 using namespace cs_mpi_test;
 
@@ -128,7 +129,7 @@ TEST(TrainerGradientReducer, StateExposesParametersAndMoments)
     ASSERT_EQ(f.Step(0), CS_OK);
     double m_abs = 0.0;
     for (int64_t i = 0; i < n; i++) m_abs += std::fabs(m[i]);
-    EXPECT_GT(m_abs, 0.0);  // the same array the optimiser updates
+    EXPECT_GT(m_abs, 0.0); // the same array the optimiser updates
     EXPECT_EQ(cs_trainer_get_state(nullptr, &p, &m, &v, &n), CS_ERR_INVALID_ARGUMENT);
 }
 
@@ -169,4 +170,4 @@ TEST(ComboSegMPILoneProcess, ShardsSplitItemsContiguouslyAndEvenly)
     EXPECT_EQ(count, 2);
 }
 
-}  // namespace
+} // namespace

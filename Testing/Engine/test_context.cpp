@@ -36,7 +36,8 @@ TEST(Context, AllocIsAlignedZeroedAndReportsFailure)
   float *p = static_cast<float *>(cs_alloc(ctx, 1000 * sizeof(float), "test buffer"));
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(p[i], 0.0f);
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_EQ(p[i], 0.0f);
   cs_free(p);
   void *huge = cs_alloc(ctx, SIZE_MAX - 8, "impossible buffer");
   EXPECT_EQ(huge, nullptr);

@@ -11,177 +11,188 @@
 #include "comboseg/comboseg.h"
 #include "internal.h"
 
-namespace {
+namespace
+{
 
-class InferTest : public ::testing::Test {
+class InferTest : public ::testing::Test
+{
 protected:
-    void SetUp() override
-    {
-        ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
-        cs_context_set_threads(ctx_, 2);
-    }
-    void TearDown() override
-    {
-        for (cs_model_t m : models_) cs_model_free(m);
-        cs_context_free(ctx_);
-    }
+  void SetUp() override
+  {
+    ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
+    cs_context_set_threads(ctx_, 2);
+  }
+  void TearDown() override
+  {
+    for (cs_model_t m : models_)
+      cs_model_free(m);
+    cs_context_free(ctx_);
+  }
 
-    // A small random model; window (patch) of 16 per axis (1 in z for 2D).
-    cs_model_t MakeModel(int dims, int channels, int classes, int base, int levels,
-                         uint64_t seed = 7, int patch = 16)
-    {
-        cs_unet_config arch = cs_unet_config_default();
-        arch.spatial_dims = dims;
-        arch.in_channels = channels;
-        arch.num_classes = classes;
-        arch.base_filters = base;
-        arch.levels = levels;
-        cs_model_info info;
-        EXPECT_EQ(cs_model_info_init(&info, &arch), CS_OK);
-        info.patch_size[0] = info.patch_size[1] = patch;
-        info.patch_size[2] = dims == 3 ? patch : 1;
-        cs_model_t m = nullptr;
-        EXPECT_EQ(cs_model_create(ctx_, &info, seed, &m), CS_OK) << cs_context_last_error(ctx_);
-        if (m) models_.push_back(m);
-        return m;
-    }
+  // A small random model; window (patch) of 16 per axis (1 in z for 2D).
+  cs_model_t MakeModel(int dims, int channels, int classes, int base, int levels, uint64_t seed = 7, int patch = 16)
+  {
+    cs_unet_config arch = cs_unet_config_default();
+    arch.spatial_dims = dims;
+    arch.in_channels = channels;
+    arch.num_classes = classes;
+    arch.base_filters = base;
+    arch.levels = levels;
+    cs_model_info info;
+    EXPECT_EQ(cs_model_info_init(&info, &arch), CS_OK);
+    info.patch_size[0] = info.patch_size[1] = patch;
+    info.patch_size[2] = dims == 3 ? patch : 1;
+    cs_model_t m = nullptr;
+    EXPECT_EQ(cs_model_create(ctx_, &info, seed, &m), CS_OK) << cs_context_last_error(ctx_);
+    if (m)
+      models_.push_back(m);
+    return m;
+  }
 
-    static std::vector<float> RandomImage(int channels, const int64_t size[3], uint64_t seed)
-    {
-        cs_rng rng;
-        cs_rng_seed(&rng, seed);
-        std::vector<float> v((size_t)(channels * size[0] * size[1] * size[2]));
-        for (float &x : v) x = cs_rng_normal(&rng);
-        return v;
-    }
+  static std::vector<float> RandomImage(int channels, const int64_t size[3], uint64_t seed)
+  {
+    cs_rng rng;
+    cs_rng_seed(&rng, seed);
+    std::vector<float> v((size_t)(channels * size[0] * size[1] * size[2]));
+    for (float &x : v)
+      x = cs_rng_normal(&rng);
+    return v;
+  }
 
-    // Softmax over channels of logits (K, n).
-    static std::vector<float> Softmax(const std::vector<float> &logits, int k, int64_t n)
+  // Softmax over channels of logits (K, n).
+  static std::vector<float> Softmax(const std::vector<float> &logits, int k, int64_t n)
+  {
+    std::vector<float> p(logits.size());
+    for (int64_t i = 0; i < n; i++)
     {
-        std::vector<float> p(logits.size());
-        for (int64_t i = 0; i < n; i++) {
-            double m = -INFINITY, s = 0;
-            for (int c = 0; c < k; c++) m = std::max(m, (double)logits[c * n + i]);
-            for (int c = 0; c < k; c++) s += std::exp(logits[c * n + i] - m);
-            for (int c = 0; c < k; c++) p[c * n + i] = (float)(std::exp(logits[c * n + i] - m) / s);
-        }
-        return p;
+      double m = -INFINITY, s = 0;
+      for (int c = 0; c < k; c++)
+        m = std::max(m, (double)logits[c * n + i]);
+      for (int c = 0; c < k; c++)
+        s += std::exp(logits[c * n + i] - m);
+      for (int c = 0; c < k; c++)
+        p[c * n + i] = (float)(std::exp(logits[c * n + i] - m) / s);
     }
+    return p;
+  }
 
-    // Every voxel's probabilities sum to 1 and its label is their first argmax.
-    static void ExpectConsistent(const std::vector<float> &prob, const std::vector<int32_t> &labels,
-                                 int k, int64_t n)
+  // Every voxel's probabilities sum to 1 and its label is their first argmax.
+  static void ExpectConsistent(const std::vector<float> &prob, const std::vector<int32_t> &labels, int k, int64_t n)
+  {
+    int64_t bad_sum = 0, bad_label = 0;
+    for (int64_t i = 0; i < n; i++)
     {
-        int64_t bad_sum = 0, bad_label = 0;
-        for (int64_t i = 0; i < n; i++) {
-            double s = 0;
-            int best = 0;
-            for (int c = 0; c < k; c++) {
-                s += prob[c * n + i];
-                if (prob[c * n + i] > prob[best * n + i]) best = c;
-            }
-            if (std::fabs(s - 1.0) > 1e-5) bad_sum++;
-            if (labels[i] != best) bad_label++;
-        }
-        EXPECT_EQ(bad_sum, 0) << "voxels whose probabilities do not sum to 1";
-        EXPECT_EQ(bad_label, 0) << "voxels whose label is not the argmax";
+      double s = 0;
+      int best = 0;
+      for (int c = 0; c < k; c++)
+      {
+        s += prob[c * n + i];
+        if (prob[c * n + i] > prob[best * n + i])
+          best = c;
+      }
+      if (std::fabs(s - 1.0) > 1e-5)
+        bad_sum++;
+      if (labels[i] != best)
+        bad_label++;
     }
+    EXPECT_EQ(bad_sum, 0) << "voxels whose probabilities do not sum to 1";
+    EXPECT_EQ(bad_label, 0) << "voxels whose label is not the argmax";
+  }
 
-    // The head's bias (K): the only parameter tensor of one dimension and K values named bias
-    // that comes last in the layout.
-    static float *HeadBias(cs_model_t m)
+  // The head's bias (K): the only parameter tensor of one dimension and K values named bias
+  // that comes last in the layout.
+  static float *HeadBias(cs_model_t m)
+  {
+    const int k = m->info.arch.num_classes;
+    for (int i = m->num_tensors - 1; i >= 0; i--)
     {
-        const int k = m->info.arch.num_classes;
-        for (int i = m->num_tensors - 1; i >= 0; i--) {
-            const cs_param_tensor &t = m->tensors[i];
-            if (t.ndim == 1 && t.count == k && std::strstr(t.name, "bias"))
-                return m->params + t.offset;
-        }
-        return nullptr;
+      const cs_param_tensor &t = m->tensors[i];
+      if (t.ndim == 1 && t.count == k && std::strstr(t.name, "bias"))
+        return m->params + t.offset;
     }
+    return nullptr;
+  }
 
-    cs_context_t ctx_ = nullptr;
-    std::vector<cs_model_t> models_;
+  cs_context_t ctx_ = nullptr;
+  std::vector<cs_model_t> models_;
 };
 
 TEST_F(InferTest, DefaultOptions)
 {
-    cs_infer_options o = cs_infer_options_default();
-    EXPECT_FLOAT_EQ(o.overlap, 0.5f);
-    EXPECT_EQ(o.gaussian_weighting, 1);
-    EXPECT_FLOAT_EQ(o.gaussian_sigma, 0.125f);
-    EXPECT_EQ(o.window[0], 0);
-    EXPECT_EQ(o.progress, nullptr);
-    EXPECT_EQ(o.accumulate, 0);
+  cs_infer_options o = cs_infer_options_default();
+  EXPECT_FLOAT_EQ(o.overlap, 0.5f);
+  EXPECT_EQ(o.gaussian_weighting, 1);
+  EXPECT_FLOAT_EQ(o.gaussian_sigma, 0.125f);
+  EXPECT_EQ(o.window[0], 0);
+  EXPECT_EQ(o.progress, nullptr);
+  EXPECT_EQ(o.accumulate, 0);
 }
 
 TEST_F(InferTest, ModelForwardRejectsBadSizes)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    std::vector<float> img(12 * 16 * 16), out(3 * 12 * 16 * 16);
-    int64_t size[3] = {16, 16, 12};  // multiples of 4 = 2^(levels-1)
-    EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, out.data()), CS_OK)
-        << cs_context_last_error(ctx_);
-    int64_t bad[3] = {16, 10, 12};
-    EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, bad, out.data()), CS_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("multiple of 4"), std::string::npos)
-        << cs_context_last_error(ctx_);
-    EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 0, size, out.data()), CS_ERR_INVALID_ARGUMENT);
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  std::vector<float> img(12 * 16 * 16), out(3 * 12 * 16 * 16);
+  int64_t size[3] = {16, 16, 12}; // multiples of 4 = 2^(levels-1)
+  EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, out.data()), CS_OK) << cs_context_last_error(ctx_);
+  int64_t bad[3] = {16, 10, 12};
+  EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, bad, out.data()), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("multiple of 4"), std::string::npos)
+      << cs_context_last_error(ctx_);
+  EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 0, size, out.data()), CS_ERR_INVALID_ARGUMENT);
 }
 
 TEST_F(InferTest, WindowEqualToVolumeIsSoftmaxOfForward)
 {
-    cs_model_t m = MakeModel(3, 2, 4, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {16, 16, 16}, n = 16 * 16 * 16;
-    std::vector<float> img = RandomImage(2, size, 1);
-    std::vector<float> logits(4 * n);
-    ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, logits.data()), CS_OK)
-        << cs_context_last_error(ctx_);
-    std::vector<float> expected = Softmax(logits, 4, n);
+  cs_model_t m = MakeModel(3, 2, 4, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {16, 16, 16}, n = 16 * 16 * 16;
+  std::vector<float> img = RandomImage(2, size, 1);
+  std::vector<float> logits(4 * n);
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, logits.data()), CS_OK) << cs_context_last_error(ctx_);
+  std::vector<float> expected = Softmax(logits, 4, n);
 
-    for (int gaussian = 0; gaussian < 2; gaussian++) {
-        cs_infer_options o = cs_infer_options_default();
-        o.gaussian_weighting = gaussian;
-        std::vector<float> prob(4 * n);
-        std::vector<int32_t> labels(n, -1);
-        ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()),
-                  CS_OK)
-            << cs_context_last_error(ctx_);
-        double worst = 0;
-        for (int64_t i = 0; i < 4 * n; i++) worst = std::max(worst, (double)std::fabs(prob[i] - expected[i]));
-        EXPECT_LT(worst, 1e-6) << "gaussian " << gaussian;
-        ExpectConsistent(prob, labels, 4, n);
-    }
+  for (int gaussian = 0; gaussian < 2; gaussian++)
+  {
+    cs_infer_options o = cs_infer_options_default();
+    o.gaussian_weighting = gaussian;
+    std::vector<float> prob(4 * n);
+    std::vector<int32_t> labels(n, -1);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()), CS_OK)
+        << cs_context_last_error(ctx_);
+    double worst = 0;
+    for (int64_t i = 0; i < 4 * n; i++)
+      worst = std::max(worst, (double)std::fabs(prob[i] - expected[i]));
+    EXPECT_LT(worst, 1e-6) << "gaussian " << gaussian;
+    ExpectConsistent(prob, labels, 4, n);
+  }
 }
 
 TEST_F(InferTest, OddSizesWithOverlapAreConsistent)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
-    std::vector<float> img = RandomImage(1, size, 2);
-    for (float overlap : {0.0f, 0.5f}) {
-        for (int gaussian = 0; gaussian < 2; gaussian++) {
-            cs_infer_options o = cs_infer_options_default();
-            o.overlap = overlap;
-            o.gaussian_weighting = gaussian;
-            std::vector<float> prob(3 * n, -1.0f);
-            std::vector<int32_t> labels(n, -1), labels_only(n, -1);
-            ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()),
-                      CS_OK)
-                << cs_context_last_error(ctx_);
-            ExpectConsistent(prob, labels, 3, n);
-            ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels_only.data()),
-                      CS_OK);
-            EXPECT_EQ(labels, labels_only) << "labels-only output differs";
-            std::vector<float> prob_only(3 * n);
-            ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob_only.data(), nullptr),
-                      CS_OK);
-            EXPECT_EQ(prob, prob_only);
-        }
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
+  std::vector<float> img = RandomImage(1, size, 2);
+  for (float overlap : {0.0f, 0.5f})
+  {
+    for (int gaussian = 0; gaussian < 2; gaussian++)
+    {
+      cs_infer_options o = cs_infer_options_default();
+      o.overlap = overlap;
+      o.gaussian_weighting = gaussian;
+      std::vector<float> prob(3 * n, -1.0f);
+      std::vector<int32_t> labels(n, -1), labels_only(n, -1);
+      ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()), CS_OK)
+          << cs_context_last_error(ctx_);
+      ExpectConsistent(prob, labels, 3, n);
+      ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels_only.data()), CS_OK);
+      EXPECT_EQ(labels, labels_only) << "labels-only output differs";
+      std::vector<float> prob_only(3 * n);
+      ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob_only.data(), nullptr), CS_OK);
+      EXPECT_EQ(prob, prob_only);
     }
+  }
 }
 
 // The blend of overlapping windows, computed here from its definition without the engine's slab:
@@ -190,419 +201,430 @@ TEST_F(InferTest, OddSizesWithOverlapAreConsistent)
 // cs_model_forward and weighted per voxel by the product of per-axis Gaussians (sigma 0.125 of
 // the window, peak 1, floor 1e-6) or uniformly; each voxel is the weighted mean of the softmax
 // of the windows covering it. The sizes keep every window start an integer (no rounding rule).
-class BlendReference {
+class BlendReference
+{
 public:
-    BlendReference(cs_context_t ctx, cs_model_t model, const std::vector<float> &image,
-                   const int64_t size[3], float overlap, bool gaussian)
-        : ctx_(ctx), model_(model), image_(image), gaussian_(gaussian)
+  BlendReference(cs_context_t ctx, cs_model_t model, const std::vector<float> &image, const int64_t size[3],
+                 float overlap, bool gaussian)
+      : ctx_(ctx), model_(model), image_(image), gaussian_(gaussian)
+  {
+    channels_ = model->info.arch.in_channels;
+    classes_ = model->info.arch.num_classes;
+    for (int a = 0; a < 3; a++)
     {
-        channels_ = model->info.arch.in_channels;
-        classes_ = model->info.arch.num_classes;
-        for (int a = 0; a < 3; a++) {
-            size_[a] = size[a];
-            win_[a] = model->info.patch_size[a];
-            const int64_t padded = std::max(size[a], win_[a]);
-            const int64_t step = std::max<int64_t>(1, (int64_t)std::floor(win_[a] * (1.0 - overlap)));
-            const int64_t count = (padded - win_[a] + step - 1) / step + 1;
-            for (int64_t i = 0; i < count; i++) {
-                const int64_t span = (padded - win_[a]) * i;
-                EXPECT_EQ(count == 1 ? 0 : span % (count - 1), 0) << "pick sizes with integer starts";
-                starts_[a].push_back(count == 1 ? 0 : span / (count - 1));
-            }
-            weight_[a] = AxisWeights(win_[a]);
-        }
+      size_[a] = size[a];
+      win_[a] = model->info.patch_size[a];
+      const int64_t padded = std::max(size[a], win_[a]);
+      const int64_t step = std::max<int64_t>(1, (int64_t)std::floor(win_[a] * (1.0 - overlap)));
+      const int64_t count = (padded - win_[a] + step - 1) / step + 1;
+      for (int64_t i = 0; i < count; i++)
+      {
+        const int64_t span = (padded - win_[a]) * i;
+        EXPECT_EQ(count == 1 ? 0 : span % (count - 1), 0) << "pick sizes with integer starts";
+        starts_[a].push_back(count == 1 ? 0 : span / (count - 1));
+      }
+      weight_[a] = AxisWeights(win_[a]);
     }
+  }
 
-    // Probabilities (K, nz, ny, nx) as doubles.
-    std::vector<double> Blend()
-    {
-        const int64_t n = size_[0] * size_[1] * size_[2];
-        std::vector<double> sum((size_t)(classes_ * n), 0.0), weights((size_t)n, 0.0);
-        for (int64_t z0 : starts_[2])
-            for (int64_t y0 : starts_[1])
-                for (int64_t x0 : starts_[0]) AddWindow(x0, y0, z0, sum, weights);
-        for (int64_t c = 0; c < classes_; c++)
-            for (int64_t i = 0; i < n; i++) sum[c * n + i] /= weights[i];
-        return sum;
-    }
+  // Probabilities (K, nz, ny, nx) as doubles.
+  std::vector<double> Blend()
+  {
+    const int64_t n = size_[0] * size_[1] * size_[2];
+    std::vector<double> sum((size_t)(classes_ * n), 0.0), weights((size_t)n, 0.0);
+    for (int64_t z0 : starts_[2])
+      for (int64_t y0 : starts_[1])
+        for (int64_t x0 : starts_[0])
+          AddWindow(x0, y0, z0, sum, weights);
+    for (int64_t c = 0; c < classes_; c++)
+      for (int64_t i = 0; i < n; i++)
+        sum[c * n + i] /= weights[i];
+    return sum;
+  }
 
-    size_t Windows() const { return starts_[0].size() * starts_[1].size() * starts_[2].size(); }
+  size_t Windows() const { return starts_[0].size() * starts_[1].size() * starts_[2].size(); }
 
 private:
-    std::vector<double> AxisWeights(int64_t w) const
+  std::vector<double> AxisWeights(int64_t w) const
+  {
+    std::vector<double> g((size_t)w, 1.0);
+    if (!gaussian_)
+      return g;
+    const double sigma = 0.125 * (double)w, centre = 0.5 * (double)(w - 1);
+    double peak = 0.0;
+    for (int64_t i = 0; i < w; i++)
     {
-        std::vector<double> g((size_t)w, 1.0);
-        if (!gaussian_) return g;
-        const double sigma = 0.125 * (double)w, centre = 0.5 * (double)(w - 1);
-        double peak = 0.0;
-        for (int64_t i = 0; i < w; i++) {
-            g[i] = std::exp(-0.5 * std::pow((i - centre) / sigma, 2.0));
-            peak = std::max(peak, g[i]);
-        }
-        for (double &v : g) v = std::max(v / peak, 1e-6);
-        return g;
+      g[i] = std::exp(-0.5 * std::pow((i - centre) / sigma, 2.0));
+      peak = std::max(peak, g[i]);
     }
+    for (double &v : g)
+      v = std::max(v / peak, 1e-6);
+    return g;
+  }
 
-    void AddWindow(int64_t x0, int64_t y0, int64_t z0, std::vector<double> &sum,
-                   std::vector<double> &weights)
+  void AddWindow(int64_t x0, int64_t y0, int64_t z0, std::vector<double> &sum, std::vector<double> &weights)
+  {
+    const int64_t wx = win_[0], wy = win_[1], wz = win_[2], wn = wx * wy * wz;
+    const int64_t nx = size_[0], ny = size_[1], nz = size_[2], n = nx * ny * nz;
+    std::vector<float> window((size_t)(channels_ * wn)), logits((size_t)(classes_ * wn));
+    for (int64_t c = 0; c < channels_; c++)
     {
-        const int64_t wx = win_[0], wy = win_[1], wz = win_[2], wn = wx * wy * wz;
-        const int64_t nx = size_[0], ny = size_[1], nz = size_[2], n = nx * ny * nz;
-        std::vector<float> window((size_t)(channels_ * wn)), logits((size_t)(classes_ * wn));
-        for (int64_t c = 0; c < channels_; c++) {
-            const float low = *std::min_element(image_.begin() + c * n, image_.begin() + (c + 1) * n);
-            for (int64_t z = 0; z < wz; z++)
-                for (int64_t y = 0; y < wy; y++)
-                    for (int64_t x = 0; x < wx; x++) {
-                        const bool inside = x0 + x < nx && y0 + y < ny && z0 + z < nz;
-                        window[((c * wz + z) * wy + y) * wx + x] =
-                            inside ? image_[((c * nz + z0 + z) * ny + y0 + y) * nx + x0 + x] : low;
-                    }
-        }
-        ASSERT_EQ(cs_model_forward(ctx_, model_, window.data(), 1, win_, logits.data()), CS_OK)
-            << cs_context_last_error(ctx_);
-        for (int64_t z = 0; z < wz && z0 + z < nz; z++)
-            for (int64_t y = 0; y < wy && y0 + y < ny; y++)
-                for (int64_t x = 0; x < wx && x0 + x < nx; x++) {
-                    const int64_t v = (z * wy + y) * wx + x, i = ((z0 + z) * ny + y0 + y) * nx + x0 + x;
-                    double top = -INFINITY, total = 0.0;
-                    for (int64_t c = 0; c < classes_; c++) top = std::max(top, (double)logits[c * wn + v]);
-                    for (int64_t c = 0; c < classes_; c++) total += std::exp(logits[c * wn + v] - top);
-                    const double w = weight_[0][x] * weight_[1][y] * weight_[2][z];
-                    weights[i] += w;
-                    for (int64_t c = 0; c < classes_; c++)
-                        sum[c * n + i] += w * std::exp(logits[c * wn + v] - top) / total;
-                }
+      const float low = *std::min_element(image_.begin() + c * n, image_.begin() + (c + 1) * n);
+      for (int64_t z = 0; z < wz; z++)
+        for (int64_t y = 0; y < wy; y++)
+          for (int64_t x = 0; x < wx; x++)
+          {
+            const bool inside = x0 + x < nx && y0 + y < ny && z0 + z < nz;
+            window[((c * wz + z) * wy + y) * wx + x] = inside ? image_[((c * nz + z0 + z) * ny + y0 + y) * nx + x0 + x]
+                                                              : low;
+          }
     }
+    ASSERT_EQ(cs_model_forward(ctx_, model_, window.data(), 1, win_, logits.data()), CS_OK)
+        << cs_context_last_error(ctx_);
+    for (int64_t z = 0; z < wz && z0 + z < nz; z++)
+      for (int64_t y = 0; y < wy && y0 + y < ny; y++)
+        for (int64_t x = 0; x < wx && x0 + x < nx; x++)
+        {
+          const int64_t v = (z * wy + y) * wx + x, i = ((z0 + z) * ny + y0 + y) * nx + x0 + x;
+          double top = -INFINITY, total = 0.0;
+          for (int64_t c = 0; c < classes_; c++)
+            top = std::max(top, (double)logits[c * wn + v]);
+          for (int64_t c = 0; c < classes_; c++)
+            total += std::exp(logits[c * wn + v] - top);
+          const double w = weight_[0][x] * weight_[1][y] * weight_[2][z];
+          weights[i] += w;
+          for (int64_t c = 0; c < classes_; c++)
+            sum[c * n + i] += w * std::exp(logits[c * wn + v] - top) / total;
+        }
+  }
 
-    cs_context_t ctx_;
-    cs_model_t model_;
-    const std::vector<float> &image_;
-    bool gaussian_;
-    int64_t channels_ = 0, classes_ = 0, size_[3] = {0, 0, 0}, win_[3] = {0, 0, 0};
-    std::vector<int64_t> starts_[3];
-    std::vector<double> weight_[3];
+  cs_context_t ctx_;
+  cs_model_t model_;
+  const std::vector<float> &image_;
+  bool gaussian_;
+  int64_t channels_ = 0, classes_ = 0, size_[3] = {0, 0, 0}, win_[3] = {0, 0, 0};
+  std::vector<int64_t> starts_[3];
+  std::vector<double> weight_[3];
 };
 
 TEST_F(InferTest, OverlappingWindowsBlendAsTheirWeightedMean)
 {
-    cs_model_t m = MakeModel(3, 2, 3, 4, 2, 7, 8); // window 8, step 4 at overlap 0.5
-    ASSERT_NE(m, nullptr);
-    // 17 x 14 x 11: 4 x 3 x 2 windows, starts 0 3 6 9 / 0 3 6 / 0 3 (closer than the step);
-    // 11 x 5 x 14: 2 x 1 x 3 windows, y padded up to the window.
-    const int64_t sizes[2][3] = {{17, 14, 11}, {11, 5, 14}};
-    for (const auto &size : sizes) {
-        const int64_t n = size[0] * size[1] * size[2];
-        const std::vector<float> img = RandomImage(2, size, 5);
-        for (int gaussian = 0; gaussian < 2; gaussian++) {
-            BlendReference reference(ctx_, m, img, size, 0.5f, gaussian != 0);
-            EXPECT_GE(reference.Windows(), 6u);
-            const std::vector<double> expected = reference.Blend();
-            cs_infer_options o = cs_infer_options_default();
-            o.gaussian_weighting = gaussian;
-            std::vector<float> prob(3 * n);
-            ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
-                << cs_context_last_error(ctx_);
-            double worst = 0;
-            for (int64_t i = 0; i < 3 * n; i++) worst = std::max(worst, std::fabs(prob[i] - expected[i]));
-            EXPECT_LT(worst, 2e-6) << size[0] << "x" << size[1] << "x" << size[2] << ", gaussian "
-                                   << gaussian;
-        }
+  cs_model_t m = MakeModel(3, 2, 3, 4, 2, 7, 8); // window 8, step 4 at overlap 0.5
+  ASSERT_NE(m, nullptr);
+  // 17 x 14 x 11: 4 x 3 x 2 windows, starts 0 3 6 9 / 0 3 6 / 0 3 (closer than the step);
+  // 11 x 5 x 14: 2 x 1 x 3 windows, y padded up to the window.
+  const int64_t sizes[2][3] = {{17, 14, 11}, {11, 5, 14}};
+  for (const auto &size : sizes)
+  {
+    const int64_t n = size[0] * size[1] * size[2];
+    const std::vector<float> img = RandomImage(2, size, 5);
+    for (int gaussian = 0; gaussian < 2; gaussian++)
+    {
+      BlendReference reference(ctx_, m, img, size, 0.5f, gaussian != 0);
+      EXPECT_GE(reference.Windows(), 6u);
+      const std::vector<double> expected = reference.Blend();
+      cs_infer_options o = cs_infer_options_default();
+      o.gaussian_weighting = gaussian;
+      std::vector<float> prob(3 * n);
+      ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
+          << cs_context_last_error(ctx_);
+      double worst = 0;
+      for (int64_t i = 0; i < 3 * n; i++)
+        worst = std::max(worst, std::fabs(prob[i] - expected[i]));
+      EXPECT_LT(worst, 2e-6) << size[0] << "x" << size[1] << "x" << size[2] << ", gaussian " << gaussian;
     }
+  }
 }
 
 // accumulate adds a pass's probabilities to the output (test-time augmentation sums passes
 // over transformed images): two passes on two images give the sum of the two separate outputs.
 TEST_F(InferTest, AccumulateAddsThePassToTheOutput)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {21, 19, 17}, n = 21 * 19 * 17;
-    const std::vector<float> a = RandomImage(1, size, 3), b = RandomImage(1, size, 4);
-    cs_infer_options o = cs_infer_options_default();
-    std::vector<float> pa(3 * n), pb(3 * n), sum(3 * n, -7.0f);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, pa.data(), nullptr), CS_OK);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, pb.data(), nullptr), CS_OK);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, sum.data(), nullptr), CS_OK);
-    o.accumulate = 1;
-    std::vector<int32_t> labels(n, -1);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, sum.data(), labels.data()), CS_OK);
-    for (int64_t i = 0; i < 3 * n; i++) ASSERT_FLOAT_EQ(sum[i], pa[i] + pb[i]) << i;
-    ExpectConsistent(pb, labels, 3, n); // the labels are the pass's own
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {21, 19, 17}, n = 21 * 19 * 17;
+  const std::vector<float> a = RandomImage(1, size, 3), b = RandomImage(1, size, 4);
+  cs_infer_options o = cs_infer_options_default();
+  std::vector<float> pa(3 * n), pb(3 * n), sum(3 * n, -7.0f);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, pa.data(), nullptr), CS_OK);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, pb.data(), nullptr), CS_OK);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, a.data(), size, &o, sum.data(), nullptr), CS_OK);
+  o.accumulate = 1;
+  std::vector<int32_t> labels(n, -1);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, b.data(), size, &o, sum.data(), labels.data()), CS_OK);
+  for (int64_t i = 0; i < 3 * n; i++)
+    ASSERT_FLOAT_EQ(sum[i], pa[i] + pb[i]) << i;
+  ExpectConsistent(pb, labels, 3, n); // the labels are the pass's own
 }
 
 TEST_F(InferTest, WithoutOverlapEachVoxelTakesItsLastWindow)
 {
-    // Overlap 0 on 32^3 with 16^3 windows: the 8 windows tile the volume, so every octant is
-    // the softmax of that octant's own forward pass.
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {32, 32, 32}, n = 32 * 32 * 32;
-    std::vector<float> img = RandomImage(1, size, 3);
-    cs_infer_options o = cs_infer_options_default();
-    o.overlap = 0.0f;
-    std::vector<float> prob(3 * n);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK);
-    const int64_t wn = 16 * 16 * 16, ws[3] = {16, 16, 16};
-    double worst = 0;
-    for (int oz = 0; oz < 2; oz++)
-        for (int oy = 0; oy < 2; oy++)
-            for (int ox = 0; ox < 2; ox++) {
-                std::vector<float> win(wn), logits(3 * wn);
-                for (int z = 0; z < 16; z++)
-                    for (int y = 0; y < 16; y++)
-                        for (int x = 0; x < 16; x++)
-                            win[(z * 16 + y) * 16 + x] =
-                                img[((oz * 16 + z) * 32 + oy * 16 + y) * 32 + ox * 16 + x];
-                ASSERT_EQ(cs_model_forward(ctx_, m, win.data(), 1, ws, logits.data()), CS_OK);
-                std::vector<float> p = Softmax(logits, 3, wn);
-                for (int c = 0; c < 3; c++)
-                    for (int z = 0; z < 16; z++)
-                        for (int y = 0; y < 16; y++)
-                            for (int x = 0; x < 16; x++) {
-                                float got = prob[c * n + ((oz * 16 + z) * 32 + oy * 16 + y) * 32 +
-                                                 ox * 16 + x];
-                                worst = std::max(worst, (double)std::fabs(
-                                                            got - p[c * wn + (z * 16 + y) * 16 + x]));
-                            }
-            }
-    EXPECT_LT(worst, 1e-6);
+  // Overlap 0 on 32^3 with 16^3 windows: the 8 windows tile the volume, so every octant is
+  // the softmax of that octant's own forward pass.
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {32, 32, 32}, n = 32 * 32 * 32;
+  std::vector<float> img = RandomImage(1, size, 3);
+  cs_infer_options o = cs_infer_options_default();
+  o.overlap = 0.0f;
+  std::vector<float> prob(3 * n);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK);
+  const int64_t wn = 16 * 16 * 16, ws[3] = {16, 16, 16};
+  double worst = 0;
+  for (int oz = 0; oz < 2; oz++)
+    for (int oy = 0; oy < 2; oy++)
+      for (int ox = 0; ox < 2; ox++)
+      {
+        std::vector<float> win(wn), logits(3 * wn);
+        for (int z = 0; z < 16; z++)
+          for (int y = 0; y < 16; y++)
+            for (int x = 0; x < 16; x++)
+              win[(z * 16 + y) * 16 + x] = img[((oz * 16 + z) * 32 + oy * 16 + y) * 32 + ox * 16 + x];
+        ASSERT_EQ(cs_model_forward(ctx_, m, win.data(), 1, ws, logits.data()), CS_OK);
+        std::vector<float> p = Softmax(logits, 3, wn);
+        for (int c = 0; c < 3; c++)
+          for (int z = 0; z < 16; z++)
+            for (int y = 0; y < 16; y++)
+              for (int x = 0; x < 16; x++)
+              {
+                float got = prob[c * n + ((oz * 16 + z) * 32 + oy * 16 + y) * 32 + ox * 16 + x];
+                worst = std::max(worst, (double)std::fabs(got - p[c * wn + (z * 16 + y) * 16 + x]));
+              }
+      }
+  EXPECT_LT(worst, 1e-6);
 }
 
 TEST_F(InferTest, VolumeSmallerThanWindowIsPaddedWithChannelMinimum)
 {
-    cs_model_t m = MakeModel(3, 2, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {10, 7, 5}, n = 10 * 7 * 5;
-    std::vector<float> img = RandomImage(2, size, 4);
-    std::vector<float> prob(3 * n);
-    std::vector<int32_t> labels(n);
-    cs_infer_options o = cs_infer_options_default();
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()), CS_OK)
-        << cs_context_last_error(ctx_);
-    ExpectConsistent(prob, labels, 3, n);
+  cs_model_t m = MakeModel(3, 2, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {10, 7, 5}, n = 10 * 7 * 5;
+  std::vector<float> img = RandomImage(2, size, 4);
+  std::vector<float> prob(3 * n);
+  std::vector<int32_t> labels(n);
+  cs_infer_options o = cs_infer_options_default();
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()), CS_OK)
+      << cs_context_last_error(ctx_);
+  ExpectConsistent(prob, labels, 3, n);
 
-    // The same by hand: pad to 16^3 with each channel's minimum, forward, softmax, crop.
-    const int64_t ws[3] = {16, 16, 16}, wn = 16 * 16 * 16;
-    std::vector<float> padded(2 * wn), logits(3 * wn);
-    for (int c = 0; c < 2; c++) {
-        float mn = *std::min_element(img.begin() + c * n, img.begin() + (c + 1) * n);
-        for (int64_t i = 0; i < wn; i++) padded[c * wn + i] = mn;
-        for (int z = 0; z < 5; z++)
-            for (int y = 0; y < 7; y++)
-                for (int x = 0; x < 10; x++)
-                    padded[c * wn + (z * 16 + y) * 16 + x] = img[c * n + (z * 7 + y) * 10 + x];
-    }
-    ASSERT_EQ(cs_model_forward(ctx_, m, padded.data(), 1, ws, logits.data()), CS_OK);
-    std::vector<float> p = Softmax(logits, 3, wn);
-    double worst = 0;
-    for (int c = 0; c < 3; c++)
-        for (int z = 0; z < 5; z++)
-            for (int y = 0; y < 7; y++)
-                for (int x = 0; x < 10; x++)
-                    worst = std::max(worst, (double)std::fabs(prob[c * n + (z * 7 + y) * 10 + x] -
-                                                              p[c * wn + (z * 16 + y) * 16 + x]));
-    EXPECT_LT(worst, 1e-6);
+  // The same by hand: pad to 16^3 with each channel's minimum, forward, softmax, crop.
+  const int64_t ws[3] = {16, 16, 16}, wn = 16 * 16 * 16;
+  std::vector<float> padded(2 * wn), logits(3 * wn);
+  for (int c = 0; c < 2; c++)
+  {
+    float mn = *std::min_element(img.begin() + c * n, img.begin() + (c + 1) * n);
+    for (int64_t i = 0; i < wn; i++)
+      padded[c * wn + i] = mn;
+    for (int z = 0; z < 5; z++)
+      for (int y = 0; y < 7; y++)
+        for (int x = 0; x < 10; x++)
+          padded[c * wn + (z * 16 + y) * 16 + x] = img[c * n + (z * 7 + y) * 10 + x];
+  }
+  ASSERT_EQ(cs_model_forward(ctx_, m, padded.data(), 1, ws, logits.data()), CS_OK);
+  std::vector<float> p = Softmax(logits, 3, wn);
+  double worst = 0;
+  for (int c = 0; c < 3; c++)
+    for (int z = 0; z < 5; z++)
+      for (int y = 0; y < 7; y++)
+        for (int x = 0; x < 10; x++)
+          worst = std::max(worst,
+                           (double)std::fabs(prob[c * n + (z * 7 + y) * 10 + x] - p[c * wn + (z * 16 + y) * 16 + x]));
+  EXPECT_LT(worst, 1e-6);
 }
 
 TEST_F(InferTest, DominantHeadBiasGivesItsClassEverywhere)
 {
-    cs_model_t m = MakeModel(3, 1, 4, 4, 3);
-    ASSERT_NE(m, nullptr);
-    float *bias = HeadBias(m);
-    ASSERT_NE(bias, nullptr);
-    bias[2] = 1000.0f;
-    const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
-    std::vector<float> img = RandomImage(1, size, 5);
-    for (float overlap : {0.0f, 0.5f}) {
-        cs_infer_options o = cs_infer_options_default();
-        o.overlap = overlap;
-        std::vector<float> prob(4 * n);
-        std::vector<int32_t> labels(n, -1);
-        ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()),
-                  CS_OK);
-        EXPECT_EQ(std::count(labels.begin(), labels.end(), 2), n) << "overlap " << overlap;
-        float lowest = *std::min_element(prob.begin() + 2 * n, prob.begin() + 3 * n);
-        EXPECT_GT(lowest, 0.9999f);
-    }
+  cs_model_t m = MakeModel(3, 1, 4, 4, 3);
+  ASSERT_NE(m, nullptr);
+  float *bias = HeadBias(m);
+  ASSERT_NE(bias, nullptr);
+  bias[2] = 1000.0f;
+  const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
+  std::vector<float> img = RandomImage(1, size, 5);
+  for (float overlap : {0.0f, 0.5f})
+  {
+    cs_infer_options o = cs_infer_options_default();
+    o.overlap = overlap;
+    std::vector<float> prob(4 * n);
+    std::vector<int32_t> labels(n, -1);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), labels.data()), CS_OK);
+    EXPECT_EQ(std::count(labels.begin(), labels.end(), 2), n) << "overlap " << overlap;
+    float lowest = *std::min_element(prob.begin() + 2 * n, prob.begin() + 3 * n);
+    EXPECT_GT(lowest, 0.9999f);
+  }
 }
 
 TEST_F(InferTest, TwoDimensionalModelRunsSliceBySlice)
 {
-    cs_model_t m = MakeModel(2, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {21, 18, 3}, plane = 21 * 18, n = plane * 3;
-    std::vector<float> img = RandomImage(1, size, 6);
-    std::vector<float> prob(3 * n);
-    cs_infer_options o = cs_infer_options_default();
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
-        << cs_context_last_error(ctx_);
-    const int64_t slice_size[3] = {21, 18, 1};
-    for (int z = 0; z < 3; z++) {
-        std::vector<float> slice(img.begin() + z * plane, img.begin() + (z + 1) * plane);
-        std::vector<float> p(3 * plane);
-        ASSERT_EQ(cs_predict_volume(ctx_, m, slice.data(), slice_size, &o, p.data(), nullptr),
-                  CS_OK);
-        double worst = 0;
-        for (int c = 0; c < 3; c++)
-            for (int64_t i = 0; i < plane; i++)
-                worst = std::max(worst, (double)std::fabs(prob[c * n + z * plane + i] - p[c * plane + i]));
-        EXPECT_LT(worst, 1e-6) << "slice " << z;
-    }
+  cs_model_t m = MakeModel(2, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {21, 18, 3}, plane = 21 * 18, n = plane * 3;
+  std::vector<float> img = RandomImage(1, size, 6);
+  std::vector<float> prob(3 * n);
+  cs_infer_options o = cs_infer_options_default();
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
+      << cs_context_last_error(ctx_);
+  const int64_t slice_size[3] = {21, 18, 1};
+  for (int z = 0; z < 3; z++)
+  {
+    std::vector<float> slice(img.begin() + z * plane, img.begin() + (z + 1) * plane);
+    std::vector<float> p(3 * plane);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, slice.data(), slice_size, &o, p.data(), nullptr), CS_OK);
+    double worst = 0;
+    for (int c = 0; c < 3; c++)
+      for (int64_t i = 0; i < plane; i++)
+        worst = std::max(worst, (double)std::fabs(prob[c * n + z * plane + i] - p[c * plane + i]));
+    EXPECT_LT(worst, 1e-6) << "slice " << z;
+  }
 }
 
-struct ProgressLog {
-    std::vector<float> fractions;
-    int cancel_after = -1;
+struct ProgressLog
+{
+  std::vector<float> fractions;
+  int cancel_after = -1;
 };
 
 int RecordProgress(void *user, float fraction)
 {
-    auto *log = static_cast<ProgressLog *>(user);
-    log->fractions.push_back(fraction);
-    return log->cancel_after >= 0 && (int)log->fractions.size() >= log->cancel_after;
+  auto *log = static_cast<ProgressLog *>(user);
+  log->fractions.push_back(fraction);
+  return log->cancel_after >= 0 && (int)log->fractions.size() >= log->cancel_after;
 }
 
 TEST_F(InferTest, ProgressRisesToOneAndCancelStops)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
-    std::vector<float> img = RandomImage(1, size, 7);
-    std::vector<int32_t> labels(n);
-    ProgressLog log;
-    cs_infer_options o = cs_infer_options_default();
-    o.progress = RecordProgress;
-    o.progress_user_data = &log;
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK);
-    ASSERT_GE(log.fractions.size(), 2u);
-    for (size_t i = 1; i < log.fractions.size(); i++)
-        EXPECT_GT(log.fractions[i], log.fractions[i - 1]);
-    EXPECT_GT(log.fractions.front(), 0.0f);
-    EXPECT_FLOAT_EQ(log.fractions.back(), 1.0f);
-    const size_t windows = log.fractions.size();
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
+  std::vector<float> img = RandomImage(1, size, 7);
+  std::vector<int32_t> labels(n);
+  ProgressLog log;
+  cs_infer_options o = cs_infer_options_default();
+  o.progress = RecordProgress;
+  o.progress_user_data = &log;
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK);
+  ASSERT_GE(log.fractions.size(), 2u);
+  for (size_t i = 1; i < log.fractions.size(); i++)
+    EXPECT_GT(log.fractions[i], log.fractions[i - 1]);
+  EXPECT_GT(log.fractions.front(), 0.0f);
+  EXPECT_FLOAT_EQ(log.fractions.back(), 1.0f);
+  const size_t windows = log.fractions.size();
 
-    // allocations do not depend on the number of windows
-    const int64_t one_window[3] = {16, 16, 16};
-    uint64_t count0 = ctx_->alloc_count;
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), one_window, &o, nullptr, labels.data()), CS_OK);
-    const uint64_t per_call_one = ctx_->alloc_count - count0;
-    count0 = ctx_->alloc_count;
-    o.progress = nullptr;
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK);
-    EXPECT_EQ(ctx_->alloc_count - count0, per_call_one);
-    o.progress = RecordProgress;
+  // allocations do not depend on the number of windows
+  const int64_t one_window[3] = {16, 16, 16};
+  uint64_t count0 = ctx_->alloc_count;
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), one_window, &o, nullptr, labels.data()), CS_OK);
+  const uint64_t per_call_one = ctx_->alloc_count - count0;
+  count0 = ctx_->alloc_count;
+  o.progress = nullptr;
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK);
+  EXPECT_EQ(ctx_->alloc_count - count0, per_call_one);
+  o.progress = RecordProgress;
 
-    ProgressLog cancel;
-    cancel.cancel_after = 3;
-    o.progress_user_data = &cancel;
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()),
-              CS_ERR_CANCELLED);
-    EXPECT_EQ(cancel.fractions.size(), 3u) << "windows kept running after the cancel";
-    EXPECT_LT(cancel.fractions.size(), windows);
-    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("cancel"), std::string::npos);
+  ProgressLog cancel;
+  cancel.cancel_after = 3;
+  o.progress_user_data = &cancel;
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_ERR_CANCELLED);
+  EXPECT_EQ(cancel.fractions.size(), 3u) << "windows kept running after the cancel";
+  EXPECT_LT(cancel.fractions.size(), windows);
+  EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("cancel"), std::string::npos);
 }
 
 TEST_F(InferTest, RejectsBadOptions)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {16, 16, 16};
-    std::vector<float> img(16 * 16 * 16);
-    std::vector<int32_t> labels(16 * 16 * 16);
-    cs_infer_options o = cs_infer_options_default();
-    o.overlap = 1.0f;
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()),
-              CS_ERR_INVALID_ARGUMENT);
-    o = cs_infer_options_default();
-    o.window[0] = 18;  // not a multiple of 4
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()),
-              CS_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("multiple"), std::string::npos);
-    o = cs_infer_options_default();
-    o.gaussian_sigma = 0.0f;
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()),
-              CS_ERR_INVALID_ARGUMENT);
-    const int64_t empty[3] = {16, 0, 16};
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), empty, nullptr, nullptr, labels.data()),
-              CS_ERR_INVALID_ARGUMENT);
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {16, 16, 16};
+  std::vector<float> img(16 * 16 * 16);
+  std::vector<int32_t> labels(16 * 16 * 16);
+  cs_infer_options o = cs_infer_options_default();
+  o.overlap = 1.0f;
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_ERR_INVALID_ARGUMENT);
+  o = cs_infer_options_default();
+  o.window[0] = 18; // not a multiple of 4
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("multiple"), std::string::npos);
+  o = cs_infer_options_default();
+  o.gaussian_sigma = 0.0f;
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_ERR_INVALID_ARGUMENT);
+  const int64_t empty[3] = {16, 0, 16};
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), empty, nullptr, nullptr, labels.data()), CS_ERR_INVALID_ARGUMENT);
 }
 
 TEST_F(InferTest, MemoryEstimateIsBoundedBySlabAndLimitIsEnforced)
 {
-    // The reference network on a 512x512x400 CT with label output only.
-    cs_model_t big = MakeModel(3, 1, 5, 16, 4, 1, 64);
-    ASSERT_NE(big, nullptr);
-    const int64_t ct[3] = {512, 512, 400};
-    cs_infer_options o = cs_infer_options_default();
-    uint64_t est = cs_predict_volume_memory(big, ct, &o);
-    const uint64_t k_volume = 5ull * 512 * 512 * 400 * sizeof(float);
-    EXPECT_GT(est, 0u);
-    EXPECT_LT(est, k_volume / 3) << "estimate " << est << " bytes";
-    // at least the slab of K x window-depth slices must be counted
-    EXPECT_GE(est, 5ull * 64 * 512 * 512 * sizeof(float));
-    // and it hardly grows with the depth of the volume (a few floats per slice)
-    const int64_t deeper[3] = {512, 512, 1600};
-    EXPECT_LT(cs_predict_volume_memory(big, deeper, &o) - est, 64u * 1024u);
+  // The reference network on a 512x512x400 CT with label output only.
+  cs_model_t big = MakeModel(3, 1, 5, 16, 4, 1, 64);
+  ASSERT_NE(big, nullptr);
+  const int64_t ct[3] = {512, 512, 400};
+  cs_infer_options o = cs_infer_options_default();
+  uint64_t est = cs_predict_volume_memory(big, ct, &o);
+  const uint64_t k_volume = 5ull * 512 * 512 * 400 * sizeof(float);
+  EXPECT_GT(est, 0u);
+  EXPECT_LT(est, k_volume / 3) << "estimate " << est << " bytes";
+  // at least the slab of K x window-depth slices must be counted
+  EXPECT_GE(est, 5ull * 64 * 512 * 512 * sizeof(float));
+  // and it hardly grows with the depth of the volume (a few floats per slice)
+  const int64_t deeper[3] = {512, 512, 1600};
+  EXPECT_LT(cs_predict_volume_memory(big, deeper, &o) - est, 64u * 1024u);
 
-    cs_context_set_memory_limit(ctx_, est - 1);
-    std::vector<float> one(1);
-    EXPECT_EQ(cs_predict_volume(ctx_, big, one.data(), ct, &o, nullptr, nullptr),
-              CS_ERR_RESOURCE_LIMIT);
-    std::string msg = cs_context_last_error(ctx_);
-    EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("smaller window"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("spacing"), std::string::npos) << msg;
+  cs_context_set_memory_limit(ctx_, est - 1);
+  std::vector<float> one(1);
+  EXPECT_EQ(cs_predict_volume(ctx_, big, one.data(), ct, &o, nullptr, nullptr), CS_ERR_RESOURCE_LIMIT);
+  std::string msg = cs_context_last_error(ctx_);
+  EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("smaller window"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("spacing"), std::string::npos) << msg;
 
-    // A small case runs at exactly its estimate.
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {37, 29, 23};
-    std::vector<float> img = RandomImage(1, size, 8);
-    std::vector<int32_t> labels(37 * 29 * 23);
-    uint64_t small = cs_predict_volume_memory(m, size, &o);
-    cs_context_set_memory_limit(ctx_, small);
-    const uint64_t bytes0 = ctx_->alloc_bytes;
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK)
-        << cs_context_last_error(ctx_);
-    // the estimate is what the call allocates (everything is live at once), within 1%
-    const double used = (double)(ctx_->alloc_bytes - bytes0);
-    EXPECT_NEAR(used, (double)small, 0.01 * (double)small);
-    cs_context_set_memory_limit(ctx_, small - 1);
-    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()),
-              CS_ERR_RESOURCE_LIMIT);
-    // a smaller window needs less
-    o.window[0] = o.window[1] = o.window[2] = 8;
-    EXPECT_LT(cs_predict_volume_memory(m, size, &o), small);
+  // A small case runs at exactly its estimate.
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 23};
+  std::vector<float> img = RandomImage(1, size, 8);
+  std::vector<int32_t> labels(37 * 29 * 23);
+  uint64_t small = cs_predict_volume_memory(m, size, &o);
+  cs_context_set_memory_limit(ctx_, small);
+  const uint64_t bytes0 = ctx_->alloc_bytes;
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_OK)
+      << cs_context_last_error(ctx_);
+  // the estimate is what the call allocates (everything is live at once), within 1%
+  const double used = (double)(ctx_->alloc_bytes - bytes0);
+  EXPECT_NEAR(used, (double)small, 0.01 * (double)small);
+  cs_context_set_memory_limit(ctx_, small - 1);
+  EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, nullptr, labels.data()), CS_ERR_RESOURCE_LIMIT);
+  // a smaller window needs less
+  o.window[0] = o.window[1] = o.window[2] = 8;
+  EXPECT_LT(cs_predict_volume_memory(m, size, &o), small);
 }
 
 TEST_F(InferTest, ThreadsShareOneModel)
 {
-    cs_model_t m = MakeModel(3, 1, 3, 4, 3);
-    ASSERT_NE(m, nullptr);
-    const int64_t size[3] = {24, 20, 18}, n = 24 * 20 * 18;
-    std::vector<float> img = RandomImage(1, size, 9);
-    std::vector<float> reference(3 * n);
-    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, reference.data(), nullptr),
-              CS_OK);
-    std::vector<float> a(3 * n), b(3 * n);
-    cs_status sa = CS_ERR_IO, sb = CS_ERR_IO;
-    auto run = [&](std::vector<float> *out, cs_status *st) {
-        cs_context_t c;
-        if (cs_context_init(&c) != CS_OK) return;
-        cs_context_set_threads(c, 1);
-        *st = cs_predict_volume(c, m, img.data(), size, nullptr, out->data(), nullptr);
-        cs_context_free(c);
-    };
-    std::thread ta(run, &a, &sa), tb(run, &b, &sb);
-    ta.join();
-    tb.join();
-    EXPECT_EQ(sa, CS_OK);
-    EXPECT_EQ(sb, CS_OK);
-    EXPECT_EQ(a, b);
-    double worst = 0;
-    for (int64_t i = 0; i < 3 * n; i++) worst = std::max(worst, (double)std::fabs(a[i] - reference[i]));
-    EXPECT_LT(worst, 1e-4);  // 1 thread against 2: summation order may differ
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {24, 20, 18}, n = 24 * 20 * 18;
+  std::vector<float> img = RandomImage(1, size, 9);
+  std::vector<float> reference(3 * n);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, reference.data(), nullptr), CS_OK);
+  std::vector<float> a(3 * n), b(3 * n);
+  cs_status sa = CS_ERR_IO, sb = CS_ERR_IO;
+  auto run = [&](std::vector<float> *out, cs_status *st) {
+    cs_context_t c;
+    if (cs_context_init(&c) != CS_OK)
+      return;
+    cs_context_set_threads(c, 1);
+    *st = cs_predict_volume(c, m, img.data(), size, nullptr, out->data(), nullptr);
+    cs_context_free(c);
+  };
+  std::thread ta(run, &a, &sa), tb(run, &b, &sb);
+  ta.join();
+  tb.join();
+  EXPECT_EQ(sa, CS_OK);
+  EXPECT_EQ(sb, CS_OK);
+  EXPECT_EQ(a, b);
+  double worst = 0;
+  for (int64_t i = 0; i < 3 * n; i++)
+    worst = std::max(worst, (double)std::fabs(a[i] - reference[i]));
+  EXPECT_LT(worst, 1e-4); // 1 thread against 2: summation order may differ
 }
 
-}  // namespace
+} // namespace

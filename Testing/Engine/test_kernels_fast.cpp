@@ -16,63 +16,67 @@
 #include "kernels.h"
 #include "kernels_isa.h"
 
-namespace {
+namespace
+{
 
-struct ConvCase {
-    int b, ci, co, d, h, w, kd, kh, kw;
+struct ConvCase
+{
+  int b, ci, co, d, h, w, kd, kh, kw;
 };
 
 std::string CaseName(const ConvCase &c)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "b%d ci%d co%d %dx%dx%d k%d%d%d", c.b, c.ci, c.co, c.d, c.h, c.w,
-             c.kd, c.kh, c.kw);
-    return buf;
+  char buf[128];
+  snprintf(buf, sizeof buf, "b%d ci%d co%d %dx%dx%d k%d%d%d", c.b, c.ci, c.co, c.d, c.h, c.w, c.kd, c.kh, c.kw);
+  return buf;
 }
 
 cs_conv_shape Shape(const ConvCase &c)
 {
-    cs_conv_shape s;
-    s.batch = c.b;
-    s.in_channels = c.ci;
-    s.out_channels = c.co;
-    s.d = c.d;
-    s.h = c.h;
-    s.w = c.w;
-    s.kd = c.kd;
-    s.kh = c.kh;
-    s.kw = c.kw;
-    return s;
+  cs_conv_shape s;
+  s.batch = c.b;
+  s.in_channels = c.ci;
+  s.out_channels = c.co;
+  s.d = c.d;
+  s.h = c.h;
+  s.w = c.w;
+  s.kd = c.kd;
+  s.kh = c.kh;
+  s.kw = c.kw;
+  return s;
 }
 
 std::vector<float> Random(size_t n, uint64_t seed)
 {
-    cs_rng rng;
-    cs_rng_seed(&rng, seed);
-    std::vector<float> v(n);
-    for (float &x : v) x = cs_rng_uniform(&rng) * 2.0f - 1.0f;
-    return v;
+  cs_rng rng;
+  cs_rng_seed(&rng, seed);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = cs_rng_uniform(&rng) * 2.0f - 1.0f;
+  return v;
 }
 
 // Each value is a sum of up to ci * taps (or voxels) products of numbers in [-1, 1]: compare
 // with a tolerance relative to the largest magnitude, which bounds float rounding of both sides.
-void ExpectClose(const std::vector<float> &got, const std::vector<float> &want,
-                 const std::string &what)
+void ExpectClose(const std::vector<float> &got, const std::vector<float> &want, const std::string &what)
 {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    float scale = 1.0f;
-    for (float v : want) scale = std::max(scale, std::fabs(v));
-    const float tol = 2e-5f * scale;
-    size_t bad = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        if (!(std::fabs(got[i] - want[i]) <= tol)) {
-            if (bad < 5)
-                ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " want "
-                              << want[i] << " (tolerance " << tol << ")";
-            bad++;
-        }
+  ASSERT_EQ(got.size(), want.size()) << what;
+  float scale = 1.0f;
+  for (float v : want)
+    scale = std::max(scale, std::fabs(v));
+  const float tol = 2e-5f * scale;
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); i++)
+  {
+    if (!(std::fabs(got[i] - want[i]) <= tol))
+    {
+      if (bad < 5)
+        ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " want " << want[i] << " (tolerance " << tol
+                      << ")";
+      bad++;
     }
-    EXPECT_EQ(bad, 0u) << what;
+  }
+  EXPECT_EQ(bad, 0u) << what;
 }
 
 const ConvCase kCases[] = {
@@ -90,104 +94,111 @@ const ConvCase kCases[] = {
     {1, 32, 3, 1, 6, 7, 1, 1, 1},    // 2D head
 };
 
-class ConvFastTest : public ::testing::TestWithParam<cs_isa> {
+class ConvFastTest : public ::testing::TestWithParam<cs_isa>
+{
 protected:
-    void SetUp() override
-    {
-        if (!cs_isa_available(GetParam()))
-            GTEST_SKIP() << cs_isa_name(GetParam()) << " not available on this CPU/build";
-        ASSERT_EQ(cs_isa_force(GetParam()), 0);
-    }
-    void TearDown() override { cs_isa_force(CS_ISA_AUTO); }
+  void SetUp() override
+  {
+    if (!cs_isa_available(GetParam()))
+      GTEST_SKIP() << cs_isa_name(GetParam()) << " not available on this CPU/build";
+    ASSERT_EQ(cs_isa_force(GetParam()), 0);
+  }
+  void TearDown() override { cs_isa_force(CS_ISA_AUTO); }
 };
 
 TEST_P(ConvFastTest, ForwardMatchesReference)
 {
-    for (const ConvCase &c : kCases) {
-        const cs_conv_shape s = Shape(c);
-        const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
-        const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 1);
-        const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 2);
-        const std::vector<float> bias = Random((size_t)c.co, 3);
-        std::vector<float> want((size_t)c.b * c.co * vox, 7.0f);
-        cs_conv_forward_ref(want.data(), in.data(), wt.data(), bias.data(), &s, 1);
-        for (int threads : {1, 2}) {
-            std::vector<float> got(want.size(), -3.0f); // forward overwrites
-            cs_conv_forward(got.data(), in.data(), wt.data(), bias.data(), &s, threads);
-            ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
-        }
-        std::vector<float> nobias_want(want.size()), nobias_got(want.size());
-        cs_conv_forward_ref(nobias_want.data(), in.data(), wt.data(), nullptr, &s, 1);
-        cs_conv_forward(nobias_got.data(), in.data(), wt.data(), nullptr, &s, 2);
-        ExpectClose(nobias_got, nobias_want, CaseName(c) + " without bias");
+  for (const ConvCase &c : kCases)
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
+    const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 1);
+    const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 2);
+    const std::vector<float> bias = Random((size_t)c.co, 3);
+    std::vector<float> want((size_t)c.b * c.co * vox, 7.0f);
+    cs_conv_forward_ref(want.data(), in.data(), wt.data(), bias.data(), &s, 1);
+    for (int threads : {1, 2})
+    {
+      std::vector<float> got(want.size(), -3.0f); // forward overwrites
+      cs_conv_forward(got.data(), in.data(), wt.data(), bias.data(), &s, threads);
+      ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
     }
+    std::vector<float> nobias_want(want.size()), nobias_got(want.size());
+    cs_conv_forward_ref(nobias_want.data(), in.data(), wt.data(), nullptr, &s, 1);
+    cs_conv_forward(nobias_got.data(), in.data(), wt.data(), nullptr, &s, 2);
+    ExpectClose(nobias_got, nobias_want, CaseName(c) + " without bias");
+  }
 }
 
 TEST_P(ConvFastTest, BackwardDataAddsLikeReference)
 {
-    for (const ConvCase &c : kCases) {
-        const cs_conv_shape s = Shape(c);
-        const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
-        const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 4);
-        const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 5);
-        const std::vector<float> start = Random((size_t)c.b * c.ci * vox, 6);
-        std::vector<float> want = start;
-        cs_conv_backward_data_ref(want.data(), gout.data(), wt.data(), &s, 1);
-        for (int threads : {1, 2}) {
-            std::vector<float> got = start; // backward adds into what is there
-            cs_conv_backward_data(got.data(), gout.data(), wt.data(), &s, threads);
-            ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
-        }
+  for (const ConvCase &c : kCases)
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
+    const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 4);
+    const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 5);
+    const std::vector<float> start = Random((size_t)c.b * c.ci * vox, 6);
+    std::vector<float> want = start;
+    cs_conv_backward_data_ref(want.data(), gout.data(), wt.data(), &s, 1);
+    for (int threads : {1, 2})
+    {
+      std::vector<float> got = start; // backward adds into what is there
+      cs_conv_backward_data(got.data(), gout.data(), wt.data(), &s, threads);
+      ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
     }
+  }
 }
 
 TEST_P(ConvFastTest, BackwardWeightsAddsLikeReference)
 {
-    for (const ConvCase &c : kCases) {
-        const cs_conv_shape s = Shape(c);
-        const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
-        const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 7);
-        const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 8);
-        const std::vector<float> start_w = Random((size_t)c.co * c.ci * taps, 9);
-        const std::vector<float> start_b = Random((size_t)c.co, 10);
-        std::vector<float> want_w = start_w, want_b = start_b;
-        cs_conv_backward_weights_ref(want_w.data(), want_b.data(), gout.data(), in.data(), &s, 1);
-        for (int threads : {1, 2}) {
-            std::vector<float> got_w = start_w, got_b = start_b;
-            cs_conv_backward_weights(got_w.data(), got_b.data(), gout.data(), in.data(), &s,
-                                     threads);
-            const std::string what = CaseName(c) + " threads " + std::to_string(threads);
-            ExpectClose(got_w, want_w, what + " weights");
-            ExpectClose(got_b, want_b, what + " bias");
-        }
-        std::vector<float> got_w = start_w;
-        cs_conv_backward_weights(got_w.data(), nullptr, gout.data(), in.data(), &s, 2);
-        ExpectClose(got_w, want_w, CaseName(c) + " without bias gradient");
+  for (const ConvCase &c : kCases)
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
+    const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 7);
+    const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 8);
+    const std::vector<float> start_w = Random((size_t)c.co * c.ci * taps, 9);
+    const std::vector<float> start_b = Random((size_t)c.co, 10);
+    std::vector<float> want_w = start_w, want_b = start_b;
+    cs_conv_backward_weights_ref(want_w.data(), want_b.data(), gout.data(), in.data(), &s, 1);
+    for (int threads : {1, 2})
+    {
+      std::vector<float> got_w = start_w, got_b = start_b;
+      cs_conv_backward_weights(got_w.data(), got_b.data(), gout.data(), in.data(), &s, threads);
+      const std::string what = CaseName(c) + " threads " + std::to_string(threads);
+      ExpectClose(got_w, want_w, what + " weights");
+      ExpectClose(got_b, want_b, what + " bias");
     }
+    std::vector<float> got_w = start_w;
+    cs_conv_backward_weights(got_w.data(), nullptr, gout.data(), in.data(), &s, 2);
+    ExpectClose(got_w, want_w, CaseName(c) + " without bias gradient");
+  }
 }
 
 TEST_P(ConvFastTest, DeterministicForAThreadCount)
 {
-    const ConvCase c = {2, 17, 32, 5, 7, 9, 3, 3, 3};
-    const cs_conv_shape s = Shape(c);
-    const size_t vox = (size_t)c.d * c.h * c.w;
-    const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 11);
-    const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 12);
-    const std::vector<float> wt = Random((size_t)c.co * c.ci * 27, 13);
-    for (int threads : {1, 2}) {
-        std::vector<float> w1(wt.size()), w2(wt.size()), b1(c.co), b2(c.co);
-        std::vector<float> d1(in.size()), d2(in.size()), f1(gout.size()), f2(gout.size());
-        cs_conv_backward_weights(w1.data(), b1.data(), gout.data(), in.data(), &s, threads);
-        cs_conv_backward_weights(w2.data(), b2.data(), gout.data(), in.data(), &s, threads);
-        cs_conv_backward_data(d1.data(), gout.data(), wt.data(), &s, threads);
-        cs_conv_backward_data(d2.data(), gout.data(), wt.data(), &s, threads);
-        cs_conv_forward(f1.data(), in.data(), wt.data(), nullptr, &s, threads);
-        cs_conv_forward(f2.data(), in.data(), wt.data(), nullptr, &s, threads);
-        EXPECT_EQ(w1, w2) << "threads " << threads;
-        EXPECT_EQ(b1, b2) << "threads " << threads;
-        EXPECT_EQ(d1, d2) << "threads " << threads;
-        EXPECT_EQ(f1, f2) << "threads " << threads;
-    }
+  const ConvCase c = {2, 17, 32, 5, 7, 9, 3, 3, 3};
+  const cs_conv_shape s = Shape(c);
+  const size_t vox = (size_t)c.d * c.h * c.w;
+  const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 11);
+  const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 12);
+  const std::vector<float> wt = Random((size_t)c.co * c.ci * 27, 13);
+  for (int threads : {1, 2})
+  {
+    std::vector<float> w1(wt.size()), w2(wt.size()), b1(c.co), b2(c.co);
+    std::vector<float> d1(in.size()), d2(in.size()), f1(gout.size()), f2(gout.size());
+    cs_conv_backward_weights(w1.data(), b1.data(), gout.data(), in.data(), &s, threads);
+    cs_conv_backward_weights(w2.data(), b2.data(), gout.data(), in.data(), &s, threads);
+    cs_conv_backward_data(d1.data(), gout.data(), wt.data(), &s, threads);
+    cs_conv_backward_data(d2.data(), gout.data(), wt.data(), &s, threads);
+    cs_conv_forward(f1.data(), in.data(), wt.data(), nullptr, &s, threads);
+    cs_conv_forward(f2.data(), in.data(), wt.data(), nullptr, &s, threads);
+    EXPECT_EQ(w1, w2) << "threads " << threads;
+    EXPECT_EQ(b1, b2) << "threads " << threads;
+    EXPECT_EQ(d1, d2) << "threads " << threads;
+    EXPECT_EQ(f1, f2) << "threads " << threads;
+  }
 }
 
 // Transposed convolutions (kernel 2, stride 2): d, h, w are the input size; kd 2 (3D) or 1 (2D).
@@ -203,85 +214,90 @@ const ConvCase kUpCases[] = {
 
 TEST_P(ConvFastTest, UpconvMatchesReference)
 {
-    for (const ConvCase &c : kUpCases) {
-        const cs_conv_shape s = Shape(c);
-        const size_t vin = (size_t)c.d * c.h * c.w, vout = vin * c.kd * 4;
-        const size_t nw = (size_t)c.ci * c.co * c.kd * 4;
-        const std::vector<float> in = Random((size_t)c.b * c.ci * vin, 21);
-        const std::vector<float> gout = Random((size_t)c.b * c.co * vout, 22);
-        const std::vector<float> wt = Random(nw, 23);
-        const std::vector<float> bias = Random((size_t)c.co, 24);
-        const std::vector<float> start_in = Random(in.size(), 25);
-        const std::vector<float> start_w = Random(nw, 26), start_b = Random((size_t)c.co, 27);
-        std::vector<float> want_out(gout.size()), want_in = start_in, want_w = start_w,
-                                                  want_b = start_b;
-        cs_upconv_forward_ref(want_out.data(), in.data(), wt.data(), bias.data(), &s, 1);
-        cs_upconv_backward_data_ref(want_in.data(), gout.data(), wt.data(), &s, 1);
-        cs_upconv_backward_weights_ref(want_w.data(), want_b.data(), gout.data(), in.data(), &s, 1);
-        for (int threads : {1, 2}) {
-            const std::string what = CaseName(c) + " threads " + std::to_string(threads);
-            std::vector<float> out(gout.size(), 5.0f), gin = start_in, gw = start_w, gb = start_b;
-            cs_upconv_forward(out.data(), in.data(), wt.data(), bias.data(), &s, threads);
-            cs_upconv_backward_data(gin.data(), gout.data(), wt.data(), &s, threads);
-            cs_upconv_backward_weights(gw.data(), gb.data(), gout.data(), in.data(), &s, threads);
-            ExpectClose(out, want_out, what + " upconv forward");
-            ExpectClose(gin, want_in, what + " upconv backward-data");
-            ExpectClose(gw, want_w, what + " upconv weights");
-            ExpectClose(gb, want_b, what + " upconv bias");
-        }
+  for (const ConvCase &c : kUpCases)
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vin = (size_t)c.d * c.h * c.w, vout = vin * c.kd * 4;
+    const size_t nw = (size_t)c.ci * c.co * c.kd * 4;
+    const std::vector<float> in = Random((size_t)c.b * c.ci * vin, 21);
+    const std::vector<float> gout = Random((size_t)c.b * c.co * vout, 22);
+    const std::vector<float> wt = Random(nw, 23);
+    const std::vector<float> bias = Random((size_t)c.co, 24);
+    const std::vector<float> start_in = Random(in.size(), 25);
+    const std::vector<float> start_w = Random(nw, 26), start_b = Random((size_t)c.co, 27);
+    std::vector<float> want_out(gout.size()), want_in = start_in, want_w = start_w, want_b = start_b;
+    cs_upconv_forward_ref(want_out.data(), in.data(), wt.data(), bias.data(), &s, 1);
+    cs_upconv_backward_data_ref(want_in.data(), gout.data(), wt.data(), &s, 1);
+    cs_upconv_backward_weights_ref(want_w.data(), want_b.data(), gout.data(), in.data(), &s, 1);
+    for (int threads : {1, 2})
+    {
+      const std::string what = CaseName(c) + " threads " + std::to_string(threads);
+      std::vector<float> out(gout.size(), 5.0f), gin = start_in, gw = start_w, gb = start_b;
+      cs_upconv_forward(out.data(), in.data(), wt.data(), bias.data(), &s, threads);
+      cs_upconv_backward_data(gin.data(), gout.data(), wt.data(), &s, threads);
+      cs_upconv_backward_weights(gw.data(), gb.data(), gout.data(), in.data(), &s, threads);
+      ExpectClose(out, want_out, what + " upconv forward");
+      ExpectClose(gin, want_in, what + " upconv backward-data");
+      ExpectClose(gw, want_w, what + " upconv weights");
+      ExpectClose(gb, want_b, what + " upconv bias");
     }
+  }
 }
 
 // Callers on several threads at once (each context runs its own inference) share nothing: each
 // thread has its own scratch, freed when the thread ends.
 TEST_P(ConvFastTest, ConcurrentCallersGetTheirOwnResults)
 {
-    const ConvCase cases[2] = {{1, 16, 32, 4, 6, 9, 3, 3, 3}, {2, 3, 17, 5, 5, 7, 3, 3, 3}};
-    std::vector<float> in[2], wt[2], want[2], got[2];
-    cs_conv_shape s[2];
-    for (int k = 0; k < 2; k++) {
-        const ConvCase &c = cases[k];
-        s[k] = Shape(c);
-        const size_t vox = (size_t)c.d * c.h * c.w;
-        in[k] = Random((size_t)c.b * c.ci * vox, 31 + k);
-        wt[k] = Random((size_t)c.co * c.ci * 27, 33 + k);
-        want[k].resize((size_t)c.b * c.co * vox);
-        got[k].resize(want[k].size());
-        cs_conv_forward_ref(want[k].data(), in[k].data(), wt[k].data(), nullptr, &s[k], 1);
-    }
-    std::thread workers[2];
-    for (int k = 0; k < 2; k++)
-        workers[k] = std::thread([&, k] {
-            for (int rep = 0; rep < 3; rep++)
-                cs_conv_forward(got[k].data(), in[k].data(), wt[k].data(), nullptr, &s[k], 1);
-        });
-    for (std::thread &t : workers) t.join();
-    for (int k = 0; k < 2; k++) ExpectClose(got[k], want[k], CaseName(cases[k]) + " on a thread");
+  const ConvCase cases[2] = {{1, 16, 32, 4, 6, 9, 3, 3, 3}, {2, 3, 17, 5, 5, 7, 3, 3, 3}};
+  std::vector<float> in[2], wt[2], want[2], got[2];
+  cs_conv_shape s[2];
+  for (int k = 0; k < 2; k++)
+  {
+    const ConvCase &c = cases[k];
+    s[k] = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w;
+    in[k] = Random((size_t)c.b * c.ci * vox, 31 + k);
+    wt[k] = Random((size_t)c.co * c.ci * 27, 33 + k);
+    want[k].resize((size_t)c.b * c.co * vox);
+    got[k].resize(want[k].size());
+    cs_conv_forward_ref(want[k].data(), in[k].data(), wt[k].data(), nullptr, &s[k], 1);
+  }
+  std::thread workers[2];
+  for (int k = 0; k < 2; k++)
+    workers[k] = std::thread([&, k] {
+      for (int rep = 0; rep < 3; rep++)
+        cs_conv_forward(got[k].data(), in[k].data(), wt[k].data(), nullptr, &s[k], 1);
+    });
+  for (std::thread &t : workers)
+    t.join();
+  for (int k = 0; k < 2; k++)
+    ExpectClose(got[k], want[k], CaseName(cases[k]) + " on a thread");
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest,
-                         ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),
+INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),
                          [](const ::testing::TestParamInfo<cs_isa> &info) {
-                             return std::string(cs_isa_name(info.param));
+                           return std::string(cs_isa_name(info.param));
                          });
 
 TEST(IsaDispatch, AutoPicksAnAvailablePath)
 {
-    ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
-    const cs_isa active = cs_isa_active();
-    EXPECT_NE(active, CS_ISA_AUTO);
-    EXPECT_TRUE(cs_isa_available(active));
-    EXPECT_TRUE(cs_isa_available(CS_ISA_PORTABLE));
+  ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
+  const cs_isa active = cs_isa_active();
+  EXPECT_NE(active, CS_ISA_AUTO);
+  EXPECT_TRUE(cs_isa_available(active));
+  EXPECT_TRUE(cs_isa_available(CS_ISA_PORTABLE));
 }
 
 TEST(IsaDispatch, ForcingAnUnavailablePathIsRefused)
 {
-    for (cs_isa isa : {CS_ISA_AVX2, CS_ISA_AVX512}) {
-        if (cs_isa_available(isa)) continue;
-        const cs_isa before = cs_isa_active();
-        EXPECT_EQ(cs_isa_force(isa), -1);
-        EXPECT_EQ(cs_isa_active(), before);
-    }
+  for (cs_isa isa : {CS_ISA_AVX2, CS_ISA_AVX512})
+  {
+    if (cs_isa_available(isa))
+      continue;
+    const cs_isa before = cs_isa_active();
+    EXPECT_EQ(cs_isa_force(isa), -1);
+    EXPECT_EQ(cs_isa_active(), before);
+  }
 }
 
 } // namespace

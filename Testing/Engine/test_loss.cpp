@@ -25,9 +25,11 @@ const GoldenFile &Golden()
 {
   static GoldenFile file;
   static bool loaded = false;
-  if (!loaded) {
+  if (!loaded)
+  {
     std::string error;
-    if (!file.Load(kGoldenPath, &error)) throw std::runtime_error(error);
+    if (!file.Load(kGoldenPath, &error))
+      throw std::runtime_error(error);
     loaded = true;
   }
   return file;
@@ -43,7 +45,8 @@ std::string Sci(double x)
 double MaxAbs(const std::vector<float> &v)
 {
   double m = 0.0;
-  for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+  for (float x : v)
+    m = std::max(m, std::fabs(static_cast<double>(x)));
   return m;
 }
 
@@ -63,8 +66,10 @@ Case MakeCase(int64_t batch, int64_t n, int32_t k, uint64_t seed, float scale = 
   cs_rng_seed(&rng, seed);
   c.logits.resize(static_cast<size_t>(batch * k * n));
   c.labels.resize(static_cast<size_t>(batch * n));
-  for (auto &z : c.logits) z = scale * cs_rng_normal(&rng);
-  for (auto &y : c.labels) {
+  for (auto &z : c.logits)
+    z = scale * cs_rng_normal(&rng);
+  for (auto &y : c.labels)
+  {
     float u = cs_rng_uniform(&rng);
     y = u < 0.6f ? 0 : static_cast<int32_t>(1 + cs_rng_below(&rng, k - 1));
   }
@@ -73,9 +78,9 @@ Case MakeCase(int64_t batch, int64_t n, int32_t k, uint64_t seed, float scale = 
 
 cs_status RunLoss(const cs_loss_options &o, const Case &c, float *loss, std::vector<float> *grad)
 {
-  if (grad) grad->assign(c.logits.size(), 0.0f);
-  return cs_loss(&o, c.logits.data(), c.labels.data(), c.batch, c.n, c.k, loss,
-                 grad ? grad->data() : nullptr);
+  if (grad)
+    grad->assign(c.logits.size(), 0.0f);
+  return cs_loss(&o, c.logits.data(), c.labels.data(), c.batch, c.n, c.k, loss, grad ? grad->data() : nullptr);
 }
 
 // Central differences of the float implementation, with the step actually taken in float.
@@ -88,7 +93,8 @@ void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, co
   const double gmax = MaxAbs(grad);
   ASSERT_GT(gmax, 0.0) << what;
   double worst = 0.0;
-  for (size_t j = 0; j < c.logits.size(); j++) {
+  for (size_t j = 0; j < c.logits.size(); j++)
+  {
     const float z = c.logits[j];
     const float zp = z + 1e-2f, zm = z - 1e-2f;
     float lp = 0.0f, lm = 0.0f;
@@ -100,8 +106,8 @@ void ExpectGradientMatchesFiniteDifferences(const cs_loss_options &o, Case c, co
     const double fd = (static_cast<double>(lp) - lm) / (static_cast<double>(zp) - zm);
     const double err = std::fabs(fd - grad[j]);
     worst = std::max(worst, err / gmax);
-    EXPECT_LE(err, 2e-3 * gmax + 1e-2 * std::fabs(fd)) << what << " element " << j
-                                                         << " fd " << fd << " grad " << grad[j];
+    EXPECT_LE(err, 2e-3 * gmax + 1e-2 * std::fabs(fd))
+        << what << " element " << j << " fd " << fd << " grad " << grad[j];
   }
   ::testing::Test::RecordProperty(std::string("fd_worst_") + what, Sci(worst));
 }
@@ -121,11 +127,18 @@ TEST(LossOptions, DefaultsAndNames)
   EXPECT_EQ(o.class_weights, nullptr);
   EXPECT_EQ(o.labelled_classes, nullptr);
 
-  const cs_loss_kind kinds[] = {CS_LOSS_COMBO,  CS_LOSS_CROSS_ENTROPY, CS_LOSS_WEIGHTED_CROSS_ENTROPY,
-                                CS_LOSS_DICE,   CS_LOSS_FOCAL,         CS_LOSS_TVERSKY,
-                                CS_LOSS_FOCAL_TVERSKY, CS_LOSS_COMBO_ALL_CLASSES,
-                                CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY};
-  for (cs_loss_kind k : kinds) {
+  const cs_loss_kind kinds[] = {CS_LOSS_COMBO,
+                                CS_LOSS_CROSS_ENTROPY,
+                                CS_LOSS_WEIGHTED_CROSS_ENTROPY,
+                                CS_LOSS_DICE,
+                                CS_LOSS_FOCAL,
+                                CS_LOSS_TVERSKY,
+                                CS_LOSS_FOCAL_TVERSKY,
+                                CS_LOSS_COMBO_ALL_CLASSES,
+                                CS_LOSS_COMBO_LABEL_WEIGHTED,
+                                CS_LOSS_COMBO_TVERSKY};
+  for (cs_loss_kind k : kinds)
+  {
     cs_loss_kind back = CS_LOSS_COMBO;
     ASSERT_EQ(cs_loss_kind_from_name(cs_loss_kind_name(k), &back), CS_OK) << cs_loss_kind_name(k);
     EXPECT_EQ(back, k);
@@ -155,48 +168,49 @@ TEST(ComboLoss, MatchesPyTorchGolden)
   const std::vector<double> ab = g.Get("combo/alphabeta");
   int checked = 0;
   double worst_loss = 0.0, worst_grad = 0.0;
-  for (int32_t k = 2; k <= 14; k++) {
+  for (int32_t k = 2; k <= 14; k++)
+  {
     const std::string base = "combo/K" + std::to_string(k);
     const std::vector<float> logits = g.GetFloat(base + "/logits");
     const std::vector<int32_t> labels = g.GetInt(base + "/labels");
     ASSERT_EQ(logits.size(), static_cast<size_t>(n * k));
     for (size_t j = 0; j < ab.size() / 2; j++)
-    for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
-                                    CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY}) {
-      const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
-      const char *form = kind == CS_LOSS_COMBO                  ? "combo"
-                         : kind == CS_LOSS_COMBO_ALL_CLASSES    ? "combo_all"
-                         : kind == CS_LOSS_COMBO_LABEL_WEIGHTED ? "combo_lw"
-                                                                : "combo_tv";
-      const std::string name = std::string(form) + "/K" + std::to_string(k) + "/" + std::to_string(j);
-      const double want = g.Get(name + "/loss")[0];
-      const std::vector<float> want_grad = g.GetFloat(name + "/grad");
-      cs_loss_options o = cs_loss_options_default();
-      o.kind = kind;
-      o.alpha = alpha;
-      o.beta = beta;
-      auto run = [&](float *loss, float *grad) {
-        if (kind == CS_LOSS_COMBO)
-          return cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, loss, grad);
-        return cs_loss(&o, logits.data(), labels.data(), 1, n, k, loss, grad);
-      };
-      float loss = 0.0f;
-      std::vector<float> grad(logits.size());
-      ASSERT_EQ(run(&loss, grad.data()), CS_OK);
-      EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << name;
-      const double gmax = MaxAbs(want_grad);
-      for (size_t i = 0; i < grad.size(); i++)
-        ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax)
-            << name << " element " << i;
-      worst_loss = std::max(worst_loss, std::fabs(loss - want) / std::fabs(want));
-      for (size_t i = 0; i < grad.size(); i++)
-        worst_grad = std::max(worst_grad, std::fabs(grad[i] - want_grad[i]) / gmax);
-      // the loss alone (grad NULL) is the same number
-      float loss_only = 0.0f;
-      ASSERT_EQ(run(&loss_only, nullptr), CS_OK);
-      EXPECT_EQ(loss_only, loss);
-      checked++;
-    }
+      for (const cs_loss_kind kind :
+           {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY})
+      {
+        const float alpha = static_cast<float>(ab[2 * j]), beta = static_cast<float>(ab[2 * j + 1]);
+        const char *form = kind == CS_LOSS_COMBO                  ? "combo"
+                           : kind == CS_LOSS_COMBO_ALL_CLASSES    ? "combo_all"
+                           : kind == CS_LOSS_COMBO_LABEL_WEIGHTED ? "combo_lw"
+                                                                  : "combo_tv";
+        const std::string name = std::string(form) + "/K" + std::to_string(k) + "/" + std::to_string(j);
+        const double want = g.Get(name + "/loss")[0];
+        const std::vector<float> want_grad = g.GetFloat(name + "/grad");
+        cs_loss_options o = cs_loss_options_default();
+        o.kind = kind;
+        o.alpha = alpha;
+        o.beta = beta;
+        auto run = [&](float *loss, float *grad) {
+          if (kind == CS_LOSS_COMBO)
+            return cs_combo_loss(logits.data(), labels.data(), n, k, alpha, beta, loss, grad);
+          return cs_loss(&o, logits.data(), labels.data(), 1, n, k, loss, grad);
+        };
+        float loss = 0.0f;
+        std::vector<float> grad(logits.size());
+        ASSERT_EQ(run(&loss, grad.data()), CS_OK);
+        EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << name;
+        const double gmax = MaxAbs(want_grad);
+        for (size_t i = 0; i < grad.size(); i++)
+          ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax) << name << " element " << i;
+        worst_loss = std::max(worst_loss, std::fabs(loss - want) / std::fabs(want));
+        for (size_t i = 0; i < grad.size(); i++)
+          worst_grad = std::max(worst_grad, std::fabs(grad[i] - want_grad[i]) / gmax);
+        // the loss alone (grad NULL) is the same number
+        float loss_only = 0.0f;
+        ASSERT_EQ(run(&loss_only, nullptr), CS_OK);
+        EXPECT_EQ(loss_only, loss);
+        checked++;
+      }
   }
   EXPECT_EQ(checked, 13 * 5 * 4);
   RecordProperty("worst_loss_relative_error", Sci(worst_loss));
@@ -209,8 +223,7 @@ TEST(ComboLoss, GeneralEntryPointAgrees)
   Case c = MakeCase(1, 300, 5, 11);
   float a = 0.0f, b = 0.0f;
   std::vector<float> ga(c.logits.size()), gb(c.logits.size());
-  ASSERT_EQ(cs_combo_loss(c.logits.data(), c.labels.data(), c.n, c.k, 0.5f, 0.5f, &a, ga.data()),
-            CS_OK);
+  ASSERT_EQ(cs_combo_loss(c.logits.data(), c.labels.data(), c.n, c.k, 0.5f, 0.5f, &a, ga.data()), CS_OK);
   cs_loss_options o = cs_loss_options_default();
   o.kind = CS_LOSS_COMBO;
   ASSERT_EQ(RunLoss(o, c, &b, &gb), CS_OK);
@@ -229,9 +242,9 @@ TEST(ComboLoss, NoGradientWhereClipActive)
   logits[0 * n + 1] = 0.5f;  // voxel 1: ordinary
   float loss = 0.0f;
   std::vector<float> grad(logits.size());
-  ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, 1.0f, 0.5f, &loss, grad.data()),
-            CS_OK);
-  for (int32_t c = 0; c < k; c++) {
+  ASSERT_EQ(cs_combo_loss(logits.data(), labels.data(), n, k, 1.0f, 0.5f, &loss, grad.data()), CS_OK);
+  for (int32_t c = 0; c < k; c++)
+  {
     EXPECT_EQ(grad[c * n + 0], 0.0f) << "class " << c;
     EXPECT_NE(grad[c * n + 1], 0.0f) << "class " << c;
   }
@@ -250,23 +263,28 @@ TEST(Losses, MatchPyTorchGolden)
   const int64_t batch = static_cast<int64_t>(shape[0]), n = static_cast<int64_t>(shape[1]);
   const int cases = static_cast<int>(shape[3]);
   int checked = 0;
-  for (double kd : g.Get("other/ks")) {
+  for (double kd : g.Get("other/ks"))
+  {
     const int32_t k = static_cast<int32_t>(kd);
     const std::string base = "other/K" + std::to_string(k);
     const std::vector<float> logits = g.GetFloat(base + "/logits");
     const std::vector<int32_t> all_labels = g.GetInt(base + "/labels");
-    for (int j = 0; j < cases; j++) {
+    for (int j = 0; j < cases; j++)
+    {
       const std::string name = base + "/" + std::to_string(j);
       const std::vector<double> opt = g.Get(name + "/options");
       std::vector<int32_t> labels = all_labels;
       std::vector<uint8_t> labelled;
-      if (opt.size() > 9 && opt[9] != 0.0) { // partial labels: own label map and labelled set
+      if (opt.size() > 9 && opt[9] != 0.0)
+      { // partial labels: own label map and labelled set
         labels = g.GetInt(name + "/labels");
-        for (int32_t v : g.GetInt(name + "/labelled")) labelled.push_back(static_cast<uint8_t>(v));
+        for (int32_t v : g.GetInt(name + "/labelled"))
+          labelled.push_back(static_cast<uint8_t>(v));
         ASSERT_EQ(labelled.size(), static_cast<size_t>(k));
       }
       cs_loss_options o = cs_loss_options_default();
-      if (!labelled.empty()) o.labelled_classes = labelled.data();
+      if (!labelled.empty())
+        o.labelled_classes = labelled.data();
       o.kind = static_cast<cs_loss_kind>(static_cast<int>(opt[0]));
       o.alpha = static_cast<float>(opt[1]);
       o.beta = static_cast<float>(opt[2]);
@@ -276,7 +294,8 @@ TEST(Losses, MatchPyTorchGolden)
       o.dice_include_background = static_cast<int32_t>(opt[6]);
       o.batch_dice = static_cast<int32_t>(opt[7]);
       std::vector<float> weights;
-      if (opt[8] != 0.0) {
+      if (opt[8] != 0.0)
+      {
         weights = g.GetFloat(name + "/weights");
         o.class_weights = weights.data();
       }
@@ -284,14 +303,12 @@ TEST(Losses, MatchPyTorchGolden)
       const std::vector<float> want_grad = g.GetFloat(name + "/grad");
       float loss = 0.0f;
       std::vector<float> grad(logits.size());
-      ASSERT_EQ(cs_loss(&o, logits.data(), labels.data(), batch, n, k, &loss, grad.data()), CS_OK)
-          << name;
+      ASSERT_EQ(cs_loss(&o, logits.data(), labels.data(), batch, n, k, &loss, grad.data()), CS_OK) << name;
       const std::string what = name + " (" + cs_loss_kind_name(o.kind) + ")";
       EXPECT_NEAR(loss, want, 1e-5 * std::fabs(want) + 1e-7) << what;
       const double gmax = MaxAbs(want_grad);
       for (size_t i = 0; i < grad.size(); i++)
-        ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax)
-            << what << " element " << i;
+        ASSERT_NEAR(grad[i], want_grad[i], 1e-5 * std::fabs(want_grad[i]) + 1e-6 * gmax) << what << " element " << i;
       checked++;
     }
   }
@@ -309,8 +326,8 @@ struct FdParam
 
 void PrintTo(const FdParam &p, std::ostream *os)
 {
-  *os << cs_loss_kind_name(p.kind) << " background " << p.include_background << " batch_dice "
-      << p.batch_dice << " gamma " << p.gamma << " weights " << p.weights;
+  *os << cs_loss_kind_name(p.kind) << " background " << p.include_background << " batch_dice " << p.batch_dice
+      << " gamma " << p.gamma << " weights " << p.weights;
 }
 
 class LossFiniteDifferences : public ::testing::TestWithParam<FdParam>
@@ -330,40 +347,37 @@ TEST_P(LossFiniteDifferences, GradientMatches)
   o.dice_include_background = p.include_background;
   o.batch_dice = p.batch_dice;
   const float weights[4] = {0.3f, 1.0f, 2.5f, 0.0f};
-  if (p.weights) o.class_weights = weights;
+  if (p.weights)
+    o.class_weights = weights;
   Case c = MakeCase(2, 20, 4, 1234 + static_cast<uint64_t>(p.kind));
   ExpectGradientMatchesFiniteDifferences(o, c, cs_loss_kind_name(p.kind));
 }
 
 INSTANTIATE_TEST_SUITE_P(
     AllKinds, LossFiniteDifferences,
-    ::testing::Values(FdParam{CS_LOSS_COMBO, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO, 1, 0, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO, 0, 1, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_ALL_CLASSES, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_ALL_CLASSES, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_TVERSKY, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_COMBO_TVERSKY, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true},
-                      FdParam{CS_LOSS_DICE, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_DICE, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_FOCAL, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_FOCAL, 0, 0, 0.5f, false},
-                      FdParam{CS_LOSS_TVERSKY, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_TVERSKY, 1, 1, 0.0f, false},
-                      FdParam{CS_LOSS_FOCAL_TVERSKY, 0, 0, 0.0f, false},
-                      FdParam{CS_LOSS_FOCAL_TVERSKY, 1, 1, 1.5f, false}),
+    ::testing::Values(
+        FdParam{CS_LOSS_COMBO, 0, 0, 0.0f, false}, FdParam{CS_LOSS_COMBO, 1, 0, 0.0f, false},
+        FdParam{CS_LOSS_COMBO, 0, 1, 0.0f, false}, FdParam{CS_LOSS_COMBO, 1, 1, 0.0f, false},
+        FdParam{CS_LOSS_COMBO_ALL_CLASSES, 0, 0, 0.0f, false}, FdParam{CS_LOSS_COMBO_ALL_CLASSES, 1, 1, 0.0f, false},
+        FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_COMBO_LABEL_WEIGHTED, 1, 1, 0.0f, false}, FdParam{CS_LOSS_COMBO_TVERSKY, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_COMBO_TVERSKY, 1, 1, 0.0f, false}, FdParam{CS_LOSS_CROSS_ENTROPY, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_WEIGHTED_CROSS_ENTROPY, 0, 0, 0.0f, true}, FdParam{CS_LOSS_DICE, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_DICE, 1, 1, 0.0f, false}, FdParam{CS_LOSS_FOCAL, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_FOCAL, 0, 0, 0.5f, false}, FdParam{CS_LOSS_TVERSKY, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_TVERSKY, 1, 1, 0.0f, false}, FdParam{CS_LOSS_FOCAL_TVERSKY, 0, 0, 0.0f, false},
+        FdParam{CS_LOSS_FOCAL_TVERSKY, 1, 1, 1.5f, false}),
     [](const ::testing::TestParamInfo<FdParam> &info) {
       std::string name = cs_loss_kind_name(info.param.kind);
-      if (info.param.include_background) name += "_background";
-      if (info.param.batch_dice) name += "_batchdice";
-      if (info.param.gamma != 0.0f) name += "_gamma" + std::to_string(int(info.param.gamma * 10));
-      if (info.param.weights) name += "_weights";
+      if (info.param.include_background)
+        name += "_background";
+      if (info.param.batch_dice)
+        name += "_batchdice";
+      if (info.param.gamma != 0.0f)
+        name += "_gamma" + std::to_string(int(info.param.gamma * 10));
+      if (info.param.weights)
+        name += "_weights";
       return name;
     });
 
@@ -386,14 +400,16 @@ TEST(Losses, KnownValues)
     for (int64_t i = 0; i < c.n; i++)
       for (int32_t k = 0; k < c.k; k++)
         c.logits[(b * c.k + k) * c.n + i] = c.labels[b * c.n + i] == k ? 40.0f : 0.0f;
-  const cs_loss_kind zero_kinds[] = {CS_LOSS_DICE, CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY,
-                                     CS_LOSS_CROSS_ENTROPY, CS_LOSS_FOCAL};
-  for (cs_loss_kind kind : zero_kinds) {
+  const cs_loss_kind zero_kinds[] = {CS_LOSS_DICE, CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY, CS_LOSS_CROSS_ENTROPY,
+                                     CS_LOSS_FOCAL};
+  for (cs_loss_kind kind : zero_kinds)
+  {
     o.kind = kind;
     std::vector<float> grad;
     ASSERT_EQ(RunLoss(o, c, &loss, &grad), CS_OK);
     EXPECT_NEAR(loss, 0.0, 1e-6) << cs_loss_kind_name(kind);
-    for (float x : grad) ASSERT_TRUE(std::isfinite(x)) << cs_loss_kind_name(kind);
+    for (float x : grad)
+      ASSERT_TRUE(std::isfinite(x)) << cs_loss_kind_name(kind);
   }
   // Combo with alpha 0 is minus the mean Dice: -1 for a perfect prediction
   o = cs_loss_options_default();
@@ -408,7 +424,8 @@ TEST(Losses, KnownValues)
 TEST(Losses, SoftmaxIsExactOverTheWholeRange)
 {
   Case c = MakeCase(1, 2000, 3, 11);
-  for (int64_t i = 0; i < c.n; i++) {
+  for (int64_t i = 0; i < c.n; i++)
+  {
     const double spread = -700.0 + 1400.0 * static_cast<double>(i) / static_cast<double>(c.n - 1);
     c.logits[0 * c.n + i] = static_cast<float>(spread);
     c.logits[1 * c.n + i] = static_cast<float>(0.37 * spread);
@@ -416,12 +433,16 @@ TEST(Losses, SoftmaxIsExactOverTheWholeRange)
   }
   long double want = 0.0L;
   std::vector<long double> want_grad(c.logits.size());
-  for (int64_t i = 0; i < c.n; i++) {
+  for (int64_t i = 0; i < c.n; i++)
+  {
     long double m = 0.0L, s = 0.0L;
-    for (int32_t k = 0; k < c.k; k++) m = std::max(m, static_cast<long double>(c.logits[k * c.n + i]));
-    for (int32_t k = 0; k < c.k; k++) s += std::exp(static_cast<long double>(c.logits[k * c.n + i]) - m);
+    for (int32_t k = 0; k < c.k; k++)
+      m = std::max(m, static_cast<long double>(c.logits[k * c.n + i]));
+    for (int32_t k = 0; k < c.k; k++)
+      s += std::exp(static_cast<long double>(c.logits[k * c.n + i]) - m);
     want += m + std::log(s) - c.logits[c.labels[i] * c.n + i];
-    for (int32_t k = 0; k < c.k; k++) {
+    for (int32_t k = 0; k < c.k; k++)
+    {
       const long double p = std::exp(static_cast<long double>(c.logits[k * c.n + i]) - m) / s;
       want_grad[k * c.n + i] = (p - (c.labels[i] == k ? 1.0L : 0.0L)) / static_cast<long double>(c.n);
     }
@@ -433,7 +454,8 @@ TEST(Losses, SoftmaxIsExactOverTheWholeRange)
   std::vector<float> grad;
   ASSERT_EQ(RunLoss(o, c, &loss, &grad), CS_OK);
   EXPECT_NEAR(loss, static_cast<double>(want), 1e-6 * static_cast<double>(want));
-  for (size_t i = 0; i < grad.size(); i++) {
+  for (size_t i = 0; i < grad.size(); i++)
+  {
     const double w = static_cast<double>(want_grad[i]);
     // relative to float, plus a few double rounding steps of p - 1 (cancellation near p = 1)
     ASSERT_NEAR(grad[i], w, 3e-7 * std::fabs(w) + 1e-15 / static_cast<double>(c.n)) << "logit " << i;
@@ -442,12 +464,14 @@ TEST(Losses, SoftmaxIsExactOverTheWholeRange)
   // a spread of 1000 (beyond the clamp) is as certain as a spread of 100
   Case wide = MakeCase(1, 64, 4, 12), narrow = wide;
   for (int64_t i = 0; i < wide.n; i++)
-    for (int32_t k = 0; k < wide.k; k++) {
+    for (int32_t k = 0; k < wide.k; k++)
+    {
       const bool right = wide.labels[i] == k;
       wide.logits[k * wide.n + i] = right ? 500.0f : -500.0f;
       narrow.logits[k * wide.n + i] = right ? 50.0f : -50.0f;
     }
-  for (cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_CROSS_ENTROPY, CS_LOSS_DICE}) {
+  for (cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_CROSS_ENTROPY, CS_LOSS_DICE})
+  {
     o.kind = kind;
     float lw = 0.0f, ln = 0.0f;
     ASSERT_EQ(RunLoss(o, wide, &lw, nullptr), CS_OK);
@@ -477,12 +501,15 @@ TEST(Losses, WeightedCrossEntropyWeights)
   o.class_weights = ones;
   ASSERT_EQ(RunLoss(o, c, &wce, &g_wce), CS_OK);
   EXPECT_NEAR(wce, ce, 1e-6 * ce);
-  for (size_t i = 0; i < g_ce.size(); i++) EXPECT_NEAR(g_wce[i], g_ce[i], 1e-7);
+  for (size_t i = 0; i < g_ce.size(); i++)
+    EXPECT_NEAR(g_wce[i], g_ce[i], 1e-7);
 
   int64_t counts[3] = {0, 0, 0};
-  for (int32_t y : c.labels) counts[y]++;
+  for (int32_t y : c.labels)
+    counts[y]++;
   float w[3];
-  for (int k = 0; k < 3; k++) w[k] = static_cast<float>(2.0 * 64 / (3.0 * counts[k]));
+  for (int k = 0; k < 3; k++)
+    w[k] = static_cast<float>(2.0 * 64 / (3.0 * counts[k]));
   o.class_weights = nullptr;
   ASSERT_EQ(RunLoss(o, c, &inv, nullptr), CS_OK);
   o.class_weights = w;
@@ -511,31 +538,38 @@ BetaScene MakeBetaScene()
   s.labels.assign(s.n, 0);
   auto set_p = [&](int64_t i, std::initializer_list<double> p) {
     int c = 0;
-    for (double v : p) s.logits[c++ * s.n + i] = static_cast<float>(std::log(v));
+    for (double v : p)
+      s.logits[c++ * s.n + i] = static_cast<float>(std::log(v));
   };
-  for (int64_t i = 0; i < s.n; i++) set_p(i, {0.97, 0.01, 0.01, 0.01});
-  for (int64_t i = 0; i < 8; i++) { // the organ: 4 found, 4 missed
+  for (int64_t i = 0; i < s.n; i++)
+    set_p(i, {0.97, 0.01, 0.01, 0.01});
+  for (int64_t i = 0; i < 8; i++)
+  { // the organ: 4 found, 4 missed
     s.labels[i] = 1;
-    if (i < 4) {
+    if (i < 4)
+    {
       set_p(i, {0.04, 0.9, 0.03, 0.03});
-    } else {
+    }
+    else
+    {
       set_p(i, {0.55, 0.05, 0.2, 0.2});
       s.fn.push_back(i);
     }
   }
-  for (int64_t i = 20; i < 24; i++) { // background called organ
+  for (int64_t i = 20; i < 24; i++)
+  { // background called organ
     set_p(i, {0.05, 0.9, 0.025, 0.025});
     s.fp.push_back(i);
   }
   return s;
 }
 
-double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &voxels, int64_t n,
-                  int32_t k)
+double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &voxels, int64_t n, int32_t k)
 {
   double s = 0.0;
   for (int64_t i : voxels)
-    for (int32_t c = 0; c < k; c++) s += static_cast<double>(grad[c * n + i]) * grad[c * n + i];
+    for (int32_t c = 0; c < k; c++)
+      s += static_cast<double>(grad[c * n + i]) * grad[c * n + i];
   return std::sqrt(s);
 }
 } // namespace
@@ -547,30 +581,33 @@ double GradNormOn(const std::vector<float> &grad, const std::vector<int64_t> &vo
 TEST(ComboLoss, BetaSteersMissesAgainstFalseAlarms)
 {
   BetaScene s = MakeBetaScene();
-  for (const cs_loss_kind kind :
-       {CS_LOSS_COMBO, CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY})
-  for (float alpha : {1.0f, 0.5f}) {
-    cs_loss_options o = cs_loss_options_default();
-    o.kind = kind;
-    o.alpha = alpha;
-    std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
-    float l_hi = 0.0f, l_lo = 0.0f;
-    o.beta = 0.7f;
-    ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_hi, g_hi.data()), CS_OK);
-    o.beta = 0.3f;
-    ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_lo, g_lo.data()), CS_OK);
-    const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k), fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
-    const double fp_hi = GradNormOn(g_hi, s.fp, s.n, s.k), fp_lo = GradNormOn(g_lo, s.fp, s.n, s.k);
-    const char *name = cs_loss_kind_name(kind);
-    if (alpha == 1.0f) { // with Dice in the mix the norms also carry beta-free terms
-      EXPECT_GT(fn_hi, 1.5 * fn_lo) << name;
-      EXPECT_GT(fp_lo, 1.5 * fp_hi) << name;
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY})
+    for (float alpha : {1.0f, 0.5f})
+    {
+      cs_loss_options o = cs_loss_options_default();
+      o.kind = kind;
+      o.alpha = alpha;
+      std::vector<float> g_hi(s.logits.size()), g_lo(s.logits.size());
+      float l_hi = 0.0f, l_lo = 0.0f;
+      o.beta = 0.7f;
+      ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_hi, g_hi.data()), CS_OK);
+      o.beta = 0.3f;
+      ASSERT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &l_lo, g_lo.data()), CS_OK);
+      const double fn_hi = GradNormOn(g_hi, s.fn, s.n, s.k), fn_lo = GradNormOn(g_lo, s.fn, s.n, s.k);
+      const double fp_hi = GradNormOn(g_hi, s.fp, s.n, s.k), fp_lo = GradNormOn(g_lo, s.fp, s.n, s.k);
+      const char *name = cs_loss_kind_name(kind);
+      if (alpha == 1.0f)
+      { // with Dice in the mix the norms also carry beta-free terms
+        EXPECT_GT(fn_hi, 1.5 * fn_lo) << name;
+        EXPECT_GT(fp_lo, 1.5 * fp_hi) << name;
+      }
+      // the push to raise the missed class's logit is stronger with beta 0.7, the push to lower
+      // the falsely called class's logit stronger with beta 0.3
+      for (int64_t i : s.fn)
+        EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << name << alpha;
+      for (int64_t i : s.fp)
+        EXPECT_GT(g_lo[1 * s.n + i], g_hi[1 * s.n + i]) << name << alpha;
     }
-    // the push to raise the missed class's logit is stronger with beta 0.7, the push to lower
-    // the falsely called class's logit stronger with beta 0.3
-    for (int64_t i : s.fn) EXPECT_LT(g_hi[1 * s.n + i], g_lo[1 * s.n + i]) << name << alpha;
-    for (int64_t i : s.fp) EXPECT_GT(g_lo[1 * s.n + i], g_hi[1 * s.n + i]) << name << alpha;
-  }
 }
 
 // With one foreground class (K = 2) beta still steers: a missed voxel's pull grows with beta.
@@ -578,7 +615,8 @@ TEST(ComboLoss, BetaSteersWithOneForegroundClass)
 {
   BetaScene s = MakeBetaScene();
   std::vector<float> z2(2 * s.n);
-  for (int64_t i = 0; i < s.n; i++) {
+  for (int64_t i = 0; i < s.n; i++)
+  {
     z2[i] = s.logits[i];
     z2[s.n + i] = s.logits[s.n + i];
   }
@@ -618,9 +656,11 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
   BetaScene s = MakeBetaScene(); // voxels 20..23: labelled 0, called class 1 with p 0.9
   const uint8_t labelled[4] = {1, 0, 1, 1};
   std::vector<int32_t> labels(s.labels);
-  for (auto &y : labels) y = y == 1 ? 0 : y; // class 1 not drawn: its voxels carry 0
-  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
-                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY}) {
+  for (auto &y : labels)
+    y = y == 1 ? 0 : y; // class 1 not drawn: its voxels carry 0
+  for (const cs_loss_kind kind :
+       {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY})
+  {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
     std::vector<float> full(s.logits.size()), partial(s.logits.size());
@@ -629,7 +669,8 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
     o.labelled_classes = labelled;
     ASSERT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &lp, partial.data()), CS_OK);
     const double p0 = 0.05, p1 = 0.9; // the scene's probabilities on these voxels
-    for (int64_t i : s.fp) {
+    for (int64_t i : s.fp)
+    {
       const double full_push = full[1 * s.n + i] / p1 - full[0 * s.n + i] / p0;
       const double partial_push = partial[1 * s.n + i] / p1 - partial[0 * s.n + i] / p0;
       EXPECT_GT(full_push, 1e-3) << "fully labelled: class 1 is pushed below the background";
@@ -637,29 +678,26 @@ TEST(ComboLoss, UnlabelledClassIsNotTaughtAbsent)
     }
     // a voxel labelled with class 1 while class 1 is marked unlabelled is an error
     o.labelled_classes = labelled;
-    EXPECT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &lp, nullptr),
-              CS_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(cs_loss(&o, s.logits.data(), s.labels.data(), 1, s.n, s.k, &lp, nullptr), CS_ERR_INVALID_ARGUMENT);
   }
   cs_loss_options o = cs_loss_options_default();
   const uint8_t no_background[4] = {0, 1, 1, 1};
   o.labelled_classes = no_background;
   float loss = 0.0f;
-  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   o = cs_loss_options_default();
   o.kind = CS_LOSS_FOCAL;
   o.labelled_classes = labelled;
-  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr),
-            CS_ERR_UNSUPPORTED);
+  EXPECT_EQ(cs_loss(&o, s.logits.data(), labels.data(), 1, s.n, s.k, &loss, nullptr), CS_ERR_UNSUPPORTED);
 }
 
 // Partial labels: the gradient of every kind that takes them against finite differences.
 TEST(ComboLoss, PartialLabelsGradientMatchesFiniteDifferences)
 {
   const uint8_t labelled[4] = {1, 1, 0, 1};
-  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES,
-                                  CS_LOSS_COMBO_LABEL_WEIGHTED, CS_LOSS_COMBO_TVERSKY, CS_LOSS_DICE,
-                                  CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY}) {
+  for (const cs_loss_kind kind : {CS_LOSS_COMBO, CS_LOSS_COMBO_ALL_CLASSES, CS_LOSS_COMBO_LABEL_WEIGHTED,
+                                  CS_LOSS_COMBO_TVERSKY, CS_LOSS_DICE, CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY})
+  {
     cs_loss_options o = cs_loss_options_default();
     o.kind = kind;
     o.alpha = 0.4f;
@@ -667,7 +705,8 @@ TEST(ComboLoss, PartialLabelsGradientMatchesFiniteDifferences)
     o.dice_include_background = kind == CS_LOSS_DICE;
     o.labelled_classes = labelled;
     Case c = MakeCase(2, 20, 4, 77 + static_cast<uint64_t>(kind));
-    for (auto &y : c.labels) y = y == 2 ? 0 : y;
+    for (auto &y : c.labels)
+      y = y == 2 ? 0 : y;
     ExpectGradientMatchesFiniteDifferences(o, c, (std::string("partial_") + cs_loss_kind_name(kind)).c_str());
   }
 }
@@ -686,10 +725,10 @@ TEST(Losses, RejectsBadArguments)
   EXPECT_EQ(cs_combo_loss(z, y, 10, 1, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(cs_combo_loss(z, y, 0, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(cs_combo_loss(z, y, -5, 3, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
-  EXPECT_EQ(cs_combo_loss(z, y, 10, CS_MAX_CLASSES + 1, 0.5f, 0.5f, &loss, nullptr),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_combo_loss(z, y, 10, CS_MAX_CLASSES + 1, 0.5f, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
   const float bad_values[] = {-0.01f, 1.01f, NAN, INFINITY};
-  for (float v : bad_values) {
+  for (float v : bad_values)
+  {
     EXPECT_EQ(cs_combo_loss(z, y, 10, 3, v, 0.5f, &loss, nullptr), CS_ERR_INVALID_ARGUMENT) << v;
     EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 0.5f, v, &loss, nullptr), CS_ERR_INVALID_ARGUMENT) << v;
   }
@@ -697,12 +736,12 @@ TEST(Losses, RejectsBadArguments)
   EXPECT_EQ(cs_combo_loss(z, y, 10, 3, 1.0f, 0.0f, &loss, nullptr), CS_OK);
 
   // labels out of [0, K)
-  for (int32_t bad : {-1, 3, 1000}) {
+  for (int32_t bad : {-1, 3, 1000})
+  {
     std::vector<int32_t> labels(c.labels);
     labels[7] = bad;
     loss = 123.0f;
-    EXPECT_EQ(cs_combo_loss(z, labels.data(), 10, 3, 0.5f, 0.5f, &loss, grad.data()),
-              CS_ERR_INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(cs_combo_loss(z, labels.data(), 10, 3, 0.5f, 0.5f, &loss, grad.data()), CS_ERR_INVALID_ARGUMENT) << bad;
     cs_loss_options o = cs_loss_options_default();
     o.kind = CS_LOSS_FOCAL;
     EXPECT_EQ(cs_loss(&o, z, labels.data(), 1, 10, 3, &loss, nullptr), CS_ERR_INVALID_ARGUMENT);
@@ -739,9 +778,11 @@ TEST(Losses, LargeInputsChunksAndThreads)
   Case small = MakeCase(1, n, k, 77);
   Case big{1, n * reps, k, std::vector<float>(k * n * reps), std::vector<int32_t>(n * reps)};
   for (int64_t r = 0; r < reps; r++)
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++)
+    {
       big.labels[r * n + i] = small.labels[i];
-      for (int32_t c = 0; c < k; c++) big.logits[c * big.n + r * n + i] = small.logits[c * n + i];
+      for (int32_t c = 0; c < k; c++)
+        big.logits[c * big.n + r * n + i] = small.logits[c * n + i];
     }
   cs_loss_options o = cs_loss_options_default();
   o.kind = CS_LOSS_FOCAL;
@@ -764,9 +805,9 @@ TEST(Losses, LargeInputsChunksAndThreads)
     for (int64_t h = 0; h < 2; h++)
       std::copy(big.logits.begin() + c * big.n, big.logits.begin() + (c + 1) * big.n,
                 cat.logits.begin() + c * cat.n + h * big.n);
-  const cs_loss_kind region_kinds[] = {CS_LOSS_COMBO, CS_LOSS_DICE, CS_LOSS_TVERSKY,
-                                       CS_LOSS_FOCAL_TVERSKY};
-  for (cs_loss_kind kind : region_kinds) {
+  const cs_loss_kind region_kinds[] = {CS_LOSS_COMBO, CS_LOSS_DICE, CS_LOSS_TVERSKY, CS_LOSS_FOCAL_TVERSKY};
+  for (cs_loss_kind kind : region_kinds)
+  {
     o = cs_loss_options_default();
     o.kind = kind;
     o.batch_dice = 1;
@@ -780,11 +821,11 @@ TEST(Losses, LargeInputsChunksAndThreads)
     const double gmax = MaxAbs(gc);
     for (int32_t c = 0; c < k; c++)
       for (int64_t i = 0; i < big.n; i += 331)
-        EXPECT_NEAR(g2[(1 * k + c) * big.n + i], gc[c * cat.n + big.n + i], 1e-6 * gmax)
-            << cs_loss_kind_name(kind);
+        EXPECT_NEAR(g2[(1 * k + c) * big.n + i], gc[c * cat.n + big.n + i], 1e-6 * gmax) << cs_loss_kind_name(kind);
   }
 
-  if (omp_set_num_threads) {
+  if (omp_set_num_threads)
+  {
     o = cs_loss_options_default();
     o.kind = CS_LOSS_COMBO;
     float l1 = 0.0f, l2 = 0.0f;

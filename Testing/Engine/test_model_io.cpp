@@ -21,16 +21,18 @@
 #include "internal.h"
 #include "safetensors.h"
 
-namespace {
+namespace
+{
 
 // A scratch folder per test, removed afterwards.
-class TempDir {
+class TempDir
+{
 public:
   TempDir()
   {
     const ::testing::TestInfo *info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::string(COMBOSEG_BINARY_DIR) + "/Testing/tmp_model_io_" + info->test_suite_name() +
-            "_" + info->name() + "_" + std::to_string(getpid());
+    path_ = std::string(COMBOSEG_BINARY_DIR) + "/Testing/tmp_model_io_" + info->test_suite_name() + "_" + info->name() +
+            "_" + std::to_string(getpid());
     std::string cmd = "rm -rf '" + path_ + "' && mkdir -p '" + path_ + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0);
   }
@@ -68,14 +70,16 @@ bool Exists(const std::string &path)
 }
 
 // Splits a safetensors file into its header JSON and data section, and joins them back.
-struct Parts {
+struct Parts
+{
   std::string header, data;
 };
 
 Parts Split(const std::string &bytes)
 {
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(bytes[i]);
   return {bytes.substr(8, n), bytes.substr(8 + n)};
 }
 
@@ -83,7 +87,8 @@ std::string Join(const std::string &header, const std::string &data)
 {
   std::string out(8, '\0');
   uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + header + data;
 }
 
@@ -91,13 +96,18 @@ std::string Replace(std::string s, const std::string &from, const std::string &t
 {
   size_t at = s.find(from);
   EXPECT_NE(at, std::string::npos) << "'" << from << "' not in the header";
-  if (at != std::string::npos) s.replace(at, from.size(), to);
+  if (at != std::string::npos)
+    s.replace(at, from.size(), to);
   return s;
 }
 
-bool Contains(const char *text, const char *word) { return std::strstr(text, word) != nullptr; }
+bool Contains(const char *text, const char *word)
+{
+  return std::strstr(text, word) != nullptr;
+}
 
-class ModelIo : public ::testing::Test {
+class ModelIo : public ::testing::Test
+{
 protected:
   void SetUp() override { ASSERT_EQ(cs_context_init(&ctx_), CS_OK); }
   void TearDown() override { cs_context_free(ctx_); }
@@ -122,7 +132,8 @@ protected:
     info.channels[0].clip_high = 1000.1f;
     info.channels[0].mean = 0.1f;
     info.channels[0].std = 300.3f;
-    if (channels > 1) {
+    if (channels > 1)
+    {
       std::snprintf(info.channels[1].name, CS_NAME_MAX, "PET");
       info.channels[1].modality = CS_MODALITY_PET;
       info.channels[1].norm = CS_NORM_ZSCORE_NONZERO;
@@ -130,7 +141,8 @@ protected:
     std::snprintf(info.classes[1].name, CS_NAME_MAX, "liver");
     info.classes[1].value = 6;
     info.classes[1].rgb[0] = 221;
-    if (classes > 2) std::snprintf(info.classes[2].name, CS_NAME_MAX, "left kidney \xc3\xa9");
+    if (classes > 2)
+      std::snprintf(info.classes[2].name, CS_NAME_MAX, "left kidney \xc3\xa9");
     info.spacing[0] = 0.7;
     info.spacing[1] = 0.8;
     info.spacing[2] = 2.5;
@@ -177,7 +189,8 @@ protected:
     cs_status st = cs_model_load(ctx_, path.c_str(), &m);
     EXPECT_NE(st, CS_OK);
     EXPECT_EQ(m, nullptr);
-    if (m) cs_model_free(m);
+    if (m)
+      cs_model_free(m);
     return cs_context_last_error(ctx_);
   }
 
@@ -194,7 +207,8 @@ void ExpectSameInfo(const cs_model_info &a, const cs_model_info &b)
   EXPECT_EQ(a.arch.levels, b.arch.levels);
   EXPECT_EQ(a.arch.leaky_slope, b.arch.leaky_slope);
   EXPECT_EQ(a.arch.norm_epsilon, b.arch.norm_epsilon);
-  for (int c = 0; c < a.arch.in_channels; ++c) {
+  for (int c = 0; c < a.arch.in_channels; ++c)
+  {
     EXPECT_STREQ(a.channels[c].name, b.channels[c].name);
     EXPECT_EQ(a.channels[c].modality, b.channels[c].modality);
     EXPECT_EQ(a.channels[c].norm, b.channels[c].norm);
@@ -203,14 +217,17 @@ void ExpectSameInfo(const cs_model_info &a, const cs_model_info &b)
     EXPECT_EQ(a.channels[c].mean, b.channels[c].mean);
     EXPECT_EQ(a.channels[c].std, b.channels[c].std);
   }
-  for (int k = 0; k < a.arch.num_classes; ++k) {
+  for (int k = 0; k < a.arch.num_classes; ++k)
+  {
     EXPECT_EQ(a.classes[k].value, b.classes[k].value);
     EXPECT_STREQ(a.classes[k].name, b.classes[k].name);
     EXPECT_EQ(std::memcmp(a.classes[k].rgb, b.classes[k].rgb, 3), 0);
   }
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(a.spacing[i], b.spacing[i]);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(a.spacing[i], b.spacing[i]);
   EXPECT_STREQ(a.orientation, b.orientation);
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(a.patch_size[i], b.patch_size[i]);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(a.patch_size[i], b.patch_size[i]);
   EXPECT_EQ(a.loss.kind, b.loss.kind);
   EXPECT_EQ(a.loss.alpha, b.loss.alpha);
   EXPECT_EQ(a.loss.beta, b.loss.beta);
@@ -232,8 +249,10 @@ void ExpectSameInfo(const cs_model_info &a, const cs_model_info &b)
 
 TEST(ModelInfo, DefaultsValidateForEveryClassCount)
 {
-  for (int dims = 2; dims <= 3; ++dims) {
-    for (int k : {2, 3, 14, 57, CS_MAX_CLASSES}) {
+  for (int dims = 2; dims <= 3; ++dims)
+  {
+    for (int k : {2, 3, 14, 57, CS_MAX_CLASSES})
+    {
       cs_unet_config arch = cs_unet_config_default();
       arch.spatial_dims = dims;
       arch.num_classes = k;
@@ -249,17 +268,18 @@ TEST(ModelInfo, DefaultsValidateForEveryClassCount)
       EXPECT_EQ(info.classes[0].rgb[0] | info.classes[0].rgb[1] | info.classes[0].rgb[2], 0);
       std::set<std::string> names;
       std::set<int> colours;
-      for (int i = 0; i < k; ++i) {
+      for (int i = 0; i < k; ++i)
+      {
         names.insert(info.classes[i].name);
-        colours.insert(info.classes[i].rgb[0] << 16 | info.classes[i].rgb[1] << 8 |
-                       info.classes[i].rgb[2]);
+        colours.insert(info.classes[i].rgb[0] << 16 | info.classes[i].rgb[1] << 8 | info.classes[i].rgb[2]);
         EXPECT_EQ(info.classes[i].value, i);
       }
       EXPECT_EQ(names.size(), static_cast<size_t>(k));
       EXPECT_EQ(colours.size(), static_cast<size_t>(k)) << "class colours must be distinct";
       EXPECT_STREQ(info.classes[1].name, "class_1");
       EXPECT_STREQ(info.orientation, "RAS");
-      for (int i = 0; i < 3; ++i) EXPECT_EQ(info.spacing[i], 1.0);
+      for (int i = 0; i < 3; ++i)
+        EXPECT_EQ(info.spacing[i], 1.0);
       EXPECT_EQ(info.patch_size[0], 64);
       EXPECT_EQ(info.patch_size[1], 64);
       EXPECT_EQ(info.patch_size[2], dims == 3 ? 64 : 1);
@@ -288,8 +308,9 @@ TEST(ModelInfo, UnetConfigDefaultIsTheReferenceNetwork)
   EXPECT_EQ(cs_model_info_init(nullptr, nullptr), CS_ERR_INVALID_ARGUMENT);
 }
 
-struct BadField {
-  const char *what;      // the word the message must contain
+struct BadField
+{
+  const char *what; // the word the message must contain
   std::function<void(cs_model_info &)> spoil;
 };
 
@@ -358,7 +379,8 @@ TEST(ModelInfo, EachBadFieldIsRejectedWithItsName)
   std::strcpy(good.classes[1].name, "liver");
   good.classes[1].value = 6;
   ASSERT_EQ(cs_model_info_validate(&good, nullptr, 0), CS_OK);
-  for (const BadField &c : cases) {
+  for (const BadField &c : cases)
+  {
     cs_model_info bad = good;
     c.spoil(bad);
     char msg[256] = "";
@@ -375,7 +397,8 @@ TEST(ModelInfo, EachBadFieldIsRejectedWithItsName)
   flat.patch_size[2] = 1;
   EXPECT_EQ(cs_model_info_validate(&flat, msg, sizeof msg), CS_OK) << msg;
   // other valid orientations
-  for (const char *o : {"LPS", "SAR", "IPL", "ASL"}) {
+  for (const char *o : {"LPS", "SAR", "IPL", "ASL"})
+  {
     cs_model_info ok = good;
     std::memcpy(ok.orientation, o, 4);
     EXPECT_EQ(cs_model_info_validate(&ok, msg, sizeof msg), CS_OK) << o << ": " << msg;
@@ -447,10 +470,12 @@ TEST_F(ModelIo, SetInfoKeepsTheArchitecture)
 
 TEST(Half, EveryHalfRoundTripsThroughFloat)
 {
-  for (uint32_t h = 0; h < 65536; ++h) {
+  for (uint32_t h = 0; h < 65536; ++h)
+  {
     float f = cs_half_to_float(static_cast<uint16_t>(h));
     uint32_t exponent = (h >> 10) & 0x1f;
-    if (exponent == 31 && (h & 0x3ff)) {
+    if (exponent == 31 && (h & 0x3ff))
+    {
       EXPECT_TRUE(std::isnan(f));
       EXPECT_TRUE(std::isnan(cs_half_to_float(cs_float_to_half(f))));
       continue;
@@ -471,13 +496,14 @@ TEST(Half, FloatToHalfRoundsToNearestEven)
   EXPECT_EQ(cs_float_to_half(-1e9f), 0xfc00);
   EXPECT_EQ(cs_float_to_half(std::ldexp(1.0f, -25)), 0x0000); // tie goes to even (zero)
   EXPECT_EQ(cs_float_to_half(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(cs_float_to_half(std::ldexp(3.0f, -25)), 0x0002); // 1.5 units: tie to even 2
+  EXPECT_EQ(cs_float_to_half(std::ldexp(3.0f, -25)), 0x0002);        // 1.5 units: tie to even 2
   EXPECT_EQ(cs_float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00); // tie to even
   EXPECT_EQ(cs_float_to_half(1.0f + std::ldexp(3.0f, -11)), 0x3c02);
   EXPECT_EQ(cs_float_to_half(-0.0f), 0x8000);
   // random values: the half is the nearest representable one
   uint64_t state = 12345;
-  for (int i = 0; i < 20000; ++i) {
+  for (int i = 0; i < 20000; ++i)
+  {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
     float f = std::ldexp(static_cast<float>((state >> 40) & 0xffffff) / 16777216.0f, -20 + (int)((state >> 20) % 36));
     uint16_t h = cs_float_to_half(f);
@@ -493,14 +519,18 @@ TEST(Half, FloatToHalfRoundsToNearestEven)
   EXPECT_TRUE(std::isnan(cs_bf16_to_float(cs_float_to_bf16(NAN))));
 }
 
-class Safetensors : public ModelIo {};
+class Safetensors : public ModelIo
+{
+};
 
 TEST_F(Safetensors, TensorsAndMetadataRoundTrip)
 {
   TempDir dir;
   std::vector<float> a(2 * 3 * 4), b(5), c(1);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(static_cast<float>(i)) * 1e-3f;
-  for (size_t i = 0; i < b.size(); ++i) b[i] = -static_cast<float>(i) * 1.25f;
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] = std::sin(static_cast<float>(i)) * 1e-3f;
+  for (size_t i = 0; i < b.size(); ++i)
+    b[i] = -static_cast<float>(i) * 1.25f;
   c[0] = 3.0f;
   const int64_t sa[3] = {2, 3, 4}, sb[1] = {5}, se[2] = {0, 7};
   cs_named_buffer tensors[4] = {{"layer.a", 3, sa, a.data()},
@@ -508,10 +538,10 @@ TEST_F(Safetensors, TensorsAndMetadataRoundTrip)
                                 {"scalar", 0, nullptr, c.data()},
                                 {"empty", 2, se, nullptr}};
   cs_st_pair meta[3] = {{"step", "42"}, {"json", "{\"x\": [1, 2]}"}, {"empty", ""}};
-  for (cs_st_dtype dtype : {CS_ST_F32, CS_ST_F16, CS_ST_BF16}) {
+  for (cs_st_dtype dtype : {CS_ST_F32, CS_ST_F16, CS_ST_BF16})
+  {
     std::string path = dir.File("t.safetensors");
-    ASSERT_EQ(cs_st_write(ctx_, path.c_str(), tensors, 4, meta, 3, dtype), CS_OK)
-        << cs_context_last_error(ctx_);
+    ASSERT_EQ(cs_st_write(ctx_, path.c_str(), tensors, 4, meta, 3, dtype), CS_OK) << cs_context_last_error(ctx_);
     std::string bytes = ReadBytes(path);
     ASSERT_GE(bytes.size(), 8u);
     EXPECT_EQ(Split(bytes).header.size() % 8, 0u) << "header padded to 8 bytes";
@@ -533,7 +563,8 @@ TEST_F(Safetensors, TensorsAndMetadataRoundTrip)
       EXPECT_NEAR(ta->data[i], a[i], std::fabs(a[i]) * tol + (dtype == CS_ST_F16 ? 1e-7f : 0.0f));
     const cs_st_tensor *tb = cs_st_find(f, "b \"quoted\"");
     ASSERT_NE(tb, nullptr);
-    for (size_t i = 0; i < b.size(); ++i) EXPECT_EQ(tb->data[i], b[i]); // exact in all three
+    for (size_t i = 0; i < b.size(); ++i)
+      EXPECT_EQ(tb->data[i], b[i]); // exact in all three
     const cs_st_tensor *ts = cs_st_find(f, "scalar");
     ASSERT_NE(ts, nullptr);
     EXPECT_EQ(ts->ndim, 0);
@@ -543,9 +574,9 @@ TEST_F(Safetensors, TensorsAndMetadataRoundTrip)
 
     std::vector<float> a2(a.size()), b2(b.size()), c2(1), e2(1);
     float *dst[4] = {a2.data(), b2.data(), c2.data(), e2.data()};
-    ASSERT_EQ(cs_st_copy_tensors(ctx_, f, path.c_str(), tensors, 4, 0, dst), CS_OK)
-        << cs_context_last_error(ctx_);
-    if (dtype == CS_ST_F32) EXPECT_EQ(std::memcmp(a2.data(), a.data(), a.size() * 4), 0);
+    ASSERT_EQ(cs_st_copy_tensors(ctx_, f, path.c_str(), tensors, 4, 0, dst), CS_OK) << cs_context_last_error(ctx_);
+    if (dtype == CS_ST_F32)
+      EXPECT_EQ(std::memcmp(a2.data(), a.data(), a.size() * 4), 0);
     EXPECT_EQ(b2, b);
     // a subset needs allow_extra
     EXPECT_EQ(cs_st_copy_tensors(ctx_, f, path.c_str(), tensors, 2, 0, dst), CS_ERR_FORMAT);
@@ -565,15 +596,12 @@ TEST_F(Safetensors, WriterRejectsBadLists)
   EXPECT_EQ(cs_st_write(ctx_, path.c_str(), dup, 2, nullptr, 0, CS_ST_F32), CS_ERR_INVALID_ARGUMENT);
   EXPECT_TRUE(Contains(cs_context_last_error(ctx_), "repeats"));
   cs_named_buffer meta_name[1] = {{"__metadata__", 1, s2, v}};
-  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), meta_name, 1, nullptr, 0, CS_ST_F32),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), meta_name, 1, nullptr, 0, CS_ST_F32), CS_ERR_INVALID_ARGUMENT);
   cs_named_buffer negative[1] = {{"x", 1, neg, v}};
-  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), negative, 1, nullptr, 0, CS_ST_F32),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), negative, 1, nullptr, 0, CS_ST_F32), CS_ERR_INVALID_ARGUMENT);
   float big[2] = {1.0f, 70000.0f};
   cs_named_buffer too_big[1] = {{"x", 1, s2, big}};
-  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), too_big, 1, nullptr, 0, CS_ST_F16),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_st_write(ctx_, path.c_str(), too_big, 1, nullptr, 0, CS_ST_F16), CS_ERR_INVALID_ARGUMENT);
   EXPECT_TRUE(Contains(cs_context_last_error(ctx_), "half"));
   cs_st_pair meta[2] = {{"k", "1"}, {"k", "2"}};
   cs_named_buffer ok[1] = {{"x", 1, s2, v}};
@@ -586,16 +614,19 @@ TEST_F(Safetensors, WriterRejectsBadLists)
 TEST_F(Safetensors, ReadsAHandWrittenFile)
 {
   TempDir dir;
-  std::string header =
-      "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
-      "\"h\":{\"dtype\":\"F16\",\"shape\":[2,1],\"data_offsets\":[0,4]},"
-      "\"b\":{\"shape\":[2],\"dtype\":\"BF16\",\"data_offsets\":[4,8]}}   ";
+  std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+                       "\"h\":{\"dtype\":\"F16\",\"shape\":[2,1],\"data_offsets\":[0,4]},"
+                       "\"b\":{\"shape\":[2],\"dtype\":\"BF16\",\"data_offsets\":[4,8]}}   ";
   std::string data;
-  auto put16 = [&](uint16_t v) { data += static_cast<char>(v & 0xff); data += static_cast<char>(v >> 8); };
+  auto put16 = [&](uint16_t v) {
+    data += static_cast<char>(v & 0xff);
+    data += static_cast<char>(v >> 8);
+  };
   auto put32 = [&](float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    for (int i = 0; i < 4; ++i) data += static_cast<char>((u >> (8 * i)) & 0xff);
+    for (int i = 0; i < 4; ++i)
+      data += static_cast<char>((u >> (8 * i)) & 0xff);
   };
   put16(0x3c00); // 1.0
   put16(0xc500); // -5.0
@@ -642,11 +673,14 @@ TEST_F(Safetensors, RejectsBrokenHeaders)
       {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "data section"},
       {"{\"t\":{\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[0,32]}}", "beyond"},
       {"{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-       "\"data_offsets\":[0,16]}}", "shape"},
+       "\"data_offsets\":[0,16]}}",
+       "shape"},
       {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-       "\"b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[4,16]}}", "overlaps"},
+       "\"b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[4,16]}}",
+       "overlaps"},
       {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-       "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", "hole"},
+       "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+       "hole"},
       {"{" + t + "," + t + "}", "twice"},
       {"{\"__metadata__\":{\"k\":1}," + t + "}", "not a string"},
       {"{\"__metadata__\":{\"k\":{\"x\":\"y\"}}," + t + "}", "not a string"},
@@ -656,14 +690,15 @@ TEST_F(Safetensors, RejectsBrokenHeaders)
       {std::string(2000, '['), "JSON"},
   };
   std::string path = dir.File("broken.safetensors");
-  for (const auto &c : cases) {
+  for (const auto &c : cases)
+  {
     WriteBytes(path, Join(c.first, data));
     cs_st_file *f = reinterpret_cast<cs_st_file *>(0x1);
     EXPECT_EQ(cs_st_read(ctx_, path.c_str(), &f), CS_ERR_FORMAT) << c.first;
     EXPECT_EQ(f, nullptr);
     EXPECT_TRUE(Contains(cs_context_last_error(ctx_), c.second.c_str()))
-        << "header " << c.first.substr(0, 100) << ": message '" << cs_context_last_error(ctx_)
-        << "' lacks '" << c.second << "'";
+        << "header " << c.first.substr(0, 100) << ": message '" << cs_context_last_error(ctx_) << "' lacks '"
+        << c.second << "'";
     EXPECT_TRUE(Contains(cs_context_last_error(ctx_), "broken.safetensors"));
   }
 }
@@ -672,10 +707,12 @@ TEST_F(Safetensors, RejectsImpossibleHeaderLengthsAndMissingFiles)
 {
   TempDir dir;
   std::string path = dir.File("len.safetensors");
-  for (uint64_t n : {UINT64_C(0), UINT64_C(1), UINT64_C(100), UINT64_C(1) << 40,
-                     UINT64_C(0xffffffffffffffff), UINT64_C(0x8000000000000000)}) {
+  for (uint64_t n : {UINT64_C(0), UINT64_C(1), UINT64_C(100), UINT64_C(1) << 40, UINT64_C(0xffffffffffffffff),
+                     UINT64_C(0x8000000000000000)})
+  {
     std::string bytes(8, '\0');
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    for (int i = 0; i < 8; ++i)
+      bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
     bytes += "{}";
     WriteBytes(path, bytes);
     cs_st_file *f = nullptr;
@@ -703,8 +740,10 @@ TEST_F(Safetensors, ManyTensorsAreBounded)
   std::string path = dir.File("many.safetensors");
   auto header_of = [](int n, bool repeat) {
     std::string h = "{";
-    for (int i = 0; i < n; ++i) {
-      if (i) h += ",";
+    for (int i = 0; i < n; ++i)
+    {
+      if (i)
+        h += ",";
       h += "\"t" + std::to_string(repeat && i == n - 1 ? 0 : i) +
            "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}";
     }
@@ -729,7 +768,8 @@ TEST_F(Safetensors, ManyTensorsAreBounded)
 TEST_F(ModelIo, SaveLoadRoundTripKeepsMetadataAndWeightsBitForBit)
 {
   TempDir dir;
-  for (int dims = 2; dims <= 3; ++dims) {
+  for (int dims = 2; dims <= 3; ++dims)
+  {
     cs_model_info info = SmallInfo(dims);
     cs_model_t m = Create(info, 99);
     ASSERT_NE(m, nullptr);
@@ -742,18 +782,16 @@ TEST_F(ModelIo, SaveLoadRoundTripKeepsMetadataAndWeightsBitForBit)
     EXPECT_EQ(std::memcmp(cs_model_get_info(back), cs_model_get_info(m), sizeof(cs_model_info)), 0);
     ASSERT_EQ(cs_model_num_parameters(back), cs_model_num_parameters(m));
     ASSERT_EQ(back->num_tensors, m->num_tensors);
-    EXPECT_EQ(std::memcmp(back->params, m->params,
-                          sizeof(float) * static_cast<size_t>(cs_model_num_parameters(m))),
-              0);
+    EXPECT_EQ(std::memcmp(back->params, m->params, sizeof(float) * static_cast<size_t>(cs_model_num_parameters(m))), 0);
 
     // identical predictions
     const int64_t size[3] = {8, 8, dims == 3 ? 4 : 1};
     const int64_t n = size[0] * size[1] * size[2];
     std::vector<float> image(2 * n);
-    for (int64_t i = 0; i < 2 * n; ++i) image[i] = std::cos(0.37f * static_cast<float>(i));
+    for (int64_t i = 0; i < 2 * n; ++i)
+      image[i] = std::cos(0.37f * static_cast<float>(i));
     std::vector<float> l1(3 * n), l2(3 * n);
-    ASSERT_EQ(cs_model_forward(ctx_, m, image.data(), 1, size, l1.data()), CS_OK)
-        << cs_context_last_error(ctx_);
+    ASSERT_EQ(cs_model_forward(ctx_, m, image.data(), 1, size, l1.data()), CS_OK) << cs_context_last_error(ctx_);
     ASSERT_EQ(cs_model_forward(ctx_, back, image.data(), 1, size, l2.data()), CS_OK);
     EXPECT_EQ(std::memcmp(l1.data(), l2.data(), l1.size() * sizeof(float)), 0);
 
@@ -795,7 +833,8 @@ TEST_F(ModelIo, MetadataIsStringsOnlyAndReadableJson)
 TEST_F(ModelIo, RecommendedPostprocessingRoundTripsAndIsOptional)
 {
   TempDir dir;
-  for (const cs_postprocessing pp : {cs_postprocessing{1, 0}, cs_postprocessing{0, 1}, cs_postprocessing{1, 1}}) {
+  for (const cs_postprocessing pp : {cs_postprocessing{1, 0}, cs_postprocessing{0, 1}, cs_postprocessing{1, 1}})
+  {
     cs_model_info info = SmallInfo();
     info.postprocessing = pp;
     cs_model_t m = Create(info);
@@ -828,7 +867,8 @@ TEST_F(ModelIo, RecommendedPostprocessingRoundTripsAndIsOptional)
 TEST_F(ModelIo, BundledModelsRecommendTheirMeasuredCleanUp)
 {
   const std::pair<const char *, int> models[] = {{"brain-structures-t1", 0}, {"brain-tumor-flair-t1c", 1}};
-  for (const auto &[name, largest] : models) {
+  for (const auto &[name, largest] : models)
+  {
     const std::string path = std::string(COMBOSEG_SOURCE_DIR) + "/Resources/Models/" + name + ".safetensors";
     cs_model_t m = nullptr;
     ASSERT_EQ(cs_model_load(ctx_, path.c_str(), &m), CS_OK) << cs_context_last_error(ctx_);
@@ -864,12 +904,12 @@ TEST_F(ModelIo, SaveWithExtraTensorsKeepsTheModelMetadata)
   cs_model_t m = Create(info, 8);
   std::string path = dir.File("ckpt.safetensors");
   std::vector<float> state(10);
-  for (size_t i = 0; i < state.size(); ++i) state[i] = 0.5f * static_cast<float>(i);
+  for (size_t i = 0; i < state.size(); ++i)
+    state[i] = 0.5f * static_cast<float>(i);
   const int64_t shape[1] = {10};
   cs_named_buffer extra[1] = {{"adam.m", 1, shape, state.data()}};
   cs_st_pair meta[1] = {{"step", "17"}};
-  ASSERT_EQ(cs_model_save_with(ctx_, m, path.c_str(), extra, 1, meta, 1), CS_OK)
-      << cs_context_last_error(ctx_);
+  ASSERT_EQ(cs_model_save_with(ctx_, m, path.c_str(), extra, 1, meta, 1), CS_OK) << cs_context_last_error(ctx_);
   cs_st_file *f = nullptr;
   ASSERT_EQ(cs_st_read(ctx_, path.c_str(), &f), CS_OK);
   EXPECT_STREQ(cs_st_metadata(f, "step"), "17");
@@ -927,7 +967,8 @@ TEST_F(ModelIo, FailedSaveLeavesTheOldFileIntact)
 
   // a read-only folder (not enforced for root, who may write anywhere)
   ASSERT_EQ(chmod(dir.Path().c_str(), 0555), 0);
-  if (access(dir.Path().c_str(), W_OK) != 0) {
+  if (access(dir.Path().c_str(), W_OK) != 0)
+  {
     EXPECT_EQ(cs_model_save(ctx_, m, path.c_str()), CS_ERR_IO);
     EXPECT_EQ(ReadBytes(path), old);
   }
@@ -952,7 +993,8 @@ TEST_F(ModelIo, TruncatedFilesAreErrors)
   std::string cut = dir.File("cut.safetensors");
   const size_t header_end = 8 + Split(bytes).header.size();
   // every length in the first bytes, then a sample through the header and the data
-  for (size_t len = 0; len < bytes.size(); len += len < 64 ? 1 : len < header_end ? 13 : 37) {
+  for (size_t len = 0; len < bytes.size(); len += len < 64 ? 1 : len < header_end ? 13 : 37)
+  {
     WriteBytes(cut, bytes.substr(0, len));
     std::string msg = LoadFails(cut);
     EXPECT_TRUE(Contains(msg.c_str(), "cut.safetensors")) << msg;
@@ -975,22 +1017,27 @@ TEST_F(ModelIo, BitFlipsNeverCrash)
     b[at] = static_cast<char>(b[at] ^ (1 << bit));
     WriteBytes(flipped, b);
     cs_model_t m = nullptr;
-    if (cs_model_load(ctx_, flipped.c_str(), &m) == CS_OK) {
+    if (cs_model_load(ctx_, flipped.c_str(), &m) == CS_OK)
+    {
       ++loads;
       char msg[256];
       EXPECT_EQ(cs_model_info_validate(cs_model_get_info(m), msg, sizeof msg), CS_OK) << msg;
       for (int64_t i = 0; i < cs_model_num_parameters(m); ++i)
         ASSERT_TRUE(std::isfinite(m->params[i]));
       cs_model_free(m);
-    } else {
+    }
+    else
+    {
       ++errors;
       EXPECT_STRNE(cs_context_last_error(ctx_), "");
     }
   };
-  for (size_t at = 0; at < header_end; at += at < 16 ? 1 : 5) attempt(at, static_cast<int>(at % 8));
+  for (size_t at = 0; at < header_end; at += at < 16 ? 1 : 5)
+    attempt(at, static_cast<int>(at % 8));
   const int header_attempts = errors + loads;
   uint64_t state = 2024;
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < 200; ++i)
+  {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
     attempt((state >> 33) % bytes.size(), static_cast<int>((state >> 20) % 8));
   }
@@ -999,7 +1046,8 @@ TEST_F(ModelIo, BitFlipsNeverCrash)
 }
 
 // Rewrites a saved model through the safetensors layer with one change.
-class ModelFileEdits : public ModelIo {
+class ModelFileEdits : public ModelIo
+{
 protected:
   void SetUp() override
   {
@@ -1007,7 +1055,8 @@ protected:
     model_ = Create(SmallInfo(), 21);
     ASSERT_NE(model_, nullptr);
     path_ = dir_.File("edit.safetensors");
-    for (int32_t i = 0; i < model_->num_tensors; ++i) {
+    for (int32_t i = 0; i < model_->num_tensors; ++i)
+    {
       const cs_param_tensor &t = model_->tensors[i];
       list_.push_back({t.name, t.ndim, t.shape, model_->params + t.offset});
     }
@@ -1027,21 +1076,23 @@ protected:
                     const std::vector<std::pair<std::string, std::string>> &meta)
   {
     std::vector<cs_st_pair> pairs;
-    for (const auto &p : meta) pairs.push_back({p.first.c_str(), p.second.c_str()});
+    for (const auto &p : meta)
+      pairs.push_back({p.first.c_str(), p.second.c_str()});
     std::string out = dir_.File("edited.safetensors");
-    EXPECT_EQ(cs_st_write(ctx_, out.c_str(), list.data(), static_cast<int32_t>(list.size()),
-                          pairs.data(), static_cast<int32_t>(pairs.size()), CS_ST_F32),
+    EXPECT_EQ(cs_st_write(ctx_, out.c_str(), list.data(), static_cast<int32_t>(list.size()), pairs.data(),
+                          static_cast<int32_t>(pairs.size()), CS_ST_F32),
               CS_OK)
         << cs_context_last_error(ctx_);
     return out;
   }
-  std::vector<std::pair<std::string, std::string>> MetaWith(const std::string &key,
-                                                             const char *value)
+  std::vector<std::pair<std::string, std::string>> MetaWith(const std::string &key, const char *value)
   {
     std::vector<std::pair<std::string, std::string>> m;
     for (const auto &p : meta_)
-      if (p.first != key) m.push_back(p);
-      else if (value) m.push_back({key, value});
+      if (p.first != key)
+        m.push_back(p);
+      else if (value)
+        m.push_back({key, value});
     return m;
   }
 
@@ -1055,8 +1106,7 @@ protected:
 TEST_F(ModelFileEdits, UnchangedRewriteLoads)
 {
   cs_model_t m = nullptr;
-  ASSERT_EQ(cs_model_load(ctx_, Write(list_, meta_).c_str(), &m), CS_OK)
-      << cs_context_last_error(ctx_);
+  ASSERT_EQ(cs_model_load(ctx_, Write(list_, meta_).c_str(), &m), CS_OK) << cs_context_last_error(ctx_);
   cs_model_free(m);
 }
 
@@ -1065,7 +1115,8 @@ TEST_F(ModelFileEdits, PostprocessingIsOptionalPerFileAndPerKey)
 {
   const std::vector<std::tuple<const char *, int32_t, int32_t>> cases = {
       {nullptr, 0, 0}, {"{}", 0, 0}, {"{\"fill_holes\":true}", 0, 1}, {"{\"largest_component\":true}", 1, 0}};
-  for (const auto &c : cases) {
+  for (const auto &c : cases)
+  {
     cs_model_t m = nullptr;
     ASSERT_EQ(cs_model_load(ctx_, Write(list_, MetaWith("postprocessing", std::get<0>(c))).c_str(), &m), CS_OK)
         << cs_context_last_error(ctx_);
@@ -1086,8 +1137,7 @@ TEST_F(ModelFileEdits, WrongShapeMissingAndExtraTensors)
   list[0].shape = shape;
   list[0].data = bigger.data();
   std::string msg = LoadFails(Write(list, meta_));
-  EXPECT_TRUE(Contains(msg.c_str(), "enc0.conv1.weight has shape [2,3,3,3,3], expected [2,2,3,3,3]"))
-      << msg;
+  EXPECT_TRUE(Contains(msg.c_str(), "enc0.conv1.weight has shape [2,3,3,3,3], expected [2,2,3,3,3]")) << msg;
 
   list = list_;
   list.erase(list.begin() + 3);
@@ -1138,16 +1188,19 @@ TEST_F(ModelFileEdits, BadMetadataIsRejectedNamingTheField)
       {"norm_epsilon", "nan", "norm_epsilon"},
       {"channels", "[{\"name\":\"x\"}]", "channels"},
       {"channels", "not json", "channels"},
-      {"channels", "[{\"name\":\"a\",\"modality\":\"xray\",\"norm\":\"none\",\"clip_low\":0,"
-                   "\"clip_high\":0,\"mean\":0,\"std\":1},{\"name\":\"b\",\"modality\":\"ct\","
-                   "\"norm\":\"none\",\"clip_low\":0,\"clip_high\":0,\"mean\":0,\"std\":1}]",
+      {"channels",
+       "[{\"name\":\"a\",\"modality\":\"xray\",\"norm\":\"none\",\"clip_low\":0,"
+       "\"clip_high\":0,\"mean\":0,\"std\":1},{\"name\":\"b\",\"modality\":\"ct\","
+       "\"norm\":\"none\",\"clip_low\":0,\"clip_high\":0,\"mean\":0,\"std\":1}]",
        "channels"},
       {"classes", "[]", "classes"},
-      {"classes", "[{\"value\":0,\"name\":\"bg\",\"rgb\":[0,0,0]},{\"value\":1,\"name\":\"a\","
-                  "\"rgb\":[0,0,300]},{\"value\":2,\"name\":\"b\",\"rgb\":[1,2,3]}]",
+      {"classes",
+       "[{\"value\":0,\"name\":\"bg\",\"rgb\":[0,0,0]},{\"value\":1,\"name\":\"a\","
+       "\"rgb\":[0,0,300]},{\"value\":2,\"name\":\"b\",\"rgb\":[1,2,3]}]",
        "classes"},
-      {"classes", "[{\"value\":0,\"name\":\"bg\",\"rgb\":[0,0,0]},{\"value\":1,\"name\":\"a\","
-                  "\"rgb\":[0,0,3]},{\"value\":1,\"name\":\"b\",\"rgb\":[1,2,3]}]",
+      {"classes",
+       "[{\"value\":0,\"name\":\"bg\",\"rgb\":[0,0,0]},{\"value\":1,\"name\":\"a\","
+       "\"rgb\":[0,0,3]},{\"value\":1,\"name\":\"b\",\"rgb\":[1,2,3]}]",
        "classes[2].value"},
       {"spacing", "[1,2]", "spacing"},
       {"spacing", "[1,2,-3]", "spacing[2]"},
@@ -1156,10 +1209,14 @@ TEST_F(ModelFileEdits, BadMetadataIsRejectedNamingTheField)
       {"patch_size", "[16,8,3]", "patch_size[2]"},
       {"patch_size", "{\"x\":1}", "patch_size"},
       {"loss", "{\"kind\":\"combo\"}", "loss"},
-      {"loss", "{\"kind\":\"magic\",\"alpha\":0.5,\"beta\":0.5,\"gamma\":0,\"tversky_alpha\":0.3,"
-               "\"tversky_beta\":0.7,\"dice_include_background\":0,\"batch_dice\":0}", "loss"},
-      {"loss", "{\"kind\":\"combo\",\"alpha\":5,\"beta\":0.5,\"gamma\":0,\"tversky_alpha\":0.3,"
-               "\"tversky_beta\":0.7,\"dice_include_background\":0,\"batch_dice\":0}", "loss.alpha"},
+      {"loss",
+       "{\"kind\":\"magic\",\"alpha\":0.5,\"beta\":0.5,\"gamma\":0,\"tversky_alpha\":0.3,"
+       "\"tversky_beta\":0.7,\"dice_include_background\":0,\"batch_dice\":0}",
+       "loss"},
+      {"loss",
+       "{\"kind\":\"combo\",\"alpha\":5,\"beta\":0.5,\"gamma\":0,\"tversky_alpha\":0.3,"
+       "\"tversky_beta\":0.7,\"dice_include_background\":0,\"batch_dice\":0}",
+       "loss.alpha"},
       {"name", nullptr, "'name' is missing"},
       {"description", nullptr, "description"},
       {"postprocessing", "not json", "postprocessing"},
@@ -1167,11 +1224,12 @@ TEST_F(ModelFileEdits, BadMetadataIsRejectedNamingTheField)
       {"postprocessing", "{\"largest_component\":1}", "postprocessing"},
       {"postprocessing", "{\"largest_component\":true,\"smooth\":true}", "postprocessing"},
   };
-  for (const auto &c : cases) {
+  for (const auto &c : cases)
+  {
     std::string msg = LoadFails(Write(list_, MetaWith(std::get<0>(c), std::get<1>(c))));
     EXPECT_TRUE(Contains(msg.c_str(), std::get<2>(c).c_str()))
-        << std::get<0>(c) << " = " << (std::get<1>(c) ? std::get<1>(c) : "(absent)")
-        << ": message '" << msg << "' lacks '" << std::get<2>(c) << "'";
+        << std::get<0>(c) << " = " << (std::get<1>(c) ? std::get<1>(c) : "(absent)") << ": message '" << msg
+        << "' lacks '" << std::get<2>(c) << "'";
     EXPECT_TRUE(Contains(msg.c_str(), "edited.safetensors")) << msg;
   }
   std::string long_name(CS_NAME_MAX, 'x');

@@ -40,9 +40,10 @@ public:
     model_ = static_cast<cs_model *>(cs_alloc(ctx_, sizeof(cs_model), "test model"));
     model_->info.arch = config;
     status_ = cs_net_layout(ctx_, model_);
-    if (status_ != CS_OK) return;
-    model_->params = static_cast<float *>(
-      cs_alloc(ctx_, (size_t)model_->num_params * sizeof(float), "test parameters"));
+    if (status_ != CS_OK)
+      return;
+    model_->params =
+        static_cast<float *>(cs_alloc(ctx_, (size_t)model_->num_params * sizeof(float), "test parameters"));
     cs_net_init_weights(model_, seed);
   }
   ~Net()
@@ -60,7 +61,8 @@ public:
   const cs_param_tensor *Find(const std::string &name) const
   {
     for (int i = 0; i < model_->num_tensors; i++)
-      if (name == model_->tensors[i].name) return &model_->tensors[i];
+      if (name == model_->tensors[i].name)
+        return &model_->tensors[i];
     return nullptr;
   }
 
@@ -75,12 +77,14 @@ Vec RandomVec(size_t n, uint64_t seed)
   cs_rng rng;
   cs_rng_seed(&rng, seed);
   Vec v(n);
-  for (auto &x : v) x = cs_rng_normal(&rng);
+  for (auto &x : v)
+    x = cs_rng_normal(&rng);
   return v;
 }
 
 // Runs forward (and optionally backward with grad_logits) on a fresh workspace.
-struct Pass {
+struct Pass
+{
   Vec logits, grads;
 };
 
@@ -93,14 +97,15 @@ Pass RunNet(cs_model *model, int threads, int32_t batch, const int64_t size[3], 
   cs_workspace *ws = nullptr;
   Pass pass;
   EXPECT_EQ(cs_workspace_create(ctx, model, batch, size, grad_logits != nullptr, &ws), CS_OK)
-    << cs_context_last_error(ctx);
-  if (ws) {
+      << cs_context_last_error(ctx);
+  if (ws)
+  {
     const float *logits = nullptr;
     EXPECT_EQ(cs_net_forward(ctx, model, ws, input.data(), &logits), CS_OK);
-    const size_t count =
-      (size_t)batch * model->info.arch.num_classes * size[0] * size[1] * size[2];
+    const size_t count = (size_t)batch * model->info.arch.num_classes * size[0] * size[1] * size[2];
     pass.logits.assign(logits, logits + count);
-    if (grad_logits) {
+    if (grad_logits)
+    {
       pass.grads.assign((size_t)model->num_params, 0.0f);
       EXPECT_EQ(cs_net_backward(ctx, model, ws, grad_logits->data(), pass.grads.data()), CS_OK);
     }
@@ -110,17 +115,18 @@ Pass RunNet(cs_model *model, int threads, int32_t batch, const int64_t size[3], 
   return pass;
 }
 
-int64_t ExpectedParameterCount(int in_channels, int classes, int base, int levels, int kvol,
-                               int upvol)
+int64_t ExpectedParameterCount(int in_channels, int classes, int base, int levels, int kvol, int upvol)
 {
   // Conv block: weights co * ci * kvol, conv bias co, norm scale and shift 2 co.
   auto block = [kvol](int64_t ci, int64_t co) { return co * ci * kvol + 3 * co; };
   int64_t total = 0;
-  for (int l = 0; l < levels; l++) {
+  for (int l = 0; l < levels; l++)
+  {
     const int64_t f = (int64_t)base << l, ci = l == 0 ? in_channels : f / 2;
     total += block(ci, f) + block(f, f);
   }
-  for (int l = levels - 2; l >= 0; l--) {
+  for (int l = levels - 2; l >= 0; l--)
+  {
     const int64_t f = (int64_t)base << l;
     total += 2 * f * f * upvol + f + block(2 * f, f) + block(f, f);
   }
@@ -146,28 +152,37 @@ TEST(NetLayout, ReferenceNetworkNamesShapesAndCount)
   EXPECT_STREQ(m->tensors[32].name, "dec2.up.weight");
   EXPECT_STREQ(m->tensors[m->num_tensors - 1].name, "head.bias");
   int64_t offset = 0;
-  for (int i = 0; i < m->num_tensors; i++) {
+  for (int i = 0; i < m->num_tensors; i++)
+  {
     EXPECT_EQ(m->tensors[i].offset, offset) << m->tensors[i].name;
     int64_t count = 1;
-    for (int d = 0; d < m->tensors[i].ndim; d++) count *= m->tensors[i].shape[d];
+    for (int d = 0; d < m->tensors[i].ndim; d++)
+      count *= m->tensors[i].shape[d];
     EXPECT_EQ(m->tensors[i].count, count) << m->tensors[i].name;
     offset += count;
   }
   EXPECT_EQ(offset, m->num_params);
 
-  struct Expect {
+  struct Expect
+  {
     const char *name;
     std::vector<int64_t> shape;
   };
   const Expect expected[] = {
-    {"enc0.conv1.weight", {16, 2, 3, 3, 3}}, {"enc0.conv1.bias", {16}},
-    {"enc0.norm1.weight", {16}},             {"enc3.conv2.weight", {128, 128, 3, 3, 3}},
-    {"dec2.up.weight", {128, 64, 2, 2, 2}},  {"dec2.up.bias", {64}},
-    {"dec2.conv1.weight", {64, 128, 3, 3, 3}}, {"dec0.norm2.bias", {16}},
-    {"dec0.conv2.weight", {16, 16, 3, 3, 3}}, {"head.weight", {5, 16, 1, 1, 1}},
-    {"head.bias", {5}},
+      {"enc0.conv1.weight", {16, 2, 3, 3, 3}},
+      {"enc0.conv1.bias", {16}},
+      {"enc0.norm1.weight", {16}},
+      {"enc3.conv2.weight", {128, 128, 3, 3, 3}},
+      {"dec2.up.weight", {128, 64, 2, 2, 2}},
+      {"dec2.up.bias", {64}},
+      {"dec2.conv1.weight", {64, 128, 3, 3, 3}},
+      {"dec0.norm2.bias", {16}},
+      {"dec0.conv2.weight", {16, 16, 3, 3, 3}},
+      {"head.weight", {5, 16, 1, 1, 1}},
+      {"head.bias", {5}},
   };
-  for (const auto &e : expected) {
+  for (const auto &e : expected)
+  {
     const cs_param_tensor *t = net.Find(e.name);
     ASSERT_NE(t, nullptr) << e.name;
     EXPECT_EQ(std::vector<int64_t>(t->shape, t->shape + t->ndim), e.shape) << e.name;
@@ -182,12 +197,10 @@ TEST(NetLayout, TwoDimensionalShapesAreConv2d)
   EXPECT_EQ(net.model()->num_params, ExpectedParameterCount(1, 3, 8, 3, 9, 4));
   const cs_param_tensor *conv = net.Find("dec1.conv1.weight");
   ASSERT_NE(conv, nullptr);
-  EXPECT_EQ(std::vector<int64_t>(conv->shape, conv->shape + conv->ndim),
-            (std::vector<int64_t>{16, 32, 3, 3}));
+  EXPECT_EQ(std::vector<int64_t>(conv->shape, conv->shape + conv->ndim), (std::vector<int64_t>{16, 32, 3, 3}));
   const cs_param_tensor *up = net.Find("dec0.up.weight");
   ASSERT_NE(up, nullptr);
-  EXPECT_EQ(std::vector<int64_t>(up->shape, up->shape + up->ndim),
-            (std::vector<int64_t>{16, 8, 2, 2}));
+  EXPECT_EQ(std::vector<int64_t>(up->shape, up->shape + up->ndim), (std::vector<int64_t>{16, 8, 2, 2}));
   const cs_param_tensor *head = net.Find("head.weight");
   ASSERT_NE(head, nullptr);
   EXPECT_EQ(head->ndim, 4);
@@ -195,7 +208,8 @@ TEST(NetLayout, TwoDimensionalShapesAreConv2d)
 
 TEST(NetLayout, BadConfigsAreErrorsWithMessages)
 {
-  struct Case {
+  struct Case
+  {
     cs_unet_config config;
     const char *word;
   };
@@ -219,7 +233,8 @@ TEST(NetLayout, BadConfigsAreErrorsWithMessages)
   c = Config(3, 1, 2, 16, 4);
   c.norm_epsilon = 0.0f;
   cases.push_back({c, "norm_epsilon"});
-  for (const auto &bad : cases) {
+  for (const auto &bad : cases)
+  {
     Net net(bad.config);
     EXPECT_EQ(net.status(), CS_ERR_INVALID_ARGUMENT) << bad.word;
     EXPECT_NE(std::string(net.error()).find(bad.word), std::string::npos) << net.error();
@@ -232,32 +247,37 @@ TEST(NetInit, HeNormalStatisticsAndConstants)
   ASSERT_EQ(net.status(), CS_OK);
   const float *p = net.model()->params;
   const double gain = 2.0 / (1.0 + 0.01 * 0.01);
-  struct Expect {
+  struct Expect
+  {
     const char *name;
     double fan_in;
   };
   // Convolutions: fan_in = Ci * 27; the transposed convolution: fan_in = Ci (one tap per input).
   for (const Expect &e : {Expect{"enc1.conv2.weight", 32.0 * 27}, Expect{"dec1.conv1.weight", 64.0 * 27},
-                          Expect{"dec2.up.weight", 128.0}}) {
+                          Expect{"dec2.up.weight", 128.0}})
+  {
     const cs_param_tensor *t = net.Find(e.name);
     ASSERT_NE(t, nullptr);
     double sum = 0, sq = 0;
-    for (int64_t i = 0; i < t->count; i++) sum += p[t->offset + i];
+    for (int64_t i = 0; i < t->count; i++)
+      sum += p[t->offset + i];
     const double mean = sum / t->count;
-    for (int64_t i = 0; i < t->count; i++) sq += (p[t->offset + i] - mean) * (p[t->offset + i] - mean);
+    for (int64_t i = 0; i < t->count; i++)
+      sq += (p[t->offset + i] - mean) * (p[t->offset + i] - mean);
     const double std = std::sqrt(sq / t->count), expected = std::sqrt(gain / e.fan_in);
     EXPECT_NEAR(std, expected, 0.03 * expected) << e.name;
     EXPECT_NEAR(mean, 0.0, 5.0 * expected / std::sqrt((double)t->count)) << e.name;
   }
-  for (int i = 0; i < net.model()->num_tensors; i++) {
+  for (int i = 0; i < net.model()->num_tensors; i++)
+  {
     const cs_param_tensor *t = &net.model()->tensors[i];
-    if (t->ndim != 1) continue;
+    if (t->ndim != 1)
+      continue;
     const std::string name = t->name;
-    const float value = name.find(".norm") != std::string::npos &&
-                            name.compare(name.size() - 7, 7, ".weight") == 0
-                          ? 1.0f
-                          : 0.0f;
-    for (int64_t j = 0; j < t->count; j++) ASSERT_EQ(p[t->offset + j], value) << name;
+    const float value =
+        name.find(".norm") != std::string::npos && name.compare(name.size() - 7, 7, ".weight") == 0 ? 1.0f : 0.0f;
+    for (int64_t j = 0; j < t->count; j++)
+      ASSERT_EQ(p[t->offset + j], value) << name;
   }
 }
 
@@ -279,7 +299,8 @@ TEST(NetForward, ReferenceNetworkGivesFiniteLogitsOfTheRightSize)
   const Pass pass = RunNet(net.model(), 2, 2, size, input, nullptr);
   ASSERT_EQ(pass.logits.size(), (size_t)2 * 5 * 16 * 8 * 8);
   double sq = 0;
-  for (float v : pass.logits) {
+  for (float v : pass.logits)
+  {
     ASSERT_TRUE(std::isfinite(v));
     sq += (double)v * v;
   }
@@ -293,7 +314,8 @@ TEST(NetForward, TwoDimensionalNetworkRuns)
   const Vec input = RandomVec(12 * 8, 4);
   const Pass pass = RunNet(net.model(), 1, 1, size, input, nullptr);
   ASSERT_EQ(pass.logits.size(), (size_t)3 * 12 * 8);
-  for (float v : pass.logits) ASSERT_TRUE(std::isfinite(v));
+  for (float v : pass.logits)
+    ASSERT_TRUE(std::isfinite(v));
 }
 
 namespace
@@ -323,19 +345,23 @@ void CheckNetworkGradient(cs_unet_config config, int32_t batch, const int64_t si
     const float *logits = nullptr;
     cs_net_forward(ctx, m, ws, input.data(), &logits);
     double s = 0;
-    for (size_t i = 0; i < r.size(); i++) s += (double)logits[i] * r[i];
+    for (size_t i = 0; i < r.size(); i++)
+      s += (double)logits[i] * r[i];
     return s;
   };
   int checked = 0;
-  for (int t = 0; t < m->num_tensors; t++) {
+  for (int t = 0; t < m->num_tensors; t++)
+  {
     const cs_param_tensor *tensor = &m->tensors[t];
-    for (int64_t j : {(int64_t)0, tensor->count / 2, tensor->count - 1}) {
+    for (int64_t j : {(int64_t)0, tensor->count / 2, tensor->count - 1})
+    {
       float *p = m->params + tensor->offset + j;
       const float orig = *p;
       // A step may carry a LeakyReLU input or a pooling maximum across its kink, which spoils
       // that difference; two step sizes rarely both do, so the better one must match.
       double best_error = INFINITY, best_numeric = 0;
-      for (float h : {1e-3f, 3e-4f}) {
+      for (float h : {1e-3f, 3e-4f})
+      {
         *p = orig + h;
         const double lp = loss();
         *p = orig - h;
@@ -344,14 +370,14 @@ void CheckNetworkGradient(cs_unet_config config, int32_t batch, const int64_t si
         const double numeric = (lp - lm) / (2.0 * h);
         const double error = std::fabs(numeric - pass.grads[(size_t)(tensor->offset + j)]) -
                              (2e-2 * std::fabs(numeric) + 2e-2);
-        if (error < best_error) {
+        if (error < best_error)
+        {
           best_error = error;
           best_numeric = numeric;
         }
       }
       const double analytic = pass.grads[(size_t)(tensor->offset + j)];
-      EXPECT_NEAR(analytic, best_numeric, 2e-2 * std::fabs(best_numeric) + 2e-2)
-        << tensor->name << "[" << j << "]";
+      EXPECT_NEAR(analytic, best_numeric, 2e-2 * std::fabs(best_numeric) + 2e-2) << tensor->name << "[" << j << "]";
       checked++;
     }
   }
@@ -389,7 +415,8 @@ TEST(NetBackward, AccumulatesIntoGradients)
   ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), once.data()), CS_OK);
   ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data()), CS_OK);
   ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data()), CS_OK);
-  for (size_t i = 0; i < once.size(); i++) EXPECT_NEAR(twice[i], 2.0f * once[i], 1e-5f * (1 + std::fabs(once[i])));
+  for (size_t i = 0; i < once.size(); i++)
+    EXPECT_NEAR(twice[i], 2.0f * once[i], 1e-5f * (1 + std::fabs(once[i])));
   cs_workspace_free(ws);
   cs_context_free(ctx);
 }
@@ -432,7 +459,7 @@ TEST(NetWorkspace, BadSizesAndMisuseAreErrors)
   EXPECT_EQ(cs_workspace_create(ctx, net.model(), 1, odd, 1, &ws), CS_ERR_INVALID_ARGUMENT);
   EXPECT_EQ(ws, nullptr);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("multiple of 4"), std::string::npos)
-    << cs_context_last_error(ctx);
+      << cs_context_last_error(ctx);
   const int64_t deep[3] = {8, 8, 2};
   EXPECT_EQ(cs_workspace_create(ctx, flat.model(), 1, deep, 1, &ws), CS_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("nz = 1"), std::string::npos);
@@ -454,8 +481,7 @@ TEST(NetWorkspace, BadSizesAndMisuseAreErrors)
   Vec input(8 * 8 * 4, 0.5f), grad_logits(2 * 8 * 8 * 4, 1.0f), grads(net.model()->num_params);
   const float *logits = nullptr;
   ASSERT_EQ(cs_net_forward(ctx, net.model(), ws, input.data(), &logits), CS_OK);
-  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()), CS_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("without gradients"), std::string::npos);
   // A workspace serves only the architecture it was made for.
   Net other(Config(3, 1, 2, 8, 3));
@@ -463,8 +489,7 @@ TEST(NetWorkspace, BadSizesAndMisuseAreErrors)
   cs_workspace_free(ws);
 
   ASSERT_EQ(cs_workspace_create(ctx, net.model(), 1, good, 1, &ws), CS_OK);
-  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()),
-            CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()), CS_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("no forward"), std::string::npos);
   cs_workspace_free(ws);
   cs_context_free(ctx);

@@ -22,14 +22,16 @@ std::vector<float> RandomVector(int64_t n, uint64_t seed, float scale)
   cs_rng rng;
   cs_rng_seed(&rng, seed);
   std::vector<float> v(static_cast<size_t>(n));
-  for (auto &x : v) x = scale * cs_rng_normal(&rng);
+  for (auto &x : v)
+    x = scale * cs_rng_normal(&rng);
   return v;
 }
 
 double NormInDouble(const std::vector<float> &v)
 {
   long double s = 0.0L;
-  for (float x : v) s += static_cast<long double>(x) * x;
+  for (float x : v)
+    s += static_cast<long double>(x) * x;
   return static_cast<double>(std::sqrt(s));
 }
 
@@ -111,8 +113,7 @@ TEST(LearningRate, Cosine)
   c.total_steps = 100;
   EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 0), 0.01f);
   EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 50), 0.0055f);
-  EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 25),
-                  static_cast<float>(0.001 + 0.009 * 0.5 * (1 + std::cos(kPi / 4))));
+  EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 25), static_cast<float>(0.001 + 0.009 * 0.5 * (1 + std::cos(kPi / 4))));
   EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 100), 0.001f);
   EXPECT_FLOAT_EQ(cs_train_learning_rate_at(&c, 1000), 0.001f);
   c.warmup_steps = 10;
@@ -163,7 +164,8 @@ TEST(Adam, MatchesTorchOptim)
   const std::vector<float> init = g.GetFloat("adam/init");
   const std::vector<float> grads = g.GetFloat("adam/grads");
   ASSERT_EQ(grads.size(), static_cast<size_t>(steps * n));
-  for (int j = 0; j < configs; j++) {
+  for (int j = 0; j < configs; j++)
+  {
     const std::string name = "adam/" + std::to_string(j);
     const std::vector<double> cfg = g.Get(name + "/config");
     const std::vector<float> want = g.GetFloat(name + "/params");
@@ -175,12 +177,14 @@ TEST(Adam, MatchesTorchOptim)
     c.adam_epsilon = static_cast<float>(cfg[4]);
     c.weight_decay = static_cast<float>(cfg[5]);
     std::vector<float> p(init), m(n, 0.0f), v(n, 0.0f);
-    for (int s = 0; s < steps; s++) {
+    for (int s = 0; s < steps; s++)
+    {
       const std::vector<float> before(grads.begin() + s * n, grads.begin() + (s + 1) * n);
       cs_adam_update(p.data(), m.data(), v.data(), grads.data() + s * n, n, s + 1, lr, &c, 2);
       EXPECT_TRUE(std::equal(before.begin(), before.end(), grads.begin() + s * n));
       double moved = 0.0;
-      for (int64_t i = 0; i < n; i++) {
+      for (int64_t i = 0; i < n; i++)
+      {
         ASSERT_NEAR(p[i], want[s * n + i], 2e-6 * std::fabs(want[s * n + i]) + 1e-7)
             << name << " step " << s + 1 << " element " << i;
         moved += std::fabs(p[i] - init[i]);
@@ -240,7 +244,8 @@ TEST(GradNorm, ClipAndScale)
   EXPECT_NEAR(reported, norm, 1e-9 * norm);
   EXPECT_NEAR(NormInDouble(clipped), 12.0, 1e-5);
   const double coef = 12.0 / (norm + 1e-6);
-  for (int64_t i = 0; i < n; i += 1009) EXPECT_FLOAT_EQ(clipped[i], static_cast<float>(g[i] * coef));
+  for (int64_t i = 0; i < n; i += 1009)
+    EXPECT_FLOAT_EQ(clipped[i], static_cast<float>(g[i] * coef));
 
   // below the limit, or with clipping off: untouched
   std::vector<float> same(g);
@@ -251,7 +256,8 @@ TEST(GradNorm, ClipAndScale)
 
   std::vector<float> scaled(g);
   cs_grad_scale(scaled.data(), n, 0.5f, 2);
-  for (int64_t i = 0; i < n; i += 777) EXPECT_EQ(scaled[i], g[i] * 0.5f);
+  for (int64_t i = 0; i < n; i += 777)
+    EXPECT_EQ(scaled[i], g[i] * 0.5f);
 }
 
 TEST(FiniteCheck, FindsNaNAndInfinity)

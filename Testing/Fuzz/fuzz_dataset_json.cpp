@@ -23,10 +23,10 @@ DataSetFolder()
     const std::string root = cs_fuzz::ScratchFolder() + "/Task00_Fuzz";
     for (const char * sub : { "", "/imagesTr", "/labelsTr" })
       mkdir((root + sub).c_str(), 0700);
-    for (const char * file : { "/imagesTr/case_001_0000.nii.gz", "/imagesTr/case_001_0001.nii.gz",
-                               "/imagesTr/case_002_0000.nii.gz", "/imagesTr/case_002.nii.gz",
-                               "/labelsTr/case_001.nii.gz", "/labelsTr/case_002.nii.gz",
-                               "/imagesTr/case_001_0000.nrrd", "/labelsTr/case_001.nrrd" })
+    for (const char * file :
+         { "/imagesTr/case_001_0000.nii.gz", "/imagesTr/case_001_0001.nii.gz", "/imagesTr/case_002_0000.nii.gz",
+           "/imagesTr/case_002.nii.gz", "/labelsTr/case_001.nii.gz", "/labelsTr/case_002.nii.gz",
+           "/imagesTr/case_001_0000.nrrd", "/labelsTr/case_001.nrrd" })
       cs_fuzz::WriteFile(root + file, nullptr, 0);
     return root;
   }();

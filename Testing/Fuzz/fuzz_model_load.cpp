@@ -36,7 +36,7 @@ LLVMFuzzerTestOneInput(const uint8_t * data, size_t size)
   if (cs_context_init(&ctx) != CS_OK)
     return 0;
   ctx->fault_over_bytes = AllowedBytes(size);
-  cs_model_t model = reinterpret_cast<cs_model_t>(1);
+  cs_model_t      model = reinterpret_cast<cs_model_t>(1);
   const cs_status st = cs_model_load(ctx, path.c_str(), &model);
   if (ctx->fault_hits)
     __builtin_trap(); // an allocation sized by the file before the file was checked

@@ -24,12 +24,14 @@
 
 using namespace cs_hardening;
 
-namespace {
+namespace
+{
 
 constexpr uint64_t kSmallAllocation = 64u << 20; // no call here may allocate more than 64 MiB
 
-class BadInputs : public ::testing::Test {
-protected:
+class BadInputs : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
@@ -81,8 +83,9 @@ TEST_F(BadInputs, ConstantImagePredictsFiniteProbabilities)
 TEST_F(BadInputs, NonFiniteVoxelsAtInferenceAreRefusedNamingCountAndFirst)
 {
     const int64_t size[3] = {12, 9, 8};
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                      -std::numeric_limits<float>::infinity()}) {
+    for (float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+          -std::numeric_limits<float>::infinity()}) {
         std::vector<float> image = TestImage(1, size), prob;
         std::vector<int32_t> labels;
         image[4 + 12 * (3 + 9 * 5)] = bad; // x 4, y 3, z 5: the first
@@ -100,8 +103,10 @@ TEST_F(BadInputs, NonFiniteVoxelsAtInferenceAreRefusedNamingCountAndFirst)
     const int64_t patch[3] = {8, 8, 8};
     std::vector<float> batch = TestImage(1, patch), logits(8 * 8 * 8 * 3);
     batch[511] = std::numeric_limits<float>::quiet_NaN();
-    EXPECT_EQ(cs_model_forward(ctx_, model_, batch.data(), 1, patch, logits.data()), CS_ERR_NUMERIC);
-    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("1 non-finite voxel"), std::string::npos)
+    EXPECT_EQ(cs_model_forward(ctx_, model_, batch.data(), 1, patch, logits.data()),
+              CS_ERR_NUMERIC);
+    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("1 non-finite voxel"),
+              std::string::npos)
         << cs_context_last_error(ctx_);
 }
 
@@ -135,8 +140,9 @@ TEST_F(BadInputs, HugeVoxelsAtInferenceGiveAnErrorOrFiniteProbabilities)
     else EXPECT_EQ(st, CS_ERR_NUMERIC);
 }
 
-class BadTraining : public BadInputs {
-protected:
+class BadTraining : public BadInputs
+{
+  protected:
     void SetUp() override
     {
         BadInputs::SetUp();
@@ -146,7 +152,8 @@ protected:
         const int64_t size[3] = {8, 8, 8};
         image_ = TestImage(1, size);
         labels_.assign(image_.size(), 0);
-        for (size_t i = 0; i < labels_.size(); ++i) labels_[i] = image_[i] > 0.3f ? 1 : image_[i] < -0.3f ? 2 : 0;
+        for (size_t i = 0; i < labels_.size(); ++i)
+            labels_[i] = image_[i] > 0.3f ? 1 : image_[i] < -0.3f ? 2 : 0;
     }
     void TearDown() override
     {
@@ -165,7 +172,8 @@ protected:
 
 TEST_F(BadTraining, NonFiniteVoxelsAreRefusedAndTheWeightsKept)
 {
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
         std::vector<float> image = image_;
         image[7] = bad;
         const std::vector<float> before = Weights();
@@ -173,9 +181,10 @@ TEST_F(BadTraining, NonFiniteVoxelsAreRefusedAndTheWeightsKept)
         EXPECT_EQ(cs_trainer_step(trainer_, image.data(), labels_.data(), &r), CS_ERR_NUMERIC)
             << "voxel " << bad << ": " << cs_context_last_error(ctx_);
         EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("1 non-finite voxel"),
-                  std::string::npos) << cs_context_last_error(ctx_);
-        EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("x 7, y 0, z 0"),
-                  std::string::npos) << cs_context_last_error(ctx_);
+                  std::string::npos)
+            << cs_context_last_error(ctx_);
+        EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("x 7, y 0, z 0"), std::string::npos)
+            << cs_context_last_error(ctx_);
         EXPECT_EQ(Weights(), before) << "a refused step changed the weights";
         EXPECT_EQ(cs_trainer_steps_done(trainer_), 0);
     }
@@ -257,7 +266,8 @@ TEST_F(BadTraining, LabelsOutOfRangeAreRefused)
         const std::vector<float> before = Weights();
         cs_step_result r;
         EXPECT_EQ(cs_trainer_step(trainer_, image_.data(), labels.data(), &r),
-                  CS_ERR_INVALID_ARGUMENT) << "label " << bad;
+                  CS_ERR_INVALID_ARGUMENT)
+            << "label " << bad;
         EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "outside"), nullptr)
             << cs_context_last_error(ctx_);
         EXPECT_EQ(Weights(), before);
@@ -278,10 +288,12 @@ TEST(BadLoss, LabelsOutOfRangeAreRefusedByTheLoss)
     cs_context_t ctx = nullptr;
     ASSERT_EQ(cs_context_init(&ctx), CS_OK);
     const cs_loss_options o = cs_loss_options_default();
-    EXPECT_EQ(cs_loss_run(ctx, &o, logits.data(), labels.data(), 1, 4, 3, &loss, grad.data(),
-                          nullptr), CS_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(
+        cs_loss_run(ctx, &o, logits.data(), labels.data(), 1, 4, 3, &loss, grad.data(), nullptr),
+        CS_ERR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(cs_context_last_error(ctx)).find("label -1 at voxel 3"),
-              std::string::npos) << cs_context_last_error(ctx);
+              std::string::npos)
+        << cs_context_last_error(ctx);
     cs_context_free(ctx);
 }
 
@@ -296,7 +308,8 @@ TEST_F(BadInputs, ZeroAndNegativeSizesAreRefused)
             int64_t size[3] = {4, 4, 4};
             size[axis] = bad;
             EXPECT_EQ(cs_predict_volume(ctx_, model_, image.data(), size, nullptr, nullptr,
-                                        labels.data()), CS_ERR_INVALID_ARGUMENT)
+                                        labels.data()),
+                      CS_ERR_INVALID_ARGUMENT)
                 << "axis " << axis << " size " << bad;
             std::vector<float> logits(64 * 3);
             EXPECT_EQ(cs_model_forward(ctx_, model_, image.data(), 1, size, logits.data()),
@@ -325,7 +338,8 @@ TEST_F(BadInputs, VolumesOver2To31VoxelsHonourTheMemoryLimit)
     EXPECT_EQ(st, CS_ERR_RESOURCE_LIMIT) << "(100: an allocation over the limit was tried; "
                                             "negative: the child died of that signal)";
     std::printf("[ bad input ] predict 2048 x 2048 x 1024 (2^32 voxels), limit %llu: status %d, "
-                "estimate %llu bytes\n", (unsigned long long)limit, st, (unsigned long long)estimate);
+                "estimate %llu bytes\n",
+                (unsigned long long)limit, st, (unsigned long long)estimate);
 }
 
 // KNOWN BUG (infer.c, make_plan / scratch_floats / cs_predict_volume_memory): sizes are checked
@@ -367,18 +381,22 @@ TEST_F(BadInputs, TwoDimensionalModelOnAVolumeWorksSliceBySlice)
     const std::vector<float> image = TestImage(1, size);
     std::vector<int32_t> labels(10 * 9 * 3), slice(10 * 9);
     ASSERT_EQ(cs_predict_volume(ctx_, m2, image.data(), size, nullptr, nullptr, labels.data()),
-              CS_OK) << cs_context_last_error(ctx_);
+              CS_OK)
+        << cs_context_last_error(ctx_);
     // slice z of the volume gives what the slice alone gives
     const int64_t one[3] = {10, 9, 1};
     for (int z = 0; z < 3; ++z) {
         std::vector<float> s(image.begin() + z * 90, image.begin() + (z + 1) * 90);
-        ASSERT_EQ(cs_predict_volume(ctx_, m2, s.data(), one, nullptr, nullptr, slice.data()), CS_OK);
-        EXPECT_TRUE(std::equal(slice.begin(), slice.end(), labels.begin() + z * 90)) << "slice " << z;
+        ASSERT_EQ(cs_predict_volume(ctx_, m2, s.data(), one, nullptr, nullptr, slice.data()),
+                  CS_OK);
+        EXPECT_TRUE(std::equal(slice.begin(), slice.end(), labels.begin() + z * 90))
+            << "slice " << z;
     }
     // a 2D model's forward pass refuses nz > 1, and a window with nz > 1
     std::vector<float> logits(8 * 8 * 2 * 3);
     const int64_t thick[3] = {8, 8, 2};
-    EXPECT_EQ(cs_model_forward(ctx_, m2, image.data(), 1, thick, logits.data()), CS_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(cs_model_forward(ctx_, m2, image.data(), 1, thick, logits.data()),
+              CS_ERR_INVALID_ARGUMENT);
     cs_infer_options opt = cs_infer_options_default();
     opt.window[0] = opt.window[1] = 8;
     opt.window[2] = 2;
@@ -457,7 +475,8 @@ TEST_F(BadInputs, HostileArchitectureInASmallFileAllocatesNothingLarge)
     // the weights are allocated: on Linux, zeroing gigabytes would get Slicer killed.
     TempDir dir;
     ASSERT_EQ(cs_model_save(ctx_, model_, dir.File("ok.safetensors").c_str()), CS_OK);
-    RewriteMetadata(dir.File("ok.safetensors"), dir.File("huge.safetensors"), "base_filters", "512");
+    RewriteMetadata(dir.File("ok.safetensors"), dir.File("huge.safetensors"), "base_filters",
+                    "512");
     RewriteMetadata(dir.File("huge.safetensors"), dir.File("huge.safetensors"), "levels", "4");
     ctx_->fault_over_bytes = kSmallAllocation;
     cs_model_t m = nullptr;

@@ -14,7 +14,8 @@
 
 using namespace cs_hardening;
 
-namespace {
+namespace
+{
 
 struct Job {
     cs_model_t model = nullptr;
@@ -44,8 +45,9 @@ void RunPredict(Job *job, int threads, int repeats)
     cs_context_free(ctx);
 }
 
-class Concurrency : public ::testing::TestWithParam<int> {
-protected:
+class Concurrency : public ::testing::TestWithParam<int>
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
@@ -133,7 +135,8 @@ void Train(cs_model_t model, int threads, int steps, cs_status *status)
     const int64_t size[3] = {8, 8, 8};
     const std::vector<float> image = TestImage(1, size);
     std::vector<int32_t> labels(image.size());
-    for (size_t i = 0; i < labels.size(); ++i) labels[i] = image[i] > 0.2f ? 1 : image[i] < -0.4f ? 2 : 0;
+    for (size_t i = 0; i < labels.size(); ++i)
+        labels[i] = image[i] > 0.2f ? 1 : image[i] < -0.4f ? 2 : 0;
     cs_step_result r;
     for (int s = 0; s < steps && *status == CS_OK; ++s)
         *status = cs_trainer_step(t, image.data(), labels.data(), &r);

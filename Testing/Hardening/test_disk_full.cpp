@@ -25,7 +25,8 @@
 
 using namespace cs_hardening;
 
-namespace {
+namespace
+{
 
 std::vector<std::string> ListFolder(const std::string &folder)
 {
@@ -38,8 +39,9 @@ std::vector<std::string> ListFolder(const std::string &folder)
     return names;
 }
 
-class DiskFull : public ::testing::Test {
-protected:
+class DiskFull : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(cs_context_init(&ctx_), CS_OK);

@@ -26,7 +26,8 @@
 
 using namespace cs_hardening;
 
-namespace {
+namespace
+{
 
 // cJSON allocations fail once a countdown reaches zero (0: never), the same scheme as the context.
 uint64_t g_json_countdown = 0;
@@ -130,8 +131,9 @@ void SweepJsonAll(cs_context_t ctx, const char *what, const Op &op)
     std::printf("[ fault points ] %-28s cJSON %3d\n", what, points);
 }
 
-class FaultInjection : public ::testing::Test {
-protected:
+class FaultInjection : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(cs_context_init(&ctx_), CS_OK);
@@ -216,8 +218,9 @@ TEST_F(FaultInjection, ModelAddClasses)
     });
 }
 
-class TrainerFaults : public FaultInjection {
-protected:
+class TrainerFaults : public FaultInjection
+{
+  protected:
     void SetUp() override
     {
         FaultInjection::SetUp();
@@ -226,7 +229,8 @@ protected:
         const int64_t size[3] = {8, 8, 8};
         images_ = TestImage(2, size); // two batch items of one channel
         labels_.resize(images_.size());
-        for (size_t i = 0; i < labels_.size(); ++i) labels_[i] = images_[i] > 0.5f ? 1 : images_[i] < -0.5f ? 2 : 0;
+        for (size_t i = 0; i < labels_.size(); ++i)
+            labels_[i] = images_[i] > 0.5f ? 1 : images_[i] < -0.5f ? 2 : 0;
     }
     cs_train_config config_;
     std::vector<float> images_;
@@ -290,7 +294,8 @@ TEST_F(TrainerFaults, Checkpoints)
     const std::vector<char> saved = ReadBytes(ckpt);
     SweepAll(ctx_, "cs_trainer_save_checkpoint", [&] {
         const cs_status st = cs_trainer_save_checkpoint(t, ckpt.c_str());
-        if (st != CS_OK) EXPECT_EQ(ReadBytes(ckpt), saved) << "a failed save changed the checkpoint";
+        if (st != CS_OK)
+            EXPECT_EQ(ReadBytes(ckpt), saved) << "a failed save changed the checkpoint";
         return st;
     });
     SweepAll(ctx_, "cs_trainer_load_checkpoint", [&] {
@@ -338,17 +343,19 @@ TEST(LossFaults, LossThroughTheContext)
         float loss = 7.0f;
         SweepAll(ctx, kind ? "cs_loss (batch Dice)" : "cs_loss", [&] {
             const cs_status st = cs_loss_run(ctx, &o, logits.data(), labels.data(), batch, n, k,
-                                              &loss, grad.data(), nullptr);
+                                             &loss, grad.data(), nullptr);
             if (st != CS_OK) EXPECT_EQ(loss, 7.0f) << "a failed loss wrote its output";
             loss = 7.0f;
             return st;
         });
         // and the same result from the caller's scratch, with no allocation at all
         float with_scratch = 0.0f, without = 0.0f;
-        std::vector<double> scratch(cs_loss_scratch_size(batch, n, k, kind) / sizeof(double), 1e300);
+        std::vector<double> scratch(cs_loss_scratch_size(batch, n, k, kind) / sizeof(double),
+                                    1e300);
         const uint64_t count = ctx->alloc_count;
         ASSERT_EQ(cs_loss_run(ctx, &o, logits.data(), labels.data(), batch, n, k, &with_scratch,
-                              grad.data(), scratch.data()), CS_OK);
+                              grad.data(), scratch.data()),
+                  CS_OK);
         EXPECT_EQ(ctx->alloc_count, count);
         ASSERT_EQ(cs_loss(&o, logits.data(), labels.data(), batch, n, k, &without, nullptr), CS_OK);
         EXPECT_EQ(with_scratch, without) << "the scratch's old contents leaked into the sums";
@@ -411,7 +418,8 @@ TEST_F(TrainerFaults, JsonCheckpointSave)
     SweepJsonAll(ctx_, "cs_trainer_save_checkpoint", [&] {
         const std::vector<char> before = ReadBytes(ckpt);
         const cs_status st = cs_trainer_save_checkpoint(t, ckpt.c_str());
-        if (st != CS_OK) EXPECT_EQ(ReadBytes(ckpt), before) << "a failed save changed the checkpoint";
+        if (st != CS_OK)
+            EXPECT_EQ(ReadBytes(ckpt), before) << "a failed save changed the checkpoint";
         return st;
     });
     ASSERT_EQ(cs_trainer_load_checkpoint(t, ckpt.c_str()), CS_OK) << cs_context_last_error(ctx_);
@@ -469,8 +477,8 @@ std::map<std::string, int> SweepPointsOfAFullRun()
         return {};
     }
     self[n] = '\0';
-    const std::string command =
-        "'" + std::string(self) + "' --gtest_filter=-FaultInjectionSummary.* 2>&1";
+    const std::string command = "'" + std::string(self) +
+                                "' --gtest_filter=-FaultInjectionSummary.* 2>&1";
     FILE *pipe = popen(command.c_str(), "r");
     if (!pipe) {
         ADD_FAILURE() << "cannot run " << command;
@@ -489,24 +497,37 @@ std::map<std::string, int> SweepPointsOfAFullRun()
 TEST(FaultInjectionSummary, PointsTried)
 {
     const std::map<std::string, int> expected = {
-        {"cs_model_create | context", 2},             {"cs_model_create | context repeat", 2},
-        {"cs_model_save | context", 5},               {"cs_model_save | context repeat", 5},
-        {"cs_model_save | cJSON", 542},               {"cs_model_save_f16 | context", 5},
-        {"cs_model_save_f16 | context repeat", 5},    {"cs_model_load | context", 84},
-        {"cs_model_load | context repeat", 84},       {"cs_model_load | cJSON", 667},
-        {"cs_model_add_classes | context", 2},        {"cs_model_add_classes | context repeat", 2},
-        {"cs_predict_volume | context", 3},           {"cs_predict_volume | context repeat", 3},
-        {"cs_trainer_init | context", 10},            {"cs_trainer_init | context repeat", 10},
+        {"cs_model_create | context", 2},
+        {"cs_model_create | context repeat", 2},
+        {"cs_model_save | context", 5},
+        {"cs_model_save | context repeat", 5},
+        {"cs_model_save | cJSON", 542},
+        {"cs_model_save_f16 | context", 5},
+        {"cs_model_save_f16 | context repeat", 5},
+        {"cs_model_load | context", 84},
+        {"cs_model_load | context repeat", 84},
+        {"cs_model_load | cJSON", 667},
+        {"cs_model_add_classes | context", 2},
+        {"cs_model_add_classes | context repeat", 2},
+        {"cs_predict_volume | context", 3},
+        {"cs_predict_volume | context repeat", 3},
+        {"cs_trainer_init | context", 10},
+        {"cs_trainer_init | context repeat", 10},
         {"first cs_trainer_step | context", 0},
-        {"cs_trainer_save_checkpoint | context", 6},  {"cs_trainer_save_checkpoint | context repeat", 6},
-        {"cs_trainer_save_checkpoint | cJSON", 589},  {"cs_trainer_load_checkpoint | context", 87},
+        {"cs_trainer_save_checkpoint | context", 6},
+        {"cs_trainer_save_checkpoint | context repeat", 6},
+        {"cs_trainer_save_checkpoint | cJSON", 589},
+        {"cs_trainer_load_checkpoint | context", 87},
         {"cs_trainer_load_checkpoint | context repeat", 87},
-        {"cs_trainer_load_checkpoint | cJSON", 720},  {"cs_loss | context", 1},
-        {"cs_loss | context repeat", 1},              {"cs_loss (batch Dice) | context", 1},
+        {"cs_trainer_load_checkpoint | cJSON", 720},
+        {"cs_loss | context", 1},
+        {"cs_loss | context repeat", 1},
+        {"cs_loss (batch Dice) | context", 1},
         {"cs_loss (batch Dice) | context repeat", 1}};
     // Declared last, so a whole run of this executable has made every sweep already.
-    const std::map<std::string, int> tried =
-        g_sweep_points.size() == expected.size() ? g_sweep_points : SweepPointsOfAFullRun();
+    const std::map<std::string, int> tried = g_sweep_points.size() == expected.size()
+                                                 ? g_sweep_points
+                                                 : SweepPointsOfAFullRun();
     int total = 0, expected_total = 0;
     for (const auto &e : expected) {
         expected_total += e.second;
@@ -516,11 +537,13 @@ TEST(FaultInjectionSummary, PointsTried)
             continue;
         }
         EXPECT_EQ(it->second, e.second)
-            << e.first << ": fault points tried changed; update docs/hardening.md's table and this one";
+            << e.first
+            << ": fault points tried changed; update docs/hardening.md's table and this one";
     }
     for (const auto &t : tried) {
         total += t.second;
-        EXPECT_TRUE(expected.count(t.first)) << "sweep " << t.first << " is not in the expected table";
+        EXPECT_TRUE(expected.count(t.first))
+            << "sweep " << t.first << " is not in the expected table";
     }
     EXPECT_EQ(total, expected_total);
     std::printf("[ fault points ] total %d\n", total);

@@ -79,7 +79,7 @@ template <typename TImage>
 std::map<int, int64_t>
 Histogram(const TImage * image)
 {
-  std::map<int, int64_t>                   counts;
+  std::map<int, int64_t>                counts;
   itk::ImageRegionConstIterator<TImage> it(image, image->GetLargestPossibleRegion());
   for (it.GoToBegin(); !it.IsAtEnd(); ++it)
     ++counts[static_cast<int>(it.Get())];
@@ -183,7 +183,7 @@ TEST(ComboSegRealData, TotalSegmentatorCtAndLabelsAreATrainingPairWith41Classes)
   files.id = "example";
   files.channels = { cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz") };
   files.labels = cstest::DataPath("ct-abdomen/totalseg/example_seg.nii.gz");
-  const auto fileCounts = Histogram(itk::ReadScan<IntImage>(files.labels).GetPointer());
+  const auto                               fileCounts = Histogram(itk::ReadScan<IntImage>(files.labels).GetPointer());
   std::vector<std::pair<int, std::string>> classes;
   for (const auto & entry : fileCounts)
     classes.emplace_back(entry.first, entry.first == 0 ? "background" : "structure " + std::to_string(entry.first));
@@ -290,10 +290,12 @@ TEST_F(ComboSegSlicerLabels, PlainNrrdMapsByNameFromAColourTable)
   EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, {}); }, { "liver_spine_seg.nrrd", "1, 2" }));
   // An unknown name, and a model class the names lack.
   WriteText(table, "1 liver\n2 kidney\n");
-  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "'kidney'", "not classes" }));
+  EXPECT_TRUE(
+    ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "'kidney'", "not classes" }));
   // A value the names lack (model classes the names lack are allowed: partial labels).
   WriteText(table, "1 liver\n");
-  EXPECT_TRUE(ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "value(s) 2", "no name" }));
+  EXPECT_TRUE(
+    ThrowsWith([&] { itk::PrepareCase(files, info, itk::ReadLabelNames(table)); }, { "value(s) 2", "no name" }));
 }
 
 // Issue 17 item 9 on Slicer's files: the liver and spine label map cropped to its structures
@@ -320,10 +322,10 @@ TEST_F(ComboSegSlicerLabels, LabelMapCroppedToItsStructuresTrainsWithItsScan)
   const std::string cropped = dir.path + "/liver_spine_cropped.nrrd";
   Write(crop->GetOutput(), cropped);
 
-  const auto names = std::vector<itk::LabelName>{ { 1, "liver", {}, false }, { 2, "spine", {}, false } };
+  const auto        names = std::vector<itk::LabelName>{ { 1, "liver", {}, false }, { 2, "spine", {}, false } };
   const std::string scan = cstest::DataPath("slicer-seg/ct-3slice");
-  const auto full = itk::PrepareCase({ "full", { scan }, plain }, info, names);
-  const auto fromCrop = itk::PrepareCase({ "cropped", { scan }, cropped }, info, names);
+  const auto        full = itk::PrepareCase({ "full", { scan }, plain }, info, names);
+  const auto        fromCrop = itk::PrepareCase({ "cropped", { scan }, cropped }, info, names);
   EXPECT_EQ(fromCrop.labels, full.labels);
   const auto preparedCounts = Histogram(fromCrop.labels);
   EXPECT_EQ(preparedCounts.at(1), counts.at(1)) << "liver";
@@ -352,7 +354,8 @@ struct SyntheticCase
 
 // Writes the synthetic organs and their labels (values 1 and 2) on a 2 mm LPS grid.
 void
-WriteOrganCase(const std::string & image, const std::string & labels, std::array<unsigned long, 3> size = { { 24, 22, 20 } })
+WriteOrganCase(const std::string & image, const std::string & labels,
+               std::array<unsigned long, 3> size = { { 24, 22, 20 } })
 {
   itk::Matrix<double, 3, 3> identity;
   identity.SetIdentity();
@@ -453,12 +456,13 @@ TEST(ComboSegDataSet, LabelMapOnAnotherGridIsResampledOntoItsScan)
 {
   cstest::TempDir dir;
   WriteOrganCase(dir.path + "/image.nrrd", dir.path + "/labels.nrrd");
-  const cs_model_info info = cstest::OrganModelInfo();
-  const auto names = std::vector<itk::LabelName>{ { 0, "background", {}, false }, { 1, "organ one", {}, false },
-                                                  { 2, "organ two", {}, false } };
+  const cs_model_info    info = cstest::OrganModelInfo();
+  const auto             names = std::vector<itk::LabelName>{ { 0, "background", {}, false },
+                                                              { 1, "organ one", {}, false },
+                                                              { 2, "organ two", {}, false } };
   itk::ComboSegCaseFiles files{ "case", { dir.path + "/image.nrrd" }, dir.path + "/labels.nrrd" };
-  const auto full = itk::PrepareCase(files, info, names);
-  auto labels = itk::ReadScan<LabelImage>(dir.path + "/labels.nrrd");
+  const auto             full = itk::PrepareCase(files, info, names);
+  auto                   labels = itk::ReadScan<LabelImage>(dir.path + "/labels.nrrd");
 
   // Cropped to the structures' bounding box: the same prepared labels.
   LabelImage::IndexType low, high;
@@ -534,9 +538,11 @@ TEST(ComboSegDataSet, LabelMapOnAnotherGridIsResampledOntoItsScan)
 TEST(ComboSegIO, BadFilesAreNamed)
 {
   cstest::TempDir dir;
-  EXPECT_TRUE(ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/missing.nii.gz"); }, { "missing.nii.gz", "no such file" }));
+  EXPECT_TRUE(
+    ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/missing.nii.gz"); }, { "missing.nii.gz", "no such file" }));
   WriteText(dir.path + "/garbage.nii.gz", "definitely not an image");
-  EXPECT_TRUE(ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/garbage.nii.gz"); }, { "cannot read", "garbage.nii.gz" }));
+  EXPECT_TRUE(
+    ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/garbage.nii.gz"); }, { "cannot read", "garbage.nii.gz" }));
   // A 4D NRRD (2x2x2x3) for a 3D scan.
   {
     std::ofstream out(dir.path + "/four.nrrd", std::ios::binary);
@@ -546,7 +552,8 @@ TEST(ComboSegIO, BadFilesAreNamed)
   }
   EXPECT_TRUE(ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/four.nrrd"); }, { "four.nrrd", "4D" }));
   std::filesystem::create_directories(dir.path + "/empty-folder");
-  EXPECT_TRUE(ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/empty-folder"); }, { "no DICOM series", "empty-folder" }));
+  EXPECT_TRUE(
+    ThrowsWith([&] { itk::ReadScan<FloatImage>(dir.path + "/empty-folder"); }, { "no DICOM series", "empty-folder" }));
   EXPECT_TRUE(ThrowsWith([&] { itk::ReadLabelNames(dir.path + "/none.ctbl"); }, { "none.ctbl" }));
   WriteText(dir.path + "/bad.ctbl", "1 liver\nliver 2\n");
   EXPECT_TRUE(ThrowsWith([&] { itk::ReadLabelNames(dir.path + "/bad.ctbl"); }, { "bad.ctbl line 2" }));
@@ -610,8 +617,8 @@ TEST(ComboSegRealData, SegmentsTheCtSeriesEndToEnd)
   const std::string modelPath = dir.path + "/small.safetensors";
   cstest::MakeModel(info)->Save(modelPath);
 
-  const std::string output = dir.path + "/labels.nrrd";
-  const auto        start = std::chrono::steady_clock::now();
+  const std::string   output = dir.path + "/labels.nrrd";
+  const auto          start = std::chrono::steady_clock::now();
   ShortImage::Pointer ct = itk::ReadScan<ShortImage>(cstest::DataPath("ct-abdomen/dicom-series"));
   const auto          read = std::chrono::steady_clock::now();
   auto                filter = itk::ComboSegImageFilter<ShortImage, LabelImage>::New();
@@ -627,8 +634,9 @@ TEST(ComboSegRealData, SegmentsTheCtSeriesEndToEnd)
   const auto   end = std::chrono::steady_clock::now();
   const double seconds = StageClock::Seconds(start, end);
   std::cout << "end-to-end segmentation of the 512x512x20 CT series: " << seconds << " s (read "
-            << StageClock::Seconds(start, read) << ", pre-process " << StageClock::Seconds(clock->start, clock->preprocessed)
-            << ", infer " << StageClock::Seconds(clock->preprocessed, clock->inferred) << ", post-process "
+            << StageClock::Seconds(start, read) << ", pre-process "
+            << StageClock::Seconds(clock->start, clock->preprocessed) << ", infer "
+            << StageClock::Seconds(clock->preprocessed, clock->inferred) << ", post-process "
             << StageClock::Seconds(clock->inferred, clock->finished) << ", write "
             << StageClock::Seconds(clock->finished, end) << ")" << std::endl;
   RecordProperty("seconds", std::to_string(seconds));

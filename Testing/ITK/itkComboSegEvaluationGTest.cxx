@@ -13,7 +13,7 @@ using LabelMap = itk::ComboSegLabelMap;
 LabelMap::Pointer
 EmptyMap(unsigned int size, double spacing)
 {
-  auto              map = LabelMap::New();
+  auto                 map = LabelMap::New();
   LabelMap::RegionType region;
   region.SetSize({ { size, size, size } });
   map->SetRegions(region);

@@ -22,21 +22,28 @@ namespace
 class ComboSegFilesTest : public ::testing::Test
 {
 protected:
-  void SetUp() override
+  void
+  SetUp() override
   {
     char pattern[] = "/tmp/comboseg-files-XXXXXX";
     ASSERT_NE(mkdtemp(pattern), nullptr);
     m_Dir = pattern;
   }
-  void TearDown() override { std::filesystem::remove_all(m_Dir); }
+  void
+  TearDown() override
+  {
+    std::filesystem::remove_all(m_Dir);
+  }
   std::string m_Dir;
 };
 
 // A process id that no process holds now: a child that has exited and been reaped.
-pid_t DeadProcess()
+pid_t
+DeadProcess()
 {
   const pid_t child = fork();
-  if (child == 0) _exit(0);
+  if (child == 0)
+    _exit(0);
   waitpid(child, nullptr, 0);
   return child;
 }
@@ -56,12 +63,12 @@ TEST(ComboSegFiles, NumbersAreWholeOrRefused)
   EXPECT_EQ(v, 0.25);
   EXPECT_TRUE(itk::ComboSegParseDouble("nan", v));
   EXPECT_TRUE(std::isnan(v));
-  for (const char *bad : { "", "abc", "0.5x", "1e999", "0.5 " })
+  for (const char * bad : { "", "abc", "0.5x", "1e999", "0.5 " })
     EXPECT_FALSE(itk::ComboSegParseDouble(bad, v)) << bad;
   long long i = 0;
   EXPECT_TRUE(itk::ComboSegParseInt("-12", i));
   EXPECT_EQ(i, -12);
-  for (const char *bad : { "", "x1", "1.5", "99999999999999999999" })
+  for (const char * bad : { "", "x1", "1.5", "99999999999999999999" })
     EXPECT_FALSE(itk::ComboSegParseInt(bad, i)) << bad;
   EXPECT_EQ(itk::ComboSegTrim(" \t a b \r\n"), "a b");
   EXPECT_TRUE(itk::ComboSegEndsWithNoCase("Scan.NRRD", ".nrrd"));
@@ -85,7 +92,7 @@ TEST(ComboSegFiles, UserMessageHasNoSourceLocation)
   {
     itkGenericExceptionMacro("cannot read /data/scan.nrrd: field '\x07'");
   }
-  catch (const std::exception &e)
+  catch (const std::exception & e)
   {
     const std::string message = itk::ComboSegUserMessage(e);
     EXPECT_EQ(message, "cannot read /data/scan.nrrd: field '\\x07'");
@@ -107,7 +114,7 @@ TEST_F(ComboSegFilesTest, AtomicWriteRemovesStaleTemporariesFilesAndFolders)
   std::ofstream(live) << "partial";
   itk::ComboSegWriteFileAtomically(path, "done");
   std::ifstream in(path);
-  std::string text;
+  std::string   text;
   std::getline(in, text);
   EXPECT_EQ(text, "done");
   EXPECT_FALSE(std::filesystem::exists(staleFile));
@@ -124,7 +131,7 @@ TEST_F(ComboSegFilesTest, FailedWriteNamesTheFileAndLeavesNothing)
     itk::ComboSegWriteFileAtomically(path, "x");
     FAIL() << "wrote into a missing folder";
   }
-  catch (const itk::ExceptionObject &e)
+  catch (const itk::ExceptionObject & e)
   {
     EXPECT_NE(std::string(e.GetDescription()).find(path), std::string::npos) << e.GetDescription();
   }
@@ -139,7 +146,7 @@ TEST_F(ComboSegFilesTest, FailedWriteNamesTheFileAndLeavesNothing)
 // The system calls the ITK and CLI layers make through itkComboSegFiles.h.
 TEST_F(ComboSegFilesTest, FolderAndPermissionHelpers)
 {
-  std::vector<std::string> names{"stale"};
+  std::vector<std::string> names{ "stale" };
   EXPECT_FALSE(itk::ComboSegListFolder(m_Dir + "/missing", names));
   EXPECT_TRUE(names.empty());
   const std::string sub = m_Dir + "/sub";
@@ -149,7 +156,7 @@ TEST_F(ComboSegFilesTest, FolderAndPermissionHelpers)
   std::ofstream(sub + "/b.txt") << "b";
   std::ofstream(m_Dir + "/a.txt") << "a";
   ASSERT_TRUE(itk::ComboSegListFolder(m_Dir, names));
-  EXPECT_EQ(names, (std::vector<std::string>{"a.txt", "sub"}));
+  EXPECT_EQ(names, (std::vector<std::string>{ "a.txt", "sub" }));
   EXPECT_TRUE(itk::ComboSegCanRead(m_Dir + "/a.txt"));
   EXPECT_FALSE(itk::ComboSegCanRead(m_Dir + "/missing.txt"));
   EXPECT_TRUE(itk::ComboSegCanWriteInFolder(sub));

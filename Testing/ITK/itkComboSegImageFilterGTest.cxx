@@ -85,7 +85,9 @@ TEST(ComboSegProcessing, LinearResamplingReproducesLinearFunctions)
   identity.SetIdentity();
   const auto src = Grid({ { 40, 50, 30 } }, { { 1.5, 1.2, 2.0 } }, { { -30, -30, -30 } }, identity);
   const auto dst = Grid({ { 11, 9, 7 } }, { { 1.1, 1.7, 2.3 } }, { { -5, -6, -7 } }, cstest::Rotation(25, 15));
-  auto       f = [](const std::array<double, 3> & p) { return 0.5 * p[0] - 0.25 * p[1] + 0.75 * p[2] + 3.0; };
+  auto       f = [](const std::array<double, 3> & p) {
+    return 0.5 * p[0] - 0.25 * p[1] + 0.75 * p[2] + 3.0;
+  };
   std::vector<float> values(static_cast<size_t>(src.NumberOfVoxels()));
   for (int64_t z = 0, o = 0; z < src.size[2]; ++z)
     for (int64_t y = 0; y < src.size[1]; ++y)
@@ -118,7 +120,8 @@ TEST(ComboSegProcessing, ModelGridHasModelAxesAndSpacingAndCoversInput)
   for (int d = 0; d < 3; ++d)
     EXPECT_DOUBLE_EQ(model.spacing[d], 2.0);
   // Every input voxel centre lies within the model grid's centres.
-  std::vector<float> ones(static_cast<size_t>(model.NumberOfVoxels()), 1.0f), back(static_cast<size_t>(input.NumberOfVoxels()));
+  std::vector<float> ones(static_cast<size_t>(model.NumberOfVoxels()), 1.0f),
+    back(static_cast<size_t>(input.NumberOfVoxels()));
   itk::ComboSegResampleLinear(back.data(), input, ones.data(), model, 0.0f);
   EXPECT_EQ(std::count(back.begin(), back.end(), 1.0f), input.NumberOfVoxels());
   // An input already on the model's axes and spacing keeps its grid.
@@ -133,14 +136,15 @@ TEST(ComboSegProcessing, ProbabilitiesResampledBackBeforeArgmaxOnObliqueGrid)
 {
   // Probability maps of a ball drawn on a coarse model grid give the ball on a fine oblique grid.
   const cs_model_info info = cstest::OrganModelInfo();
-  const auto          output = Grid({ { 41, 37, 29 } }, { { 0.8, 1.1, 1.4 } }, { { -14, -18, -19 } }, cstest::Rotation(35, -20));
-  const itk::ComboSegGrid model = itk::ComboSegModelGrid(output, info);
-  const int64_t           m = model.NumberOfVoxels();
-  std::vector<float>      probabilities(static_cast<size_t>(3 * m));
+  const auto output = Grid({ { 41, 37, 29 } }, { { 0.8, 1.1, 1.4 } }, { { -14, -18, -19 } }, cstest::Rotation(35, -20));
+  const itk::ComboSegGrid     model = itk::ComboSegModelGrid(output, info);
+  const int64_t               m = model.NumberOfVoxels();
+  std::vector<float>          probabilities(static_cast<size_t>(3 * m));
   const std::array<double, 3> centre{ { 2.0, -1.0, 1.5 } };
   auto                        distance = [&](const std::array<double, 3> & p) {
     return std::sqrt((p[0] - centre[0]) * (p[0] - centre[0]) + (p[1] - centre[1]) * (p[1] - centre[1]) +
-                     (p[2] - centre[2]) * (p[2] - centre[2])) - 9.0;
+                                            (p[2] - centre[2]) * (p[2] - centre[2])) -
+           9.0;
   };
   for (int64_t z = 0, o = 0; z < model.size[2]; ++z)
     for (int64_t y = 0; y < model.size[1]; ++y)
@@ -170,7 +174,8 @@ TEST(ComboSegProcessing, ProbabilitiesResampledBackBeforeArgmaxOnObliqueGrid)
   EXPECT_EQ(wrong, 0);
   // A minimum probability above every class's gives background everywhere.
   itk::ComboSegProbabilitiesToLabels(labels.data(), output, probabilities.data(), model, 3, 0.99f);
-  EXPECT_EQ(std::count(labels.begin(), labels.end(), 0), output.NumberOfVoxels() - std::count(labels.begin(), labels.end(), 2));
+  EXPECT_EQ(std::count(labels.begin(), labels.end(), 0),
+            output.NumberOfVoxels() - std::count(labels.begin(), labels.end(), 2));
   EXPECT_LT(std::count(labels.begin(), labels.end(), 2), checked / 10);
 }
 
@@ -218,7 +223,8 @@ TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
   const std::vector<float> raw{ 0.0f, 10.0f, 20.0f, 30.0f, 0.0f };
   const std::vector<float> zscored{ -3.0f, -1.0f, 0.0f, 1.0f, -3.0f };
   std::vector<float>       fromRaw = raw, fromZscored = zscored;
-  itk::ComboSegNormalise(fromRaw.data(), 5, masked, itk::ComboSegChannelStatistics(raw.data(), 5, masked, nullptr), nullptr);
+  itk::ComboSegNormalise(fromRaw.data(), 5, masked, itk::ComboSegChannelStatistics(raw.data(), 5, masked, nullptr),
+                         nullptr);
   itk::ComboSegNormalise(fromZscored.data(), 5, masked,
                          itk::ComboSegChannelStatistics(zscored.data(), 5, masked, nullptr), nullptr);
   for (size_t i = 0; i < 5; ++i)
@@ -235,8 +241,8 @@ TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
 
 TEST(ComboSegProcessing, OutsideBodyIsWhereNoBodyChannelHasData)
 {
-  cs_model_info info = cstest::OrganModelInfo(2);
-  itk::ComboSegGrid grid = Grid({ { 5, 1, 1 } }, { { 1, 1, 1 } }, { { 0, 0, 0 } }, cstest::Rotation(0, 0));
+  cs_model_info            info = cstest::OrganModelInfo(2);
+  itk::ComboSegGrid        grid = Grid({ { 5, 1, 1 } }, { { 1, 1, 1 } }, { { 0, 0, 0 } }, cstest::Rotation(0, 0));
   const std::vector<float> flair{ 0.0f, 3.0f, 0.0f, 5.0f, 0.0f };
   const std::vector<float> t2{ 0.0f, 0.0f, 2.0f, 0.0f, 0.0f };
   std::vector<itk::ComboSegChannel> channels(2);
@@ -265,7 +271,9 @@ TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
 {
   const std::array<int64_t, 3> size{ { 12, 10, 8 } };
   std::vector<int32_t>         labels(12 * 10 * 8, 0);
-  auto at = [&](int64_t x, int64_t y, int64_t z) -> int32_t & { return labels[static_cast<size_t>(x + 12 * (y + 10 * z))]; };
+  auto                         at = [&](int64_t x, int64_t y, int64_t z) -> int32_t & {
+    return labels[static_cast<size_t>(x + 12 * (y + 10 * z))];
+  };
   // Class 1: a hollow 5^3 cube (hole at its centre) and a stray voxel; class 2: two blobs.
   for (int z = 1; z <= 5; ++z)
     for (int y = 1; y <= 5; ++y)
@@ -298,10 +306,10 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
   itk::ComboSegModel::Pointer model = cstest::TrainOrganModel();
   struct Case
   {
-    const char *                  name;
-    std::array<unsigned long, 3>  size;
-    std::array<double, 3>         spacing;
-    itk::Matrix<double, 3, 3>     direction;
+    const char *                 name;
+    std::array<unsigned long, 3> size;
+    std::array<double, 3>        spacing;
+    itk::Matrix<double, 3, 3>    direction;
   };
   itk::Matrix<double, 3, 3> flipped;
   flipped.SetIdentity();
@@ -327,16 +335,17 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
     EXPECT_EQ(output->GetDirection(), input->GetDirection());
 
     // Labels (values 0, 3, 7) where the organs are, away from their surfaces.
-    const unsigned char value[3] = { 0, 3, 7 };
-    int64_t             checked[3] = { 0, 0, 0 }, right[3] = { 0, 0, 0 };
+    const unsigned char                                value[3] = { 0, 3, 7 };
+    int64_t                                            checked[3] = { 0, 0, 0 }, right[3] = { 0, 0, 0 };
     itk::ImageRegionConstIteratorWithIndex<LabelImage> it(output, output->GetLargestPossibleRegion());
     for (it.GoToBegin(); !it.IsAtEnd(); ++it)
     {
       FloatImage::PointType p;
       output->TransformIndexToPhysicalPoint(it.GetIndex(), p);
       const double q[3] = { p[0], p[1], p[2] };
-      const double d1 = cstest::OrganDistance(cstest::Organs()[0], q), d2 = cstest::OrganDistance(cstest::Organs()[1], q);
-      int          truth = -1;
+      const double d1 = cstest::OrganDistance(cstest::Organs()[0], q),
+                   d2 = cstest::OrganDistance(cstest::Organs()[1], q);
+      int truth = -1;
       if (d1 < -3.0)
         truth = 1;
       else if (d2 < -3.0)
@@ -357,15 +366,16 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
   }
 
   // The clean-up options: one component per class, no holes, class indices.
-  FloatImage::Pointer input = cstest::MakeOrganImage({ { 40, 36, 30 } }, { { 1.5, 1.5, 1.5 } }, cstest::Rotation(10, 0));
-  auto                filter = FilterType::New();
+  FloatImage::Pointer input =
+    cstest::MakeOrganImage({ { 40, 36, 30 } }, { { 1.5, 1.5, 1.5 } }, cstest::Rotation(10, 0));
+  auto filter = FilterType::New();
   filter->SetModel(model);
   filter->SetInput(input);
   filter->LargestComponentOn();
   filter->FillHolesOn();
   filter->SetOutputLabelValues(false);
   ASSERT_NO_THROW(filter->Update());
-  std::vector<int32_t> labels;
+  std::vector<int32_t>                      labels;
   itk::ImageRegionConstIterator<LabelImage> it(filter->GetOutput(), filter->GetOutput()->GetLargestPossibleRegion());
   for (it.GoToBegin(); !it.IsAtEnd(); ++it)
     labels.push_back(it.Get());
@@ -388,7 +398,8 @@ TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRaw
   cs_model_info info = cstest::OrganModelInfo();
   info.postprocessing.largest_component = 1;
   auto                model = cstest::MakeModel(info, 3);
-  FloatImage::Pointer input = cstest::MakeOrganImage({ { 24, 22, 20 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(10, 5));
+  FloatImage::Pointer input =
+    cstest::MakeOrganImage({ { 24, 22, 20 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(10, 5));
   auto run = [&](bool useModel, bool largest) {
     auto filter = FilterType::New();
     filter->SetModel(model);
@@ -401,7 +412,7 @@ TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRaw
     return std::vector<int32_t>(out->GetBufferPointer(), out->GetBufferPointer() + out->GetPixelContainer()->Size());
   };
   const std::vector<int32_t> raw = run(false, false), byDefault = run(true, false), asked = run(false, true);
-  std::vector<int32_t> cleaned = raw;
+  std::vector<int32_t>       cleaned = raw;
   itk::ComboSegKeepLargestComponents(cleaned.data(), itk::ComboSegGridOf(input.GetPointer()).size);
   ASSERT_NE(cleaned, raw) << "the raw output should have several components per class for this test";
   EXPECT_EQ(byDefault, cleaned);
@@ -411,9 +422,10 @@ TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRaw
 TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
 {
   auto                model = cstest::MakeModel(cstest::OrganModelInfo());
-  FloatImage::Pointer input = cstest::MakeOrganImage({ { 21, 19, 17 } }, { { 2.1, 1.7, 2.5 } }, cstest::Rotation(15, 5));
-  auto                a = FilterType::New();
-  auto                b = FilterType::New();
+  FloatImage::Pointer input =
+    cstest::MakeOrganImage({ { 21, 19, 17 } }, { { 2.1, 1.7, 2.5 } }, cstest::Rotation(15, 5));
+  auto a = FilterType::New();
+  auto b = FilterType::New();
   for (auto & f : { a, b })
   {
     f->SetModel(model);
@@ -428,8 +440,9 @@ TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
     ASSERT_EQ(ia.Get(), ib.Get());
   std::ostringstream printed;
   a->Print(printed);
-  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelPostProcessing: On", "LargestComponent: Off",
-                              "BackgroundOutsideBody: On", "FillHoles: Off", "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
+  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelPostProcessing: On",
+                              "LargestComponent: Off", "BackgroundOutsideBody: On", "FillHoles: Off",
+                              "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
     EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
 }
 
@@ -459,8 +472,9 @@ TEST(ComboSegImageFilter, VoxelsWithoutDataAreBackground)
     ASSERT_TRUE(masked->GetBackgroundOutsideBody()) << "on by default";
     ASSERT_NO_THROW(plain->Update());
     ASSERT_NO_THROW(masked->Update());
-    itk::ImageRegionConstIteratorWithIndex<LabelImage> p(plain->GetOutput(), plain->GetOutput()->GetLargestPossibleRegion());
-    itk::ImageRegionConstIterator<LabelImage>          m(masked->GetOutput(), masked->GetOutput()->GetLargestPossibleRegion());
+    itk::ImageRegionConstIteratorWithIndex<LabelImage> p(plain->GetOutput(),
+                                                         plain->GetOutput()->GetLargestPossibleRegion());
+    itk::ImageRegionConstIterator<LabelImage> m(masked->GetOutput(), masked->GetOutput()->GetLargestPossibleRegion());
     for (p.GoToBegin(), m.GoToBegin(); !p.IsAtEnd(); ++p, ++m)
     {
       const bool empty = p.GetIndex()[0] < 12;
@@ -532,12 +546,12 @@ MirrorMismatches(const std::vector<int> & a, const std::vector<int> & b, const s
 // model is far from symmetric, so without it the outputs differ, and with it they change.
 TEST(ComboSegImageFilterTestTime, MirroredInputGivesTheMirroredOutput)
 {
-  auto                           model = cstest::MakeModel(cstest::OrganModelInfo());
-  const std::array<int64_t, 3>   size = { 18, 16, 16 };
-  FloatImage::Pointer            input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
-  FloatImage::Pointer            mirrored = MirroredAlongX(input);
-  const std::vector<int>         plain = Segment(model, input, 0), plainMirrored = Segment(model, mirrored, 0);
-  const std::vector<int>         tta = Segment(model, input, 1), ttaMirrored = Segment(model, mirrored, 1);
+  auto                         model = cstest::MakeModel(cstest::OrganModelInfo());
+  const std::array<int64_t, 3> size = { 18, 16, 16 };
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  FloatImage::Pointer mirrored = MirroredAlongX(input);
+  const std::vector<int> plain = Segment(model, input, 0), plainMirrored = Segment(model, mirrored, 0);
+  const std::vector<int> tta = Segment(model, input, 1), ttaMirrored = Segment(model, mirrored, 1);
   EXPECT_EQ(MirrorMismatches(tta, ttaMirrored, size), 0);
   EXPECT_GT(MirrorMismatches(plain, plainMirrored, size), 0) << "the model is symmetric: the test shows nothing";
   EXPECT_NE(plain, tta) << "test-time augmentation changed nothing";
@@ -554,8 +568,8 @@ TEST(ComboSegImageFilterTestTime, MirroringSwapsLeftAndRightClasses)
   std::snprintf(info.classes[2].name, sizeof(info.classes[2].name), "R_organ");
   auto                         model = cstest::MakeModel(info);
   const std::array<int64_t, 3> size = { 18, 16, 16 };
-  FloatImage::Pointer          input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
-  const std::vector<int>       tta = Segment(model, input, 1), ttaMirrored = Segment(model, MirroredAlongX(input), 1);
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  const std::vector<int> tta = Segment(model, input, 1), ttaMirrored = Segment(model, MirroredAlongX(input), 1);
   EXPECT_EQ(MirrorMismatches(tta, ttaMirrored, size, { 3, 7 }), 0);
   EXPECT_GT(MirrorMismatches(tta, ttaMirrored, size), 0) << "no left or right class found: the test shows nothing";
 }
@@ -581,7 +595,8 @@ TEST(ComboSegProcessing, LeftRightPartnersAreFoundByName)
   arch.num_classes = 8;
   cs_model_info info;
   ASSERT_EQ(cs_model_info_init(&info, &arch), CS_OK);
-  const char * names[] = { "background", "L_thalamus", "Left-Putamen", "R_thalamus", "Right-Putamen", "brainstem", "left lung", "Lung" };
+  const char * names[] = { "background",    "L_thalamus", "Left-Putamen", "R_thalamus",
+                           "Right-Putamen", "brainstem",  "left lung",    "Lung" };
   for (int k = 0; k < 8; ++k)
     std::snprintf(info.classes[k].name, sizeof(info.classes[k].name), "%s", names[k]);
   EXPECT_EQ(itk::ComboSegLeftRightPartners(info), (std::vector<int32_t>{ 0, 3, 4, 1, 2, 5, 6, 7 }));
@@ -604,7 +619,8 @@ TEST(ComboSegProcessing, MirrorReversesOneAxisOfEveryVolume)
           {
             int64_t s[3] = { x, y, z };
             s[axis] = size[static_cast<size_t>(axis)] - 1 - s[axis];
-            ASSERT_EQ(m[static_cast<size_t>(((c * 2 + z) * 3 + y) * 4 + x)], v[static_cast<size_t>(((c * 2 + s[2]) * 3 + s[1]) * 4 + s[0])]);
+            ASSERT_EQ(m[static_cast<size_t>(((c * 2 + z) * 3 + y) * 4 + x)],
+                      v[static_cast<size_t>(((c * 2 + s[2]) * 3 + s[1]) * 4 + s[0])]);
           }
   }
 }
@@ -621,8 +637,8 @@ TEST(ComboSegImageFilter, TwoDimensionalModelOnTwoDimensionalImage)
   std::memcpy(init.classes, info.classes, sizeof(info.classes));
   init.spacing[0] = init.spacing[1] = 1.5;
   init.patch_size[0] = init.patch_size[1] = 16;
-  auto model = cstest::MakeModel(init);
-  auto image = Image2::New();
+  auto               model = cstest::MakeModel(init);
+  auto               image = Image2::New();
   Image2::RegionType region;
   region.SetSize({ { 31, 27 } });
   image->SetRegions(region);
@@ -684,8 +700,8 @@ TEST(ComboSegImageFilterBadInput, NaNVoxels)
 
 TEST(ComboSegImageFilterBadInput, EmptyImage)
 {
-  auto                model = cstest::MakeModel(cstest::OrganModelInfo());
-  auto                input = FloatImage::New();
+  auto                   model = cstest::MakeModel(cstest::OrganModelInfo());
+  auto                   input = FloatImage::New();
   FloatImage::RegionType region;
   region.SetSize({ { 0, 0, 0 } });
   input->SetRegions(region);
@@ -710,7 +726,7 @@ TEST(ComboSegImageFilterBadInput, ChannelsOnDifferentGrids)
 
 TEST(ComboSegImageFilterBadInput, UnreadableModelFileAndNothingWritten)
 {
-  cstest::TempDir dir;
+  cstest::TempDir   dir;
   const std::string bogus = dir.path + "/not-a-model.safetensors";
   {
     std::ofstream out(bogus);
@@ -771,7 +787,8 @@ public:
   }
   void
   Execute(const itk::Object *, const itk::EventObject &) override
-  {}
+  {
+  }
 
   std::vector<float> values;
   float              abortAt{ -1.0f };

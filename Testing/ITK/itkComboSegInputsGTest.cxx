@@ -135,7 +135,7 @@ TEST(ComboSegLabelNameFiles, Slicer5CsvNamesMapOntoTheModelsClasses)
 
 TEST(ComboSegLabelNameFiles, ValueNameCsvWithOrWithoutHeaderAndColourTables)
 {
-  cstest::TempDir dir;
+  cstest::TempDir   dir;
   const std::string withHeader = dir.path + "/a.csv", plain = dir.path + "/b.csv", table = dir.path + "/c.ctbl";
   WriteText(withHeader, "value,name\n1,liver\n2,left kidney\n");
   WriteText(plain, "1,liver\n2,left kidney,10,20,30\n");
@@ -272,7 +272,7 @@ TEST(ComboSegModality, DicomModalityTagIsRead)
 TEST(ComboSegModality, FilterRefusesCTForAnMRModelUnlessTold)
 {
   // The synthetic organs in air (-1000 HU), the CT signature, given to an MR model.
-  auto image = cstest::MakeOrganImage({ { 24, 24, 12 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  auto    image = cstest::MakeOrganImage({ { 24, 24, 12 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
   float * v = image->GetBufferPointer();
   for (size_t i = 0; i < image->GetPixelContainer()->Size(); ++i)
     if (v[i] < 0.0f)

@@ -182,11 +182,11 @@ MakeModel(const cs_model_info & info, uint64_t seed = 7)
 inline itk::ComboSegModel::Pointer
 TrainOrganModel(int32_t steps = 150, double maxSeconds = 900.0)
 {
-  const cs_model_info info = OrganModelInfo();
-  auto                model = MakeModel(info, 11);
-  const int64_t       n = 32;
-  const int64_t       size[3] = { n, n, n };
-  std::vector<float>  image(static_cast<size_t>(n * n * n));
+  const cs_model_info  info = OrganModelInfo();
+  auto                 model = MakeModel(info, 11);
+  const int64_t        n = 32;
+  const int64_t        size[3] = { n, n, n };
+  std::vector<float>   image(static_cast<size_t>(n * n * n));
   std::vector<int32_t> labels(image.size());
   for (int64_t z = 0; z < n; ++z)
     for (int64_t y = 0; y < n; ++y)
@@ -229,7 +229,7 @@ TrainOrganModel(int32_t steps = 150, double maxSeconds = 900.0)
                                 batchImages.data() + b * patchVoxels, batchLabels.data() + b * patchVoxels),
                 CS_OK);
     }
-    cs_step_result result;
+    cs_step_result  result;
     const cs_status status = cs_trainer_step(trainer, batchImages.data(), batchLabels.data(), &result);
     EXPECT_TRUE(status == CS_OK || status == CS_ERR_NUMERIC) << cs_context_last_error(context.Get());
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > maxSeconds)
@@ -248,7 +248,7 @@ struct TempDir
   std::string path;
   TempDir()
   {
-    char pattern[] = "/tmp/comboseg-itk-XXXXXX";
+    char         pattern[] = "/tmp/comboseg-itk-XXXXXX";
     const char * made = mkdtemp(pattern);
     path = made ? made : "/tmp";
   }

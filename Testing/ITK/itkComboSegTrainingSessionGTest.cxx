@@ -27,10 +27,11 @@
 namespace
 {
 
-itk::ComboSegCaseFiles WriteSyntheticCase(const std::string &dir, const std::string &id, uint64_t seed)
+itk::ComboSegCaseFiles
+WriteSyntheticCase(const std::string & dir, const std::string & id, uint64_t seed)
 {
   const cstest::SyntheticCaseFiles f = cstest::WriteSyntheticCase(dir, id, seed);
-  itk::ComboSegCaseFiles files;
+  itk::ComboSegCaseFiles           files;
   files.id = id;
   files.channels = { f.image };
   files.labels = f.labels;
@@ -39,7 +40,8 @@ itk::ComboSegCaseFiles WriteSyntheticCase(const std::string &dir, const std::str
 
 using cstest::WriteNrrd;
 
-itk::LabelName Name(int value, const std::string &name)
+itk::LabelName
+Name(int value, const std::string & name)
 {
   itk::LabelName n;
   n.value = value;
@@ -47,19 +49,22 @@ itk::LabelName Name(int value, const std::string &name)
   return n;
 }
 
-std::vector<std::string> ReadLines(const std::string &path)
+std::vector<std::string>
+ReadLines(const std::string & path)
 {
-  std::ifstream in(path);
+  std::ifstream            in(path);
   std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) lines.push_back(line);
+  std::string              line;
+  while (std::getline(in, line))
+    lines.push_back(line);
   return lines;
 }
 
 class ComboSegTrainingSessionTest : public ::testing::Test
 {
 protected:
-  void SetUp() override
+  void
+  SetUp() override
   {
     char pattern[] = "/tmp/comboseg-session-XXXXXX";
     ASSERT_NE(mkdtemp(pattern), nullptr);
@@ -68,11 +73,16 @@ protected:
     m_Valid = { WriteSyntheticCase(m_Dir, "valid1", 3) };
     m_Names = { Name(1, "ball"), Name(2, "box") };
   }
-  void TearDown() override { std::filesystem::remove_all(m_Dir); }
+  void
+  TearDown() override
+  {
+    std::filesystem::remove_all(m_Dir);
+  }
 
   // A tiny 2-level network on 16^3 patches: seconds per epoch. The high learning rate suits
   // its few steps.
-  void ConfigureNew(itk::ComboSegTrainingSession &s, const std::string &out, int64_t epochs)
+  void
+  ConfigureNew(itk::ComboSegTrainingSession & s, const std::string & out, int64_t epochs)
   {
     cs_unet_config arch = cs_unet_config_default();
     arch.levels = 2;
@@ -105,23 +115,29 @@ protected:
   }
 
   // Mean foreground Dice of a model on a case (the validation case by default).
-  double ValidationDice(cs_model_t model) { return ValidationDice(model, m_Valid[0], m_Names); }
-  double ValidationDice(cs_model_t model, const itk::ComboSegCaseFiles &files, const std::vector<itk::LabelName> &names)
+  double
+  ValidationDice(cs_model_t model)
+  {
+    return ValidationDice(model, m_Valid[0], m_Names);
+  }
+  double
+  ValidationDice(cs_model_t model, const itk::ComboSegCaseFiles & files, const std::vector<itk::LabelName> & names)
   {
     const std::vector<float> dice = DicePerClass(model, files, names);
-    double sum = 0;
-    int count = 0;
+    double                   sum = 0;
+    int                      count = 0;
     for (size_t i = 1; i < dice.size(); ++i)
-      if (!std::isnan(dice[i])) sum += dice[i], ++count;
+      if (!std::isnan(dice[i]))
+        sum += dice[i], ++count;
     return count ? sum / count : 0.0;
   }
-  std::vector<float> DicePerClass(cs_model_t model, const itk::ComboSegCaseFiles &files,
-                                  const std::vector<itk::LabelName> &names)
+  std::vector<float>
+  DicePerClass(cs_model_t model, const itk::ComboSegCaseFiles & files, const std::vector<itk::LabelName> & names)
   {
     const itk::ComboSegPreparedCase c = itk::PrepareCase(files, *cs_model_get_info(model), names);
-    const int64_t n = c.size[0] * c.size[1] * c.size[2];
-    std::vector<int32_t> predicted(static_cast<size_t>(n));
-    cs_context_t ctx;
+    const int64_t                   n = c.size[0] * c.size[1] * c.size[2];
+    std::vector<int32_t>            predicted(static_cast<size_t>(n));
+    cs_context_t                    ctx;
     EXPECT_EQ(cs_context_init(&ctx), CS_OK);
     cs_infer_options opt = cs_infer_options_default();
     opt.overlap = 0.0f;
@@ -129,42 +145,46 @@ protected:
       << cs_context_last_error(ctx);
     cs_context_free(ctx);
     // The clean-up the model recommends, as users get it (new models: the largest component).
-    const cs_postprocessing &clean = cs_model_get_info(model)->postprocessing;
+    const cs_postprocessing &    clean = cs_model_get_info(model)->postprocessing;
     const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
-    if (clean.largest_component) itk::ComboSegKeepLargestComponents(predicted.data(), size);
-    if (clean.fill_holes) itk::ComboSegFillHoles(predicted.data(), size);
-    const int32_t k = cs_model_get_info(model)->arch.num_classes;
+    if (clean.largest_component)
+      itk::ComboSegKeepLargestComponents(predicted.data(), size);
+    if (clean.fill_holes)
+      itk::ComboSegFillHoles(predicted.data(), size);
+    const int32_t      k = cs_model_get_info(model)->arch.num_classes;
     std::vector<float> dice(static_cast<size_t>(k));
     cs_dice_per_class(predicted.data(), c.labels.data(), n, k, dice.data());
     return dice;
   }
 
   // The case with its box erased from the label map (value 2 becomes 0).
-  static itk::ComboSegCaseFiles BallOnly(const itk::ComboSegCaseFiles &c)
+  static itk::ComboSegCaseFiles
+  BallOnly(const itk::ComboSegCaseFiles & c)
   {
     itk::ComboSegCaseFiles b = c;
     b.labels = c.labels + ".ball.nrrd";
     auto labels = itk::ReadScan<itk::Image<unsigned char, 3>>(c.labels);
     itk::ImageRegionIterator<itk::Image<unsigned char, 3>> it(labels, labels->GetLargestPossibleRegion());
     for (; !it.IsAtEnd(); ++it)
-      if (it.Get() == 2) it.Set(0);
+      if (it.Get() == 2)
+        it.Set(0);
     WriteNrrd(labels.GetPointer(), b.labels);
     return b;
   }
 
-  std::string m_Dir;
+  std::string                         m_Dir;
   std::vector<itk::ComboSegCaseFiles> m_Train, m_Valid;
-  std::vector<itk::LabelName> m_Names;
+  std::vector<itk::LabelName>         m_Names;
 };
 
 TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
 {
-  const std::string out = m_Dir + "/model.safetensors";
+  const std::string            out = m_Dir + "/model.safetensors";
   itk::ComboSegTrainingSession session;
   ConfigureNew(session, out, 6);
-  std::vector<double> fractions;
+  std::vector<double>      fractions;
   std::vector<std::string> comments;
-  session.SetProgressCallback([&](double f, const std::string &c) {
+  session.SetProgressCallback([&](double f, const std::string & c) {
     fractions.push_back(f);
     comments.push_back(c);
   });
@@ -187,7 +207,7 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   itk::ComboSegModel::Pointer trained = session.GetModel();
   ASSERT_TRUE(trained);
   cs_model_info info = trained->GetInfo();
-  cs_context_t ctx;
+  cs_context_t  ctx;
   ASSERT_EQ(cs_context_init(&ctx), CS_OK);
   cs_model_t untrained = nullptr;
   ASSERT_EQ(cs_model_create(ctx, &info, 7, &untrained), CS_OK);
@@ -213,23 +233,25 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   ASSERT_EQ(lines.size(), 7u);
   EXPECT_EQ(lines[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate\tdice ball\tdice box\tmean_dice");
   std::ifstream png(out + ".png", std::ios::binary);
-  char magic[8] = {};
+  char          magic[8] = {};
   png.read(magic, 8);
   EXPECT_EQ(std::string(magic + 1, 3), "PNG");
 
   // Progress rises to 1 and reports each epoch's loss and Dice.
   ASSERT_FALSE(fractions.empty());
-  for (size_t i = 1; i < fractions.size(); ++i) EXPECT_GE(fractions[i] + 1e-9, fractions[i - 1]);
+  for (size_t i = 1; i < fractions.size(); ++i)
+    EXPECT_GE(fractions[i] + 1e-9, fractions[i - 1]);
   EXPECT_DOUBLE_EQ(fractions.back(), 1.0);
   bool sawEpoch = false;
-  for (const auto &c : comments) sawEpoch = sawEpoch || c.rfind("epoch 6/6 loss ", 0) == 0;
+  for (const auto & c : comments)
+    sawEpoch = sawEpoch || c.rfind("epoch 6/6 loss ", 0) == 0;
   EXPECT_TRUE(sawEpoch);
 }
 
 TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)
 {
   // An uninterrupted run of 4 epochs, for comparison.
-  const std::string whole = m_Dir + "/whole.safetensors";
+  const std::string            whole = m_Dir + "/whole.safetensors";
   itk::ComboSegTrainingSession reference;
   ConfigureNew(reference, whole, 4);
   ASSERT_TRUE(reference.Run().completed);
@@ -240,8 +262,9 @@ TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)
     itk::ComboSegTrainingSession first;
     ConfigureNew(first, out, 4);
     // Stopped in the middle of epoch 3, as a user would.
-    first.SetProgressCallback([&first](double, const std::string &comment) {
-      if (comment.rfind("epoch 3/4 step 5/", 0) == 0) first.Cancel();
+    first.SetProgressCallback([&first](double, const std::string & comment) {
+      if (comment.rfind("epoch 3/4 step 5/", 0) == 0)
+        first.Cancel();
     });
     const itk::ComboSegTrainingResult r = first.Run();
     EXPECT_TRUE(r.cancelled);
@@ -259,15 +282,16 @@ TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)
   EXPECT_TRUE(r.completed);
   EXPECT_EQ(r.epochs, 4);
   EXPECT_EQ(r.steps, 4 * 10);
-  const auto &h = second.GetHistory();
-  const auto &ref = reference.GetHistory();
+  const auto & h = second.GetHistory();
+  const auto & ref = reference.GetHistory();
   ASSERT_EQ(h.size(), 4u);
   for (size_t i = 0; i < 4; ++i)
   {
     EXPECT_EQ(h[i].epoch, static_cast<int64_t>(i + 1));
     EXPECT_EQ(h[i].step, static_cast<int64_t>(10 * (i + 1)));
     // Same seeds per epoch and the optimiser state restored: the same training as without the stop.
-    EXPECT_NEAR(h[i].trainLoss, ref[i].trainLoss, 1e-3 * std::max(1.0, std::fabs(ref[i].trainLoss))) << "epoch " << i + 1;
+    EXPECT_NEAR(h[i].trainLoss, ref[i].trainLoss, 1e-3 * std::max(1.0, std::fabs(ref[i].trainLoss)))
+      << "epoch " << i + 1;
   }
   EXPECT_GT(h[3].seconds, h[1].seconds);
   EXPECT_EQ(ReadLines(out + ".tsv").size(), 5u);
@@ -289,7 +313,7 @@ TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
   for (const int64_t epochs : { int64_t(0), int64_t(100000) }) // until the budget; budget before the epochs
   {
     SCOPED_TRACE("epochs " + std::to_string(epochs));
-    const std::string out = m_Dir + "/budget" + std::to_string(epochs) + ".safetensors";
+    const std::string            out = m_Dir + "/budget" + std::to_string(epochs) + ".safetensors";
     itk::ComboSegTrainingSession session;
     ConfigureNew(session, out, epochs);
     cs_train_config config = session.GetTrainConfig();
@@ -301,7 +325,7 @@ TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
     session.SetTimeBudget(5.0);
     const itk::ComboSegTrainingResult result = session.Run();
     EXPECT_TRUE(result.completed);
-    const auto &h = session.GetHistory();
+    const auto & h = session.GetHistory();
     ASSERT_FALSE(h.empty());
     // Timing on a shared machine varies (the pace estimate lags when the load changes, seen at
     // 0.37-0.42 of the peak under a load of 10 on 2 cores): the bounds leave room for it. The
@@ -319,7 +343,7 @@ TEST_F(ComboSegTrainingSessionTest, ScheduleEndsWithTheTimeBudget)
 TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
 {
   const std::string out = m_Dir + "/settings.safetensors";
-  auto configure = [&](itk::ComboSegTrainingSession &s) {
+  auto              configure = [&](itk::ComboSegTrainingSession & s) {
     ConfigureNew(s, out, 2);
     s.SetStepsPerEpoch(2);
     s.SetValidationCases({});
@@ -350,12 +374,12 @@ TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
     changed.Run();
     FAIL() << "a resume with other settings ran";
   }
-  catch (const itk::ExceptionObject &e)
+  catch (const itk::ExceptionObject & e)
   {
     const std::string message = e.GetDescription();
-    for (const char *expected : { "modality other then, MR now", "normalization zscore then, zscore-nonzero now",
-                                  "target_spacing 1,1,1 then, 2,2,2 now", "learning_rate 0.03 then, 0.01 now",
-                                  "--restart" })
+    for (const char * expected :
+         { "modality other then, MR now", "normalization zscore then, zscore-nonzero now",
+           "target_spacing 1,1,1 then, 2,2,2 now", "learning_rate 0.03 then, 0.01 now", "--restart" })
       EXPECT_NE(message.find(expected), std::string::npos) << expected << " not in: " << message;
     EXPECT_EQ(message.find("patch_size"), std::string::npos) << message;
   }
@@ -380,7 +404,7 @@ TEST_F(ComboSegTrainingSessionTest, ResumeWithOtherSettingsIsRefused)
 TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
 {
   const std::string out = m_Dir + "/sidecar.safetensors", sidecar = out + ".checkpoint.session";
-  auto configure = [&](itk::ComboSegTrainingSession &s) {
+  auto              configure = [&](itk::ComboSegTrainingSession & s) {
     ConfigureNew(s, out, 1);
     s.SetStepsPerEpoch(2);
     s.SetValidationCases({});
@@ -394,22 +418,24 @@ TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
   std::vector<std::string> lines;
   {
     std::ifstream in(sidecar);
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    for (std::string line; std::getline(in, line);)
+      lines.push_back(line);
   }
   ASSERT_GT(lines.size(), 8u);
-  auto lineOf = [&](const std::string &start) {
+  auto lineOf = [&](const std::string & start) {
     for (size_t i = 0; i < lines.size(); ++i)
-      if (lines[i].rfind(start, 0) == 0) return i;
+      if (lines[i].rfind(start, 0) == 0)
+        return i;
     return lines.size();
   };
   const size_t epochLine = lineOf("epoch "), diceLine = lineOf("best_dice "), rowLine = lineOf("history") + 1;
   ASSERT_LT(rowLine, lines.size());
-  std::string row = lines[rowLine]; // epoch step seconds ...: the seconds replaced
+  std::string  row = lines[rowLine]; // epoch step seconds ...: the seconds replaced
   const size_t secondsAt = row.find('\t', row.find('\t') + 1) + 1;
   row.replace(secondsAt, row.find('\t', secondsAt) - secondsAt, "soon");
   struct Corruption
   {
-    size_t line;
+    size_t      line;
     std::string text, expected;
   };
   const std::vector<Corruption> corruptions = {
@@ -417,13 +443,14 @@ TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
     { diceLine, "best_dice 0.5garbage", "best_dice '0.5garbage' is not a number" },
     { rowLine, row, "seconds 'soon' is not a number" },
   };
-  for (const Corruption &c : corruptions)
+  for (const Corruption & c : corruptions)
   {
     std::vector<std::string> corrupt = lines;
     corrupt[c.line] = c.text;
     {
       std::ofstream outFile(sidecar, std::ios::trunc);
-      for (const std::string &line : corrupt) outFile << line << "\n";
+      for (const std::string & line : corrupt)
+        outFile << line << "\n";
     }
     itk::ComboSegTrainingSession resumed;
     configure(resumed);
@@ -433,13 +460,13 @@ TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
       resumed.Run();
       ADD_FAILURE() << "a corrupt sidecar was read: " << c.text;
     }
-    catch (const itk::ExceptionObject &e)
+    catch (const itk::ExceptionObject & e)
     {
       const std::string message = e.GetDescription();
       EXPECT_NE(message.find(sidecar + " line " + std::to_string(c.line + 1)), std::string::npos) << message;
       EXPECT_NE(message.find(c.expected), std::string::npos) << message;
     }
-    catch (const std::exception &e)
+    catch (const std::exception & e)
     {
       ADD_FAILURE() << "not an itk::ExceptionObject naming the file: " << e.what();
     }
@@ -448,14 +475,16 @@ TEST_F(ComboSegTrainingSessionTest, CorruptSidecarIsRefusedNamingFileAndLine)
 
 // Mean foreground Dice of a label map of class indices against a case's labels, as the history
 // computes it.
-double MeanDice(const std::vector<int32_t> &predicted, const std::vector<int32_t> &truth, int32_t classes)
+double
+MeanDice(const std::vector<int32_t> & predicted, const std::vector<int32_t> & truth, int32_t classes)
 {
   std::vector<float> dice(static_cast<size_t>(classes));
   cs_dice_per_class(predicted.data(), truth.data(), static_cast<int64_t>(truth.size()), classes, dice.data());
   double sum = 0.0;
-  int count = 0;
+  int    count = 0;
   for (int32_t k = 1; k < classes; ++k)
-    if (!std::isnan(dice[k])) sum += dice[k], ++count;
+    if (!std::isnan(dice[k]))
+      sum += dice[k], ++count;
   return count ? sum / count : NAN;
 }
 
@@ -480,24 +509,27 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
   std::snprintf(channels[1].name, sizeof channels[1].name, "whole");
   channels[1].norm = CS_NORM_ZSCORE;
   std::vector<itk::ComboSegCaseFiles> training = m_Train;
-  for (auto &c : training) c.channels = { c.channels[0], c.channels[0] };
+  for (auto & c : training)
+    c.channels = { c.channels[0], c.channels[0] };
   using FloatImage = itk::Image<float, 3>;
   auto image = itk::ReadScan<FloatImage>(m_Valid[0].channels[0]);
   auto emptyLeft = FloatImage::New();
   emptyLeft->Graft(itk::ReadScan<FloatImage>(m_Valid[0].channels[0]));
   for (itk::ImageRegionIterator<FloatImage> it(emptyLeft, emptyLeft->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
-    if (it.GetIndex()[0] < 20) it.Set(0.0f);
+    if (it.GetIndex()[0] < 20)
+      it.Set(0.0f);
   itk::ComboSegCaseFiles valid = m_Valid[0];
   valid.channels = { m_Dir + "/empty_left.nrrd", m_Valid[0].channels[0] };
   WriteNrrd(emptyLeft.GetPointer(), valid.channels[0]);
   auto validLabels = itk::ReadScan<itk::Image<unsigned char, 3>>(m_Valid[0].labels);
   for (itk::ImageRegionIterator<itk::Image<unsigned char, 3>> it(validLabels, validLabels->GetLargestPossibleRegion());
        !it.IsAtEnd(); ++it)
-    if (it.GetIndex()[0] < 20) it.Set(0);
+    if (it.GetIndex()[0] < 20)
+      it.Set(0);
   valid.labels = m_Dir + "/right_labels.nrrd";
   WriteNrrd(validLabels.GetPointer(), valid.labels);
 
-  const std::string out = m_Dir + "/rule.safetensors";
+  const std::string            out = m_Dir + "/rule.safetensors";
   itk::ComboSegTrainingSession session;
   ConfigureNew(session, out, 1);
   session.SetNewModel(arch, channels);
@@ -513,10 +545,11 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
 
   // What ComboSegSegment's filter gives users, with and without the rule, scored on the scan's
   // grid (the model grid holds the same voxels, in another order).
-  auto truthImage = itk::ReadScan<itk::Image<int, 3>>(valid.labels);
+  auto                       truthImage = itk::ReadScan<itk::Image<int, 3>>(valid.labels);
   const std::vector<int32_t> truth(truthImage->GetBufferPointer(),
-                                   truthImage->GetBufferPointer() + truthImage->GetLargestPossibleRegion().GetNumberOfPixels());
-  auto segment = [&](bool rule) {
+                                   truthImage->GetBufferPointer() +
+                                     truthImage->GetLargestPossibleRegion().GetNumberOfPixels());
+  auto                       segment = [&](bool rule) {
     using Filter = itk::ComboSegImageFilter<itk::Image<float, 3>, itk::Image<int, 3>>;
     auto filter = Filter::New();
     filter->SetModel(session.GetModel());
@@ -526,7 +559,7 @@ TEST_F(ComboSegTrainingSessionTest, ValidationAppliesTheSegmentationsBackgroundR
     filter->SetOutputLabelValues(false);
     filter->SetBackgroundOutsideBody(rule);
     filter->Update();
-    const int *v = filter->GetOutput()->GetBufferPointer();
+    const int * v = filter->GetOutput()->GetBufferPointer();
     return MeanDice(std::vector<int32_t>(v, v + truth.size()), truth, 3);
   };
   const double users = segment(true), withoutRule = segment(false);
@@ -551,8 +584,9 @@ TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
   std::printf("box Dice: base %.3f\n", baseBox);
 
   std::vector<itk::ComboSegCaseFiles> ballOnly;
-  for (const auto &c : m_Train) ballOnly.push_back(BallOnly(c));
-  auto fineTune = [&](const std::vector<itk::LabelName> &names, const std::string &out, int64_t epochs) {
+  for (const auto & c : m_Train)
+    ballOnly.push_back(BallOnly(c));
+  auto fineTune = [&](const std::vector<itk::LabelName> & names, const std::string & out, int64_t epochs) {
     itk::ComboSegTrainingSession t;
     t.SetBaseModelFileName(baseFile);
     t.SetTrainingCases(ballOnly);
@@ -571,12 +605,13 @@ TEST_F(ComboSegTrainingSessionTest, PartialLabelsKeepTheStructuresNotLabelled)
     t.SetValidationOverlap(0.0f);
     t.SetOutputModelFileName(m_Dir + "/" + out);
     std::vector<std::string> comments;
-    t.SetProgressCallback([&](double, const std::string &c) { comments.push_back(c); });
+    t.SetProgressCallback([&](double, const std::string & c) { comments.push_back(c); });
     const itk::ComboSegTrainingResult r = t.Run();
     EXPECT_TRUE(r.completed);
     // The validation Dice leaves the kept box out: the site's maps do not show it.
     if (!r.keptClasses.empty())
-      for (const auto &h : t.GetHistory()) EXPECT_TRUE(std::isnan(h.dice[2])) << "epoch " << h.epoch;
+      for (const auto & h : t.GetHistory())
+        EXPECT_TRUE(std::isnan(h.dice[2])) << "epoch " << h.epoch;
     return std::make_pair(r, DicePerClass(t.GetModel()->GetModel(), m_Valid[0], m_Names));
   };
 
@@ -622,7 +657,7 @@ TEST_F(ComboSegTrainingSessionTest, AllZeroLabelMapIsRefused)
     session.Run();
     FAIL() << "an all-zero label map was trained on";
   }
-  catch (const itk::ExceptionObject &e)
+  catch (const itk::ExceptionObject & e)
   {
     const std::string message = e.GetDescription();
     EXPECT_NE(message.find("empty_labels.nrrd"), std::string::npos) << message;
@@ -637,7 +672,8 @@ TEST(ComboSegTrainingSessionConfiguration, ChoosesCtClipAnd3mmForTheAbdominalCt)
 {
   CS_REQUIRE_DATA("ct-abdomen/totalseg/example_ct_sm.nii.gz");
   CS_REQUIRE_DATA("ct-abdomen/totalseg/example_seg.nii.gz");
-  itk::ComboSegCaseFiles ct{ "ct", { cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz") },
+  itk::ComboSegCaseFiles               ct{ "ct",
+                             { cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz") },
                              cstest::DataPath("ct-abdomen/totalseg/example_seg.nii.gz") };
   const itk::ComboSegDataConfiguration c = itk::ComboSegTrainingSession::ChooseConfiguration({ ct }, 4, 3);
   ASSERT_EQ(c.channels.size(), 1u);
@@ -647,7 +683,8 @@ TEST(ComboSegTrainingSessionConfiguration, ChoosesCtClipAnd3mmForTheAbdominalCt)
   EXPECT_GT(c.channels[0].clip_high, 200.0f);
   EXPECT_LT(c.channels[0].clip_high, 2000.0f);
   EXPECT_GT(c.channels[0].std, 10.0f);
-  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 3.0, 0.05) << c.spacingReason;
+  for (int a = 0; a < 3; ++a)
+    EXPECT_NEAR(c.spacing[a], 3.0, 0.05) << c.spacingReason;
   EXPECT_EQ(c.patchSize[0], 64) << c.patchReason; // 122 voxels, capped
   EXPECT_EQ(c.patchSize[1], 64);
   EXPECT_EQ(c.patchSize[2], 32); // 30 voxels, rounded up to a multiple of 8
@@ -674,7 +711,8 @@ TEST_F(ComboSegTrainingSessionTest, ChoosesMrZscoreNonzeroAnd1mmForAnMrLikeCase)
   ASSERT_EQ(c.channels.size(), 1u);
   EXPECT_EQ(c.channels[0].modality, CS_MODALITY_MR) << c.modalityReason;
   EXPECT_EQ(c.channels[0].norm, CS_NORM_ZSCORE_NONZERO) << c.normalizationReason;
-  for (int a = 0; a < 3; ++a) EXPECT_NEAR(c.spacing[a], 1.0, 1e-6) << c.spacingReason;
+  for (int a = 0; a < 3; ++a)
+    EXPECT_NEAR(c.spacing[a], 1.0, 1e-6) << c.spacingReason;
   EXPECT_EQ(c.patchSize[0], 32) << c.patchReason;
   EXPECT_EQ(c.patchSize[1], 32);
   EXPECT_EQ(c.patchSize[2], 24);
@@ -701,22 +739,24 @@ TEST_F(ComboSegTrainingSessionTest, GrowingTheHeadKeepsOldPredictions)
   std::snprintf(added[1].name, sizeof added[1].name, "new two");
   cs_model_t grown = nullptr;
   ASSERT_EQ(cs_model_add_classes(ctx, base, added, 2, &grown), CS_OK) << cs_context_last_error(ctx);
-  const cs_model_info *g = cs_model_get_info(grown);
+  const cs_model_info * g = cs_model_get_info(grown);
   ASSERT_EQ(g->arch.num_classes, 5);
-  for (int k = 0; k < 3; ++k) EXPECT_STREQ(g->classes[k].name, info.classes[k].name);
+  for (int k = 0; k < 3; ++k)
+    EXPECT_STREQ(g->classes[k].name, info.classes[k].name);
   EXPECT_STREQ(g->classes[3].name, "new one");
   EXPECT_EQ(g->classes[4].value, 9);
   EXPECT_EQ(cs_model_num_parameters(grown), cs_model_num_parameters(base) + 2 * (arch.base_filters + 1));
 
   // A random image: the old classes' labels are unchanged and their probabilities nearly so.
-  const int64_t size[3] = { 20, 18, 16 }, n = 20 * 18 * 16;
+  const int64_t      size[3] = { 20, 18, 16 }, n = 20 * 18 * 16;
   std::vector<float> image(static_cast<size_t>(n));
-  cs_rng rng;
+  cs_rng             rng;
   cs_rng_seed(&rng, 5);
-  for (float &v : image) v = cs_rng_normal(&rng);
-  std::vector<float> p0(static_cast<size_t>(3 * n)), p1(static_cast<size_t>(5 * n));
+  for (float & v : image)
+    v = cs_rng_normal(&rng);
+  std::vector<float>   p0(static_cast<size_t>(3 * n)), p1(static_cast<size_t>(5 * n));
   std::vector<int32_t> l0(static_cast<size_t>(n)), l1(static_cast<size_t>(n));
-  cs_infer_options opt = cs_infer_options_default();
+  cs_infer_options     opt = cs_infer_options_default();
   ASSERT_EQ(cs_predict_volume(ctx, base, image.data(), size, &opt, p0.data(), l0.data()), CS_OK);
   ASSERT_EQ(cs_predict_volume(ctx, grown, image.data(), size, &opt, p1.data(), l1.data()), CS_OK);
   EXPECT_EQ(l0, l1);
@@ -745,7 +785,8 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
     itk::ComboSegTrainingSession s;
     ConfigureNew(s, baseFile, 3);
     std::vector<itk::ComboSegCaseFiles> ballOnly;
-    for (const auto &c : m_Train) ballOnly.push_back(BallOnly(c));
+    for (const auto & c : m_Train)
+      ballOnly.push_back(BallOnly(c));
     s.SetTrainingCases(ballOnly);
     s.SetValidationCases({});
     s.SetValidationFraction(0.0);
@@ -799,14 +840,16 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
   EXPECT_GT(r.bestMeanDice, baseDice);
   // The new structure is learnt, not only kept out of the way.
   double boxDice = 0.0;
-  for (const auto &h : t.GetHistory()) boxDice = std::max(boxDice, h.dice[2]);
+  for (const auto & h : t.GetHistory())
+    boxDice = std::max(boxDice, h.dice[2]);
   EXPECT_GT(boxDice, 0.1);
 }
 
 TEST(ComboSegTrainingSessionSplit, SeededShuffleKeepsEveryCaseOnce)
 {
   std::vector<itk::ComboSegCaseFiles> cases(10);
-  for (int i = 0; i < 10; ++i) cases[i].id = "case" + std::to_string(i);
+  for (int i = 0; i < 10; ++i)
+    cases[i].id = "case" + std::to_string(i);
   std::vector<itk::ComboSegCaseFiles> t1, v1, t2, v2, t3, v3;
   itk::ComboSegTrainingSession::SplitCases(cases, 0.2, 42, t1, v1);
   itk::ComboSegTrainingSession::SplitCases(cases, 0.2, 42, t2, v2);
@@ -814,8 +857,10 @@ TEST(ComboSegTrainingSessionSplit, SeededShuffleKeepsEveryCaseOnce)
   ASSERT_EQ(v1.size(), 2u);
   ASSERT_EQ(t1.size(), 8u);
   std::set<std::string> all;
-  for (const auto &c : t1) all.insert(c.id);
-  for (const auto &c : v1) all.insert(c.id);
+  for (const auto & c : t1)
+    all.insert(c.id);
+  for (const auto & c : v1)
+    all.insert(c.id);
   EXPECT_EQ(all.size(), 10u);
   EXPECT_EQ(v1[0].id, v2[0].id);
   EXPECT_EQ(v1[1].id, v2[1].id);
@@ -834,7 +879,7 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
 {
   char pattern[] = "/tmp/comboseg-report-XXXXXX";
   ASSERT_NE(mkdtemp(pattern), nullptr);
-  const std::string dir = pattern;
+  const std::string                        dir = pattern;
   std::vector<itk::ComboSegTrainingRecord> history(3);
   for (int i = 0; i < 3; ++i)
   {
@@ -862,7 +907,7 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   const unsigned height = (header[20] << 24) | (header[21] << 16) | (header[22] << 8) | header[23];
   EXPECT_EQ(width, 640u);
   EXPECT_EQ(height, 400u);
-  for (const auto &entry : std::filesystem::directory_iterator(dir))
+  for (const auto & entry : std::filesystem::directory_iterator(dir))
     EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
   // Both curves are drawn: pixels of the loss's orange and of the Dice's blue.
   {
@@ -873,7 +918,7 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
     reader->Update();
     size_t orange = 0, blue = 0;
     for (itk::ImageRegionConstIterator<itk::Image<RGB, 2>> it(reader->GetOutput(),
-                                                               reader->GetOutput()->GetLargestPossibleRegion());
+                                                              reader->GetOutput()->GetLargestPossibleRegion());
          !it.IsAtEnd(); ++it)
     {
       const RGB p = it.Get();
@@ -885,12 +930,14 @@ TEST(ComboSegTrainingSessionReports, TableAndPlotAreWritten)
   }
 
   // Without validation cases: no Dice columns (issue 17 item 7: no columns of nan).
-  for (auto &h : history) h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");
+  for (auto & h : history)
+    h.dice.assign(3, std::nan("")), h.meanDice = std::nan("");
   itk::ComboSegTrainingSession::WriteHistoryTable(dir + "/n.tsv", { "background", "liver", "spleen" }, history);
   const std::vector<std::string> unvalidated = ReadLines(dir + "/n.tsv");
   ASSERT_EQ(unvalidated.size(), 4u);
   EXPECT_EQ(unvalidated[0], "epoch\tstep\tseconds\ttrain_loss\tlearning_rate");
-  for (const std::string &line : unvalidated) EXPECT_EQ(line.find("nan"), std::string::npos) << line;
+  for (const std::string & line : unvalidated)
+    EXPECT_EQ(line.find("nan"), std::string::npos) << line;
   std::filesystem::remove_all(dir);
 }
 

@@ -42,7 +42,8 @@ std::vector<std::string> Lines(const std::string &text)
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line))
-    if (!line.empty()) lines.push_back(line);
+    if (!line.empty())
+      lines.push_back(line);
   return lines;
 }
 
@@ -58,7 +59,8 @@ pid_t Spawn(const std::vector<std::string> &args, const std::string &out, const 
     dup2(e, 2);
     std::vector<char *> argv;
     argv.push_back(const_cast<char *>(Exe.c_str()));
-    for (const auto &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+    for (const auto &a : args)
+      argv.push_back(const_cast<char *>(a.c_str()));
     argv.push_back(nullptr);
     execv(Exe.c_str(), argv.data());
     _exit(127);
@@ -106,7 +108,8 @@ std::vector<std::vector<std::string>> TableRows(const std::string &path, std::ve
     std::vector<std::string> fields;
     std::istringstream in(line);
     std::string f;
-    while (std::getline(in, f, '\t')) fields.push_back(f);
+    while (std::getline(in, f, '\t'))
+      fields.push_back(f);
     if (header && header->empty())
       *header = fields;
     else if (fields.empty() || fields[0] != "epoch")
@@ -118,7 +121,8 @@ std::vector<std::vector<std::string>> TableRows(const std::string &path, std::ve
 size_t Column(const std::vector<std::string> &header, const std::string &name)
 {
   for (size_t i = 0; i < header.size(); ++i)
-    if (header[i] == name) return i;
+    if (header[i] == name)
+      return i;
   ADD_FAILURE() << "no column " << name;
   return 0;
 }
@@ -151,12 +155,40 @@ protected:
   // A new tiny model on the synthetic cases, as a shell user would train one.
   std::vector<std::string> SyntheticArgs(int epochs, int steps)
   {
-    return { "--caseList", m_Dir + "/cases.txt", "--labelNames", m_Dir + "/names.csv", "--validationShare", "0.34",
-             "--baseModel", "new", "--epochs", std::to_string(epochs), "--stepsPerEpoch", std::to_string(steps),
-             "--patchSize", "16,16,16", "--learningRate", "0.03", "--threads", "2", "--levels", "2",
-             "--baseFilters", "8", "--normalization", "zscore", "--modality", "other",
-             "--outputModel", m_Dir + "/model.safetensors", "--historyTable", m_Dir + "/history.tsv",
-             "--plotImage", m_Dir + "/curves.png", "--returnparameterfile", m_Dir + "/return.txt" };
+    return {"--caseList",
+            m_Dir + "/cases.txt",
+            "--labelNames",
+            m_Dir + "/names.csv",
+            "--validationShare",
+            "0.34",
+            "--baseModel",
+            "new",
+            "--epochs",
+            std::to_string(epochs),
+            "--stepsPerEpoch",
+            std::to_string(steps),
+            "--patchSize",
+            "16,16,16",
+            "--learningRate",
+            "0.03",
+            "--threads",
+            "2",
+            "--levels",
+            "2",
+            "--baseFilters",
+            "8",
+            "--normalization",
+            "zscore",
+            "--modality",
+            "other",
+            "--outputModel",
+            m_Dir + "/model.safetensors",
+            "--historyTable",
+            m_Dir + "/history.tsv",
+            "--plotImage",
+            m_Dir + "/curves.png",
+            "--returnparameterfile",
+            m_Dir + "/return.txt"};
   }
 
   std::string m_Dir;
@@ -166,7 +198,7 @@ TEST(ComboSegTrainXml, PrintsTheDescriptionAtOnce)
 {
   char pattern[] = "/tmp/comboseg-train-xml-XXXXXX";
   ASSERT_NE(mkdtemp(pattern), nullptr);
-  const RunResult r = RunModule({ "--xml" }, pattern);
+  const RunResult r = RunModule({"--xml"}, pattern);
   std::filesystem::remove_all(pattern);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_LT(r.seconds, 5.0);
@@ -178,8 +210,10 @@ TEST(ComboSegTrainXml, PrintsTheDescriptionAtOnce)
   {
     EXPECT_FALSE(p.label.empty()) << p.name;
     EXPECT_FALSE(p.description.empty()) << p.name;
-    if (!p.longflag.empty()) EXPECT_TRUE(std::regex_match(p.longflag, longflag)) << p.longflag;
-    if (p.tag == "boolean") EXPECT_EQ(p.defaultValue, "false") << p.name;
+    if (!p.longflag.empty())
+      EXPECT_TRUE(std::regex_match(p.longflag, longflag)) << p.longflag;
+    if (p.tag == "boolean")
+      EXPECT_EQ(p.defaultValue, "false") << p.name;
   }
   // What a clinician reads about beta says which way it trades the errors.
   const ComboSegParameterDescription *beta = d.Find("beta");
@@ -199,10 +233,12 @@ TEST_F(ComboSegTrainTest, ShortRunWritesModelTableAndPlot)
   // Progress: Slicer's tags, rising to 1, with the epoch, loss and Dice in the comments.
   const std::vector<double> p = Progress(r.out);
   ASSERT_FALSE(p.empty());
-  for (size_t i = 1; i < p.size(); ++i) EXPECT_GE(p[i], p[i - 1]);
+  for (size_t i = 1; i < p.size(); ++i)
+    EXPECT_GE(p[i], p[i - 1]);
   EXPECT_DOUBLE_EQ(p.back(), 1.0);
-  EXPECT_TRUE(std::regex_search(r.out, std::regex("<filter-comment>epoch 3/3 loss -?[0-9.]+ Dice [0-9.]+</filter-comment>")))
-    << r.out;
+  EXPECT_TRUE(
+      std::regex_search(r.out, std::regex("<filter-comment>epoch 3/3 loss -?[0-9.]+ Dice [0-9.]+</filter-comment>")))
+      << r.out;
   EXPECT_NE(r.out.find("<filter-end>"), std::string::npos);
 
   auto model = itk::ComboSegModel::New();
@@ -238,13 +274,17 @@ TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
   EXPECT_NE(base.out.find("automatic values for a new model: learning rate 0.001; 0.33 of patches on structures; "
                           "rotations up to 0 degrees; mirroring none"),
             std::string::npos)
-    << base.out;
+      << base.out;
 
   auto tuneArgs = [&](const std::vector<std::string> &extra) {
-    std::vector<std::string> a = { "--caseList", m_Dir + "/cases.txt", "--validationShare", "0", "--baseModelFile",
-                                   m_Dir + "/model.safetensors", "--stepsPerEpoch", "1", "--threads", "2",
-                                   "--outputModel", m_Dir + "/tuned.safetensors", "--historyTable",
-                                   m_Dir + "/tuned.tsv", "--restart" };
+    std::vector<std::string> a = {"--caseList",        m_Dir + "/cases.txt",
+                                  "--validationShare", "0",
+                                  "--baseModelFile",   m_Dir + "/model.safetensors",
+                                  "--stepsPerEpoch",   "1",
+                                  "--threads",         "2",
+                                  "--outputModel",     m_Dir + "/tuned.safetensors",
+                                  "--historyTable",    m_Dir + "/tuned.tsv",
+                                  "--restart"};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   };
@@ -253,15 +293,15 @@ TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
   EXPECT_NE(tuned.out.find("automatic values for fine-tuning a base model: learning rate 0.0002; 6 epochs; 0.6 of "
                            "patches on structures; rotations up to 10 degrees; mirroring x"),
             std::string::npos)
-    << tuned.out;
+      << tuned.out;
   std::vector<std::string> header;
   auto rows = TableRows(m_Dir + "/tuned.tsv", &header);
   ASSERT_EQ(rows.size(), 6u) << "6 epochs of 1 step";
   EXPECT_LE(std::stod(rows[0][Column(header, "learning_rate")]), 2e-4 * 1.0001);
   EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 1e-4);
 
-  const RunResult typed = RunModule(tuneArgs({ "--learningRate", "0.001", "--epochs", "2", "--foregroundFraction",
-                                               "0.33", "--rotationAugmentation", "0", "--mirrorAugmentation", "none" }),
+  const RunResult typed = RunModule(tuneArgs({"--learningRate", "0.001", "--epochs", "2", "--foregroundFraction",
+                                              "0.33", "--rotationAugmentation", "0", "--mirrorAugmentation", "none"}),
                                     m_Dir);
   ASSERT_EQ(typed.code, 0) << typed.err << typed.out;
   EXPECT_EQ(typed.out.find("automatic values"), std::string::npos) << typed.out;
@@ -280,10 +320,9 @@ TEST_F(ComboSegTrainTest, UnreadableSceneLabelNamesAreAnErrorBeforeTraining)
   const size_t firstLine = nrrd.find('\n') + 1;
   nrrd.insert(firstLine, "Segment0_Name:=liver\nSegment0_LabelValue:=one\n");
   std::ofstream(named, std::ios::binary) << nrrd;
-  const RunResult r = RunModule({ "--inputVolume", m_Dir + "/case1_image.nrrd", "--inputLabelMap", named,
-                                  "--baseModel", "new", "--epochs", "1", "--stepsPerEpoch", "1", "--patchSize",
-                                  "16,16,16", "--levels", "2", "--baseFilters", "4", "--outputModel",
-                                  m_Dir + "/named.safetensors", "--restart" },
+  const RunResult r = RunModule({"--inputVolume", m_Dir + "/case1_image.nrrd", "--inputLabelMap", named, "--baseModel",
+                                 "new", "--epochs", "1", "--stepsPerEpoch", "1", "--patchSize", "16,16,16", "--levels",
+                                 "2", "--baseFilters", "4", "--outputModel", m_Dir + "/named.safetensors", "--restart"},
                                 m_Dir);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.err.find(named), std::string::npos) << r.err;
@@ -299,16 +338,28 @@ TEST_F(ComboSegTrainTest, SceneCasesWithTwoChannelsTrain)
   WriteSyntheticData();
   const std::string c1 = m_Dir + "/case1", c2 = m_Dir + "/case2";
   auto args = [&](bool secondCase) {
-    std::vector<std::string> a = { "--inputVolume", c1 + "_image.nrrd", "--inputVolume2", c1 + "_image.nrrd",
-                                   "--inputLabelMap", c1 + "_labels.nrrd", "--labelNames", m_Dir + "/names.csv",
-                                   "--baseModel", "new", "--epochs", "2", "--stepsPerEpoch", "2", "--patchSize",
-                                   "16,16,16", "--threads", "2", "--levels", "2", "--baseFilters", "4",
-                                   "--normalization", "zscore", "--modality", "other", "--validationShare", "0.5",
-                                   "--outputModel", m_Dir + "/scene.safetensors", "--historyTable",
-                                   m_Dir + "/scene.tsv", "--plotImage", m_Dir + "/scene.png", "--restart" };
+    std::vector<std::string> a = {"--inputVolume",     c1 + "_image.nrrd",
+                                  "--inputVolume2",    c1 + "_image.nrrd",
+                                  "--inputLabelMap",   c1 + "_labels.nrrd",
+                                  "--labelNames",      m_Dir + "/names.csv",
+                                  "--baseModel",       "new",
+                                  "--epochs",          "2",
+                                  "--stepsPerEpoch",   "2",
+                                  "--patchSize",       "16,16,16",
+                                  "--threads",         "2",
+                                  "--levels",          "2",
+                                  "--baseFilters",     "4",
+                                  "--normalization",   "zscore",
+                                  "--modality",        "other",
+                                  "--validationShare", "0.5",
+                                  "--outputModel",     m_Dir + "/scene.safetensors",
+                                  "--historyTable",    m_Dir + "/scene.tsv",
+                                  "--plotImage",       m_Dir + "/scene.png",
+                                  "--restart"};
     if (secondCase)
-      for (const std::string &extra : std::vector<std::string>{ "--inputVolumeCase2", c2 + "_image.nrrd", "--inputVolume2Case2",
-                                        c2 + "_image.nrrd", "--inputLabelMapCase2", c2 + "_labels.nrrd" })
+      for (const std::string &extra :
+           std::vector<std::string>{"--inputVolumeCase2", c2 + "_image.nrrd", "--inputVolume2Case2", c2 + "_image.nrrd",
+                                    "--inputLabelMapCase2", c2 + "_labels.nrrd"})
         a.push_back(extra);
     return a;
   };
@@ -345,7 +396,7 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
 {
   WriteSyntheticData();
   std::vector<std::string> args = SyntheticArgs(1, 2);
-  args.insert(args.end(), { "--loss", "tversky", "--tverskyWeights", "0.2,0.8" });
+  args.insert(args.end(), {"--loss", "tversky", "--tverskyWeights", "0.2,0.8"});
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   auto model = itk::ComboSegModel::New();
@@ -354,10 +405,10 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
   EXPECT_NEAR(model->GetInfo().loss.tversky_alpha, 0.2f, 1e-6);
   EXPECT_NEAR(model->GetInfo().loss.tversky_beta, 0.8f, 1e-6);
 
-  for (const std::string bad : { "0.3", "1.5,0.7", "0,0" })
+  for (const std::string bad : {"0.3", "1.5,0.7", "0,0"})
   {
     std::vector<std::string> refused = SyntheticArgs(1, 2);
-    refused.insert(refused.end(), { "--loss", "tversky", "--tverskyWeights", bad, "--restart" });
+    refused.insert(refused.end(), {"--loss", "tversky", "--tverskyWeights", bad, "--restart"});
     const RunResult b = RunModule(refused, m_Dir);
     EXPECT_NE(b.code, 0) << bad;
     EXPECT_NE(b.err.find("--tverskyWeights"), std::string::npos) << bad << ": " << b.err;
@@ -370,19 +421,18 @@ TEST_F(ComboSegTrainTest, AugmentationOptionsTrainAndBadOnesAreRefused)
 {
   WriteSyntheticData();
   std::vector<std::string> args = SyntheticArgs(1, 2);
-  args.insert(args.end(), { "--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5", "--rotationAugmentation",
-                            "5,5,15", "--mirrorAugmentation", "xz" });
+  args.insert(args.end(), {"--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5", "--rotationAugmentation",
+                           "5,5,15", "--mirrorAugmentation", "xz"});
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
 
   const std::pair<std::string, std::string> bad[] = {
-    { "--zoomAugmentation", "1" },        { "--zoomAugmentation", "-0.1" },    { "--gammaAugmentation", "-1" },
-    { "--rotationAugmentation", "181" }, { "--rotationAugmentation", "5,5" }, { "--mirrorAugmentation", "w" }
-  };
+      {"--zoomAugmentation", "1"},       {"--zoomAugmentation", "-0.1"},    {"--gammaAugmentation", "-1"},
+      {"--rotationAugmentation", "181"}, {"--rotationAugmentation", "5,5"}, {"--mirrorAugmentation", "w"}};
   for (const auto &[flag, value] : bad)
   {
     std::vector<std::string> refused = SyntheticArgs(1, 2);
-    refused.insert(refused.end(), { flag, value });
+    refused.insert(refused.end(), {flag, value});
     *(std::find(refused.begin(), refused.end(), "--outputModel") + 1) = m_Dir + "/refused.safetensors";
     const RunResult b = RunModule(refused, m_Dir);
     EXPECT_NE(b.code, 0) << flag << " " << value;
@@ -406,7 +456,8 @@ TEST_F(ComboSegTrainTest, KilledRunResumesFromTheCheckpoint)
     epochDone = std::regex_search(ReadFile(sidecar), std::regex("\nepoch [1-3]\n")) &&
                 std::filesystem::exists(m_Dir + "/model.safetensors.checkpoint");
     int status;
-    if (waitpid(pid, &status, WNOHANG) == pid) FAIL() << "finished before it could be killed";
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      FAIL() << "finished before it could be killed";
   }
   ASSERT_TRUE(epochDone);
   kill(pid, SIGKILL);
@@ -443,11 +494,11 @@ TEST_F(ComboSegTrainTest, BadOutputsAreRefusedBeforeTrainingAndLeaveNothing)
 {
   WriteSyntheticData();
   const std::vector<std::pair<std::string, std::string>> bad = {
-    { "--outputModel", m_Dir + "/nope/sub/model.safetensors" },
-    { "--historyTable", m_Dir + "/nope/history.tsv" },
-    { "--plotImage", m_Dir + "/nope/curves.png" },
-    { "--plotImage", m_Dir + "/curves.jpg" },
-    { "--historyTable", m_Dir },
+      {"--outputModel", m_Dir + "/nope/sub/model.safetensors"},
+      {"--historyTable", m_Dir + "/nope/history.tsv"},
+      {"--plotImage", m_Dir + "/nope/curves.png"},
+      {"--plotImage", m_Dir + "/curves.jpg"},
+      {"--historyTable", m_Dir},
   };
   for (const auto &[flag, value] : bad)
   {
@@ -457,8 +508,8 @@ TEST_F(ComboSegTrainTest, BadOutputsAreRefusedBeforeTrainingAndLeaveNothing)
     EXPECT_EQ(r.code, 1) << flag << " " << value;
     EXPECT_NE(r.err.find(flag), std::string::npos) << flag << " " << value << ": " << r.err;
     EXPECT_EQ(r.out.find("<filter-start>"), std::string::npos) << flag << ": the run started:\n" << r.out;
-    for (const char *left : { "/model.safetensors", "/model.safetensors.checkpoint", "/model.safetensors.checkpoint.best",
-                              "/history.tsv", "/curves.png", "/return.txt" })
+    for (const char *left : {"/model.safetensors", "/model.safetensors.checkpoint",
+                             "/model.safetensors.checkpoint.best", "/history.tsv", "/curves.png", "/return.txt"})
       EXPECT_FALSE(std::filesystem::exists(m_Dir + left)) << flag << " " << value << " left " << left;
   }
 }
@@ -478,17 +529,18 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
   auto slices = [&](int parity, const std::set<int> &keep, const std::string &id) {
     const auto size = ct->GetLargestPossibleRegion().GetSize();
     CT::RegionType region;
-    region.SetSize({ { size[0], size[1], size[2] / 2 } });
+    region.SetSize({{size[0], size[1], size[2] / 2}});
     auto img = CT::New();
     auto lab = Seg::New();
-    for (auto *im : { static_cast<itk::ImageBase<3> *>(img.GetPointer()), static_cast<itk::ImageBase<3> *>(lab.GetPointer()) })
+    for (auto *im :
+         {static_cast<itk::ImageBase<3> *>(img.GetPointer()), static_cast<itk::ImageBase<3> *>(lab.GetPointer())})
     {
       im->SetRegions(region);
       CT::SpacingType spacing = ct->GetSpacing();
       spacing[2] *= 2;
       im->SetSpacing(spacing);
       CT::PointType origin;
-      ct->TransformIndexToPhysicalPoint({ { 0, 0, parity } }, origin);
+      ct->TransformIndexToPhysicalPoint({{0, 0, parity}}, origin);
       im->SetOrigin(origin);
       im->SetDirection(ct->GetDirection());
     }
@@ -498,7 +550,7 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
       for (itk::IndexValueType y = 0; y < static_cast<itk::IndexValueType>(size[1]); ++y)
         for (itk::IndexValueType x = 0; x < static_cast<itk::IndexValueType>(size[0]); ++x)
         {
-          const CT::IndexType src = { { x, y, 2 * z + parity } }, dst = { { x, y, z } };
+          const CT::IndexType src = {{x, y, 2 * z + parity}}, dst = {{x, y, z}};
           img->SetPixel(dst, ct->GetPixel(src));
           const int v = seg->GetPixel(src);
           lab->SetPixel(dst, keep.count(v) ? static_cast<unsigned char>(v) : 0);
@@ -507,7 +559,7 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
     cstest::WriteNrrd(lab.GetPointer(), m_Dir + "/" + id + "_seg.nrrd");
     std::ofstream(m_Dir + "/" + id + ".txt") << m_Dir + "/" + id + "_seg.nrrd\t" + m_Dir + "/" + id + "_ct.nrrd\n";
   };
-  const std::set<int> baseOrgans = { 1, 5 }, allOrgans = { 1, 2, 3, 5, 6 };
+  const std::set<int> baseOrgans = {1, 5}, allOrgans = {1, 2, 3, 5, 6};
   slices(0, baseOrgans, "base-train");
   slices(1, baseOrgans, "base-valid");
   slices(0, allOrgans, "train");
@@ -515,16 +567,35 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
   std::ofstream(m_Dir + "/base-names.csv") << "1,spleen\n5,liver\n";
   std::ofstream(m_Dir + "/names.csv") << "1,spleen\n2,kidney_right\n3,kidney_left\n5,liver\n6,stomach\n";
 
-  const std::vector<std::string> common = { "--patchSize", "48,48,8", "--batchSize", "2", "--threads", "2",
-                                            "--foregroundFraction", "0.7", "--learningRate", "0.003",
-                                            "--stepsPerEpoch", "8", "--epochs", "3" };
-  std::vector<std::string> base = { "--caseList", m_Dir + "/base-train.txt", "--validationCaseList",
-                                    m_Dir + "/base-valid.txt", "--labelNames", m_Dir + "/base-names.csv",
-                                    "--baseModel", "new", "--levels", "3", "--baseFilters", "8",
-                                    "--modality", "CT", "--normalization", "clip", "--intensityRange", "-200,300",
-                                    "--targetSpacing", "3,3,6", "--licence", "Apache-2.0",
-                                    "--outputModel", m_Dir + "/base.safetensors",
-                                    "--returnparameterfile", m_Dir + "/base-return.txt" };
+  const std::vector<std::string> common = {
+      "--patchSize",    "48,48,8", "--batchSize",     "2", "--threads", "2", "--foregroundFraction", "0.7",
+      "--learningRate", "0.003",   "--stepsPerEpoch", "8", "--epochs",  "3"};
+  std::vector<std::string> base = {"--caseList",
+                                   m_Dir + "/base-train.txt",
+                                   "--validationCaseList",
+                                   m_Dir + "/base-valid.txt",
+                                   "--labelNames",
+                                   m_Dir + "/base-names.csv",
+                                   "--baseModel",
+                                   "new",
+                                   "--levels",
+                                   "3",
+                                   "--baseFilters",
+                                   "8",
+                                   "--modality",
+                                   "CT",
+                                   "--normalization",
+                                   "clip",
+                                   "--intensityRange",
+                                   "-200,300",
+                                   "--targetSpacing",
+                                   "3,3,6",
+                                   "--licence",
+                                   "Apache-2.0",
+                                   "--outputModel",
+                                   m_Dir + "/base.safetensors",
+                                   "--returnparameterfile",
+                                   m_Dir + "/base-return.txt"};
   base.insert(base.end(), common.begin(), common.end());
   const RunResult b = RunModule(base, m_Dir);
   ASSERT_EQ(b.code, 0) << b.err;
@@ -535,10 +606,11 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
   // with 0 for the three it lacks (the grown model predicts exactly what it predicts).
   const double baseDice = 2.0 * std::stod(m[1].str()) / 5.0;
 
-  std::vector<std::string> tune = { "--caseList", m_Dir + "/train.txt", "--validationCaseList", m_Dir + "/valid.txt",
-                                    "--labelNames", m_Dir + "/names.csv", "--baseModelFile", m_Dir + "/base.safetensors",
-                                    "--outputModel", m_Dir + "/tuned.safetensors", "--historyTable", m_Dir + "/tuned.tsv",
-                                    "--plotImage", m_Dir + "/tuned.png", "--returnparameterfile", m_Dir + "/return.txt" };
+  std::vector<std::string> tune = {
+      "--caseList",    m_Dir + "/train.txt",         "--validationCaseList",  m_Dir + "/valid.txt",
+      "--labelNames",  m_Dir + "/names.csv",         "--baseModelFile",       m_Dir + "/base.safetensors",
+      "--outputModel", m_Dir + "/tuned.safetensors", "--historyTable",        m_Dir + "/tuned.tsv",
+      "--plotImage",   m_Dir + "/tuned.png",         "--returnparameterfile", m_Dir + "/return.txt"};
   tune.insert(tune.end(), common.begin(), common.end());
   const RunResult t = RunModule(tune, m_Dir);
   ASSERT_EQ(t.code, 0) << t.err;
@@ -557,7 +629,8 @@ TEST_F(ComboSegTrainTest, FineTuningOnRealCTRaisesValidationDice)
   EXPECT_EQ(header.size(), 5u + 5u + 1u);
   const size_t mean = Column(header, "mean_dice");
   double best = 0.0;
-  for (const auto &row : rows) best = std::max(best, std::stod(row[mean]));
+  for (const auto &row : rows)
+    best = std::max(best, std::stod(row[mean]));
   EXPECT_GT(best, baseDice) << "fine-tuning did not raise the validation Dice";
   EXPECT_EQ(ReadFile(m_Dir + "/tuned.png").substr(1, 3), "PNG");
   std::printf("TotalSegmentator CT, odd slices: mean Dice over 5 structures %.3f (base model) -> %.3f (fine-tuned)\n",

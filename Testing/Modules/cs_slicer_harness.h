@@ -31,8 +31,14 @@ namespace slicer
 {
 
 // Folder of the build tree's cli-modules (where Slicer would find the executables).
-inline std::string CliModulesDir() { return COMBOSEG_CLI_DIR; }
-inline std::string ModulePath(const std::string &name) { return CliModulesDir() + "/" + name; }
+inline std::string CliModulesDir()
+{
+  return COMBOSEG_CLI_DIR;
+}
+inline std::string ModulePath(const std::string &name)
+{
+  return CliModulesDir() + "/" + name;
+}
 inline bool Exists(const std::string &path)
 {
   struct stat st;
@@ -44,7 +50,7 @@ inline bool Exists(const std::string &path)
 
 struct RunResult
 {
-  int exitCode = -1;    // -1 when killed by a signal
+  int exitCode = -1; // -1 when killed by a signal
   int signal = 0;
   std::string out, err;
   double seconds = 0.0;
@@ -180,27 +186,27 @@ inline std::unique_ptr<Node> ParseXml(const std::string &xml, std::string &error
   XML_Parser parser = XML_ParserCreate("UTF-8");
   XML_SetUserData(parser, &st);
   XML_SetElementHandler(
-    parser,
-    [](void *u, const XML_Char *name, const XML_Char **attrs) {
-      State &s = *static_cast<State *>(u);
-      auto node = std::make_unique<Node>();
-      node->tag = name;
-      for (int i = 0; attrs[i]; i += 2)
-        node->attributes[attrs[i]] = attrs[i + 1];
-      Node *raw = node.get();
-      if (s.stack.empty())
-        s.root = std::move(node);
-      else
-        s.stack.back()->children.push_back(std::move(node));
-      s.stack.push_back(raw);
-    },
-    [](void *u, const XML_Char *) {
-      State &s = *static_cast<State *>(u);
-      std::string &t = s.stack.back()->text;
-      const size_t b = t.find_first_not_of(" \t\r\n"), e = t.find_last_not_of(" \t\r\n");
-      t = b == std::string::npos ? "" : t.substr(b, e - b + 1);
-      s.stack.pop_back();
-    });
+      parser,
+      [](void *u, const XML_Char *name, const XML_Char **attrs) {
+        State &s = *static_cast<State *>(u);
+        auto node = std::make_unique<Node>();
+        node->tag = name;
+        for (int i = 0; attrs[i]; i += 2)
+          node->attributes[attrs[i]] = attrs[i + 1];
+        Node *raw = node.get();
+        if (s.stack.empty())
+          s.root = std::move(node);
+        else
+          s.stack.back()->children.push_back(std::move(node));
+        s.stack.push_back(raw);
+      },
+      [](void *u, const XML_Char *) {
+        State &s = *static_cast<State *>(u);
+        std::string &t = s.stack.back()->text;
+        const size_t b = t.find_first_not_of(" \t\r\n"), e = t.find_last_not_of(" \t\r\n");
+        t = b == std::string::npos ? "" : t.substr(b, e - b + 1);
+        s.stack.pop_back();
+      });
   XML_SetCharacterDataHandler(parser, [](void *u, const XML_Char *s, int len) {
     State &st2 = *static_cast<State *>(u);
     if (!st2.stack.empty())
@@ -219,10 +225,29 @@ inline std::unique_ptr<Node> ParseXml(const std::string &xml, std::string &error
 
 inline const std::set<std::string> &ParameterTags()
 {
-  static const std::set<std::string> tags = {
-    "integer", "float", "double", "boolean", "string", "integer-vector", "float-vector", "double-vector",
-    "string-vector", "integer-enumeration", "float-enumeration", "double-enumeration", "string-enumeration",
-    "point", "pointfile", "region", "image", "file", "directory", "geometry", "table", "transform", "measurement"};
+  static const std::set<std::string> tags = {"integer",
+                                             "float",
+                                             "double",
+                                             "boolean",
+                                             "string",
+                                             "integer-vector",
+                                             "float-vector",
+                                             "double-vector",
+                                             "string-vector",
+                                             "integer-enumeration",
+                                             "float-enumeration",
+                                             "double-enumeration",
+                                             "string-enumeration",
+                                             "point",
+                                             "pointfile",
+                                             "region",
+                                             "image",
+                                             "file",
+                                             "directory",
+                                             "geometry",
+                                             "table",
+                                             "transform",
+                                             "measurement"};
   return tags;
 }
 
@@ -240,14 +265,22 @@ inline std::vector<std::string> CheckModuleXml(const Node &root)
   auto fail = [&problems](const std::string &p) { problems.push_back(p); };
   if (root.tag != "executable")
     fail("root element is <" + root.tag + ">, not <executable>");
-  static const std::set<std::string> top = {"category", "title", "description", "version", "documentation-url",
-                                            "license", "contributor", "acknowledgements", "parameters"};
-  static const std::set<std::string> inParam = {"name", "flag", "longflag", "label", "description", "default",
-                                                "channel", "index", "element", "constraints"};
-  static const std::set<std::string> imageTypes = {"scalar", "label", "vector", "tensor", "diffusion-weighted",
-                                                   "signal", "multichannel", "dynamic-contrast-enhanced", "any"};
-  static const std::set<std::string> fileTags = {"image", "file", "directory", "geometry", "table", "transform",
-                                                 "pointfile", "measurement"};
+  static const std::set<std::string> top = {"category",          "title",   "description", "version",
+                                            "documentation-url", "license", "contributor", "acknowledgements",
+                                            "parameters"};
+  static const std::set<std::string> inParam = {"name",    "flag",    "longflag", "label",   "description",
+                                                "default", "channel", "index",    "element", "constraints"};
+  static const std::set<std::string> imageTypes = {"scalar",
+                                                   "label",
+                                                   "vector",
+                                                   "tensor",
+                                                   "diffusion-weighted",
+                                                   "signal",
+                                                   "multichannel",
+                                                   "dynamic-contrast-enhanced",
+                                                   "any"};
+  static const std::set<std::string> fileTags = {"image", "file",      "directory", "geometry",
+                                                 "table", "transform", "pointfile", "measurement"};
   const std::regex identifier("[A-Za-z_][A-Za-z0-9_]*");
   for (const char *required : {"category", "title", "description", "version"})
     if (root.ChildText(required).empty())
@@ -396,9 +429,9 @@ inline std::vector<std::string> BuildCommandLine(const std::string &executable, 
       if (!ParameterTags().count(p->tag))
         continue;
       const std::string name = p->ChildText("name");
-      const bool simpleOutput = p->ChildText("channel") == "output" && !p->Child("index") &&
-                                p->tag != "image" && p->tag != "file" && p->tag != "directory" &&
-                                p->tag != "geometry" && p->tag != "table" && p->tag != "transform";
+      const bool simpleOutput = p->ChildText("channel") == "output" && !p->Child("index") && p->tag != "image" &&
+                                p->tag != "file" && p->tag != "directory" && p->tag != "geometry" &&
+                                p->tag != "table" && p->tag != "transform";
       if (simpleOutput)
       {
         hasReturns = true;

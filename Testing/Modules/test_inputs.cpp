@@ -90,7 +90,10 @@ std::string MRTestModel(const slicer::TempDir &tmp)
   return path;
 }
 
-bool Contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
+bool Contains(const std::string &text, const std::string &part)
+{
+  return text.find(part) != std::string::npos;
+}
 
 // Column `column` of the rows of a TSV table, by the value of its Name column.
 std::map<std::string, std::string> ColumnByName(const std::string &path, const std::string &column)
@@ -135,14 +138,14 @@ TEST(InputNames, EvaluateReadsSlicer5CsvColourTables)
   Write(labels.GetPointer(), map);
   const std::string names = tmp.Path() + "/tumour.labels.csv";
   std::ofstream(names)
-    << "LabelValue,Name,Color_R,Color_G,Color_B,Color_A,Category_CodingScheme,Category_CodeValue,"
-       "Category_CodeMeaning,Type_CodingScheme,Type_CodeValue,Type_CodeMeaning,TypeModifier_CodingScheme,"
-       "TypeModifier_CodeValue,TypeModifier_CodeMeaning,Region_CodingScheme,Region_CodeValue,Region_CodeMeaning,"
-       "RegionModifier_CodingScheme,RegionModifier_CodeValue,RegionModifier_CodeMeaning\n"
-       "1,necrosis,255,0,0,255,,,,,,,,,,,,,,,\n2,oedema,0,255,0,255,,,,,,,,,,,,,,,\n";
+      << "LabelValue,Name,Color_R,Color_G,Color_B,Color_A,Category_CodingScheme,Category_CodeValue,"
+         "Category_CodeMeaning,Type_CodingScheme,Type_CodeValue,Type_CodeMeaning,TypeModifier_CodingScheme,"
+         "TypeModifier_CodeValue,TypeModifier_CodeMeaning,Region_CodingScheme,Region_CodeValue,Region_CodeMeaning,"
+         "RegionModifier_CodingScheme,RegionModifier_CodeValue,RegionModifier_CodeMeaning\n"
+         "1,necrosis,255,0,0,255,,,,,,,,,,,,,,,\n2,oedema,0,255,0,255,,,,,,,,,,,,,,,\n";
   const std::string table = tmp.Path() + "/table.tsv";
   const slicer::RunResult r =
-    slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--names", names, "--outputTable", table, map, map}, 120);
+      slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--names", names, "--outputTable", table, map, map}, 120);
   ASSERT_EQ(r.exitCode, 0) << r.err;
   const auto dice = ColumnByName(table, "Dice");
   EXPECT_EQ(dice.count("necrosis"), 1u) << "names: " << [&] {
@@ -164,8 +167,7 @@ TEST(InputNames, EvaluateRefusesAnUnreadableNamesFormat)
   std::ofstream(names) << "{\"1\": \"liver\"}\n";
   const slicer::RunResult r = slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--names", names, map, map}, 60);
   EXPECT_NE(r.exitCode, 0);
-  EXPECT_TRUE(Contains(r.err, "names.json") && Contains(r.err, "LabelValue,Name") && Contains(r.err, ".ctbl"))
-    << r.err;
+  EXPECT_TRUE(Contains(r.err, "names.json") && Contains(r.err, "LabelValue,Name") && Contains(r.err, ".ctbl")) << r.err;
 }
 
 // ---- 2. Channels in the right order
@@ -192,8 +194,8 @@ TEST(InputChannels, SegmentPrintsEachChannelsNameAgainstItsFile)
   const std::string model = tmp.Path() + "/blobs.safetensors";
   cstest::MakeTestModel(model, 2);
   const std::string input = BlobFile(tmp, "scan.nrrd");
-  const slicer::RunResult r = slicer::Run(
-    {slicer::ModulePath("ComboSegSegment"), "--modelFile", model, input, tmp.Path() + "/out.nrrd"}, 120);
+  const slicer::RunResult r =
+      slicer::Run({slicer::ModulePath("ComboSegSegment"), "--modelFile", model, input, tmp.Path() + "/out.nrrd"}, 120);
   ASSERT_EQ(r.exitCode, 0) << r.err;
   EXPECT_TRUE(Contains(r.out, "channel 1 T1: " + input)) << r.out;
 }
@@ -206,9 +208,9 @@ TEST(InputChannels, SegmentRefusesASecondChannelElsewhereInSpace)
   const std::string flair = cstest::DataPath("brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz");
   const std::string ct = cstest::DataPath("ct-abdomen/totalseg/example_ct_sm.nii.gz");
   const std::string output = tmp.Path() + "/out.nrrd";
-  const slicer::RunResult r = slicer::Run({slicer::ModulePath("ComboSegSegment"), "--model", "brain-tumor-flair-t1c",
-                                           "--inputVolume2", ct, flair, output},
-                                          300);
+  const slicer::RunResult r = slicer::Run(
+      {slicer::ModulePath("ComboSegSegment"), "--model", "brain-tumor-flair-t1c", "--inputVolume2", ct, flair, output},
+      300);
   EXPECT_NE(r.exitCode, 0) << r.out;
   // The CT's box happens to cover 29 % of the FLAIR's: refused as covering too little of it.
   EXPECT_TRUE(Contains(r.err, "example_ct_sm.nii.gz") && Contains(r.err, "% of channel 1")) << r.err;
@@ -224,7 +226,7 @@ TEST(InputModality, SegmentRefusesACTSeriesForTheT1Model)
   const std::string series = cstest::DataPath("ct-abdomen/dicom-series");
   slicer::TempDir tmp;
   const slicer::RunResult r =
-    slicer::Run({slicer::ModulePath("ComboSegSegment"), series, tmp.Path() + "/out.nrrd"}, 300);
+      slicer::Run({slicer::ModulePath("ComboSegSegment"), series, tmp.Path() + "/out.nrrd"}, 300);
   EXPECT_NE(r.exitCode, 0) << r.out;
   for (const char *part : {"dicom-series", "DICOM Modality", "CT", "MR", "--ignoreModalityMismatch"})
     EXPECT_TRUE(Contains(r.err, part)) << part << " missing from: " << r.err;
@@ -248,12 +250,12 @@ TEST(InputModality, IgnoreModalityMismatchGoesAhead)
   const std::string ctLike = BlobFile(tmp, "ct-like.nrrd", -1000.0f);
   const std::string output = tmp.Path() + "/out.nrrd";
   const slicer::RunResult refused =
-    slicer::Run({slicer::ModulePath("ComboSegSegment"), "--modelFile", model, ctLike, output}, 120);
+      slicer::Run({slicer::ModulePath("ComboSegSegment"), "--modelFile", model, ctLike, output}, 120);
   EXPECT_NE(refused.exitCode, 0);
   EXPECT_TRUE(Contains(refused.err, "ct-like.nrrd") && Contains(refused.err, "Hounsfield")) << refused.err;
   EXPECT_FALSE(slicer::Exists(output));
   const slicer::RunResult r = slicer::Run(
-    {slicer::ModulePath("ComboSegSegment"), "--modelFile", model, "--ignoreModalityMismatch", ctLike, output}, 120);
+      {slicer::ModulePath("ComboSegSegment"), "--modelFile", model, "--ignoreModalityMismatch", ctLike, output}, 120);
   EXPECT_EQ(r.exitCode, 0) << r.err;
   EXPECT_TRUE(slicer::Exists(output));
 }
@@ -274,7 +276,7 @@ TEST(InputShape, SegmentRefusesA2DImageForA3DModel)
   const std::string input = tmp.Path() + "/slice.nrrd";
   Write(slice.GetPointer(), input);
   const slicer::RunResult r =
-    slicer::Run({slicer::ModulePath("ComboSegSegment"), "--modelFile", model, input, tmp.Path() + "/out.nrrd"}, 120);
+      slicer::Run({slicer::ModulePath("ComboSegSegment"), "--modelFile", model, input, tmp.Path() + "/out.nrrd"}, 120);
   EXPECT_NE(r.exitCode, 0) << r.out;
   EXPECT_TRUE(Contains(r.err, "slice.nrrd") && Contains(r.err, "2D") && Contains(r.err, "3D")) << r.err;
 }

@@ -61,8 +61,8 @@ LabelImage::Pointer ReadWithFactories(const std::string &path, std::string &ioCl
 slicer::RunResult Segment(const std::string &model, const std::string &input, const std::string &output,
                           const std::vector<std::string> &extra = {})
 {
-  std::vector<std::string> argv = {slicer::ModulePath("ComboSegSegment"), "--modelFile", model, "--threads", "2",
-                                   "--overlap", "0.25"};
+  std::vector<std::string> argv = {
+      slicer::ModulePath("ComboSegSegment"), "--modelFile", model, "--threads", "2", "--overlap", "0.25"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(input);
   argv.push_back(output);
@@ -93,9 +93,15 @@ protected:
     s_Input->SetOrigin(origin);
     FloatImage::DirectionType d;
     const double c = std::cos(0.3), s = std::sin(0.3);
-    d(0, 0) = c;  d(0, 1) = -s; d(0, 2) = 0;
-    d(1, 0) = s;  d(1, 1) = c;  d(1, 2) = 0;
-    d(2, 0) = 0;  d(2, 1) = 0;  d(2, 2) = -1;
+    d(0, 0) = c;
+    d(0, 1) = -s;
+    d(0, 2) = 0;
+    d(1, 0) = s;
+    d(1, 1) = c;
+    d(1, 2) = 0;
+    d(2, 0) = 0;
+    d(2, 1) = 0;
+    d(2, 2) = -1;
     s_Input->SetDirection(d);
     s_Input->Allocate();
     std::vector<float> values;
@@ -242,19 +248,19 @@ TEST_F(SegmentOutputFormats, EveryOutputLocationIsCheckedBeforeAnyWork)
   std::ofstream(file) << "x";
   const std::string label = tmp.Path() + "/label.nrrd";
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-    {{tmp.Path() + "/nope/sub/out.nrrd"}, tmp.Path() + "/nope/sub"},
-    {{"--outputColorTable", tmp.Path() + "/nope/labels.ctbl", label}, tmp.Path() + "/nope"},
-    {{"--outputColorTable", tmp.Path() + "/labels.lut", label}, "labels.lut"},
-    {{"--surfaceDirectory", tmp.Path() + "/nope/sub/surfaces", label}, tmp.Path() + "/nope/sub"},
-    {{"--surfaceDirectory", file, label}, file},
-    {{"--previewImage", tmp.Path() + "/nope/preview.png", label}, tmp.Path() + "/nope"},
-    {{"--outputColorTable", label, label}, label},
+      {{tmp.Path() + "/nope/sub/out.nrrd"}, tmp.Path() + "/nope/sub"},
+      {{"--outputColorTable", tmp.Path() + "/nope/labels.ctbl", label}, tmp.Path() + "/nope"},
+      {{"--outputColorTable", tmp.Path() + "/labels.lut", label}, "labels.lut"},
+      {{"--surfaceDirectory", tmp.Path() + "/nope/sub/surfaces", label}, tmp.Path() + "/nope/sub"},
+      {{"--surfaceDirectory", file, label}, file},
+      {{"--previewImage", tmp.Path() + "/nope/preview.png", label}, tmp.Path() + "/nope"},
+      {{"--outputColorTable", label, label}, label},
   };
   for (const auto &c : cases)
   {
     std::vector<std::string> extra(c.first.begin(), c.first.end() - 1);
     const slicer::RunResult r =
-      Segment(tmp.Path() + "/missing.safetensors", tmp.Path() + "/missing.nrrd", c.first.back(), extra);
+        Segment(tmp.Path() + "/missing.safetensors", tmp.Path() + "/missing.nrrd", c.first.back(), extra);
     EXPECT_EQ(r.exitCode, 1) << slicer::Join(c.first);
     EXPECT_NE(r.err.find(c.second), std::string::npos) << slicer::Join(c.first) << ": " << r.err;
     EXPECT_EQ(r.err.find("missing"), std::string::npos) << "the model or input was read first: " << r.err;
@@ -303,10 +309,9 @@ TEST_F(SegmentOutputFormats, AFailureAtTheEndLeavesNoOutputOfTheRun)
     ASSERT_EQ(mkdir((surfaces + blocked).c_str(), 0775), 0);
     std::ofstream(surfaces + blocked + "/keep") << "x";
   }
-  const slicer::RunResult r =
-    Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd",
-            {"--outputColorTable", tmp.Path() + "/labels.ctbl", "--previewImage", tmp.Path() + "/preview.png",
-             "--surfaceDirectory", surfaces});
+  const slicer::RunResult r = Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd",
+                                      {"--outputColorTable", tmp.Path() + "/labels.ctbl", "--previewImage",
+                                       tmp.Path() + "/preview.png", "--surfaceDirectory", surfaces});
   EXPECT_EQ(r.exitCode, 1) << r.out;
   EXPECT_NE(r.err.find("_blob.vtk"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("no output of this run was kept"), std::string::npos) << r.err;
@@ -327,14 +332,15 @@ TEST_F(SegmentOutputFormats, TheModelsRecommendedCleanUpIsAppliedUnlessTheRawOut
     EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
     std::string io;
     LabelImage::Pointer labels = ReadWithFactories(tmp.Path() + "/" + name, io);
-    return std::make_pair(r.out, std::vector<int32_t>(labels->GetBufferPointer(),
-                                                      labels->GetBufferPointer() + labels->GetPixelContainer()->Size()));
+    return std::make_pair(r.out,
+                          std::vector<int32_t>(labels->GetBufferPointer(),
+                                               labels->GetBufferPointer() + labels->GetPixelContainer()->Size()));
   };
   const auto byDefault = segment("default.nrrd", {});
   const auto raw = segment("raw.nrrd", {"--rawOutput"});
   const auto asked = segment("asked.nrrd", {"--rawOutput", "--largestComponent"});
   EXPECT_NE(byDefault.first.find("clean-up: largest component (the model's recommendation)"), std::string::npos)
-    << byDefault.first;
+      << byDefault.first;
   EXPECT_NE(raw.first.find("clean-up: none"), std::string::npos) << raw.first;
   std::vector<int32_t> cleaned = raw.second;
   const auto size = s_Input->GetLargestPossibleRegion().GetSize();

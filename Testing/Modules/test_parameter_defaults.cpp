@@ -17,8 +17,7 @@
 namespace
 {
 
-ComboSegModuleDescription
-ModuleXML(const std::string &module)
+ComboSegModuleDescription ModuleXML(const std::string &module)
 {
   const std::string path = std::string(COMBOSEG_SOURCE_DIR) + "/ComboSegModule/" + module + "/" + module + ".xml";
   std::ifstream in(path);
@@ -28,8 +27,7 @@ ModuleXML(const std::string &module)
   return ComboSegModuleDescription::Parse(text.str());
 }
 
-const ComboSegParameterDescription &
-Parameter(const ComboSegModuleDescription &xml, const std::string &name)
+const ComboSegParameterDescription &Parameter(const ComboSegModuleDescription &xml, const std::string &name)
 {
   const ComboSegParameterDescription *p = xml.Find(name);
   if (!p)
@@ -37,8 +35,7 @@ Parameter(const ComboSegModuleDescription &xml, const std::string &name)
   return *p;
 }
 
-double
-Number(const std::string &text)
+double Number(const std::string &text)
 {
   return std::stod(text);
 }
@@ -134,7 +131,8 @@ TEST(ParameterDefaults, NormalisationRecipesHaveTheEngineSpellingOnly)
   const ComboSegModuleDescription train = ModuleXML("ComboSegTrain");
   const ComboSegParameterDescription &normalization = Parameter(train, "normalization");
   std::vector<std::string> expected = {"auto"};
-  for (cs_norm_kind kind : {CS_NORM_ZSCORE_NONZERO, CS_NORM_ZSCORE_MASK, CS_NORM_ZSCORE, CS_NORM_CLIP_SCALE, CS_NORM_NONE})
+  for (cs_norm_kind kind :
+       {CS_NORM_ZSCORE_NONZERO, CS_NORM_ZSCORE_MASK, CS_NORM_ZSCORE, CS_NORM_CLIP_SCALE, CS_NORM_NONE})
     expected.push_back(cs_norm_kind_name(kind));
   EXPECT_EQ(normalization.elements, expected);
   for (const std::string &name : normalization.elements)

@@ -65,9 +65,15 @@ typename TImage::Pointer MakeImage(long nx, long ny, long nz)
   image->SetOrigin(origin);
   typename TImage::DirectionType d;
   const double c = std::cos(0.3), s = std::sin(0.3);
-  d(0, 0) = c;  d(0, 1) = -s; d(0, 2) = 0;
-  d(1, 0) = s;  d(1, 1) = c;  d(1, 2) = 0;
-  d(2, 0) = 0;  d(2, 1) = 0;  d(2, 2) = -1; // mirrored: as Slicer volumes often are
+  d(0, 0) = c;
+  d(0, 1) = -s;
+  d(0, 2) = 0;
+  d(1, 0) = s;
+  d(1, 1) = c;
+  d(1, 2) = 0;
+  d(2, 0) = 0;
+  d(2, 1) = 0;
+  d(2, 2) = -1; // mirrored: as Slicer volumes often are
   image->SetDirection(d);
   image->Allocate();
   image->FillBuffer(0);
@@ -187,8 +193,8 @@ TEST_P(ModuleDescription, XmlAnswersQuicklyAndKeepsSlicersRules)
   for (const std::string &problem : slicer::CheckModuleXml(*xml))
     ADD_FAILURE() << GetParam() << ": " << problem;
   // The embedded XML is the source file, byte for byte.
-  const std::string source = std::string(COMBOSEG_SOURCE_DIR) + "/ComboSegModule/" + GetParam() + "/" +
-                             GetParam() + ".xml";
+  const std::string source = std::string(COMBOSEG_SOURCE_DIR) + "/ComboSegModule/" + GetParam() + "/" + GetParam() +
+                             ".xml";
   EXPECT_EQ(r.out, ReadFile(source));
 }
 
@@ -205,7 +211,7 @@ TEST_P(ModuleDescription, HelpIsGeneratedFromTheXml)
     for (const auto &p : section->children)
       if (p->Child("longflag"))
         EXPECT_NE(r.out.find("--" + slicer::StripDashes(p->ChildText("longflag"))), std::string::npos)
-          << "--help does not mention " << p->ChildText("longflag");
+            << "--help does not mention " << p->ChildText("longflag");
 }
 
 TEST_P(ModuleDescription, RefusesUnknownOptionsWithAMessage)
@@ -236,12 +242,18 @@ TEST_F(SegmentModule, RunsLikeSlicerAndOutputsLoadWithGeometryAndNames)
   const std::string preview = tmp.Path() + "/preview.png";
   const std::string surfaces = tmp.Path() + "/surfaces";
   const std::string returns = tmp.Path() + "/returns.params";
-  const std::vector<std::string> argv = slicer::BuildCommandLine(
-    slicer::ModulePath("ComboSegSegment"), *xml,
-    {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"overlap", "0.25"}, {"largestComponent", "true"},
-     {"fillHoles", "false"}, {"threads", "2"}, {"outputLabelMap", output}, {"outputColorTable", colors},
-     {"surfaceDirectory", surfaces}, {"previewImage", preview}},
-    returns);
+  const std::vector<std::string> argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                                                                 {{"inputVolume", inputFile},
+                                                                  {"modelFile", s_Model},
+                                                                  {"overlap", "0.25"},
+                                                                  {"largestComponent", "true"},
+                                                                  {"fillHoles", "false"},
+                                                                  {"threads", "2"},
+                                                                  {"outputLabelMap", output},
+                                                                  {"outputColorTable", colors},
+                                                                  {"surfaceDirectory", surfaces},
+                                                                  {"previewImage", preview}},
+                                                                 returns);
   const slicer::RunResult r = slicer::Run(argv, 300);
   ASSERT_EQ(r.exitCode, 0) << slicer::Join(argv) << "\n" << r.out << r.err;
   ExpectProgressRisesToOne(r.out);
@@ -301,7 +313,8 @@ TEST_F(SegmentModule, RunsLikeSlicerAndOutputsLoadWithGeometryAndNames)
   {
     if (c.first == 0)
       continue;
-    const std::string file = surfaces + "/" + std::to_string(c.first) + (c.first == 5 ? "_left_blob.vtk" : "_right_blob.vtk");
+    const std::string file = surfaces + "/" + std::to_string(c.first) +
+                             (c.first == 5 ? "_left_blob.vtk" : "_right_blob.vtk");
     ASSERT_TRUE(slicer::Exists(file)) << file;
     vtkNew<vtkPolyDataReader> reader;
     reader->SetFileName(file.c_str());
@@ -357,12 +370,12 @@ TEST_F(SegmentModule, OutputReachesSlicerAsASegmentationOrAsALabelMapWithItsColo
   const std::string labelMap = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
   const std::string colors = tmp.NodeFile("vtkMRMLColorTableNode1", ".ctbl");
   for (const auto &outputs : std::vector<std::map<std::string, std::string>>{
-         {{"outputLabelMap", segmentation}}, {{"outputLabelMap", labelMap}, {"outputColorTable", colors}}})
+           {{"outputLabelMap", segmentation}}, {{"outputLabelMap", labelMap}, {"outputColorTable", colors}}})
   {
     std::map<std::string, std::string> values = {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"threads", "2"}};
     values.insert(outputs.begin(), outputs.end());
-    const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml, values,
-                                               tmp.Path() + "/returns.params");
+    const auto argv =
+        slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml, values, tmp.Path() + "/returns.params");
     const slicer::RunResult r = slicer::Run(argv, 300);
     ASSERT_EQ(r.exitCode, 0) << slicer::Join(argv) << "\n" << r.out << r.err;
   }
@@ -383,7 +396,7 @@ TEST_F(SegmentModule, OutputReachesSlicerAsASegmentationOrAsALabelMapWithItsColo
   ASSERT_EQ(labels->GetPixelContainer()->Size(), voxels->GetPixelContainer()->Size());
   EXPECT_TRUE(std::equal(labels->GetBufferPointer(), labels->GetBufferPointer() + labels->GetPixelContainer()->Size(),
                          voxels->GetBufferPointer()))
-    << "both outputs hold the same labels";
+      << "both outputs hold the same labels";
   const std::map<int, std::string> names = slicer::LabelMapNames(colors);
   ASSERT_TRUE(names.count(5) && names.count(9));
   EXPECT_EQ(names.at(5), "left_blob");
@@ -420,12 +433,12 @@ TEST_F(SegmentModule, RefusesBadValuesBeforeLoadingAnything)
   auto xml = ModuleXml("ComboSegSegment");
   ASSERT_TRUE(xml);
   for (const auto &bad : std::vector<std::pair<std::string, std::string>>{
-         {"overlap", "half"}, {"overlap", "0.99"}, {"threads", "2.5"}, {"model", "no-such-model"}})
+           {"overlap", "half"}, {"overlap", "0.99"}, {"threads", "2.5"}, {"model", "no-such-model"}})
   {
-    const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
-                                               {{bad.first, bad.second}, {"inputVolume", "/nonexistent/in.nrrd"},
-                                                {"outputLabelMap", "/nonexistent/out.nrrd"}},
-                                               "");
+    const auto argv = slicer::BuildCommandLine(
+        slicer::ModulePath("ComboSegSegment"), *xml,
+        {{bad.first, bad.second}, {"inputVolume", "/nonexistent/in.nrrd"}, {"outputLabelMap", "/nonexistent/out.nrrd"}},
+        "");
     const slicer::RunResult r = slicer::Run(argv, 30);
     EXPECT_EQ(r.exitCode, 1) << bad.first << "=" << bad.second;
     EXPECT_NE(r.err.find(bad.first), std::string::npos) << r.err;
@@ -440,10 +453,13 @@ TEST_F(SegmentModule, KilledMidRunLeavesNoOutputUnderItsName)
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(112, 112, 96).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const auto argv = slicer::BuildCommandLine(
-    slicer::ModulePath("ComboSegSegment"), *xml,
-    {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"overlap", "0.75"}, {"threads", "1"}, {"outputLabelMap", output}},
-    tmp.Path() + "/returns.params");
+  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                                             {{"inputVolume", inputFile},
+                                              {"modelFile", s_Model},
+                                              {"overlap", "0.75"},
+                                              {"threads", "1"},
+                                              {"outputLabelMap", output}},
+                                             tmp.Path() + "/returns.params");
   // Cancel as Slicer does (hard kill) once inference is under way.
   const slicer::RunResult r = slicer::Run(argv, 300, [](const std::string &out) {
     const std::vector<double> p = slicer::ProgressValues(out);
@@ -479,9 +495,9 @@ TEST_F(SegmentModule, ASuccessfulRunRemovesTheTemporariesOfKilledRuns)
     std::ofstream(f) << "partial";
   std::filesystem::create_directories(staleFolder);
   std::ofstream(staleFolder + "/labels.mha") << "partial";
-  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
-                                             {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"outputLabelMap", output}},
-                                             tmp.Path() + "/returns.params");
+  const auto argv = slicer::BuildCommandLine(
+      slicer::ModulePath("ComboSegSegment"), *xml,
+      {{"inputVolume", inputFile}, {"modelFile", s_Model}, {"outputLabelMap", output}}, tmp.Path() + "/returns.params");
   const slicer::RunResult r = slicer::Run(argv, 300);
   ASSERT_EQ(r.exitCode, 0) << r.out;
   EXPECT_TRUE(slicer::Exists(output));
@@ -523,8 +539,9 @@ TEST_F(SegmentModule, CorruptModelFieldIsShownEscapedWithoutSourceLocation)
   const std::string inputFile = tmp.NodeFile("vtkMRMLScalarVolumeNode1", ".nrrd");
   WriteNrrd(Blobs(16, 16, 16).GetPointer(), inputFile);
   const std::string output = tmp.NodeFile("vtkMRMLLabelMapVolumeNode1", ".nrrd");
-  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
-                                             {{"inputVolume", inputFile}, {"modelFile", model}, {"outputLabelMap", output}}, "");
+  const auto argv =
+      slicer::BuildCommandLine(slicer::ModulePath("ComboSegSegment"), *xml,
+                               {{"inputVolume", inputFile}, {"modelFile", model}, {"outputLabelMap", output}}, "");
   const slicer::RunResult r = slicer::Run(argv, 60);
   EXPECT_EQ(r.exitCode, 1) << r.err;
   EXPECT_NE(r.err.find("spatial_dims"), std::string::npos) << r.err;
@@ -551,8 +568,8 @@ TEST(EvaluateModule, AgreesWithHandComputedMeasures)
         for (int x = x0; x <= x1; ++x)
           image->SetPixel({{x, y, z}}, value);
   };
-  fill(reference, 1, 2, 9, 2, 9, 2, 9);   // 8^3 = 512 voxels
-  fill(predicted, 1, 4, 11, 2, 9, 2, 9);  // shifted 2 voxels in x: 6*8*8 = 384 shared
+  fill(reference, 1, 2, 9, 2, 9, 2, 9);      // 8^3 = 512 voxels
+  fill(predicted, 1, 4, 11, 2, 9, 2, 9);     // shifted 2 voxels in x: 6*8*8 = 384 shared
   fill(reference, 2, 13, 17, 11, 15, 3, 12); // identical in both: 5*5*10 = 250
   fill(predicted, 2, 13, 17, 11, 15, 3, 12);
   fill(predicted, 3, 1, 2, 14, 15, 13, 14); // only predicted: 8 voxels
@@ -564,10 +581,12 @@ TEST(EvaluateModule, AgreesWithHandComputedMeasures)
   std::ofstream(names) << "0 Background 0 0 0 0\n1 liver 200 100 80 255\n2 spleen 90 40 200 255\n3 stray 1 2 3 255\n";
   const std::string tableFile = tmp.NodeFile("vtkMRMLTableNode1", ".tsv");
   const std::string returns = tmp.Path() + "/returns.params";
-  const auto argv = slicer::BuildCommandLine(
-    slicer::ModulePath("ComboSegEvaluate"), *xml,
-    {{"referenceLabelMap", refFile}, {"predictedLabelMap", predFile}, {"namesFile", names}, {"outputTable", tableFile}},
-    returns);
+  const auto argv = slicer::BuildCommandLine(slicer::ModulePath("ComboSegEvaluate"), *xml,
+                                             {{"referenceLabelMap", refFile},
+                                              {"predictedLabelMap", predFile},
+                                              {"namesFile", names},
+                                              {"outputTable", tableFile}},
+                                             returns);
   const slicer::RunResult r = slicer::Run(argv, 120);
   ASSERT_EQ(r.exitCode, 0) << slicer::Join(argv) << "\n" << r.out << r.err;
   ExpectProgressRisesToOne(r.out);
@@ -634,7 +653,7 @@ TEST(EvaluateModule, TableLocationIsCheckedBeforeTheMapsAreRead)
                                             60);
     EXPECT_EQ(r.exitCode, 1) << table;
     EXPECT_NE(r.err.find(table.find("nope") != std::string::npos ? tmp.Path() + "/nope" : table), std::string::npos)
-      << r.err;
+        << r.err;
     EXPECT_EQ(r.err.find("missing"), std::string::npos) << "a map was read first: " << r.err;
   }
 }
@@ -654,7 +673,7 @@ TEST(EvaluateModule, AllStructuresRowMergesEveryLabel)
   fill(predicted, 2, 2, 9, 2, 9, 2, 9);      // the same voxels, the other label
   fill(reference, 2, 13, 17, 11, 15, 3, 12); // 250 voxels
   fill(predicted, 1, 13, 17, 11, 15, 3, 12);
-  fill(predicted, 3, 1, 2, 14, 15, 13, 14);  // 8 voxels only predicted
+  fill(predicted, 3, 1, 2, 14, 15, 13, 14); // 8 voxels only predicted
   const std::string refFile = tmp.Path() + "/reference.nrrd", predFile = tmp.Path() + "/predicted.nrrd";
   WriteNrrd(reference.GetPointer(), refFile);
   WriteNrrd(predicted.GetPointer(), predFile);
@@ -709,7 +728,7 @@ TEST(EvaluateModule, RealLabelMapAgainstItselfIsPerfect)
   const std::string labels = cstest::DataPath("slicer-seg/liver_spine_seg.nrrd");
   const std::string tableFile = tmp.Path() + "/table.tsv";
   const slicer::RunResult r =
-    slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--outputTable", tableFile, labels, labels}, 300);
+      slicer::Run({slicer::ModulePath("ComboSegEvaluate"), "--outputTable", tableFile, labels, labels}, 300);
   ASSERT_EQ(r.exitCode, 0) << r.err;
   std::ifstream in(tableFile);
   std::string line;
@@ -723,8 +742,8 @@ TEST(EvaluateModule, RealLabelMapAgainstItselfIsPerfect)
     while (std::getline(s, cell, '\t'))
       cells.push_back(cell);
     ASSERT_GE(cells.size(), 10u) << line;
-    EXPECT_DOUBLE_EQ(std::atof(cells[2].c_str()), 1.0) << line;         // Dice
-    EXPECT_NEAR(std::atof(cells[8].c_str()), 0.0, 1e-3) << line;        // Hausdorff95_mm
+    EXPECT_DOUBLE_EQ(std::atof(cells[2].c_str()), 1.0) << line;  // Dice
+    EXPECT_NEAR(std::atof(cells[8].c_str()), 0.0, 1e-3) << line; // Hausdorff95_mm
     ++rows;
   }
   EXPECT_EQ(rows, 2); // 1 liver, 2 spine

@@ -19,13 +19,16 @@ public:
   bool Load(const std::string &path, std::string *error)
   {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return Fail(error, "cannot open " + path);
+    if (!in)
+      return Fail(error, "cannot open " + path);
     char magic[8];
     if (!in.read(magic, 8) || std::memcmp(magic, "CSGOLD01", 8) != 0)
       return Fail(error, "bad magic in " + path);
-    for (;;) {
+    for (;;)
+    {
       uint32_t nameLength = 0;
-      if (!in.read(reinterpret_cast<char *>(&nameLength), 4)) break; // end of file
+      if (!in.read(reinterpret_cast<char *>(&nameLength), 4))
+        break; // end of file
       std::string name(nameLength, '\0');
       uint32_t dtype = 0;
       uint64_t count = 0;
@@ -33,20 +36,27 @@ public:
           !in.read(reinterpret_cast<char *>(&count), 8) || dtype > 2 || count > (1u << 26))
         return Fail(error, "truncated record in " + path);
       std::vector<double> values(count);
-      for (uint64_t i = 0; i < count; i++) {
+      for (uint64_t i = 0; i < count; i++)
+      {
         bool ok = true;
-        if (dtype == 0) {
+        if (dtype == 0)
+        {
           float f;
           ok = static_cast<bool>(in.read(reinterpret_cast<char *>(&f), 4));
           values[i] = f;
-        } else if (dtype == 1) {
+        }
+        else if (dtype == 1)
+        {
           int32_t v;
           ok = static_cast<bool>(in.read(reinterpret_cast<char *>(&v), 4));
           values[i] = v;
-        } else {
+        }
+        else
+        {
           ok = static_cast<bool>(in.read(reinterpret_cast<char *>(&values[i]), 8));
         }
-        if (!ok) return Fail(error, "truncated data of " + name);
+        if (!ok)
+          return Fail(error, "truncated data of " + name);
       }
       m_Arrays[name] = std::move(values);
     }
@@ -58,7 +68,8 @@ public:
   const std::vector<double> &Get(const std::string &name) const
   {
     auto it = m_Arrays.find(name);
-    if (it == m_Arrays.end()) throw std::runtime_error("golden array missing: " + name);
+    if (it == m_Arrays.end())
+      throw std::runtime_error("golden array missing: " + name);
     return it->second;
   }
 
@@ -72,14 +83,16 @@ public:
   {
     const auto &v = Get(name);
     std::vector<int32_t> out(v.size());
-    for (size_t i = 0; i < v.size(); i++) out[i] = static_cast<int32_t>(v[i]);
+    for (size_t i = 0; i < v.size(); i++)
+      out[i] = static_cast<int32_t>(v[i]);
     return out;
   }
 
 private:
   static bool Fail(std::string *error, const std::string &why)
   {
-    if (error) *error = why;
+    if (error)
+      *error = why;
     return false;
   }
 

@@ -15,13 +15,13 @@
 #define CS_MPI_DEFAULT_BUCKET_BYTES ((size_t)8 << 20)
 
 struct cs_mpi {
-    int active;           /* MPI in use */
-    int initialised_mpi;  /* cs_mpi_init called MPI_Init_thread, so cs_mpi_free finalises */
+    int active;          /* MPI in use */
+    int initialised_mpi; /* cs_mpi_init called MPI_Init_thread, so cs_mpi_free finalises */
     int rank, size;
-    MPI_Comm comm;        /* private duplicate of MPI_COMM_WORLD, errors return */
+    MPI_Comm comm; /* private duplicate of MPI_COMM_WORLD, errors return */
     size_t bucket_bytes;
-    int reducer_agreed;   /* the reducer agreed during the current step */
-    int reducer_failed;   /* ... and that agreement reported a failure */
+    int reducer_agreed; /* the reducer agreed during the current step */
+    int reducer_failed; /* ... and that agreement reported a failure */
     cs_status last_status;
     int failed_rank;
     char message[CS_MPI_MESSAGE_MAX + 64];
@@ -50,7 +50,8 @@ static cs_status mpi_check(cs_mpi_t mpi, int code, const char *call)
     if (code == MPI_SUCCESS) return CS_OK;
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
-    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "code %d", code);
+    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "code %d", code);
     return mpi_fail(mpi, CS_ERR_IO, "rank %d: %s failed: %s", mpi->rank, call, text);
 }
 
@@ -136,12 +137,16 @@ void cs_mpi_set_bucket_bytes(cs_mpi_t mpi, size_t bytes)
     if (!mpi) return;
     /* at least one float, at most what an int count can address */
     const size_t max = (size_t)1 << 30;
-    mpi->bucket_bytes = bytes == 0 ? CS_MPI_DEFAULT_BUCKET_BYTES
+    mpi->bucket_bytes = bytes == 0              ? CS_MPI_DEFAULT_BUCKET_BYTES
                         : bytes < sizeof(float) ? sizeof(float)
-                        : bytes > max ? max : bytes;
+                        : bytes > max           ? max
+                                                : bytes;
 }
 
-static int64_t bucket_count(const cs_mpi_t mpi) { return (int64_t)(mpi->bucket_bytes / sizeof(float)); }
+static int64_t bucket_count(const cs_mpi_t mpi)
+{
+    return (int64_t)(mpi->bucket_bytes / sizeof(float));
+}
 
 cs_status cs_mpi_allreduce_mean(cs_mpi_t mpi, float *x, int64_t count)
 {
@@ -151,8 +156,9 @@ cs_status cs_mpi_allreduce_mean(cs_mpi_t mpi, float *x, int64_t count)
     const int64_t per = bucket_count(mpi);
     for (int64_t off = 0; off < count; off += per) {
         const int n = (int)(count - off < per ? count - off : per);
-        cs_status st = mpi_check(mpi, MPI_Allreduce(MPI_IN_PLACE, x + off, n, MPI_FLOAT, MPI_SUM,
-                                                    mpi->comm), "MPI_Allreduce of the gradient");
+        cs_status st = mpi_check(
+            mpi, MPI_Allreduce(MPI_IN_PLACE, x + off, n, MPI_FLOAT, MPI_SUM, mpi->comm),
+            "MPI_Allreduce of the gradient");
         if (st != CS_OK) return st;
         mpi->stats.messages++;
     }
@@ -169,8 +175,8 @@ cs_status cs_mpi_broadcast(cs_mpi_t mpi, float *x, int64_t count, int root)
 {
     if (!mpi || (count > 0 && !x) || count < 0) return CS_ERR_INVALID_ARGUMENT;
     if (root < 0 || root >= mpi->size)
-        return mpi_fail(mpi, CS_ERR_INVALID_ARGUMENT, "broadcast root %d is not a rank of %d",
-                        root, mpi->size);
+        return mpi_fail(mpi, CS_ERR_INVALID_ARGUMENT, "broadcast root %d is not a rank of %d", root,
+                        mpi->size);
     if (!mpi->active || mpi->size == 1) return CS_OK;
     const int64_t per = bucket_count(mpi);
     for (int64_t off = 0; off < count; off += per) {
@@ -208,8 +214,8 @@ cs_status cs_mpi_agree(cs_mpi_t mpi, cs_status local, const char *local_message)
         if (st == CS_OK) {
             f.text[sizeof f.text - 1] = '\0';
             mpi->failed_rank = out[1];
-            st = mpi_fail(mpi, f.status != CS_OK ? (cs_status)f.status : CS_ERR_IO,
-                          "rank %d: %s", out[1], f.text);
+            st = mpi_fail(mpi, f.status != CS_OK ? (cs_status)f.status : CS_ERR_IO, "rank %d: %s",
+                          out[1], f.text);
         }
     }
     mpi->stats.agree_seconds += MPI_Wtime() - t0;
@@ -248,7 +254,8 @@ cs_status cs_mpi_attach_trainer(cs_mpi_t mpi, cs_trainer_t trainer)
     float *params = NULL, *m = NULL, *v = NULL;
     int64_t count = 0;
     cs_status st = cs_trainer_get_state(trainer, &params, &m, &v, &count);
-    if (st != CS_OK) return mpi_fail(mpi, st, "rank %d: cannot read the trainer's state", mpi->rank);
+    if (st != CS_OK)
+        return mpi_fail(mpi, st, "rank %d: cannot read the trainer's state", mpi->rank);
     if (mpi->active && mpi->size > 1) {
         /* min and max over ranks of the parameter count and the step, as min of (x, -x) */
         const int64_t step = cs_trainer_steps_done(trainer);
@@ -263,8 +270,8 @@ cs_status cs_mpi_attach_trainer(cs_mpi_t mpi, cs_trainer_t trainer)
         if (out[2] != -out[3])
             return mpi_fail(mpi, CS_ERR_INVALID_ARGUMENT,
                             "the ranks' trainers are at steps %lld to %lld: every rank must "
-                            "resume from the same checkpoint", (long long)out[2],
-                            (long long)-out[3]);
+                            "resume from the same checkpoint",
+                            (long long)out[2], (long long)-out[3]);
         /* the same seed gives the same weights, but a model loaded on one rank only would not */
         if ((st = cs_mpi_broadcast(mpi, params, count, 0)) != CS_OK ||
             (st = cs_mpi_broadcast(mpi, m, count, 0)) != CS_OK ||

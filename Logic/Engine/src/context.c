@@ -35,15 +35,15 @@
 const char *cs_status_string(cs_status status)
 {
     switch (status) {
-    case CS_OK: return "ok";
-    case CS_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case CS_ERR_OUT_OF_MEMORY: return "out of memory";
-    case CS_ERR_IO: return "input/output error";
-    case CS_ERR_FORMAT: return "bad file format";
-    case CS_ERR_NUMERIC: return "non-finite number";
-    case CS_ERR_CANCELLED: return "cancelled";
-    case CS_ERR_UNSUPPORTED: return "unsupported";
-    case CS_ERR_RESOURCE_LIMIT: return "resource limit exceeded";
+        case CS_OK: return "ok";
+        case CS_ERR_INVALID_ARGUMENT: return "invalid argument";
+        case CS_ERR_OUT_OF_MEMORY: return "out of memory";
+        case CS_ERR_IO: return "input/output error";
+        case CS_ERR_FORMAT: return "bad file format";
+        case CS_ERR_NUMERIC: return "non-finite number";
+        case CS_ERR_CANCELLED: return "cancelled";
+        case CS_ERR_UNSUPPORTED: return "unsupported";
+        case CS_ERR_RESOURCE_LIMIT: return "resource limit exceeded";
     }
     return "unknown status";
 }
@@ -151,7 +151,8 @@ void *cs_alloc(cs_context_t ctx, size_t bytes, const char *what)
             cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for %s)", bytes, what);
             return NULL;
         }
-        aligned = (void **)(((uintptr_t)raw + CS_ALIGN + CS_HUGE_PAGE - 1) & ~(uintptr_t)(CS_HUGE_PAGE - 1));
+        aligned = (void **)(((uintptr_t)raw + CS_ALIGN + CS_HUGE_PAGE - 1) &
+                            ~(uintptr_t)(CS_HUGE_PAGE - 1));
         (void)madvise(aligned, body, MADV_HUGEPAGE); /* a hint: without THP, normal pages */
         aligned[-1] = raw;
         aligned[-2] = (void *)(uintptr_t)length;

@@ -27,7 +27,10 @@ cs_infer_options cs_infer_options_default(void)
 }
 
 /* Spatial sizes must be multiples of this (each level halves them). */
-static int64_t size_multiple(const cs_unet_config *arch) { return (int64_t)1 << (arch->levels - 1); }
+static int64_t size_multiple(const cs_unet_config *arch)
+{
+    return (int64_t)1 << (arch->levels - 1);
+}
 
 /* Checks a spatial size against the network: positive, multiples of 2^(levels-1), z == 1 in 2D. */
 static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, const int64_t s[3],
@@ -44,9 +47,10 @@ static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, co
                 return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                                "%s size z = %lld must be 1 for a 2D model", what, (long long)s[2]);
         } else if (s[a] % m != 0) {
-            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
-                           "%s size %c = %lld must be a multiple of %lld (2^(levels-1), levels = %d)",
-                           what, axis[a], (long long)s[a], (long long)m, arch->levels);
+            return cs_fail(
+                ctx, CS_ERR_INVALID_ARGUMENT,
+                "%s size %c = %lld must be a multiple of %lld (2^(levels-1), levels = %d)", what,
+                axis[a], (long long)s[a], (long long)m, arch->levels);
         }
     }
     return CS_OK;
@@ -74,16 +78,15 @@ cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
     return cs_fail(ctx, CS_ERR_NUMERIC,
                    "%s has %lld non-finite voxel%s (NaN or infinite); the first, %g, is at x %lld, "
                    "y %lld, z %lld of channel %lld: replace them (e.g. with the image minimum) "
-                   "or mask them out before segmenting", what, (long long)count,
-                   count == 1 ? "" : "s", (double)image[first], (long long)(v % size[0]),
-                   (long long)(v / size[0] % size[1]), (long long)(v / (size[0] * size[1])),
-                   (long long)(first / vn));
+                   "or mask them out before segmenting",
+                   what, (long long)count, count == 1 ? "" : "s", (double)image[first],
+                   (long long)(v % size[0]), (long long)(v / size[0] % size[1]),
+                   (long long)(v / (size[0] * size[1])), (long long)(first / vn));
 }
 
 /* Finite voxels can still overflow inside the network (values near FLT_MAX squared by the
  * instance norm): its output is checked too, so that a result is never silently NaN. */
-static cs_status check_finite_output(cs_context_t ctx, const float *v, int64_t n,
-                                     const char *where)
+static cs_status check_finite_output(cs_context_t ctx, const float *v, int64_t n, const char *where)
 {
     const int threads = cs_threads(ctx);
     int64_t bad = 0;
@@ -124,7 +127,7 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
     st = check_memory(ctx, cs_workspace_bytes(model, batch, size, 0), "the forward pass");
     if (st != CS_OK) return st;
     st = cs_check_finite(ctx, images, (int64_t)batch * model->info.arch.in_channels, size,
-                      "the batch");
+                         "the batch");
     if (st != CS_OK) return st;
 
     /* a workspace per call keeps the model read-only, so threads can share it */
@@ -152,7 +155,7 @@ typedef struct infer_plan {
     int64_t count[3];  /* window positions per axis */
     int gaussian;
     float sigma;
-    int accumulate;    /* add to the probabilities output instead of overwriting it */
+    int accumulate; /* add to the probabilities output instead of overwriting it */
 } infer_plan;
 
 /* Start of window i of an axis: evenly spread from 0 to padded - win, so both ends are covered
@@ -212,12 +215,12 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
 
 /* The scratch memory besides the workspace, carved from one allocation (floats). */
 typedef struct infer_scratch {
-    float *input;    /* (C, wz, wy, wx) the window's image */
-    float *prob;     /* (K, wz, wy, wx) its softmax */
-    float *slab;     /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
-    float *weight[3];/* (w_a) per-axis importance factor */
-    float *norm[3];  /* (p_a) per-axis sum of the factors of all windows covering a position */
-    float *fill;     /* (C) padding value of each channel */
+    float *input;     /* (C, wz, wy, wx) the window's image */
+    float *prob;      /* (K, wz, wy, wx) its softmax */
+    float *slab;      /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
+    float *weight[3]; /* (w_a) per-axis importance factor */
+    float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
+    float *fill;      /* (C) padding value of each channel */
 } infer_scratch;
 
 static size_t scratch_floats(const infer_plan *p)
@@ -308,8 +311,9 @@ static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, 
     const int64_t px = p->padded[0], py = p->padded[1];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
     const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
-    const int64_t planes = (int64_t)p->classes * wz; /* (class, z) pairs: disjoint rows of the slab */
-CS_OMP_FOR
+    const int64_t planes = (int64_t)p->classes *
+                           wz; /* (class, z) pairs: disjoint rows of the slab */
+    CS_OMP_FOR
     for (int64_t kz = 0; kz < planes; kz++) {
         const int64_t k = kz / wz, z = kz % wz, slot = (z0 + z) % wz;
         for (int64_t y = 0; y < wy; y++) {
@@ -330,7 +334,7 @@ static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t 
     const int64_t slot = z % wz;
     const int32_t K = p->classes;
     if (z < nz) {
-CS_OMP_FOR
+        CS_OMP_FOR
         for (int64_t y = 0; y < ny; y++) {
             for (int64_t x = 0; x < nx; x++) {
                 float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);
@@ -435,7 +439,8 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
                 if (o.progress && o.progress(o.progress_user_data, (float)done / (float)total))
                     st = cs_fail(ctx, CS_ERR_CANCELLED,
                                  "inference cancelled by the progress callback after %lld of %lld "
-                                 "windows", (long long)done, (long long)total);
+                                 "windows",
+                                 (long long)done, (long long)total);
             }
         }
     }

@@ -15,11 +15,11 @@ extern "C" {
 #define CS_ERROR_MAX 1024
 
 struct cs_context {
-    int32_t threads;        /* 0: OpenMP default */
-    uint64_t memory_limit;  /* bytes, 0: none */
+    int32_t threads;       /* 0: OpenMP default */
+    uint64_t memory_limit; /* bytes, 0: none */
     char last_error[CS_ERROR_MAX];
-    uint64_t alloc_count;   /* cs_alloc calls made through this context (tests check for none) */
-    uint64_t alloc_bytes;   /* and the bytes they asked for */
+    uint64_t alloc_count; /* cs_alloc calls made through this context (tests check for none) */
+    uint64_t alloc_bytes; /* and the bytes they asked for */
     /* Fault injection for tests (as SQLite's): when fault_countdown is non-zero it counts the
      * cs_alloc calls on this context down and the one that takes it to 0 fails, as do all later
      * ones while fault_repeat is set. fault_hits counts the failures injected. */
@@ -57,18 +57,18 @@ int cs_name_index(const char *name, const char *const *names, int count);
 
 /* One named tensor of the model's parameters, carved out of the single parameter allocation. */
 typedef struct cs_param_tensor {
-    char name[64];       /* e.g. "enc0.conv1.weight" */
+    char name[64]; /* e.g. "enc0.conv1.weight" */
     int32_t ndim;
     int64_t shape[5];
-    int64_t offset;      /* in floats, into cs_model.params */
-    int64_t count;       /* product of shape */
+    int64_t offset; /* in floats, into cs_model.params */
+    int64_t count;  /* product of shape */
 } cs_param_tensor;
 
 #define CS_MAX_PARAM_TENSORS 256
 
 struct cs_model {
     cs_model_info info;
-    float *params;           /* all weights, one allocation */
+    float *params; /* all weights, one allocation */
     int64_t num_params;
     cs_param_tensor tensors[CS_MAX_PARAM_TENSORS];
     int32_t num_tensors;

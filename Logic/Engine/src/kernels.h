@@ -72,8 +72,8 @@ void cs_upconv_backward_weights_ref(float *grad_weight, float *grad_bias, const 
  * in, out (B, C, n); out may equal in (inference runs it in place); saves mean, rstd (B, C)
  * for the backward pass. */
 void cs_instnorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
-                             const float *gamma, const float *beta, int32_t batch,
-                             int32_t channels, int64_t n, float eps, int threads);
+                             const float *gamma, const float *beta, int32_t batch, int32_t channels,
+                             int64_t n, float eps, int threads);
 /* grad_in (B, C, n) += ..., grad_gamma (C) += sum grad_out * xhat, grad_beta (C) += sum grad_out;
  * in, mean, rstd as in (and from) the forward pass. */
 void cs_instnorm_backward_ref(float *grad_in, float *grad_gamma, float *grad_beta,
@@ -147,8 +147,8 @@ void cs_instnorm_leaky_backward(float *grad_in, float *grad_gamma, float *grad_b
 void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads);
 void cs_leaky_relu_backward(float *grad_in, const float *grad_out, const float *x, int64_t n,
                             float slope, int threads);
-void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w,
-                        int32_t pd, int threads);
+void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h,
+                        int32_t w, int32_t pd, int threads);
 void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes,
                          int32_t d, int32_t h, int32_t w, int32_t pd, int threads);
 void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca,

@@ -28,11 +28,11 @@ typedef __m256 cs_vec;
 #define cs_vmax(a, b) _mm256_max_ps((a), (b))
 /* round to nearest; 2^n for integer-valued n in [-126, 127] (the exponent field) */
 #define cs_vround(a) _mm256_round_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define cs_vpow2i(n)                                                                           \
-    _mm256_castsi256_ps(_mm256_slli_epi32(                                                     \
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+#define cs_vpow2i(n)                                                                               \
+    _mm256_castsi256_ps(                                                                           \
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
 /* s > 0 ? a : b lane-wise */
-#define cs_vsel_pos(s, a, b)                                                                   \
+#define cs_vsel_pos(s, a, b)                                                                       \
     _mm256_blendv_ps((b), (a), _mm256_cmp_ps((s), _mm256_setzero_ps(), _CMP_GT_OQ))
 
 #include "kernels_simd.inc"

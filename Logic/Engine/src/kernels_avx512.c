@@ -29,10 +29,10 @@ typedef __m512 cs_vec;
 /* s > 0 ? a : b lane-wise */
 /* round to nearest; 2^n for integer-valued n in [-126, 127] (the exponent field) */
 #define cs_vround(a) _mm512_roundscale_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define cs_vpow2i(n)                                                                           \
-    _mm512_castsi512_ps(_mm512_slli_epi32(                                                     \
-        _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
-#define cs_vsel_pos(s, a, b)                                                                   \
+#define cs_vpow2i(n)                                                                               \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+#define cs_vsel_pos(s, a, b)                                                                       \
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((s), _mm512_setzero_ps(), _CMP_GT_OQ), (b), (a))
 
 #include "kernels_simd.inc"

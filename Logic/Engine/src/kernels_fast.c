@@ -39,7 +39,10 @@ static void scratch_destroy(void *p)
     free(p);
 }
 
-static void scratch_key_init(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_destroy) == 0; }
+static void scratch_key_init(void)
+{
+    g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_destroy) == 0;
+}
 
 static cs_scratch *scratch_of_thread(int create)
 {
@@ -92,21 +95,19 @@ static cs_isa g_isa_forced = CS_ISA_AUTO; /* test hook, see cs_isa_force */
 int cs_isa_available(cs_isa isa)
 {
     switch (isa) {
-    case CS_ISA_AUTO:
-    case CS_ISA_PORTABLE:
-        return 1;
+        case CS_ISA_AUTO:
+        case CS_ISA_PORTABLE: return 1;
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
-    case CS_ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case CS_ISA_AVX512:
-        /* libgcc's check includes the OS enabling the ZMM state (XCR0), not only CPUID. */
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f");
+        case CS_ISA_AVX2:
+            __builtin_cpu_init();
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case CS_ISA_AVX512:
+            /* libgcc's check includes the OS enabling the ZMM state (XCR0), not only CPUID. */
+            __builtin_cpu_init();
+            return __builtin_cpu_supports("avx512f");
 #else
-    case CS_ISA_AVX2:
-    case CS_ISA_AVX512:
-        return 0;
+        case CS_ISA_AVX2:
+        case CS_ISA_AVX512: return 0;
 #endif
     }
     return 0;
@@ -123,10 +124,10 @@ cs_isa cs_isa_active(void)
 const char *cs_isa_name(cs_isa isa)
 {
     switch (isa) {
-    case CS_ISA_AUTO: return "auto";
-    case CS_ISA_PORTABLE: return "portable";
-    case CS_ISA_AVX2: return "avx2";
-    case CS_ISA_AVX512: return "avx512";
+        case CS_ISA_AUTO: return "auto";
+        case CS_ISA_PORTABLE: return "portable";
+        case CS_ISA_AVX2: return "avx2";
+        case CS_ISA_AVX512: return "avx512";
     }
     return "unknown";
 }
@@ -141,20 +142,20 @@ int cs_isa_force(cs_isa isa)
 /* Runs the path's version of a kernel; a non-zero status (no scratch memory) falls through to
  * the reference. */
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
-#define CS_DISPATCH(name, ...)                                                                  \
-    do {                                                                                        \
-        int st_;                                                                                \
-        switch (cs_isa_active()) {                                                              \
-        case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                            \
-        case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                                \
-        default: st_ = name##_portable(__VA_ARGS__); break;                                     \
-        }                                                                                       \
-        if (st_ != 0) name##_ref(__VA_ARGS__);                                                  \
+#define CS_DISPATCH(name, ...)                                                                     \
+    do {                                                                                           \
+        int st_;                                                                                   \
+        switch (cs_isa_active()) {                                                                 \
+            case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                           \
+            case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                               \
+            default: st_ = name##_portable(__VA_ARGS__); break;                                    \
+        }                                                                                          \
+        if (st_ != 0) name##_ref(__VA_ARGS__);                                                     \
     } while (0)
 #else
-#define CS_DISPATCH(name, ...)                                                                  \
-    do {                                                                                        \
-        if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                         \
+#define CS_DISPATCH(name, ...)                                                                     \
+    do {                                                                                           \
+        if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                            \
     } while (0)
 #endif
 
@@ -225,8 +226,8 @@ void cs_instnorm_leaky_backward(float *grad_in, float *grad_gamma, float *grad_b
                                 int32_t batch, int32_t channels, int64_t n, float slope,
                                 int threads)
 {
-    CS_DISPATCH(cs_instnorm_leaky_backward, grad_in, grad_gamma, grad_beta, grad_out, out, in,
-                mean, rstd, gamma, batch, channels, n, slope, threads);
+    CS_DISPATCH(cs_instnorm_leaky_backward, grad_in, grad_gamma, grad_beta, grad_out, out, in, mean,
+                rstd, gamma, batch, channels, n, slope, threads);
 }
 
 void cs_leaky_relu_forward(float *out, const float *in, int64_t n, float slope, int threads)
@@ -247,8 +248,23 @@ void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t cha
 }
 
 /* Still the reference loops: memory-bound and a few percent of a training step. */
-void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_forward_ref(out, in, planes, d, h, w, pd, threads); }
-void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes, int32_t d, int32_t h, int32_t w, int32_t pd, int threads) { cs_maxpool_backward_ref(grad_in, grad_out, in, planes, d, h, w, pd, threads); }
-void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_forward_ref(out, a, b, batch, ca, cb, n, threads); }
-void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int32_t batch, int32_t ca, int32_t cb, int64_t n, int threads) { cs_concat_backward_ref(grad_a, grad_b, grad_out, batch, ca, cb, n, threads); }
-
+void cs_maxpool_forward(float *out, const float *in, int64_t planes, int32_t d, int32_t h,
+                        int32_t w, int32_t pd, int threads)
+{
+    cs_maxpool_forward_ref(out, in, planes, d, h, w, pd, threads);
+}
+void cs_maxpool_backward(float *grad_in, const float *grad_out, const float *in, int64_t planes,
+                         int32_t d, int32_t h, int32_t w, int32_t pd, int threads)
+{
+    cs_maxpool_backward_ref(grad_in, grad_out, in, planes, d, h, w, pd, threads);
+}
+void cs_concat_forward(float *out, const float *a, const float *b, int32_t batch, int32_t ca,
+                       int32_t cb, int64_t n, int threads)
+{
+    cs_concat_forward_ref(out, a, b, batch, ca, cb, n, threads);
+}
+void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int32_t batch,
+                        int32_t ca, int32_t cb, int64_t n, int threads)
+{
+    cs_concat_backward_ref(grad_a, grad_b, grad_out, batch, ca, cb, n, threads);
+}

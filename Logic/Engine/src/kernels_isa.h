@@ -44,47 +44,44 @@ float *cs_kernel_scratch(int slot, size_t floats);
 /* Frees the calling thread's scratch now (on POSIX it is also freed when the thread ends). */
 void cs_kernel_scratch_release(void);
 
-#define CS_DECLARE_CONV_PATH(sfx)                                                               \
-    int cs_conv_forward_##sfx(float *out, const float *in, const float *weight,                \
-                              const float *bias, const cs_conv_shape *s, int threads);         \
-    int cs_conv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight, \
-                                    const cs_conv_shape *s, int threads);                      \
-    int cs_conv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                    \
-                                       const float *grad_out, const float *in,                 \
-                                       const cs_conv_shape *s, int threads);                   \
-    int cs_upconv_forward_##sfx(float *out, const float *in, const float *weight,              \
-                                const float *bias, const cs_conv_shape *s, int threads);       \
-    int cs_upconv_backward_data_##sfx(float *grad_in, const float *grad_out,                    \
-                                      const float *weight, const cs_conv_shape *s,             \
-                                      int threads);                                            \
-    int cs_upconv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                  \
-                                         const float *grad_out, const float *in,               \
+#define CS_DECLARE_CONV_PATH(sfx)                                                                  \
+    int cs_conv_forward_##sfx(float *out, const float *in, const float *weight, const float *bias, \
+                              const cs_conv_shape *s, int threads);                                \
+    int cs_conv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight,    \
+                                    const cs_conv_shape *s, int threads);                          \
+    int cs_conv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                       \
+                                       const float *grad_out, const float *in,                     \
+                                       const cs_conv_shape *s, int threads);                       \
+    int cs_upconv_forward_##sfx(float *out, const float *in, const float *weight,                  \
+                                const float *bias, const cs_conv_shape *s, int threads);           \
+    int cs_upconv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight,  \
+                                      const cs_conv_shape *s, int threads);                        \
+    int cs_upconv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                     \
+                                         const float *grad_out, const float *in,                   \
                                          const cs_conv_shape *s, int threads);
 
 /* The other layers' kernels (kernels.h), same arguments, returning 0 or -1 as above. */
-#define CS_DECLARE_LAYER_PATH(sfx)                                                              \
-    int cs_leaky_relu_forward_##sfx(float *out, const float *in, int64_t n, float slope,       \
-                                    int threads);                                              \
-    int cs_leaky_relu_backward_##sfx(float *grad_in, const float *grad_out, const float *x,    \
-                                     int64_t n, float slope, int threads);                     \
-    int cs_instnorm_forward_##sfx(float *out, float *mean, float *rstd, const float *in,       \
-                                  const float *gamma, const float *beta, int32_t batch,        \
-                                  int32_t channels, int64_t n, float eps, int threads);        \
-    int cs_instnorm_backward_##sfx(float *grad_in, float *grad_gamma, float *grad_beta,        \
-                                   const float *grad_out, const float *in, const float *mean,  \
-                                   const float *rstd, const float *gamma, int32_t batch,       \
-                                   int32_t channels, int64_t n, int threads);                  \
-    int cs_instnorm_leaky_forward_##sfx(float *out, float *mean, float *rstd, const float *in, \
-                                        const float *gamma, const float *beta, int32_t batch,  \
-                                        int32_t channels, int64_t n, float eps, float slope,   \
-                                        int threads);                                          \
-    int cs_instnorm_leaky_backward_##sfx(float *grad_in, float *grad_gamma, float *grad_beta,  \
-                                         const float *grad_out, const float *out,              \
-                                         const float *in, const float *mean,                   \
-                                         const float *rstd, const float *gamma, int32_t batch, \
-                                         int32_t channels, int64_t n, float slope,             \
-                                         int threads);                                         \
-    int cs_softmax_channels_##sfx(float *out, const float *in, int32_t batch, int32_t channels,\
+#define CS_DECLARE_LAYER_PATH(sfx)                                                                 \
+    int cs_leaky_relu_forward_##sfx(float *out, const float *in, int64_t n, float slope,           \
+                                    int threads);                                                  \
+    int cs_leaky_relu_backward_##sfx(float *grad_in, const float *grad_out, const float *x,        \
+                                     int64_t n, float slope, int threads);                         \
+    int cs_instnorm_forward_##sfx(float *out, float *mean, float *rstd, const float *in,           \
+                                  const float *gamma, const float *beta, int32_t batch,            \
+                                  int32_t channels, int64_t n, float eps, int threads);            \
+    int cs_instnorm_backward_##sfx(float *grad_in, float *grad_gamma, float *grad_beta,            \
+                                   const float *grad_out, const float *in, const float *mean,      \
+                                   const float *rstd, const float *gamma, int32_t batch,           \
+                                   int32_t channels, int64_t n, int threads);                      \
+    int cs_instnorm_leaky_forward_##sfx(float *out, float *mean, float *rstd, const float *in,     \
+                                        const float *gamma, const float *beta, int32_t batch,      \
+                                        int32_t channels, int64_t n, float eps, float slope,       \
+                                        int threads);                                              \
+    int cs_instnorm_leaky_backward_##sfx(                                                          \
+        float *grad_in, float *grad_gamma, float *grad_beta, const float *grad_out,                \
+        const float *out, const float *in, const float *mean, const float *rstd,                   \
+        const float *gamma, int32_t batch, int32_t channels, int64_t n, float slope, int threads); \
+    int cs_softmax_channels_##sfx(float *out, const float *in, int32_t batch, int32_t channels,    \
                                   int64_t n, int threads);
 
 CS_DECLARE_CONV_PATH(portable)

@@ -41,12 +41,12 @@ static inline cs_vec cs_vfma(cs_vec a, cs_vec b, cs_vec c)
 
 static inline cs_vec cs_vset1(float f) { return cs_vbcast(&f); }
 
-#define CS_PORTABLE_BINOP(name, expr)                                                           \
-    static inline cs_vec name(cs_vec a, cs_vec b)                                               \
-    {                                                                                           \
-        cs_vec r;                                                                               \
-        for (int i = 0; i < CS_VL; i++) r.v[i] = (expr);                                        \
-        return r;                                                                               \
+#define CS_PORTABLE_BINOP(name, expr)                                                              \
+    static inline cs_vec name(cs_vec a, cs_vec b)                                                  \
+    {                                                                                              \
+        cs_vec r;                                                                                  \
+        for (int i = 0; i < CS_VL; i++) r.v[i] = (expr);                                           \
+        return r;                                                                                  \
     }
 CS_PORTABLE_BINOP(cs_vadd, a.v[i] + b.v[i])
 CS_PORTABLE_BINOP(cs_vsub, a.v[i] - b.v[i])

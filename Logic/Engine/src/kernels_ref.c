@@ -256,8 +256,8 @@ void cs_upconv_backward_weights_ref(float *grad_weight, float *grad_bias, const 
 /* Instance norm                                                                               */
 
 void cs_instnorm_forward_ref(float *out, float *mean, float *rstd, const float *in,
-                             const float *gamma, const float *beta, int32_t batch,
-                             int32_t channels, int64_t n, float eps, int threads)
+                             const float *gamma, const float *beta, int32_t batch, int32_t channels,
+                             int64_t n, float eps, int threads)
 {
     const int64_t planes = (int64_t)batch * channels;
     CS_OMP_FOR
@@ -311,8 +311,7 @@ void cs_instnorm_backward_ref(float *grad_in, float *grad_gamma, float *grad_bet
 
 void cs_instnorm_leaky_forward_ref(float *out, float *mean, float *rstd, const float *in,
                                    const float *gamma, const float *beta, int32_t batch,
-                                   int32_t channels, int64_t n, float eps, float slope,
-                                   int threads)
+                                   int32_t channels, int64_t n, float eps, float slope, int threads)
 {
     cs_instnorm_forward_ref(out, mean, rstd, in, gamma, beta, batch, channels, n, eps, threads);
     cs_leaky_relu_forward_ref(out, out, (int64_t)batch * channels * n, slope, threads);
@@ -372,8 +371,8 @@ void cs_leaky_relu_backward_ref(float *grad_in, const float *grad_out, const flo
 /* Max pooling                                                                                 */
 
 /* Index, in the plane (d, h, w), of the first maximum of the window of output voxel (z, y, x). */
-static int64_t window_argmax(const float *x, int32_t z, int32_t y, int32_t xo, int32_t h,
-                             int32_t w, int32_t pd)
+static int64_t window_argmax(const float *x, int32_t z, int32_t y, int32_t xo, int32_t h, int32_t w,
+                             int32_t pd)
 {
     int64_t best = ((int64_t)z * pd * h + 2 * y) * w + 2 * xo;
     for (int32_t i = 0; i < pd; i++)

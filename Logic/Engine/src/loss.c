@@ -29,9 +29,9 @@
 #include <math.h>
 #include <string.h>
 
-#define CS_LOSS_CLIP 1e-7     /* Combo cross-entropy clip of p (docs/design.md) */
-#define CS_LOSS_SMOOTH 1.0    /* Dice and Tversky smoothing */
-#define CS_LOSS_CHUNK 4096    /* voxels per partial sum; fixed so sums ignore the thread count */
+#define CS_LOSS_CLIP 1e-7  /* Combo cross-entropy clip of p (docs/design.md) */
+#define CS_LOSS_SMOOTH 1.0 /* Dice and Tversky smoothing */
+#define CS_LOSS_CHUNK 4096 /* voxels per partial sum; fixed so sums ignore the thread count */
 #define CS_LOSS_PARALLEL_MIN 32768 /* below this many voxels threads cost more than they save */
 
 /* Per-chunk, per-item and per-group statistics: [vsum, ce[K], tp[K], sp[K], st[K]]. */
@@ -42,10 +42,16 @@
 #define ST_ST(k, c) (1 + 3 * (k) + (c))
 #define ST_SIZE(k) (1 + 4 * (size_t)(k))
 
-static const char *const loss_names[] = {
-    "combo", "cross_entropy", "weighted_cross_entropy", "dice", "focal", "tversky",
-    "focal_tversky", "combo_all_classes", "combo_label_weighted",
-    "combo_tversky"};
+static const char *const loss_names[] = {"combo",
+                                         "cross_entropy",
+                                         "weighted_cross_entropy",
+                                         "dice",
+                                         "focal",
+                                         "tversky",
+                                         "focal_tversky",
+                                         "combo_all_classes",
+                                         "combo_label_weighted",
+                                         "combo_tversky"};
 #define NUM_LOSS_KINDS ((int)(sizeof loss_names / sizeof loss_names[0]))
 
 cs_loss_options cs_loss_options_default(void)
@@ -90,14 +96,14 @@ typedef struct loss_plan {
     cs_loss_kind kind;
     int64_t batch, n;
     int32_t k;
-    int32_t first_class;  /* of Dice-type means: 0 or 1 */
+    int32_t first_class; /* of Dice-type means: 0 or 1 */
     int batch_dice;
-    double alpha, beta;   /* Combo */
-    double gamma;         /* focal, focal Tversky (default resolved) */
-    double ta, tb;        /* Tversky FP and FN weights */
-    int partial;          /* some classes are unlabelled: merged into background */
+    double alpha, beta; /* Combo */
+    double gamma;       /* focal, focal Tversky (default resolved) */
+    double ta, tb;      /* Tversky FP and FN weights */
+    int partial;        /* some classes are unlabelled: merged into background */
     uint8_t labelled[CS_MAX_CLASSES];
-    double combo_terms;   /* Combo: cross-entropy terms per voxel (labelled classes it sums) */
+    double combo_terms; /* Combo: cross-entropy terms per voxel (labelled classes it sums) */
 } loss_plan;
 
 static int is_combo(cs_loss_kind kind)
@@ -290,15 +296,15 @@ static int chunk_stats(double *st, const loss_plan *pl, const float *z, const in
                 if (yi == 0) nlp = -log(p[0]);
             }
             switch (pl->kind) {
-            case CS_LOSS_COMBO:
-            case CS_LOSS_COMBO_ALL_CLASSES:
-            case CS_LOSS_COMBO_LABEL_WEIGHTED:
-            case CS_LOSS_COMBO_TVERSKY: st[ST_VSUM] += combo_voxel_terms(p, yi, nlp, pl); break;
-            case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
-            case CS_LOSS_FOCAL:
-                st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp;
-                break;
-            default: break;
+                case CS_LOSS_COMBO:
+                case CS_LOSS_COMBO_ALL_CLASSES:
+                case CS_LOSS_COMBO_LABEL_WEIGHTED:
+                case CS_LOSS_COMBO_TVERSKY: st[ST_VSUM] += combo_voxel_terms(p, yi, nlp, pl); break;
+                case CS_LOSS_CROSS_ENTROPY: st[ST_VSUM] += nlp; break;
+                case CS_LOSS_FOCAL:
+                    st[ST_VSUM] += pow(one_minus_p_true(p, yi, k), pl->gamma) * nlp;
+                    break;
+                default: break;
             }
             st[ST_CE(k, yi)] += nlp;
             st[ST_TP(k, yi)] += p[yi];
@@ -311,8 +317,8 @@ static int chunk_stats(double *st, const loss_plan *pl, const float *z, const in
 
 /* The Dice-type term of one group (an item, or the whole batch) from its sums: adds the loss
  * (times scale) to *loss and writes dL/dp_ic for voxels with t_ic = 1 (g1) and 0 (g0). */
-static void region_term(double *loss, double *g1, double *g0, const double *st,
-                        const loss_plan *pl, double scale)
+static void region_term(double *loss, double *g1, double *g0, const double *st, const loss_plan *pl,
+                        double scale)
 {
     const int32_t k = pl->k;
     double nc = 0.0;
@@ -345,7 +351,7 @@ static void region_term(double *loss, double *g1, double *g0, const double *st,
             const double ti = num / den;
             const double d1 = (den - num * (1.0 - pl->tb)) / (den * den); /* dTI/dp, t = 1 */
             const double d0 = -num * pl->ta / (den * den);                /* dTI/dp, t = 0 */
-            double w; /* dL/dTI */
+            double w;                                                     /* dL/dTI */
             if (pl->kind == CS_LOSS_TVERSKY) {
                 *loss -= scale * ti / nc;
                 w = -scale / nc;
@@ -363,9 +369,9 @@ static void region_term(double *loss, double *g1, double *g0, const double *st,
 
 /* Pass 2 over one chunk of one item: writes dL/dlogits gz (K, N) for voxels [i0, i1).
  * rg1, rg0: the item's group's Dice-type coefficients (NULL if none); wce_scale: w_y factor. */
-static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int32_t *y,
-                       int64_t i0, int64_t i1, const double *rg1, const double *rg0,
-                       const double *weights, double wce_scale)
+static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int32_t *y, int64_t i0,
+                       int64_t i1, const double *rg1, const double *rg0, const double *weights,
+                       double wce_scale)
 {
     const int32_t k = pl->k;
     const int64_t n = pl->n;
@@ -401,19 +407,19 @@ static void chunk_grad(float *gz, const loss_plan *pl, const float *z, const int
             /* terms whose logit gradient is simplest written directly: f * (p - t) */
             double f = 0.0;
             switch (pl->kind) {
-            case CS_LOSS_CROSS_ENTROPY: f = inv_voxels; break;
-            case CS_LOSS_WEIGHTED_CROSS_ENTROPY: f = weights[yi] * wce_scale; break;
-            case CS_LOSS_FOCAL: {
-                /* l = -(1-q)^g ln q; dl/dz_c = [(1-q)^g - g (1-q)^(g-1) q ln q] (p_c - t_c) */
-                const double omq = one_minus_p_true(p, yi, k);
-                const double lnq = (double)z[(int64_t)yi * n + i] - lse;
-                const double q = p[yi];
-                double d = pow(omq, pl->gamma);
-                if (omq > 0.0) d -= pl->gamma * pow(omq, pl->gamma - 1.0) * q * lnq;
-                f = d * inv_voxels;
-                break;
-            }
-            default: break;
+                case CS_LOSS_CROSS_ENTROPY: f = inv_voxels; break;
+                case CS_LOSS_WEIGHTED_CROSS_ENTROPY: f = weights[yi] * wce_scale; break;
+                case CS_LOSS_FOCAL: {
+                    /* l = -(1-q)^g ln q; dl/dz_c = [(1-q)^g - g (1-q)^(g-1) q ln q] (p_c - t_c) */
+                    const double omq = one_minus_p_true(p, yi, k);
+                    const double lnq = (double)z[(int64_t)yi * n + i] - lse;
+                    const double q = p[yi];
+                    double d = pow(omq, pl->gamma);
+                    if (omq > 0.0) d -= pl->gamma * pow(omq, pl->gamma - 1.0) * q * lnq;
+                    f = d * inv_voxels;
+                    break;
+                }
+                default: break;
             }
             if (f != 0.0)
                 for (int32_t c = 0; c < k; c++) g[c] += f * (p[c] - (c == yi ? 1.0 : 0.0));
@@ -468,8 +474,8 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     for (int64_t ch = 0; ch < chunks; ch++) {
         const int64_t b = ch / chunks_per_item, i0 = (ch % chunks_per_item) * CS_LOSS_CHUNK;
         const int64_t i1 = i0 + CS_LOSS_CHUNK < n ? i0 + CS_LOSS_CHUNK : n;
-        bad |= chunk_stats(chunk_st + (size_t)ch * ns, pl, logits + b * k * n, labels + b * n,
-                           i0, i1);
+        bad |= chunk_stats(chunk_st + (size_t)ch * ns, pl, logits + b * k * n, labels + b * n, i0,
+                           i1);
     }
     if (bad) {
         cs_free(own);
@@ -481,7 +487,8 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
             if (!pl->labelled[labels[i]])
                 return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                                "loss: label %d at voxel %lld of batch item %lld is a class marked "
-                               "unlabelled", labels[i], (long long)(i % n), (long long)(i / n));
+                               "unlabelled",
+                               labels[i], (long long)(i % n), (long long)(i / n));
         }
         return CS_ERR_INVALID_ARGUMENT;
     }
@@ -499,39 +506,41 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
     double total = 0.0;
     const double inv_voxels = 1.0 / ((double)b_count * (double)n);
     switch (pl->kind) {
-    case CS_LOSS_COMBO:
-    case CS_LOSS_COMBO_ALL_CLASSES:
-    case CS_LOSS_COMBO_LABEL_WEIGHTED:
-    case CS_LOSS_COMBO_TVERSKY:
-        for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
-        total *= pl->alpha * inv_voxels / pl->combo_terms;
-        break;
-    case CS_LOSS_CROSS_ENTROPY:
-    case CS_LOSS_FOCAL:
-        for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
-        total *= inv_voxels;
-        break;
-    case CS_LOSS_WEIGHTED_CROSS_ENTROPY:
-        for (int32_t c = 0; c < k; c++) {
-            if (class_weights) {
-                weights[c] = class_weights[c];
-            } else {
-                double count = 0.0;
-                for (int64_t b = 0; b < b_count; b++) count += item_st[(size_t)b * ns + ST_ST(k, c)];
-                weights[c] = count > 0.0 ? (double)b_count * (double)n / ((double)k * count) : 0.0;
-            }
-        }
-        for (int64_t b = 0; b < b_count; b++) {
-            const double *it = item_st + (size_t)b * ns;
-            double num = 0.0, den = 0.0;
+        case CS_LOSS_COMBO:
+        case CS_LOSS_COMBO_ALL_CLASSES:
+        case CS_LOSS_COMBO_LABEL_WEIGHTED:
+        case CS_LOSS_COMBO_TVERSKY:
+            for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
+            total *= pl->alpha * inv_voxels / pl->combo_terms;
+            break;
+        case CS_LOSS_CROSS_ENTROPY:
+        case CS_LOSS_FOCAL:
+            for (int64_t b = 0; b < b_count; b++) total += item_st[(size_t)b * ns + ST_VSUM];
+            total *= inv_voxels;
+            break;
+        case CS_LOSS_WEIGHTED_CROSS_ENTROPY:
             for (int32_t c = 0; c < k; c++) {
-                num += weights[c] * it[ST_CE(k, c)];
-                den += weights[c] * it[ST_ST(k, c)];
+                if (class_weights) {
+                    weights[c] = class_weights[c];
+                } else {
+                    double count = 0.0;
+                    for (int64_t b = 0; b < b_count; b++)
+                        count += item_st[(size_t)b * ns + ST_ST(k, c)];
+                    weights[c] = count > 0.0 ? (double)b_count * (double)n / ((double)k * count)
+                                             : 0.0;
+                }
             }
-            if (den > 0.0) total += num / den / (double)b_count; /* all-zero weights: 0 */
-        }
-        break;
-    default: break;
+            for (int64_t b = 0; b < b_count; b++) {
+                const double *it = item_st + (size_t)b * ns;
+                double num = 0.0, den = 0.0;
+                for (int32_t c = 0; c < k; c++) {
+                    num += weights[c] * it[ST_CE(k, c)];
+                    den += weights[c] * it[ST_ST(k, c)];
+                }
+                if (den > 0.0) total += num / den / (double)b_count; /* all-zero weights: 0 */
+            }
+            break;
+        default: break;
     }
     if (has_region_term(pl->kind)) {
         const double scale = pl->batch_dice ? 1.0 : 1.0 / (double)b_count;
@@ -555,8 +564,7 @@ static cs_status loss_run(cs_context_t ctx, const loss_plan *pl, const float *cl
                 wce_scale = den > 0.0 ? 1.0 / (den * (double)b_count) : 0.0;
             }
             chunk_grad(grad + b * k * n, pl, logits + b * k * n, labels + b * n, i0, i1,
-                       region ? g1 + g * k : NULL, region ? g0 + g * k : NULL, weights,
-                       wce_scale);
+                       region ? g1 + g * k : NULL, region ? g0 + g * k : NULL, weights, wce_scale);
         }
     }
     cs_free(own);
@@ -578,7 +586,8 @@ static cs_status plan_labelled_classes(cs_context_t ctx, loss_plan *pl, const ui
     if (pl->partial && !has_region_term(pl->kind))
         return cs_fail(ctx, CS_ERR_UNSUPPORTED,
                        "loss: partial labels (unlabelled classes) need a Combo, Dice or Tversky "
-                       "loss, not %s", cs_loss_kind_name(pl->kind));
+                       "loss, not %s",
+                       cs_loss_kind_name(pl->kind));
     double terms = 0.0;
     for (int32_t c = pl->kind == CS_LOSS_COMBO ? 1 : 0; c < pl->k; c++) terms += pl->labelled[c];
     /* the label-weighted form's one term per voxel is a mean over voxels; the Tversky form's
@@ -602,10 +611,11 @@ cs_status cs_loss_run(cs_context_t ctx, const cs_loss_options *options, const fl
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "loss: unknown kind %d", (int)options->kind);
     if (!in_unit_interval(options->alpha) || !in_unit_interval(options->beta) ||
         !in_unit_interval(options->tversky_alpha) || !in_unit_interval(options->tversky_beta))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
-                       "loss: alpha %g, beta %g, tversky_alpha %g, tversky_beta %g must be in [0, 1]",
-                       (double)options->alpha, (double)options->beta,
-                       (double)options->tversky_alpha, (double)options->tversky_beta);
+        return cs_fail(
+            ctx, CS_ERR_INVALID_ARGUMENT,
+            "loss: alpha %g, beta %g, tversky_alpha %g, tversky_beta %g must be in [0, 1]",
+            (double)options->alpha, (double)options->beta, (double)options->tversky_alpha,
+            (double)options->tversky_beta);
     if (!(options->gamma >= 0.0f) || !isfinite(options->gamma))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "loss: gamma %g must be finite, not negative",
                        (double)options->gamma);
@@ -665,7 +675,8 @@ void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n
     int64_t stack[3 * CS_MAX_CLASSES];
     int64_t *counts = k <= CS_MAX_CLASSES
                           ? stack
-                          : (int64_t *)cs_alloc(NULL, 3 * (size_t)k * sizeof(int64_t), "dice counts");
+                          : (int64_t *)cs_alloc(NULL, 3 * (size_t)k * sizeof(int64_t),
+                                                "dice counts");
     if (!counts) return;
     if (counts == stack) memset(stack, 0, 3 * (size_t)k * sizeof(int64_t));
     int64_t *np = counts, *nt = counts + k, *both = counts + 2 * k;

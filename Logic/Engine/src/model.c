@@ -35,12 +35,36 @@ static void class_colour(int32_t index, uint8_t rgb[3])
     double p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
     double r, g, b;
     switch (sector % 6) {
-    case 0: r = v; g = t; b = p; break;
-    case 1: r = q; g = v; b = p; break;
-    case 2: r = p; g = v; b = t; break;
-    case 3: r = p; g = q; b = v; break;
-    case 4: r = t; g = p; b = v; break;
-    default: r = v; g = p; b = q; break;
+        case 0:
+            r = v;
+            g = t;
+            b = p;
+            break;
+        case 1:
+            r = q;
+            g = v;
+            b = p;
+            break;
+        case 2:
+            r = p;
+            g = v;
+            b = t;
+            break;
+        case 3:
+            r = p;
+            g = q;
+            b = v;
+            break;
+        case 4:
+            r = t;
+            g = p;
+            b = v;
+            break;
+        default:
+            r = v;
+            g = p;
+            b = q;
+            break;
     }
     rgb[0] = (uint8_t)lround(r * 255);
     rgb[1] = (uint8_t)lround(g * 255);
@@ -48,8 +72,11 @@ static void class_colour(int32_t index, uint8_t rgb[3])
 }
 
 /* Writes the message (msg may be NULL) and fails; used by the validators below. */
-#define FAIL(...) do { if (msg && size) snprintf(msg, size, __VA_ARGS__); \
-                       return CS_ERR_INVALID_ARGUMENT; } while (0)
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        if (msg && size) snprintf(msg, size, __VA_ARGS__);                                         \
+        return CS_ERR_INVALID_ARGUMENT;                                                            \
+    } while (0)
 
 static cs_status validate_arch(const cs_unet_config *a, char *msg, size_t size)
 {
@@ -135,7 +162,8 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
             if (!(ch->clip_low < ch->clip_high))
                 FAIL("channels[%d].clip_low (%g) must be below clip_high (%g)", (int)c,
                      (double)ch->clip_low, (double)ch->clip_high);
-            if (!(ch->std > 0)) FAIL("channels[%d].std is %g, must be > 0", (int)c, (double)ch->std);
+            if (!(ch->std > 0))
+                FAIL("channels[%d].std is %g, must be > 0", (int)c, (double)ch->std);
         }
     }
 
@@ -166,7 +194,8 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
         for (int i = 0; i < 3; i++) {
             int which = -1;
             for (int j = 0; j < 3; j++)
-                if (info->orientation[i] == axes[j][0] || info->orientation[i] == axes[j][1]) which = j;
+                if (info->orientation[i] == axes[j][0] || info->orientation[i] == axes[j][1])
+                    which = j;
             if (which < 0 || seen[which]++)
                 FAIL("orientation '%s' must hold one each of R/L, A/P and S/I", info->orientation);
         }
@@ -189,7 +218,8 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
         FAIL("loss.kind is %d, not a cs_loss_kind", (int)l->kind);
     if (!finite_in(l->alpha, 0, 1)) FAIL("loss.alpha is %g, must be in [0, 1]", (double)l->alpha);
     if (!finite_in(l->beta, 0, 1)) FAIL("loss.beta is %g, must be in [0, 1]", (double)l->beta);
-    if (!finite_in(l->gamma, 0, 100)) FAIL("loss.gamma is %g, must be in [0, 100]", (double)l->gamma);
+    if (!finite_in(l->gamma, 0, 100))
+        FAIL("loss.gamma is %g, must be in [0, 100]", (double)l->gamma);
     if (!finite_in(l->tversky_alpha, 0, 1) || !finite_in(l->tversky_beta, 0, 1) ||
         !(l->tversky_alpha + l->tversky_beta > 0))
         FAIL("loss.tversky_alpha/tversky_beta (%g, %g) must be in [0, 1], not both 0",
@@ -300,7 +330,10 @@ void cs_model_free(cs_model_t model)
     cs_free(model);
 }
 
-const cs_model_info *cs_model_get_info(const cs_model_t model) { return model ? &model->info : NULL; }
+const cs_model_info *cs_model_get_info(const cs_model_t model)
+{
+    return model ? &model->info : NULL;
+}
 
 cs_status cs_model_set_info(cs_context_t ctx, cs_model_t model, const cs_model_info *info)
 {

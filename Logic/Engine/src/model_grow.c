@@ -50,8 +50,8 @@ cs_status cs_model_add_classes(cs_context_t ctx, const cs_model_t model,
         }
         float *d = grown->params + dst->offset;
         const float *s = model->params + src->offset;
-        if (src->count == dst->count && memcmp(src->shape, dst->shape,
-                                               sizeof(int64_t) * (size_t)dst->ndim) == 0) {
+        if (src->count == dst->count &&
+            memcmp(src->shape, dst->shape, sizeof(int64_t) * (size_t)dst->ndim) == 0) {
             memcpy(d, s, sizeof(float) * (size_t)dst->count);
             continue;
         }
@@ -68,7 +68,7 @@ cs_status cs_model_add_classes(cs_context_t ctx, const cs_model_t model,
         memcpy(d, s, sizeof(float) * (size_t)(row * k_old));
         for (int32_t k = k_old; k < k_new; k++) {
             memcpy(d + k * row, s, sizeof(float) * (size_t)row); /* background's row */
-            if (dst->ndim == 1) d[k] -= CS_GROW_LOGIT_MARGIN;   /* the bias */
+            if (dst->ndim == 1) d[k] -= CS_GROW_LOGIT_MARGIN;    /* the bias */
         }
     }
     *out = grown;

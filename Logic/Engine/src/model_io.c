@@ -27,7 +27,7 @@
 #include <windows.h>
 #define fileno _fileno
 #ifndef S_ISREG
-#define S_ISREG(m) (((m) & S_IFMT) == S_IFREG)
+#define S_ISREG(m) (((m)&S_IFMT) == S_IFREG)
 #endif
 #else
 #include <dirent.h>
@@ -56,7 +56,7 @@ float cs_half_to_float(uint16_t h)
 {
     uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
     float v;
-    if (exponent == 0) v = ldexpf((float)mantissa, -24);                  /* zero, subnormal */
+    if (exponent == 0) v = ldexpf((float)mantissa, -24); /* zero, subnormal */
     else if (exponent == 31) v = mantissa ? NAN : INFINITY;
     else v = ldexpf((float)(mantissa | 0x400), (int)exponent - 25);
     return (h & 0x8000) ? -v : v;
@@ -68,11 +68,11 @@ uint16_t cs_float_to_half(float f)
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     x &= 0x7fffffff;
     if (x >= 0x7f800000) return sign | 0x7c00 | (x > 0x7f800000 ? 0x200 : 0); /* inf, NaN */
-    if (x >= 0x477ff000) return sign | 0x7c00;      /* >= 65520 rounds to infinity */
-    if (x < 0x38800000) {                          /* below 2^-14: a half subnormal */
-        if (x < 0x33000000) return sign;            /* <= 2^-25 rounds to zero */
+    if (x >= 0x477ff000) return sign | 0x7c00; /* >= 65520 rounds to infinity */
+    if (x < 0x38800000) {                      /* below 2^-14: a half subnormal */
+        if (x < 0x33000000) return sign;       /* <= 2^-25 rounds to zero */
         uint32_t e = x >> 23, m = (x & 0x7fffff) | 0x800000;
-        int shift = 126 - (int)e;                   /* m * 2^(e-150) in units of 2^-24 */
+        int shift = 126 - (int)e; /* m * 2^(e-150) in units of 2^-24 */
         uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
         if (rem > half || (rem == half && (r & 1))) r++;
         return (uint16_t)(sign | r);
@@ -274,7 +274,7 @@ static cs_status write_all(cs_context_t ctx, FILE *f, const char *path, const ch
             int64_t m = n - start < CS_ST_CHUNK ? n - start : CS_ST_CHUNK;
             const float *src = tensors[i].data + start;
             for (int64_t j = 0; j < m; j++) {
-                uint64_t v = dtype == CS_ST_F32 ? float_bits(src[j])
+                uint64_t v = dtype == CS_ST_F32   ? float_bits(src[j])
                              : dtype == CS_ST_F16 ? cs_float_to_half(src[j])
                                                   : cs_float_to_bf16(src[j]);
                 put_le(chunk + j * size, v, size);
@@ -307,7 +307,8 @@ static cs_status check_write_args(cs_context_t ctx, const char *path,
                            t->name);
         uint64_t n = 1;
         for (int32_t d = 0; d < t->ndim; d++) {
-            if (t->shape[d] < 0 || (t->shape[d] > 0 && n > (UINT64_C(1) << 50) / (uint64_t)t->shape[d]))
+            if (t->shape[d] < 0 ||
+                (t->shape[d] > 0 && n > (UINT64_C(1) << 50) / (uint64_t)t->shape[d]))
                 return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "'%s': tensor %s has a bad shape",
                                path, t->name);
             n *= (uint64_t)t->shape[d];
@@ -319,8 +320,8 @@ static cs_status check_write_args(cs_context_t ctx, const char *path,
             for (uint64_t j = 0; j < n; j++)
                 if (isfinite(t->data[j]) && fabsf(t->data[j]) >= 65520.0f)
                     return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
-                                   "'%s': tensor %s value %g is out of half-precision range",
-                                   path, t->name, (double)t->data[j]);
+                                   "'%s': tensor %s value %g is out of half-precision range", path,
+                                   t->name, (double)t->data[j]);
         total += n;
         if (total > (UINT64_C(1) << 50))
             return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "'%s': tensors too large", path);
@@ -335,8 +336,8 @@ static cs_status check_write_args(cs_context_t ctx, const char *path,
                            (int)i);
         for (int32_t j = 0; j < i; j++)
             if (strcmp(metadata[j].key, metadata[i].key) == 0)
-                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "'%s': metadata key %s repeats",
-                               path, metadata[i].key);
+                return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "'%s': metadata key %s repeats", path,
+                               metadata[i].key);
     }
     return CS_OK;
 }
@@ -350,7 +351,8 @@ cs_status cs_st_write(cs_context_t ctx, const char *path, const cs_named_buffer 
 
     char *header = NULL;
     size_t header_len = 0;
-    st = make_header(ctx, path, tensors, count, metadata, num_metadata, dtype, &header, &header_len);
+    st = make_header(ctx, path, tensors, count, metadata, num_metadata, dtype, &header,
+                     &header_len);
     if (st != CS_OK) return st;
     unsigned char *chunk = (unsigned char *)cs_alloc(ctx, CS_ST_CHUNK * 4, "write buffer");
     size_t tmp_size = strlen(path) + 32;
@@ -520,8 +522,8 @@ static cs_status check_tensor_layout(cs_context_t ctx, const char *path, const c
     qsort(names, (size_t)file->num_tensors, sizeof(char *), compare_names);
     for (int32_t i = 1; i < file->num_tensors; i++)
         if (strcmp(names[i - 1], names[i]) == 0) {
-            cs_status st =
-                cs_fail(ctx, CS_ERR_FORMAT, "'%s': tensor %s appears twice", path, names[i]);
+            cs_status st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': tensor %s appears twice", path,
+                                   names[i]);
             cs_free(names);
             return st;
         }
@@ -553,7 +555,11 @@ static cs_status parse_header(cs_context_t ctx, const char *path, const char *te
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     span *spans = NULL;
     cs_status st = CS_OK;
-#define BAD(...) do { st = cs_fail(ctx, CS_ERR_FORMAT, __VA_ARGS__); goto done; } while (0)
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        st = cs_fail(ctx, CS_ERR_FORMAT, __VA_ARGS__);                                             \
+        goto done;                                                                                 \
+    } while (0)
     if (!root) BAD("'%s': header is not valid JSON", path);
     for (const char *p = end; p && p < text + len; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
@@ -577,7 +583,8 @@ static cs_status parse_header(cs_context_t ctx, const char *path, const char *te
             if (!it->string) BAD("'%s': __metadata__ entry without a key", path);
             if (!cJSON_IsString(it) || !it->valuestring)
                 BAD("'%s': __metadata__ value of '%s' is not a string (safetensors metadata "
-                    "values must be strings)", path, it->string);
+                    "values must be strings)",
+                    path, it->string);
             if (++n_meta > CS_ST_MAX_METADATA)
                 BAD("'%s': more than %d __metadata__ entries", path, CS_ST_MAX_METADATA);
         }
@@ -586,7 +593,8 @@ static cs_status parse_header(cs_context_t ctx, const char *path, const char *te
     file->tensors = (cs_st_tensor *)cs_alloc(ctx, sizeof(cs_st_tensor) * (size_t)(n_tensors + 1),
                                              "tensor table");
     file->metadata_keys = (char **)cs_alloc(ctx, sizeof(char *) * (size_t)(n_meta + 1), "metadata");
-    file->metadata_values = (char **)cs_alloc(ctx, sizeof(char *) * (size_t)(n_meta + 1), "metadata");
+    file->metadata_values = (char **)cs_alloc(ctx, sizeof(char *) * (size_t)(n_meta + 1),
+                                              "metadata");
     spans = (span *)cs_alloc(ctx, sizeof(span) * (size_t)(n_tensors + 1), "tensor spans");
     if (!file->tensors || !file->metadata_keys || !file->metadata_values || !spans) {
         st = CS_ERR_OUT_OF_MEMORY;
@@ -637,8 +645,7 @@ static cs_status read_file(cs_context_t ctx, const char *path, FILE *f, cs_st_fi
     struct stat info;
     if (fstat(fileno(f), &info) != 0)
         return cs_fail(ctx, CS_ERR_IO, "'%s': cannot read: %s", path, strerror(errno));
-    if (!S_ISREG(info.st_mode))
-        return cs_fail(ctx, CS_ERR_IO, "'%s': not a regular file", path);
+    if (!S_ISREG(info.st_mode)) return cs_fail(ctx, CS_ERR_IO, "'%s': not a regular file", path);
     uint64_t file_size = (uint64_t)info.st_size;
     unsigned char len_bytes[8];
     if (file_size < 8 || fread(len_bytes, 1, 8, f) != 8)
@@ -648,8 +655,8 @@ static cs_status read_file(cs_context_t ctx, const char *path, FILE *f, cs_st_fi
     if (header_len < 2 || header_len > CS_ST_MAX_HEADER || header_len > file_size - 8)
         return cs_fail(ctx, CS_ERR_FORMAT,
                        "'%s': header length %llu is impossible for a file of %llu bytes "
-                       "(truncated or not a safetensors file)", path,
-                       (unsigned long long)header_len, (unsigned long long)file_size);
+                       "(truncated or not a safetensors file)",
+                       path, (unsigned long long)header_len, (unsigned long long)file_size);
     uint64_t data_size = file_size - 8 - header_len;
     if (data_size > SIZE_MAX / 2)
         return cs_fail(ctx, CS_ERR_RESOURCE_LIMIT, "'%s': too large to read", path);
@@ -743,7 +750,8 @@ static void format_shape(char *buf, size_t size, int32_t ndim, const int64_t *sh
 {
     size_t used = (size_t)snprintf(buf, size, "[");
     for (int32_t d = 0; d < ndim && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, d ? ",%lld" : "%lld", (long long)shape[d]);
+        used += (size_t)snprintf(buf + used, size - used, d ? ",%lld" : "%lld",
+                                 (long long)shape[d]);
     if (used < size) snprintf(buf + used, size - used, "]");
 }
 
@@ -781,8 +789,8 @@ cs_status cs_st_copy_tensors(cs_context_t ctx, const cs_st_file *file, const cha
                 return cs_fail(ctx, CS_ERR_FORMAT, "'%s': unexpected tensor %s", path,
                                file->tensors[i].name);
         }
-        return cs_fail(ctx, CS_ERR_FORMAT, "'%s': expected %d tensors, found %d", path,
-                       (int)count, (int)file->num_tensors);
+        return cs_fail(ctx, CS_ERR_FORMAT, "'%s': expected %d tensors, found %d", path, (int)count,
+                       (int)file->num_tensors);
     }
     for (int32_t i = 0; i < count; i++) {
         const cs_st_tensor *t = cs_st_find(file, expected[i].name);
@@ -823,7 +831,10 @@ cs_status cs_norm_kind_from_name(const char *name, cs_norm_kind *kind)
 
 /* The metadata of a model file as key/value strings: numbers printed so that they read back
  * exactly, structured values as JSON text. */
-enum { META_COUNT = 24, META_SCALAR = 48 };
+enum {
+    META_COUNT = 24,
+    META_SCALAR = 48
+};
 
 typedef struct model_meta {
     cs_st_pair pairs[META_COUNT];
@@ -925,8 +936,7 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
         cJSON *colour = NULL;
         if (!o || !cJSON_AddNumberToObject(o, "value", cl->value) ||
             !cJSON_AddStringToObject(o, "name", cl->name) ||
-            !(colour = cJSON_CreateIntArray(rgb, 3)) ||
-            !cJSON_AddItemToObject(o, "rgb", colour)) {
+            !(colour = cJSON_CreateIntArray(rgb, 3)) || !cJSON_AddItemToObject(o, "rgb", colour)) {
             /* colour set here means adding it failed (its key could not be copied): not o's */
             cJSON_Delete(colour);
             cJSON_Delete(classes);
@@ -941,15 +951,15 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
 
     const cs_loss_options *l = &info->loss;
     cJSON *loss = cJSON_CreateObject();
-    if (loss && (!cJSON_AddStringToObject(loss, "kind", cs_loss_kind_name(l->kind)) ||
-                 !cJSON_AddNumberToObject(loss, "alpha", json_float_value(l->alpha)) ||
-                 !cJSON_AddNumberToObject(loss, "beta", json_float_value(l->beta)) ||
-                 !cJSON_AddNumberToObject(loss, "gamma", json_float_value(l->gamma)) ||
-                 !cJSON_AddNumberToObject(loss, "tversky_alpha", json_float_value(l->tversky_alpha)) ||
-                 !cJSON_AddNumberToObject(loss, "tversky_beta", json_float_value(l->tversky_beta)) ||
-                 !cJSON_AddNumberToObject(loss, "dice_include_background",
-                                          l->dice_include_background) ||
-                 !cJSON_AddNumberToObject(loss, "batch_dice", l->batch_dice))) {
+    if (loss &&
+        (!cJSON_AddStringToObject(loss, "kind", cs_loss_kind_name(l->kind)) ||
+         !cJSON_AddNumberToObject(loss, "alpha", json_float_value(l->alpha)) ||
+         !cJSON_AddNumberToObject(loss, "beta", json_float_value(l->beta)) ||
+         !cJSON_AddNumberToObject(loss, "gamma", json_float_value(l->gamma)) ||
+         !cJSON_AddNumberToObject(loss, "tversky_alpha", json_float_value(l->tversky_alpha)) ||
+         !cJSON_AddNumberToObject(loss, "tversky_beta", json_float_value(l->tversky_beta)) ||
+         !cJSON_AddNumberToObject(loss, "dice_include_background", l->dice_include_background) ||
+         !cJSON_AddNumberToObject(loss, "batch_dice", l->batch_dice))) {
         cJSON_Delete(loss);
         loss = NULL;
     }
@@ -1057,8 +1067,8 @@ cs_status cs_model_save_with(cs_context_t ctx, const cs_model_t model, const cha
 
 /* Metadata parsing: each helper fails with a message naming the field. */
 
-static cs_status meta_get(cs_context_t ctx, const cs_st_file *f, const char *path,
-                          const char *key, const char **out)
+static cs_status meta_get(cs_context_t ctx, const cs_st_file *f, const char *path, const char *key,
+                          const char **out)
 {
     *out = cs_st_metadata(f, key);
     if (!*out)
@@ -1066,8 +1076,8 @@ static cs_status meta_get(cs_context_t ctx, const cs_st_file *f, const char *pat
     return CS_OK;
 }
 
-static cs_status meta_int(cs_context_t ctx, const cs_st_file *f, const char *path,
-                          const char *key, int32_t *out)
+static cs_status meta_int(cs_context_t ctx, const cs_st_file *f, const char *path, const char *key,
+                          int32_t *out)
 {
     const char *s;
     cs_status st = meta_get(ctx, f, path, key, &s);
@@ -1098,8 +1108,8 @@ static cs_status meta_float(cs_context_t ctx, const cs_st_file *f, const char *p
     return CS_OK;
 }
 
-static cs_status meta_text(cs_context_t ctx, const cs_st_file *f, const char *path,
-                           const char *key, char *out, size_t size)
+static cs_status meta_text(cs_context_t ctx, const cs_st_file *f, const char *path, const char *key,
+                           char *out, size_t size)
 {
     const char *s;
     cs_status st = meta_get(ctx, f, path, key, &s);
@@ -1111,8 +1121,8 @@ static cs_status meta_text(cs_context_t ctx, const cs_st_file *f, const char *pa
     return CS_OK;
 }
 
-static cs_status meta_json(cs_context_t ctx, const cs_st_file *f, const char *path,
-                           const char *key, cJSON **out)
+static cs_status meta_json(cs_context_t ctx, const cs_st_file *f, const char *path, const char *key,
+                           cJSON **out)
 {
     const char *s;
     cs_status st = meta_get(ctx, f, path, key, &s);
@@ -1159,8 +1169,8 @@ static cs_status parse_channels(cs_context_t ctx, const cs_st_file *f, const cha
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != info->arch.in_channels) {
         cJSON_Delete(arr);
         return cs_fail(ctx, CS_ERR_FORMAT,
-                       "'%s': metadata field 'channels' must list in_channels (%d) channels",
-                       path, (int)info->arch.in_channels);
+                       "'%s': metadata field 'channels' must list in_channels (%d) channels", path,
+                       (int)info->arch.in_channels);
     }
     int c = 0;
     for (const cJSON *o = arr->child; o; o = o->next, c++) {
@@ -1178,7 +1188,8 @@ static cs_status parse_channels(cs_context_t ctx, const cs_st_file *f, const cha
             cJSON_Delete(arr);
             return cs_fail(ctx, CS_ERR_FORMAT,
                            "'%s': metadata field 'channels' entry %d is incomplete or invalid "
-                           "(name, modality, norm, clip_low, clip_high, mean, std)", path, c);
+                           "(name, modality, norm, clip_low, clip_high, mean, std)",
+                           path, c);
         }
         ch->modality = (cs_modality)m;
         ch->norm = (cs_norm_kind)n;
@@ -1203,8 +1214,8 @@ static cs_status parse_classes(cs_context_t ctx, const cs_st_file *f, const char
     for (const cJSON *o = arr->child; o; o = o->next, k++) {
         cs_class_info *cl = &info->classes[k];
         const cJSON *rgb = cJSON_GetObjectItemCaseSensitive(o, "rgb");
-        int ok = cJSON_IsObject(o) && json_int(cJSON_GetObjectItemCaseSensitive(o, "value"),
-                                               &cl->value) &&
+        int ok = cJSON_IsObject(o) &&
+                 json_int(cJSON_GetObjectItemCaseSensitive(o, "value"), &cl->value) &&
                  json_text(o, "name", cl->name, sizeof cl->name) && cJSON_IsArray(rgb) &&
                  cJSON_GetArraySize(rgb) == 3;
         int i = 0;
@@ -1217,7 +1228,8 @@ static cs_status parse_classes(cs_context_t ctx, const cs_st_file *f, const char
             cJSON_Delete(arr);
             return cs_fail(ctx, CS_ERR_FORMAT,
                            "'%s': metadata field 'classes' entry %d is incomplete or invalid "
-                           "(value, name, rgb of three 0-255 integers)", path, k);
+                           "(value, name, rgb of three 0-255 integers)",
+                           path, k);
         }
     }
     cJSON_Delete(arr);
@@ -1262,9 +1274,8 @@ static cs_status parse_loss(cs_context_t ctx, const cs_st_file *f, const char *p
     cs_loss_options *l = &info->loss;
     char kind[32];
     int ok = cJSON_IsObject(o) && json_text(o, "kind", kind, sizeof kind) &&
-             cs_loss_kind_from_name(kind, &l->kind) == CS_OK &&
-             json_float(o, "alpha", &l->alpha) && json_float(o, "beta", &l->beta) &&
-             json_float(o, "gamma", &l->gamma) &&
+             cs_loss_kind_from_name(kind, &l->kind) == CS_OK && json_float(o, "alpha", &l->alpha) &&
+             json_float(o, "beta", &l->beta) && json_float(o, "gamma", &l->gamma) &&
              json_float(o, "tversky_alpha", &l->tversky_alpha) &&
              json_float(o, "tversky_beta", &l->tversky_beta) &&
              json_int(cJSON_GetObjectItemCaseSensitive(o, "dice_include_background"),
@@ -1293,8 +1304,7 @@ static cs_status parse_postprocessing(cs_context_t ctx, const cs_st_file *f, con
         int32_t *flag = NULL;
         if (strcmp(it->string, "largest_component") == 0)
             flag = &info->postprocessing.largest_component;
-        else if (strcmp(it->string, "fill_holes") == 0)
-            flag = &info->postprocessing.fill_holes;
+        else if (strcmp(it->string, "fill_holes") == 0) flag = &info->postprocessing.fill_holes;
         if (!flag || !cJSON_IsBool(it)) ok = 0;
         else *flag = cJSON_IsTrue(it) ? 1 : 0;
     }
@@ -1302,7 +1312,8 @@ static cs_status parse_postprocessing(cs_context_t ctx, const cs_st_file *f, con
     if (!ok)
         return cs_fail(ctx, CS_ERR_FORMAT,
                        "'%s': metadata field 'postprocessing' must be an object of booleans "
-                       "(largest_component, fill_holes)", path);
+                       "(largest_component, fill_holes)",
+                       path);
     return CS_OK;
 }
 
@@ -1314,7 +1325,8 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
     if (!format || strcmp(format, "comboseg-model") != 0)
         return cs_fail(ctx, CS_ERR_FORMAT,
                        "'%s': not a ComboSeg model (metadata field 'format' is not "
-                       "\"comboseg-model\")", path);
+                       "\"comboseg-model\")",
+                       path);
     cs_status st;
     if ((st = meta_int(ctx, f, path, "format_version", &info->format_version)) != CS_OK) return st;
     if (info->format_version < 1 || info->format_version > CS_MODEL_FORMAT_VERSION)
@@ -1332,11 +1344,15 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
         return st;
     /* the counts size the arrays below: check them before anything indexes with them */
     if (a->in_channels < 1 || a->in_channels > CS_MAX_CHANNELS)
-        return cs_fail(ctx, CS_ERR_FORMAT, "'%s': metadata field 'in_channels' is %d, must be in "
-                       "[1, %d]", path, (int)a->in_channels, CS_MAX_CHANNELS);
+        return cs_fail(ctx, CS_ERR_FORMAT,
+                       "'%s': metadata field 'in_channels' is %d, must be in "
+                       "[1, %d]",
+                       path, (int)a->in_channels, CS_MAX_CHANNELS);
     if (a->num_classes < 2 || a->num_classes > CS_MAX_CLASSES)
-        return cs_fail(ctx, CS_ERR_FORMAT, "'%s': metadata field 'num_classes' is %d, must be in "
-                       "[2, %d]", path, (int)a->num_classes, CS_MAX_CLASSES);
+        return cs_fail(ctx, CS_ERR_FORMAT,
+                       "'%s': metadata field 'num_classes' is %d, must be in "
+                       "[2, %d]",
+                       path, (int)a->num_classes, CS_MAX_CLASSES);
     if ((st = parse_channels(ctx, f, path, info)) != CS_OK ||
         (st = parse_classes(ctx, f, path, info)) != CS_OK ||
         (st = parse_arrays(ctx, f, path, info)) != CS_OK ||
@@ -1371,9 +1387,10 @@ static cs_status check_weight_count(cs_context_t ctx, const cs_st_file *f, const
     for (int32_t i = 0; i < f->num_tensors; i++) have += (uint64_t)f->tensors[i].count;
     if (st == CS_OK && (uint64_t)probe->num_params > have &&
         (uint64_t)probe->num_params * sizeof(float) > (UINT64_C(64) << 20))
-        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': the architecture in the metadata needs %lld "
-                     "weights, the file holds %llu", path, (long long)probe->num_params,
-                     (unsigned long long)have);
+        st = cs_fail(ctx, CS_ERR_FORMAT,
+                     "'%s': the architecture in the metadata needs %lld "
+                     "weights, the file holds %llu",
+                     path, (long long)probe->num_params, (unsigned long long)have);
     cs_free(probe);
     return st;
 }

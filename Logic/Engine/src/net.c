@@ -44,25 +44,27 @@ static cs_status check_config(cs_context_t ctx, const cs_unet_config *a)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: spatial_dims must be 2 or 3, not %d",
                        (int)a->spatial_dims);
     if (a->in_channels < 1 || a->in_channels > CS_MAX_CHANNELS)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: in_channels must be in [1, %d], not %d",
-                       CS_MAX_CHANNELS, (int)a->in_channels);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "network: in_channels must be in [1, %d], not %d", CS_MAX_CHANNELS,
+                       (int)a->in_channels);
     if (a->num_classes < 2 || a->num_classes > CS_MAX_CLASSES)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: num_classes must be in [2, %d], not %d",
-                       CS_MAX_CLASSES, (int)a->num_classes);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "network: num_classes must be in [2, %d], not %d", CS_MAX_CLASSES,
+                       (int)a->num_classes);
     if (a->levels < 1 || a->levels > CS_NET_MAX_LEVELS)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: levels must be in [1, %d], not %d",
                        CS_NET_MAX_LEVELS, (int)a->levels);
-    if (a->base_filters < 1 ||
-        (int64_t)a->base_filters << (a->levels - 1) > CS_NET_MAX_FILTERS)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
-                       "network: base_filters %d must be >= 1 and base_filters * 2^(levels-1) <= %d",
-                       (int)a->base_filters, CS_NET_MAX_FILTERS);
+    if (a->base_filters < 1 || (int64_t)a->base_filters << (a->levels - 1) > CS_NET_MAX_FILTERS)
+        return cs_fail(
+            ctx, CS_ERR_INVALID_ARGUMENT,
+            "network: base_filters %d must be >= 1 and base_filters * 2^(levels-1) <= %d",
+            (int)a->base_filters, CS_NET_MAX_FILTERS);
     if (!(a->leaky_slope >= 0.0f && a->leaky_slope < 1.0f))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: leaky_slope must be in [0, 1), not %g",
-                       (double)a->leaky_slope);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "network: leaky_slope must be in [0, 1), not %g", (double)a->leaky_slope);
     if (!(a->norm_epsilon > 0.0f && a->norm_epsilon < 1.0f))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "network: norm_epsilon must be in (0, 1), not %g",
-                       (double)a->norm_epsilon);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "network: norm_epsilon must be in (0, 1), not %g", (double)a->norm_epsilon);
     return CS_OK;
 }
 
@@ -73,8 +75,8 @@ static int32_t filters_at(const cs_unet_config *a, int32_t level)
 
 /* Appends one tensor to the table: a vector (spatial = 0) or a weight (out, in, kernel...) with
  * `spatial` kernel axes of size k (the first of them kd in 3D). */
-static void add_tensor(struct cs_model *m, const char *name, int64_t dim0, int64_t dim1, int spatial,
-                       int64_t k)
+static void add_tensor(struct cs_model *m, const char *name, int64_t dim0, int64_t dim1,
+                       int spatial, int64_t k)
 {
     cs_param_tensor *t = &m->tensors[m->num_tensors++];
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -159,7 +161,8 @@ void cs_net_init_weights(struct cs_model *model, uint64_t seed)
         const cs_param_tensor *t = &model->tensors[i];
         float *p = model->params + t->offset;
         if (t->ndim == 1) {
-            const float value = strstr(t->name, ".norm") && ends_with(t->name, ".weight") ? 1.0f : 0.0f;
+            const float value = strstr(t->name, ".norm") && ends_with(t->name, ".weight") ? 1.0f
+                                                                                          : 0.0f;
             for (int64_t j = 0; j < t->count; j++) p[j] = value;
             continue;
         }
@@ -194,20 +197,20 @@ typedef struct conv_block {
 } conv_block;
 
 typedef struct net_level {
-    int32_t d, h, w;         /* spatial size at this level */
-    int32_t filters;         /* f_l */
+    int32_t d, h, w; /* spatial size at this level */
+    int32_t filters; /* f_l */
     conv_block enc[2], dec[2];
-    float *pooled;           /* (B, f_{l-1}, D, H, W) pooled input, l > 0 */
+    float *pooled; /* (B, f_{l-1}, D, H, W) pooled input, l > 0 */
     float *grad_pooled;
-    cs_conv_shape up_shape;  /* decoder (l < L-1): transposed conv from level l+1 */
+    cs_conv_shape up_shape; /* decoder (l < L-1): transposed conv from level l+1 */
     int64_t up_weight, up_bias;
-    float *up, *grad_up;     /* (B, f_l, D, H, W) */
-    float *cat, *grad_cat;   /* (B, 2 f_l, D, H, W) = [up, skip] */
-    float *grad_z;           /* (B, f_l, D, H, W) dL/dz scratch shared by the level's blocks */
+    float *up, *grad_up;   /* (B, f_l, D, H, W) */
+    float *cat, *grad_cat; /* (B, 2 f_l, D, H, W) = [up, skip] */
+    float *grad_z;         /* (B, f_l, D, H, W) dL/dz scratch shared by the level's blocks */
 } net_level;
 
 struct cs_workspace {
-    cs_unet_config arch;     /* of the model it was made for */
+    cs_unet_config arch; /* of the model it was made for */
     int64_t num_params;
     int32_t batch;
     int with_gradients;
@@ -215,9 +218,9 @@ struct cs_workspace {
     net_level lv[CS_NET_MAX_LEVELS];
     cs_conv_shape head_shape;
     int64_t head_weight, head_bias;
-    float *input;            /* (B, C, D, H, W) copy of the last input (the first conv's backward) */
-    float *logits;           /* (B, K, D, H, W) */
-    void *memory;            /* one allocation: activations, then the gradient region */
+    float *input;  /* (B, C, D, H, W) copy of the last input (the first conv's backward) */
+    float *logits; /* (B, K, D, H, W) */
+    void *memory;  /* one allocation: activations, then the gradient region */
     uint64_t bytes;
     unsigned char *grad_begin; /* the gradient region, zeroed at each backward pass */
     uint64_t grad_bytes;
@@ -229,11 +232,13 @@ static int64_t voxels(const net_level *lv) { return (int64_t)lv->d * lv->h * lv-
 static cs_status plan_shapes(cs_context_t ctx, const struct cs_model *model, int32_t batch,
                              const int64_t size[3], int with_gradients, cs_workspace *ws)
 {
-    if (!model || !size) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no model or size");
+    if (!model || !size)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no model or size");
     const cs_unet_config *a = &model->info.arch;
     cs_status st = check_config(ctx, a);
     if (st != CS_OK) return st;
-    if (batch < 1) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: batch %d < 1", (int)batch);
+    if (batch < 1)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: batch %d < 1", (int)batch);
     const int64_t multiple = (int64_t)1 << (a->levels - 1);
     if (a->spatial_dims == 2 && size[2] != 1)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
@@ -250,16 +255,16 @@ static cs_status plan_shapes(cs_context_t ctx, const struct cs_model *model, int
     ws->num_params = model->num_params;
     ws->batch = batch;
     ws->with_gradients = with_gradients ? 1 : 0;
-    const int k = a->spatial_dims == 3 ? 3 : 1; /* kernel depth */
+    const int k = a->spatial_dims == 3 ? 3 : 1;  /* kernel depth */
     const int pd = a->spatial_dims == 3 ? 2 : 1; /* pooling depth */
     char name[64];
-#define OFFSET(dst, ...)                                                                   \
-    do {                                                                                   \
-        snprintf(name, sizeof name, __VA_ARGS__);                                          \
-        (dst) = tensor_offset(model, name);                                                \
-        if ((dst) < 0)                                                                     \
-            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: the model has no tensor '%s'", \
-                           name);                                                          \
+#define OFFSET(dst, ...)                                                                           \
+    do {                                                                                           \
+        snprintf(name, sizeof name, __VA_ARGS__);                                                  \
+        (dst) = tensor_offset(model, name);                                                        \
+        if ((dst) < 0)                                                                             \
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,                                           \
+                           "workspace: the model has no tensor '%s'", name);                       \
     } while (0)
     for (int32_t l = 0; l < a->levels; l++) {
         net_level *lv = &ws->lv[l];
@@ -285,14 +290,14 @@ static cs_status plan_shapes(cs_context_t ctx, const struct cs_model *model, int
         }
         if (l < a->levels - 1) {
             /* the input of the transposed conv is level l+1, half the size */
-            lv->up_shape = (cs_conv_shape){batch, filters_at(a, l + 1), f, lv->d / pd, lv->h / 2,
-                                           lv->w / 2, pd, 2, 2};
+            lv->up_shape = (cs_conv_shape){
+                batch, filters_at(a, l + 1), f, lv->d / pd, lv->h / 2, lv->w / 2, pd, 2, 2};
             OFFSET(lv->up_weight, "dec%d.up.weight", (int)l);
             OFFSET(lv->up_bias, "dec%d.up.bias", (int)l);
         }
     }
-    ws->head_shape = (cs_conv_shape){batch, filters_at(a, 0), a->num_classes, ws->lv[0].d,
-                                     ws->lv[0].h, ws->lv[0].w, 1, 1, 1};
+    ws->head_shape = (cs_conv_shape){
+        batch, filters_at(a, 0), a->num_classes, ws->lv[0].d, ws->lv[0].h, ws->lv[0].w, 1, 1, 1};
     OFFSET(ws->head_weight, "head.weight");
     OFFSET(ws->head_bias, "head.bias");
 #undef OFFSET
@@ -413,7 +418,8 @@ static cs_status check_pass(cs_context_t ctx, const struct cs_model *model, cons
                             const void *in, const void *out, const char *what)
 {
     if (!model || !ws || !in || !out)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "%s: missing model, workspace or buffer", what);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "%s: missing model, workspace or buffer",
+                       what);
     const cs_unet_config *a = &model->info.arch, *w = &ws->arch;
     if (model->num_params != ws->num_params || a->spatial_dims != w->spatial_dims ||
         a->in_channels != w->in_channels || a->num_classes != w->num_classes ||

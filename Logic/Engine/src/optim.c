@@ -8,8 +8,8 @@
 #include <string.h>
 
 #define CS_PI 3.14159265358979323846
-#define CS_OPTIM_BLOCK 8192           /* elements per partial sum of a norm */
-#define CS_OPTIM_PARALLEL_MIN 65536   /* below this, one thread */
+#define CS_OPTIM_BLOCK 8192         /* elements per partial sum of a norm */
+#define CS_OPTIM_PARALLEL_MIN 65536 /* below this, one thread */
 
 cs_train_config cs_train_config_default(void)
 {
@@ -43,7 +43,8 @@ cs_training_recipe cs_training_recipe_automatic(int fine_tuning)
     const cs_sampling_options sampling = cs_sampling_options_default();
     cs_training_recipe r;
     r.learning_rate = fine_tuning ? 2e-4f : config.learning_rate;
-    r.epochs = fine_tuning ? 6 : (int32_t)(config.total_steps / CS_TRAINING_STEPS_PER_EPOCH_DEFAULT);
+    r.epochs = fine_tuning ? 6
+                           : (int32_t)(config.total_steps / CS_TRAINING_STEPS_PER_EPOCH_DEFAULT);
     r.foreground_fraction = fine_tuning ? 0.6f : sampling.foreground_fraction;
     r.rotation = fine_tuning ? 10.0f : sampling.rotation[0];
     r.flip_axes = fine_tuning ? 1 : sampling.flip_axes;
@@ -65,15 +66,13 @@ float cs_train_learning_rate_at(const cs_train_config *config, int64_t step)
     double progress = span > 0 ? (double)(step - warm) / (double)span : 1.0;
     if (progress > 1.0) progress = 1.0;
     switch (config->schedule) {
-    case CS_LR_POLY:
-        return (float)(lr * pow(1.0 - progress, config->poly_power));
-    case CS_LR_COSINE: {
-        const double lo = config->min_learning_rate;
-        return (float)(lo + (lr - lo) * 0.5 * (1.0 + cos(CS_PI * progress)));
-    }
-    case CS_LR_CONSTANT:
-    default:
-        return (float)lr;
+        case CS_LR_POLY: return (float)(lr * pow(1.0 - progress, config->poly_power));
+        case CS_LR_COSINE: {
+            const double lo = config->min_learning_rate;
+            return (float)(lo + (lr - lo) * 0.5 * (1.0 + cos(CS_PI * progress)));
+        }
+        case CS_LR_CONSTANT:
+        default: return (float)lr;
     }
 }
 
@@ -82,8 +81,8 @@ float cs_train_alpha_at(const cs_train_config *config, int64_t step)
     if (!config) return 0.0f;
     const double end = config->loss.alpha;
     if (!config->curriculum) return (float)end;
-    const int64_t span =
-        config->curriculum_steps > 0 ? config->curriculum_steps : config->total_steps / 2;
+    const int64_t span = config->curriculum_steps > 0 ? config->curriculum_steps
+                                                      : config->total_steps / 2;
     if (span <= 0) return (float)end;
     if (step < 0) step = 0;
     double f = (double)step / (double)span;
@@ -104,8 +103,8 @@ void cs_adam_update(float *params, float *m, float *v, const float *grads, int64
     const float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, (double)t));
     const float decay = 1.0f - lr * wd;
     (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) \
-    if (n >= CS_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : 1) if (n >= CS_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = grads[i];
         if (adamw) {
@@ -126,13 +125,15 @@ double cs_grad_norm(const float *x, int64_t n, int threads)
     const int64_t blocks = (n + CS_OPTIM_BLOCK - 1) / CS_OPTIM_BLOCK;
     double sum = 0.0;
     /* blocks of fixed size, summed in order in ordered chunks: thread-count independent */
-    enum { STRIPE = 256 };
+    enum {
+        STRIPE = 256
+    };
     double partial[STRIPE];
     (void)threads;
     for (int64_t s0 = 0; s0 < blocks; s0 += STRIPE) {
         const int64_t s1 = s0 + STRIPE < blocks ? s0 + STRIPE : blocks;
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) \
-    if (n >= CS_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : 1) if (n >= CS_OPTIM_PARALLEL_MIN)
         for (int64_t bl = s0; bl < s1; bl++) {
             const int64_t i0 = bl * CS_OPTIM_BLOCK;
             const int64_t i1 = i0 + CS_OPTIM_BLOCK < n ? i0 + CS_OPTIM_BLOCK : n;
@@ -148,8 +149,8 @@ double cs_grad_norm(const float *x, int64_t n, int threads)
 void cs_grad_scale(float *x, int64_t n, float scale, int threads)
 {
     (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) \
-    if (n >= CS_OPTIM_PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : 1) if (n >= CS_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] *= scale;
 }
 
@@ -167,7 +168,8 @@ int cs_all_finite(const float *x, int64_t n, int threads)
 {
     int bad = 0;
     (void)threads;
-#pragma omp parallel for schedule(static) reduction(| : bad) \
+#pragma omp parallel for schedule(static) reduction(|                                              \
+                                                    : bad)                                         \
     num_threads(threads > 0 ? threads : 1) if (n >= CS_OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
     return !bad;

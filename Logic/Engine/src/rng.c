@@ -55,6 +55,7 @@ int64_t cs_rng_below(cs_rng *rng, int64_t bound)
     uint64_t b = (uint64_t)bound;
     uint64_t limit = UINT64_MAX - UINT64_MAX % b;
     uint64_t x;
-    do x = cs_rng_next(rng); while (x >= limit);
+    do x = cs_rng_next(rng);
+    while (x >= limit);
     return (int64_t)(x % b);
 }

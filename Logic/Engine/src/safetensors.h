@@ -51,20 +51,20 @@ typedef struct cs_st_pair {
 
 typedef struct cs_st_tensor {
     char *name;
-    cs_st_dtype dtype;       /* as stored in the file */
+    cs_st_dtype dtype; /* as stored in the file */
     int32_t ndim;
     int64_t shape[CS_ST_MAX_DIMS];
-    int64_t count;           /* product of shape */
-    float *data;             /* (count) converted to float, owned by the file */
+    int64_t count; /* product of shape */
+    float *data;   /* (count) converted to float, owned by the file */
 } cs_st_tensor;
 
 typedef struct cs_st_file {
     int32_t num_tensors;
-    cs_st_tensor *tensors;   /* in header order */
+    cs_st_tensor *tensors; /* in header order */
     int32_t num_metadata;
     char **metadata_keys;
     char **metadata_values;
-    float *values;           /* one block holding every tensor's data */
+    float *values; /* one block holding every tensor's data */
 } cs_st_file;
 
 /* Writes count tensors (each ndim <= CS_ST_MAX_DIMS, data (product of shape) floats) and

@@ -29,11 +29,15 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
     if (!rng || !image || !labels || !size || !patch || !o || !patch_image || !patch_labels)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: a pointer argument is NULL");
     if (channels < 1 || channels > CS_MAX_CHANNELS)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: channels is %d, must be in "
-                       "[1, %d]", (int)channels, CS_MAX_CHANNELS);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: channels is %d, must be in "
+                       "[1, %d]",
+                       (int)channels, CS_MAX_CHANNELS);
     if (num_classes < 2 || num_classes > CS_MAX_CLASSES)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: num_classes is %d, must be "
-                       "in [2, %d]", (int)num_classes, CS_MAX_CLASSES);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: num_classes is %d, must be "
+                       "in [2, %d]",
+                       (int)num_classes, CS_MAX_CLASSES);
     int64_t voxels = 1, patch_voxels = 1;
     for (int i = 0; i < 3; i++) {
         if (size[i] < 1 || size[i] > (INT64_C(1) << 20))
@@ -45,39 +49,57 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
         voxels *= size[i];
         patch_voxels *= patch[i];
         if (voxels > (INT64_C(1) << 40) || patch_voxels > (INT64_C(1) << 40))
-            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: volume or patch too "
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "cs_sample_patch: volume or patch too "
                            "large");
     }
     if (!(o->foreground_fraction >= 0 && o->foreground_fraction <= 1))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: foreground_fraction is %g, "
-                       "must be in [0, 1]", (double)o->foreground_fraction);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: foreground_fraction is %g, "
+                       "must be in [0, 1]",
+                       (double)o->foreground_fraction);
     if (o->flip_axes < 0 || o->flip_axes > 7)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: flip_axes is %d, must be a "
-                       "mask of 1, 2, 4", (int)o->flip_axes);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: flip_axes is %d, must be a "
+                       "mask of 1, 2, 4",
+                       (int)o->flip_axes);
     if (!(o->intensity_scale >= 0 && o->intensity_scale < 1))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: intensity_scale is %g, "
-                       "must be in [0, 1)", (double)o->intensity_scale);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: intensity_scale is %g, "
+                       "must be in [0, 1)",
+                       (double)o->intensity_scale);
     if (!(o->intensity_shift >= 0 && isfinite(o->intensity_shift)))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: intensity_shift is %g, "
-                       "must be finite and >= 0", (double)o->intensity_shift);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: intensity_shift is %g, "
+                       "must be finite and >= 0",
+                       (double)o->intensity_shift);
     if (!(o->noise_std >= 0 && isfinite(o->noise_std)))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: noise_std is %g, must be "
-                       "finite and >= 0", (double)o->noise_std);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: noise_std is %g, must be "
+                       "finite and >= 0",
+                       (double)o->noise_std);
     if (!(o->zoom >= 0 && o->zoom < 1))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: zoom is %g, must be in "
-                       "[0, 1)", (double)o->zoom);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: zoom is %g, must be in "
+                       "[0, 1)",
+                       (double)o->zoom);
     for (int32_t k = 0; o->mirror_classes && k < num_classes; k++)
         if (o->mirror_classes[k] < 0 || o->mirror_classes[k] >= num_classes)
-            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: mirror_classes[%d] is "
-                           "%d, must be in [0, %d)", (int)k, (int)o->mirror_classes[k],
-                           (int)num_classes);
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "cs_sample_patch: mirror_classes[%d] is "
+                           "%d, must be in [0, %d)",
+                           (int)k, (int)o->mirror_classes[k], (int)num_classes);
     if (!(o->gamma >= 0 && o->gamma <= 10))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: gamma is %g, must be in "
-                       "[0, 10]", (double)o->gamma);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: gamma is %g, must be in "
+                       "[0, 10]",
+                       (double)o->gamma);
     for (int i = 0; i < 3; i++)
         if (!(o->rotation[i] >= 0 && o->rotation[i] <= 180))
-            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: rotation[%d] is %g "
-                           "degrees, must be in [0, 180]", i, (double)o->rotation[i]);
+            return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                           "cs_sample_patch: rotation[%d] is %g "
+                           "degrees, must be in [0, 180]",
+                           i, (double)o->rotation[i]);
     return CS_OK;
 }
 
@@ -91,8 +113,10 @@ static int pick_foreground(cs_context_t ctx, cs_rng *rng, const int32_t *labels,
     for (int64_t i = 0; i < n; i++) {
         int32_t v = labels[i];
         if (v < 0 || v >= num_classes) {
-            *st = cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld "
-                          "is outside [0, %d)", (int)v, (long long)i, (int)num_classes);
+            *st = cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                          "cs_sample_patch: label %d at voxel %lld "
+                          "is outside [0, %d)",
+                          (int)v, (long long)i, (int)num_classes);
             return 0;
         }
         counts[v]++;
@@ -121,17 +145,16 @@ static void start_range(int64_t n, int64_t p, int64_t *lo, int64_t *hi)
 
 /* The volume a patch is cut from, with each channel's padding value. */
 typedef struct cs_volume_view {
-    const float *image;     /* (C, nz, ny, nx) */
-    const int32_t *labels;  /* (nz, ny, nx) */
+    const float *image;    /* (C, nz, ny, nx) */
+    const int32_t *labels; /* (nz, ny, nx) */
     int32_t channels;
-    int64_t size[3];        /* nx, ny, nz */
+    int64_t size[3]; /* nx, ny, nz */
     int32_t num_classes;
     const float *pad_value; /* per channel */
 } cs_volume_view;
 
 /* Destination index of patch voxel (x, y, z) with flips. */
-static int64_t flipped_index(const int64_t p[3], const int flip[3], int64_t x, int64_t y,
-                             int64_t z)
+static int64_t flipped_index(const int64_t p[3], const int flip[3], int64_t x, int64_t y, int64_t z)
 {
     const int64_t dx = flip[0] ? p[0] - 1 - x : x, dy = flip[1] ? p[1] - 1 - y : y;
     const int64_t dz = flip[2] ? p[2] - 1 - z : z;
@@ -211,8 +234,7 @@ static int64_t copy_resampled(const cs_volume_view *v, const int64_t start[3], c
                 }
                 const int64_t x0 = (int64_t)floor(f[0]), y0 = (int64_t)floor(f[1]),
                               z0 = (int64_t)floor(f[2]);
-                const double wx = f[0] - (double)x0, wy = f[1] - (double)y0,
-                             wz = f[2] - (double)z0;
+                const double wx = f[0] - (double)x0, wy = f[1] - (double)y0, wz = f[2] - (double)z0;
                 for (int32_t c = 0; c < v->channels; c++) {
                     double sum = 0.0;
                     for (int k = 0; k < 8; k++) {
@@ -276,11 +298,10 @@ static void apply_gamma(float *values, int64_t count, float g)
     for (int64_t i = 0; i < count; i++) values[i] = lo + range * powf((values[i] - lo) * inv, g);
 }
 
-cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
-                          const int32_t *labels, int32_t channels, const int64_t size[3],
-                          int32_t num_classes, const int32_t patch[3],
-                          const cs_sampling_options *options, float *patch_image,
-                          int32_t *patch_labels)
+cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image, const int32_t *labels,
+                          int32_t channels, const int64_t size[3], int32_t num_classes,
+                          const int32_t patch[3], const cs_sampling_options *options,
+                          float *patch_image, int32_t *patch_labels)
 {
     cs_status st = check_args(ctx, rng, image, labels, channels, size, num_classes, patch, options,
                               patch_image, patch_labels);
@@ -312,8 +333,8 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
     int flip[3];
     for (int i = 0; i < 3; i++)
         flip[i] = (options->flip_axes >> i & 1) ? cs_rng_uniform(rng) < 0.5f : 0;
-    const double zoom =
-        options->zoom > 0 ? 1.0 + options->zoom * (2.0 * cs_rng_uniform(rng) - 1.0) : 1.0;
+    const double zoom = options->zoom > 0 ? 1.0 + options->zoom * (2.0 * cs_rng_uniform(rng) - 1.0)
+                                          : 1.0;
     double transform[3][3];
     const int resampled = draw_transform(rng, options, pz == 1, zoom, transform);
 
@@ -330,13 +351,15 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image,
     }
 
     const cs_volume_view vol = {image, labels, channels, {nx, ny, nz}, num_classes, pad_value};
-    const int64_t bad = resampled ? copy_resampled(&vol, start, pdims, flip, transform,
-                                                   patch_image, patch_labels)
-                                  : copy_region(&vol, start, pdims, flip, patch_image,
-                                                patch_labels);
+    const int64_t bad = resampled
+                            ? copy_resampled(&vol, start, pdims, flip, transform, patch_image,
+                                             patch_labels)
+                            : copy_region(&vol, start, pdims, flip, patch_image, patch_labels);
     if (bad >= 0)
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "cs_sample_patch: label %d at voxel %lld is "
-                       "outside [0, %d)", (int)labels[bad], (long long)bad, (int)num_classes);
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: label %d at voxel %lld is "
+                       "outside [0, %d)",
+                       (int)labels[bad], (long long)bad, (int)num_classes);
     if (flip[0] && options->mirror_classes)
         for (int64_t i = 0; i < pn; i++) patch_labels[i] = options->mirror_classes[patch_labels[i]];
 

@@ -17,24 +17,24 @@
 
 struct cs_trainer {
     cs_context_t ctx;
-    cs_model_t model;          /* updated in place, owned by the caller */
-    cs_train_config config;    /* patch size resolved */
-    int64_t size[3];           /* patch x y z */
-    int64_t voxels;            /* per patch */
-    cs_workspace *ws;          /* activations and their gradients for one batch */
-    float *grad;               /* (num_params) dL/dparams, laid out like model->params */
-    float *adam_m;             /* (num_params) first moment */
-    float *adam_v;             /* (num_params) second moment */
-    float *grad_logits;        /* (B, K, pz, py, px) */
-    int32_t *predicted;        /* (B, pz, py, px) argmax of the logits */
-    void *loss_scratch;        /* the loss's partial sums (cs_loss_scratch_size) */
-    int64_t step;              /* optimiser steps done */
+    cs_model_t model;               /* updated in place, owned by the caller */
+    cs_train_config config;         /* patch size resolved */
+    int64_t size[3];                /* patch x y z */
+    int64_t voxels;                 /* per patch */
+    cs_workspace *ws;               /* activations and their gradients for one batch */
+    float *grad;                    /* (num_params) dL/dparams, laid out like model->params */
+    float *adam_m;                  /* (num_params) first moment */
+    float *adam_v;                  /* (num_params) second moment */
+    float *grad_logits;             /* (B, K, pz, py, px) */
+    int32_t *predicted;             /* (B, pz, py, px) argmax of the logits */
+    void *loss_scratch;             /* the loss's partial sums (cs_loss_scratch_size) */
+    int64_t step;                   /* optimiser steps done */
     cs_gradient_reducer_fn reducer; /* data-parallel gradient averaging; NULL: none */
     void *reducer_user_data;
 };
 
-static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
-                              const cs_train_config *c, int64_t size[3])
+static cs_status check_config(cs_context_t ctx, const cs_model_info *info, const cs_train_config *c,
+                              int64_t size[3])
 {
     const cs_unet_config *arch = &info->arch;
     if (c->batch_size < 1)
@@ -55,7 +55,8 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
         } else if (s % m != 0) {
             return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                            "patch size %c = %lld must be a multiple of %lld (2^(levels-1), "
-                           "levels = %d)", axis[a], (long long)s, (long long)m, arch->levels);
+                           "levels = %d)",
+                           axis[a], (long long)s, (long long)m, arch->levels);
         }
         size[a] = s;
     }
@@ -88,10 +89,12 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info,
     if (c->warmup_steps < 0 || c->total_steps < 1 || c->curriculum_steps < 0)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                        "warmup_steps = %lld and curriculum_steps = %lld must not be negative, "
-                       "total_steps = %lld must be positive", (long long)c->warmup_steps,
-                       (long long)c->curriculum_steps, (long long)c->total_steps);
+                       "total_steps = %lld must be positive",
+                       (long long)c->warmup_steps, (long long)c->curriculum_steps,
+                       (long long)c->total_steps);
     if (c->curriculum && !(c->curriculum_alpha_start >= 0.0f && c->curriculum_alpha_start <= 1.0f))
-        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "curriculum_alpha_start = %g must be in [0, 1]",
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "curriculum_alpha_start = %g must be in [0, 1]",
                        (double)c->curriculum_alpha_start);
     /* the loss checks its own options: try it once on a two-voxel batch of labels 0 (with the
      * model's K, so that partial labels are checked against every class) */
@@ -140,10 +143,9 @@ cs_status cs_trainer_init(cs_context_t ctx, cs_model_t model, const cs_train_con
                                            "logits gradient");
         t->predicted = (int32_t *)cs_alloc(ctx, (size_t)(B * t->voxels) * sizeof(int32_t),
                                            "predicted labels");
-        t->loss_scratch = cs_alloc(ctx,
-                                   cs_loss_scratch_size(B, t->voxels, (int32_t)K,
-                                                        config->loss.batch_dice != 0),
-                                   "loss sums");
+        t->loss_scratch = cs_alloc(
+            ctx, cs_loss_scratch_size(B, t->voxels, (int32_t)K, config->loss.batch_dice != 0),
+            "loss sums");
         if (!t->grad || !t->adam_m || !t->adam_v || !t->grad_logits || !t->predicted ||
             !t->loss_scratch)
             st = CS_ERR_OUT_OF_MEMORY;
@@ -294,8 +296,8 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
                        "non-finite gradient norm (%g) at step %lld; the weights were kept. "
                        "Lower the learning rate or check the images",
                        norm, (long long)t->step);
-    cs_adam_update(model->params, t->adam_m, t->adam_v, t->grad, model->num_params, t->step + 1,
-                   lr, &t->config, cs_threads(ctx));
+    cs_adam_update(model->params, t->adam_m, t->adam_v, t->grad, model->num_params, t->step + 1, lr,
+                   &t->config, cs_threads(ctx));
     t->step++;
 
     if (result) {
@@ -323,7 +325,7 @@ static cs_named_buffer *checkpoint_tensors(cs_trainer_t t, int64_t *flat_shape, 
     const cs_model_t model = t->model;
     int32_t n = model->num_tensors + 2;
     cs_named_buffer *tb = (cs_named_buffer *)cs_alloc(t->ctx, sizeof *tb * (size_t)n,
-                                                     "checkpoint tensor list");
+                                                      "checkpoint tensor list");
     if (!tb) return NULL;
     for (int32_t i = 0; i < model->num_tensors; i++) {
         const cs_param_tensor *p = &model->tensors[i];
@@ -399,8 +401,11 @@ static cs_status check_same_arch(cs_context_t ctx, const char *path, const cs_un
         a = (double)have->f;                                                                       \
         b = (double)want->f;                                                                       \
     }
+    /* (clang-format would scatter this list of macro calls) */
+    /* clang-format off */
     CS_SAME(spatial_dims) CS_SAME(in_channels) CS_SAME(num_classes) CS_SAME(base_filters)
     CS_SAME(levels) CS_SAME(leaky_slope) CS_SAME(norm_epsilon)
+    /* clang-format on */
 #undef CS_SAME
     if (field)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
@@ -429,8 +434,8 @@ cs_status cs_trainer_load_checkpoint(cs_trainer_t t, const char *path)
     if (!want) {
         st = cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory reading checkpoint '%s'", path);
     } else if (!have || !step_text) {
-        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s' is not a ComboSeg trainer checkpoint (no %s)",
-                     path, have ? CKPT_STEP_KEY : CKPT_CONFIG_KEY);
+        st = cs_fail(ctx, CS_ERR_FORMAT, "'%s' is not a ComboSeg trainer checkpoint (no %s)", path,
+                     have ? CKPT_STEP_KEY : CKPT_CONFIG_KEY);
     } else if (end == step_text || *end != '\0' || step < 0) {
         st = cs_fail(ctx, CS_ERR_FORMAT, "'%s': bad step '%s'", path, step_text);
     } else if ((st = cs_model_info_read(ctx, f, path, &info)) == CS_OK &&
@@ -438,7 +443,8 @@ cs_status cs_trainer_load_checkpoint(cs_trainer_t t, const char *path)
         if (strcmp(want, have) != 0) {
             st = cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                          "'%s' was written with other training settings: it holds %s, this "
-                         "trainer has %s", path, have, want);
+                         "trainer has %s",
+                         path, have, want);
         } else {
             int64_t flat_shape;
             int32_t count;

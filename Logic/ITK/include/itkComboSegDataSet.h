@@ -49,9 +49,9 @@ ReadCaseList(const std::string & listFile);
 struct ComboSegPreparedCase
 {
   std::string          id;
-  int64_t              size[3];  // x y z on the model grid
-  std::vector<float>   image;    // (C, nz, ny, nx) normalised by the model's recipe
-  std::vector<int32_t> labels;   // (nz, ny, nx) class indices of the model (empty if no label file)
+  int64_t              size[3];     // x y z on the model grid
+  std::vector<float>   image;       // (C, nz, ny, nx) normalised by the model's recipe
+  std::vector<int32_t> labels;      // (nz, ny, nx) class indices of the model (empty if no label file)
   std::vector<uint8_t> outsideBody; // (nz, ny, nx) 1 where the scan holds no data for the model
                                     // (ComboSegOutsideBody, and off the scan); empty when no
                                     // channel's recipe has a body

@@ -30,13 +30,13 @@ struct ComboSegStructureAgreement
   int64_t referenceVoxels{ 0 };
   int64_t predictedVoxels{ 0 };
   int64_t overlapVoxels{ 0 };
-  double  dice{ 0.0 };              // 2 |R n P| / (|R| + |P|)
-  double  jaccard{ 0.0 };           // |R n P| / |R u P|
-  double  precision{ 0.0 };         // |R n P| / |P|
-  double  recall{ 0.0 };            // |R n P| / |R|
-  double  falsePositiveRate{ 0.0 }; // |P \ R| / (voxels outside R)
-  double  falseNegativeRate{ 0.0 }; // |R \ P| / |R|
-  double  hausdorff95{ 0.0 };       // mm: 95th percentile (nearest rank) of both boundaries' distances
+  double  dice{ 0.0 };                // 2 |R n P| / (|R| + |P|)
+  double  jaccard{ 0.0 };             // |R n P| / |R u P|
+  double  precision{ 0.0 };           // |R n P| / |P|
+  double  recall{ 0.0 };              // |R n P| / |R|
+  double  falsePositiveRate{ 0.0 };   // |P \ R| / (voxels outside R)
+  double  falseNegativeRate{ 0.0 };   // |R \ P| / |R|
+  double  hausdorff95{ 0.0 };         // mm: 95th percentile (nearest rank) of both boundaries' distances
   double  meanSurfaceDistance{ 0.0 }; // mm: mean of the same distances
   double  referenceVolumeMl{ 0.0 };
   double  predictedVolumeMl{ 0.0 };

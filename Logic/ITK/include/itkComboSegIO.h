@@ -66,8 +66,7 @@ std::vector<LabelName>
 ReadLabelNames(const std::string & path);
 
 // ReadScan is compiled once in the library for the usual pixel types.
-#define COMBOSEG_DECLARE_READ_SCAN(T, D) \
-  extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)
+#define COMBOSEG_DECLARE_READ_SCAN(T, D) extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)
 COMBOSEG_DECLARE_READ_SCAN(float, 3);
 COMBOSEG_DECLARE_READ_SCAN(double, 3);
 COMBOSEG_DECLARE_READ_SCAN(short, 3);

@@ -159,7 +159,8 @@ protected:
    * sizes are compared too. */
   void
   VerifyInputInformation() const override
-  {}
+  {
+  }
 
   void
   GenerateData() override;
@@ -196,7 +197,7 @@ private:
 } // end namespace itk
 
 #ifndef ITK_MANUAL_INSTANTIATION
-#  include "itkComboSegImageFilter.hxx"
+#include "itkComboSegImageFilter.hxx"
 #endif
 
 #endif

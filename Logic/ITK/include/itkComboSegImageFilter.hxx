@@ -244,14 +244,14 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   if (info.arch.spatial_dims != static_cast<int32_t>(ImageDimension))
   {
     itkExceptionMacro(<< "model '" << info.name << "' is " << info.arch.spatial_dims << "D but the filter's images are "
-                                << ImageDimension << "D");
+                      << ImageDimension << "D");
   }
   this->UpdateProgress(0.0f);
 
   // Inputs as float volumes on 3D grids; messages name each input by its model channel.
-  const unsigned int                    inputs = this->GetNumberOfIndexedInputs();
-  std::vector<std::vector<float>>       values(inputs);
-  std::vector<ComboSegChannel>          channels(inputs);
+  const unsigned int              inputs = this->GetNumberOfIndexedInputs();
+  std::vector<std::vector<float>> values(inputs);
+  std::vector<ComboSegChannel>    channels(inputs);
   for (unsigned int i = 0; i < inputs; ++i)
   {
     const InputImageType * input = this->GetInput(i);
@@ -280,9 +280,9 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   {
     if (!ComboSegSameGrid(ComboSegGridOf(maskImage), channels[0].grid))
     {
-      itkExceptionMacro(<< "the mask is on a different grid than input 0: " << ComboSegGridToString(ComboSegGridOf(maskImage))
-                                                                         << " versus "
-                                                                         << ComboSegGridToString(channels[0].grid));
+      itkExceptionMacro(<< "the mask is on a different grid than input 0: "
+                        << ComboSegGridToString(ComboSegGridOf(maskImage)) << " versus "
+                        << ComboSegGridToString(channels[0].grid));
     }
     for (float v : ComboSegValuesOf(maskImage))
     {
@@ -325,7 +325,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     }
   }
   const cs_postprocessing & recommended = info.postprocessing;
-  const bool                 useModel = m_UseModelPostProcessing;
+  const bool                useModel = m_UseModelPostProcessing;
   if (m_LargestComponent || (useModel && recommended.largest_component))
   {
     ComboSegKeepLargestComponents(labels.data(), outputGrid.size, m_NumberOfThreads);
@@ -345,7 +345,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
         value < static_cast<double>(NumericTraits<OutputPixelType>::NonpositiveMin()))
     {
       itkExceptionMacro(<< "label value " << value << " of class '" << info.classes[k].name
-                                       << "' does not fit the output pixel type");
+                        << "' does not fit the output pixel type");
     }
     lookup[static_cast<size_t>(k)] = static_cast<OutputPixelType>(value);
   }

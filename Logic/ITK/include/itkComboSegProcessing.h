@@ -69,8 +69,8 @@ ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * 
 
 /** Nearest-neighbour resampling of label maps and masks, with the same edge rule. */
 void
-ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src,
-                        const ComboSegGrid & srcGrid, int32_t outside, int numberOfThreads = 0);
+ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src, const ComboSegGrid & srcGrid,
+                        int32_t outside, int numberOfThreads = 0);
 
 /** One input channel: voxel values (x fastest) on a grid; `source` names it in messages, e.g.
  * "input 1 (FLAIR)" or a file name. */
@@ -120,9 +120,8 @@ ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatist
  * NaN or infinite voxels, all on one grid) and brings them onto the model grid, normalised:
  * image (C, nz, ny, nx) on modelGrid. mask (may be null) lies on the channels' grid. */
 void
-ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
-                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image,
-                        int numberOfThreads = 0);
+ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
+                        ComboSegGrid & modelGrid, std::vector<float> & image, int numberOfThreads = 0);
 
 /** Class probabilities (K, nz, ny, nx) on modelGrid to class indices on outputGrid: each class
  * map is interpolated linearly at the output voxel and the argmax kept as a running maximum, so
@@ -191,8 +190,8 @@ template <typename TImage>
 std::vector<float>
 ComboSegValuesOf(const TImage * image)
 {
-  std::vector<float>                 values;
-  const auto                         region = image->GetLargestPossibleRegion();
+  std::vector<float> values;
+  const auto         region = image->GetLargestPossibleRegion();
   values.reserve(region.GetNumberOfPixels());
   ImageRegionConstIterator<TImage> it(image, region);
   for (it.GoToBegin(); !it.IsAtEnd(); ++it)

@@ -91,7 +91,7 @@ IndexedStrings(const cJSON * object, const std::string & source, const char * wh
     if (*end != '\0' || !cJSON_IsString(item))
     {
       itkGenericExceptionMacro(<< source << ": \"" << what << "\" entries must be \"index\": \"name\", got \""
-                                      << item->string << "\"");
+                               << item->string << "\"");
     }
     byIndex[static_cast<int>(index)] = item->valuestring;
   }
@@ -196,17 +196,17 @@ ComboSegStructureNameKey(const std::string & name)
 ComboSegDataSetDescription
 ReadMSDDataSet(const std::string & folder)
 {
-  const std::string jsonPath = folder + "/dataset.json";
-  const std::string text = ReadWholeFile(jsonPath);
+  const std::string                   jsonPath = folder + "/dataset.json";
+  const std::string                   text = ReadWholeFile(jsonPath);
   std::unique_ptr<cJSON, JsonDeleter> json(cJSON_Parse(text.c_str()));
   if (!json || !cJSON_IsObject(json.get()))
   {
     const char * where = cJSON_GetErrorPtr();
     itkGenericExceptionMacro(<< jsonPath << " is not a valid JSON object"
-                                      << (where ? std::string(" near '") + std::string(where).substr(0, 30) + "'" : ""));
+                             << (where ? std::string(" near '") + std::string(where).substr(0, 30) + "'" : ""));
   }
   ComboSegDataSetDescription description;
-  const cJSON * channels = cJSON_GetObjectItemCaseSensitive(json.get(), "channel_names");
+  const cJSON *              channels = cJSON_GetObjectItemCaseSensitive(json.get(), "channel_names");
   if (!channels)
     channels = cJSON_GetObjectItemCaseSensitive(json.get(), "modality");
   description.channelNames = IndexedStrings(channels, jsonPath, channels ? channels->string : "channel_names");
@@ -217,8 +217,8 @@ ReadMSDDataSet(const std::string & folder)
     itkGenericExceptionMacro(<< jsonPath << ": \"labels\" must be an object of value-name entries");
   for (const cJSON * item = labels ? labels->child : nullptr; item; item = item->next)
   {
-    LabelName label;
-    char *    end = nullptr;
+    LabelName  label;
+    char *     end = nullptr;
     const long value = std::strtol(item->string, &end, 10);
     if (cJSON_IsString(item) && *end == '\0')
     {
@@ -233,7 +233,7 @@ ReadMSDDataSet(const std::string & folder)
     else
     {
       itkGenericExceptionMacro(<< jsonPath << ": label \"" << item->string
-                                        << "\" is neither \"value\": \"name\" nor \"name\": value (regions are not supported)");
+                               << "\" is neither \"value\": \"name\" nor \"name\": value (regions are not supported)");
     }
     description.labelNames.push_back(label);
   }
@@ -258,14 +258,15 @@ ReadMSDDataSet(const std::string & folder)
       std::string name = BaseName(label->valuestring);
       if (!ComboSegEndsWith(name, ending))
       {
-        itkGenericExceptionMacro(<< jsonPath << ": label file " << label->valuestring << " does not end with " << ending);
+        itkGenericExceptionMacro(<< jsonPath << ": label file " << label->valuestring << " does not end with "
+                                 << ending);
       }
       ids.push_back(name.substr(0, name.size() - ending.size()));
     }
   }
   else
   {
-    const std::string labelFolder = folder + "/labelsTr";
+    const std::string        labelFolder = folder + "/labelsTr";
     std::vector<std::string> names;
     if (!ComboSegListFolder(labelFolder, names))
     {
@@ -305,9 +306,9 @@ ReadMSDDataSet(const std::string & folder)
       if (!ComboSegFileExists(path))
       {
         itkGenericExceptionMacro(<< "case " << id << ": image of channel " << c
-                                         << (c < description.channelNames.size() ? " (" + description.channelNames[c] + ")"
-                                                                                  : std::string())
-                                         << " not found: " << path);
+                                 << (c < description.channelNames.size() ? " (" + description.channelNames[c] + ")"
+                                                                         : std::string())
+                                 << " not found: " << path);
       }
       files.channels.push_back(path);
     }
@@ -346,7 +347,7 @@ ReadCaseList(const std::string & listFile)
     if (fields.size() < 2 || fields[1].empty())
     {
       itkGenericExceptionMacro(<< listFile << " line " << lineNumber
-                                        << ": expected 'label<TAB>channel1[<TAB>channel2...]', got '" << line << "'");
+                               << ": expected 'label<TAB>channel1[<TAB>channel2...]', got '" << line << "'");
     }
     ComboSegCaseFiles files;
     if (!fields[0].empty())
@@ -364,7 +365,7 @@ ReadCaseList(const std::string & listFile)
     if (!description.cases.empty() && description.cases[0].channels.size() != files.channels.size())
     {
       itkGenericExceptionMacro(<< listFile << " line " << lineNumber << ": " << files.channels.size()
-                                        << " channel(s) where the first case has " << description.cases[0].channels.size());
+                               << " channel(s) where the first case has " << description.cases[0].channels.size());
     }
     description.cases.push_back(files);
   }
@@ -409,7 +410,7 @@ ComboSegMapLabelValues(const std::vector<LabelName> & names, const cs_model_info
   if (unknown.tellp() > 0)
   {
     itkGenericExceptionMacro(<< source << ": label(s) " << unknown.str() << " are not classes of model '" << info.name
-                                    << "' (its classes: " << classList.str() << ")");
+                             << "' (its classes: " << classList.str() << ")");
   }
   return mapping;
 }
@@ -448,9 +449,9 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     const unsigned int layers = LabelLayers(files.labels);
     if (layers > 1)
       itkGenericExceptionMacro(<< "label map " << files.labels << " holds " << layers
-                                          << " layers: its segments overlap (a Slicer segmentation whose segments share "
-                                             "voxels). Training needs one structure per voxel: remove the overlaps (e.g. "
-                                             "Segment Editor with \"Modify other segments: overwrite all\") and save again");
+                               << " layers: its segments overlap (a Slicer segmentation whose segments share "
+                                  "voxels). Training needs one structure per voxel: remove the overlaps (e.g. "
+                                  "Segment Editor with \"Modify other segments: overwrite all\") and save again");
   }
   LabelImageType::Pointer labelImage = ReadScan<LabelImageType>(files.labels);
   const ComboSegGrid      labelGrid = ComboSegGridOf(labelImage.GetPointer());
@@ -462,9 +463,9 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     const int64_t outside = LabelledVoxelsOutside(labelImage->GetBufferPointer(), labelGrid, channels[0].grid);
     if (outside > 0)
       itkGenericExceptionMacro(<< "label map " << files.labels << ": " << outside
-                                          << " labelled voxel(s) lie outside its scan " << files.channels[0]
-                                          << " (is it the scan's label map?): " << ComboSegGridToString(labelGrid)
-                                          << " versus " << ComboSegGridToString(channels[0].grid));
+                               << " labelled voxel(s) lie outside its scan " << files.channels[0]
+                               << " (is it the scan's label map?): " << ComboSegGridToString(labelGrid) << " versus "
+                               << ComboSegGridToString(channels[0].grid));
   }
   images.clear();
 
@@ -474,7 +475,7 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     names = ReadLabelNames(files.labels);
   if (names.empty())
     names = labelNames;
-  const auto mapping = ComboSegMapLabelValues(names, info, "label map " + files.labels);
+  const auto                 mapping = ComboSegMapLabelValues(names, info, "label map " + files.labels);
   std::map<int32_t, int32_t> classOf(mapping.begin(), mapping.end());
 
   const int64_t        n = labelGrid.NumberOfVoxels();
@@ -482,7 +483,7 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
   const int *          values = labelImage->GetBufferPointer();
   if (std::all_of(values, values + n, [](int v) { return v == 0; }))
     itkGenericExceptionMacro(<< "label map " << files.labels << " holds no structure: every voxel is 0 (background)");
-  std::set<int32_t>    unknown;
+  std::set<int32_t> unknown;
   for (int64_t i = 0; i < n; ++i)
   {
     const auto found = classOf.find(values[i]);
@@ -497,9 +498,9 @@ PrepareCase(const ComboSegCaseFiles & files, const cs_model_info & info, const s
     for (int32_t v : unknown)
       list << (list.tellp() > 0 ? ", " : "") << v;
     itkGenericExceptionMacro(<< "label map " << files.labels << ": label value(s) " << list.str()
-                                          << (names.empty() ? " are not label values of model '" + std::string(info.name) + "'"
-                                                            : std::string(" have no name"))
-                                          << " in the model's classes");
+                             << (names.empty() ? " are not label values of model '" + std::string(info.name) + "'"
+                                               : std::string(" have no name"))
+                             << " in the model's classes");
   }
   prepared.labels.resize(static_cast<size_t>(modelGrid.NumberOfVoxels()));
   ComboSegResampleNearest(prepared.labels.data(), modelGrid, classes.data(), labelGrid, 0);

@@ -59,13 +59,13 @@ CheckSameGrid(const ComboSegLabelMap * reference, const ComboSegLabelMap * predi
 MaskImage::Pointer
 PaddedMask(const ComboSegLabelMap * labels, int value, const LabelRegion & box)
 {
-  auto   mask = MaskImage::New();
+  auto        mask = MaskImage::New();
   LabelRegion padded(box.GetSize());
   padded.PadByRadius(1);
   mask->SetRegions(padded);
   mask->SetSpacing(labels->GetSpacing());
   mask->Allocate(true);
-  LabelRegion inner(box.GetSize()); // the box's place inside the padded mask
+  LabelRegion                                inner(box.GetSize()); // the box's place inside the padded mask
   ImageRegionConstIterator<ComboSegLabelMap> from(labels, box);
   ImageRegionIterator<MaskImage>             to(mask, inner);
   for (; !from.IsAtEnd(); ++from, ++to)
@@ -234,13 +234,13 @@ ComboSegCompareStructures(const ComboSegLabelMap * reference, const ComboSegLabe
   counts->Update();
   const std::map<int, LabelRegion> referenceBoxes = BoundingBoxes(reference, numberOfThreads);
   const std::map<int, LabelRegion> predictedBoxes = BoundingBoxes(predicted, numberOfThreads);
-  const auto    measuresByValue = counts->GetLabelSetMeasures(); // a copy of the filter's map
-  std::set<int> values;
+  const auto                       measuresByValue = counts->GetLabelSetMeasures(); // a copy of the filter's map
+  std::set<int>                    values;
   for (const auto & measures : measuresByValue)
     if (measures.first != 0)
       values.insert(measures.first);
 
-  const int64_t                           voxels = static_cast<int64_t>(reference->GetLargestPossibleRegion().GetNumberOfPixels());
+  const int64_t voxels = static_cast<int64_t>(reference->GetLargestPossibleRegion().GetNumberOfPixels());
   std::vector<ComboSegStructureAgreement> structures;
   for (int value : values)
   {
@@ -271,7 +271,8 @@ ComboSegCompareAllStructures(const ComboSegLabelMap * reference, const ComboSegL
   CheckSameGrid(reference, predicted);
   const ComboSegLabelMap::Pointer anyReference = NonZero(reference, numberOfThreads);
   const ComboSegLabelMap::Pointer anyPredicted = NonZero(predicted, numberOfThreads);
-  for (const ComboSegStructureAgreement & a : ComboSegCompareStructures(anyReference, anyPredicted, {}, numberOfThreads))
+  for (const ComboSegStructureAgreement & a :
+       ComboSegCompareStructures(anyReference, anyPredicted, {}, numberOfThreads))
     return a;
   // Neither map holds a structure.
   ComboSegStructureAgreement none;

@@ -25,7 +25,7 @@
 #include <process.h>
 #include <windows.h>
 #ifndef S_ISDIR
-#define S_ISDIR(m) (((m) & S_IFMT) == S_IFDIR)
+#define S_ISDIR(m) (((m)&S_IFMT) == S_IFDIR)
 #endif
 #else
 #include <dirent.h>
@@ -295,9 +295,10 @@ size_t
 Utf8SequenceLength(const std::string & s, size_t i)
 {
   const unsigned char lead = static_cast<unsigned char>(s[i]);
-  const size_t        n = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
-                                                    : lead >= 0xF0 && lead <= 0xF4   ? 4
-                                                                                     : 0;
+  const size_t        n = lead >= 0xC2 && lead <= 0xDF   ? 2
+                          : lead >= 0xE0 && lead <= 0xEF ? 3
+                          : lead >= 0xF0 && lead <= 0xF4 ? 4
+                                                         : 0;
   if (n == 0 || i + n > s.size())
     return 0;
   for (size_t k = 1; k < n; ++k)

@@ -203,8 +203,9 @@ CsvColumnsOfHeader(const std::vector<std::string> & header, const std::string & 
   }
   if (columns.value < 0 || (columns.name < 0 && columns.type < 0))
   {
-    itkGenericExceptionMacro(<< path << ": the CSV header needs a label value column (LabelValue or value) and a name "
-                                  "column (Name, or Slicer's Type_CodeMeaning)");
+    itkGenericExceptionMacro(<< path
+                             << ": the CSV header needs a label value column (LabelValue or value) and a name "
+                                "column (Name, or Slicer's Type_CodeMeaning)");
   }
   return columns;
 }
@@ -213,7 +214,9 @@ CsvColumnsOfHeader(const std::vector<std::string> & header, const std::string & 
 std::string
 CsvName(const std::vector<std::string> & fields, const CsvColumns & columns)
 {
-  auto field = [&](int c) { return c >= 0 && static_cast<size_t>(c) < fields.size() ? fields[c] : std::string(); };
+  auto field = [&](int c) {
+    return c >= 0 && static_cast<size_t>(c) < fields.size() ? fields[c] : std::string();
+  };
   const std::string name = field(columns.name);
   if (!name.empty())
     return name;
@@ -233,16 +236,17 @@ ReadCsvLabelNames(const std::string & path, const std::vector<std::pair<int, std
   for (size_t l = hasHeader ? 1 : 0; l < lines.size(); ++l)
   {
     const std::vector<std::string> fields = SplitCsvLine(lines[l].second);
-    LabelName                       label;
-    const bool hasValue = static_cast<size_t>(columns.value) < fields.size() && ParseInt(fields[columns.value], label.value);
+    LabelName                      label;
+    const bool                     hasValue = static_cast<size_t>(columns.value) < fields.size() &&
+                          ParseInt(fields[columns.value], label.value);
     label.name = hasValue ? CsvName(fields, columns) : "";
     if (label.name.empty())
     {
       itkGenericExceptionMacro(<< path << " line " << lines[l].first << ": expected "
-                                    << (hasHeader ? "a label value and a name under the header" : "'value,name[,R,G,B]'")
-                                    << ", got '" << lines[l].second << "'");
+                               << (hasHeader ? "a label value and a name under the header" : "'value,name[,R,G,B]'")
+                               << ", got '" << lines[l].second << "'");
     }
-    int rgb[3];
+    int  rgb[3];
     bool colour = true;
     for (int c = 0; c < 3; ++c)
       colour = colour && columns.rgb[c] >= 0 && static_cast<size_t>(columns.rgb[c]) < fields.size() &&
@@ -266,7 +270,7 @@ ReadColourTableLabelNames(const std::string & path, const std::vector<std::pair<
     if (fields.size() < 2 || !ParseInt(fields[0], label.value))
     {
       itkGenericExceptionMacro(<< path << " line " << line.first << ": expected 'value name [R G B A]', got '"
-                                    << line.second << "'");
+                               << line.second << "'");
     }
     // Everything between the value and the colour (R G B, or R G B A) is the name.
     size_t nameEnd = fields.size();
@@ -297,7 +301,7 @@ ReadTextLabelNames(const std::string & path)
   if (lines.empty())
     return {};
   return lines.front().second.find(',') != std::string::npos ? ReadCsvLabelNames(path, lines)
-                                                              : ReadColourTableLabelNames(path, lines);
+                                                             : ReadColourTableLabelNames(path, lines);
 }
 
 std::vector<LabelName>
@@ -425,12 +429,12 @@ ReadScan(const std::string & path)
   if (tooMany)
   {
     itkGenericExceptionMacro(<< path << " is a " << dims << "D image (size " << sizes.str() << "); ComboSeg reads " << D
-                                  << "D scans here: give one file per channel or time point");
+                             << "D scans here: give one file per channel or time point");
   }
   if (io->GetNumberOfComponents() > 1)
   {
     itkGenericExceptionMacro(<< path << " has " << io->GetNumberOfComponents()
-                                  << " components per voxel; ComboSeg reads scalar images (one file per channel)");
+                             << " components per voxel; ComboSeg reads scalar images (one file per channel)");
   }
   for (unsigned int d = 0; d < dims; ++d)
   {
@@ -487,8 +491,8 @@ ReadLabelNames(const std::string & path)
   {
     if (names[i].value == names[i - 1].value)
     {
-      itkGenericExceptionMacro(<< path << ": label value " << names[i].value << " is named twice ('" << names[i - 1].name
-                                    << "' and '" << names[i].name << "')");
+      itkGenericExceptionMacro(<< path << ": label value " << names[i].value << " is named twice ('"
+                               << names[i - 1].name << "' and '" << names[i].name << "')");
     }
   }
   return names;

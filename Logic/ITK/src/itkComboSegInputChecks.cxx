@@ -19,16 +19,11 @@ ModalityName(cs_modality modality)
 {
   switch (modality)
   {
-    case CS_MODALITY_CT:
-      return "CT";
-    case CS_MODALITY_MR:
-      return "MR";
-    case CS_MODALITY_PET:
-      return "PET";
-    case CS_MODALITY_US:
-      return "ultrasound";
-    default:
-      return "other";
+    case CS_MODALITY_CT: return "CT";
+    case CS_MODALITY_MR: return "MR";
+    case CS_MODALITY_PET: return "PET";
+    case CS_MODALITY_US: return "ultrasound";
+    default: return "other";
   }
 }
 
@@ -130,9 +125,9 @@ ComboSegCheckModality(const float * values, int64_t n, const MetaDataDictionary 
   if (found.modality == CS_MODALITY_OTHER || found.modality == expected)
     return;
   itkGenericExceptionMacro(<< source << " looks like " << ModalityName(found.modality) << " (" << found.evidence
-                                << ") but model '" << info.name << "' expects " << ModalityName(expected)
-                                << " for its channel " << channel + 1 << " (" << info.channels[channel].name
-                                << "): the result would be meaningless. Give the right scan, or " << overrideHint);
+                           << ") but model '" << info.name << "' expects " << ModalityName(expected)
+                           << " for its channel " << channel + 1 << " (" << info.channels[channel].name
+                           << "): the result would be meaningless. Give the right scan, or " << overrideHint);
 }
 
 double
@@ -158,7 +153,8 @@ ComboSegPhysicalOverlap(const ComboSegGrid & a, const ComboSegGrid & b)
         bool in = true;
         for (int r = 0; r < 3 && in; ++r)
         {
-          const double c = bInverse[3 * r] * offset[0] + bInverse[3 * r + 1] * offset[1] + bInverse[3 * r + 2] * offset[2];
+          const double c = bInverse[3 * r] * offset[0] + bInverse[3 * r + 1] * offset[1] +
+                           bInverse[3 * r + 2] * offset[2];
           in = c >= -0.5 && c <= double(b.size[r]) - 0.5;
         }
         inside += in;
@@ -177,9 +173,9 @@ ComboSegCheckDimensions(const ComboSegGrid & grid, const cs_model_info & info, c
     if (grid.size[d] == 1)
     {
       itkGenericExceptionMacro(<< source << " is a 2D image (size " << grid.size[0] << "x" << grid.size[1] << "x"
-                                    << grid.size[2] << ", one voxel along axis " << d << ") but model '" << info.name
-                                    << "' is 3D: it segments volumes. Give the whole volume, or a 2D model for single "
-                                       "slices");
+                               << grid.size[2] << ", one voxel along axis " << d << ") but model '" << info.name
+                               << "' is 3D: it segments volumes. Give the whole volume, or a 2D model for single "
+                                  "slices");
     }
   }
 }
@@ -188,8 +184,8 @@ std::string
 ComboSegIntensityImageSigns(const float * values, int64_t n)
 {
   std::unordered_set<float> distinct;
-  int64_t         fractional = 0;
-  float           example = 0.0f;
+  int64_t                   fractional = 0;
+  float                     example = 0.0f;
   for (int64_t i = 0; i < n; ++i)
   {
     if (values[i] != std::floor(values[i]))

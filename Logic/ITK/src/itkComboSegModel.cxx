@@ -47,8 +47,7 @@ ComboSegModel::Load(const std::string & path)
   const cs_status status = cs_model_load(context.Get(), path.c_str(), &loaded);
   if (status != CS_OK)
   {
-    ComboSegThrowEngineError(__FILE__, __LINE__, ("cannot load model file " + path).c_str(), status,
-                             context.Get());
+    ComboSegThrowEngineError(__FILE__, __LINE__, ("cannot load model file " + path).c_str(), status, context.Get());
   }
   cs_model_free(m_Model);
   m_Model = loaded;
@@ -67,8 +66,7 @@ ComboSegModel::Save(const std::string & path) const
   const cs_status status = cs_model_save(context.Get(), m_Model, path.c_str());
   if (status != CS_OK)
   {
-    ComboSegThrowEngineError(__FILE__, __LINE__, ("cannot save model file " + path).c_str(), status,
-                             context.Get());
+    ComboSegThrowEngineError(__FILE__, __LINE__, ("cannot save model file " + path).c_str(), status, context.Get());
   }
 }
 
@@ -115,8 +113,7 @@ ComboSegModel::PrintSelf(std::ostream & os, Indent indent) const
   }
   os << std::endl;
   os << indent << "Classes: " << info.arch.num_classes << std::endl;
-  os << indent << "Spacing: " << info.spacing[0] << ' ' << info.spacing[1] << ' ' << info.spacing[2]
-     << std::endl;
+  os << indent << "Spacing: " << info.spacing[0] << ' ' << info.spacing[1] << ' ' << info.spacing[2] << std::endl;
   os << indent << "Orientation: " << info.orientation << std::endl;
   os << indent << "Parameters: " << cs_model_num_parameters(m_Model) << std::endl;
 }

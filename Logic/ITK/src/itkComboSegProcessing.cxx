@@ -93,10 +93,10 @@ typename Image<TPixel, 3>::Pointer
 ImageOnBuffer(const TPixel * values, const ComboSegGrid & grid)
 {
   using ImageType = Image<TPixel, 3>;
-  auto                           image = ImageType::New();
-  typename ImageType::RegionType region;
-  typename ImageType::SpacingType spacing;
-  typename ImageType::PointType   origin;
+  auto                              image = ImageType::New();
+  typename ImageType::RegionType    region;
+  typename ImageType::SpacingType   spacing;
+  typename ImageType::PointType     origin;
   typename ImageType::DirectionType direction;
   for (unsigned int i = 0; i < 3; ++i)
   {
@@ -186,8 +186,7 @@ ForEachVoxel(const ComboSegGrid & dst, const IndexMap & map, int numberOfThreads
 inline bool
 Inside(const ComboSegGrid & g, double cx, double cy, double cz)
 {
-  return cx >= -0.5 && cy >= -0.5 && cz >= -0.5 && cx < g.size[0] - 0.5 && cy < g.size[1] - 0.5 &&
-         cz < g.size[2] - 0.5;
+  return cx >= -0.5 && cy >= -0.5 && cz >= -0.5 && cx < g.size[0] - 0.5 && cy < g.size[1] - 0.5 && cz < g.size[2] - 0.5;
 }
 
 // The 8 neighbours and weights of a trilinear interpolation, clamped at the grid's edges.
@@ -200,9 +199,9 @@ struct Trilinear
 inline void
 TrilinearAt(const ComboSegGrid & g, double cx, double cy, double cz, Trilinear & t)
 {
-  const double  c[3] = { cx, cy, cz };
-  int64_t       lo[3], hi[3];
-  double        f[3];
+  const double c[3] = { cx, cy, cz };
+  int64_t      lo[3], hi[3];
+  double       f[3];
   for (int d = 0; d < 3; ++d)
   {
     const double clamped = std::min(std::max(c[d], 0.0), static_cast<double>(g.size[d] - 1));
@@ -259,7 +258,7 @@ ModelAxes(const cs_model_info & info)
   if (!valid)
   {
     itkGenericExceptionMacro(<< "model '" << info.name << "' has an invalid orientation '" << orientation
-                                       << "' (expected three letters such as RAS or LPS)");
+                             << "' (expected three letters such as RAS or LPS)");
   }
   Matrix3 direction;
   for (unsigned int j = 0; j < 3; ++j)
@@ -418,7 +417,7 @@ ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info)
     if (input.size[2] != 1)
     {
       itkGenericExceptionMacro(<< "model '" << info.name << "' is 2D but the image has " << input.size[2]
-                                         << " slices: give it a 2D image");
+                               << " slices: give it a 2D image");
     }
     model.direction = input.direction;
     model.spacing = { { info.spacing[0], info.spacing[1], input.spacing[2] } };
@@ -447,7 +446,9 @@ bool
 VoxelCentresCoincide(const ComboSegGrid & dstGrid, const ComboSegGrid & srcGrid)
 {
   const IndexMap map = MapBetween(dstGrid, srcGrid);
-  const auto     whole = [](double v) { return std::fabs(v - std::round(v)) < 1e-6; };
+  const auto     whole = [](double v) {
+    return std::fabs(v - std::round(v)) < 1e-6;
+  };
   for (unsigned int i = 0; i < 3; ++i)
   {
     if (!whole(map.t[i]))
@@ -470,20 +471,20 @@ ComboSegResampleLinear(float * dst, const ComboSegGrid & dstGrid, const float * 
   // the quickstart's label map changed).
   if (VoxelCentresCoincide(dstGrid, srcGrid))
   {
-    ResampleOnto<NearestNeighborInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid,
-                                                                                   outside, numberOfThreads);
+    ResampleOnto<NearestNeighborInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid, outside,
+                                                                                   numberOfThreads);
     return;
   }
   ResampleOnto<LinearInterpolateImageFunction<Image<float, 3>, double>>(dst, dstGrid, src, srcGrid, outside,
-                                                                          numberOfThreads);
+                                                                        numberOfThreads);
 }
 
 void
-ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src,
-                        const ComboSegGrid & srcGrid, int32_t outside, int numberOfThreads)
+ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src, const ComboSegGrid & srcGrid,
+                        int32_t outside, int numberOfThreads)
 {
-  ResampleOnto<NearestNeighborInterpolateImageFunction<Image<int32_t, 3>, double>>(dst, dstGrid, src, srcGrid,
-                                                                                     outside, numberOfThreads);
+  ResampleOnto<NearestNeighborInterpolateImageFunction<Image<int32_t, 3>, double>>(dst, dstGrid, src, srcGrid, outside,
+                                                                                   numberOfThreads);
 }
 
 ComboSegIntensityStatistics
@@ -507,7 +508,9 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   // Two passes in double: stable for large volumes.
   double  sum = 0.0;
   int64_t count = 0;
-  auto    used = [&](int64_t i) { return InBody(channel, values[i], stats.minimum, mask, i); };
+  auto    used = [&](int64_t i) {
+    return InBody(channel, values[i], stats.minimum, mask, i);
+  };
   for (int64_t i = 0; i < n; ++i)
     if (used(i))
     {
@@ -517,11 +520,10 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   if (count == 0)
   {
     itkGenericExceptionMacro(<< "channel '" << channel.name << "' has no voxel to normalise over ("
-                                         << (channel.norm == CS_NORM_ZSCORE_MASK && mask ? "the mask is empty"
-                                                                                  : channel.norm == CS_NORM_ZSCORE_MASK
-                                                                                      ? "every voxel has the scan's lowest value"
-                                                                                      : "every voxel is zero")
-                                         << ")");
+                             << (channel.norm == CS_NORM_ZSCORE_MASK && mask ? "the mask is empty"
+                                 : channel.norm == CS_NORM_ZSCORE_MASK       ? "every voxel has the scan's lowest value"
+                                                                             : "every voxel is zero")
+                             << ")");
   }
   stats.mean = sum / static_cast<double>(count);
   double squares = 0.0;
@@ -535,14 +537,13 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
 }
 
 void
-ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
-                  const ComboSegIntensityStatistics & stats, const uint8_t * mask)
+ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel, const ComboSegIntensityStatistics & stats,
+                  const uint8_t * mask)
 {
   const double scale = 1.0 / stats.std;
   switch (channel.norm)
   {
-    case CS_NORM_NONE:
-      return;
+    case CS_NORM_NONE: return;
     case CS_NORM_CLIP_SCALE:
       for (int64_t i = 0; i < n; ++i)
       {
@@ -591,16 +592,16 @@ CheckChannelCount(const std::vector<ComboSegChannel> & channels, const cs_model_
     std::ostringstream missing;
     for (int32_t c = given; c < expected; ++c)
       missing << (c > given ? ", " : "") << "channel " << c << " '" << info.channels[c].name << "'";
-    itkGenericExceptionMacro(<< "model '" << info.name << "' expects " << expected << " channel(s) (" << ChannelList(info)
-                                       << ") but was given " << given << ": missing " << missing.str());
+    itkGenericExceptionMacro(<< "model '" << info.name << "' expects " << expected << " channel(s) ("
+                             << ChannelList(info) << ") but was given " << given << ": missing " << missing.str());
   }
   if (given > expected)
   {
     std::ostringstream extra;
     for (int32_t c = expected; c < given; ++c)
       extra << (c > expected ? ", " : "") << channels[c].source;
-    itkGenericExceptionMacro(<< "model '" << info.name << "' expects " << expected << " channel(s) (" << ChannelList(info)
-                                       << ") but was given " << given << ": extra " << extra.str());
+    itkGenericExceptionMacro(<< "model '" << info.name << "' expects " << expected << " channel(s) ("
+                             << ChannelList(info) << ") but was given " << given << ": extra " << extra.str());
   }
 }
 
@@ -615,8 +616,7 @@ CheckChannel(const ComboSegChannel & ch, const ComboSegChannel & first)
   if (&ch != &first && !ComboSegSameGrid(ch.grid, first.grid))
   {
     itkGenericExceptionMacro(<< ch.source << " is on a different grid than " << first.source << ": "
-                                       << ComboSegGridToString(ch.grid) << " versus "
-                                       << ComboSegGridToString(first.grid));
+                             << ComboSegGridToString(ch.grid) << " versus " << ComboSegGridToString(first.grid));
   }
   const int64_t n = ch.grid.NumberOfVoxels();
   int64_t       bad = 0, firstBad = -1;
@@ -632,16 +632,15 @@ CheckChannel(const ComboSegChannel & ch, const ComboSegChannel & first)
     const int64_t x = firstBad % ch.grid.size[0], y = (firstBad / ch.grid.size[0]) % ch.grid.size[1],
                   z = firstBad / (ch.grid.size[0] * ch.grid.size[1]);
     itkGenericExceptionMacro(<< ch.source << " has " << bad << " NaN or infinite voxel(s), the first at index [" << x
-                                       << ", " << y << ", " << z << "]");
+                             << ", " << y << ", " << z << "]");
   }
 }
 
 } // namespace
 
 void
-ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info,
-                        const uint8_t * mask, ComboSegGrid & modelGrid, std::vector<float> & image,
-                        int numberOfThreads)
+ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
+                        ComboSegGrid & modelGrid, std::vector<float> & image, int numberOfThreads)
 {
   CheckChannelCount(channels, info);
   for (const ComboSegChannel & ch : channels)
@@ -757,7 +756,7 @@ void
 ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads)
 {
   using ComponentImage = Image<uint32_t, 3>;
-  const ComboSegGrid         grid = GridOfSize(size);
+  const ComboSegGrid        grid = GridOfSize(size);
   const LabelImage::Pointer image = ImageOnBuffer(labels, grid);
   // ConnectedComponentImageFilter joining neighbours of equal label (distance 0), 6-connected;
   // background is masked out.
@@ -859,11 +858,11 @@ namespace
 std::string
 SwapLeftRight(const std::string & name)
 {
-  static const std::pair<const char *, const char *> words[] = {
-    { "L", "R" }, { "l", "r" }, { "Left", "Right" }, { "left", "right" }, { "LEFT", "RIGHT" }, { "lh", "rh" }
-  };
-  std::string out, word;
-  auto        flush = [&]() {
+  static const std::pair<const char *, const char *> words[] = { { "L", "R" },        { "l", "r" },
+                                                                 { "Left", "Right" }, { "left", "right" },
+                                                                 { "LEFT", "RIGHT" }, { "lh", "rh" } };
+  std::string                                        out, word;
+  auto                                               flush = [&]() {
     for (const auto & w : words)
     {
       if (word == w.first || word == w.second)

@@ -28,7 +28,8 @@ namespace training
 
 constexpr double NaN = std::numeric_limits<double>::quiet_NaN();
 
-inline void Check(cs_status status, cs_context_t ctx, const std::string &what)
+inline void
+Check(cs_status status, cs_context_t ctx, const std::string & what)
 {
   if (status != CS_OK)
     ComboSegThrowEngineError(__FILE__, __LINE__, what.c_str(), status, ctx);
@@ -41,7 +42,8 @@ struct Context
   Context() { Check(cs_context_init(&ctx), nullptr, "cannot create an engine context"); }
   ~Context() { cs_context_free(ctx); }
   Context(const Context &) = delete;
-  Context &operator=(const Context &) = delete;
+  Context &
+  operator=(const Context &) = delete;
 };
 
 struct ModelOwner
@@ -49,14 +51,20 @@ struct ModelOwner
   cs_model_t model = nullptr;
   ModelOwner() = default;
   ModelOwner(const ModelOwner &) = delete;
-  ModelOwner &operator=(const ModelOwner &) = delete;
+  ModelOwner &
+  operator=(const ModelOwner &) = delete;
   ~ModelOwner() { cs_model_free(model); }
-  void Reset(cs_model_t m)
+  void
+  Reset(cs_model_t m)
   {
     cs_model_free(model);
     model = m;
   }
-  cs_model_t Release() { return std::exchange(model, nullptr); }
+  cs_model_t
+  Release()
+  {
+    return std::exchange(model, nullptr);
+  }
 };
 
 struct TrainerOwner
@@ -64,12 +72,14 @@ struct TrainerOwner
   cs_trainer_t trainer = nullptr;
   TrainerOwner() = default;
   TrainerOwner(const TrainerOwner &) = delete;
-  TrainerOwner &operator=(const TrainerOwner &) = delete;
+  TrainerOwner &
+  operator=(const TrainerOwner &) = delete;
   ~TrainerOwner() { cs_trainer_free(trainer); }
 };
 
 // A copy of a model that the caller may change freely.
-inline cs_model_t CloneModel(cs_context_t ctx, cs_model_t model)
+inline cs_model_t
+CloneModel(cs_context_t ctx, cs_model_t model)
 {
   cs_model_t copy = nullptr;
   Check(cs_model_add_classes(ctx, model, nullptr, 0, &copy), ctx, "cannot copy the model");
@@ -78,7 +88,8 @@ inline cs_model_t CloneModel(cs_context_t ctx, cs_model_t model)
 
 // Copies s into a fixed engine field, cut at a UTF-8 character boundary.
 template <size_t N>
-void CopyText(char (&dst)[N], const std::string &s)
+void
+CopyText(char (&dst)[N], const std::string & s)
 {
   size_t n = std::min(s.size(), N - 1);
   while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
@@ -88,15 +99,20 @@ void CopyText(char (&dst)[N], const std::string &s)
 }
 
 // "%.<precision>g", or "nan".
-std::string FormatDouble(double v, int precision = 6);
+std::string
+FormatDouble(double v, int precision = 6);
 // Mean over the classes 1..K-1 that have a value.
-double MeanForeground(const std::vector<double> &dice);
+double
+MeanForeground(const std::vector<double> & dice);
 // Whether any epoch was validated (a run without validation cases has NaN everywhere).
-bool HasValidation(const std::vector<ComboSegTrainingRecord> &history);
+bool
+HasValidation(const std::vector<ComboSegTrainingRecord> & history);
 // "a, b, c", or "none".
-std::string JoinNames(const std::vector<std::string> &names);
+std::string
+JoinNames(const std::vector<std::string> & names);
 // "epoch 3/20 loss 0.412 Dice 0.810" (epochs 0: no "/20"; NaN Dice: none).
-std::string EpochComment(int64_t epoch, int64_t epochs, double loss, double dice);
+std::string
+EpochComment(int64_t epoch, int64_t epochs, double loss, double dice);
 
 } // namespace training
 } // namespace itk

@@ -30,7 +30,7 @@ const Color Orange{ 0.90, 0.47, 0.08 }, Blue{ 0.12, 0.35, 0.78 };
 // The canvas and the plot area inside it, in pixels.
 struct Frame
 {
-  static constexpr int Width = 640, Height = 400;
+  static constexpr int    Width = 640, Height = 400;
   static constexpr double Left = 70, Right = 570, Top = 50, Bottom = 340;
 };
 
@@ -38,7 +38,8 @@ struct Frame
 struct Axis
 {
   double low, high;
-  double Y(double v) const
+  double
+  Y(double v) const
   {
     const double t = (std::min(high, std::max(low, v)) - low) / (high - low);
     return Frame::Bottom - t * (Frame::Bottom - Frame::Top);
@@ -48,7 +49,8 @@ struct Axis
 struct Epochs
 {
   int64_t first, last;
-  double X(int64_t epoch) const
+  double
+  X(int64_t epoch) const
   {
     return Frame::Left + double(epoch - first) / double(last - first) * (Frame::Right - Frame::Left);
   }
@@ -57,10 +59,15 @@ struct Epochs
 using Surface = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
 using Cairo = std::unique_ptr<cairo_t, decltype(&cairo_destroy)>;
 
-void SetColor(cairo_t *cr, const Color &c) { cairo_set_source_rgb(cr, c.r, c.g, c.b); }
+void
+SetColor(cairo_t * cr, const Color & c)
+{
+  cairo_set_source_rgb(cr, c.r, c.g, c.b);
+}
 
 // Text placed by a point of its box: ax, ay in [0, 1] (0 0 its top left, 0.5 0.5 its centre).
-void Text(cairo_t *cr, const std::string &text, double x, double y, double ax, double ay, double angle = 0.0)
+void
+Text(cairo_t * cr, const std::string & text, double x, double y, double ax, double ay, double angle = 0.0)
 {
   cairo_text_extents_t e;
   cairo_text_extents(cr, text.c_str(), &e);
@@ -73,29 +80,36 @@ void Text(cairo_t *cr, const std::string &text, double x, double y, double ax, d
 }
 
 // The loss axis: the loss's range (widened when flat), ticks with the decimals that tell them apart.
-Axis LossAxis(const std::vector<ComboSegTrainingRecord> &history, int &decimals)
+Axis
+LossAxis(const std::vector<ComboSegTrainingRecord> & history, int & decimals)
 {
   double low = std::numeric_limits<double>::infinity(), high = -low;
-  for (const auto &h : history)
-    if (std::isfinite(h.trainLoss)) low = std::min(low, h.trainLoss), high = std::max(high, h.trainLoss);
-  if (!(high >= low)) low = 0.0, high = 1.0;
-  if (high - low < 1e-9) low -= 0.5, high += 0.5;
+  for (const auto & h : history)
+    if (std::isfinite(h.trainLoss))
+      low = std::min(low, h.trainLoss), high = std::max(high, h.trainLoss);
+  if (!(high >= low))
+    low = 0.0, high = 1.0;
+  if (high - low < 1e-9)
+    low -= 0.5, high += 0.5;
   const double tick = (high - low) / 5.0;
   decimals = std::max(0, std::min(6, 1 - static_cast<int>(std::floor(std::log10(tick)))));
   return Axis{ low, high };
 }
 
 // Epoch ticks a round step apart (1, 2, 5, 10, ...), at most about eight.
-int64_t EpochStep(const Epochs &epochs)
+int64_t
+EpochStep(const Epochs & epochs)
 {
   const int64_t span = epochs.last - epochs.first;
   for (int64_t scale = 1;; scale *= 10)
     for (int64_t m : { 1, 2, 5 })
-      if (span / (m * scale) <= 8) return m * scale;
+      if (span / (m * scale) <= 8)
+        return m * scale;
 }
 
 // Grid lines at Dice 0, 0.2, .., 1, which are also the loss ticks; the frame; the axes' words.
-void DrawAxes(cairo_t *cr, const Axis &loss, int decimals, const Epochs &epochs, bool validated)
+void
+DrawAxes(cairo_t * cr, const Axis & loss, int decimals, const Epochs & epochs, bool validated)
 {
   cairo_set_line_width(cr, 1.0);
   cairo_set_font_size(cr, 12.0);
@@ -118,10 +132,11 @@ void DrawAxes(cairo_t *cr, const Axis &loss, int decimals, const Epochs &epochs,
     Text(cr, text, Frame::Right + 8, y, 0.0, 0.5);
   }
   // The first and last epochs, and round ones between them that keep clear of both.
-  const int64_t step = EpochStep(epochs);
+  const int64_t        step = EpochStep(epochs);
   std::vector<int64_t> ticks{ epochs.first };
   for (int64_t e = (epochs.first / step + 1) * step; e < epochs.last; e += step)
-    if (2 * (e - epochs.first) >= step && 2 * (epochs.last - e) >= step) ticks.push_back(e);
+    if (2 * (e - epochs.first) >= step && 2 * (epochs.last - e) >= step)
+      ticks.push_back(e);
   ticks.push_back(epochs.last);
   SetColor(cr, Black);
   for (int64_t e : ticks)
@@ -147,13 +162,14 @@ void DrawAxes(cairo_t *cr, const Axis &loss, int decimals, const Epochs &epochs,
 
 // A curve through the finite values, broken where a value is missing, with a dot per epoch.
 template <typename Value>
-void DrawCurve(cairo_t *cr, const std::vector<ComboSegTrainingRecord> &history, Value value, const Axis &axis,
-               const Epochs &epochs, const Color &color)
+void
+DrawCurve(cairo_t * cr, const std::vector<ComboSegTrainingRecord> & history, Value value, const Axis & axis,
+          const Epochs & epochs, const Color & color)
 {
   SetColor(cr, color);
   cairo_set_line_width(cr, 2.0);
   bool drawing = false;
-  for (const auto &h : history)
+  for (const auto & h : history)
   {
     const double v = value(h);
     if (!std::isfinite(v))
@@ -166,7 +182,7 @@ void DrawCurve(cairo_t *cr, const std::vector<ComboSegTrainingRecord> &history, 
     drawing = true;
   }
   cairo_stroke(cr);
-  for (const auto &h : history)
+  for (const auto & h : history)
     if (std::isfinite(value(h)))
     {
       cairo_arc(cr, epochs.X(h.epoch), axis.Y(value(h)), 3.0, 0.0, 2 * M_PI);
@@ -175,11 +191,12 @@ void DrawCurve(cairo_t *cr, const std::vector<ComboSegTrainingRecord> &history, 
 }
 
 // The legend above the plot: a short line of each curve's colour and its name.
-void DrawLegend(cairo_t *cr, bool validated)
+void
+DrawLegend(cairo_t * cr, bool validated)
 {
   cairo_set_font_size(cr, 13.0);
   double x = Frame::Left;
-  auto entry = [&](const Color &color, const std::string &name) {
+  auto   entry = [&](const Color & color, const std::string & name) {
     SetColor(cr, color);
     cairo_set_line_width(cr, 2.0);
     cairo_move_to(cr, x, Frame::Top / 2);
@@ -192,12 +209,14 @@ void DrawLegend(cairo_t *cr, bool validated)
     x += 30 + e.x_advance + 24;
   };
   entry(Orange, "training loss (mean per epoch)");
-  if (validated) entry(Blue, "mean validation Dice");
+  if (validated)
+    entry(Blue, "mean validation Dice");
 }
 
-void WritePngAtomically(cairo_surface_t *surface, const std::string &path)
+void
+WritePngAtomically(cairo_surface_t * surface, const std::string & path)
 {
-  const std::string tmp = ComboSegTemporaryPath(path);
+  const std::string    tmp = ComboSegTemporaryPath(path);
   const cairo_status_t status = cairo_surface_write_to_png(surface, tmp.c_str());
   if (status != CAIRO_STATUS_SUCCESS)
   {
@@ -209,24 +228,27 @@ void WritePngAtomically(cairo_surface_t *surface, const std::string &path)
 
 } // namespace
 
-void WriteHistoryPlotPng(const std::string &path, const std::vector<ComboSegTrainingRecord> &history)
+void
+WriteHistoryPlotPng(const std::string & path, const std::vector<ComboSegTrainingRecord> & history)
 {
   Surface surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, Frame::Width, Frame::Height), cairo_surface_destroy);
-  Cairo cr(cairo_create(surface.get()), cairo_destroy);
+  Cairo   cr(cairo_create(surface.get()), cairo_destroy);
   if (cairo_status(cr.get()) != CAIRO_STATUS_SUCCESS)
     itkGenericExceptionMacro("cannot draw the plot " << path << ": " << cairo_status_to_string(cairo_status(cr.get())));
   cairo_set_source_rgb(cr.get(), 1.0, 1.0, 1.0);
   cairo_paint(cr.get());
   cairo_select_font_face(cr.get(), "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 
-  const bool validated = HasValidation(history);
-  int decimals = 0;
-  const Axis loss = LossAxis(history, decimals), dice{ 0.0, 1.0 };
+  const bool    validated = HasValidation(history);
+  int           decimals = 0;
+  const Axis    loss = LossAxis(history, decimals), dice{ 0.0, 1.0 };
   const int64_t first = history.empty() ? 1 : history.front().epoch;
-  const Epochs epochs{ first, history.empty() ? 2 : std::max(history.back().epoch, first + 1) };
+  const Epochs  epochs{ first, history.empty() ? 2 : std::max(history.back().epoch, first + 1) };
   DrawAxes(cr.get(), loss, decimals, epochs, validated);
-  DrawCurve(cr.get(), history, [](const ComboSegTrainingRecord &h) { return h.trainLoss; }, loss, epochs, Orange);
-  DrawCurve(cr.get(), history, [](const ComboSegTrainingRecord &h) { return h.meanDice; }, dice, epochs, Blue);
+  DrawCurve(
+    cr.get(), history, [](const ComboSegTrainingRecord & h) { return h.trainLoss; }, loss, epochs, Orange);
+  DrawCurve(
+    cr.get(), history, [](const ComboSegTrainingRecord & h) { return h.meanDice; }, dice, epochs, Blue);
   DrawLegend(cr.get(), validated);
   cairo_surface_flush(surface.get());
   WritePngAtomically(surface.get(), path);

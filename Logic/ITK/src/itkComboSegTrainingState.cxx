@@ -18,9 +18,10 @@ namespace training
 namespace
 {
 
-const char *const SidecarMagic = "comboseg-training-session 1";
+const char * const SidecarMagic = "comboseg-training-session 1";
 
-const char *NormalizationName(cs_norm_kind norm)
+const char *
+NormalizationName(cs_norm_kind norm)
 {
   switch (norm)
   {
@@ -32,7 +33,8 @@ const char *NormalizationName(cs_norm_kind norm)
   }
 }
 
-const char *ModalityName(cs_modality modality)
+const char *
+ModalityName(cs_modality modality)
 {
   switch (modality)
   {
@@ -47,49 +49,58 @@ const char *ModalityName(cs_modality modality)
 // What a sidecar says where it cannot be read: its file and line, and the text found there.
 struct SidecarReader
 {
-  const std::string &path;
-  int line = 0;
+  const std::string & path;
+  int                 line = 0;
 
-  [[noreturn]] void Fail(const std::string &problem) const
+  [[noreturn]] void
+  Fail(const std::string & problem) const
   {
     itkGenericExceptionMacro("cannot resume: " << path << " line " << line << ": " << problem
                                                << " (start over to ignore the checkpoint)");
   }
-  int64_t Integer(const std::string &name, const std::string &text) const
+  int64_t
+  Integer(const std::string & name, const std::string & text) const
   {
     long long value = 0;
-    if (!ComboSegParseInt(text, value)) this->Fail(name + " '" + ComboSegPrintable(text) + "' is not an integer");
+    if (!ComboSegParseInt(text, value))
+      this->Fail(name + " '" + ComboSegPrintable(text) + "' is not an integer");
     return value;
   }
-  double Number(const std::string &name, const std::string &text) const // "nan" included
+  double
+  Number(const std::string & name, const std::string & text) const // "nan" included
   {
     double value = 0.0;
-    if (!ComboSegParseDouble(text, value)) this->Fail(name + " '" + ComboSegPrintable(text) + "' is not a number");
+    if (!ComboSegParseDouble(text, value))
+      this->Fail(name + " '" + ComboSegPrintable(text) + "' is not a number");
     return value;
   }
 };
 
-std::vector<std::string> SplitTabs(const std::string &line)
+std::vector<std::string>
+SplitTabs(const std::string & line)
 {
   std::vector<std::string> fields;
-  std::string field;
-  std::istringstream in(line);
-  while (std::getline(in, field, '\t')) fields.push_back(field);
+  std::string              field;
+  std::istringstream       in(line);
+  while (std::getline(in, field, '\t'))
+    fields.push_back(field);
   return fields;
 }
 
 } // namespace
 
-RunSettingList RunSettings(const cs_model_info &info, const cs_train_config &config, int32_t globalBatch)
+RunSettingList
+RunSettings(const cs_model_info & info, const cs_train_config & config, int32_t globalBatch)
 {
   std::string modality, normalization, range, spacing, patch;
   for (int32_t c = 0; c < info.arch.in_channels; ++c)
   {
-    const cs_channel_info &ch = info.channels[c];
-    const std::string sep = c ? "," : "";
+    const cs_channel_info & ch = info.channels[c];
+    const std::string       sep = c ? "," : "";
     modality += sep + ModalityName(ch.modality);
     normalization += sep + NormalizationName(ch.norm);
-    if (ch.norm == CS_NORM_CLIP_SCALE) range += sep + FormatDouble(ch.clip_low) + ".." + FormatDouble(ch.clip_high);
+    if (ch.norm == CS_NORM_CLIP_SCALE)
+      range += sep + FormatDouble(ch.clip_low) + ".." + FormatDouble(ch.clip_high);
   }
   for (int i = 0; i < 3; ++i)
   {
@@ -105,19 +116,23 @@ RunSettingList RunSettings(const cs_model_info &info, const cs_train_config &con
     { "patch_size", patch },
     { "batch_size", std::to_string(globalBatch) },
   };
-  if (!range.empty()) settings.insert(settings.begin() + 2, { "intensity_range", range });
+  if (!range.empty())
+    settings.insert(settings.begin() + 2, { "intensity_range", range });
   return settings;
 }
 
-void CheckResumeSettings(const std::string &checkpoint, const RunSettingList &saved, const RunSettingList &now)
+void
+CheckResumeSettings(const std::string & checkpoint, const RunSettingList & saved, const RunSettingList & now)
 {
-  if (saved.empty()) return; // a sidecar from before settings were recorded
+  if (saved.empty())
+    return; // a sidecar from before settings were recorded
   const std::map<std::string, std::string> before(saved.begin(), saved.end());
-  std::ostringstream differences;
-  for (const auto &setting : now)
+  std::ostringstream                       differences;
+  for (const auto & setting : now)
   {
     const auto found = before.find(setting.first);
-    if (found == before.end() || found->second == setting.second) continue;
+    if (found == before.end() || found->second == setting.second)
+      continue;
     differences << (differences.tellp() > 0 ? "; " : "") << setting.first << " " << found->second << " then, "
                 << setting.second << " now";
   }
@@ -128,20 +143,23 @@ void CheckResumeSettings(const std::string &checkpoint, const RunSettingList &sa
                                                       "the checkpoint's settings to continue it");
 }
 
-void WriteSidecar(const std::string &path, const Sidecar &s)
+void
+WriteSidecar(const std::string & path, const Sidecar & s)
 {
   std::ostringstream out;
   out << SidecarMagic << "\n"
       << "epoch " << s.epoch << "\nstep " << s.step << "\nsteps_per_epoch " << s.stepsPerEpoch << "\nclasses "
       << s.classes << "\nseconds " << FormatDouble(s.seconds, 10) << "\nbest_epoch " << s.bestEpoch << "\nbest_dice "
       << FormatDouble(s.bestDice, 10) << "\n";
-  for (const auto &setting : s.settings) out << "setting " << setting.first << " " << setting.second << "\n";
+  for (const auto & setting : s.settings)
+    out << "setting " << setting.first << " " << setting.second << "\n";
   out << "history\n";
-  for (const auto &r : s.history)
+  for (const auto & r : s.history)
   {
     out << r.epoch << '\t' << r.step << '\t' << FormatDouble(r.seconds, 10) << '\t' << FormatDouble(r.trainLoss, 9)
         << '\t' << FormatDouble(r.learningRate, 9) << '\t' << FormatDouble(r.meanDice, 9);
-    for (double d : r.dice) out << '\t' << FormatDouble(d, 9);
+    for (double d : r.dice)
+      out << '\t' << FormatDouble(d, 9);
     out << '\n';
   }
   ComboSegWriteFileAtomically(path, out.str());
@@ -151,18 +169,26 @@ namespace
 {
 
 // One "key value" line of the sidecar's head.
-void ReadSidecarKey(const SidecarReader &reader, const std::string &text, Sidecar &s)
+void
+ReadSidecarKey(const SidecarReader & reader, const std::string & text, Sidecar & s)
 {
   std::istringstream kv(text);
-  std::string key, value;
+  std::string        key, value;
   kv >> key >> value;
-  if (key == "epoch") s.epoch = reader.Integer(key, value);
-  else if (key == "step") s.step = reader.Integer(key, value);
-  else if (key == "steps_per_epoch") s.stepsPerEpoch = reader.Integer(key, value);
-  else if (key == "classes") s.classes = static_cast<int32_t>(reader.Integer(key, value));
-  else if (key == "seconds") s.seconds = reader.Number(key, value);
-  else if (key == "best_epoch") s.bestEpoch = reader.Integer(key, value);
-  else if (key == "best_dice") s.bestDice = reader.Number(key, value);
+  if (key == "epoch")
+    s.epoch = reader.Integer(key, value);
+  else if (key == "step")
+    s.step = reader.Integer(key, value);
+  else if (key == "steps_per_epoch")
+    s.stepsPerEpoch = reader.Integer(key, value);
+  else if (key == "classes")
+    s.classes = static_cast<int32_t>(reader.Integer(key, value));
+  else if (key == "seconds")
+    s.seconds = reader.Number(key, value);
+  else if (key == "best_epoch")
+    s.bestEpoch = reader.Integer(key, value);
+  else if (key == "best_dice")
+    s.bestDice = reader.Number(key, value);
   else if (key == "setting")
   {
     std::string settingValue;
@@ -172,10 +198,12 @@ void ReadSidecarKey(const SidecarReader &reader, const std::string &text, Sideca
 }
 
 // One history row: epoch step seconds loss lr mean dice_0 .. dice_K-1.
-ComboSegTrainingRecord ReadHistoryRow(const SidecarReader &reader, const std::string &text, int32_t classes)
+ComboSegTrainingRecord
+ReadHistoryRow(const SidecarReader & reader, const std::string & text, int32_t classes)
 {
   const std::vector<std::string> f = SplitTabs(text);
-  if (classes < 0 || f.size() < 6 + static_cast<size_t>(classes)) reader.Fail("a truncated history row");
+  if (classes < 0 || f.size() < 6 + static_cast<size_t>(classes))
+    reader.Fail("a truncated history row");
   ComboSegTrainingRecord r;
   r.epoch = reader.Integer("epoch", f[0]);
   r.step = reader.Integer("step", f[1]);
@@ -183,30 +211,36 @@ ComboSegTrainingRecord ReadHistoryRow(const SidecarReader &reader, const std::st
   r.trainLoss = reader.Number("loss", f[3]);
   r.learningRate = reader.Number("learning rate", f[4]);
   r.meanDice = reader.Number("mean Dice", f[5]);
-  for (int32_t k = 0; k < classes; ++k) r.dice.push_back(reader.Number("Dice", f[6 + k]));
+  for (int32_t k = 0; k < classes; ++k)
+    r.dice.push_back(reader.Number("Dice", f[6 + k]));
   return r;
 }
 
 } // namespace
 
-bool ReadSidecar(const std::string &path, Sidecar &s)
+bool
+ReadSidecar(const std::string & path, Sidecar & s)
 {
   std::ifstream in(path);
-  if (!in) return false;
+  if (!in)
+    return false;
   SidecarReader reader{ path };
-  std::string line;
+  std::string   line;
   ++reader.line;
   if (!std::getline(in, line) || line != SidecarMagic)
     itkGenericExceptionMacro("cannot resume: " << path << " is not a training-session file");
-  while (++reader.line, std::getline(in, line) && line != "history") ReadSidecarKey(reader, line, s);
-  while (++reader.line, std::getline(in, line)) s.history.push_back(ReadHistoryRow(reader, line, s.classes));
+  while (++reader.line, std::getline(in, line) && line != "history")
+    ReadSidecarKey(reader, line, s);
+  while (++reader.line, std::getline(in, line))
+    s.history.push_back(ReadHistoryRow(reader, line, s.classes));
   return true;
 }
 
-Sidecar ResumedState(Sidecar fresh, const Sidecar &saved, bool haveSidecar, int64_t steps)
+Sidecar
+ResumedState(Sidecar fresh, const Sidecar & saved, bool haveSidecar, int64_t steps)
 {
   const int64_t stepsPerEpoch = fresh.stepsPerEpoch;
-  Sidecar state = fresh;
+  Sidecar       state = fresh;
   if (haveSidecar && saved.step >= steps)
   {
     // The sidecar is written before the checkpoint: a run killed between the two left it one
@@ -217,13 +251,15 @@ Sidecar ResumedState(Sidecar fresh, const Sidecar &saved, bool haveSidecar, int6
     state.bestEpoch = 0;
     state.epoch = 0;
     state.seconds = 0.0;
-    for (const ComboSegTrainingRecord &r : saved.history)
+    for (const ComboSegTrainingRecord & r : saved.history)
     {
-      if (r.step > steps) break;
+      if (r.step > steps)
+        break;
       state.history.push_back(r);
       state.epoch = r.epoch;
       state.seconds = r.seconds;
-      if (std::isnan(state.bestDice) || r.meanDice > state.bestDice) state.bestDice = r.meanDice, state.bestEpoch = r.epoch;
+      if (std::isnan(state.bestDice) || r.meanDice > state.bestDice)
+        state.bestDice = r.meanDice, state.bestEpoch = r.epoch;
     }
   }
   else
@@ -252,7 +288,8 @@ namespace itk
 {
 using namespace training;
 
-void ComboSegTrainingSession::Impl::ResumeOrStartOver()
+void
+ComboSegTrainingSession::Impl::ResumeOrStartOver()
 {
   checkpoint = s.GetCheckpointFileName();
   sidecarPath = checkpoint + ".session";
@@ -267,12 +304,13 @@ void ComboSegTrainingSession::Impl::ResumeOrStartOver()
   }
   else if (ComboSegFileExists(checkpoint))
   {
-    Sidecar saved;
+    Sidecar    saved;
     const bool haveSidecar = ReadSidecar(sidecarPath, saved);
     if (haveSidecar && saved.classes != K)
       itkGenericExceptionMacro("cannot resume from " << checkpoint << ": it was trained for " << saved.classes
                                                      << " classes, this run has " << K << " (start over)");
-    if (haveSidecar) CheckResumeSettings(checkpoint, saved.settings, state.settings);
+    if (haveSidecar)
+      CheckResumeSettings(checkpoint, saved.settings, state.settings);
     const cs_status st = cs_trainer_load_checkpoint(trainer.trainer, checkpoint.c_str());
     if (st != CS_OK)
       ComboSegThrowEngineError(__FILE__, __LINE__,
@@ -293,11 +331,12 @@ void ComboSegTrainingSession::Impl::ResumeOrStartOver()
   secondsAtStart = this->Elapsed();
   lastReport = Clock::now();
   if (result.resumed && s.m_Progress)
-    s.m_Progress(this->Fraction(state.step), "resuming after epoch " + std::to_string(state.epoch) + " (step " +
-                                               std::to_string(state.step) + ")");
+    s.m_Progress(this->Fraction(state.step),
+                 "resuming after epoch " + std::to_string(state.epoch) + " (step " + std::to_string(state.step) + ")");
 }
 
-void ComboSegTrainingSession::Impl::SaveBest()
+void
+ComboSegTrainingSession::Impl::SaveBest()
 {
   if (s.m_Peers.rank == 0) // data-parallel: every rank holds the same weights, rank 0 writes
     Check(cs_model_save(ctx, model.model, s.m_OutputModelFileName.c_str()), ctx,
@@ -306,7 +345,8 @@ void ComboSegTrainingSession::Impl::SaveBest()
 }
 
 // The best model, the checkpoint and its sidecar, the reports.
-void ComboSegTrainingSession::Impl::SaveEpoch(const ComboSegTrainingRecord &record)
+void
+ComboSegTrainingSession::Impl::SaveEpoch(const ComboSegTrainingRecord & record)
 {
   s.m_History.push_back(record);
   const bool improved = validStore->Size() == 0 || std::isnan(state.bestDice) ||

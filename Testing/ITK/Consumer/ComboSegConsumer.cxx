@@ -30,8 +30,8 @@ main(int argc, char * argv[])
     itk::ComboSegRegisterImageIO();
 
     // A 23x19x17 scan with oblique axes and anisotropic voxels: a bright ball in the middle.
-    auto                   scan = ImageType::New();
-    ImageType::RegionType  region;
+    auto                  scan = ImageType::New();
+    ImageType::RegionType region;
     region.SetSize({ { 23, 19, 17 } });
     scan->SetRegions(region);
     ImageType::SpacingType spacing;
@@ -51,7 +51,7 @@ main(int argc, char * argv[])
     itk::ImageRegionIteratorWithIndex<ImageType> it(scan, region);
     for (it.GoToBegin(); !it.IsAtEnd(); ++it)
     {
-      const auto i = it.GetIndex();
+      const auto   i = it.GetIndex();
       const double r = std::hypot(std::hypot(i[0] - 11.0, i[1] - 9.0), i[2] - 8.0);
       it.Set(r < 5.0 ? 200.0f : 0.0f);
     }
@@ -88,7 +88,7 @@ main(int argc, char * argv[])
     writer->SetFileName(folder + "/labels.nrrd");
     writer->Update();
 
-    auto labels = itk::ReadScan<LabelImageType>(folder + "/labels.nrrd");
+    auto       labels = itk::ReadScan<LabelImageType>(folder + "/labels.nrrd");
     const bool same = labels->GetLargestPossibleRegion().GetSize() == region.GetSize() &&
                       labels->GetSpacing() == reader->GetOutput()->GetSpacing() &&
                       labels->GetOrigin() == reader->GetOutput()->GetOrigin() &&

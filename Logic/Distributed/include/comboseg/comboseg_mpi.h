@@ -106,11 +106,11 @@ void cs_mpi_abort(cs_mpi_t mpi, int code);
 
 /* Work done since cs_mpi_init, for the scaling report. */
 typedef struct cs_mpi_stats {
-    int64_t reductions;      /* gradient all-reductions (one per step) */
-    int64_t messages;        /* MPI_Allreduce calls on gradient buckets */
-    uint64_t bytes_reduced;  /* gradient bytes handed to MPI_Allreduce (per rank) */
-    double reduce_seconds;   /* wall time in gradient all-reductions (including waiting) */
-    double agree_seconds;    /* wall time in agreements (including waiting for slower ranks) */
+    int64_t reductions;     /* gradient all-reductions (one per step) */
+    int64_t messages;       /* MPI_Allreduce calls on gradient buckets */
+    uint64_t bytes_reduced; /* gradient bytes handed to MPI_Allreduce (per rank) */
+    double reduce_seconds;  /* wall time in gradient all-reductions (including waiting) */
+    double agree_seconds;   /* wall time in agreements (including waiting for slower ranks) */
 } cs_mpi_stats;
 
 cs_mpi_stats cs_mpi_get_stats(const cs_mpi_t mpi);

@@ -41,15 +41,15 @@
 #include <stdint.h>
 
 #if defined(_WIN32) && defined(COMBOSEG_SHARED)
-#  ifdef COMBOSEG_BUILDING
-#    define CS_API __declspec(dllexport)
-#  else
-#    define CS_API __declspec(dllimport)
-#  endif
-#elif defined(__GNUC__)
-#  define CS_API __attribute__((visibility("default")))
+#ifdef COMBOSEG_BUILDING
+#define CS_API __declspec(dllexport)
 #else
-#  define CS_API
+#define CS_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define CS_API __attribute__((visibility("default")))
+#else
+#define CS_API
 #endif
 
 #ifdef __cplusplus
@@ -63,8 +63,8 @@ extern "C" {
 #define CS_MODEL_FORMAT_VERSION 1
 #define CS_MAX_CHANNELS 8
 #define CS_MAX_CLASSES 128
-#define CS_NAME_MAX 64   /* bytes, including the terminating NUL */
-#define CS_TEXT_MAX 512  /* bytes, including the terminating NUL */
+#define CS_NAME_MAX 64  /* bytes, including the terminating NUL */
+#define CS_TEXT_MAX 512 /* bytes, including the terminating NUL */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status and context                                                                          */
@@ -109,29 +109,29 @@ typedef struct cs_rng {
 
 CS_API void cs_rng_seed(cs_rng *rng, uint64_t seed);
 CS_API uint64_t cs_rng_next(cs_rng *rng);
-CS_API float cs_rng_uniform(cs_rng *rng);                 /* [0, 1) */
-CS_API float cs_rng_normal(cs_rng *rng);                  /* mean 0, standard deviation 1 */
+CS_API float cs_rng_uniform(cs_rng *rng);                /* [0, 1) */
+CS_API float cs_rng_normal(cs_rng *rng);                 /* mean 0, standard deviation 1 */
 CS_API int64_t cs_rng_below(cs_rng *rng, int64_t bound); /* [0, bound), bound > 0 */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Losses                                                                                      */
 
 typedef enum cs_loss_kind {
-    CS_LOSS_COMBO = 0,                   /* alpha * one-vs-rest weighted CE over the foreground
+    CS_LOSS_COMBO = 0,                  /* alpha * one-vs-rest weighted CE over the foreground
                                             classes - (1 - alpha) * Dice (docs/design.md) */
-    CS_LOSS_CROSS_ENTROPY = 1,           /* mean over voxels of -ln p_true */
-    CS_LOSS_WEIGHTED_CROSS_ENTROPY = 2,  /* sum_i w_yi (-ln p_i,yi) / sum_i w_yi */
-    CS_LOSS_DICE = 3,                    /* 1 - mean soft Dice */
-    CS_LOSS_FOCAL = 4,                   /* mean of -(1 - p_true)^gamma ln p_true */
-    CS_LOSS_TVERSKY = 5,                 /* 1 - mean Tversky index (tversky_alpha FP, _beta FN) */
-    CS_LOSS_FOCAL_TVERSKY = 6,           /* mean of (1 - Tversky index)^gamma */
-    CS_LOSS_COMBO_ALL_CLASSES = 7,       /* the paper's literal form: its weighted CE sums over all
+    CS_LOSS_CROSS_ENTROPY = 1,          /* mean over voxels of -ln p_true */
+    CS_LOSS_WEIGHTED_CROSS_ENTROPY = 2, /* sum_i w_yi (-ln p_i,yi) / sum_i w_yi */
+    CS_LOSS_DICE = 3,                   /* 1 - mean soft Dice */
+    CS_LOSS_FOCAL = 4,                  /* mean of -(1 - p_true)^gamma ln p_true */
+    CS_LOSS_TVERSKY = 5,                /* 1 - mean Tversky index (tversky_alpha FP, _beta FN) */
+    CS_LOSS_FOCAL_TVERSKY = 6,          /* mean of (1 - Tversky index)^gamma */
+    CS_LOSS_COMBO_ALL_CLASSES = 7,      /* the paper's literal form: its weighted CE sums over all
                                             K classes, background included, so that beta mostly
                                             weighs background voxels (docs/design.md) */
-    CS_LOSS_COMBO_LABEL_WEIGHTED = 8,    /* alpha * mean of w_y (-ln p_y), w = beta for voxels
+    CS_LOSS_COMBO_LABEL_WEIGHTED = 8,   /* alpha * mean of w_y (-ln p_y), w = beta for voxels
                                             labelled foreground, 1 - beta for background ones,
                                             - (1 - alpha) * Dice (docs/design.md) */
-    CS_LOSS_COMBO_TVERSKY = 9            /* as _LABEL_WEIGHTED divided by K, with beta also weighing
+    CS_LOSS_COMBO_TVERSKY = 9           /* as _LABEL_WEIGHTED divided by K, with beta also weighing
                                             misses against false alarms in the overlap term:
                                             (2 tp + 1) / (2 tp + 2 (1 - beta) fp + 2 beta fn + 1),
                                             Dice at 0.5 */
@@ -139,15 +139,15 @@ typedef enum cs_loss_kind {
 
 typedef struct cs_loss_options {
     cs_loss_kind kind;
-    float alpha;          /* Combo: weight of cross-entropy against Dice (0.5) */
-    float beta;           /* Combo: weight of the missed-voxel terms (t ln p) against the
+    float alpha;         /* Combo: weight of cross-entropy against Dice (0.5) */
+    float beta;          /* Combo: weight of the missed-voxel terms (t ln p) against the
                              false-alarm terms ((1 - t) ln(1 - p)): above 0.5 fewer misses and more
                              false alarms, below 0.5 the reverse (0.5) */
-    float gamma;          /* focal (2.0) and focal Tversky (0.75) exponent; 0 picks that default */
-    float tversky_alpha;  /* Tversky weight of false positives (0.3) */
-    float tversky_beta;   /* Tversky weight of false negatives (0.7) */
+    float gamma;         /* focal (2.0) and focal Tversky (0.75) exponent; 0 picks that default */
+    float tversky_alpha; /* Tversky weight of false positives (0.3) */
+    float tversky_beta;  /* Tversky weight of false negatives (0.7) */
     int32_t dice_include_background; /* Dice-type terms average classes 1..K-1 (0) or 0..K-1 (1) */
-    int32_t batch_dice;   /* 0: Dice per batch item, then averaged; 1: sums over the whole batch */
+    int32_t batch_dice; /* 0: Dice per batch item, then averaged; 1: sums over the whole batch */
     const float *class_weights; /* (K) for weighted CE; NULL: inverse-frequency of the batch */
     /* Partial labels (K): 1 where the label maps mark a class, 0 where it was not drawn, so
      * that its voxels carry label 0. An undrawn class's probability is merged into the
@@ -157,7 +157,7 @@ typedef struct cs_loss_options {
     const uint8_t *labelled_classes;
 } cs_loss_options;
 
-CS_API cs_loss_options cs_loss_options_default(void); /* combo_tversky, alpha = beta = 0.5 */
+CS_API cs_loss_options cs_loss_options_default(void);    /* combo_tversky, alpha = beta = 0.5 */
 CS_API const char *cs_loss_kind_name(cs_loss_kind kind); /* "combo", "cross_entropy", ... */
 CS_API cs_status cs_loss_kind_from_name(const char *name, cs_loss_kind *kind);
 
@@ -169,13 +169,12 @@ CS_API cs_status cs_combo_loss(const float *logits, const int32_t *labels, int64
 
 /* Any loss over a batch: logits (B, K, N), labels (B, N). grad (B, K, N) may be NULL.
  * The loss is the mean over batch items (or the batch-wide value when batch_dice is set). */
-CS_API cs_status cs_loss(const cs_loss_options *options, const float *logits,
-                         const int32_t *labels, int64_t batch, int64_t n, int32_t k, float *loss,
-                         float *grad);
+CS_API cs_status cs_loss(const cs_loss_options *options, const float *logits, const int32_t *labels,
+                         int64_t batch, int64_t n, int32_t k, float *loss, float *grad);
 
 /* Hard Dice per class from label maps: dice (K), NaN where a class is in neither map. */
-CS_API void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n,
-                              int32_t k, float *dice);
+CS_API void cs_dice_per_class(const int32_t *predicted, const int32_t *truth, int64_t n, int32_t k,
+                              float *dice);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Models: network, weights and metadata                                                      */
@@ -199,15 +198,15 @@ typedef enum cs_modality {
 } cs_modality;
 
 typedef enum cs_norm_kind {
-    CS_NORM_NONE = 0,            /* input is already normalised: passed through */
-    CS_NORM_CLIP_SCALE = 1,      /* clip to [clip_low, clip_high], then (x - mean) / std (CT) */
-    CS_NORM_ZSCORE_NONZERO = 2,  /* z-score over non-zero voxels, zero stays zero (MR, PET) */
-    CS_NORM_ZSCORE_MASK = 3,     /* z-score inside a given mask, zero outside */
-    CS_NORM_ZSCORE = 4           /* z-score over the whole image */
+    CS_NORM_NONE = 0,           /* input is already normalised: passed through */
+    CS_NORM_CLIP_SCALE = 1,     /* clip to [clip_low, clip_high], then (x - mean) / std (CT) */
+    CS_NORM_ZSCORE_NONZERO = 2, /* z-score over non-zero voxels, zero stays zero (MR, PET) */
+    CS_NORM_ZSCORE_MASK = 3,    /* z-score inside a given mask, zero outside */
+    CS_NORM_ZSCORE = 4          /* z-score over the whole image */
 } cs_norm_kind;
 
 typedef struct cs_channel_info {
-    char name[CS_NAME_MAX];   /* e.g. "T1", "FLAIR", "CT" */
+    char name[CS_NAME_MAX]; /* e.g. "T1", "FLAIR", "CT" */
     cs_modality modality;
     cs_norm_kind norm;
     float clip_low, clip_high; /* CS_NORM_CLIP_SCALE */
@@ -215,8 +214,8 @@ typedef struct cs_channel_info {
 } cs_channel_info;
 
 typedef struct cs_class_info {
-    int32_t value;            /* label value written in output label maps */
-    char name[CS_NAME_MAX];   /* e.g. "left hippocampus" */
+    int32_t value;          /* label value written in output label maps */
+    char name[CS_NAME_MAX]; /* e.g. "left hippocampus" */
     uint8_t rgb[3];
 } cs_class_info;
 
@@ -229,19 +228,19 @@ typedef struct cs_postprocessing {
 } cs_postprocessing;
 
 typedef struct cs_model_info {
-    int32_t format_version;            /* CS_MODEL_FORMAT_VERSION */
+    int32_t format_version; /* CS_MODEL_FORMAT_VERSION */
     cs_unet_config arch;
     cs_channel_info channels[CS_MAX_CHANNELS]; /* arch.in_channels of them */
     cs_class_info classes[CS_MAX_CLASSES];     /* arch.num_classes of them; [0] is background */
-    double spacing[3];                 /* target voxel spacing in mm, x y z */
-    char orientation[4];               /* anatomical orientation of the model's axes: "RAS", "LPS" */
-    int32_t patch_size[3];             /* training patch and inference window, x y z */
-    cs_loss_options loss;              /* the loss it was trained with (class_weights not kept) */
-    char name[CS_NAME_MAX];            /* e.g. "brain-structures-t1" */
+    double spacing[3];                         /* target voxel spacing in mm, x y z */
+    char orientation[4];    /* anatomical orientation of the model's axes: "RAS", "LPS" */
+    int32_t patch_size[3];  /* training patch and inference window, x y z */
+    cs_loss_options loss;   /* the loss it was trained with (class_weights not kept) */
+    char name[CS_NAME_MAX]; /* e.g. "brain-structures-t1" */
     char description[CS_TEXT_MAX];
-    char training_data[CS_TEXT_MAX];   /* provenance */
+    char training_data[CS_TEXT_MAX]; /* provenance */
     char licence[CS_TEXT_MAX];
-    cs_postprocessing postprocessing;  /* recommended clean-up (none by default) */
+    cs_postprocessing postprocessing; /* recommended clean-up (none by default) */
 } cs_model_info;
 
 typedef struct cs_model *cs_model_t;
@@ -296,13 +295,14 @@ CS_API cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, cons
 typedef int (*cs_progress_fn)(void *user_data, float fraction);
 
 typedef struct cs_infer_options {
-    float overlap;              /* fraction of the window shared by neighbours, [0, 1) (0.5) */
-    int32_t gaussian_weighting; /* weight window voxels by a Gaussian of their centre distance (1) */
-    float gaussian_sigma;       /* sigma as a fraction of the window size (0.125) */
-    int32_t window[3];          /* window size x y z; 0 takes the model's patch size */
+    float overlap; /* fraction of the window shared by neighbours, [0, 1) (0.5) */
+    int32_t
+        gaussian_weighting; /* weight window voxels by a Gaussian of their centre distance (1) */
+    float gaussian_sigma;   /* sigma as a fraction of the window size (0.125) */
+    int32_t window[3];      /* window size x y z; 0 takes the model's patch size */
     cs_progress_fn progress;
     void *progress_user_data;
-    int32_t accumulate;         /* add this pass's probabilities to those already in the output
+    int32_t accumulate; /* add this pass's probabilities to those already in the output
                                    (test-time augmentation sums several passes); labels are still
                                    this pass's argmax (0) */
 } cs_infer_options;
@@ -330,27 +330,27 @@ typedef enum cs_optimizer_kind {
 
 typedef enum cs_lr_schedule {
     CS_LR_CONSTANT = 0,
-    CS_LR_POLY = 1,   /* lr * (1 - t/T)^poly_power after warm-up */
-    CS_LR_COSINE = 2  /* min_lr + (lr - min_lr) * (1 + cos(pi t/T)) / 2 after warm-up */
+    CS_LR_POLY = 1,  /* lr * (1 - t/T)^poly_power after warm-up */
+    CS_LR_COSINE = 2 /* min_lr + (lr - min_lr) * (1 + cos(pi t/T)) / 2 after warm-up */
 } cs_lr_schedule;
 
 typedef struct cs_train_config {
-    int32_t batch_size;       /* patches per step (2) */
-    int32_t patch_size[3];    /* x y z; 0 takes the model's patch size */
+    int32_t batch_size;    /* patches per step (2) */
+    int32_t patch_size[3]; /* x y z; 0 takes the model's patch size */
     cs_optimizer_kind optimizer;
-    float learning_rate;      /* peak learning rate (1e-3) */
+    float learning_rate;                        /* peak learning rate (1e-3) */
     float adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
-    float weight_decay;       /* L2 (Adam) or decoupled (AdamW) decay (0) */
+    float weight_decay;                         /* L2 (Adam) or decoupled (AdamW) decay (0) */
     cs_lr_schedule schedule;
-    int64_t warmup_steps;     /* linear warm-up from 0 (0) */
-    int64_t total_steps;      /* length of the schedule (1000) */
-    float poly_power;         /* 0.9 */
-    float min_learning_rate;  /* cosine floor (0) */
-    float grad_clip_norm;     /* clip the global gradient norm to this; 0: off (12) */
+    int64_t warmup_steps;    /* linear warm-up from 0 (0) */
+    int64_t total_steps;     /* length of the schedule (1000) */
+    float poly_power;        /* 0.9 */
+    float min_learning_rate; /* cosine floor (0) */
+    float grad_clip_norm;    /* clip the global gradient norm to this; 0: off (12) */
     cs_loss_options loss;
-    int32_t curriculum;       /* 1: alpha rises linearly from curriculum_alpha_start to loss.alpha */
+    int32_t curriculum; /* 1: alpha rises linearly from curriculum_alpha_start to loss.alpha */
     float curriculum_alpha_start; /* 0.1: Dice-dominated at first */
-    int64_t curriculum_steps; /* steps of the ramp (half of total_steps when 0) */
+    int64_t curriculum_steps;     /* steps of the ramp (half of total_steps when 0) */
     uint64_t seed;
 } cs_train_config;
 
@@ -361,9 +361,9 @@ CS_API float cs_train_alpha_at(const cs_train_config *config, int64_t step);
 
 typedef struct cs_step_result {
     float loss;
-    float grad_norm;       /* global gradient norm before clipping */
+    float grad_norm; /* global gradient norm before clipping */
     float learning_rate;
-    float alpha;           /* Combo alpha used at this step */
+    float alpha;                /* Combo alpha used at this step */
     float dice[CS_MAX_CLASSES]; /* hard Dice per class on this batch; NaN where absent */
 } cs_step_result;
 
