@@ -66,6 +66,16 @@ bool ParseDouble(const std::string &text, double &value)
   return itk::ComboSegParseDouble(text, value) && std::isfinite(value);
 }
 
+// A value outside the XML's <constraints> is an error naming the parameter and its bound.
+void CheckRange(const ComboSegParameterDescription &p, const std::string &where, const std::string &item, double v)
+{
+  double lo, hi;
+  if (ParseDouble(p.minimum, lo) && v < lo)
+    throw std::runtime_error(where + ": " + item + " is below the minimum " + p.minimum);
+  if (ParseDouble(p.maximum, hi) && v > hi)
+    throw std::runtime_error(where + ": " + item + " is above the maximum " + p.maximum);
+}
+
 const char *const kParameterTags[] = {"integer",
                                       "float",
                                       "double",
@@ -433,22 +443,14 @@ ComboSegArguments::ComboSegArguments(const ComboSegModuleDescription &descriptio
           long v;
           if (!ParseLong(item, v))
             throw std::runtime_error(where + ": '" + item + "' is not an integer");
-          double lo, hi;
-          if (ParseDouble(p.minimum, lo) && v < lo)
-            throw std::runtime_error(where + ": " + item + " is below the minimum " + p.minimum);
-          if (ParseDouble(p.maximum, hi) && v > hi)
-            throw std::runtime_error(where + ": " + item + " is above the maximum " + p.maximum);
+          CheckRange(p, where, item, static_cast<double>(v));
         }
         else if (base == "float" || base == "double")
         {
           double v;
           if (!ParseDouble(item, v))
             throw std::runtime_error(where + ": '" + item + "' is not a number");
-          double lo, hi;
-          if (ParseDouble(p.minimum, lo) && v < lo)
-            throw std::runtime_error(where + ": " + item + " is below the minimum " + p.minimum);
-          if (ParseDouble(p.maximum, hi) && v > hi)
-            throw std::runtime_error(where + ": " + item + " is above the maximum " + p.maximum);
+          CheckRange(p, where, item, v);
         }
         if (p.tag.find("-enumeration") != std::string::npos &&
             std::find(p.elements.begin(), p.elements.end(), item) == p.elements.end())

@@ -77,6 +77,33 @@ TEST(ParameterDefaults, OverlapOutsideItsRangeIsAnErrorNamingIt)
   EXPECT_DOUBLE_EQ(filter->GetOverlap(), CS_OVERLAP_MAX);
 }
 
+// The modules refuse a value outside the XML's constraints, naming the parameter and the bound,
+// and take the automatic values (-1, 0) that the constraints allow.
+TEST(ParameterDefaults, ModuleArgumentsOutsideTheXmlConstraintsAreErrorsNamingThem)
+{
+  const ComboSegModuleDescription train = ModuleXML("ComboSegTrain");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"--foregroundFraction", "1.5"},
+       "parameter 'foregroundFraction' (Share of patches on structures): 1.5 is above the maximum 1"},
+      {{"--foregroundFraction", "-2"}, "-2 is below the minimum -1"},
+      {{"--batchSize", "0"}, "parameter 'batchSize' (Batch size): 0 is below the minimum 1"},
+      {{"--rotationAugmentation", "10,200,10"}, "200 is above the maximum 180"}};
+  for (const auto &[args, message] : bad)
+  {
+    try
+    {
+      ComboSegArguments parsed(train, args);
+      ADD_FAILURE() << args[0] << " " << args[1] << " was accepted";
+    }
+    catch (const std::runtime_error &e)
+    {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+  const ComboSegArguments automatic(train, {"--foregroundFraction", "-1", "--learningRate", "0", "--epochs", "0"});
+  EXPECT_DOUBLE_EQ(automatic.GetDouble("foregroundFraction"), -1.0);
+}
+
 TEST(ParameterDefaults, SegmentOptionsMatchTheFilter)
 {
   const ComboSegModuleDescription xml = ModuleXML("ComboSegSegment");
