@@ -247,17 +247,22 @@ std::array<int32_t, 3> ConfigureNewModel(ComboSegArguments &args, const std::vec
 }
 
 // The model to start from: a model file, a new model, or a bundled model; and its metadata.
+// Whether the run fine-tunes a base model (a file or a bundled one) rather than training a new one.
+bool StartsFromBaseModel(ComboSegArguments &args)
+{
+  return args.IsSet("baseModelFile") || args.GetString("baseModel") != "new";
+}
+
 std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &cases, const std::string &output,
                                       itk::ComboSegTrainingSession &session)
 {
-  const std::string baseModel = args.GetString("baseModel");
   std::array<int32_t, 3> newPatch{{0, 0, 0}};
   if (args.IsSet("baseModelFile"))
     session.SetBaseModelFileName(args.GetString("baseModelFile"));
-  else if (baseModel == "new")
+  else if (!StartsFromBaseModel(args))
     newPatch = ConfigureNewModel(args, cases.training, cases.channelNames, output, session);
   else
-    session.SetBaseModelFileName(ComboSegFindBundledModel(baseModel));
+    session.SetBaseModelFileName(ComboSegFindBundledModel(args.GetString("baseModel")));
   session.SetAddMissingClasses(!args.GetBool("strictStructures"));
   if (args.IsSet("modelName"))
     session.SetModelName(args.GetString("modelName"));
@@ -332,7 +337,7 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
 }
 
 // How it learns: optimiser, loss, sampling and augmentation, epochs and budgets.
-void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &newPatch, bool fineTuning,
+void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &newPatch,
                        itk::ComboSegTrainingSession &session)
 {
   cs_train_config config = cs_train_config_default();
@@ -361,7 +366,7 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   config.seed = static_cast<uint64_t>(args.GetInt("seed"));
   cs_sampling_options sampling = SamplingAsGiven(args);
   int64_t epochs = args.GetInt("epochs");
-  ApplyAutomaticRecipe(args, fineTuning, config, sampling, epochs);
+  ApplyAutomaticRecipe(args, StartsFromBaseModel(args), config, sampling, epochs);
   session.SetTrainConfig(config);
   session.SetSamplingOptions(sampling);
   session.SetEpochs(epochs);
@@ -426,8 +431,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   session.SetLabelNames(cases.names);
   session.SetValidationFraction(args.GetDouble("validationShare"));
 
-  const bool fineTuning = args.IsSet("baseModelFile") || args.GetString("baseModel") != "new";
-  ConfigureLearning(args, ConfigureModel(args, cases, output, session), fineTuning, session);
+  ConfigureLearning(args, ConfigureModel(args, cases, output, session), session);
 
   // ---- files: the best model so far stays beside the checkpoint ("<checkpoint>.best"), which a
   // resumed run starts from; the reports are staged; all reach their names together at the end.
