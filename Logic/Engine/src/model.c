@@ -152,7 +152,7 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
         if (!ch->name[0]) FAIL("channels[%d].name is empty", (int)c);
         if ((int)ch->modality < CS_MODALITY_OTHER || (int)ch->modality > CS_MODALITY_US)
             FAIL("channels[%d].modality is %d, not a cs_modality", (int)c, (int)ch->modality);
-        if ((int)ch->norm < CS_NORM_NONE || (int)ch->norm > CS_NORM_ZSCORE)
+        if ((int)ch->norm < CS_NORM_NONE || (int)ch->norm > CS_NORM_UPPER_PEAK)
             FAIL("channels[%d].norm is %d, not a cs_norm_kind", (int)c, (int)ch->norm);
         if (!isfinite(ch->clip_low) || !isfinite(ch->clip_high))
             FAIL("channels[%d].clip_low/clip_high are not finite", (int)c);

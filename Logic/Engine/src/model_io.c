@@ -803,8 +803,8 @@ cs_status cs_st_copy_tensors(cs_context_t ctx, const cs_st_file *file, const cha
 /* Model files                                                                                 */
 
 static const char *const modality_names[] = {"other", "ct", "mr", "pet", "us"};
-static const char *const norm_names[] = {"none", "clip_scale", "zscore_nonzero", "zscore_mask",
-                                         "zscore"};
+static const char *const norm_names[] = {"none",        "clip_scale", "zscore_nonzero",
+                                         "zscore_mask", "zscore",     "upper_peak"};
 #define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static int name_index(const char *const *names, int n, const char *name)

@@ -92,7 +92,7 @@ struct ComboSegIntensityStatistics
 /** Mean and standard deviation over the voxels the recipe uses: non-zero voxels, the mask
  * (when mask is null: the voxels above the scan's minimum, i.e. the brain of a skull-stripped
  * scan whether its background is zero or, once z-scored, negative), or all; CT takes the
- * recipe's fixed values. */
+ * recipe's fixed values; CS_NORM_UPPER_PEAK gives mean 0 and std its histogram peak. */
 ComboSegIntensityStatistics
 ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask);
 

@@ -319,7 +319,8 @@ InBody(const cs_channel_info & channel, float v, float minimum, const uint8_t * 
 {
   switch (channel.norm)
   {
-    case CS_NORM_ZSCORE_NONZERO: return v != 0.0f;
+    case CS_NORM_ZSCORE_NONZERO:
+    case CS_NORM_UPPER_PEAK: return v != 0.0f;
     case CS_NORM_ZSCORE_MASK: return mask ? mask[i] != 0 : v > minimum;
     default: return true;
   }
@@ -328,7 +329,46 @@ InBody(const cs_channel_info & channel, float v, float minimum, const uint8_t * 
 bool
 HasBody(const cs_channel_info & channel)
 {
-  return channel.norm == CS_NORM_ZSCORE_NONZERO || channel.norm == CS_NORM_ZSCORE_MASK;
+  return channel.norm == CS_NORM_ZSCORE_NONZERO || channel.norm == CS_NORM_ZSCORE_MASK ||
+         channel.norm == CS_NORM_UPPER_PEAK;
+}
+
+// The brightest major peak of the histogram of the non-zero voxels (CS_NORM_UPPER_PEAK,
+// docs/design.md): 128 bins from the lowest non-zero value to the 99.5th percentile (bright
+// outliers such as vessels or fat do not stretch the bins), smoothed over 5 bins; of the local
+// maxima at least half as high as the highest, the brightest. In a T1 MR that is white matter,
+// whether or not the scan holds skull, neck or background, which move a z-score's mean.
+double
+UpperHistogramPeak(const float * values, int64_t n)
+{
+  std::vector<float> body;
+  for (int64_t i = 0; i < n; ++i)
+    if (values[i] != 0.0f)
+      body.push_back(values[i]);
+  if (body.empty())
+    return 0.0;
+  const size_t top = static_cast<size_t>(0.995 * static_cast<double>(body.size() - 1));
+  std::nth_element(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(top), body.end());
+  const double high = body[top], low = *std::min_element(body.begin(), body.end());
+  if (!(high > low))
+    return high;
+  constexpr int       bins = 128, half = 2;
+  std::vector<double> counts(bins, 0.0), smooth(bins, 0.0);
+  for (float v : body)
+    if (v <= high)
+      counts[std::min(bins - 1, static_cast<int>((v - low) / (high - low) * bins))] += 1.0;
+  for (int b = 0; b < bins; ++b)
+    for (int j = std::max(0, b - half); j <= std::min(bins - 1, b + half); ++j)
+      smooth[b] += counts[j];
+  const double highest = *std::max_element(smooth.begin(), smooth.end());
+  int          peak = 0;
+  for (int b = 0; b < bins; ++b)
+  {
+    const bool local = (b == 0 || smooth[b] >= smooth[b - 1]) && (b == bins - 1 || smooth[b] >= smooth[b + 1]);
+    if (local && smooth[b] >= 0.5 * highest)
+      peak = b;
+  }
+  return low + (peak + 0.5) * (high - low) / bins;
 }
 
 } // namespace
@@ -505,6 +545,21 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   {
     return stats;
   }
+  if (channel.norm == CS_NORM_UPPER_PEAK)
+  {
+    const double peak = UpperHistogramPeak(values, n);
+    if (!(peak > 0.0))
+    {
+      itkGenericExceptionMacro(<< "channel '" << channel.name
+                               << "': the upper_peak normalisation needs a scan of positive "
+                               << "intensities (a raw MR), but its brightest histogram peak is at " << peak
+                               << (peak == 0.0 ? " (every voxel is zero)"
+                                               : " (already normalised? use zscore_nonzero)"));
+    }
+    stats.mean = 0.0;
+    stats.std = peak;
+    return stats;
+  }
   // Two passes in double: stable for large volumes.
   double  sum = 0.0;
   int64_t count = 0;
@@ -553,6 +608,7 @@ ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel, co
       return;
     case CS_NORM_ZSCORE_NONZERO:
     case CS_NORM_ZSCORE_MASK:
+    case CS_NORM_UPPER_PEAK:
       for (int64_t i = 0; i < n; ++i)
         values[i] = InBody(channel, values[i], stats.minimum, mask, i)
                       ? static_cast<float>((values[i] - stats.mean) * scale)
@@ -573,7 +629,8 @@ ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatist
   {
     case CS_NORM_CLIP_SCALE: return channel.clip_low;
     case CS_NORM_ZSCORE_NONZERO:
-    case CS_NORM_ZSCORE_MASK: return 0.0f;
+    case CS_NORM_ZSCORE_MASK:
+    case CS_NORM_UPPER_PEAK: return 0.0f;
     default: return stats.minimum;
   }
 }

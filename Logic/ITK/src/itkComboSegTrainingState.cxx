@@ -29,6 +29,7 @@ NormalizationName(cs_norm_kind norm)
     case CS_NORM_ZSCORE_NONZERO: return "zscore-nonzero";
     case CS_NORM_ZSCORE_MASK: return "zscore-brain";
     case CS_NORM_ZSCORE: return "zscore";
+    case CS_NORM_UPPER_PEAK: return "upper_peak";
     default: return "none";
   }
 }

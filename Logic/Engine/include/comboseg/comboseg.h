@@ -202,7 +202,8 @@ typedef enum cs_norm_kind {
     CS_NORM_CLIP_SCALE = 1,     /* clip to [clip_low, clip_high], then (x - mean) / std (CT) */
     CS_NORM_ZSCORE_NONZERO = 2, /* z-score over non-zero voxels, zero stays zero (MR, PET) */
     CS_NORM_ZSCORE_MASK = 3,    /* z-score inside a given mask, zero outside */
-    CS_NORM_ZSCORE = 4          /* z-score over the whole image */
+    CS_NORM_ZSCORE = 4,         /* z-score over the whole image */
+    CS_NORM_UPPER_PEAK = 5      /* divided by the brightest major histogram peak (T1 MR) */
 } cs_norm_kind;
 
 typedef struct cs_channel_info {

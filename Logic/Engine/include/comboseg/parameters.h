@@ -24,7 +24,7 @@ extern "C" {
 
 /* The names of the normalisation recipes (cs_norm_kind), the one spelling that model files,
  * ComboSegTrain --normalization and messages use: "none", "clip_scale", "zscore_nonzero",
- * "zscore_mask", "zscore". */
+ * "zscore_mask", "zscore", "upper_peak". */
 CS_API const char *cs_norm_kind_name(cs_norm_kind kind); /* "unknown" outside the enum */
 /* Case-insensitive, '-' and ' ' read as '_' (as cs_loss_kind_from_name); an unknown name is
  * CS_ERR_INVALID_ARGUMENT and leaves *kind unchanged. */
