@@ -334,6 +334,7 @@ TEST(ModelInfo, EachBadFieldIsRejectedWithItsName)
       {"channels[0].name", [](cs_model_info &i) { std::memset(i.channels[0].name, 'a', CS_NAME_MAX); }},
       {"channels[1].modality", [](cs_model_info &i) { i.channels[1].modality = (cs_modality)9; }},
       {"channels[0].norm", [](cs_model_info &i) { i.channels[0].norm = (cs_norm_kind)-1; }},
+      {"channels[1].norm", [](cs_model_info &i) { i.channels[1].norm = (cs_norm_kind)(CS_NORM_UPPER_PEAK + 1); }},
       {"channels[0].clip_low", [](cs_model_info &i) { i.channels[0].clip_low = 2000.0f; }},
       {"channels[0].std", [](cs_model_info &i) { i.channels[0].std = 0.0f; }},
       {"channels[1].mean", [](cs_model_info &i) { i.channels[1].mean = INFINITY; }},
@@ -771,6 +772,8 @@ TEST_F(ModelIo, SaveLoadRoundTripKeepsMetadataAndWeightsBitForBit)
   for (int dims = 2; dims <= 3; ++dims)
   {
     cs_model_info info = SmallInfo(dims);
+    if (dims == 2)
+      info.channels[1].norm = CS_NORM_UPPER_PEAK; // the newest recipe's name round-trips too
     cs_model_t m = Create(info, 99);
     ASSERT_NE(m, nullptr);
     std::string path = dir.File("round.safetensors");

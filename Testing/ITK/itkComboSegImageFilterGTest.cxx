@@ -15,11 +15,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <sstream>
 
 namespace
@@ -237,6 +239,82 @@ TEST(ComboSegProcessing, NormalisationFollowsEachRecipe)
   v = values;
   itk::ComboSegNormalise(v.data(), 6, none, itk::ComboSegChannelStatistics(values.data(), 6, none, nullptr), nullptr);
   EXPECT_EQ(v, values);
+}
+
+namespace
+{
+// A synthetic T1 brain: white matter near 110 (40%), grey matter near 80 (50%), fluid near 30;
+// with a head, 1.5 times as many voxels of dark bone and muscle (20-60), a little bright fat and
+// air (0).
+std::vector<float>
+SyntheticT1(bool withHead)
+{
+  std::mt19937       random(7);
+  std::vector<float> v;
+  auto               add = [&](int count, double mean, double sd) {
+    std::normal_distribution<double> tissue(mean, sd);
+    for (int i = 0; i < count; ++i)
+      v.push_back(static_cast<float>(std::max(1.0, tissue(random))));
+  };
+  add(40000, 110.0, 4.0);
+  add(50000, 80.0, 4.0); // more grey than white: the highest peak is not the one sought
+  add(10000, 30.0, 5.0);
+  if (withHead)
+  {
+    std::uniform_real_distribution<double> dark(20.0, 60.0), fat(150.0, 250.0);
+    for (int i = 0; i < 150000; ++i)
+      v.push_back(static_cast<float>(dark(random)));
+    for (int i = 0; i < 2000; ++i)
+      v.push_back(static_cast<float>(fat(random)));
+    v.insert(v.end(), 150000, 0.0f);
+  }
+  return v;
+}
+} // namespace
+
+TEST(ComboSegProcessing, UpperPeakGivesTissueTheSameValueWithOrWithoutTheHead)
+{
+  cs_channel_info peak{};
+  peak.norm = CS_NORM_UPPER_PEAK;
+  std::snprintf(peak.name, sizeof peak.name, "T1");
+  std::vector<float> brain = SyntheticT1(false), head = SyntheticT1(true);
+  const auto         brainStats = itk::ComboSegChannelStatistics(brain.data(), int64_t(brain.size()), peak, nullptr);
+  const auto         headStats = itk::ComboSegChannelStatistics(head.data(), int64_t(head.size()), peak, nullptr);
+  EXPECT_NEAR(brainStats.std, 110.0, 3.0); // the white matter peak
+  EXPECT_NEAR(headStats.std, 110.0, 3.0);
+  EXPECT_EQ(brainStats.mean, 0.0);
+  itk::ComboSegNormalise(brain.data(), int64_t(brain.size()), peak, brainStats, nullptr);
+  itk::ComboSegNormalise(head.data(), int64_t(head.size()), peak, headStats, nullptr);
+  // The first 100000 voxels are the same brain in both: same values within 3%.
+  for (size_t i = 0; i < 100000; i += 997)
+    EXPECT_NEAR(head[i], brain[i], 0.03 * std::fabs(brain[i])) << i;
+  EXPECT_EQ(head.back(), 0.0f); // air stays zero
+  EXPECT_EQ(itk::ComboSegPadValue(peak, headStats), 0.0f);
+
+  // What it replaces: a z-score over the non-zero voxels moves the white matter by more than
+  // half a standard deviation when the head is in the scan.
+  cs_channel_info zscore{};
+  zscore.norm = CS_NORM_ZSCORE_NONZERO;
+  const std::vector<float> rawBrain = SyntheticT1(false), rawHead = SyntheticT1(true);
+  const auto zb = itk::ComboSegChannelStatistics(rawBrain.data(), int64_t(rawBrain.size()), zscore, nullptr);
+  const auto zh = itk::ComboSegChannelStatistics(rawHead.data(), int64_t(rawHead.size()), zscore, nullptr);
+  EXPECT_GT(std::fabs((110.0 - zb.mean) / zb.std - (110.0 - zh.mean) / zh.std), 0.5);
+
+  // Scans without a positive peak are refused, naming the channel.
+  const std::vector<float> zeros(10, 0.0f), negative{ -3.0f, -2.0f, -2.0f, -1.0f };
+  for (const auto * scan : { &zeros, &negative })
+  {
+    try
+    {
+      itk::ComboSegChannelStatistics(scan->data(), int64_t(scan->size()), peak, nullptr);
+      ADD_FAILURE() << "no error for a scan without a positive peak";
+    }
+    catch (const itk::ExceptionObject & e)
+    {
+      EXPECT_NE(std::string(e.GetDescription()).find("channel 'T1'"), std::string::npos) << e.GetDescription();
+      EXPECT_NE(std::string(e.GetDescription()).find("upper_peak"), std::string::npos) << e.GetDescription();
+    }
+  }
 }
 
 TEST(ComboSegProcessing, OutsideBodyIsWhereNoBodyChannelHasData)

@@ -158,8 +158,8 @@ TEST(ParameterDefaults, NormalisationRecipesHaveTheEngineSpellingOnly)
   const ComboSegModuleDescription train = ModuleXML("ComboSegTrain");
   const ComboSegParameterDescription &normalization = Parameter(train, "normalization");
   std::vector<std::string> expected = {"auto"};
-  for (cs_norm_kind kind :
-       {CS_NORM_ZSCORE_NONZERO, CS_NORM_ZSCORE_MASK, CS_NORM_ZSCORE, CS_NORM_CLIP_SCALE, CS_NORM_NONE})
+  for (cs_norm_kind kind : {CS_NORM_ZSCORE_NONZERO, CS_NORM_ZSCORE_MASK, CS_NORM_ZSCORE, CS_NORM_UPPER_PEAK,
+                            CS_NORM_CLIP_SCALE, CS_NORM_NONE})
     expected.push_back(cs_norm_kind_name(kind));
   EXPECT_EQ(normalization.elements, expected);
   for (const std::string &name : normalization.elements)
