@@ -686,13 +686,14 @@ double ComboSegSeconds()
 std::string ComboSegExecutableDirectory()
 {
   const std::string path = itk::ComboSegExecutablePath();
-  const size_t slash = path.find_last_of('/');
+  const size_t slash = path.find_last_of(itk::ComboSegPathSeparators());
   return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
 
 std::string ComboSegFindBundledModel(const std::string &name)
 {
-  if (name.empty() || name.find('/') != std::string::npos || name.find("..") != std::string::npos)
+  if (name.empty() || name.find_first_of(itk::ComboSegPathSeparators()) != std::string::npos ||
+      name.find("..") != std::string::npos)
     throw std::runtime_error("bad bundled model name '" + name + "'");
   const std::string dir = ComboSegExecutableDirectory();
   const std::string candidates[] = {dir + "/" + COMBOSEG_MODELS_BUILD_RELATIVE_DIR + "/" + name + ".safetensors",

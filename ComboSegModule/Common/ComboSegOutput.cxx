@@ -249,6 +249,25 @@ void ComboSegWriteTable(const std::string &path, const std::vector<std::string> 
   ComboSegWriteFileAtomically(path, text);
 }
 
+namespace
+{
+// libpng reports errors by longjmp back to the setjmp here: a function of its own, so that no local
+// changed after setjmp is read after the jump.
+bool WritePngRows(png_structp png, png_infop info, FILE *f, int width, int height, const uint8_t *rgb)
+{
+  if (setjmp(png_jmpbuf(png)) != 0)
+    return false;
+  png_init_io(png, f);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int y = 0; y < height; ++y)
+    png_write_row(png, const_cast<png_bytep>(rgb + static_cast<size_t>(y) * width * 3));
+  png_write_end(png, nullptr);
+  return true;
+}
+} // namespace
+
 void ComboSegWritePng(const std::string &path, int width, int height, const std::vector<uint8_t> &rgb)
 {
   if (width <= 0 || height <= 0 || rgb.size() != static_cast<size_t>(width) * height * 3)
@@ -259,19 +278,7 @@ void ComboSegWritePng(const std::string &path, int width, int height, const std:
     throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
-  bool ok = png && info;
-  if (ok && setjmp(png_jmpbuf(png)) == 0)
-  {
-    png_init_io(png, f);
-    png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < height; ++y)
-      png_write_row(png, const_cast<png_bytep>(&rgb[static_cast<size_t>(y) * width * 3]));
-    png_write_end(png, nullptr);
-  }
-  else
-    ok = false;
+  bool ok = png && info && WritePngRows(png, info, f, width, height, rgb.data());
   png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
   ok = ok && itk::ComboSegFlushToDisk(f);
   if (std::fclose(f) != 0 || !ok)

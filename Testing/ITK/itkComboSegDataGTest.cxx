@@ -526,7 +526,8 @@ TEST(ComboSegDataSet, LabelMapOnAnotherGridIsResampledOntoItsScan)
   for (unsigned z = 0; z < size[2]; ++z)
     for (unsigned y = 0; y < size[1]; ++y)
       for (unsigned x = 0; x < size[0]; ++x)
-        flipped->SetPixel({ { x, size[1] - 1 - y, z } }, labels->GetPixel({ { x, y, z } }));
+        flipped->SetPixel({ { x, static_cast<itk::IndexValueType>(size[1] - 1 - y), z } },
+                          labels->GetPixel({ { x, y, z } }));
   Write(flipped.GetPointer(), dir.path + "/flipped.nrrd");
   files.labels = dir.path + "/flipped.nrrd";
   EXPECT_EQ(itk::PrepareCase(files, info, names).labels, full.labels);

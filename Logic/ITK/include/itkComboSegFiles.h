@@ -78,6 +78,9 @@ ComboSegFlushToDisk(FILE * f);
 /** The running executable's path; empty when the system does not say. */
 std::string
 ComboSegExecutablePath();
+/** The characters that separate a path's folders: "/", and on Windows also "\\". */
+const char *
+ComboSegPathSeparators();
 
 /** Whether `text` ends with `suffix`; the second ignores ASCII case. */
 bool

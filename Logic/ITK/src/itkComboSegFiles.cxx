@@ -229,6 +229,16 @@ ComboSegExecutablePath()
 #endif
 }
 
+const char *
+ComboSegPathSeparators()
+{
+#ifdef _WIN32
+  return "/\\";
+#else
+  return "/";
+#endif
+}
+
 std::string
 ComboSegToLower(std::string text)
 {
