@@ -325,38 +325,64 @@ static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, 
     }
 }
 
-/* Normalises slice z of the slab into the outputs and clears its slot. */
+/* Voxels of a row normalised at a time: the argmax state of a chunk lives on the stack. */
+#define CS_FINALISE_CHUNK 256
+
+/* Normalises x in [x0, x0 + n) of row y of slice z into the outputs. Class by class along the
+ * row (contiguous, vectorisable, where voxel by voxel strode across K slab planes); the classes
+ * are still compared in order with the same strict test, so the labels are those of a
+ * voxel-by-voxel argmax. */
+static void finalise_chunk(const infer_plan *p, const infer_scratch *s, int64_t z, int64_t y,
+                           int64_t x0, int64_t n, float *probabilities, int32_t *labels)
+{
+    const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
+    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2], slot = z % wz;
+    float inv[CS_FINALISE_CHUNK], best_p[CS_FINALISE_CHUNK];
+    int32_t best[CS_FINALISE_CHUNK];
+    const float zy = s->norm[2][z] * s->norm[1][y]; /* the product's order is kept */
+    for (int64_t i = 0; i < n; i++) {
+        inv[i] = 1.0f / (zy * s->norm[0][x0 + i]);
+        best_p[i] = -1.0f;
+        best[i] = 0;
+    }
+    for (int32_t k = 0; k < p->classes; k++) {
+        const float *restrict src = s->slab + ((k * wz + slot) * py + y) * px + x0;
+        if (probabilities) {
+            float *restrict out = probabilities + ((k * nz + z) * ny + y) * nx + x0;
+            if (p->accumulate)
+                for (int64_t i = 0; i < n; i++) out[i] += src[i] * inv[i];
+            else
+                for (int64_t i = 0; i < n; i++) out[i] = src[i] * inv[i];
+        }
+        if (labels)
+            for (int64_t i = 0; i < n; i++) {
+                const float v = src[i] * inv[i];
+                if (v > best_p[i]) {
+                    best_p[i] = v;
+                    best[i] = k;
+                }
+            }
+    }
+    if (labels) memcpy(labels + (z * ny + y) * nx + x0, best, (size_t)n * sizeof(int32_t));
+}
+
+/* Normalises slice z of the slab into the outputs and clears its slot for the windows of later
+ * rows, row by row while the row is in cache (the padded rows and columns too). */
 static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t z,
                            float *probabilities, int32_t *labels, int threads)
 {
     const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
-    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2];
-    const int64_t slot = z % wz;
-    const int32_t K = p->classes;
-    if (z < nz) {
-        CS_OMP_FOR
-        for (int64_t y = 0; y < ny; y++) {
-            for (int64_t x = 0; x < nx; x++) {
-                float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);
-                int32_t best = 0;
-                float best_p = -1.0f;
-                for (int32_t k = 0; k < K; k++) {
-                    float v = s->slab[((k * wz + slot) * py + y) * px + x] * inv;
-                    if (probabilities) {
-                        float *out = probabilities + ((k * nz + z) * ny + y) * nx + x;
-                        *out = p->accumulate ? *out + v : v;
-                    }
-                    if (v > best_p) {
-                        best_p = v;
-                        best = k;
-                    }
-                }
-                if (labels) labels[(z * ny + y) * nx + x] = best;
-            }
-        }
+    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2], slot = z % wz;
+    CS_OMP_FOR
+    for (int64_t y = 0; y < py; y++) {
+        if (z < nz && y < ny)
+            for (int64_t x0 = 0; x0 < nx; x0 += CS_FINALISE_CHUNK)
+                finalise_chunk(p, s, z, y, x0,
+                               nx - x0 < CS_FINALISE_CHUNK ? nx - x0 : CS_FINALISE_CHUNK,
+                               probabilities, labels);
+        for (int32_t k = 0; k < p->classes; k++)
+            memset(s->slab + ((k * wz + slot) * py + y) * px, 0, (size_t)px * sizeof(float));
     }
-    for (int32_t k = 0; k < K; k++)
-        memset(s->slab + (k * wz + slot) * py * px, 0, (size_t)(py * px) * sizeof(float));
 }
 
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,

@@ -177,8 +177,7 @@ private:
 
   /** Class probabilities (K, model grid) of the image, averaged over the test-time mirrors. */
   void
-  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image,
-          std::vector<float> & probabilities);
+  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities);
 
   ComboSegModel::Pointer m_Model{};
   std::string            m_ModelFileName{};
