@@ -194,7 +194,8 @@ Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image,
 template <typename TInputImage, typename TOutputImage>
 void
 ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, const ComboSegGrid & grid,
-                                                        std::vector<float> & image, float * probabilities)
+                                                        std::vector<float> & image, float * probabilities,
+                                                        int32_t * labels)
 {
   const std::vector<unsigned int> passes =
     ComboSegMirrorPasses::Of(m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u));
@@ -214,7 +215,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
     mirrored = passes[progress.pass];
     options.accumulate = progress.pass > 0 ? 1 : 0;
     const cs_status status =
-      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities, nullptr);
+      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities, labels);
     if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
     {
       ProcessAborted aborted(__FILE__, __LINE__);
@@ -234,6 +235,35 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
     for (int64_t i = 0; i < values; ++i)
       probabilities[i] *= average;
   }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid,
+                                                              std::vector<float> & image,
+                                                              const ComboSegGrid & outputGrid, int32_t * labels)
+{
+  const int32_t      numberOfClasses = model->GetInfo().arch.num_classes;
+  const unsigned int mirrors = m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u);
+  if (mirrors == 0 && !(m_MinimumProbability > 0.0) && ComboSegCentresCoincideExactly(outputGrid, modelGrid))
+  {
+    // The engine's argmax is then the one ComboSegProbabilitiesToLabels would take: labels
+    // without the probability map (K floats a voxel, 767 MB for a 1 mm whole head).
+    std::vector<int32_t> modelLabels(static_cast<size_t>(modelGrid.NumberOfVoxels()));
+    this->Predict(model, modelGrid, image, nullptr, modelLabels.data());
+    image.clear();
+    image.shrink_to_fit();
+    ComboSegLabelsAtCentres(labels, outputGrid, modelLabels.data(), modelGrid, m_NumberOfThreads);
+    return;
+  }
+  // Not zeroed: the first pass writes every value.
+  std::unique_ptr<float[]> probabilities(
+    new float[static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses)]);
+  this->Predict(model, modelGrid, image, probabilities.get(), nullptr);
+  image.clear();
+  image.shrink_to_fit();
+  ComboSegProbabilitiesToLabels(labels, outputGrid, probabilities.get(), modelGrid, numberOfClasses,
+                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -302,21 +332,12 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   values.clear();
   this->UpdateProgress(0.1f);
 
-  // Sliding-window inference; the engine calls back per window.
-  const int32_t numberOfClasses = info.arch.num_classes;
-  // Not zeroed: the first pass writes every value (hundreds of MB for a whole-head scan).
-  std::unique_ptr<float[]> probabilities(
-    new float[static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses)]);
-  this->Predict(model, modelGrid, image, probabilities.get());
-  image.clear();
-  image.shrink_to_fit();
-
-  // Back onto the input's exact grid, then the clean-up.
+  // Sliding-window inference (the engine calls back per window), then back onto the input's exact
+  // grid, and the clean-up.
+  const int32_t        numberOfClasses = info.arch.num_classes;
   const ComboSegGrid   outputGrid = channels[0].grid;
   std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
-  ComboSegProbabilitiesToLabels(labels.data(), outputGrid, probabilities.get(), modelGrid, numberOfClasses,
-                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
-  probabilities.reset();
+  this->PredictLabels(model, modelGrid, image, outputGrid, labels.data());
   // Before the clean-up, so that the largest component is chosen among voxels with data.
   for (size_t i = 0; i < outside.size(); ++i)
   {

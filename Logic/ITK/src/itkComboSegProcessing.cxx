@@ -849,6 +849,33 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
   });
 }
 
+bool
+ComboSegCentresCoincideExactly(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid)
+{
+  CheckGrid(outputGrid, "output grid");
+  CheckGrid(modelGrid, "model grid");
+  return IntegralMap(MapBetween(outputGrid, modelGrid));
+}
+
+void
+ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const int32_t * modelLabels,
+                        const ComboSegGrid & modelGrid, int numberOfThreads)
+{
+  if (!ComboSegCentresCoincideExactly(outputGrid, modelGrid))
+  {
+    itkGenericExceptionMacro(<< "the voxel centres of the output grid " << ComboSegGridToString(outputGrid)
+                             << " are not those of the model grid " << ComboSegGridToString(modelGrid));
+  }
+  const int64_t sy = modelGrid.size[0], sz = modelGrid.size[0] * modelGrid.size[1];
+  ForEachVoxel(
+    outputGrid, MapBetween(outputGrid, modelGrid), numberOfThreads, [&](int64_t o, double cx, double cy, double cz) {
+      labels[o] =
+        Inside(modelGrid, cx, cy, cz)
+          ? modelLabels[static_cast<int64_t>(cx) + static_cast<int64_t>(cy) * sy + static_cast<int64_t>(cz) * sz]
+          : 0;
+    });
+}
+
 namespace
 {
 
