@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 cs_infer_options cs_infer_options_default(void)
 {
     cs_infer_options o;
@@ -216,7 +220,7 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
 /* The scratch memory besides the workspace, carved from one allocation (floats). */
 typedef struct infer_scratch {
     float *input;     /* (C, wz, wy, wx) the window's image */
-    float *prob;      /* (K, wz, wy, wx) its softmax */
+    float *prob;      /* softmax tiles (K, CS_SOFTMAX_TILE), as many as the window has */
     float *slab;      /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
@@ -226,7 +230,8 @@ typedef struct infer_scratch {
 static size_t scratch_floats(const infer_plan *p)
 {
     size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
-    size_t n = wn * (size_t)p->channels + wn * (size_t)p->classes;
+    size_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
+    size_t n = wn * (size_t)p->channels + tiles * CS_SOFTMAX_TILE * (size_t)p->classes;
     n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
     for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
     n += (size_t)p->channels;
@@ -304,25 +309,57 @@ static void fill_window(const infer_plan *p, const infer_scratch *s, const float
     }
 }
 
-/* slab += weight * prob for the window at (x0, y0, z0). */
-static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, int64_t y0,
-                       int64_t z0, int threads)
+/* slab += weight * prob for voxels [i0, i0 + cnt) of the window at (x0, y0, z0), whose
+ * probabilities are prob (K, CS_SOFTMAX_TILE): row segment by row segment. */
+static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const float *prob,
+                            int64_t i0, int64_t cnt, int64_t x0, int64_t y0, int64_t z0)
 {
     const int64_t px = p->padded[0], py = p->padded[1];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
     const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
-    const int64_t planes = (int64_t)p->classes *
-                           wz; /* (class, z) pairs: disjoint rows of the slab */
-    CS_OMP_FOR
-    for (int64_t kz = 0; kz < planes; kz++) {
-        const int64_t k = kz / wz, z = kz % wz, slot = (z0 + z) % wz;
-        for (int64_t y = 0; y < wy; y++) {
-            const float *restrict src = s->prob + ((k * wz + z) * wy + y) * wx;
-            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0;
-            const float gzy = gz[z] * gy[y];
-            for (int64_t x = 0; x < wx; x++) dst[x] += gzy * gx[x] * src[x];
+    for (int64_t i = i0; i < i0 + cnt;) {
+        const int64_t x = i % wx, y = i / wx % wy, z = i / (wx * wy), slot = (z0 + z) % wz;
+        const int64_t run = wx - x < i0 + cnt - i ? wx - x : i0 + cnt - i;
+        const float gzy = gz[z] * gy[y];
+        for (int32_t k = 0; k < p->classes; k++) {
+            const float *restrict src = prob + k * CS_SOFTMAX_TILE + (i - i0);
+            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0 + x;
+            for (int64_t j = 0; j < run; j++) dst[j] += gzy * gx[x + j] * src[j];
         }
+        i += run;
     }
+}
+
+/* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
+ * softmax's own tiles (so the values of a whole-window softmax), each used while in cache. Each
+ * voxel is one slab value, written by one thread. Returns the count of non-finite logits. */
+static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const float *logits,
+                            int64_t x0, int64_t y0, int64_t z0, int threads)
+{
+    const int64_t wn = p->win[0] * p->win[1] * p->win[2];
+    const int64_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
+    const int32_t K = p->classes;
+    int64_t bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
+#endif
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t i0 = t * CS_SOFTMAX_TILE,
+                      cnt = wn - i0 < CS_SOFTMAX_TILE ? wn - i0 : CS_SOFTMAX_TILE;
+        /* a thread's own tile buffer (stays in cache) when there are tiles enough for all */
+#ifdef _OPENMP
+        const int64_t slot = threads <= tiles ? omp_get_thread_num() : t;
+#else
+        const int64_t slot = 0;
+#endif
+        float *prob = s->prob + slot * K * CS_SOFTMAX_TILE;
+        for (int32_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < cnt; j++) bad += !isfinite(logits[k * wn + i0 + j]);
+        cs_softmax_tile(prob, logits, K, wn, i0);
+        accumulate_tile(p, s, prob, i0, cnt, x0, y0, z0);
+    }
+    (void)threads;
+    return bad;
 }
 
 /* Voxels of a row normalised at a time: the argmax state of a chunk lives on the stack. */
@@ -407,7 +444,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     infer_scratch s;
     s.input = mem;
     s.prob = s.input + wn * p.channels;
-    s.slab = s.prob + wn * p.classes;
+    s.slab = s.prob + (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE * CS_SOFTMAX_TILE * p.classes;
     float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
     for (int a = 0; a < 3; a++) {
         s.weight[a] = next;
@@ -446,15 +483,14 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
                 fill_window(&p, &s, image, x0, y0, z0);
                 const float *logits = NULL;
                 st = cs_net_forward(ctx, model, ws, s.input, &logits);
-                if (st == CS_OK) {
+                if (st == CS_OK && blend_window(&p, &s, logits, x0, y0, z0, cs_threads(ctx))) {
+                    /* the slab is spoilt, but the call fails: find and name the value */
                     char where[96];
                     snprintf(where, sizeof where, "in the window at x %lld, y %lld, z %lld",
                              (long long)x0, (long long)y0, (long long)z0);
                     st = check_finite_output(ctx, logits, wn * p.classes, where);
                 }
                 if (st != CS_OK) break;
-                cs_softmax_channels(s.prob, logits, 1, p.classes, wn, cs_threads(ctx));
-                accumulate(&p, &s, x0, y0, z0, cs_threads(ctx));
                 done++;
                 if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {
                     /* the z-row is complete: slices before the next row's start are final */
