@@ -330,9 +330,22 @@ static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const f
     }
 }
 
+/* Whether any of n floats is NaN or infinite (all exponent bits set): integer operations, so that
+ * the loop vectorises, which a count of !isfinite does not. */
+static int any_non_finite(const float *v, int64_t n)
+{
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, v + i, sizeof bits);
+        any |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return any != 0;
+}
+
 /* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
  * softmax's own tiles (so the values of a whole-window softmax), each used while in cache. Each
- * voxel is one slab value, written by one thread. Returns the count of non-finite logits. */
+ * voxel is one slab value, written by one thread. Returns whether a logit was not finite. */
 static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const float *logits,
                             int64_t x0, int64_t y0, int64_t z0, int threads)
 {
@@ -353,8 +366,7 @@ static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const f
         const int64_t slot = 0;
 #endif
         float *prob = s->prob + slot * K * CS_SOFTMAX_TILE;
-        for (int32_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < cnt; j++) bad += !isfinite(logits[k * wn + i0 + j]);
+        for (int32_t k = 0; k < K; k++) bad += any_non_finite(logits + k * wn + i0, cnt);
         cs_softmax_tile(prob, logits, K, wn, i0);
         accumulate_tile(p, s, prob, i0, cnt, x0, y0, z0);
     }
