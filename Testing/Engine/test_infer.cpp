@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <set>
 #include <vector>
 
 #include "comboseg/comboseg.h"
@@ -595,6 +596,36 @@ TEST_F(InferTest, MemoryEstimateIsBoundedBySlabAndLimitIsEnforced)
   // a smaller window needs less
   o.window[0] = o.window[1] = o.window[2] = 8;
   EXPECT_LT(cs_predict_volume_memory(m, size, &o), small);
+}
+
+// The blend and its argmax split rows between threads, each value written by one of them: the
+// labels are the same with 1, 2 and 3 threads (odd sizes: rows of the slab not shared evenly).
+TEST_F(InferTest, LabelsDoNotDependOnTheThreadCount)
+{
+  cs_model_t m = MakeModel(3, 1, 5, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
+  std::vector<float> img = RandomImage(1, size, 4);
+  std::vector<int32_t> reference;
+  std::vector<float> reference_prob;
+  for (int threads : {1, 2, 3})
+  {
+    cs_context_set_threads(ctx_, threads);
+    std::vector<int32_t> labels(n, -1);
+    std::vector<float> prob(5 * n, -1.0f);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, prob.data(), labels.data()), CS_OK)
+        << cs_context_last_error(ctx_);
+    if (reference.empty())
+    {
+      reference = labels;
+      reference_prob = prob;
+      ASSERT_GT(std::set<int32_t>(labels.begin(), labels.end()).size(), 1u) << "one class everywhere";
+      continue;
+    }
+    EXPECT_EQ(labels, reference) << threads << " threads";
+    EXPECT_EQ(prob, reference_prob) << threads << " threads";
+  }
+  cs_context_set_threads(ctx_, 2);
 }
 
 TEST_F(InferTest, ThreadsShareOneModel)

@@ -285,6 +285,34 @@ TEST_P(LayerFastTest, SoftmaxMatchesReference)
       }
 }
 
+// A softmax tile (inference blends tile by tile) holds exactly the values cs_softmax_channels
+// gives its voxels on the same path; the reference tile matches the reference likewise.
+TEST_P(LayerFastTest, SoftmaxTileIsTheSoftmaxOfItsVoxels)
+{
+  for (int64_t n : {int64_t(7), int64_t(1000), int64_t(CS_SOFTMAX_TILE * 3 + 9)})
+    for (int channels : {1, 5, 27})
+    {
+      const std::string what = "n " + std::to_string(n) + " channels " + std::to_string(channels);
+      std::vector<float> in = Random((size_t)(channels * n), 6, 0.0f, 20.0f);
+      std::vector<float> whole((size_t)(channels * n)), ref_whole(whole.size());
+      cs_softmax_channels(whole.data(), in.data(), 1, channels, n, 2);
+      cs_softmax_channels_ref(ref_whole.data(), in.data(), 1, channels, n, 1);
+      std::vector<float> tile((size_t)channels * CS_SOFTMAX_TILE), ref_tile(tile.size());
+      for (int64_t i0 = 0; i0 < n; i0 += CS_SOFTMAX_TILE)
+      {
+        cs_softmax_tile(tile.data(), in.data(), channels, n, i0);
+        cs_softmax_tile_ref(ref_tile.data(), in.data(), channels, n, i0);
+        for (int c = 0; c < channels; c++)
+          for (int64_t j = 0; j < CS_SOFTMAX_TILE && i0 + j < n; j++)
+          {
+            const size_t w = (size_t)(c * n + i0 + j), t = (size_t)(c * CS_SOFTMAX_TILE + j);
+            ASSERT_EQ(tile[t], whole[w]) << what << " voxel " << i0 + j << " channel " << c;
+            ASSERT_EQ(ref_tile[t], ref_whole[w]) << what << " voxel " << i0 + j << " channel " << c;
+          }
+      }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, LayerFastTest, ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),
                          [](const ::testing::TestParamInfo<cs_isa> &info) {
                            return std::string(cs_isa_name(info.param));

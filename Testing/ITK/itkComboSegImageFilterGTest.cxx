@@ -22,6 +22,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <set>
 #include <sstream>
 
 namespace
@@ -495,6 +496,48 @@ TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRaw
   ASSERT_NE(cleaned, raw) << "the raw output should have several components per class for this test";
   EXPECT_EQ(byDefault, cleaned);
   EXPECT_EQ(asked, cleaned);
+}
+
+// A scan whose voxel centres are the model grid's (its spacing; LPS axes, flipped against the
+// model's RAS, or RAS) takes its labels straight from the engine's argmax: they equal the
+// probability route's (forced by a minimum probability no winning class falls below), with 1
+// thread and with 2. An untrained model scatters its labels, so that any difference shows.
+TEST(ComboSegImageFilter, LabelsOnTheModelsCentresEqualTheProbabilityRoute)
+{
+  auto                      model = cstest::MakeModel(cstest::OrganModelInfo(), 3);
+  itk::Matrix<double, 3, 3> ras;
+  ras.SetIdentity();
+  ras(0, 0) = -1;
+  ras(1, 1) = -1;
+  for (const auto & direction : { cstest::Rotation(0, 0), ras })
+  {
+    FloatImage::Pointer     input = cstest::MakeOrganImage({ { 37, 30, 26 } }, { { 2.0, 2.0, 2.0 } }, direction);
+    const itk::ComboSegGrid grid = itk::ComboSegGridOf(input.GetPointer());
+    ASSERT_TRUE(itk::ComboSegCentresCoincideExactly(grid, itk::ComboSegModelGrid(grid, model->GetInfo())));
+    auto run = [&](double minimumProbability, int threads) {
+      auto filter = FilterType::New();
+      filter->SetModel(model);
+      filter->SetInput(input);
+      filter->SetUseModelPostProcessing(false);
+      filter->SetOutputLabelValues(false);
+      filter->SetMinimumProbability(minimumProbability);
+      filter->SetNumberOfThreads(threads);
+      filter->Update();
+      const LabelImage * out = filter->GetOutput();
+      return std::vector<int32_t>(out->GetBufferPointer(), out->GetBufferPointer() + out->GetPixelContainer()->Size());
+    };
+    const std::vector<int32_t> direct = run(0.0, 2);
+    EXPECT_GT(std::set<int32_t>(direct.begin(), direct.end()).size(), 1u);
+    EXPECT_EQ(direct, run(1e-30, 2));
+    EXPECT_EQ(direct, run(0.0, 1));
+    EXPECT_EQ(direct, run(1e-30, 1));
+  }
+  // Grids whose centres do not coincide are refused by name.
+  const itk::ComboSegGrid a = Grid({ { 4, 4, 4 } }, { { 1, 1, 1 } }, { { 0, 0, 0 } }, cstest::Rotation(0, 0));
+  const itk::ComboSegGrid b = Grid({ { 4, 4, 4 } }, { { 1, 1, 1 } }, { { 0.5, 0, 0 } }, cstest::Rotation(0, 0));
+  std::vector<int32_t>    from(64, 1), to(64, -1);
+  EXPECT_FALSE(itk::ComboSegCentresCoincideExactly(b, a));
+  EXPECT_THROW(itk::ComboSegLabelsAtCentres(to.data(), b, from.data(), a), itk::ExceptionObject);
 }
 
 TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)

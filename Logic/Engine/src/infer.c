@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 cs_infer_options cs_infer_options_default(void)
 {
     cs_infer_options o;
@@ -216,7 +220,7 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
 /* The scratch memory besides the workspace, carved from one allocation (floats). */
 typedef struct infer_scratch {
     float *input;     /* (C, wz, wy, wx) the window's image */
-    float *prob;      /* (K, wz, wy, wx) its softmax */
+    float *prob;      /* softmax tiles (K, CS_SOFTMAX_TILE), as many as the window has */
     float *slab;      /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
@@ -226,7 +230,8 @@ typedef struct infer_scratch {
 static size_t scratch_floats(const infer_plan *p)
 {
     size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
-    size_t n = wn * (size_t)p->channels + wn * (size_t)p->classes;
+    size_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
+    size_t n = wn * (size_t)p->channels + tiles * CS_SOFTMAX_TILE * (size_t)p->classes;
     n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
     for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
     n += (size_t)p->channels;
@@ -304,59 +309,129 @@ static void fill_window(const infer_plan *p, const infer_scratch *s, const float
     }
 }
 
-/* slab += weight * prob for the window at (x0, y0, z0). */
-static void accumulate(const infer_plan *p, const infer_scratch *s, int64_t x0, int64_t y0,
-                       int64_t z0, int threads)
+/* slab += weight * prob for voxels [i0, i0 + cnt) of the window at (x0, y0, z0), whose
+ * probabilities are prob (K, CS_SOFTMAX_TILE): row segment by row segment. */
+static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const float *prob,
+                            int64_t i0, int64_t cnt, int64_t x0, int64_t y0, int64_t z0)
 {
     const int64_t px = p->padded[0], py = p->padded[1];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
     const float *gx = s->weight[0], *gy = s->weight[1], *gz = s->weight[2];
-    const int64_t planes = (int64_t)p->classes *
-                           wz; /* (class, z) pairs: disjoint rows of the slab */
-    CS_OMP_FOR
-    for (int64_t kz = 0; kz < planes; kz++) {
-        const int64_t k = kz / wz, z = kz % wz, slot = (z0 + z) % wz;
-        for (int64_t y = 0; y < wy; y++) {
-            const float *restrict src = s->prob + ((k * wz + z) * wy + y) * wx;
-            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0;
-            const float gzy = gz[z] * gy[y];
-            for (int64_t x = 0; x < wx; x++) dst[x] += gzy * gx[x] * src[x];
+    for (int64_t i = i0; i < i0 + cnt;) {
+        const int64_t x = i % wx, y = i / wx % wy, z = i / (wx * wy), slot = (z0 + z) % wz;
+        const int64_t run = wx - x < i0 + cnt - i ? wx - x : i0 + cnt - i;
+        const float gzy = gz[z] * gy[y];
+        for (int32_t k = 0; k < p->classes; k++) {
+            const float *restrict src = prob + k * CS_SOFTMAX_TILE + (i - i0);
+            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0 + x;
+            for (int64_t j = 0; j < run; j++) dst[j] += gzy * gx[x + j] * src[j];
         }
+        i += run;
     }
 }
 
-/* Normalises slice z of the slab into the outputs and clears its slot. */
+/* Whether any of n floats is NaN or infinite (all exponent bits set): integer operations, so that
+ * the loop vectorises, which a count of !isfinite does not. */
+static int any_non_finite(const float *v, int64_t n)
+{
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, v + i, sizeof bits);
+        any |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    return any != 0;
+}
+
+/* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
+ * softmax's own tiles (so the values of a whole-window softmax), each used while in cache. Each
+ * voxel is one slab value, written by one thread. Returns whether a logit was not finite. */
+static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const float *logits,
+                            int64_t x0, int64_t y0, int64_t z0, int threads)
+{
+    const int64_t wn = p->win[0] * p->win[1] * p->win[2];
+    const int64_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
+    const int32_t K = p->classes;
+    int64_t bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
+#endif
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t i0 = t * CS_SOFTMAX_TILE,
+                      cnt = wn - i0 < CS_SOFTMAX_TILE ? wn - i0 : CS_SOFTMAX_TILE;
+        /* a thread's own tile buffer (stays in cache) when there are tiles enough for all */
+#ifdef _OPENMP
+        const int64_t slot = threads <= tiles ? omp_get_thread_num() : t;
+#else
+        const int64_t slot = 0;
+#endif
+        float *prob = s->prob + slot * K * CS_SOFTMAX_TILE;
+        for (int32_t k = 0; k < K; k++) bad += any_non_finite(logits + k * wn + i0, cnt);
+        cs_softmax_tile(prob, logits, K, wn, i0);
+        accumulate_tile(p, s, prob, i0, cnt, x0, y0, z0);
+    }
+    (void)threads;
+    return bad;
+}
+
+/* Voxels of a row normalised at a time: the argmax state of a chunk lives on the stack. */
+#define CS_FINALISE_CHUNK 256
+
+/* Normalises x in [x0, x0 + n) of row y of slice z into the outputs. Class by class along the
+ * row (contiguous, vectorisable, where voxel by voxel strode across K slab planes); the classes
+ * are still compared in order with the same strict test, so the labels are those of a
+ * voxel-by-voxel argmax. */
+static void finalise_chunk(const infer_plan *p, const infer_scratch *s, int64_t z, int64_t y,
+                           int64_t x0, int64_t n, float *probabilities, int32_t *labels)
+{
+    const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
+    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2], slot = z % wz;
+    float inv[CS_FINALISE_CHUNK], best_p[CS_FINALISE_CHUNK];
+    int32_t best[CS_FINALISE_CHUNK];
+    const float zy = s->norm[2][z] * s->norm[1][y]; /* the product's order is kept */
+    for (int64_t i = 0; i < n; i++) {
+        inv[i] = 1.0f / (zy * s->norm[0][x0 + i]);
+        best_p[i] = -1.0f;
+        best[i] = 0;
+    }
+    for (int32_t k = 0; k < p->classes; k++) {
+        const float *restrict src = s->slab + ((k * wz + slot) * py + y) * px + x0;
+        if (probabilities) {
+            float *restrict out = probabilities + ((k * nz + z) * ny + y) * nx + x0;
+            if (p->accumulate)
+                for (int64_t i = 0; i < n; i++) out[i] += src[i] * inv[i];
+            else
+                for (int64_t i = 0; i < n; i++) out[i] = src[i] * inv[i];
+        }
+        if (labels)
+            for (int64_t i = 0; i < n; i++) {
+                const float v = src[i] * inv[i];
+                if (v > best_p[i]) {
+                    best_p[i] = v;
+                    best[i] = k;
+                }
+            }
+    }
+    if (labels) memcpy(labels + (z * ny + y) * nx + x0, best, (size_t)n * sizeof(int32_t));
+}
+
+/* Normalises slice z of the slab into the outputs and clears its slot for the windows of later
+ * rows, row by row while the row is in cache (the padded rows and columns too). */
 static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t z,
                            float *probabilities, int32_t *labels, int threads)
 {
     const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
-    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2];
-    const int64_t slot = z % wz;
-    const int32_t K = p->classes;
-    if (z < nz) {
-        CS_OMP_FOR
-        for (int64_t y = 0; y < ny; y++) {
-            for (int64_t x = 0; x < nx; x++) {
-                float inv = 1.0f / (s->norm[2][z] * s->norm[1][y] * s->norm[0][x]);
-                int32_t best = 0;
-                float best_p = -1.0f;
-                for (int32_t k = 0; k < K; k++) {
-                    float v = s->slab[((k * wz + slot) * py + y) * px + x] * inv;
-                    if (probabilities) {
-                        float *out = probabilities + ((k * nz + z) * ny + y) * nx + x;
-                        *out = p->accumulate ? *out + v : v;
-                    }
-                    if (v > best_p) {
-                        best_p = v;
-                        best = k;
-                    }
-                }
-                if (labels) labels[(z * ny + y) * nx + x] = best;
-            }
-        }
+    const int64_t px = p->padded[0], py = p->padded[1], wz = p->win[2], slot = z % wz;
+    CS_OMP_FOR
+    for (int64_t y = 0; y < py; y++) {
+        if (z < nz && y < ny)
+            for (int64_t x0 = 0; x0 < nx; x0 += CS_FINALISE_CHUNK)
+                finalise_chunk(p, s, z, y, x0,
+                               nx - x0 < CS_FINALISE_CHUNK ? nx - x0 : CS_FINALISE_CHUNK,
+                               probabilities, labels);
+        for (int32_t k = 0; k < p->classes; k++)
+            memset(s->slab + ((k * wz + slot) * py + y) * px, 0, (size_t)px * sizeof(float));
     }
-    for (int32_t k = 0; k < K; k++)
-        memset(s->slab + (k * wz + slot) * py * px, 0, (size_t)(py * px) * sizeof(float));
 }
 
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
@@ -381,7 +456,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     infer_scratch s;
     s.input = mem;
     s.prob = s.input + wn * p.channels;
-    s.slab = s.prob + wn * p.classes;
+    s.slab = s.prob + (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE * CS_SOFTMAX_TILE * p.classes;
     float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
     for (int a = 0; a < 3; a++) {
         s.weight[a] = next;
@@ -420,15 +495,14 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
                 fill_window(&p, &s, image, x0, y0, z0);
                 const float *logits = NULL;
                 st = cs_net_forward(ctx, model, ws, s.input, &logits);
-                if (st == CS_OK) {
+                if (st == CS_OK && blend_window(&p, &s, logits, x0, y0, z0, cs_threads(ctx))) {
+                    /* the slab is spoilt, but the call fails: find and name the value */
                     char where[96];
                     snprintf(where, sizeof where, "in the window at x %lld, y %lld, z %lld",
                              (long long)x0, (long long)y0, (long long)z0);
                     st = check_finite_output(ctx, logits, wn * p.classes, where);
                 }
                 if (st != CS_OK) break;
-                cs_softmax_channels(s.prob, logits, 1, p.classes, wn, cs_threads(ctx));
-                accumulate(&p, &s, x0, y0, z0, cs_threads(ctx));
                 done++;
                 if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {
                     /* the z-row is complete: slices before the next row's start are final */

@@ -466,3 +466,22 @@ void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t
         for (int32_t c = 0; c < channels; c++) y[c * n] *= inv;
     }
 }
+
+void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0)
+{
+    const int64_t cnt = n - i0 < CS_SOFTMAX_TILE ? n - i0 : CS_SOFTMAX_TILE;
+    for (int64_t j = 0; j < cnt; j++) {
+        const float *x = in + i0 + j; /* channel c at x[c * n] */
+        float *y = out + j;           /* channel c at y[c * CS_SOFTMAX_TILE] */
+        float mx = x[0];
+        for (int32_t c = 1; c < channels; c++) mx = x[c * n] > mx ? x[c * n] : mx;
+        float sum = 0.0f;
+        for (int32_t c = 0; c < channels; c++) {
+            const float e = expf(x[c * n] - mx);
+            y[c * CS_SOFTMAX_TILE] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (int32_t c = 0; c < channels; c++) y[c * CS_SOFTMAX_TILE] *= inv;
+    }
+}

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "itkComboSegImageFilter.h"
@@ -171,7 +172,7 @@ Of(unsigned int axes)
 // Mirrors the image (C volumes) and the probabilities (K volumes) along the axes of a mask; a
 // mirror along x also swaps the probabilities of left/right partner classes.
 inline void
-Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image, std::vector<float> & probabilities,
+Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities,
        const std::vector<int32_t> & partners)
 {
   const int64_t n = grid.NumberOfVoxels();
@@ -181,12 +182,11 @@ Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image,
     if (!(mask >> axis & 1u))
       continue;
     ComboSegMirror(image.data(), channels, grid.size, axis);
-    ComboSegMirror(probabilities.data(), static_cast<int64_t>(partners.size()), grid.size, axis);
+    ComboSegMirror(probabilities, static_cast<int64_t>(partners.size()), grid.size, axis);
     for (size_t k = 0; axis == 0 && k < partners.size(); ++k)
       if (static_cast<size_t>(partners[k]) > k)
-        std::swap_ranges(probabilities.begin() + static_cast<int64_t>(k) * n,
-                         probabilities.begin() + static_cast<int64_t>(k + 1) * n,
-                         probabilities.begin() + partners[k] * n);
+        std::swap_ranges(probabilities + static_cast<int64_t>(k) * n, probabilities + static_cast<int64_t>(k + 1) * n,
+                         probabilities + partners[k] * n);
   }
 }
 } // namespace ComboSegMirrorPasses
@@ -194,7 +194,8 @@ Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image,
 template <typename TInputImage, typename TOutputImage>
 void
 ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, const ComboSegGrid & grid,
-                                                        std::vector<float> & image, std::vector<float> & probabilities)
+                                                        std::vector<float> & image, float * probabilities,
+                                                        int32_t * labels)
 {
   const std::vector<unsigned int> passes =
     ComboSegMirrorPasses::Of(m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u));
@@ -214,7 +215,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
     mirrored = passes[progress.pass];
     options.accumulate = progress.pass > 0 ? 1 : 0;
     const cs_status status =
-      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities.data(), nullptr);
+      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities, labels);
     if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
     {
       ProcessAborted aborted(__FILE__, __LINE__);
@@ -229,10 +230,40 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
   ComboSegMirrorPasses::Toggle(mirrored, grid, image, probabilities, partners);
   if (passes.size() > 1)
   {
-    const float average = 1.0f / static_cast<float>(passes.size());
-    for (float & p : probabilities)
-      p *= average;
+    const float   average = 1.0f / static_cast<float>(passes.size());
+    const int64_t values = grid.NumberOfVoxels() * model->GetInfo().arch.num_classes;
+    for (int64_t i = 0; i < values; ++i)
+      probabilities[i] *= average;
   }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid,
+                                                              std::vector<float> & image,
+                                                              const ComboSegGrid & outputGrid, int32_t * labels)
+{
+  const int32_t      numberOfClasses = model->GetInfo().arch.num_classes;
+  const unsigned int mirrors = m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u);
+  if (mirrors == 0 && !(m_MinimumProbability > 0.0) && ComboSegCentresCoincideExactly(outputGrid, modelGrid))
+  {
+    // The engine's argmax is then the one ComboSegProbabilitiesToLabels would take: labels
+    // without the probability map (K floats a voxel, 767 MB for a 1 mm whole head).
+    std::vector<int32_t> modelLabels(static_cast<size_t>(modelGrid.NumberOfVoxels()));
+    this->Predict(model, modelGrid, image, nullptr, modelLabels.data());
+    image.clear();
+    image.shrink_to_fit();
+    ComboSegLabelsAtCentres(labels, outputGrid, modelLabels.data(), modelGrid, m_NumberOfThreads);
+    return;
+  }
+  // Not zeroed: the first pass writes every value.
+  std::unique_ptr<float[]> probabilities(
+    new float[static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses)]);
+  this->Predict(model, modelGrid, image, probabilities.get(), nullptr);
+  image.clear();
+  image.shrink_to_fit();
+  ComboSegProbabilitiesToLabels(labels, outputGrid, probabilities.get(), modelGrid, numberOfClasses,
+                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -301,21 +332,12 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   values.clear();
   this->UpdateProgress(0.1f);
 
-  // Sliding-window inference; the engine calls back per window.
-  const int32_t      numberOfClasses = info.arch.num_classes;
-  std::vector<float> probabilities(static_cast<size_t>(modelGrid.NumberOfVoxels()) *
-                                   static_cast<size_t>(numberOfClasses));
-  this->Predict(model, modelGrid, image, probabilities);
-  image.clear();
-  image.shrink_to_fit();
-
-  // Back onto the input's exact grid, then the clean-up.
+  // Sliding-window inference (the engine calls back per window), then back onto the input's exact
+  // grid, and the clean-up.
+  const int32_t        numberOfClasses = info.arch.num_classes;
   const ComboSegGrid   outputGrid = channels[0].grid;
   std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
-  ComboSegProbabilitiesToLabels(labels.data(), outputGrid, probabilities.data(), modelGrid, numberOfClasses,
-                                static_cast<float>(m_MinimumProbability), m_NumberOfThreads);
-  probabilities.clear();
-  probabilities.shrink_to_fit();
+  this->PredictLabels(model, modelGrid, image, outputGrid, labels.data());
   // Before the clean-up, so that the largest component is chosen among voxels with data.
   for (size_t i = 0; i < outside.size(); ++i)
   {

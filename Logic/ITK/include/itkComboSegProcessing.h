@@ -132,6 +132,20 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
                               const ComboSegGrid & modelGrid, int32_t numberOfClasses, float minimumProbability,
                               int numberOfThreads = 0);
 
+/** Whether every voxel centre of outputGrid is exactly (no tolerance) a voxel centre of
+ * modelGrid or outside it, as for a scan already at the model's spacing and axes (possibly
+ * flipped). The interpolation weights are then exactly 1 and 0, so labels chosen on the model
+ * grid and carried over by ComboSegLabelsAtCentres are those ComboSegProbabilitiesToLabels gives
+ * with a minimum probability of 0, without a probability map. */
+bool
+ComboSegCentresCoincideExactly(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid);
+
+/** Class indices on modelGrid to outputGrid, where ComboSegCentresCoincideExactly holds (throws
+ * otherwise): the label at the same centre; background outside the model grid. */
+void
+ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const int32_t * modelLabels,
+                        const ComboSegGrid & modelGrid, int numberOfThreads = 0);
+
 /** Keeps, for every class, only its largest 6-connected component; the rest become background
  * (ITK's ScalarConnectedComponentImageFilter and RelabelComponentImageFilter). */
 void

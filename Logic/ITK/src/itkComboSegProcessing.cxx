@@ -750,6 +750,55 @@ ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_mode
   return outside;
 }
 
+namespace
+{
+// Whether the map sends voxel centres exactly onto voxel centres (whole numbers, no tolerance:
+// the model grid of a scan already at the model's spacing and axes, possibly flipped).
+bool
+IntegralMap(const IndexMap & map)
+{
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    if (map.t[i] != std::round(map.t[i]))
+      return false;
+    for (unsigned int j = 0; j < 3; ++j)
+      if (map.m(i, j) != std::round(map.m(i, j)))
+        return false;
+  }
+  return true;
+}
+
+// ComboSegProbabilitiesToLabels for an integral map: there the trilinear weights are exactly 1
+// for the coinciding voxel and 0 for the other seven, so its probability alone is the
+// interpolated value, bit for bit; one read per class instead of eight.
+void
+ArgmaxAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const float * probabilities,
+                const ComboSegGrid & modelGrid, const IndexMap & map, int32_t numberOfClasses, float minimumProbability,
+                int numberOfThreads)
+{
+  const int64_t plane = modelGrid.NumberOfVoxels();
+  const int64_t sy = modelGrid.size[0], sz = modelGrid.size[0] * modelGrid.size[1];
+  ForEachVoxel(outputGrid, map, numberOfThreads, [&](int64_t o, double cx, double cy, double cz) {
+    if (!Inside(modelGrid, cx, cy, cz))
+    {
+      labels[o] = 0;
+      return;
+    }
+    const float * p = probabilities + static_cast<int64_t>(cx) + static_cast<int64_t>(cy) * sy +
+                      static_cast<int64_t>(cz) * sz;
+    int32_t best = 0;
+    double  bestValue = -1.0;
+    for (int32_t k = 0; k < numberOfClasses; ++k, p += plane)
+      if (static_cast<double>(*p) > bestValue)
+      {
+        bestValue = *p;
+        best = k;
+      }
+    labels[o] = bestValue < minimumProbability ? 0 : best;
+  });
+}
+} // namespace
+
 // Hand-written rather than ITK's ResampleImageFilter: resampling the K maps onto the input grid
 // would hold them at the input's size (27 x 181 x 217 x 181 floats = 767 MB for the quickstart,
 // against none here), or, one class at a time, recompute per class the interpolation weights
@@ -768,6 +817,12 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
   }
   const int64_t  plane = modelGrid.NumberOfVoxels();
   const IndexMap map = MapBetween(outputGrid, modelGrid);
+  if (IntegralMap(map))
+  {
+    ArgmaxAtCentres(labels, outputGrid, probabilities, modelGrid, map, numberOfClasses, minimumProbability,
+                    numberOfThreads);
+    return;
+  }
   ForEachVoxel(outputGrid, map, numberOfThreads, [&](int64_t o, double cx, double cy, double cz) {
     if (!Inside(modelGrid, cx, cy, cz))
     {
@@ -792,6 +847,33 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
     }
     labels[o] = bestValue < minimumProbability ? 0 : best;
   });
+}
+
+bool
+ComboSegCentresCoincideExactly(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid)
+{
+  CheckGrid(outputGrid, "output grid");
+  CheckGrid(modelGrid, "model grid");
+  return IntegralMap(MapBetween(outputGrid, modelGrid));
+}
+
+void
+ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const int32_t * modelLabels,
+                        const ComboSegGrid & modelGrid, int numberOfThreads)
+{
+  if (!ComboSegCentresCoincideExactly(outputGrid, modelGrid))
+  {
+    itkGenericExceptionMacro(<< "the voxel centres of the output grid " << ComboSegGridToString(outputGrid)
+                             << " are not those of the model grid " << ComboSegGridToString(modelGrid));
+  }
+  const int64_t sy = modelGrid.size[0], sz = modelGrid.size[0] * modelGrid.size[1];
+  ForEachVoxel(
+    outputGrid, MapBetween(outputGrid, modelGrid), numberOfThreads, [&](int64_t o, double cx, double cy, double cz) {
+      labels[o] =
+        Inside(modelGrid, cx, cy, cz)
+          ? modelLabels[static_cast<int64_t>(cx) + static_cast<int64_t>(cy) * sy + static_cast<int64_t>(cz) * sz]
+          : 0;
+    });
 }
 
 namespace
