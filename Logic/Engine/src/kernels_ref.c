@@ -445,43 +445,35 @@ void cs_concat_backward_ref(float *grad_a, float *grad_b, const float *grad_out,
     }
 }
 
+/* Softmax over channels of one voxel: channel c at x[c * xs], written to y[c * ys]. */
+static void softmax_voxel_ref(float *y, int64_t ys, const float *x, int64_t xs, int32_t channels)
+{
+    float mx = x[0];
+    for (int32_t c = 1; c < channels; c++) mx = x[c * xs] > mx ? x[c * xs] : mx;
+    float sum = 0.0f;
+    for (int32_t c = 0; c < channels; c++) {
+        const float e = expf(x[c * xs] - mx);
+        y[c * ys] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int32_t c = 0; c < channels; c++) y[c * ys] *= inv;
+}
+
 void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t channels,
                              int64_t n, int threads)
 {
     const int64_t voxels = (int64_t)batch * n;
     CS_OMP_FOR
     for (int64_t v = 0; v < voxels; v++) {
-        const int64_t b = v / n, i = v % n;
-        const float *x = in + b * channels * n + i; /* channel c at x[c * n] */
-        float *y = out + b * channels * n + i;
-        float mx = x[0];
-        for (int32_t c = 1; c < channels; c++) mx = x[c * n] > mx ? x[c * n] : mx;
-        float sum = 0.0f;
-        for (int32_t c = 0; c < channels; c++) {
-            const float e = expf(x[c * n] - mx);
-            y[c * n] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
-        for (int32_t c = 0; c < channels; c++) y[c * n] *= inv;
+        const int64_t at = v / n * channels * n + v % n;
+        softmax_voxel_ref(out + at, n, in + at, n, channels);
     }
 }
 
 void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0)
 {
     const int64_t cnt = n - i0 < CS_SOFTMAX_TILE ? n - i0 : CS_SOFTMAX_TILE;
-    for (int64_t j = 0; j < cnt; j++) {
-        const float *x = in + i0 + j; /* channel c at x[c * n] */
-        float *y = out + j;           /* channel c at y[c * CS_SOFTMAX_TILE] */
-        float mx = x[0];
-        for (int32_t c = 1; c < channels; c++) mx = x[c * n] > mx ? x[c * n] : mx;
-        float sum = 0.0f;
-        for (int32_t c = 0; c < channels; c++) {
-            const float e = expf(x[c * n] - mx);
-            y[c * CS_SOFTMAX_TILE] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
-        for (int32_t c = 0; c < channels; c++) y[c * CS_SOFTMAX_TILE] *= inv;
-    }
+    for (int64_t j = 0; j < cnt; j++)
+        softmax_voxel_ref(out + j, CS_SOFTMAX_TILE, in + i0 + j, n, channels);
 }
