@@ -363,6 +363,7 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   config.loss.tversky_alpha = static_cast<float>(tversky[0]);
   config.loss.tversky_beta = static_cast<float>(tversky[1]);
   config.curriculum = args.GetBool("curriculum") ? 1 : 0;
+  config.loss.batch_dice = args.GetBool("batchDice") ? 1 : 0;
   config.seed = static_cast<uint64_t>(args.GetInt("seed"));
   cs_sampling_options sampling = SamplingAsGiven(args);
   int64_t epochs = args.GetInt("epochs");

@@ -140,6 +140,7 @@ TEST(ParameterDefaults, TrainDefaultsMatchTheEngineAndTheSession)
   tversky << config.loss.tversky_alpha << "," << config.loss.tversky_beta;
   EXPECT_EQ(Parameter(xml, "tverskyWeights").defaultValue, tversky.str());
   EXPECT_EQ(Parameter(xml, "curriculum").defaultValue == "true", config.curriculum != 0);
+  EXPECT_EQ(Parameter(xml, "batchDice").defaultValue == "true", config.loss.batch_dice != 0);
   EXPECT_EQ(Number(Parameter(xml, "foregroundFraction").defaultValue), -1.0);
   EXPECT_FLOAT_EQ(automatic.foreground_fraction, sampling.foreground_fraction);
   EXPECT_FLOAT_EQ(float(Number(Parameter(xml, "zoomAugmentation").defaultValue)), sampling.zoom);
