@@ -12,6 +12,7 @@
 #include "itkPNGImageIO.h"
 #include "itkRGBPixel.h"
 
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -246,6 +247,25 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   for (const auto & c : comments)
     sawEpoch = sawEpoch || c.rfind("epoch 6/6 loss ", 0) == 0;
   EXPECT_TRUE(sawEpoch);
+
+  // Each epoch's comment names the structures with validation Dice 0, and only those.
+  const char * names[3] = { "", "ball", "box" };
+  for (const itk::ComboSegTrainingRecord & record : session.GetHistory())
+  {
+    const std::string prefix = "epoch " + std::to_string(record.epoch) + "/6 loss ";
+    const auto        comment =
+      std::find_if(comments.begin(), comments.end(), [&](const std::string & c) { return c.rfind(prefix, 0) == 0; });
+    ASSERT_NE(comment, comments.end()) << prefix;
+    std::string unfound;
+    for (int k = 1; k < 3; ++k)
+      if (record.dice[k] == 0.0)
+        unfound += std::string(unfound.empty() ? "" : ", ") + names[k];
+    const size_t at = comment->find("; not found yet (Dice 0): ");
+    if (unfound.empty())
+      EXPECT_EQ(at, std::string::npos) << *comment;
+    else
+      EXPECT_EQ(comment->substr(at == std::string::npos ? 0 : at + 26), unfound) << *comment;
+  }
 }
 
 TEST_F(ComboSegTrainingSessionTest, InterruptedRunResumesFromTheCheckpoint)

@@ -110,9 +110,13 @@ HasValidation(const std::vector<ComboSegTrainingRecord> & history);
 // "a, b, c", or "none".
 std::string
 JoinNames(const std::vector<std::string> & names);
-// "epoch 3/20 loss 0.412 Dice 0.810" (epochs 0: no "/20"; NaN Dice: none).
+// The foreground classes whose validation Dice is exactly 0: not a voxel of them found.
+std::vector<std::string>
+UnfoundStructures(const std::vector<std::string> & classNames, const std::vector<double> & dice);
+// "epoch 3/20 loss 0.412 Dice 0.810; not found yet (Dice 0): a, b" (epochs 0: no "/20"; NaN
+// Dice: none; the list only when some structure is unfound).
 std::string
-EpochComment(int64_t epoch, int64_t epochs, double loss, double dice);
+EpochComment(int64_t epoch, int64_t epochs, double loss, double dice, const std::vector<std::string> & unfound);
 
 } // namespace training
 } // namespace itk

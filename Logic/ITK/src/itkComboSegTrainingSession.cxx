@@ -53,8 +53,18 @@ JoinNames(const std::vector<std::string> & names)
   return text.empty() ? "none" : text;
 }
 
+std::vector<std::string>
+UnfoundStructures(const std::vector<std::string> & classNames, const std::vector<double> & dice)
+{
+  std::vector<std::string> unfound;
+  for (size_t k = 1; k < dice.size() && k < classNames.size(); ++k)
+    if (dice[k] == 0.0) // NaN (not measured) is not "unfound"
+      unfound.push_back(classNames[k]);
+  return unfound;
+}
+
 std::string
-EpochComment(int64_t epoch, int64_t epochs, double loss, double dice)
+EpochComment(int64_t epoch, int64_t epochs, double loss, double dice, const std::vector<std::string> & unfound)
 {
   std::ostringstream text;
   text << "epoch " << epoch;
@@ -68,6 +78,8 @@ EpochComment(int64_t epoch, int64_t epochs, double loss, double dice)
     std::snprintf(buf, sizeof buf, " Dice %.3f", dice);
     text << buf;
   }
+  if (!unfound.empty())
+    text << "; not found yet (Dice 0): " << JoinNames(unfound);
   return text.str();
 }
 
@@ -434,7 +446,7 @@ ComboSegTrainingSession::Impl::Finish()
     this->WriteReports();
   if (s.m_Progress && result.completed)
     s.m_Progress(1.0, "done: " + EpochComment(epoch, epochs, s.m_History.empty() ? NaN : s.m_History.back().trainLoss,
-                                              state.bestDice));
+                                              state.bestDice, {}));
   return result;
 }
 

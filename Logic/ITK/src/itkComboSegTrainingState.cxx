@@ -372,7 +372,8 @@ ComboSegTrainingSession::Impl::SaveEpoch(const ComboSegTrainingRecord & record)
   }
   this->WriteReports();
   if (s.m_Progress)
-    s.m_Progress(this->Fraction(record.step), EpochComment(record.epoch, epochs, record.trainLoss, record.meanDice));
+    s.m_Progress(this->Fraction(record.step), EpochComment(record.epoch, epochs, record.trainLoss, record.meanDice,
+                                                           UnfoundStructures(classNames, record.dice)));
 }
 
 } // namespace itk
