@@ -139,13 +139,13 @@ int cs_isa_force(cs_isa isa)
     return 0;
 }
 
-/* Runs the path's version of a kernel; a non-zero status (no scratch memory) falls through to
- * the reference. */
+/* Runs the version of a kernel for path isa; a non-zero status (no scratch memory) falls through
+ * to the reference. */
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
-#define CS_DISPATCH(name, ...)                                                                     \
+#define CS_DISPATCH_ON(isa, name, ...)                                                             \
     do {                                                                                           \
         int st_;                                                                                   \
-        switch (cs_isa_active()) {                                                                 \
+        switch (isa) {                                                                             \
             case CS_ISA_AVX512: st_ = name##_avx512(__VA_ARGS__); break;                           \
             case CS_ISA_AVX2: st_ = name##_avx2(__VA_ARGS__); break;                               \
             default: st_ = name##_portable(__VA_ARGS__); break;                                    \
@@ -153,28 +153,46 @@ int cs_isa_force(cs_isa isa)
         if (st_ != 0) name##_ref(__VA_ARGS__);                                                     \
     } while (0)
 #else
-#define CS_DISPATCH(name, ...)                                                                     \
+#define CS_DISPATCH_ON(isa, name, ...)                                                             \
     do {                                                                                           \
+        (void)(isa);                                                                               \
         if (name##_portable(__VA_ARGS__) != 0) name##_ref(__VA_ARGS__);                            \
     } while (0)
 #endif
+#define CS_DISPATCH(name, ...) CS_DISPATCH_ON(cs_isa_active(), name, __VA_ARGS__)
+
+cs_isa cs_isa_conv(int vec_channels)
+{
+    const cs_isa isa = cs_isa_active();
+    /* The channels a pass keeps in vector lanes are the output channels of forward and
+     * backward-weights and the input channels of backward-data; the other side is broadcast one
+     * channel at a time. At 8 or fewer, 16-lane vectors are at least half zeros, and a 512-bit
+     * FMA costs two 256-bit ones where the core splits it (Zen 4) or has one 512-bit FMA unit:
+     * the 8-lane kernels do the same work in half the FMA issue slots. */
+    if (isa == CS_ISA_AVX512 && vec_channels <= 8 && cs_isa_available(CS_ISA_AVX2))
+        return CS_ISA_AVX2;
+    return isa;
+}
 
 void cs_conv_forward(float *out, const float *in, const float *weight, const float *bias,
                      const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH(cs_conv_forward, out, in, weight, bias, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s->out_channels), cs_conv_forward, out, in, weight, bias, s,
+                   threads);
 }
 
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                            const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH(cs_conv_backward_data, grad_in, grad_out, weight, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s->in_channels), cs_conv_backward_data, grad_in, grad_out, weight, s,
+                   threads);
 }
 
 void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
                               const float *in, const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH(cs_conv_backward_weights, grad_weight, grad_bias, grad_out, in, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s->out_channels), cs_conv_backward_weights, grad_weight, grad_bias,
+                   grad_out, in, s, threads);
 }
 
 void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
