@@ -2,7 +2,7 @@
 // instruction-set path this CPU can run (forced explicitly), on odd sizes, borders, 1-voxel
 // dimensions, 1x1 and 3x3(x3) kernels, channel counts that are and are not multiples of the
 // vector width, with 1 and 2 threads; and the fast kernels are deterministic. (The forced AVX-512
-// path runs passes of at most 8 vector channels on AVX2: cs_isa_conv, tested at the end.)
+// path runs the passes of 8-channel layers on AVX2: cs_isa_conv, tested at the end.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -280,18 +280,23 @@ INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, C
                            return std::string(cs_isa_name(info.param));
                          });
 
-// Narrow layers (the bundled 8-filter models' full-resolution level): on an AVX-512 host a pass
-// whose vectors hold at most 8 channels (forward and backward-weights: out_channels;
-// backward-data: in_channels) takes the 8-lane AVX2 kernels instead of half-empty 16-lane ones.
-TEST(NarrowConv, AvxHostPicksEightLanesForAtMostEightChannels)
+// Narrow layers (the bundled 8-filter models' full-resolution level): on an AVX-512 host the
+// forward and backward-data passes of a layer with at most 8 input and output channels, and the
+// backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels.
+TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
 {
   if (!cs_isa_available(CS_ISA_AVX512))
     GTEST_SKIP() << "needs AVX-512 (the 8-lane choice applies only to the AVX-512 path)";
   ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
-  for (int c : {1, 2, 8})
-    EXPECT_EQ(cs_isa_conv(c), CS_ISA_AVX2) << c << " channels";
-  for (int c : {9, 16, 32})
-    EXPECT_EQ(cs_isa_conv(c), CS_ISA_AVX512) << c << " channels";
+  const int channels[] = {1, 2, 8, 9, 16, 32};
+  for (int ci : channels)
+    for (int co : channels)
+    {
+      const cs_conv_shape s = Shape({1, ci, co, 4, 4, 4, 3, 3, 3});
+      const std::string what = "ci " + std::to_string(ci) + " co " + std::to_string(co);
+      EXPECT_EQ(cs_isa_conv(&s, 0), ci <= 8 && co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
+      EXPECT_EQ(cs_isa_conv(&s, 1), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
+    }
 }
 
 TEST(NarrowConv, OtherPathsKeepTheirWidth)
@@ -302,7 +307,11 @@ TEST(NarrowConv, OtherPathsKeepTheirWidth)
       continue;
     ASSERT_EQ(cs_isa_force(isa), 0);
     for (int c : {1, 8, 9, 16})
-      EXPECT_EQ(cs_isa_conv(c), isa) << cs_isa_name(isa) << ", " << c << " channels";
+    {
+      const cs_conv_shape s = Shape({1, c, c, 4, 4, 4, 3, 3, 3});
+      EXPECT_EQ(cs_isa_conv(&s, 0), isa) << cs_isa_name(isa) << ", " << c << " channels";
+      EXPECT_EQ(cs_isa_conv(&s, 1), isa) << cs_isa_name(isa) << ", " << c << " channels, weights";
+    }
   }
   cs_isa_force(CS_ISA_AUTO);
 }
@@ -333,7 +342,7 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
         for (int threads : {1, 2})
         {
           const std::string what = CaseName(c) + " threads " + std::to_string(threads) + " on " +
-                                   cs_isa_name(cs_isa_conv(co)) + "/" + cs_isa_name(cs_isa_conv(ci));
+                                   cs_isa_name(cs_isa_conv(&s, 0)) + "/" + cs_isa_name(cs_isa_conv(&s, 1));
           std::vector<float> out(gout.size(), -3.0f), gin = start_in, gw = start_w, gb = start_b;
           cs_conv_forward(out.data(), in.data(), wt.data(), bias.data(), &s, threads);
           cs_conv_backward_data(gin.data(), gout.data(), wt.data(), &s, threads);

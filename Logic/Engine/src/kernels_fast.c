@@ -161,38 +161,38 @@ int cs_isa_force(cs_isa isa)
 #endif
 #define CS_DISPATCH(name, ...) CS_DISPATCH_ON(cs_isa_active(), name, __VA_ARGS__)
 
-cs_isa cs_isa_conv(int vec_channels)
+cs_isa cs_isa_conv(const cs_conv_shape *s, int weights_pass)
 {
     const cs_isa isa = cs_isa_active();
-    /* The channels a pass keeps in vector lanes are the output channels of forward and
-     * backward-weights and the input channels of backward-data; the other side is broadcast one
-     * channel at a time. At 8 or fewer, 16-lane vectors are at least half zeros, and a 512-bit
-     * FMA costs two 256-bit ones where the core splits it (Zen 4) or has one 512-bit FMA unit:
-     * the 8-lane kernels do the same work in half the FMA issue slots. */
-    if (isa == CS_ISA_AVX512 && vec_channels <= 8 && cs_isa_available(CS_ISA_AVX2))
-        return CS_ISA_AVX2;
+    /* With at most 8 channels in the vector lanes (the output channels of forward and
+     * backward-weights, the input channels of backward-data) 16-lane vectors are half zeros, and
+     * the blocked copies and accumulators twice the size for the same FMA count. Measured on Zen 5
+     * (one thread, 64^3, each kernel called directly): 8 lanes took 0.68-0.90 of the 16-lane time
+     * for 1 -> 8 and 8 -> 8 in all three passes, backward-weights 0.72-0.76 for 16 -> 8; but
+     * forward 16 -> 8 and backward-data 8 -> 16 were 4-10% slower (twice the channel blocks on
+     * the broadcast side, half the positions per micro-kernel). */
+    const int narrow = s->out_channels <= 8 && (weights_pass || s->in_channels <= 8);
+    if (isa == CS_ISA_AVX512 && narrow && cs_isa_available(CS_ISA_AVX2)) return CS_ISA_AVX2;
     return isa;
 }
 
 void cs_conv_forward(float *out, const float *in, const float *weight, const float *bias,
                      const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s->out_channels), cs_conv_forward, out, in, weight, bias, s,
-                   threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, 0), cs_conv_forward, out, in, weight, bias, s, threads);
 }
 
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                            const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s->in_channels), cs_conv_backward_data, grad_in, grad_out, weight, s,
-                   threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, 0), cs_conv_backward_data, grad_in, grad_out, weight, s, threads);
 }
 
 void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
                               const float *in, const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s->out_channels), cs_conv_backward_weights, grad_weight, grad_bias,
-                   grad_out, in, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, 1), cs_conv_backward_weights, grad_weight, grad_bias, grad_out,
+                   in, s, threads);
 }
 
 void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,
