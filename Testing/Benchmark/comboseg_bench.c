@@ -728,10 +728,12 @@ static void print_peak(const bench_env *env, int reps)
 static int bench_convs(const bench_env *env, int reps)
 {
     /* The reference network's convolutions at batch 2: the first layer (2 -> 16 at 64^3),
-     * then 16 at 64^3, 32 at 32^3, 64 at 16^3, 128 at 8^3; and 2D shapes of the same
-     * channel counts at batch 8 (16 at 256^2 ... 128 at 32^2). */
+     * then 16 at 64^3, 32 at 32^3, 64 at 16^3, 128 at 8^3; the bundled 8-filter models' first
+     * level (8 at 64^3); and 2D shapes of the same channel counts at batch 8 (16 at 256^2 ...
+     * 128 at 32^2). */
     const conv_bench shapes[] = {
         {"conv3d", 2, conv_shape(2, 2, 16, 64, 64, 64, 1)},
+        {"conv3d", 8, conv_shape(2, 8, 8, 64, 64, 64, 1)},
         {"conv3d", 16, conv_shape(2, 16, 16, 64, 64, 64, 1)},
         {"conv3d", 32, conv_shape(2, 32, 32, 32, 32, 32, 1)},
         {"conv3d", 64, conv_shape(2, 64, 64, 16, 16, 16, 1)},

@@ -1,7 +1,8 @@
 // test_kernels_fast.cpp - every fast convolution equals its reference kernel, on every
 // instruction-set path this CPU can run (forced explicitly), on odd sizes, borders, 1-voxel
 // dimensions, 1x1 and 3x3(x3) kernels, channel counts that are and are not multiples of the
-// vector width, with 1 and 2 threads; and the fast kernels are deterministic.
+// vector width, with 1 and 2 threads; and the fast kernels are deterministic. (The forced AVX-512
+// path runs the passes of 8-channel layers on AVX2: cs_isa_conv, tested at the end.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -278,6 +279,81 @@ INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, C
                          [](const ::testing::TestParamInfo<cs_isa> &info) {
                            return std::string(cs_isa_name(info.param));
                          });
+
+// Narrow layers (the bundled 8-filter models' full-resolution level): on an AVX-512 host the
+// forward and backward-data passes of a layer with at most 8 input and output channels, and the
+// backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels.
+TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
+{
+  if (!cs_isa_available(CS_ISA_AVX512))
+    GTEST_SKIP() << "needs AVX-512 (the 8-lane choice applies only to the AVX-512 path)";
+  ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
+  const int channels[] = {1, 2, 8, 9, 16, 32};
+  for (int ci : channels)
+    for (int co : channels)
+    {
+      const cs_conv_shape s = Shape({1, ci, co, 4, 4, 4, 3, 3, 3});
+      const std::string what = "ci " + std::to_string(ci) + " co " + std::to_string(co);
+      EXPECT_EQ(cs_isa_conv(&s, 0), ci <= 8 && co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
+      EXPECT_EQ(cs_isa_conv(&s, 1), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
+    }
+}
+
+TEST(NarrowConv, OtherPathsKeepTheirWidth)
+{
+  for (cs_isa isa : {CS_ISA_PORTABLE, CS_ISA_AVX2})
+  {
+    if (!cs_isa_available(isa))
+      continue;
+    ASSERT_EQ(cs_isa_force(isa), 0);
+    for (int c : {1, 8, 9, 16})
+    {
+      const cs_conv_shape s = Shape({1, c, c, 4, 4, 4, 3, 3, 3});
+      EXPECT_EQ(cs_isa_conv(&s, 0), isa) << cs_isa_name(isa) << ", " << c << " channels";
+      EXPECT_EQ(cs_isa_conv(&s, 1), isa) << cs_isa_name(isa) << ", " << c << " channels, weights";
+    }
+  }
+  cs_isa_force(CS_ISA_AUTO);
+}
+
+// All three passes on the path this host runs by default, ci and co in {1, 2, 8, 9, 16}: each
+// combination crosses the 8-channel boundary on one side or both.
+TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
+{
+  ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
+  const int channels[] = {1, 2, 8, 9, 16};
+  for (int ci : channels)
+    for (int co : channels)
+      for (int k : {3, 1})
+      {
+        const ConvCase c = {2, ci, co, 4, 5, 13, k, k, k}; // a row of 13: two 8-lane chunks
+        const cs_conv_shape s = Shape(c);
+        const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)k * k * k;
+        const std::vector<float> in = Random((size_t)c.b * ci * vox, 41);
+        const std::vector<float> gout = Random((size_t)c.b * co * vox, 42);
+        const std::vector<float> wt = Random((size_t)co * ci * taps, 43);
+        const std::vector<float> bias = Random((size_t)co, 44);
+        const std::vector<float> start_in = Random(in.size(), 45);
+        const std::vector<float> start_w = Random(wt.size(), 46), start_b = Random(bias.size(), 47);
+        std::vector<float> want_out(gout.size()), want_in = start_in, want_w = start_w, want_b = start_b;
+        cs_conv_forward_ref(want_out.data(), in.data(), wt.data(), bias.data(), &s, 1);
+        cs_conv_backward_data_ref(want_in.data(), gout.data(), wt.data(), &s, 1);
+        cs_conv_backward_weights_ref(want_w.data(), want_b.data(), gout.data(), in.data(), &s, 1);
+        for (int threads : {1, 2})
+        {
+          const std::string what = CaseName(c) + " threads " + std::to_string(threads) + " on " +
+                                   cs_isa_name(cs_isa_conv(&s, 0)) + "/" + cs_isa_name(cs_isa_conv(&s, 1));
+          std::vector<float> out(gout.size(), -3.0f), gin = start_in, gw = start_w, gb = start_b;
+          cs_conv_forward(out.data(), in.data(), wt.data(), bias.data(), &s, threads);
+          cs_conv_backward_data(gin.data(), gout.data(), wt.data(), &s, threads);
+          cs_conv_backward_weights(gw.data(), gb.data(), gout.data(), in.data(), &s, threads);
+          ExpectClose(out, want_out, what + " forward");
+          ExpectClose(gin, want_in, what + " backward-data");
+          ExpectClose(gw, want_w, what + " backward-weights");
+          ExpectClose(gb, want_b, what + " bias gradient");
+        }
+      }
+}
 
 TEST(IsaDispatch, AutoPicksAnAvailablePath)
 {

@@ -29,6 +29,10 @@ int cs_isa_available(cs_isa isa);
 cs_isa cs_isa_active(void);
 /* "portable", "avx2", "avx512" ("auto" for CS_ISA_AUTO). */
 const char *cs_isa_name(cs_isa isa);
+/* The path of one convolution pass (cs_conv_forward, _backward_data, or with weights_pass set
+ * _backward_weights) on shape s: the active path, except that with AVX-512 the narrow passes of
+ * 8-channel layers take AVX2 (kernels_fast.c says which and why). */
+cs_isa cs_isa_conv(const cs_conv_shape *s, int weights_pass);
 /* Forces a path for tests and benchmarks (AUTO restores detection). Returns 0, or -1 when the
  * path is not available, which leaves the choice unchanged. Not thread-safe: call it before
  * running kernels. */
