@@ -659,3 +659,95 @@ TEST_F(InferTest, ThreadsShareOneModel)
 }
 
 } // namespace
+
+// The context keeps the forward pass's activations between calls (docs/design.md, threads and
+// memory): a second call maps nothing new, and every call gives what a fresh context gives, also
+// after a larger call or another model left other values in the kept memory.
+TEST_F(InferTest, ForwardReusesTheContextWorkspace)
+{
+  cs_model_t m = MakeModel(3, 2, 4, 4, 3);
+  cs_model_t other = MakeModel(3, 1, 3, 8, 2, 11);
+  ASSERT_NE(m, nullptr);
+  ASSERT_NE(other, nullptr);
+  const int64_t small[3] = {16, 16, 8}, large[3] = {16, 16, 16};
+  const std::vector<float> img = RandomImage(2, small, 3), big = RandomImage(2, large, 5);
+  auto fresh = [&](cs_model_t model, const std::vector<float> &in, const int64_t *size, size_t classes) {
+    cs_context_t c = nullptr;
+    EXPECT_EQ(cs_context_init(&c), CS_OK);
+    cs_context_set_threads(c, 2);
+    std::vector<float> out(classes * (size_t)(size[0] * size[1] * size[2]));
+    EXPECT_EQ(cs_model_forward(c, model, in.data(), 1, size, out.data()), CS_OK) << cs_context_last_error(c);
+    cs_context_free(c);
+    return out;
+  };
+  const std::vector<float> expected = fresh(m, img, small, 4), expected_big = fresh(m, big, large, 4);
+  std::vector<float> out(expected.size()), out_big(expected_big.size());
+
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK) << cs_context_last_error(ctx_);
+  EXPECT_EQ(out, expected);
+  const uint64_t allocations = ctx_->alloc_count;
+  std::fill(out.begin(), out.end(), -1.0f);
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK);
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(ctx_->alloc_count, allocations) << "the second call allocated";
+
+  // A larger shape replaces the kept block; a smaller one then runs in it.
+  ASSERT_EQ(cs_model_forward(ctx_, m, big.data(), 1, large, out_big.data()), CS_OK);
+  EXPECT_EQ(out_big, expected_big);
+  const uint64_t after_large = ctx_->alloc_count;
+  EXPECT_GT(after_large, allocations);
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK);
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(ctx_->alloc_count, after_large);
+
+  // Another model in the same memory, then the first one again.
+  const std::vector<float> one_channel(img.begin(), img.begin() + (ptrdiff_t)(img.size() / 2));
+  const std::vector<float> expected_other = fresh(other, one_channel, small, 3);
+  std::vector<float> out_other(expected_other.size());
+  ASSERT_EQ(cs_model_forward(ctx_, other, one_channel.data(), 1, small, out_other.data()), CS_OK)
+      << cs_context_last_error(ctx_);
+  EXPECT_EQ(out_other, expected_other);
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK);
+  EXPECT_EQ(out, expected);
+
+  cs_context_release_memory(ctx_);
+  EXPECT_EQ(ctx_->kept_workspace, nullptr);
+  cs_context_release_memory(ctx_); // twice is harmless
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK);
+  EXPECT_EQ(out, expected);
+  EXPECT_GT(ctx_->alloc_count, after_large);
+}
+
+// Sliding-window inference runs in the same kept workspace: a second volume maps only its slab,
+// and its output equals the first call's.
+TEST_F(InferTest, PredictVolumeReusesTheContextWorkspace)
+{
+  cs_model_t m = MakeModel(3, 1, 5, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 23}, n = 37 * 29 * 23;
+  const std::vector<float> img = RandomImage(1, size, 4);
+  std::vector<float> first(5 * n), second(5 * n, -1.0f);
+  std::vector<int32_t> labels(n), labels2(n, -1);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, first.data(), labels.data()), CS_OK)
+      << cs_context_last_error(ctx_);
+  const uint64_t allocations = ctx_->alloc_count;
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, second.data(), labels2.data()), CS_OK);
+  EXPECT_EQ(ctx_->alloc_count, allocations + 1) << "beyond the slab";
+  EXPECT_EQ(second, first);
+  EXPECT_EQ(labels2, labels);
+}
+
+// Without a context a call makes and frees its own workspace.
+TEST_F(InferTest, ForwardWithoutAContextStillWorks)
+{
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {16, 16, 8};
+  const std::vector<float> img = RandomImage(1, size, 6);
+  std::vector<float> a(3 * 16 * 16 * 8), b(a.size());
+  cs_context_set_threads(ctx_, 0);
+  ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, a.data()), CS_OK);
+  ASSERT_EQ(cs_model_forward(nullptr, m, img.data(), 1, size, b.data()), CS_OK);
+  EXPECT_EQ(a, b);
+  cs_context_set_threads(ctx_, 2);
+}

@@ -55,7 +55,18 @@ cs_status cs_context_init(cs_context_t *out)
     return *out ? CS_OK : CS_ERR_OUT_OF_MEMORY;
 }
 
-void cs_context_free(cs_context_t ctx) { free(ctx); }
+void cs_context_release_memory(cs_context_t ctx)
+{
+    if (!ctx) return;
+    cs_workspace_free(ctx->kept_workspace);
+    ctx->kept_workspace = NULL;
+}
+
+void cs_context_free(cs_context_t ctx)
+{
+    cs_context_release_memory(ctx);
+    free(ctx);
+}
 
 void cs_context_set_threads(cs_context_t ctx, int32_t threads)
 {

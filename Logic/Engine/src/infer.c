@@ -64,20 +64,38 @@ static cs_status check_net_size(cs_context_t ctx, const cs_unet_config *arch, co
  * over the context's threads (CS_OMP_FOR); each output element is written by one thread, so
  * results do not depend on the thread count. */
 
+/* Whether a float is NaN or infinite (all exponent bits set): integer operations, so that loops
+ * over it vectorise, which !isfinite does not. */
+static int non_finite_bits(const float *v)
+{
+    uint32_t bits;
+    memcpy(&bits, v, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+/* How many of n floats are NaN or infinite, over the threads (an integer sum: any order gives
+ * the same count). */
+static int64_t count_non_finite(const float *v, int64_t n, int threads)
+{
+    int64_t bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
+#endif
+    for (int64_t i = 0; i < n; i++) bad += non_finite_bits(v + i);
+    (void)threads;
+    return bad;
+}
+
 /* Through a window's instance norm one non-finite voxel makes the whole window's probabilities
  * NaN, a silent failure: refuse them, saying how many and where the first one is. */
 cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
                           const int64_t size[3], const char *what)
 {
     const int64_t vn = size[0] * size[1] * size[2], n = vn * volumes;
-    int64_t count = 0, first = -1;
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(image[i])) {
-            if (first < 0) first = i;
-            count++;
-        }
-    }
+    const int64_t count = count_non_finite(image, n, cs_threads(ctx));
     if (!count) return CS_OK;
+    int64_t first = 0;
+    while (isfinite(image[first])) first++;
     const int64_t v = first % vn;
     return cs_fail(ctx, CS_ERR_NUMERIC,
                    "%s has %lld non-finite voxel%s (NaN or infinite); the first, %g, is at x %lld, "
@@ -92,13 +110,7 @@ cs_status cs_check_finite(cs_context_t ctx, const float *image, int64_t volumes,
  * instance norm): its output is checked too, so that a result is never silently NaN. */
 static cs_status check_finite_output(cs_context_t ctx, const float *v, int64_t n, const char *where)
 {
-    const int threads = cs_threads(ctx);
-    int64_t bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
-#endif
-    for (int64_t i = 0; i < n; i++) bad += !isfinite(v[i]);
-    (void)threads;
+    const int64_t bad = count_non_finite(v, n, cs_threads(ctx));
     for (int64_t i = 0; bad && i < n; i++)
         if (!isfinite(v[i]))
             return cs_fail(ctx, CS_ERR_NUMERIC,
@@ -119,6 +131,20 @@ static cs_status check_memory(cs_context_t ctx, uint64_t need, const char *what)
     return CS_OK;
 }
 
+/* The context's kept workspace (mapped and zeroed once per context, not per call); without a
+ * context, one for this call. */
+static cs_status acquire_workspace(cs_context_t ctx, const cs_model_t model, int32_t batch,
+                                   const int64_t size[3], cs_workspace **ws)
+{
+    if (ctx) return cs_context_workspace(ctx, model, batch, size, ws);
+    return cs_workspace_create(ctx, model, batch, size, 0, ws);
+}
+
+static void release_workspace(cs_context_t ctx, cs_workspace *ws)
+{
+    if (!ctx) cs_workspace_free(ws);
+}
+
 cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float *images,
                            int32_t batch, const int64_t size[3], float *logits)
 {
@@ -134,9 +160,9 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
                          "the batch");
     if (st != CS_OK) return st;
 
-    /* a workspace per call keeps the model read-only, so threads can share it */
+    /* the workspace is the context's, not the model's: threads can share the model */
     cs_workspace *ws = NULL;
-    st = cs_workspace_create(ctx, model, batch, size, 0, &ws);
+    st = acquire_workspace(ctx, model, batch, size, &ws);
     if (st != CS_OK) return st;
     const float *out = NULL;
     st = cs_net_forward(ctx, model, ws, images, &out);
@@ -144,7 +170,7 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
                      (size_t)size[1] * (size_t)size[2];
     if (st == CS_OK) st = check_finite_output(ctx, out, (int64_t)n, "for this batch");
     if (st == CS_OK) memcpy(logits, out, n * sizeof(float));
-    cs_workspace_free(ws);
+    release_workspace(ctx, ws);
     return st;
 }
 
@@ -287,24 +313,25 @@ static void make_weights(const infer_plan *p, infer_scratch *s)
 
 /* Copies the window at (x0, y0, z0) out of the image (C, nz, ny, nx); outside it, the padding. */
 static void fill_window(const infer_plan *p, const infer_scratch *s, const float *image, int64_t x0,
-                        int64_t y0, int64_t z0)
+                        int64_t y0, int64_t z0, int threads)
 {
     const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
-    for (int32_t c = 0; c < p->channels; c++) {
+    const int64_t planes = p->channels * wz;
+    CS_OMP_FOR
+    for (int64_t plane = 0; plane < planes; plane++) {
+        const int64_t c = plane / wz, z = plane % wz;
         const float pad = s->fill[c];
-        for (int64_t z = 0; z < wz; z++) {
-            for (int64_t y = 0; y < wy; y++) {
-                float *dst = s->input + ((c * wz + z) * wy + y) * wx;
-                int64_t sz = z0 + z, sy = y0 + y;
-                int64_t inside = 0;
-                if (sz < nz && sy < ny) {
-                    inside = nx - x0 < wx ? nx - x0 : wx;
-                    memcpy(dst, image + ((c * nz + sz) * ny + sy) * nx + x0,
-                           (size_t)inside * sizeof(float));
-                }
-                for (int64_t x = inside; x < wx; x++) dst[x] = pad;
+        for (int64_t y = 0; y < wy; y++) {
+            float *dst = s->input + ((c * wz + z) * wy + y) * wx;
+            int64_t sz = z0 + z, sy = y0 + y;
+            int64_t inside = 0;
+            if (sz < nz && sy < ny) {
+                inside = nx - x0 < wx ? nx - x0 : wx;
+                memcpy(dst, image + ((c * nz + sz) * ny + sy) * nx + x0,
+                       (size_t)inside * sizeof(float));
             }
+            for (int64_t x = inside; x < wx; x++) dst[x] = pad;
         }
     }
 }
@@ -334,13 +361,9 @@ static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const f
  * the loop vectorises, which a count of !isfinite does not. */
 static int any_non_finite(const float *v, int64_t n)
 {
-    uint32_t any = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, v + i, sizeof bits);
-        any |= (bits & 0x7f800000u) == 0x7f800000u;
-    }
-    return any != 0;
+    int any = 0;
+    for (int64_t i = 0; i < n; i++) any |= non_finite_bits(v + i);
+    return any;
 }
 
 /* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
@@ -434,6 +457,18 @@ static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t 
     }
 }
 
+/* The smallest of n finite floats, over the threads (a minimum in any order is the same). */
+static float minimum_of(const float *v, int64_t n, int threads)
+{
+    float m = INFINITY;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : m)
+#endif
+    for (int64_t i = 0; i < n; i++) m = v[i] < m ? v[i] : m;
+    (void)threads;
+    return m;
+}
+
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
                             const int64_t size[3], const cs_infer_options *options,
                             float *probabilities, int32_t *labels)
@@ -469,16 +504,13 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     /* pad with each channel's minimum, as the training patches are */
     const int64_t vn = p.size[0] * p.size[1] * p.size[2];
     for (int32_t c = 0; c < p.channels; c++) {
-        const float *ch = image + c * vn;
-        float m = INFINITY;
-        for (int64_t i = 0; i < vn; i++)
-            if (ch[i] < m) m = ch[i];
+        const float m = minimum_of(image + c * vn, vn, cs_threads(ctx));
         s.fill[c] = isfinite(m) ? m : 0.0f;
     }
     make_weights(&p, &s);
 
     cs_workspace *ws = NULL;
-    st = cs_workspace_create(ctx, model, 1, p.win, 0, &ws);
+    st = acquire_workspace(ctx, model, 1, p.win, &ws);
     if (st != CS_OK) {
         cs_free(mem);
         return st;
@@ -492,7 +524,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
             const int64_t y0 = window_start(&p, 1, iy);
             for (int64_t ix = 0; ix < p.count[0] && st == CS_OK; ix++) {
                 const int64_t x0 = window_start(&p, 0, ix);
-                fill_window(&p, &s, image, x0, y0, z0);
+                fill_window(&p, &s, image, x0, y0, z0, cs_threads(ctx));
                 const float *logits = NULL;
                 st = cs_net_forward(ctx, model, ws, s.input, &logits);
                 if (st == CS_OK && blend_window(&p, &s, logits, x0, y0, z0, cs_threads(ctx))) {
@@ -518,7 +550,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
             }
         }
     }
-    cs_workspace_free(ws);
+    release_workspace(ctx, ws);
     cs_free(mem);
     return st;
 }

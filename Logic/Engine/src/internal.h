@@ -29,6 +29,9 @@ struct cs_context {
     /* When non-zero, a cs_alloc of more bytes than this fails too (and counts in fault_hits):
      * tests use it to check that size limits are enforced before anything is allocated. */
     uint64_t fault_over_bytes;
+    /* The forward-only workspace that cs_model_forward and cs_predict_volume reuse from call to
+     * call (cs_context_workspace), so that its pages are mapped and zeroed once per context. */
+    struct cs_workspace *kept_workspace;
 };
 
 /* Makes the nth cs_alloc from now on ctx fail (1: the next one; 0: stop injecting), and with
@@ -90,6 +93,11 @@ typedef struct cs_workspace cs_workspace;
 cs_status cs_workspace_create(cs_context_t ctx, const struct cs_model *model, int32_t batch,
                               const int64_t size[3], int with_gradients, cs_workspace **out);
 void cs_workspace_free(cs_workspace *ws);
+/* A forward-only workspace (batch, size) on the activation memory that ctx keeps between calls:
+ * the kept block when it is large enough, else a new one that replaces it. ctx owns it (freed by
+ * cs_context_release_memory or cs_context_free); it is valid until the next call on ctx. */
+cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,
+                               const int64_t size[3], cs_workspace **out);
 /* Bytes a workspace of this shape would take (for memory estimates). */
 uint64_t cs_workspace_bytes(const struct cs_model *model, int32_t batch, const int64_t size[3],
                             int with_gradients);

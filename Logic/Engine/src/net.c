@@ -218,10 +218,11 @@ struct cs_workspace {
     net_level lv[CS_NET_MAX_LEVELS];
     cs_conv_shape head_shape;
     int64_t head_weight, head_bias;
-    float *input;  /* (B, C, D, H, W) copy of the last input (the first conv's backward) */
-    float *logits; /* (B, K, D, H, W) */
-    void *memory;  /* one allocation: activations, then the gradient region */
-    uint64_t bytes;
+    float *input;      /* (B, C, D, H, W) copy of the last input (the first conv's backward) */
+    float *logits;     /* (B, K, D, H, W) */
+    void *memory;      /* one allocation: activations, then the gradient region */
+    uint64_t bytes;    /* what this shape uses of it */
+    uint64_t capacity; /* its size: more than bytes when a kept block serves a smaller shape */
     unsigned char *grad_begin; /* the gradient region, zeroed at each backward pass */
     uint64_t grad_bytes;
 };
@@ -398,10 +399,45 @@ cs_status cs_workspace_create(cs_context_t ctx, const struct cs_model *model, in
         cs_free(ws);
         return CS_ERR_OUT_OF_MEMORY;
     }
-    ws->bytes = bytes;
+    ws->bytes = ws->capacity = bytes;
     carve_buffers(ws, (unsigned char *)ws->memory);
     *out = ws;
     return CS_OK;
+}
+
+/* Whether the kept workspace's memory can hold bytes within the context's limit. */
+static int kept_fits(const cs_context_t ctx, const cs_workspace *kept, uint64_t bytes)
+{
+    return kept && kept->capacity >= bytes &&
+           !(ctx->memory_limit && kept->capacity + sizeof *kept > ctx->memory_limit);
+}
+
+cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,
+                               const int64_t size[3], cs_workspace **out)
+{
+    if (!ctx || !out) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no context");
+    *out = NULL;
+    cs_workspace plan;
+    cs_status st = plan_shapes(ctx, model, batch, size, 0, &plan);
+    if (st != CS_OK) return st;
+    const uint64_t bytes = carve_buffers(&plan, NULL);
+    cs_workspace *kept = ctx->kept_workspace;
+    if (kept_fits(ctx, kept, bytes)) {
+        /* activations are written before they are read, so the old contents do not matter */
+        void *memory = kept->memory;
+        const uint64_t capacity = kept->capacity;
+        *kept = plan;
+        kept->memory = memory;
+        kept->bytes = bytes;
+        kept->capacity = capacity;
+        carve_buffers(kept, (unsigned char *)memory);
+        *out = kept;
+        return CS_OK;
+    }
+    cs_context_release_memory(ctx); /* before the new block: the two are never held at once */
+    st = cs_workspace_create(ctx, model, batch, size, 0, &ctx->kept_workspace);
+    *out = ctx->kept_workspace;
+    return st;
 }
 
 void cs_workspace_free(cs_workspace *ws)

@@ -99,6 +99,10 @@ CS_API uint64_t cs_context_get_memory_limit(const cs_context_t ctx);
 /* The message of the last failed call on this context ("" if none). Valid until the next call. */
 CS_API const char *cs_context_last_error(const cs_context_t ctx);
 CS_API void cs_context_clear_error(cs_context_t ctx);
+/* cs_model_forward and cs_predict_volume keep their network activations on the context between
+ * calls (one block, as large as the largest window or batch since the last release), so that
+ * repeated calls do not map and zero fresh memory each time. This gives that block back. */
+CS_API void cs_context_release_memory(cs_context_t ctx);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Random numbers: our own seeded generator (xoshiro256**), identical on every platform.       */
