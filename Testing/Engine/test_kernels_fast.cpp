@@ -89,6 +89,7 @@ const ConvCase kCases[] = {
     {1, 32, 32, 1, 1, 1, 3, 3, 3},   // one voxel: only the centre tap sees data
     {1, 32, 16, 1, 6, 5, 3, 3, 3},   // one slice with a 3D kernel
     {2, 16, 32, 3, 2, 31, 3, 3, 3},  // a long row: several micro-kernel chunks
+    {1, 5, 16, 3, 4, 37, 3, 3, 3},   // a partial input block over rows of two vectors and a tail
     {1, 16, 16, 1, 13, 11, 1, 3, 3}, // 2D
     {2, 3, 17, 1, 9, 8, 1, 3, 3},    // 2D, odd channels
     {2, 16, 5, 5, 7, 9, 1, 1, 1},    // 1x1x1 head to K = 5 classes

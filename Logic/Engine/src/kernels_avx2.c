@@ -35,6 +35,27 @@ typedef __m256 cs_vec;
 #define cs_vsel_pos(s, a, b)                                                                       \
     _mm256_blendv_ps((b), (a), _mm256_cmp_ps((s), _mm256_setzero_ps(), _CMP_GT_OQ))
 
+/* v[i] lane j <-> v[j] lane i: within 128-bit halves, then across them */
+#define CS_HAVE_TRANSPOSE 1
+static inline void cs_vtranspose(__m256 *v)
+{
+    __m256 u[8]; /* u[4g + j]: rows 4g..4g+3 of column j (low half) and j + 4 (high half) */
+    for (int g = 0; g < 2; g++) {
+        const __m256 lo01 = _mm256_unpacklo_ps(v[4 * g], v[4 * g + 1]);
+        const __m256 hi01 = _mm256_unpackhi_ps(v[4 * g], v[4 * g + 1]);
+        const __m256 lo23 = _mm256_unpacklo_ps(v[4 * g + 2], v[4 * g + 3]);
+        const __m256 hi23 = _mm256_unpackhi_ps(v[4 * g + 2], v[4 * g + 3]);
+        u[4 * g] = _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * g + 1] = _mm256_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * g + 2] = _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * g + 3] = _mm256_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        v[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        v[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
 #include "kernels_simd.inc"
 #else
 typedef int cs_kernels_avx2_unused; /* ISO C forbids an empty translation unit */

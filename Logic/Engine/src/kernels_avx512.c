@@ -35,6 +35,33 @@ typedef __m512 cs_vec;
 #define cs_vsel_pos(s, a, b)                                                                       \
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask((s), _mm512_setzero_ps(), _CMP_GT_OQ), (b), (a))
 
+/* v[i] lane j <-> v[j] lane i: within 128-bit lanes, then across them in two steps */
+#define CS_HAVE_TRANSPOSE 1
+static inline void cs_vtranspose(__m512 *v)
+{
+    __m512 s[16]; /* s[4g + j]: rows 4g..4g+3 of columns j, 4 + j, 8 + j, 12 + j (one a lane) */
+    for (int g = 0; g < 4; g++) {
+        const __m512 lo01 = _mm512_unpacklo_ps(v[4 * g], v[4 * g + 1]);
+        const __m512 hi01 = _mm512_unpackhi_ps(v[4 * g], v[4 * g + 1]);
+        const __m512 lo23 = _mm512_unpacklo_ps(v[4 * g + 2], v[4 * g + 3]);
+        const __m512 hi23 = _mm512_unpackhi_ps(v[4 * g + 2], v[4 * g + 3]);
+        s[4 * g] = _mm512_shuffle_ps(lo01, lo23, _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * g + 1] = _mm512_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 2, 3, 2));
+        s[4 * g + 2] = _mm512_shuffle_ps(hi01, hi23, _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * g + 3] = _mm512_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m512 p = _mm512_shuffle_f32x4(s[j], s[4 + j], 0x88);
+        const __m512 q = _mm512_shuffle_f32x4(s[j], s[4 + j], 0xdd);
+        const __m512 r = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0x88);
+        const __m512 t = _mm512_shuffle_f32x4(s[8 + j], s[12 + j], 0xdd);
+        v[j] = _mm512_shuffle_f32x4(p, r, 0x88);
+        v[4 + j] = _mm512_shuffle_f32x4(q, t, 0x88);
+        v[8 + j] = _mm512_shuffle_f32x4(p, r, 0xdd);
+        v[12 + j] = _mm512_shuffle_f32x4(q, t, 0xdd);
+    }
+}
+
 #include "kernels_simd.inc"
 #else
 typedef int cs_kernels_avx512_unused; /* ISO C forbids an empty translation unit */
