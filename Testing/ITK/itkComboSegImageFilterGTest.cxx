@@ -346,6 +346,51 @@ TEST(ComboSegProcessing, OutsideBodyIsWhereNoBodyChannelHasData)
   EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, nullptr), (std::vector<uint8_t>{ 1, 0, 1, 0, 1 }));
 }
 
+// The passes split over ITK's threader (chunks of 64 Ki voxels) give, with 1, 2 and 3 threads,
+// what one pass over the whole volume gives: a volume of several chunks and a partial last one.
+TEST(ComboSegProcessing, ParallelPassesDoNotDependOnTheThreadCount)
+{
+  const int64_t      n = 3 * 65536 + 1234;
+  std::mt19937       random(5);
+  std::vector<float> scan(static_cast<size_t>(n));
+  for (float & v : scan)
+    v = random() % 4 == 0 ? 0.0f : static_cast<float>(random() % 1000) * 0.37f;
+  cs_model_info info = cstest::OrganModelInfo(1);
+  info.channels[0].norm = CS_NORM_ZSCORE_NONZERO;
+  itk::ComboSegGrid grid = Grid({ { n, 1, 1 } }, { { 1, 1, 1 } }, { { 0, 0, 0 } }, cstest::Rotation(0, 0));
+  std::vector<itk::ComboSegChannel> channels(1);
+  channels[0].values = scan.data();
+  channels[0].grid = grid;
+  const auto stats = itk::ComboSegChannelStatistics(scan.data(), n, info.channels[0], nullptr);
+
+  std::vector<uint8_t> serialOutside(static_cast<size_t>(n), 1);
+  std::vector<float>   serialNormalised(scan);
+  for (int64_t i = 0; i < n; ++i)
+  {
+    serialOutside[static_cast<size_t>(i)] = scan[static_cast<size_t>(i)] == 0.0f;
+    serialNormalised[static_cast<size_t>(i)] =
+      scan[static_cast<size_t>(i)] == 0.0f
+        ? 0.0f
+        : static_cast<float>((scan[static_cast<size_t>(i)] - stats.mean) * (1.0 / stats.std));
+  }
+  for (int threads : { 1, 2, 3 })
+  {
+    std::vector<float> normalised(scan);
+    itk::ComboSegNormalise(normalised.data(), n, info.channels[0], stats, nullptr, threads);
+    EXPECT_EQ(normalised, serialNormalised) << threads << " threads";
+    EXPECT_EQ(itk::ComboSegOutsideBody(channels, info, nullptr, threads), serialOutside) << threads << " threads";
+    std::vector<int> visits(static_cast<size_t>(n), 0);
+    itk::ComboSegParallelChunks(n, threads, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        ++visits[static_cast<size_t>(i)];
+    });
+    EXPECT_EQ(std::count(visits.begin(), visits.end(), 1), n) << threads << " threads: each element once";
+  }
+  int calls = 0;
+  itk::ComboSegParallelChunks(0, 2, [&](int64_t, int64_t) { ++calls; });
+  EXPECT_EQ(calls, 0);
+}
+
 TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
 {
   const std::array<int64_t, 3> size{ { 12, 10, 8 } };

@@ -327,34 +327,36 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   std::vector<uint8_t> outside;
   if (m_BackgroundOutsideBody)
   {
-    outside = ComboSegOutsideBody(channels, info, mask.empty() ? nullptr : mask.data());
+    outside = ComboSegOutsideBody(channels, info, mask.empty() ? nullptr : mask.data(), m_NumberOfThreads);
   }
   values.clear();
   this->UpdateProgress(0.1f);
 
   // Sliding-window inference (the engine calls back per window), then back onto the input's exact
   // grid, and the clean-up.
-  const int32_t        numberOfClasses = info.arch.num_classes;
-  const ComboSegGrid   outputGrid = channels[0].grid;
-  std::vector<int32_t> labels(static_cast<size_t>(outputGrid.NumberOfVoxels()));
-  this->PredictLabels(model, modelGrid, image, outputGrid, labels.data());
+  const int32_t      numberOfClasses = info.arch.num_classes;
+  const ComboSegGrid outputGrid = channels[0].grid;
+  const int64_t      voxels = outputGrid.NumberOfVoxels();
+  // Not zeroed: PredictLabels writes every voxel.
+  std::unique_ptr<int32_t[]> labels(new int32_t[static_cast<size_t>(voxels)]);
+  this->PredictLabels(model, modelGrid, image, outputGrid, labels.get());
   // Before the clean-up, so that the largest component is chosen among voxels with data.
-  for (size_t i = 0; i < outside.size(); ++i)
+  if (!outside.empty())
   {
-    if (outside[i])
-    {
-      labels[i] = 0;
-    }
+    ComboSegParallelChunks(voxels, m_NumberOfThreads, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        labels[i] = outside[static_cast<size_t>(i)] ? 0 : labels[i];
+    });
   }
   const cs_postprocessing & recommended = info.postprocessing;
   const bool                useModel = m_UseModelPostProcessing;
   if (m_LargestComponent || (useModel && recommended.largest_component))
   {
-    ComboSegKeepLargestComponents(labels.data(), outputGrid.size, m_NumberOfThreads);
+    ComboSegKeepLargestComponents(labels.get(), outputGrid.size, m_NumberOfThreads);
   }
   if (m_FillHoles || (useModel && recommended.fill_holes))
   {
-    ComboSegFillHoles(labels.data(), outputGrid.size, m_NumberOfThreads);
+    ComboSegFillHoles(labels.get(), outputGrid.size, m_NumberOfThreads);
   }
   this->UpdateProgress(0.95f);
 
@@ -374,12 +376,12 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   OutputImageType * output = this->GetOutput();
   output->SetBufferedRegion(output->GetRequestedRegion());
   output->Allocate();
-  ImageRegionIterator<OutputImageType> it(output, output->GetLargestPossibleRegion());
-  size_t                               o = 0;
-  for (it.GoToBegin(); !it.IsAtEnd(); ++it, ++o)
-  {
-    it.Set(lookup[static_cast<size_t>(labels[o])]);
-  }
+  // The requested region is the largest (EnlargeOutputRequestedRegion): x fastest, as labels.
+  OutputPixelType * out = output->GetBufferPointer();
+  ComboSegParallelChunks(voxels, m_NumberOfThreads, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      out[i] = lookup[static_cast<size_t>(labels[i])];
+  });
   this->UpdateProgress(1.0f);
 }
 

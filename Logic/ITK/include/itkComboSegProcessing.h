@@ -13,6 +13,7 @@
 #define itkComboSegProcessing_h
 
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -60,6 +61,11 @@ ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info);
 /* numberOfThreads, below: the most ITK work units (threads) a call runs on; 0 takes ITK's
  * default (MultiThreaderBase::GetGlobalDefaultNumberOfThreads). */
 
+/** body(begin, end) over [0, n) in contiguous chunks on ITK's threader (at most numberOfThreads
+ * work units): for passes whose elements are independent, so any split gives the same result. */
+void
+ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body);
+
 /** Trilinear interpolation of src (on srcGrid) at the voxel centres of dstGrid, by ITK's
  * ResampleImageFilter: points outside src's voxels (continuous index outside [-0.5, size - 0.5)
  * along an axis, ITK's edge rule) get `outside`. */
@@ -100,7 +106,7 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
  * CS_NORM_ZSCORE_MASK. */
 void
 ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
-                  const ComboSegIntensityStatistics & statistics, const uint8_t * mask);
+                  const ComboSegIntensityStatistics & statistics, const uint8_t * mask, int numberOfThreads = 0);
 
 /** Marks (1) the voxels of the channels' grid that hold no data: outside the body of every channel
  * whose recipe has one (the zero voxels for CS_NORM_ZSCORE_NONZERO; outside the mask, or without
@@ -110,7 +116,8 @@ ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel,
  * recipe has a body (CT, plain z-score). The channels must be those ComboSegPrepareChannels
  * accepted for info. */
 std::vector<uint8_t>
-ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask);
+ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
+                    int numberOfThreads = 0);
 
 /** The value given to model-grid voxels outside the scan (air for CT, zero for z-scored data). */
 float
@@ -204,8 +211,14 @@ template <typename TImage>
 std::vector<float>
 ComboSegValuesOf(const TImage * image)
 {
+  const auto region = image->GetLargestPossibleRegion();
+  if (image->GetBufferedRegion() == region)
+  {
+    // The buffer is the whole image, x fastest: one converting copy.
+    const auto * buffer = image->GetBufferPointer();
+    return std::vector<float>(buffer, buffer + region.GetNumberOfPixels());
+  }
   std::vector<float> values;
-  const auto         region = image->GetLargestPossibleRegion();
   values.reserve(region.GetNumberOfPixels());
   ImageRegionConstIterator<TImage> it(image, region);
   for (it.GoToBegin(); !it.IsAtEnd(); ++it)

@@ -149,6 +149,38 @@ ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, con
   std::copy_n(resample->GetOutput()->GetBufferPointer(), dstGrid.NumberOfVoxels(), dst);
 }
 
+} // namespace
+
+void
+ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body)
+{
+  // Chunks of 64 Ki elements: a call per element through the threader would cost more than
+  // the passes it runs.
+  constexpr int64_t chunk = int64_t{ 1 } << 16;
+  const int64_t     chunks = (n + chunk - 1) / chunk;
+  if (chunks <= 1)
+  {
+    if (n > 0)
+      body(0, n);
+    return;
+  }
+  MultiThreaderBase::Pointer threader = MultiThreaderBase::New();
+  if (numberOfThreads > 0)
+  {
+    threader->SetNumberOfWorkUnits(static_cast<ThreadIdType>(numberOfThreads));
+  }
+  threader->ParallelizeArray(
+    0, static_cast<SizeValueType>(chunks),
+    [&](SizeValueType c) {
+      const int64_t begin = static_cast<int64_t>(c) * chunk;
+      body(begin, std::min(n, begin + chunk));
+    },
+    nullptr);
+}
+
+namespace
+{
+
 // Visits every dst voxel with its continuous index in src, rows in parallel on ITK's threader
 // (at most numberOfThreads work units; 0: ITK's default); along x the continuous index advances
 // by the first column of the map.
@@ -591,16 +623,19 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   return stats;
 }
 
+namespace
+{
+// ComboSegNormalise on values [begin, end): each voxel by itself.
 void
-ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel, const ComboSegIntensityStatistics & stats,
-                  const uint8_t * mask)
+NormaliseRange(float * values, int64_t begin, int64_t end, const cs_channel_info & channel,
+               const ComboSegIntensityStatistics & stats, const uint8_t * mask)
 {
   const double scale = 1.0 / stats.std;
   switch (channel.norm)
   {
     case CS_NORM_NONE: return;
     case CS_NORM_CLIP_SCALE:
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = begin; i < end; ++i)
       {
         const float clipped = std::min(std::max(values[i], channel.clip_low), channel.clip_high);
         values[i] = static_cast<float>((clipped - stats.mean) * scale);
@@ -609,17 +644,28 @@ ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel, co
     case CS_NORM_ZSCORE_NONZERO:
     case CS_NORM_ZSCORE_MASK:
     case CS_NORM_UPPER_PEAK:
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = begin; i < end; ++i)
         values[i] = InBody(channel, values[i], stats.minimum, mask, i)
                       ? static_cast<float>((values[i] - stats.mean) * scale)
                       : 0.0f;
       return;
     case CS_NORM_ZSCORE:
     default:
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = begin; i < end; ++i)
         values[i] = static_cast<float>((values[i] - stats.mean) * scale);
       return;
   }
+}
+} // namespace
+
+void
+ComboSegNormalise(float * values, int64_t n, const cs_channel_info & channel, const ComboSegIntensityStatistics & stats,
+                  const uint8_t * mask, int numberOfThreads)
+{
+  if (channel.norm == CS_NORM_NONE)
+    return;
+  ComboSegParallelChunks(n, numberOfThreads,
+                         [&](int64_t begin, int64_t end) { NormaliseRange(values, begin, end, channel, stats, mask); });
 }
 
 float
@@ -723,12 +769,13 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
     float * out = image.data() + c * static_cast<size_t>(m);
     ComboSegResampleLinear(out, modelGrid, channels[c].values, channels[c].grid, ComboSegPadValue(recipe, stats),
                            numberOfThreads);
-    ComboSegNormalise(out, m, recipe, stats, mask ? modelMask.data() : nullptr);
+    ComboSegNormalise(out, m, recipe, stats, mask ? modelMask.data() : nullptr, numberOfThreads);
   }
 }
 
 std::vector<uint8_t>
-ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask)
+ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
+                    int numberOfThreads)
 {
   std::vector<uint8_t> outside;
   for (size_t c = 0; c < channels.size(); ++c)
@@ -743,9 +790,12 @@ ComboSegOutsideBody(const std::vector<ComboSegChannel> & channels, const cs_mode
     // Only a mask recipe without a mask needs the scan's lowest value: no pass over the others.
     const bool  needsMinimum = recipe.norm == CS_NORM_ZSCORE_MASK && !mask && n > 0;
     const float minimum = needsMinimum ? *std::min_element(values, values + n) : 0.0f;
-    for (int64_t i = 0; i < n; ++i)
-      if (InBody(recipe, values[i], minimum, mask, i))
-        outside[static_cast<size_t>(i)] = 0;
+    uint8_t *   out = outside.data();
+    ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        if (InBody(recipe, values[i], minimum, mask, i))
+          out[i] = 0;
+    });
   }
   return outside;
 }
