@@ -317,6 +317,9 @@ TEST_F(FaultInjection, PredictVolume)
     ASSERT_EQ(cs_predict_volume(ctx_, model_, image.data(), size, &opt, nullptr, reference.data()),
               CS_OK);
     SweepAll(ctx_, "cs_predict_volume", [&] {
+        // the context keeps its workspace between calls: give it back, so that each attempt
+        // allocates one again and its failure is swept too
+        cs_context_release_memory(ctx_);
         const cs_status st = cs_predict_volume(ctx_, model_, image.data(), size, &opt,
                                                probabilities.data(), labels.data());
         if (st == CS_OK) EXPECT_EQ(labels, reference) << "results changed after failed runs";
