@@ -751,3 +751,19 @@ TEST_F(InferTest, ForwardWithoutAContextStillWorks)
   EXPECT_EQ(a, b);
   cs_context_set_threads(ctx_, 2);
 }
+
+// With batch 1 the decoder's concatenation is the up-convolution's and the skip's own memory
+// (no copy); with batch 2 it is copied. An item gives the same logits either way.
+TEST_F(InferTest, BatchOfOneSkipsTheConcatenationCopy)
+{
+  cs_model_t m = MakeModel(3, 2, 4, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {16, 16, 8}, n = 16 * 16 * 8;
+  const std::vector<float> pair = RandomImage(4, size, 12); // two items of 2 channels
+  std::vector<float> both(2 * 4 * n), first(4 * n), second(4 * n);
+  ASSERT_EQ(cs_model_forward(ctx_, m, pair.data(), 2, size, both.data()), CS_OK) << cs_context_last_error(ctx_);
+  ASSERT_EQ(cs_model_forward(ctx_, m, pair.data(), 1, size, first.data()), CS_OK);
+  ASSERT_EQ(cs_model_forward(ctx_, m, pair.data() + 2 * n, 1, size, second.data()), CS_OK);
+  EXPECT_EQ(first, std::vector<float>(both.begin(), both.begin() + 4 * n));
+  EXPECT_EQ(second, std::vector<float>(both.begin() + 4 * n, both.end()));
+}

@@ -332,13 +332,17 @@ static uint64_t carve_buffers(cs_workspace *ws, unsigned char *base)
         const int64_t act = B * lv->filters * voxels(lv);
         const int has_dec = l < a->levels - 1;
         if (l > 0) lv->pooled = carve(&c, B * ws->lv[l - 1].filters * voxels(lv));
+        /* With one item, [up, skip] are the two halves of cat: the up-convolution and the
+         * encoder's last block write there, and the concatenation has nothing to copy. */
+        const int cat_halves = has_dec && B == 1;
         if (has_dec) {
-            lv->up = carve(&c, act);
             lv->cat = carve(&c, 2 * act);
+            lv->up = cat_halves ? lv->cat : carve(&c, act);
         }
         for (int i = 0; i < 2 + 2 * has_dec; i++) {
             conv_block *b = i < 2 ? &lv->enc[i] : &lv->dec[i - 2];
-            b->a = carve(&c, act);
+            if (i == 1 && cat_halves) b->a = base ? lv->cat + act : NULL;
+            else b->a = carve(&c, act);
             /* only the norm's backward needs the convolution output: inference works in place */
             b->z = ws->with_gradients ? carve(&c, act) : b->a;
             b->mean = carve(&c, B * lv->filters);
@@ -519,8 +523,9 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
     for (int32_t l = L - 2; l >= 0; l--) {
         net_level *lv = &ws->lv[l];
         cs_upconv_forward(lv->up, deep, P + lv->up_weight, P + lv->up_bias, &lv->up_shape, threads);
-        cs_concat_forward(lv->cat, lv->up, lv->enc[1].a, B, lv->filters, lv->filters, voxels(lv),
-                          threads);
+        if (lv->up != lv->cat) /* else cat holds them already (carve_buffers) */
+            cs_concat_forward(lv->cat, lv->up, lv->enc[1].a, B, lv->filters, lv->filters,
+                              voxels(lv), threads);
         block_forward(&lv->dec[0], P, lv->cat, a, threads);
         block_forward(&lv->dec[1], P, lv->dec[0].a, a, threads);
         deep = lv->dec[1].a;
