@@ -99,6 +99,20 @@ std::string CleanUpText(const cs_postprocessing &recommended, const ComboSegArgu
   return text.empty() ? std::string("none") : text;
 }
 
+// The mirrors the run averages over, e.g. "x (the model's recommendation)".
+std::string TestTimeAugmentationText(const cs_model_info &info, const ComboSegArguments &args)
+{
+  const bool asked = args.GetBool("testTimeAugmentation");
+  const int axes = (asked ? 1 : 0) | (args.GetBool("rawOutput") ? 0 : info.test_time_mirror_axes);
+  std::string text;
+  for (int a = 0; a < 3; ++a)
+    if (axes & (1 << a))
+      text += std::string(text.empty() ? "mirrored along " : " and ") + "xyz"[a];
+  if (text.empty())
+    return "none";
+  return text + (asked ? "" : " (the model's recommendation)");
+}
+
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const double start = ComboSegSeconds();
@@ -145,11 +159,12 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     filter->SetInput(c, inputs[c]);
   filter->SetOverlap(args.GetDouble("overlap"));
   // The clean-up the model recommends, unless the raw output is asked for; the flags add steps.
-  filter->SetUseModelPostProcessing(!args.GetBool("rawOutput"));
+  filter->SetUseModelRecommendations(!args.GetBool("rawOutput"));
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
   progress.Comment("clean-up: " + CleanUpText(info.postprocessing, args));
   filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
+  progress.Comment("test-time augmentation: " + TestTimeAugmentationText(info, args));
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(),

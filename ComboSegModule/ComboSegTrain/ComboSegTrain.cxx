@@ -272,6 +272,8 @@ std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &case
     session.SetTrainingDataDescription(args.GetString("trainingData"));
   if (args.IsSet("licence"))
     session.SetLicence(args.GetString("licence"));
+  if (args.GetBool("recommendTestTimeAugmentation"))
+    session.SetRecommendedTestTimeMirrorAxes(1); // x: left-right, as ComboSegSegment's flag
   return newPatch;
 }
 

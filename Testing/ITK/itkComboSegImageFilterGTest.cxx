@@ -516,7 +516,7 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
 }
 
 // A model that recommends keeping the largest component gets it by default; the raw output
-// (UseModelPostProcessingOff) is the network's. An untrained model scatters its labels.
+// (UseModelRecommendationsOff) is the network's. An untrained model scatters its labels.
 TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRawOutput)
 {
   cs_model_info info = cstest::OrganModelInfo();
@@ -528,7 +528,7 @@ TEST(ComboSegImageFilter, AppliesTheModelsRecommendedCleanUpUnlessAskedForTheRaw
     auto filter = FilterType::New();
     filter->SetModel(model);
     filter->SetInput(input);
-    filter->SetUseModelPostProcessing(useModel);
+    filter->SetUseModelRecommendations(useModel);
     filter->SetLargestComponent(largest);
     filter->SetOutputLabelValues(false);
     filter->Update();
@@ -563,7 +563,7 @@ TEST(ComboSegImageFilter, LabelsOnTheModelsCentresEqualTheProbabilityRoute)
       auto filter = FilterType::New();
       filter->SetModel(model);
       filter->SetInput(input);
-      filter->SetUseModelPostProcessing(false);
+      filter->SetUseModelRecommendations(false);
       filter->SetOutputLabelValues(false);
       filter->SetMinimumProbability(minimumProbability);
       filter->SetNumberOfThreads(threads);
@@ -606,7 +606,7 @@ TEST(ComboSegImageFilter, SharedModelSameResultAndPrintSelf)
     ASSERT_EQ(ia.Get(), ib.Get());
   std::ostringstream printed;
   a->Print(printed);
-  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelPostProcessing: On",
+  for (const char * field : { "ModelFileName", "NumberOfThreads: 0", "Overlap: 0.25", "UseModelRecommendations: On",
                               "LargestComponent: Off", "BackgroundOutsideBody: On", "FillHoles: Off",
                               "MinimumProbability: 0.1", "OutputLabelValues: On", "synthetic-organs" })
     EXPECT_NE(printed.str().find(field), std::string::npos) << field << " missing from\n" << printed.str();
@@ -675,13 +675,15 @@ MirroredAlongX(const FloatImage * input)
 
 // The filter's output as a vector, x fastest.
 std::vector<int>
-Segment(itk::ComboSegModel * model, FloatImage * input, unsigned int mirrorAxes, double minimumProbability = 0.0)
+Segment(itk::ComboSegModel * model, FloatImage * input, unsigned int mirrorAxes, double minimumProbability = 0.0,
+        bool useModelRecommendations = true)
 {
   auto filter = FilterType::New();
   filter->SetModel(model);
   filter->SetInput(input);
   filter->SetTestTimeMirrorAxes(mirrorAxes);
   filter->SetMinimumProbability(minimumProbability);
+  filter->SetUseModelRecommendations(useModelRecommendations);
   filter->Update();
   std::vector<int> labels;
   for (float v : itk::ComboSegValuesOf(filter->GetOutput()))
@@ -738,6 +740,22 @@ TEST(ComboSegImageFilterTestTime, MirroringSwapsLeftAndRightClasses)
   const std::vector<int> tta = Segment(model, input, 1), ttaMirrored = Segment(model, MirroredAlongX(input), 1);
   EXPECT_EQ(MirrorMismatches(tta, ttaMirrored, size, { 3, 7 }), 0);
   EXPECT_GT(MirrorMismatches(tta, ttaMirrored, size), 0) << "no left or right class found: the test shows nothing";
+}
+
+// A model that recommends test-time mirroring (chosen by cross-validation, stored in its file) gets
+// it without being asked, and the raw output (UseModelRecommendationsOff) is the single pass.
+TEST(ComboSegImageFilterTestTime, ModelsRecommendedMirroringAppliesUnlessRawOutput)
+{
+  cs_model_info info = cstest::OrganModelInfo();
+  auto          plainModel = cstest::MakeModel(info);
+  info.test_time_mirror_axes = 1;
+  auto                mirroringModel = cstest::MakeModel(info); // the same weights: the same seed
+  FloatImage::Pointer input = cstest::MakeOrganImage({ { 18, 16, 16 } }, { { 2.0, 2.0, 2.0 } }, cstest::Rotation(0, 0));
+  const std::vector<int> plain = Segment(plainModel, input, 0), mirrored = Segment(plainModel, input, 1);
+  ASSERT_NE(plain, mirrored) << "test-time augmentation changed nothing: the test shows nothing";
+  EXPECT_EQ(Segment(mirroringModel, input, 0), mirrored);
+  EXPECT_EQ(Segment(mirroringModel, input, 0, 0.0, false), plain);
+  EXPECT_EQ(Segment(mirroringModel, input, 1, 0.0, false), mirrored) << "asked for, it is applied to the raw output";
 }
 
 // The averaged probabilities are probabilities: the output holds the same label values, and a

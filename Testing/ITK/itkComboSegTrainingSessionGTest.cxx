@@ -183,6 +183,7 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   const std::string            out = m_Dir + "/model.safetensors";
   itk::ComboSegTrainingSession session;
   ConfigureNew(session, out, 6);
+  session.SetRecommendedTestTimeMirrorAxes(1);
   std::vector<double>      fractions;
   std::vector<std::string> comments;
   session.SetProgressCallback([&](double f, const std::string & c) {
@@ -227,6 +228,7 @@ TEST_F(ComboSegTrainingSessionTest, NewModelLearnsAndValidationDiceRises)
   EXPECT_STREQ(loaded->GetInfo().classes[1].name, "ball");
   EXPECT_EQ(loaded->GetInfo().classes[2].value, 2);
   EXPECT_EQ(loaded->GetInfo().loss.kind, CS_LOSS_COMBO_TVERSKY);
+  EXPECT_EQ(loaded->GetInfo().test_time_mirror_axes, 1); // as the session was asked to record
   EXPECT_NE(std::string(loaded->GetInfo().training_data).find("train1"), std::string::npos);
 
   // History table: header and one row per epoch; the plot is a PNG.
@@ -816,11 +818,13 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
   auto base = itk::ComboSegModel::New();
   base->Load(baseFile);
   ASSERT_EQ(base->GetInfo().arch.num_classes, 2);
-  // A new model recommends keeping the largest component; this base is changed to recommend
-  // filling holes only, which fine-tuning must keep.
+  // A new model recommends keeping the largest component and no test-time mirroring; this base
+  // is changed to recommend filling holes only and mirroring along x, which fine-tuning must keep.
   EXPECT_EQ(base->GetInfo().postprocessing.largest_component, 1);
+  EXPECT_EQ(base->GetInfo().test_time_mirror_axes, 0);
   cs_model_info recommends = base->GetInfo();
   recommends.postprocessing = cs_postprocessing{ 0, 1 };
+  recommends.test_time_mirror_axes = 1;
   ASSERT_EQ(cs_model_set_info(nullptr, base->GetModel(), &recommends), CS_OK);
   base->Save(baseFile);
   // Over ball and box, the base model scores its ball Dice and 0 for the box it never predicts
@@ -857,6 +861,7 @@ TEST_F(ComboSegTrainingSessionTest, FineTuningAddsAStructureTheBaseModelLacks)
   EXPECT_NE(std::string(out->GetInfo().training_data).find("fine-tuned from"), std::string::npos);
   EXPECT_EQ(out->GetInfo().postprocessing.largest_component, 0);
   EXPECT_EQ(out->GetInfo().postprocessing.fill_holes, 1);
+  EXPECT_EQ(out->GetInfo().test_time_mirror_axes, 1);
   EXPECT_GT(r.bestMeanDice, baseDice);
   // The new structure is learnt, not only kept out of the way.
   double boxDice = 0.0;

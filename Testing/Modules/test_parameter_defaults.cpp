@@ -110,7 +110,7 @@ TEST(ParameterDefaults, SegmentOptionsMatchTheFilter)
   const auto filter = FilterType::New();
   EXPECT_EQ(Parameter(xml, "largestComponent").defaultValue == "true", filter->GetLargestComponent());
   EXPECT_EQ(Parameter(xml, "fillHoles").defaultValue == "true", filter->GetFillHoles());
-  EXPECT_EQ(Parameter(xml, "rawOutput").defaultValue == "true", !filter->GetUseModelPostProcessing());
+  EXPECT_EQ(Parameter(xml, "rawOutput").defaultValue == "true", !filter->GetUseModelRecommendations());
   EXPECT_EQ(Parameter(xml, "ignoreModalityMismatch").defaultValue == "true", filter->GetIgnoreModalityMismatch());
   EXPECT_EQ(Parameter(xml, "testTimeAugmentation").defaultValue == "true", filter->GetTestTimeMirrorAxes() != 0);
   EXPECT_EQ(Number(Parameter(xml, "threads").defaultValue), filter->GetNumberOfThreads());

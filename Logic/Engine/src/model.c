@@ -240,6 +240,10 @@ cs_status cs_model_info_validate(const cs_model_info *info, char *msg, size_t si
         FAIL("postprocessing.largest_component is %d, must be 0 or 1", (int)pp->largest_component);
     if (pp->fill_holes != 0 && pp->fill_holes != 1)
         FAIL("postprocessing.fill_holes is %d, must be 0 or 1", (int)pp->fill_holes);
+    const int32_t all_axes = info->arch.spatial_dims == 2 ? 3 : 7;
+    if (info->test_time_mirror_axes < 0 || info->test_time_mirror_axes > all_axes)
+        FAIL("test_time_mirror_axes is %d, must be a mask of the axes in [0, %d]",
+             (int)info->test_time_mirror_axes, (int)all_axes);
     return CS_OK;
 }
 #undef FAIL
@@ -283,6 +287,7 @@ static void canonical_info(cs_model_info *dst, const cs_model_info *src)
     copy_text(dst->training_data, src->training_data, sizeof dst->training_data);
     copy_text(dst->licence, src->licence, sizeof dst->licence);
     dst->postprocessing = src->postprocessing;
+    dst->test_time_mirror_axes = src->test_time_mirror_axes;
 }
 
 cs_status cs_model_alloc(cs_context_t ctx, const cs_model_info *info, struct cs_model **out)

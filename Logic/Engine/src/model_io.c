@@ -987,6 +987,8 @@ static int build_model_meta(const cs_model_info *info, model_meta *m)
     meta_add(m, "training_data", info->training_data);
     meta_add(m, "licence", info->licence);
     meta_add(m, "postprocessing", m->json[5]);
+    if (info->test_time_mirror_axes) /* optional: files without it recommend none */
+        meta_add(m, "test_time_mirror_axes", meta_int_text(m, 8, info->test_time_mirror_axes));
     meta_add(m, "software", "ComboSeg engine");
     return 1;
 }
@@ -1366,6 +1368,10 @@ static cs_status parse_model_info(cs_context_t ctx, const cs_st_file *f, const c
                         sizeof info->training_data)) != CS_OK ||
         (st = meta_text(ctx, f, path, "licence", info->licence, sizeof info->licence)) != CS_OK ||
         (st = parse_postprocessing(ctx, f, path, info)) != CS_OK)
+        return st;
+    if (cs_st_metadata(f, "test_time_mirror_axes") &&
+        (st = meta_int(ctx, f, path, "test_time_mirror_axes", &info->test_time_mirror_axes)) !=
+            CS_OK)
         return st;
     char msg[256];
     if (cs_model_info_validate(info, msg, sizeof msg) != CS_OK)

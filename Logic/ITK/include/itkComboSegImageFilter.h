@@ -30,14 +30,14 @@ namespace itk
  * in every channel z-scored over non-zero voxels, outside the body of channels z-scored inside
  * a mask) are background unless BackgroundOutsideBody is turned off. Clean-up: the largest
  * connected component per class and hole filling, each applied when the model recommends it
- * (its metadata; UseModelPostProcessingOff for the raw output) or when switched on here, and a
+ * (its metadata; UseModelRecommendationsOff for the raw output) or when switched on here, and a
  * minimum probability below which a voxel is background.
  *
  * Inputs are checked against the model first (ComboSegInputChecks): a 2D image for a 3D model,
  * and a scan that clearly is of another modality than its channel's (DICOM Modality tag, CT's
  * Hounsfield signature for an MR model) are exceptions; IgnoreModalityMismatch goes ahead anyway.
  * Optional test-time augmentation averages the probabilities of mirrored copies of the input
- * (TestTimeMirrorAxes).
+ * (TestTimeMirrorAxes, added to the mirroring the model recommends unless UseModelRecommendationsOff).
  *
  * The output holds the classes' label values (OutputLabelValues, the default) or class indices.
  * Progress events come per window; setting AbortGenerateData stops the filter between windows
@@ -100,11 +100,12 @@ public:
   itkGetConstMacro(BackgroundOutsideBody, bool);
   itkBooleanMacro(BackgroundOutsideBody);
 
-  /** Apply the clean-up the model recommends (cs_model_info::postprocessing): on by default.
-   * Off, only the steps switched on below are applied. */
-  itkSetMacro(UseModelPostProcessing, bool);
-  itkGetConstMacro(UseModelPostProcessing, bool);
-  itkBooleanMacro(UseModelPostProcessing);
+  /** Apply what the model recommends: its clean-up (cs_model_info::postprocessing) and its
+   * test-time mirroring (test_time_mirror_axes). On by default; off gives the network's single
+   * pass, with only the steps switched on below. */
+  itkSetMacro(UseModelRecommendations, bool);
+  itkGetConstMacro(UseModelRecommendations, bool);
+  itkBooleanMacro(UseModelRecommendations);
 
   /** Keep only the largest connected component of each class (whatever the model recommends). */
   itkSetMacro(LargestComponent, bool);
@@ -132,7 +133,7 @@ public:
    * and the class probabilities, mirrored back, are averaged before the argmax; mirroring x swaps
    * the probabilities of left/right classes (ComboSegLeftRightPartners). Costs one inference per
    * pass and no memory: the image and the probability sum are mirrored in place and the engine
-   * adds each pass to the sum. 0 (the default) turns it off. */
+   * adds each pass to the sum. 0 (the default) adds none to what the model recommends. */
   void
   SetTestTimeMirrorAxes(unsigned int axes); // above 7 throws, naming TestTimeMirrorAxes
   itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
@@ -181,6 +182,10 @@ private:
   Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities,
           int32_t * labels);
 
+  /** The test-time mirror axes of a run with this model. */
+  unsigned int
+  MirrorAxes(const cs_model_info & info) const;
+
   /** Class indices on outputGrid of the image on modelGrid (which it releases). */
   void
   PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid, std::vector<float> & image,
@@ -191,7 +196,7 @@ private:
   int                    m_NumberOfThreads{ 0 };
   double                 m_Overlap{ CS_OVERLAP_DEFAULT };
   bool                   m_BackgroundOutsideBody{ true };
-  bool                   m_UseModelPostProcessing{ true };
+  bool                   m_UseModelRecommendations{ true };
   bool                   m_LargestComponent{ false };
   bool                   m_FillHoles{ false };
   double                 m_MinimumProbability{ 0.0 };

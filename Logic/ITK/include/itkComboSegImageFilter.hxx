@@ -191,16 +191,25 @@ Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image,
 }
 } // namespace ComboSegMirrorPasses
 
+// The mirrors asked for here and, unless the raw output is, those the model recommends.
+template <typename TInputImage, typename TOutputImage>
+unsigned int
+ComboSegImageFilter<TInputImage, TOutputImage>::MirrorAxes(const cs_model_info & info) const
+{
+  const unsigned int recommended = m_UseModelRecommendations ? static_cast<unsigned int>(info.test_time_mirror_axes)
+                                                             : 0u;
+  return (m_TestTimeMirrorAxes | recommended) & (ImageDimension == 2 ? 3u : 7u);
+}
+
 template <typename TInputImage, typename TOutputImage>
 void
 ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, const ComboSegGrid & grid,
                                                         std::vector<float> & image, float * probabilities,
                                                         int32_t * labels)
 {
-  const std::vector<unsigned int> passes =
-    ComboSegMirrorPasses::Of(m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u));
-  const std::vector<int32_t> partners = ComboSegLeftRightPartners(model->GetInfo());
-  ComboSegContext            context;
+  const std::vector<unsigned int> passes = ComboSegMirrorPasses::Of(this->MirrorAxes(model->GetInfo()));
+  const std::vector<int32_t>      partners = ComboSegLeftRightPartners(model->GetInfo());
+  ComboSegContext                 context;
   cs_context_set_threads(context.Get(), m_NumberOfThreads);
   PassProgress     progress{ this, 0, static_cast<unsigned int>(passes.size()) };
   cs_infer_options options = cs_infer_options_default();
@@ -244,7 +253,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
                                                               const ComboSegGrid & outputGrid, int32_t * labels)
 {
   const int32_t      numberOfClasses = model->GetInfo().arch.num_classes;
-  const unsigned int mirrors = m_TestTimeMirrorAxes & (ImageDimension == 2 ? 3u : 7u);
+  const unsigned int mirrors = this->MirrorAxes(model->GetInfo());
   if (mirrors == 0 && !(m_MinimumProbability > 0.0) && ComboSegCentresCoincideExactly(outputGrid, modelGrid))
   {
     // The engine's argmax is then the one ComboSegProbabilitiesToLabels would take: labels
@@ -349,7 +358,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     });
   }
   const cs_postprocessing & recommended = info.postprocessing;
-  const bool                useModel = m_UseModelPostProcessing;
+  const bool                useModel = m_UseModelRecommendations;
   if (m_LargestComponent || (useModel && recommended.largest_component))
   {
     ComboSegKeepLargestComponents(labels.get(), outputGrid.size, m_NumberOfThreads);
@@ -404,7 +413,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
   os << indent << "Overlap: " << m_Overlap << std::endl;
   os << indent << "BackgroundOutsideBody: " << (m_BackgroundOutsideBody ? "On" : "Off") << std::endl;
-  os << indent << "UseModelPostProcessing: " << (m_UseModelPostProcessing ? "On" : "Off") << std::endl;
+  os << indent << "UseModelRecommendations: " << (m_UseModelRecommendations ? "On" : "Off") << std::endl;
   os << indent << "LargestComponent: " << (m_LargestComponent ? "On" : "Off") << std::endl;
   os << indent << "FillHoles: " << (m_FillHoles ? "On" : "Off") << std::endl;
   os << indent << "MinimumProbability: " << m_MinimumProbability << std::endl;

@@ -167,6 +167,14 @@ public:
   {
     m_Licence = s;
   }
+  /** The test-time mirroring the model recommends to segmenters (a mask of x 1, y 2, z 4, e.g. 1
+   * when cross-validation showed that averaging with the left-right mirror pays); below 0 keeps
+   * the base model's (a new model's: none). */
+  void
+  SetRecommendedTestTimeMirrorAxes(int axes)
+  {
+    m_RecommendedTestTimeMirrorAxes = axes;
+  }
   /** Fine-tuning: structures named in the label names that the base model lacks become new
    * classes (the head grows, old classes are kept). Off: such names are an error. */
   void
@@ -374,6 +382,7 @@ private:
   std::string                  m_ModelDescription;
   std::string                  m_TrainingDataDescription;
   std::string                  m_Licence;
+  int                          m_RecommendedTestTimeMirrorAxes = -1;
   bool                         m_AddMissingClasses = true;
 
   cs_train_config     m_TrainConfig;

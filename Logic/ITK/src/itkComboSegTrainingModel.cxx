@@ -251,6 +251,8 @@ ComboSegTrainingSession::Impl::WriteMetadata()
   for (int i = 0; i < 3; ++i)
     if (s.m_TrainConfig.patch_size[i] > 0)
       meta.patch_size[i] = s.m_TrainConfig.patch_size[i];
+  if (s.m_RecommendedTestTimeMirrorAxes >= 0)
+    meta.test_time_mirror_axes = s.m_RecommendedTestTimeMirrorAxes;
   Check(cs_model_set_info(ctx, model.model, &meta), ctx, "bad model metadata");
 }
 

@@ -246,6 +246,10 @@ typedef struct cs_model_info {
     char training_data[CS_TEXT_MAX]; /* provenance */
     char licence[CS_TEXT_MAX];
     cs_postprocessing postprocessing; /* recommended clean-up (none by default) */
+    /* Recommended test-time mirroring, a mask of the axes x (1), y (2), z (4); 0 (the default)
+     * none. Chosen by cross-validation (docs/evaluation-protocol.md); segmenters apply it unless
+     * asked for the raw output. */
+    int32_t test_time_mirror_axes;
 } cs_model_info;
 
 typedef struct cs_model *cs_model_t;
