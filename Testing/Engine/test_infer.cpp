@@ -652,10 +652,9 @@ TEST_F(InferTest, ThreadsShareOneModel)
   EXPECT_EQ(sa, CS_OK);
   EXPECT_EQ(sb, CS_OK);
   EXPECT_EQ(a, b);
-  double worst = 0;
-  for (int64_t i = 0; i < 3 * n; i++)
-    worst = std::max(worst, (double)std::fabs(a[i] - reference[i]));
-  EXPECT_LT(worst, 1e-4); // 1 thread against 2: summation order may differ
+  // Every value is summed by one thread in a fixed order, so the one-thread contexts give exactly
+  // what the two-thread one gave (as LabelsDoNotDependOnTheThreadCount holds for the blend).
+  EXPECT_EQ(a, reference);
 }
 
 } // namespace
