@@ -60,6 +60,18 @@ void CheckWritableFolder(const std::string &what, const std::string &path, const
                                 ")");
 }
 
+// One spelling per folder ("out", "./out" and "/home/me/out" are one folder), so that outputs in
+// one folder share one staging folder; the folder exists (checked before).
+std::string CanonicalFolder(const std::string &folder)
+{
+  char *resolved = realpath(folder.c_str(), nullptr);
+  if (!resolved)
+    return folder;
+  const std::string canonical(resolved);
+  std::free(resolved);
+  return canonical;
+}
+
 // Each folder's staging folder is "<folder>/.comboseg-outputs.tmp-<pid>" (itkComboSegFiles.h's
 // temporary naming rule, so that a later run removes one a killed run left).
 std::string StagingName(const std::string &folder)
@@ -87,9 +99,6 @@ ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
     SplitPath(o.path, o.folder, o.base);
     if (o.base.empty() || o.base == "." || o.base == "..")
       throw std::invalid_argument("cannot write the " + what + " '" + o.path + "': no file name");
-    for (const Output &other : m_Outputs)
-      if (other.folder == o.folder && other.base == o.base)
-        throw std::invalid_argument("the " + what + " and --" + other.name + " name the same file '" + o.path + "'");
     if (folder)
     {
       if (ComboSegFileExists(o.path) && !ComboSegIsFolder(o.path))
@@ -109,6 +118,11 @@ ComboSegRunOutputs::ComboSegRunOutputs(const ComboSegArguments &args,
       o.stagingParent = o.folder;
       CheckWritableFolder(what, o.path, o.folder);
     }
+    o.folder = CanonicalFolder(o.folder);
+    o.stagingParent = CanonicalFolder(o.stagingParent);
+    for (const Output &other : m_Outputs)
+      if (other.folder == o.folder && other.base == o.base)
+        throw std::invalid_argument("the " + what + " and --" + other.name + " name the same file '" + o.path + "'");
     m_Outputs.push_back(o);
   }
 }

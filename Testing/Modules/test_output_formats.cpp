@@ -292,6 +292,17 @@ TEST_F(SegmentOutputFormats, AllOutputsArriveTogether)
   EXPECT_NE(table.find("\n5,left blob,230,40,40,255\n"), std::string::npos) << table;
 }
 
+// Outputs in one folder spelt two ways (here "<dir>" and "<dir>/.", as a relative and an absolute
+// path would be) all arrive: they share one staging folder.
+TEST_F(SegmentOutputFormats, OutputsInOneFolderSpeltTwoWaysAllArrive)
+{
+  slicer::TempDir tmp;
+  const slicer::RunResult r =
+      Segment(s_Model, s_InputFile, tmp.Path() + "/label.nrrd", {"--previewImage", tmp.Path() + "/./preview.png"});
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_EQ(FolderEntries(tmp.Path()), (std::set<std::string>{"label.nrrd", "preview.png"}));
+}
+
 // A failure at the end leaves no output of the run: here a surface file cannot take its name (a
 // folder holds it), after the label map, colour table and preview were written.
 TEST_F(SegmentOutputFormats, AFailureAtTheEndLeavesNoOutputOfTheRun)
