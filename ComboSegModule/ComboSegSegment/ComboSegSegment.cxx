@@ -158,7 +158,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   for (int c = 0; c < channels; ++c)
     filter->SetInput(c, inputs[c]);
   filter->SetOverlap(args.GetDouble("overlap"));
-  // The clean-up the model recommends, unless the raw output is asked for; the flags add steps.
+  // What the model recommends (clean-up, test-time mirroring), unless the raw output is asked for;
+  // the flags add steps.
   filter->SetUseModelRecommendations(!args.GetBool("rawOutput"));
   filter->SetLargestComponent(args.GetBool("largestComponent"));
   filter->SetFillHoles(args.GetBool("fillHoles"));
