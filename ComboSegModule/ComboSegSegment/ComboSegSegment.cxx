@@ -99,14 +99,12 @@ std::string CleanUpText(const cs_postprocessing &recommended, const ComboSegArgu
   return text.empty() ? std::string("none") : text;
 }
 
-// The mirrors the run averages over, e.g. "x (the model's recommendation)".
-std::string TestTimeAugmentationText(const cs_model_info &info, const ComboSegArguments &args)
+// The mirrors a run averages over, e.g. "mirrored along x (the model's recommendation)".
+std::string TestTimeAugmentationText(unsigned int axes, bool asked)
 {
-  const bool asked = args.GetBool("testTimeAugmentation");
-  const int axes = (asked ? 1 : 0) | (args.GetBool("rawOutput") ? 0 : info.test_time_mirror_axes);
   std::string text;
   for (int a = 0; a < 3; ++a)
-    if (axes & (1 << a))
+    if (axes & (1u << a))
       text += std::string(text.empty() ? "mirrored along " : " and ") + "xyz"[a];
   if (text.empty())
     return "none";
@@ -165,7 +163,8 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   filter->SetFillHoles(args.GetBool("fillHoles"));
   progress.Comment("clean-up: " + CleanUpText(info.postprocessing, args));
   filter->SetTestTimeMirrorAxes(args.GetBool("testTimeAugmentation") ? 1u : 0u); // x: left-right
-  progress.Comment("test-time augmentation: " + TestTimeAugmentationText(info, args));
+  progress.Comment("test-time augmentation: " +
+                   TestTimeAugmentationText(filter->MirrorAxes(info), args.GetBool("testTimeAugmentation")));
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(),

@@ -137,6 +137,10 @@ public:
   void
   SetTestTimeMirrorAxes(unsigned int axes); // above 7 throws, naming TestTimeMirrorAxes
   itkGetConstMacro(TestTimeMirrorAxes, unsigned int);
+  /** The mirror axes a run with a model of this info averages over: those set here and, with
+   * UseModelRecommendations, those the model recommends (limited to the image's axes). */
+  unsigned int
+  MirrorAxes(const cs_model_info & info) const;
 
   /** true: the output holds the classes' label values; false: class indices 0..K-1. */
   itkSetMacro(OutputLabelValues, bool);
@@ -181,10 +185,6 @@ private:
   void
   Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities,
           int32_t * labels);
-
-  /** The test-time mirror axes of a run with this model. */
-  unsigned int
-  MirrorAxes(const cs_model_info & info) const;
 
   /** Class indices on outputGrid of the image on modelGrid (which it releases). */
   void

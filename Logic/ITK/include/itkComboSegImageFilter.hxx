@@ -191,7 +191,6 @@ Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image,
 }
 } // namespace ComboSegMirrorPasses
 
-// The mirrors asked for here and, unless the raw output is, those the model recommends.
 template <typename TInputImage, typename TOutputImage>
 unsigned int
 ComboSegImageFilter<TInputImage, TOutputImage>::MirrorAxes(const cs_model_info & info) const
