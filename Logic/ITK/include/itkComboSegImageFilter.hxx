@@ -145,59 +145,11 @@ ComboSegImageFilter<TInputImage, TOutputImage>::EngineProgress(void * passProgre
   return p->filter->GetAbortGenerateData() ? 1 : 0;
 }
 
-namespace ComboSegMirrorPasses
-{
-// The combinations of mirrors along the axes of a mask, in Gray-code order (one axis changes
-// between consecutive passes, so each change is one in-place mirror).
-inline std::vector<unsigned int>
-Of(unsigned int axes)
-{
-  std::vector<unsigned int> set;
-  for (unsigned int a = 0; a < 3; ++a)
-    if (axes >> a & 1u)
-      set.push_back(a);
-  std::vector<unsigned int> passes;
-  for (unsigned int q = 0; q < (1u << set.size()); ++q)
-  {
-    const unsigned int gray = q ^ (q >> 1);
-    unsigned int       mask = 0;
-    for (size_t b = 0; b < set.size(); ++b)
-      if (gray >> b & 1u)
-        mask |= 1u << set[b];
-    passes.push_back(mask);
-  }
-  return passes;
-}
-
-// Mirrors the image (C volumes) and the probabilities (K volumes) along the axes of a mask; a
-// mirror along x also swaps the probabilities of left/right partner classes.
-inline void
-Toggle(unsigned int mask, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities,
-       const std::vector<int32_t> & partners)
-{
-  const int64_t n = grid.NumberOfVoxels();
-  const auto    channels = static_cast<int64_t>(image.size()) / n;
-  for (int axis = 0; axis < 3; ++axis)
-  {
-    if (!(mask >> axis & 1u))
-      continue;
-    ComboSegMirror(image.data(), channels, grid.size, axis);
-    ComboSegMirror(probabilities, static_cast<int64_t>(partners.size()), grid.size, axis);
-    for (size_t k = 0; axis == 0 && k < partners.size(); ++k)
-      if (static_cast<size_t>(partners[k]) > k)
-        std::swap_ranges(probabilities + static_cast<int64_t>(k) * n, probabilities + static_cast<int64_t>(k + 1) * n,
-                         probabilities + partners[k] * n);
-  }
-}
-} // namespace ComboSegMirrorPasses
-
 template <typename TInputImage, typename TOutputImage>
 unsigned int
 ComboSegImageFilter<TInputImage, TOutputImage>::MirrorAxes(const cs_model_info & info) const
 {
-  const unsigned int recommended = m_UseModelRecommendations ? static_cast<unsigned int>(info.test_time_mirror_axes)
-                                                             : 0u;
-  return (m_TestTimeMirrorAxes | recommended) & (ImageDimension == 2 ? 3u : 7u);
+  return ComboSegTestTimeMirrorAxes(info, m_TestTimeMirrorAxes, m_UseModelRecommendations);
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -206,42 +158,26 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
                                                         std::vector<float> & image, float * probabilities,
                                                         int32_t * labels)
 {
-  const std::vector<unsigned int> passes = ComboSegMirrorPasses::Of(this->MirrorAxes(model->GetInfo()));
-  const std::vector<int32_t>      partners = ComboSegLeftRightPartners(model->GetInfo());
-  ComboSegContext                 context;
+  const unsigned int mirrors = this->MirrorAxes(model->GetInfo());
+  ComboSegContext    context;
   cs_context_set_threads(context.Get(), m_NumberOfThreads);
-  PassProgress     progress{ this, 0, static_cast<unsigned int>(passes.size()) };
+  PassProgress     progress{ this, 0, ComboSegMirrorPassCount(mirrors) };
   cs_infer_options options = cs_infer_options_default();
   options.overlap = static_cast<float>(m_Overlap);
   options.progress = &Self::EngineProgress;
   options.progress_user_data = &progress;
-  const int64_t size[3] = { grid.size[0], grid.size[1], grid.size[2] };
-  unsigned int  mirrored = 0; // the axes along which image and probability sum are mirrored now
-  for (progress.pass = 0; progress.pass < passes.size(); ++progress.pass)
+  const cs_status status = ComboSegPredictMirrored(context.Get(), model->GetModel(), image, grid.size, mirrors, options,
+                                                   probabilities, labels,
+                                                   [&progress](unsigned int pass) { progress.pass = pass; });
+  if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
   {
-    ComboSegMirrorPasses::Toggle(mirrored ^ passes[progress.pass], grid, image, probabilities, partners);
-    mirrored = passes[progress.pass];
-    options.accumulate = progress.pass > 0 ? 1 : 0;
-    const cs_status status =
-      cs_predict_volume(context.Get(), model->GetModel(), image.data(), size, &options, probabilities, labels);
-    if (status == CS_ERR_CANCELLED && this->GetAbortGenerateData())
-    {
-      ProcessAborted aborted(__FILE__, __LINE__);
-      aborted.SetDescription("ComboSegImageFilter aborted during inference");
-      throw aborted;
-    }
-    if (status != CS_OK)
-    {
-      ComboSegThrowEngineError(__FILE__, __LINE__, "ComboSegImageFilter: inference failed", status, context.Get());
-    }
+    ProcessAborted aborted(__FILE__, __LINE__);
+    aborted.SetDescription("ComboSegImageFilter aborted during inference");
+    throw aborted;
   }
-  ComboSegMirrorPasses::Toggle(mirrored, grid, image, probabilities, partners);
-  if (passes.size() > 1)
+  if (status != CS_OK)
   {
-    const float   average = 1.0f / static_cast<float>(passes.size());
-    const int64_t values = grid.NumberOfVoxels() * model->GetInfo().arch.num_classes;
-    for (int64_t i = 0; i < values; ++i)
-      probabilities[i] *= average;
+    ComboSegThrowEngineError(__FILE__, __LINE__, "ComboSegImageFilter: inference failed", status, context.Get());
   }
 }
 

@@ -174,6 +174,29 @@ ComboSegMirror(float * values, int64_t volumes, const std::array<int64_t, 3> & s
 std::vector<int32_t>
 ComboSegLeftRightPartners(const cs_model_info & info);
 
+/** The mirrors a model's test-time augmentation runs: the axes asked for (a mask of x 1, y 2,
+ * z 4) and, unless useModelRecommendation is false, the model's recommended ones; x and y only
+ * for a 2D model. */
+unsigned int
+ComboSegTestTimeMirrorAxes(const cs_model_info & info, unsigned int askedAxes, bool useModelRecommendation);
+
+/** The network's output for an image (C volumes on the model's grid) with test-time mirroring:
+ * class probabilities (K volumes of `size`) averaged over its passes on the image mirrored along
+ * every combination of `mirrorAxes`, each mirrored back (a mirror along x also swaps left/right
+ * partner classes), and labels, their argmax. Either pointer may be null, but with mirrors the
+ * probabilities are needed (the sum is kept there). The image is mirrored in place and restored.
+ * `beforePass(p)` is called before each of the ComboSegMirrorPassCount(mirrorAxes) passes.
+ * Returns the engine's status (CS_ERR_CANCELLED when options' progress callback asked). */
+cs_status
+ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, std::vector<float> & image,
+                        const std::array<int64_t, 3> & size, unsigned int mirrorAxes, cs_infer_options options,
+                        float * probabilities, int32_t * labels,
+                        const std::function<void(unsigned int)> & beforePass = {});
+
+/** The number of network passes ComboSegPredictMirrored runs: 2 to the number of axes. */
+unsigned int
+ComboSegMirrorPassCount(unsigned int mirrorAxes);
+
 /** The grid of an ITK image, lifted to 3D for 2D images. */
 template <typename TImage>
 ComboSegGrid

@@ -118,14 +118,23 @@ std::vector<int32_t>
 SegmentPreparedCase(cs_context_t ctx, cs_model_t model, const ComboSegPreparedCase & c,
                     const cs_infer_options & options)
 {
-  const cs_model_info & info = *cs_model_get_info(model);
-  std::vector<int32_t>  predicted(static_cast<size_t>(c.size[0] * c.size[1] * c.size[2]));
-  Check(cs_predict_volume(ctx, model, c.image.data(), c.size, &options, nullptr, predicted.data()), ctx,
-        "cannot segment case " + c.id);
+  const cs_model_info &        info = *cs_model_get_info(model);
+  const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
+  const int64_t                n = size[0] * size[1] * size[2];
+  std::vector<int32_t>         predicted(static_cast<size_t>(n));
+  const unsigned int           mirrors = ComboSegTestTimeMirrorAxes(info, 0, true);
+  if (mirrors == 0)
+    Check(cs_predict_volume(ctx, model, c.image.data(), c.size, &options, nullptr, predicted.data()), ctx,
+          "cannot segment case " + c.id);
+  else
+  {
+    std::vector<float> image(c.image), probabilities(static_cast<size_t>(n * info.arch.num_classes));
+    Check(ComboSegPredictMirrored(ctx, model, image, size, mirrors, options, probabilities.data(), predicted.data()),
+          ctx, "cannot segment case " + c.id);
+  }
   for (size_t i = 0; i < c.outsideBody.size(); ++i)
     if (c.outsideBody[i])
       predicted[i] = 0;
-  const std::array<int64_t, 3> size{ { c.size[0], c.size[1], c.size[2] } };
   if (info.postprocessing.largest_component)
     ComboSegKeepLargestComponents(predicted.data(), size);
   if (info.postprocessing.fill_holes)

@@ -87,8 +87,9 @@ std::vector<uint8_t>
 LabelledClasses(const cs_model_info & info, const std::vector<LabelName> & siteNames, const CaseStore & trainStore,
                 const ComboSegTrainingSession::Peers & peers);
 
-// A prepared case segmented as ComboSegSegment would: the network's labels, the background rule
-// (no structure where the scan holds no data) and the model's recommended clean-up, in its order.
+// A prepared case segmented as ComboSegSegment would: the network's labels (with the model's
+// recommended test-time mirroring), the background rule (no structure where the scan holds no
+// data) and the model's recommended clean-up, in its order.
 std::vector<int32_t>
 SegmentPreparedCase(cs_context_t ctx, cs_model_t model, const ComboSegPreparedCase & c,
                     const cs_infer_options & options);

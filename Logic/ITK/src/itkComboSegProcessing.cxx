@@ -1095,4 +1095,113 @@ ComboSegLeftRightPartners(const cs_model_info & info)
   return partner;
 }
 
+unsigned int
+ComboSegTestTimeMirrorAxes(const cs_model_info & info, unsigned int askedAxes, bool useModelRecommendation)
+{
+  const unsigned int recommended = useModelRecommendation ? static_cast<unsigned int>(info.test_time_mirror_axes) : 0u;
+  return (askedAxes | recommended) & (info.arch.spatial_dims == 2 ? 3u : 7u);
+}
+
+unsigned int
+ComboSegMirrorPassCount(unsigned int mirrorAxes)
+{
+  unsigned int passes = 1;
+  for (unsigned int a = 0; a < 3; ++a)
+    passes *= (mirrorAxes >> a & 1u) ? 2u : 1u;
+  return passes;
+}
+
+namespace
+{
+
+// The combinations of mirrors along the axes of a mask, in Gray-code order (one axis changes
+// between consecutive passes, so each change is one in-place mirror).
+std::vector<unsigned int>
+MirrorPasses(unsigned int axes)
+{
+  std::vector<unsigned int> set;
+  for (unsigned int a = 0; a < 3; ++a)
+    if (axes >> a & 1u)
+      set.push_back(a);
+  std::vector<unsigned int> passes;
+  for (unsigned int q = 0; q < (1u << set.size()); ++q)
+  {
+    const unsigned int gray = q ^ (q >> 1);
+    unsigned int       mask = 0;
+    for (size_t b = 0; b < set.size(); ++b)
+      if (gray >> b & 1u)
+        mask |= 1u << set[b];
+    passes.push_back(mask);
+  }
+  return passes;
+}
+
+// Mirrors the image (C volumes) and the probabilities (K volumes) along the axes of a mask; a
+// mirror along x also swaps the probabilities of left/right partner classes.
+void
+ToggleMirrors(unsigned int mask, const std::array<int64_t, 3> & size, std::vector<float> & image, float * probabilities,
+              const std::vector<int32_t> & partners)
+{
+  const int64_t n = size[0] * size[1] * size[2];
+  const auto    channels = static_cast<int64_t>(image.size()) / n;
+  for (int axis = 0; axis < 3; ++axis)
+  {
+    if (!(mask >> axis & 1u))
+      continue;
+    ComboSegMirror(image.data(), channels, size, axis);
+    ComboSegMirror(probabilities, static_cast<int64_t>(partners.size()), size, axis);
+    for (size_t k = 0; axis == 0 && k < partners.size(); ++k)
+      if (static_cast<size_t>(partners[k]) > k)
+        std::swap_ranges(probabilities + static_cast<int64_t>(k) * n, probabilities + static_cast<int64_t>(k + 1) * n,
+                         probabilities + partners[k] * n);
+  }
+}
+
+} // namespace
+
+cs_status
+ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, std::vector<float> & image,
+                        const std::array<int64_t, 3> & size, unsigned int mirrorAxes, cs_infer_options options,
+                        float * probabilities, int32_t * labels, const std::function<void(unsigned int)> & beforePass)
+{
+  const cs_model_info &           info = *cs_model_get_info(model);
+  const std::vector<unsigned int> passes = MirrorPasses(mirrorAxes);
+  const int64_t                   shape[3] = { size[0], size[1], size[2] };
+  if (passes.size() == 1)
+  {
+    if (beforePass)
+      beforePass(0);
+    return cs_predict_volume(ctx, model, image.data(), shape, &options, probabilities, labels);
+  }
+  if (!probabilities)
+    return CS_ERR_INVALID_ARGUMENT; // the average needs somewhere to be summed
+  const std::vector<int32_t> partners = ComboSegLeftRightPartners(info);
+  unsigned int               mirrored = 0; // the axes along which image and probability sum are mirrored now
+  cs_status                  status = CS_OK;
+  for (unsigned int p = 0; p < passes.size() && status == CS_OK; ++p)
+  {
+    ToggleMirrors(mirrored ^ passes[p], size, image, probabilities, partners);
+    mirrored = passes[p];
+    if (beforePass)
+      beforePass(p);
+    options.accumulate = p > 0 ? 1 : 0;
+    status = cs_predict_volume(ctx, model, image.data(), shape, &options, probabilities, nullptr);
+  }
+  ToggleMirrors(mirrored, size, image, probabilities, partners);
+  const int64_t n = size[0] * size[1] * size[2];
+  const int32_t K = info.arch.num_classes;
+  const float   average = 1.0f / static_cast<float>(passes.size());
+  for (int64_t i = 0; i < n * K; ++i)
+    probabilities[i] *= average;
+  for (int64_t i = 0; labels && i < n; ++i)
+  {
+    int32_t best = 0; // the first of equal maxima, as the engine's argmax
+    for (int32_t k = 1; k < K; ++k)
+      if (probabilities[k * n + i] > probabilities[best * n + i])
+        best = k;
+    labels[i] = best;
+  }
+  return status;
+}
+
 } // end namespace itk
