@@ -19,7 +19,7 @@ printf '%s\t%s\n' "$data/brain-structures/colin27/colin27_labels_on_ch2.nii.gz" 
   --baseModel new --spatialDims 3 --levels 4 --baseFilters 8 --inputChannels 1 --channelNames T1 \
   --modality MR --normalization upper_peak --targetSpacing 1,1,1 --patchSize 64,64,64 \
   --batchSize 2 --epochs 20 --stepsPerEpoch 100 --learningRate 0.001 \
-  --foregroundFraction 0.7 --loss combo_all_classes --batchDice --seed 42 --recommendTestTimeAugmentation \
+  --foregroundFraction 0.7 --loss combo_all_classes --batchDice --mirrorAugmentation x --seed 42 \
   --modelName brain-structures-t1 \
   --modelDescription "T1-weighted MR to 26 subcortical structures (striatum, pallidum, thalamus, amygdala, hippocampal subfields, fornix, fimbria, mammillary bodies), left and right" \
   --trainingData "Colin27 ch2 (Debian mricron-data) with CoBrALab Colin27 subcortical labels and MNI ICBM152 2009a sym with MAGeTbrain labels" \
