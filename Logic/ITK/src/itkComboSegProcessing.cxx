@@ -1102,15 +1102,6 @@ ComboSegTestTimeMirrorAxes(const cs_model_info & info, unsigned int askedAxes, b
   return (askedAxes | recommended) & (info.arch.spatial_dims == 2 ? 3u : 7u);
 }
 
-unsigned int
-ComboSegMirrorPassCount(unsigned int mirrorAxes)
-{
-  unsigned int passes = 1;
-  for (unsigned int a = 0; a < 3; ++a)
-    passes *= (mirrorAxes >> a & 1u) ? 2u : 1u;
-  return passes;
-}
-
 namespace
 {
 
@@ -1158,6 +1149,12 @@ ToggleMirrors(unsigned int mask, const std::array<int64_t, 3> & size, std::vecto
 }
 
 } // namespace
+
+unsigned int
+ComboSegMirrorPassCount(unsigned int mirrorAxes)
+{
+  return static_cast<unsigned int>(MirrorPasses(mirrorAxes).size());
+}
 
 cs_status
 ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, std::vector<float> & image,
