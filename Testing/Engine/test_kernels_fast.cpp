@@ -283,20 +283,26 @@ INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, C
 
 // Narrow layers (the bundled 8-filter models' full-resolution level): on an AVX-512 host the
 // forward and backward-data passes of a layer with at most 8 input and output channels, and the
-// backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels.
+// backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels;
+// where 512-bit FMAs run as two halves (Zen 4) so does every pass with at most 8 channels in its
+// vector lanes (the output channels; the input channels for backward-data).
 TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
 {
   if (!cs_isa_available(CS_ISA_AVX512))
     GTEST_SKIP() << "needs AVX-512 (the 8-lane choice applies only to the AVX-512 path)";
   ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
+  const bool half = cs_isa_avx512_half_width() != 0;
   const int channels[] = {1, 2, 8, 9, 16, 32};
   for (int ci : channels)
     for (int co : channels)
     {
       const cs_conv_shape s = Shape({1, ci, co, 4, 4, 4, 3, 3, 3});
-      const std::string what = "ci " + std::to_string(ci) + " co " + std::to_string(co);
-      EXPECT_EQ(cs_isa_conv(&s, 0), ci <= 8 && co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
-      EXPECT_EQ(cs_isa_conv(&s, 1), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
+      const std::string what = "ci " + std::to_string(ci) + " co " + std::to_string(co) + (half ? " (half width)" : "");
+      const bool both = ci <= 8 && co <= 8;
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_FORWARD), both || (half && co <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA), both || (half && ci <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512)
+        << what << " backward-data";
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
     }
 }
 
@@ -310,8 +316,8 @@ TEST(NarrowConv, OtherPathsKeepTheirWidth)
     for (int c : {1, 8, 9, 16})
     {
       const cs_conv_shape s = Shape({1, c, c, 4, 4, 4, 3, 3, 3});
-      EXPECT_EQ(cs_isa_conv(&s, 0), isa) << cs_isa_name(isa) << ", " << c << " channels";
-      EXPECT_EQ(cs_isa_conv(&s, 1), isa) << cs_isa_name(isa) << ", " << c << " channels, weights";
+      for (cs_conv_pass pass : {CS_CONV_FORWARD, CS_CONV_BACKWARD_DATA, CS_CONV_BACKWARD_WEIGHTS})
+        EXPECT_EQ(cs_isa_conv(&s, pass), isa) << cs_isa_name(isa) << ", " << c << " channels, pass " << pass;
     }
   }
   cs_isa_force(CS_ISA_AUTO);
@@ -343,7 +349,9 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
         for (int threads : {1, 2})
         {
           const std::string what = CaseName(c) + " threads " + std::to_string(threads) + " on " +
-                                   cs_isa_name(cs_isa_conv(&s, 0)) + "/" + cs_isa_name(cs_isa_conv(&s, 1));
+                                   cs_isa_name(cs_isa_conv(&s, CS_CONV_FORWARD)) + "/" +
+                                   cs_isa_name(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA)) + "/" +
+                                   cs_isa_name(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS));
           std::vector<float> out(gout.size(), -3.0f), gin = start_in, gw = start_w, gb = start_b;
           cs_conv_forward(out.data(), in.data(), wt.data(), bias.data(), &s, threads);
           cs_conv_backward_data(gin.data(), gout.data(), wt.data(), &s, threads);

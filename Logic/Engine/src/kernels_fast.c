@@ -5,6 +5,10 @@
 #include "kernels.h"
 #include "kernels_isa.h"
 
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+#include <cpuid.h>
+#endif
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <stdlib.h>
@@ -161,38 +165,69 @@ int cs_isa_force(cs_isa isa)
 #endif
 #define CS_DISPATCH(name, ...) CS_DISPATCH_ON(cs_isa_active(), name, __VA_ARGS__)
 
-cs_isa cs_isa_conv(const cs_conv_shape *s, int weights_pass)
+static int detect_avx512_half_width(void)
+{
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+    /* AMD family 0x19 is Zen 3 (no AVX-512) and Zen 4 (AVX-512 on 256-bit units); Zen 5, family
+     * 0x1a, has full-width units. */
+    __builtin_cpu_init();
+    if (!__builtin_cpu_is("amd") || !cs_isa_available(CS_ISA_AVX512)) return 0;
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned int family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
+    return family == 0x19;
+#else
+    return 0;
+#endif
+}
+
+int cs_isa_avx512_half_width(void)
+{
+    /* CPUID traps to the hypervisor in a VM: ask once. Threads racing here store the same value. */
+    static volatile int known = -1;
+    if (known < 0) known = detect_avx512_half_width();
+    return known;
+}
+
+cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
 {
     const cs_isa isa = cs_isa_active();
-    /* With at most 8 channels in the vector lanes (the output channels of forward and
-     * backward-weights, the input channels of backward-data) 16-lane vectors are half zeros, and
-     * the blocked copies and accumulators twice the size for the same FMA count. Measured on Zen 5
+    if (isa != CS_ISA_AVX512 || !cs_isa_available(CS_ISA_AVX2)) return isa;
+    /* With at most 8 channels in the vector lanes 16-lane vectors are half zeros, and the
+     * blocked copies and accumulators twice the size for the same FMA count. Measured on Zen 5
      * (one thread, 64^3, each kernel called directly): 8 lanes took 0.68-0.90 of the 16-lane time
      * for 1 -> 8 and 8 -> 8 in all three passes, backward-weights 0.72-0.76 for 16 -> 8; but
      * forward 16 -> 8 and backward-data 8 -> 16 were 4-10% slower (twice the channel blocks on
-     * the broadcast side, half the positions per micro-kernel). */
-    const int narrow = s->out_channels <= 8 && (weights_pass || s->in_channels <= 8);
-    if (isa == CS_ISA_AVX512 && narrow && cs_isa_available(CS_ISA_AVX2)) return CS_ISA_AVX2;
-    return isa;
+     * the broadcast side, half the positions per micro-kernel). On Zen 4, whose 512-bit FMAs run
+     * as two 256-bit halves, those two took 0.65-0.69 of the 16-lane time with 8 lanes (24 against
+     * 36 ms and 25 against 36 ms), so there every pass with at most 8 lanes takes AVX2; wider
+     * layers stay on AVX-512 (32 registers: 5-25% faster at 32-128 channels on both). */
+    const int lanes = pass == CS_CONV_BACKWARD_DATA ? s->in_channels : s->out_channels;
+    const int other = pass == CS_CONV_BACKWARD_DATA ? s->out_channels : s->in_channels;
+    const int narrow = lanes <= 8 && (pass == CS_CONV_BACKWARD_WEIGHTS || other <= 8 ||
+                                      cs_isa_avx512_half_width());
+    return narrow ? CS_ISA_AVX2 : isa;
 }
 
 void cs_conv_forward(float *out, const float *in, const float *weight, const float *bias,
                      const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s, 0), cs_conv_forward, out, in, weight, bias, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, CS_CONV_FORWARD), cs_conv_forward, out, in, weight, bias, s,
+                   threads);
 }
 
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                            const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s, 0), cs_conv_backward_data, grad_in, grad_out, weight, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, CS_CONV_BACKWARD_DATA), cs_conv_backward_data, grad_in, grad_out,
+                   weight, s, threads);
 }
 
 void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
                               const float *in, const cs_conv_shape *s, int threads)
 {
-    CS_DISPATCH_ON(cs_isa_conv(s, 1), cs_conv_backward_weights, grad_weight, grad_bias, grad_out,
-                   in, s, threads);
+    CS_DISPATCH_ON(cs_isa_conv(s, CS_CONV_BACKWARD_WEIGHTS), cs_conv_backward_weights, grad_weight,
+                   grad_bias, grad_out, in, s, threads);
 }
 
 void cs_upconv_forward(float *out, const float *in, const float *weight, const float *bias,

@@ -29,10 +29,18 @@ int cs_isa_available(cs_isa isa);
 cs_isa cs_isa_active(void);
 /* "portable", "avx2", "avx512" ("auto" for CS_ISA_AUTO). */
 const char *cs_isa_name(cs_isa isa);
-/* The path of one convolution pass (cs_conv_forward, _backward_data, or with weights_pass set
- * _backward_weights) on shape s: the active path, except that with AVX-512 the narrow passes of
- * 8-channel layers take AVX2 (kernels_fast.c says which and why). */
-cs_isa cs_isa_conv(const cs_conv_shape *s, int weights_pass);
+/* The three passes of a convolution. */
+typedef enum cs_conv_pass {
+    CS_CONV_FORWARD = 0,          /* cs_conv_forward: output channels in the vector lanes */
+    CS_CONV_BACKWARD_WEIGHTS = 1, /* cs_conv_backward_weights: output channels in the lanes */
+    CS_CONV_BACKWARD_DATA = 2     /* cs_conv_backward_data: input channels in the lanes */
+} cs_conv_pass;
+/* The path of one convolution pass on shape s: the active path, except that with AVX-512 the
+ * narrow passes of 8-channel layers take AVX2 (kernels_fast.c says which and why). */
+cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass);
+/* 1 when the CPU has AVX-512 but runs each 512-bit FMA as two 256-bit halves (AMD Zen 4), so
+ * that 16-lane vectors compute no faster than 8-lane ones. */
+int cs_isa_avx512_half_width(void);
 /* Forces a path for tests and benchmarks (AUTO restores detection). Returns 0, or -1 when the
  * path is not available, which leaves the choice unchanged. Not thread-safe: call it before
  * running kernels. */
