@@ -759,7 +759,8 @@ int main(int argc, char **argv)
     env.threads = omp_get_max_threads(); /* OMP_NUM_THREADS when set */
 #endif
     env.peak_iters = peak_iters_for(env.isa, env.threads, 0.2);
-    printf("# comboseg_bench threads=%d isa=%s\n", env.threads, cs_isa_name(env.isa));
+    printf("# comboseg_bench threads=%d isa=%s avx512_half_width=%d\n", env.threads,
+           cs_isa_name(env.isa), cs_isa_avx512_half_width());
     if (wants(only, "peak") || wants(only, "conv")) print_peak(&env, reps ? reps : 7);
 
     /* the volume figure has always run the reference network with one input channel */
