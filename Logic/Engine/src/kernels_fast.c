@@ -165,9 +165,9 @@ int cs_isa_force(cs_isa isa)
 #endif
 #define CS_DISPATCH(name, ...) CS_DISPATCH_ON(cs_isa_active(), name, __VA_ARGS__)
 
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
 static int detect_avx512_half_width(void)
 {
-#if defined(COMBOSEG_HAVE_X86_KERNELS)
     /* AMD family 0x19 is Zen 3 (no AVX-512) and Zen 4 (AVX-512 on 256-bit units); Zen 5, family
      * 0x1a, has full-width units. */
     __builtin_cpu_init();
@@ -176,17 +176,24 @@ static int detect_avx512_half_width(void)
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const unsigned int family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
     return family == 0x19;
-#else
-    return 0;
-#endif
 }
+#endif
 
 int cs_isa_avx512_half_width(void)
 {
-    /* CPUID traps to the hypervisor in a VM: ask once. Threads racing here store the same value. */
-    static volatile int known = -1;
-    if (known < 0) known = detect_avx512_half_width();
-    return known;
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+    /* CPUID traps to the hypervisor in a VM: ask once. Threads racing here store the same value
+     * (atomically, so that the thread sanitizer sees no race). */
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = detect_avx512_half_width();
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
 }
 
 cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
