@@ -331,6 +331,12 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
     sampling.flip_axes = recipe.flip_axes;
     chosen << " mirroring " << (recipe.flip_axes & 1 ? "x" : "none") << ";";
   }
+  if (config.frozen_encoder_levels < 0)
+  {
+    config.frozen_encoder_levels = recipe.frozen_encoder_levels;
+    if (fineTuning)
+      chosen << " " << recipe.frozen_encoder_levels << " frozen encoder levels;";
+  }
   std::string text = chosen.str();
   if (text.empty())
     return;
@@ -353,6 +359,10 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
     for (int i = 0; i < 3; ++i)
       config.patch_size[i] = newPatch[static_cast<size_t>(i)];
   config.learning_rate = static_cast<float>(args.GetDouble("learningRate"));
+  config.frozen_encoder_levels = static_cast<int32_t>(args.GetInt("freezeEncoderLevels"));
+  if (config.frozen_encoder_levels > 0 && !StartsFromBaseModel(args))
+    throw std::runtime_error("--freezeEncoderLevels keeps layers a base model learnt: a new model (--baseModel new) "
+                             "has none to keep; leave it at -1 or 0");
   if (cs_loss_kind_from_name(args.GetString("loss").c_str(), &config.loss.kind) != CS_OK)
     throw std::runtime_error("unknown loss '" + args.GetString("loss") + "'");
   config.loss.alpha = static_cast<float>(args.GetDouble("alpha"));

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -364,6 +365,49 @@ TEST_F(TrainTest, RejectsBadConfigs)
   c.patch_size[2] = 0; // takes the model's: 1
   t = MakeTrainer(m2, c);
   EXPECT_NE(t, nullptr);
+}
+
+// Fine-tuning with frozen encoder levels: exactly the tensors of those levels keep their values
+// (weight decay included), every other tensor learns, and the loss still falls.
+TEST_F(TrainTest, FrozenEncoderLevelsKeepTheirWeights)
+{
+  Batch b = MakeShapes3D(12, 1, 8);
+  for (int frozen : {1, 3})
+  {
+    cs_model_t m = MakeModel(3, 1, 4, 4, 3, b.size);
+    ASSERT_NE(m, nullptr);
+    cs_train_config c = Config(1);
+    c.weight_decay = 0.01f; // would move a frozen weight if the optimiser touched it
+    c.frozen_encoder_levels = frozen;
+    cs_trainer_t t = MakeTrainer(m, c);
+    ASSERT_NE(t, nullptr);
+    std::vector<float> before(m->params, m->params + m->num_params);
+    const std::vector<float> losses = Losses(t, b, 15);
+    EXPECT_LT(losses.back(), losses.front()) << frozen << " frozen levels";
+    int kept = 0, learnt = 0;
+    for (int32_t i = 0; i < m->num_tensors; i++)
+    {
+      const cs_param_tensor &p = m->tensors[i];
+      const bool same = std::memcmp(before.data() + p.offset, m->params + p.offset, p.count * sizeof(float)) == 0;
+      const bool should_freeze = std::strncmp(p.name, "enc", 3) == 0 && std::atoi(p.name + 3) < frozen;
+      EXPECT_EQ(same, should_freeze) << p.name << " with " << frozen << " frozen levels";
+      (should_freeze ? kept : learnt)++;
+    }
+    EXPECT_GT(kept, 0);
+    EXPECT_GT(learnt, 0);
+  }
+
+  cs_model_t m = MakeModel(3, 1, 4, 4, 3, b.size);
+  ASSERT_NE(m, nullptr);
+  cs_trainer_t t = nullptr;
+  for (int bad : {-1, 4})
+  {
+    cs_train_config c = Config(1);
+    c.frozen_encoder_levels = bad;
+    EXPECT_EQ(cs_trainer_init(ctx_, m, &c, &t), CS_ERR_INVALID_ARGUMENT) << bad;
+    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("frozen_encoder_levels"), std::string::npos);
+    EXPECT_EQ(t, nullptr);
+  }
 }
 
 TEST_F(TrainTest, FollowsCurriculumAndLearningRateSchedule)

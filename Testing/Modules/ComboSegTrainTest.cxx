@@ -36,6 +36,25 @@ std::string ReadFile(const std::string &path)
   return s.str();
 }
 
+// The stored bytes of one tensor of a safetensors model file ("" when it has none of that name).
+std::string TensorBytes(const std::string &path, const std::string &name)
+{
+  const std::string file = ReadFile(path);
+  if (file.size() < 8)
+    return "";
+  uint64_t headerSize = 0;
+  for (int i = 7; i >= 0; --i)
+    headerSize = headerSize << 8 | static_cast<unsigned char>(file[static_cast<size_t>(i)]);
+  const std::string header = file.substr(8, headerSize);
+  std::smatch m;
+  const std::regex entry("\"" + std::regex_replace(name, std::regex("\\."), "\\.") +
+                         "\":\\{[^}]*\"data_offsets\":\\[([0-9]+),([0-9]+)\\]");
+  if (!std::regex_search(header, m, entry))
+    return "";
+  const size_t begin = std::stoull(m[1]), end = std::stoull(m[2]);
+  return file.substr(8 + headerSize + begin, end - begin);
+}
+
 std::vector<std::string> Lines(const std::string &text)
 {
   std::vector<std::string> lines;
@@ -300,14 +319,49 @@ TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
   EXPECT_LE(std::stod(rows[0][Column(header, "learning_rate")]), 2e-4 * 1.0001);
   EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 1e-4);
 
-  const RunResult typed = RunModule(tuneArgs({"--learningRate", "0.001", "--epochs", "2", "--foregroundFraction",
-                                              "0.33", "--rotationAugmentation", "0", "--mirrorAugmentation", "none"}),
-                                    m_Dir);
+  const RunResult typed =
+      RunModule(tuneArgs({"--learningRate", "0.001", "--epochs", "2", "--foregroundFraction", "0.33",
+                          "--rotationAugmentation", "0", "--mirrorAugmentation", "none", "--freezeEncoderLevels", "0"}),
+                m_Dir);
   ASSERT_EQ(typed.code, 0) << typed.err << typed.out;
   EXPECT_EQ(typed.out.find("automatic values"), std::string::npos) << typed.out;
   rows = TableRows(m_Dir + "/tuned.tsv", &header);
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 5e-4);
+}
+
+// Fine-tuning with the whole encoder frozen keeps every encoder weight of the base model bit for
+// bit while the decoder and head learn; asking a new model to freeze layers is an error.
+TEST_F(ComboSegTrainTest, FrozenEncoderLevelsKeepTheBaseModelsEncoder)
+{
+  WriteSyntheticData();
+  const RunResult base = RunModule(SyntheticArgs(1, 2), m_Dir);
+  ASSERT_EQ(base.code, 0) << base.err << base.out;
+  const std::string baseModel = m_Dir + "/model.safetensors", tuned = m_Dir + "/tuned.safetensors";
+  const RunResult run = RunModule({"--caseList", m_Dir + "/cases.txt", "--validationShare", "0", "--baseModelFile",
+                                   baseModel, "--epochs", "2", "--stepsPerEpoch", "2", "--learningRate", "0.01",
+                                   "--freezeEncoderLevels", "2", "--threads", "2", "--outputModel", tuned, "--restart"},
+                                  m_Dir);
+  ASSERT_EQ(run.code, 0) << run.err << run.out;
+  for (const char *name : {"enc0.conv1.weight", "enc0.norm2.bias", "enc1.conv2.weight", "enc1.conv1.bias"})
+  {
+    const std::string before = TensorBytes(baseModel, name);
+    ASSERT_FALSE(before.empty()) << name;
+    EXPECT_EQ(before, TensorBytes(tuned, name)) << name << " changed";
+  }
+  for (const char *name : {"dec0.conv1.weight", "dec0.up.weight", "head.weight"})
+  {
+    const std::string before = TensorBytes(baseModel, name);
+    ASSERT_FALSE(before.empty()) << name;
+    EXPECT_NE(before, TensorBytes(tuned, name)) << name << " did not learn";
+  }
+
+  std::vector<std::string> newArgs = SyntheticArgs(1, 1);
+  newArgs.insert(newArgs.end(), {"--freezeEncoderLevels", "1", "--outputModel", m_Dir + "/frozen-new.safetensors"});
+  const RunResult fresh = RunModule(newArgs, m_Dir);
+  EXPECT_EQ(fresh.code, 1) << fresh.out;
+  EXPECT_NE(fresh.err.find("--freezeEncoderLevels"), std::string::npos) << fresh.err;
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/frozen-new.safetensors"));
 }
 
 // Issue 16 item 5: a scene label map whose segment names cannot be read is an error naming the

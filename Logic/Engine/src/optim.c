@@ -33,6 +33,7 @@ cs_train_config cs_train_config_default(void)
     c.curriculum = 0;
     c.curriculum_alpha_start = 0.1f;
     c.curriculum_steps = 0;
+    c.frozen_encoder_levels = 0;
     c.seed = 42;
     return c;
 }
@@ -48,6 +49,7 @@ cs_training_recipe cs_training_recipe_automatic(int fine_tuning)
     r.foreground_fraction = fine_tuning ? 0.6f : sampling.foreground_fraction;
     r.rotation = fine_tuning ? 10.0f : sampling.rotation[0];
     r.flip_axes = fine_tuning ? 1 : sampling.flip_axes;
+    r.frozen_encoder_levels = config.frozen_encoder_levels;
     return r;
 }
 

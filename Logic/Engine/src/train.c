@@ -29,6 +29,7 @@ struct cs_trainer {
     int32_t *predicted;             /* (B, pz, py, px) argmax of the logits */
     void *loss_scratch;             /* the loss's partial sums (cs_loss_scratch_size) */
     int64_t step;                   /* optimiser steps done */
+    int64_t frozen_params;          /* leading parameters the optimiser leaves alone */
     cs_gradient_reducer_fn reducer; /* data-parallel gradient averaging; NULL: none */
     void *reducer_user_data;
 };
@@ -92,6 +93,10 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info, const
                        "total_steps = %lld must be positive",
                        (long long)c->warmup_steps, (long long)c->curriculum_steps,
                        (long long)c->total_steps);
+    if (c->frozen_encoder_levels < 0 || c->frozen_encoder_levels > arch->levels)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "frozen_encoder_levels = %d must be in [0, %d] (the model's levels)",
+                       c->frozen_encoder_levels, arch->levels);
     if (c->curriculum && !(c->curriculum_alpha_start >= 0.0f && c->curriculum_alpha_start <= 1.0f))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                        "curriculum_alpha_start = %g must be in [0, 1]",
@@ -108,6 +113,20 @@ static cs_status check_config(cs_context_t ctx, const cs_model_info *info, const
                        (int)c->loss.kind, (double)c->loss.alpha, (double)c->loss.beta,
                        cs_context_last_error(ctx));
     return CS_OK;
+}
+
+/* The encoder's tensors lead the parameter layout (net.c), so its first `levels` levels are
+ * one prefix of the flat parameter array: its length in floats. */
+static int64_t encoder_prefix_params(const struct cs_model *m, int32_t levels)
+{
+    int64_t end = 0;
+    for (int32_t i = 0; i < m->num_tensors; i++) {
+        const cs_param_tensor *p = &m->tensors[i];
+        if (strncmp(p->name, "enc", 3) == 0 && atoi(p->name + 3) < levels &&
+            p->offset + p->count > end)
+            end = p->offset + p->count;
+    }
+    return end;
 }
 
 cs_status cs_trainer_init(cs_context_t ctx, cs_model_t model, const cs_train_config *config,
@@ -131,6 +150,7 @@ cs_status cs_trainer_init(cs_context_t ctx, cs_model_t model, const cs_train_con
         t->config.patch_size[a] = (int32_t)size[a];
     }
     t->voxels = size[0] * size[1] * size[2];
+    t->frozen_params = encoder_prefix_params(model, config->frozen_encoder_levels);
     const int64_t B = config->batch_size, K = model->info.arch.num_classes;
     const size_t np = (size_t)model->num_params;
 
@@ -288,6 +308,9 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
             return cs_fail(ctx, st, "gradient reduction failed at step %lld: %s",
                            (long long)t->step, message[0] ? message : cs_status_string(st));
     }
+    /* frozen layers: no gradient (so none in the norm that clipping sees) and no update */
+    const int64_t fz = t->frozen_params;
+    memset(t->grad, 0, (size_t)fz * sizeof(float));
     /* the norm before clipping; a non-finite one means a non-finite gradient somewhere */
     const double norm = cs_grad_clip_norm(t->grad, model->num_params, t->config.grad_clip_norm,
                                           cs_threads(ctx));
@@ -296,8 +319,8 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
                        "non-finite gradient norm (%g) at step %lld; the weights were kept. "
                        "Lower the learning rate or check the images",
                        norm, (long long)t->step);
-    cs_adam_update(model->params, t->adam_m, t->adam_v, t->grad, model->num_params, t->step + 1, lr,
-                   &t->config, cs_threads(ctx));
+    cs_adam_update(model->params + fz, t->adam_m + fz, t->adam_v + fz, t->grad + fz,
+                   model->num_params - fz, t->step + 1, lr, &t->config, cs_threads(ctx));
     t->step++;
 
     if (result) {

@@ -360,6 +360,10 @@ typedef struct cs_train_config {
     int32_t curriculum; /* 1: alpha rises linearly from curriculum_alpha_start to loss.alpha */
     float curriculum_alpha_start; /* 0.1: Dice-dominated at first */
     int64_t curriculum_steps;     /* steps of the ramp (half of total_steps when 0) */
+    /* The first n encoder levels (enc0..enc{n-1}; levels: the whole encoder with the bottom)
+     * keep their weights; the rest learns. Fine-tuning on a site's one or two cases can then
+     * adapt the decoder without forgetting the features the base model learnt (0). */
+    int32_t frozen_encoder_levels;
     uint64_t seed;
 } cs_train_config;
 

@@ -36,11 +36,12 @@ CS_API cs_status cs_norm_kind_from_name(const char *name, cs_norm_kind *kind);
  * was chosen on two of the four BRATS rotations and gained on the two others
  * (docs/fine-tuning-study.md). */
 typedef struct cs_training_recipe {
-    float learning_rate;       /* peak learning rate */
-    int32_t epochs;            /* of CS_TRAINING_STEPS_PER_EPOCH_DEFAULT steps */
-    float foreground_fraction; /* cs_sampling_options.foreground_fraction */
-    float rotation;            /* degrees about every axis (cs_sampling_options.rotation) */
-    int32_t flip_axes;         /* cs_sampling_options.flip_axes */
+    float learning_rate;           /* peak learning rate */
+    int32_t epochs;                /* of CS_TRAINING_STEPS_PER_EPOCH_DEFAULT steps */
+    float foreground_fraction;     /* cs_sampling_options.foreground_fraction */
+    float rotation;                /* degrees about every axis (cs_sampling_options.rotation) */
+    int32_t flip_axes;             /* cs_sampling_options.flip_axes */
+    int32_t frozen_encoder_levels; /* cs_train_config.frozen_encoder_levels */
 } cs_training_recipe;
 
 #define CS_TRAINING_STEPS_PER_EPOCH_DEFAULT 50
