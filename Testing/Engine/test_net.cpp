@@ -3,7 +3,9 @@
 // tests net.c alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -107,7 +109,7 @@ Pass RunNet(cs_model *model, int threads, int32_t batch, const int64_t size[3], 
     if (grad_logits)
     {
       pass.grads.assign((size_t)model->num_params, 0.0f);
-      EXPECT_EQ(cs_net_backward(ctx, model, ws, grad_logits->data(), pass.grads.data()), CS_OK);
+      EXPECT_EQ(cs_net_backward(ctx, model, ws, grad_logits->data(), pass.grads.data(), 0), CS_OK);
     }
     cs_workspace_free(ws);
   }
@@ -412,11 +414,56 @@ TEST(NetBackward, AccumulatesIntoGradients)
   const float *logits = nullptr;
   ASSERT_EQ(cs_net_forward(ctx, net.model(), ws, input.data(), &logits), CS_OK);
   Vec once(net.model()->num_params, 0.0f), twice(net.model()->num_params, 0.0f);
-  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), once.data()), CS_OK);
-  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data()), CS_OK);
-  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data()), CS_OK);
+  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), once.data(), 0), CS_OK);
+  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data(), 0), CS_OK);
+  ASSERT_EQ(cs_net_backward(ctx, net.model(), ws, r.data(), twice.data(), 0), CS_OK);
   for (size_t i = 0; i < once.size(); i++)
     EXPECT_NEAR(twice[i], 2.0f * once[i], 1e-5f * (1 + std::fabs(once[i])));
+  cs_workspace_free(ws);
+  cs_context_free(ctx);
+}
+
+// Frozen encoder levels are not differentiated: their gradients stay as they were, and every
+// other gradient is bit for bit that of the whole backward pass.
+TEST(NetBackward, FrozenLevelsLeaveTheirGradientsAndChangeNoOther)
+{
+  Net net(Config(3, 2, 3, 2, 3));
+  const int64_t size[3] = {8, 8, 8};
+  const Vec input = RandomVec(2 * 512, 10), r = RandomVec(3 * 512, 11);
+  cs_context_t ctx = nullptr;
+  cs_context_init(&ctx);
+  cs_workspace *ws = nullptr;
+  ASSERT_EQ(cs_workspace_create(ctx, net.model(), 1, size, 1, &ws), CS_OK);
+  const float *logits = nullptr;
+  ASSERT_EQ(cs_net_forward(ctx, net.model(), ws, input.data(), &logits), CS_OK);
+  const cs_model *m = net.model();
+  Vec whole(m->num_params, 0.0f);
+  ASSERT_EQ(cs_net_backward(ctx, m, ws, r.data(), whole.data(), 0), CS_OK);
+  for (int32_t frozen = 1; frozen <= 3; frozen++)
+  {
+    auto is_frozen = [&](const cs_param_tensor &p) {
+      return std::strncmp(p.name, "enc", 3) == 0 && std::atoi(p.name + 3) < frozen;
+    };
+    Vec part(m->num_params, 0.0f);
+    for (int32_t i = 0; i < m->num_tensors; i++)
+      if (is_frozen(m->tensors[i])) // a sentinel the frozen tensors must keep
+        std::fill(part.begin() + m->tensors[i].offset, part.begin() + m->tensors[i].offset + m->tensors[i].count, 7.0f);
+    ASSERT_EQ(cs_net_backward(ctx, m, ws, r.data(), part.data(), frozen), CS_OK);
+    for (int32_t i = 0; i < m->num_tensors; i++)
+    {
+      const cs_param_tensor &p = m->tensors[i];
+      for (int64_t j = p.offset; j < p.offset + p.count; j++)
+      {
+        const float want = is_frozen(p) ? 7.0f : whole[j];
+        if (part[j] != want)
+        {
+          ADD_FAILURE() << p.name << "[" << j - p.offset << "] with " << frozen << " frozen levels: " << part[j]
+                        << " instead of " << want;
+          break;
+        }
+      }
+    }
+  }
   cs_workspace_free(ws);
   cs_context_free(ctx);
 }
@@ -481,7 +528,7 @@ TEST(NetWorkspace, BadSizesAndMisuseAreErrors)
   Vec input(8 * 8 * 4, 0.5f), grad_logits(2 * 8 * 8 * 4, 1.0f), grads(net.model()->num_params);
   const float *logits = nullptr;
   ASSERT_EQ(cs_net_forward(ctx, net.model(), ws, input.data(), &logits), CS_OK);
-  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data(), 0), CS_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("without gradients"), std::string::npos);
   // A workspace serves only the architecture it was made for.
   Net other(Config(3, 1, 2, 8, 3));
@@ -489,7 +536,7 @@ TEST(NetWorkspace, BadSizesAndMisuseAreErrors)
   cs_workspace_free(ws);
 
   ASSERT_EQ(cs_workspace_create(ctx, net.model(), 1, good, 1, &ws), CS_OK);
-  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data()), CS_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(cs_net_backward(ctx, net.model(), ws, grad_logits.data(), grads.data(), 0), CS_ERR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(cs_context_last_error(ctx)).find("no forward"), std::string::npos);
   cs_workspace_free(ws);
   cs_context_free(ctx);

@@ -106,9 +106,11 @@ uint64_t cs_workspace_bytes(const struct cs_model *model, int32_t batch, const i
 cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
                          const float *input, const float **logits);
 /* Backward pass after cs_net_forward on the same ws: accumulates dL/dparams into grad_params
- * (num_params floats, laid out like model->params). grad_logits is (B, K, nz, ny, nx). */
+ * (num_params floats, laid out like model->params). grad_logits is (B, K, nz, ny, nx). The
+ * first frozen_levels encoder levels are not differentiated: their gradients are left as they
+ * were, the others are those of the whole pass (frozen layers cost no backward time). */
 cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
-                          const float *grad_logits, float *grad_params);
+                          const float *grad_logits, float *grad_params, int32_t frozen_levels);
 
 /* Safetensors reading and writing of a named tensor list plus JSON metadata (model_io.c);
  * used for model files and trainer checkpoints. */

@@ -544,7 +544,7 @@ static const conv_block *level_output(const cs_workspace *ws, int32_t l)
 }
 
 cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
-                          const float *grad_logits, float *grad_params)
+                          const float *grad_logits, float *grad_params, int32_t frozen_levels)
 {
     cs_status st = check_pass(ctx, model, ws, grad_logits, grad_params, "backward");
     if (st != CS_OK) return st;
@@ -575,15 +575,19 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
         const conv_block *below = level_output(ws, l + 1);
         cs_upconv_backward_weights(G + lv->up_weight, G + lv->up_bias, lv->grad_up, below->a,
                                    &lv->up_shape, threads);
-        cs_upconv_backward_data(below->grad_a, lv->grad_up, P + lv->up_weight, &lv->up_shape,
-                                threads);
+        /* below is the next decoder level, or the bottom of the encoder (frozen at levels) */
+        if (l + 1 < L - 1 || frozen_levels < L)
+            cs_upconv_backward_data(below->grad_a, lv->grad_up, P + lv->up_weight, &lv->up_shape,
+                                    threads);
     }
-    /* encoder, deepest first: each level's output gradient is complete (skip + pooling) */
-    for (int32_t l = L - 1; l >= 0; l--) {
+    /* encoder, deepest first: each level's output gradient is complete (skip + pooling); the
+     * frozen levels need none, and the input needs no gradient */
+    for (int32_t l = L - 1; l >= frozen_levels; l--) {
         net_level *lv = &ws->lv[l];
         block_backward(&lv->enc[1], P, G, lv->enc[0].a, lv->enc[0].grad_a, lv->grad_z, a, threads);
-        if (l == 0) {
-            block_backward(&lv->enc[0], P, G, ws->input, NULL, lv->grad_z, a, threads);
+        if (l == frozen_levels) {
+            block_backward(&lv->enc[0], P, G, l == 0 ? ws->input : lv->pooled, NULL, lv->grad_z, a,
+                           threads);
             break;
         }
         block_backward(&lv->enc[0], P, G, lv->pooled, lv->grad_pooled, lv->grad_z, a, threads);

@@ -298,7 +298,8 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
 
     const size_t np = (size_t)model->num_params;
     memset(t->grad, 0, np * sizeof(float));
-    st = cs_net_backward(ctx, model, t->ws, t->grad_logits, t->grad);
+    st = cs_net_backward(ctx, model, t->ws, t->grad_logits, t->grad,
+                         t->config.frozen_encoder_levels);
     if (st != CS_OK) return st;
     /* data-parallel: every process must clip and step with the same (averaged) gradient */
     if (t->reducer) {
@@ -308,9 +309,9 @@ cs_status cs_trainer_step(cs_trainer_t t, const float *images, const int32_t *la
             return cs_fail(ctx, st, "gradient reduction failed at step %lld: %s",
                            (long long)t->step, message[0] ? message : cs_status_string(st));
     }
-    /* frozen layers: no gradient (so none in the norm that clipping sees) and no update */
+    /* frozen layers: no gradient (the backward pass left them at 0, so none in the norm that
+     * clipping sees) and no update */
     const int64_t fz = t->frozen_params;
-    memset(t->grad, 0, (size_t)fz * sizeof(float));
     /* the norm before clipping; a non-finite one means a non-finite gradient somewhere */
     const double norm = cs_grad_clip_norm(t->grad, model->num_params, t->config.grad_clip_norm,
                                           cs_threads(ctx));
