@@ -17,8 +17,10 @@
 #include "comboseg/parameters.h"
 #include "itkComboSegDataSet.h"
 #include "itkComboSegIO.h"
+#include "itkComboSegModel.h"
 #include "itkComboSegTrainingSession.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -297,6 +299,14 @@ cs_sampling_options SamplingAsGiven(ComboSegArguments &args)
   return sampling;
 }
 
+int32_t BaseModelLevels(ComboSegArguments &args)
+{
+  auto model = itk::ComboSegModel::New();
+  model->Load(args.IsSet("baseModelFile") ? args.GetString("baseModelFile")
+                                          : ComboSegFindBundledModel(args.GetString("baseModel")));
+  return model->GetInfo().arch.levels;
+}
+
 // Fills in the parameters left at their automatic values (learning rate 0, epochs 0 without a time
 // budget, foreground fraction or rotation -1, mirroring "auto") with the recipe for a new model or
 // for fine-tuning (comboseg/parameters.h), and says which it chose.
@@ -334,8 +344,10 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
   if (config.frozen_encoder_levels < 0)
   {
     config.frozen_encoder_levels = recipe.frozen_encoder_levels;
+    if (fineTuning) // never the bottom of a shallower base model's encoder
+      config.frozen_encoder_levels = std::min(config.frozen_encoder_levels, BaseModelLevels(args) - 1);
     if (fineTuning)
-      chosen << " " << recipe.frozen_encoder_levels << " frozen encoder levels;";
+      chosen << " " << config.frozen_encoder_levels << " frozen encoder level(s);";
   }
   std::string text = chosen.str();
   if (text.empty())

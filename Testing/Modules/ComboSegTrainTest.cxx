@@ -307,10 +307,11 @@ TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   };
+  // The base model has 2 levels: the recipe's 2 frozen levels would leave its bottom none to learn.
   const RunResult tuned = RunModule(tuneArgs({}), m_Dir);
   ASSERT_EQ(tuned.code, 0) << tuned.err << tuned.out;
   EXPECT_NE(tuned.out.find("automatic values for fine-tuning a base model: learning rate 0.0002; 6 epochs; 0.6 of "
-                           "patches on structures; rotations up to 10 degrees; mirroring x"),
+                           "patches on structures; rotations up to 10 degrees; mirroring x; 1 frozen encoder level(s)"),
             std::string::npos)
       << tuned.out;
   std::vector<std::string> header;

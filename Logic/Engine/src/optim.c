@@ -49,7 +49,7 @@ cs_training_recipe cs_training_recipe_automatic(int fine_tuning)
     r.foreground_fraction = fine_tuning ? 0.6f : sampling.foreground_fraction;
     r.rotation = fine_tuning ? 10.0f : sampling.rotation[0];
     r.flip_axes = fine_tuning ? 1 : sampling.flip_axes;
-    r.frozen_encoder_levels = config.frozen_encoder_levels;
+    r.frozen_encoder_levels = fine_tuning ? 2 : config.frozen_encoder_levels;
     return r;
 }
 

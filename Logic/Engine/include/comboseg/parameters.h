@@ -48,7 +48,9 @@ typedef struct cs_training_recipe {
 
 /* New model (fine_tuning 0): the engine's own defaults (cs_train_config_default,
  * cs_sampling_options_default) for 20 epochs. Fine-tuning: learning rate 0.0002, 6 epochs,
- * 60% of patches on structures, rotations up to 10 degrees and left-right (x) mirroring. */
+ * 60% of patches on structures, rotations up to 10 degrees, left-right (x) mirroring and the
+ * two finest encoder levels frozen (ComboSegTrain freezes fewer in a base model of fewer than
+ * three levels, never the bottom one). */
 CS_API cs_training_recipe cs_training_recipe_automatic(int fine_tuning);
 
 #ifdef __cplusplus
