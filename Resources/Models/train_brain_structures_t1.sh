@@ -2,8 +2,9 @@
 # Trains the bundled brain-structures-t1 model on both labelled brains: Colin27 (ch2, from
 # Debian's mricron-data, with its skull) and ICBM152 2009a (skull-stripped), each with the same 26
 # subcortical structures. No validation case is left (there is no third brain): the schedule is
-# fixed (2000 steps) and the last step's model is kept. The recipe is the one that won the
-# leave-one-brain-out cross-validation (scripts/crossvalidate.py; the card's expected accuracy).
+# fixed and the last step's model is kept. The recipe is the one that won the leave-one-brain-out
+# cross-validation (scripts/crossvalidate.py; the card's expected accuracy), whose fold models
+# trained 2000 steps on their one brain: with two brains, 4000 steps keep 2000 per brain.
 # Usage: train_brain_structures_t1.sh <ComboSegTrain> <output.safetensors> [extra ComboSegTrain args]
 set -euo pipefail
 train=$1; out=$2; shift 2
@@ -18,7 +19,7 @@ printf '%s\t%s\n' "$data/brain-structures/colin27/colin27_labels_on_ch2.nii.gz" 
   --labelNames "$data/brain-structures/colin27/label-names.csv" \
   --baseModel new --spatialDims 3 --levels 4 --baseFilters 8 --inputChannels 1 --channelNames T1 \
   --modality MR --normalization upper_peak --targetSpacing 1,1,1 --patchSize 64,64,64 \
-  --batchSize 2 --epochs 20 --stepsPerEpoch 100 --learningRate 0.001 \
+  --batchSize 2 --epochs 40 --stepsPerEpoch 100 --learningRate 0.001 \
   --foregroundFraction 0.7 --loss combo_all_classes --batchDice --mirrorAugmentation x --seed 42 \
   --modelName brain-structures-t1 \
   --modelDescription "T1-weighted MR to 26 subcortical structures (striatum, pallidum, thalamus, amygdala, hippocampal subfields, fornix, fimbria, mammillary bodies), left and right" \
