@@ -310,13 +310,13 @@ TEST_F(ComboSegTrainTest, AutomaticValuesChooseTheFineTuningRecipeForABaseModel)
   // The base model has 2 levels: the recipe's 2 frozen levels would leave its bottom none to learn.
   const RunResult tuned = RunModule(tuneArgs({}), m_Dir);
   ASSERT_EQ(tuned.code, 0) << tuned.err << tuned.out;
-  EXPECT_NE(tuned.out.find("automatic values for fine-tuning a base model: learning rate 0.0002; 6 epochs; 0.6 of "
+  EXPECT_NE(tuned.out.find("automatic values for fine-tuning a base model: learning rate 0.0002; 3 epochs; 0.6 of "
                            "patches on structures; rotations up to 10 degrees; mirroring x; 1 frozen encoder level(s)"),
             std::string::npos)
       << tuned.out;
   std::vector<std::string> header;
   auto rows = TableRows(m_Dir + "/tuned.tsv", &header);
-  ASSERT_EQ(rows.size(), 6u) << "6 epochs of 1 step";
+  ASSERT_EQ(rows.size(), 3u) << "3 epochs of 1 step";
   EXPECT_LE(std::stod(rows[0][Column(header, "learning_rate")]), 2e-4 * 1.0001);
   EXPECT_GT(std::stod(rows[0][Column(header, "learning_rate")]), 1e-4);
 

@@ -44,7 +44,7 @@ cs_training_recipe cs_training_recipe_automatic(int fine_tuning)
     const cs_sampling_options sampling = cs_sampling_options_default();
     cs_training_recipe r;
     r.learning_rate = fine_tuning ? 2e-4f : config.learning_rate;
-    r.epochs = fine_tuning ? 6
+    r.epochs = fine_tuning ? 3
                            : (int32_t)(config.total_steps / CS_TRAINING_STEPS_PER_EPOCH_DEFAULT);
     r.foreground_fraction = fine_tuning ? 0.6f : sampling.foreground_fraction;
     r.rotation = fine_tuning ? 10.0f : sampling.rotation[0];

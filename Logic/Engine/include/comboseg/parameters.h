@@ -47,7 +47,7 @@ typedef struct cs_training_recipe {
 #define CS_TRAINING_STEPS_PER_EPOCH_DEFAULT 50
 
 /* New model (fine_tuning 0): the engine's own defaults (cs_train_config_default,
- * cs_sampling_options_default) for 20 epochs. Fine-tuning: learning rate 0.0002, 6 epochs,
+ * cs_sampling_options_default) for 20 epochs. Fine-tuning: learning rate 0.0002, 3 epochs,
  * 60% of patches on structures, rotations up to 10 degrees, left-right (x) mirroring and the
  * two finest encoder levels frozen (ComboSegTrain freezes fewer in a base model of fewer than
  * three levels, never the bottom one). */
