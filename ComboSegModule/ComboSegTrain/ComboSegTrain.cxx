@@ -344,10 +344,12 @@ void ApplyAutomaticRecipe(ComboSegArguments &args, bool fineTuning, cs_train_con
   if (config.frozen_encoder_levels < 0)
   {
     config.frozen_encoder_levels = recipe.frozen_encoder_levels;
-    if (fineTuning) // never the bottom of a shallower base model's encoder
-      config.frozen_encoder_levels = std::min(config.frozen_encoder_levels, BaseModelLevels(args) - 1);
     if (fineTuning)
+    {
+      // never the bottom of a shallower base model's encoder
+      config.frozen_encoder_levels = std::min(config.frozen_encoder_levels, BaseModelLevels(args) - 1);
       chosen << " " << config.frozen_encoder_levels << " frozen encoder level(s);";
+    }
   }
   std::string text = chosen.str();
   if (text.empty())

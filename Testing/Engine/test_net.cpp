@@ -84,14 +84,15 @@ Vec RandomVec(size_t n, uint64_t seed)
   return v;
 }
 
-// Runs forward (and optionally backward with grad_logits) on a fresh workspace.
+// Runs forward (and optionally backward with grad_logits, the first frozen_levels encoder levels
+// frozen, accumulating into start_grads or zeros) on a fresh workspace.
 struct Pass
 {
   Vec logits, grads;
 };
 
 Pass RunNet(cs_model *model, int threads, int32_t batch, const int64_t size[3], const Vec &input,
-            const Vec *grad_logits)
+            const Vec *grad_logits, int32_t frozen_levels = 0, const Vec &start_grads = {})
 {
   cs_context_t ctx = nullptr;
   cs_context_init(&ctx);
@@ -108,8 +109,8 @@ Pass RunNet(cs_model *model, int threads, int32_t batch, const int64_t size[3], 
     pass.logits.assign(logits, logits + count);
     if (grad_logits)
     {
-      pass.grads.assign((size_t)model->num_params, 0.0f);
-      EXPECT_EQ(cs_net_backward(ctx, model, ws, grad_logits->data(), pass.grads.data(), 0), CS_OK);
+      pass.grads = start_grads.empty() ? Vec((size_t)model->num_params, 0.0f) : start_grads;
+      EXPECT_EQ(cs_net_backward(ctx, model, ws, grad_logits->data(), pass.grads.data(), frozen_levels), CS_OK);
     }
     cs_workspace_free(ws);
   }
@@ -430,15 +431,8 @@ TEST(NetBackward, FrozenLevelsLeaveTheirGradientsAndChangeNoOther)
   Net net(Config(3, 2, 3, 2, 3));
   const int64_t size[3] = {8, 8, 8};
   const Vec input = RandomVec(2 * 512, 10), r = RandomVec(3 * 512, 11);
-  cs_context_t ctx = nullptr;
-  cs_context_init(&ctx);
-  cs_workspace *ws = nullptr;
-  ASSERT_EQ(cs_workspace_create(ctx, net.model(), 1, size, 1, &ws), CS_OK);
-  const float *logits = nullptr;
-  ASSERT_EQ(cs_net_forward(ctx, net.model(), ws, input.data(), &logits), CS_OK);
-  const cs_model *m = net.model();
-  Vec whole(m->num_params, 0.0f);
-  ASSERT_EQ(cs_net_backward(ctx, m, ws, r.data(), whole.data(), 0), CS_OK);
+  cs_model *m = net.model();
+  const Vec whole = RunNet(m, 1, 1, size, input, &r).grads;
   for (int32_t frozen = 1; frozen <= 3; frozen++)
   {
     auto is_frozen = [&](const cs_param_tensor &p) {
@@ -448,7 +442,7 @@ TEST(NetBackward, FrozenLevelsLeaveTheirGradientsAndChangeNoOther)
     for (int32_t i = 0; i < m->num_tensors; i++)
       if (is_frozen(m->tensors[i])) // a sentinel the frozen tensors must keep
         std::fill(part.begin() + m->tensors[i].offset, part.begin() + m->tensors[i].offset + m->tensors[i].count, 7.0f);
-    ASSERT_EQ(cs_net_backward(ctx, m, ws, r.data(), part.data(), frozen), CS_OK);
+    part = RunNet(m, 1, 1, size, input, &r, frozen, part).grads;
     for (int32_t i = 0; i < m->num_tensors; i++)
     {
       const cs_param_tensor &p = m->tensors[i];
@@ -464,8 +458,6 @@ TEST(NetBackward, FrozenLevelsLeaveTheirGradientsAndChangeNoOther)
       }
     }
   }
-  cs_workspace_free(ws);
-  cs_context_free(ctx);
 }
 
 TEST(NetDeterminism, SameSeedAndThreadsGiveIdenticalBits)

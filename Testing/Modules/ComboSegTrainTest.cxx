@@ -7,6 +7,8 @@
 #include "itkComboSegModel.h"
 #include "itkImageRegionIterator.h"
 
+#include <cjson/cJSON.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -45,14 +47,18 @@ std::string TensorBytes(const std::string &path, const std::string &name)
   uint64_t headerSize = 0;
   for (int i = 7; i >= 0; --i)
     headerSize = headerSize << 8 | static_cast<unsigned char>(file[static_cast<size_t>(i)]);
-  const std::string header = file.substr(8, headerSize);
-  std::smatch m;
-  const std::regex entry("\"" + std::regex_replace(name, std::regex("\\."), "\\.") +
-                         "\":\\{[^}]*\"data_offsets\":\\[([0-9]+),([0-9]+)\\]");
-  if (!std::regex_search(header, m, entry))
-    return "";
-  const size_t begin = std::stoull(m[1]), end = std::stoull(m[2]);
-  return file.substr(8 + headerSize + begin, end - begin);
+  cJSON *header = cJSON_ParseWithLength(file.data() + 8, std::min<size_t>(headerSize, file.size() - 8));
+  const cJSON *tensor = cJSON_GetObjectItemCaseSensitive(header, name.c_str());
+  const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(tensor, "data_offsets");
+  std::string bytes;
+  if (cJSON_GetArraySize(offsets) == 2)
+  {
+    const size_t begin = static_cast<size_t>(cJSON_GetArrayItem(offsets, 0)->valuedouble);
+    const size_t end = static_cast<size_t>(cJSON_GetArrayItem(offsets, 1)->valuedouble);
+    bytes = file.substr(8 + headerSize + begin, end - begin);
+  }
+  cJSON_Delete(header);
+  return bytes;
 }
 
 std::vector<std::string> Lines(const std::string &text)
