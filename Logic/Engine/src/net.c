@@ -207,6 +207,9 @@ typedef struct net_level {
     float *up, *grad_up;   /* (B, f_l, D, H, W) */
     float *cat, *grad_cat; /* (B, 2 f_l, D, H, W) = [up, skip] */
     float *grad_z;         /* (B, f_l, D, H, W) dL/dz scratch shared by the level's blocks */
+    /* (B, f_l, D, H, W) the gradients of dec[1].a, up and enc[0].a, whose lives in the backward
+     * pass do not overlap, in turn: each is zeroed when it starts (training only) */
+    float *grad_shared;
 } net_level;
 
 struct cs_workspace {
@@ -357,19 +360,24 @@ static uint64_t carve_buffers(cs_workspace *ws, unsigned char *base)
             const int has_dec = l < a->levels - 1;
             if (l > 0) lv->grad_pooled = carve(&c, B * ws->lv[l - 1].filters * voxels(lv));
             if (has_dec) {
-                lv->grad_up = carve(&c, act);
                 lv->grad_cat = carve(&c, 2 * act);
+                lv->dec[0].grad_a = carve(&c, act);
             }
-            for (int i = 0; i < 2 + 2 * has_dec; i++)
-                (i < 2 ? &lv->enc[i] : &lv->dec[i - 2])->grad_a = carve(&c, act);
+            lv->enc[1].grad_a = carve(&c, act);
         }
     }
     ws->grad_begin = base ? base + grad_start : NULL;
     ws->grad_bytes = c.used - grad_start;
-    /* after the zeroed region: every block overwrites it before reading it */
+    /* after the zeroed region: grad_z is overwritten before it is read, grad_shared zeroed by
+     * the backward pass at the start of each of its lives */
     if (ws->with_gradients)
-        for (int32_t l = 0; l < a->levels; l++)
-            ws->lv[l].grad_z = carve(&c, B * ws->lv[l].filters * voxels(&ws->lv[l]));
+        for (int32_t l = 0; l < a->levels; l++) {
+            net_level *lv = &ws->lv[l];
+            lv->grad_z = carve(&c, B * lv->filters * voxels(lv));
+            lv->grad_shared = carve(&c, B * lv->filters * voxels(lv));
+            lv->enc[0].grad_a = lv->grad_shared;
+            if (l < a->levels - 1) lv->dec[1].grad_a = lv->grad_up = lv->grad_shared;
+        }
     return c.used;
 }
 
@@ -543,6 +551,14 @@ static const conv_block *level_output(const cs_workspace *ws, int32_t l)
     return l == ws->arch.levels - 1 ? &ws->lv[l].enc[1] : &ws->lv[l].dec[1];
 }
 
+/* Zeroes level l's shared gradient buffer if g is it: the kernels add into their gradients. */
+static void start_shared_gradient(const cs_workspace *ws, int32_t l, float *g)
+{
+    const net_level *lv = &ws->lv[l];
+    if (g == lv->grad_shared)
+        memset(g, 0, (size_t)ws->batch * lv->filters * voxels(lv) * sizeof(float));
+}
+
 cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
                           const float *grad_logits, float *grad_params, int32_t frozen_levels)
 {
@@ -563,6 +579,7 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
     const conv_block *top = level_output(ws, 0);
     cs_conv_backward_weights(G + ws->head_weight, G + ws->head_bias, grad_logits, top->a,
                              &ws->head_shape, threads);
+    start_shared_gradient(ws, 0, top->grad_a);
     cs_conv_backward_data(top->grad_a, grad_logits, P + ws->head_weight, &ws->head_shape, threads);
 
     /* decoder, in reverse order of the forward pass: level 0 first */
@@ -570,20 +587,24 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
         net_level *lv = &ws->lv[l];
         block_backward(&lv->dec[1], P, G, lv->dec[0].a, lv->dec[0].grad_a, lv->grad_z, a, threads);
         block_backward(&lv->dec[0], P, G, lv->cat, lv->grad_cat, lv->grad_z, a, threads);
+        start_shared_gradient(ws, l, lv->grad_up);
         cs_concat_backward(lv->grad_up, lv->enc[1].grad_a, lv->grad_cat, B, lv->filters,
                            lv->filters, voxels(lv), threads);
         const conv_block *below = level_output(ws, l + 1);
         cs_upconv_backward_weights(G + lv->up_weight, G + lv->up_bias, lv->grad_up, below->a,
                                    &lv->up_shape, threads);
         /* below is the next decoder level, or the bottom of the encoder (frozen at levels) */
-        if (l + 1 < L - 1 || frozen_levels < L)
+        if (l + 1 < L - 1 || frozen_levels < L) {
+            start_shared_gradient(ws, l + 1, below->grad_a);
             cs_upconv_backward_data(below->grad_a, lv->grad_up, P + lv->up_weight, &lv->up_shape,
                                     threads);
+        }
     }
     /* encoder, deepest first: each level's output gradient is complete (skip + pooling); the
      * frozen levels need none, and the input needs no gradient */
     for (int32_t l = L - 1; l >= frozen_levels; l--) {
         net_level *lv = &ws->lv[l];
+        start_shared_gradient(ws, l, lv->enc[0].grad_a);
         block_backward(&lv->enc[1], P, G, lv->enc[0].a, lv->enc[0].grad_a, lv->grad_z, a, threads);
         if (l == frozen_levels) {
             block_backward(&lv->enc[0], P, G, l == 0 ? ws->input : lv->pooled, NULL, lv->grad_z, a,
