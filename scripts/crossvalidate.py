@@ -13,7 +13,8 @@ A selection inside the training cases is allowed (e.g. `--validationShare 0.34` 
 epoch on a share of them); the test case is never seen before it is scored.
 
 Writes in the output dir: fold-<case>/ (model, history, segmentations, evaluation tables, logs),
-and per way of segmenting (plain, tta with --testTimeAugmentation; -lc with --largestComponent)
+and per way of segmenting (plain, tta with --testTimeAugmentation, raw / raw-tta with --rawOutput;
+-lc with --largestComponent)
 folds-<way>.tsv (one row per fold), summary-<way>.tsv and summary-<way>.md (mean and sd over the
 folds, per-class Dice). A fold whose training recipe (recipe.txt) is unchanged is not trained
 again: a rerun with --testTimeAugmentation segments the same models the other way. --parallel 2
@@ -126,7 +127,10 @@ def write_case_list(path, cases):
 
 def variant(args):
     """The name of a way of segmenting: its evaluation is kept beside the others of the fold."""
-    return ("tta" if args.testTimeAugmentation else "plain") + ("-lc" if args.largestComponent else "")
+    name = "tta" if args.testTimeAugmentation else "plain"
+    if args.rawOutput:
+        name = "raw" if name == "plain" else "raw-" + name
+    return name + ("-lc" if args.largestComponent else "")
 
 
 def train_fold(args, fold_dir, test, train_cases, recipe, bins):
@@ -170,6 +174,7 @@ def run_fold(args, fold_dir, test, train_cases, recipe, bins):
     segment += [segmentation] + threads
     segment += ["--testTimeAugmentation"] if args.testTimeAugmentation else []
     segment += ["--largestComponent"] if args.largestComponent else []
+    segment += ["--rawOutput"] if args.rawOutput else []
     segment_seconds = run(segment, log)
     scratch = evaluation[:-len(".tsv")] + ".partial.tsv"  # the modules write only known extensions
     run([bins["ComboSegEvaluate"], "--names", model, "--allStructures", "--outputTable", scratch,
@@ -256,6 +261,10 @@ def main():
                         help="segment with ComboSegSegment --testTimeAugmentation")
     parser.add_argument("--largestComponent", action="store_true",
                         help="segment with ComboSegSegment --largestComponent")
+    parser.add_argument("--rawOutput", action="store_true",
+                        help="segment with ComboSegSegment --rawOutput (without the fold model's "
+                             "recommended clean-up): what a model trained with "
+                             "--recommendedCleanUp none gives")
     parser.add_argument("--threads", type=int, default=0, help="threads per fold (0: all cores)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="folds trained at once (e.g. 2 with --threads 1 on 2 cores)")

@@ -276,6 +276,9 @@ std::array<int32_t, 3> ConfigureModel(ComboSegArguments &args, const Cases &case
     session.SetLicence(args.GetString("licence"));
   if (args.GetBool("recommendTestTimeAugmentation"))
     session.SetRecommendedTestTimeMirrorAxes(1); // x: left-right, as ComboSegSegment's flag
+  const std::string cleanUp = args.GetString("recommendedCleanUp");
+  if (cleanUp != "automatic")
+    session.SetRecommendedLargestComponent(cleanUp == "largest-component" ? 1 : 0);
   return newPatch;
 }
 

@@ -371,6 +371,41 @@ TEST_F(ComboSegTrainTest, FrozenEncoderLevelsKeepTheBaseModelsEncoder)
   EXPECT_FALSE(std::filesystem::exists(m_Dir + "/frozen-new.safetensors"));
 }
 
+// A model whose structures come in pieces (a tumour's sub-regions) is told not to recommend the
+// largest-component clean-up; fine-tuning keeps a base's recommendation unless told otherwise.
+TEST_F(ComboSegTrainTest, RecommendedCleanUpIsRecordedAndKeptByFineTuning)
+{
+  WriteSyntheticData();
+  std::vector<std::string> args = SyntheticArgs(1, 1);
+  args.insert(args.end(), {"--recommendedCleanUp", "none"});
+  const RunResult none = RunModule(args, m_Dir);
+  ASSERT_EQ(none.code, 0) << none.err << none.out;
+  const std::string baseModel = m_Dir + "/model.safetensors";
+  auto model = itk::ComboSegModel::New();
+  model->Load(baseModel);
+  EXPECT_EQ(model->GetInfo().postprocessing.largest_component, 0);
+
+  auto fineTune = [&](const std::string &cleanUp, const std::string &out) {
+    const RunResult run = RunModule({"--caseList", m_Dir + "/cases.txt", "--validationShare", "0", "--baseModelFile",
+                                     baseModel, "--epochs", "1", "--stepsPerEpoch", "1", "--recommendedCleanUp",
+                                     cleanUp, "--threads", "2", "--outputModel", out, "--restart"},
+                                    m_Dir);
+    EXPECT_EQ(run.code, 0) << run.err << run.out;
+    auto tuned = itk::ComboSegModel::New();
+    tuned->Load(out);
+    return tuned->GetInfo().postprocessing.largest_component;
+  };
+  EXPECT_EQ(fineTune("automatic", m_Dir + "/kept.safetensors"), 0) << "the base model's recommendation is kept";
+  EXPECT_EQ(fineTune("largest-component", m_Dir + "/largest.safetensors"), 1);
+
+  args = SyntheticArgs(1, 1);
+  args.insert(args.end(), {"--recommendedCleanUp", "holes", "--outputModel", m_Dir + "/refused.safetensors"});
+  const RunResult refused = RunModule(args, m_Dir);
+  EXPECT_NE(refused.code, 0) << refused.out;
+  EXPECT_NE(refused.err.find("recommendedCleanUp"), std::string::npos) << refused.err;
+  EXPECT_FALSE(std::filesystem::exists(m_Dir + "/refused.safetensors"));
+}
+
 // Issue 16 item 5: a scene label map whose segment names cannot be read is an error naming the
 // file before training starts (the exception was swallowed and the run went on without names).
 TEST_F(ComboSegTrainTest, UnreadableSceneLabelNamesAreAnErrorBeforeTraining)

@@ -175,6 +175,14 @@ public:
   {
     m_RecommendedTestTimeMirrorAxes = axes;
   }
+  /** Whether the model recommends keeping the largest piece of each structure (1) or no clean-up
+   * (0) to segmenters; below 0 keeps the base model's (a new model's: 1). Structures that come in
+   * pieces by nature (a tumour's sub-regions) lose to the clean-up (docs/design.md, clean-up). */
+  void
+  SetRecommendedLargestComponent(int recommended)
+  {
+    m_RecommendedLargestComponent = recommended;
+  }
   /** Fine-tuning: structures named in the label names that the base model lacks become new
    * classes (the head grows, old classes are kept). Off: such names are an error. */
   void
@@ -383,6 +391,7 @@ private:
   std::string                  m_TrainingDataDescription;
   std::string                  m_Licence;
   int                          m_RecommendedTestTimeMirrorAxes = -1;
+  int                          m_RecommendedLargestComponent = -1;
   bool                         m_AddMissingClasses = true;
 
   cs_train_config     m_TrainConfig;

@@ -253,6 +253,8 @@ ComboSegTrainingSession::Impl::WriteMetadata()
       meta.patch_size[i] = s.m_TrainConfig.patch_size[i];
   if (s.m_RecommendedTestTimeMirrorAxes >= 0)
     meta.test_time_mirror_axes = s.m_RecommendedTestTimeMirrorAxes;
+  if (s.m_RecommendedLargestComponent >= 0)
+    meta.postprocessing.largest_component = s.m_RecommendedLargestComponent ? 1 : 0;
   Check(cs_model_set_info(ctx, model.model, &meta), ctx, "bad model metadata");
 }
 
