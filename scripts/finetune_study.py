@@ -55,11 +55,13 @@ def train_once(command, model, log):
     return seconds
 
 
-def score(bins, model, test, out_dir, name, threads, log):
+def score(bins, model, test, out_dir, name, args, log):
     """Segments the unseen case as a user would and returns (whole tumour, enhancing, mean) Dice."""
+    name += "-raw" if args.rawOutput else ""
     segmentation = os.path.join(out_dir, name + ".nrrd")
     command = [bins["ComboSegSegment"], "--modelFile", model, test["images"][0],
-               "--inputVolume2", test["images"][1], segmentation, "--threads", str(threads)]
+               "--inputVolume2", test["images"][1], segmentation, "--threads", str(args.threads)]
+    command += ["--rawOutput"] if args.rawOutput else []
     cv.run(command, log)
     table = os.path.join(out_dir, name + "-evaluation.tsv")
     cv.run([bins["ComboSegEvaluate"], "--names", model, "--allStructures", "--outputTable", table,
@@ -90,8 +92,8 @@ def run_rotation(args, number, rotation, cases, recipe, extra, bins):
     test = case(cases, test_id)
     return {"rotation": number, "base": base_ids, "site": site_id, "test": test_id,
             "base_s": base_s, "tune_s": tune_s,
-            "before": score(bins, base, test, out, "before", args.threads, log),
-            "after": score(bins, tuned, test, out, "after-" + args.variant, args.threads, log)}
+            "before": score(bins, base, test, out, "before", args, log),
+            "after": score(bins, tuned, test, out, "after-" + args.variant, args, log)}
 
 
 def write_results(out, variant, rows, command):
@@ -132,6 +134,10 @@ def main():
     parser.add_argument("--variant", default="defaults",
                         help="name of this fine-tuning setting (default: defaults, the panel's)")
     parser.add_argument("--rotations", default="", help="comma-separated rotations 1..4 (default all)")
+    parser.add_argument("--rawOutput", action="store_true",
+                        help="segment with ComboSegSegment --rawOutput (no clean-up): what base "
+                             "models trained with --recommendedCleanUp none give; tables named "
+                             "results-<variant>-raw")
     parser.add_argument("--threads", type=int, default=0, help="threads per rotation (0: all cores)")
     parser.add_argument("--parallel", type=int, default=1, help="rotations run at once")
     args, extra = cv.parse_with_extra(parser)
@@ -154,9 +160,10 @@ def main():
         print("rotation %d (base %s, site %d, unseen %d): whole tumour %s -> %s in %.0f s of "
               "fine-tuning" % (r["rotation"], r["base"], r["site"], r["test"],
                                cv.fmt(r["before"][0]), cv.fmt(r["after"][0]), r["tune_s"]))
-    write_results(args.output, args.variant, rows, " ".join(["scripts/finetune_study.py"] + sys.argv[1:]))
+    name = args.variant + ("-raw" if args.rawOutput else "")
+    write_results(args.output, name, rows, " ".join(["scripts/finetune_study.py"] + sys.argv[1:]))
     print("%d rotation(s) in %.0f s; tables in %s (results-%s.tsv, .md)" % (
-        len(rows), time.time() - start, args.output, args.variant))
+        len(rows), time.time() - start, args.output, name))
 
 
 if __name__ == "__main__":
