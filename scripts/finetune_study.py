@@ -16,7 +16,8 @@ site's unseen case with ComboSegSegment and are scored with ComboSegEvaluate. Ar
 
 Writes in the output dir: rotation-<n>/ (base model, and per variant the fine-tuned model,
 segmentations, evaluations; logs), results-<variant>.tsv (one row per rotation) and
-results-<variant>.md. Models already trained with the same command are reused.
+results-<variant>.md (with --rotations: results-<variant>-rotations-1-2...). Models already
+trained with the same command are reused.
 """
 import argparse
 import concurrent.futures
@@ -160,7 +161,9 @@ def main():
         print("rotation %d (base %s, site %d, unseen %d): whole tumour %s -> %s in %.0f s of "
               "fine-tuning" % (r["rotation"], r["base"], r["site"], r["test"],
                                cv.fmt(r["before"][0]), cv.fmt(r["after"][0]), r["tune_s"]))
-    name = args.variant + ("-raw" if args.rawOutput else "")
+    # a subset of rotations gets its own tables, so that running the others does not overwrite them
+    name = args.variant + ("-raw" if args.rawOutput else "") + (
+        "-rotations-" + "-".join(map(str, chosen)) if args.rotations else "")
     write_results(args.output, name, rows, " ".join(["scripts/finetune_study.py"] + sys.argv[1:]))
     print("%d rotation(s) in %.0f s; tables in %s (results-%s.tsv, .md)" % (
         len(rows), time.time() - start, args.output, name))
