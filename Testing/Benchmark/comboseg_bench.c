@@ -410,7 +410,7 @@ typedef struct net_cfg {
 static const net_cfg nets[] = {
     {2, 5, 16, 64, 1.0, 1}, /* reference */
     {1, 27, 8, 64, 1.0, 0}, /* brain-structures-t1: T1, background + 26 structures */
-    {2, 5, 8, 48, 2.0, 0},  /* brain-tumor-flair-t1c: FLAIR + T1c, 5 classes, 2 mm */
+    {2, 5, 16, 48, 2.0, 0}, /* brain-tumor-flair-t1c: FLAIR + T1c, 5 classes, 2 mm */
 };
 #define NET_LEVELS 4
 #define NET_BATCH 2

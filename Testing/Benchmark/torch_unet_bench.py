@@ -7,7 +7,7 @@ Builds the same network (4 levels, 16 base filters, instance norm with affine, L
 as in net.c), trains it with Adam on the Combo loss (docs/design.md, "The losses") at batch 2,
 2 channels, K = 5, 64^3, and times a training step and an inference of the batch with the same
 thread count. --width, --classes, --channels and --size give the bundled models' shapes
-(8, 27, 1, 64: brain-structures-t1; 8, 5, 2, 48: brain-tumor-flair-t1c). With --bench it first
+(8, 27, 1, 64: brain-structures-t1; 16, 5, 2, 48: brain-tumor-flair-t1c). With --bench it first
 runs comboseg_bench (--only unet) and prints the ratios against its line of the same shape.
 
     OMP_NUM_THREADS=2 /usr/bin/python3 torch_unet_bench.py \
