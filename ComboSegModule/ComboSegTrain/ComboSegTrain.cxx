@@ -289,6 +289,7 @@ cs_sampling_options SamplingAsGiven(ComboSegArguments &args)
   sampling.foreground_fraction = static_cast<float>(args.GetDouble("foregroundFraction"));
   sampling.zoom = static_cast<float>(args.GetDouble("zoomAugmentation"));
   sampling.gamma = static_cast<float>(args.GetDouble("gammaAugmentation"));
+  sampling.channel_dropout = static_cast<float>(args.GetDouble("channelDropout"));
   const std::vector<double> rotation = args.GetDoubles("rotationAugmentation");
   if (rotation.size() != 1 && rotation.size() != 3)
     throw std::runtime_error("parameter 'rotationAugmentation' takes one angle in degrees for every axis or three "

@@ -1,4 +1,4 @@
-// Patch sampling: sizes, foreground bias, padding, flips, zoom and rotation, gamma, intensity
+// Patch sampling: sizes, foreground bias, padding, flips, zoom and rotation, gamma, channel dropout, intensity
 // augmentation, determinism.
 #include <gtest/gtest.h>
 
@@ -698,6 +698,50 @@ TEST_F(Sample, GammaReshapesContrastWithinThePatchRange)
   }
 }
 
+// Channel dropout blanks one whole channel of some patches and leaves the rest as they were.
+TEST_F(Sample, ChannelDropoutBlanksOneChannelOfTheGivenShare)
+{
+  Volume v(20, 20, 20, 2);
+  const int32_t p[3] = {8, 8, 8};
+  const int64_t pn = 512;
+  cs_sampling_options o = Plain();
+  std::vector<float> plain, img;
+  std::vector<int32_t> lab;
+  int blanked[2] = {0, 0}, trials = 400;
+  for (int trial = 0; trial < trials; ++trial)
+  {
+    cs_rng saved = rng_;
+    o.channel_dropout = 0.0f;
+    ASSERT_EQ(Cut(v, 2, p, o, plain, lab), CS_OK);
+    rng_ = saved; // the same position: the dropout draws last
+    o.channel_dropout = 0.5f;
+    ASSERT_EQ(Cut(v, 2, p, o, img, lab), CS_OK);
+    int zero_channels = 0;
+    for (int32_t c = 0; c < 2; ++c)
+    {
+      const float *a = plain.data() + c * pn, *b = img.data() + c * pn;
+      const bool zero = std::all_of(b, b + pn, [](float x) { return x == 0.0f; });
+      if (zero)
+        ++blanked[c];
+      else
+        ASSERT_EQ(std::memcmp(a, b, pn * sizeof(float)), 0) << "a kept channel changed";
+      zero_channels += zero;
+    }
+    ASSERT_LE(zero_channels, 1);
+  }
+  EXPECT_NEAR(blanked[0] + blanked[1], trials / 2, trials / 8); // share 0.5
+  EXPECT_GT(blanked[0], trials / 8);                            // both channels are drawn
+  EXPECT_GT(blanked[1], trials / 8);
+
+  Volume single(20, 20, 20, 1); // one channel is never blanked
+  o.channel_dropout = 1.0f;
+  for (int trial = 0; trial < 20; ++trial)
+  {
+    ASSERT_EQ(Cut(single, 2, p, o, img, lab), CS_OK);
+    EXPECT_FALSE(std::all_of(img.begin(), img.end(), [](float x) { return x == 0.0f; }));
+  }
+}
+
 TEST_F(Sample, SameGeneratorStateGivesTheSamePatch)
 {
   Volume v(32, 24, 20, 2);
@@ -800,6 +844,13 @@ TEST_F(Sample, RejectsBadArguments)
     bad.gamma = gamma;
     EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT) << gamma;
     EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "gamma"), nullptr);
+  }
+  for (float share : {-0.1f, 1.5f, NAN})
+  {
+    bad = Plain();
+    bad.channel_dropout = share;
+    EXPECT_EQ(Cut(v, 3, p, bad, img, lab), CS_ERR_INVALID_ARGUMENT) << share;
+    EXPECT_NE(std::strstr(cs_context_last_error(ctx_), "channel_dropout"), nullptr);
   }
   const int32_t zero[3] = {4, 0, 4};
   std::vector<float> out(64);

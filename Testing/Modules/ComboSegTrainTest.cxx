@@ -511,20 +511,21 @@ TEST_F(ComboSegTrainTest, TverskyWeightsReachTheLossAndBadOnesAreRefused)
   }
 }
 
-// Zoom, gamma, rotation and mirror augmentation: a run with all of them trains; values outside
+// Zoom, gamma, rotation, mirror augmentation and channel dropout: a run with all of them trains; values outside
 // the ranges of the XML description are refused, naming the parameter, before anything is written.
 TEST_F(ComboSegTrainTest, AugmentationOptionsTrainAndBadOnesAreRefused)
 {
   WriteSyntheticData();
   std::vector<std::string> args = SyntheticArgs(1, 2);
   args.insert(args.end(), {"--zoomAugmentation", "0.2", "--gammaAugmentation", "0.5", "--rotationAugmentation",
-                           "5,5,15", "--mirrorAugmentation", "xz"});
+                           "5,5,15", "--mirrorAugmentation", "xz", "--channelDropout", "0.3"});
   const RunResult r = RunModule(args, m_Dir);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
 
   const std::pair<std::string, std::string> bad[] = {
       {"--zoomAugmentation", "1"},       {"--zoomAugmentation", "-0.1"},    {"--gammaAugmentation", "-1"},
-      {"--rotationAugmentation", "181"}, {"--rotationAugmentation", "5,5"}, {"--mirrorAugmentation", "w"}};
+      {"--rotationAugmentation", "181"}, {"--rotationAugmentation", "5,5"}, {"--mirrorAugmentation", "w"},
+      {"--channelDropout", "1.5"},       {"--channelDropout", "-0.1"}};
   for (const auto &[flag, value] : bad)
   {
     std::vector<std::string> refused = SyntheticArgs(1, 2);

@@ -1,5 +1,5 @@
 /* sample.c - training patches: foreground-biased position, padding, flips, zoom and rotation
- * (one affine resampling), contrast (gamma) and intensity augmentation. The random numbers are drawn in a fixed order, so the
+ * (one affine resampling), contrast (gamma), intensity augmentation and channel dropout. The random numbers are drawn in a fixed order, so the
  * same generator state gives the same patch; each augmentation draws only when it is on. */
 #include "internal.h"
 
@@ -94,6 +94,10 @@ static cs_status check_args(cs_context_t ctx, const cs_rng *rng, const float *im
                        "cs_sample_patch: gamma is %g, must be in "
                        "[0, 10]",
                        (double)o->gamma);
+    if (!(o->channel_dropout >= 0 && o->channel_dropout <= 1))
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "cs_sample_patch: channel_dropout is %g, must be in [0, 1]",
+                       (double)o->channel_dropout);
     for (int i = 0; i < 3; i++)
         if (!(o->rotation[i] >= 0 && o->rotation[i] <= 180))
             return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
@@ -383,6 +387,11 @@ cs_status cs_sample_patch(cs_context_t ctx, cs_rng *rng, const float *image, con
     if (options->noise_std > 0) {
         for (int64_t i = 0; i < channels * pn; i++)
             patch_image[i] += options->noise_std * cs_rng_normal(rng);
+    }
+    if (channels > 1 && options->channel_dropout > 0 &&
+        cs_rng_uniform(rng) < options->channel_dropout) {
+        const int64_t c = cs_rng_below(rng, channels);
+        memset(patch_image + c * pn, 0, (size_t)pn * sizeof(float));
     }
     return CS_OK;
 }

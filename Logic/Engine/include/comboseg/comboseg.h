@@ -443,6 +443,10 @@ typedef struct cs_sampling_options {
     const int32_t *mirror_classes; /* num_classes entries: the class a patch flipped along x
                                   labels each class as (left and right partners swapped), so
                                   that x flips keep left/right labels true; NULL: unchanged */
+    float channel_dropout;         /* probability that a patch of a multi-channel image has one of
+                                  its channels, drawn uniformly, set to 0 (the brain's mean
+                                  after z-scoring), so that the model learns to find each
+                                  structure from either scan, not from one channel's look (0) */
 } cs_sampling_options;
 
 CS_API cs_sampling_options cs_sampling_options_default(void);
