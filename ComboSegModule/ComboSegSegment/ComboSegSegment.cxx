@@ -166,6 +166,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   progress.Comment("test-time augmentation: " +
                    TestTimeAugmentationText(filter->MirrorAxes(info), args.GetBool("testTimeAugmentation")));
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
+  filter->SetBFloat16(args.GetBool("bfloat16"));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(),
                       [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });

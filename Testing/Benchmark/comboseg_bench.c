@@ -2,6 +2,8 @@
  *
  *   peak gflops=<measured FMA peak, all threads>
  *   conv3d c=<channels> pass=<fwd|bwd_data|bwd_weights> gflops=<x> pct_peak=<y> peak_gflops=<p>
+ *   conv3d c=<channels> pass=fwd_bf16 ...  (where the CPU has AVX512_BF16: the bfloat16 forward
+ *          of inference, against twice the float peak: two products per lane and instruction)
  *   conv2d c=<channels> pass=<...> gflops=<x> pct_peak=<y> peak_gflops=<p>
  *   unet3d threads=<n> train_step_ms=<best> infer_ms=<best> peak_rss_mb=<z> rss_before_mb=<r>
  *          added_mb=<z - r> train_pct_peak=<y> train_peak_gflops=<p> infer_pct_peak=<y>
@@ -316,6 +318,7 @@ static int conv_run(void *arg)
 {
     const conv_call *c = arg;
     if (c->pass == 0) cs_conv_forward(c->out, c->in, c->w, c->bias, c->s, c->threads);
+    else if (c->pass == 3) cs_conv_forward_bf16(c->out, c->in, c->w, c->bias, c->s, c->threads);
     else if (c->pass == 1) cs_conv_backward_data(c->gin, c->gout, c->w, c->s, c->threads);
     else cs_conv_backward_weights(c->gw, c->gb, c->gout, c->in, c->s, c->threads);
     return 0;
@@ -323,7 +326,7 @@ static int conv_run(void *arg)
 
 static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, int reps)
 {
-    static const char *passes[3] = {"fwd", "bwd_data", "bwd_weights"};
+    static const char *passes[4] = {"fwd", "bwd_data", "bwd_weights", "fwd_bf16"};
     const cs_conv_shape *s = c->s;
     const double flop = 2.0 * s->batch * s->in_channels * s->out_channels * s->kd * s->kh * s->kw *
                         s->d * s->h * s->w;
@@ -332,8 +335,10 @@ static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, i
     const double g = flop / r.best_s / 1e9;
     char what[64];
     snprintf(what, sizeof what, "%s c=%d pass=%s", cb->tag, cb->c, passes[c->pass]);
-    const double pct = pct_of_peak(g, r.peak_gflops, what);
-    printf("%s gflops=%.1f pct_peak=%.1f peak_gflops=%.1f\n", what, g, pct, r.peak_gflops);
+    /* bfloat16 pairs: two products per float lane and instruction, so twice the float peak */
+    const double peak = c->pass == 3 ? 2.0 * r.peak_gflops : r.peak_gflops;
+    const double pct = pct_of_peak(g, peak, what);
+    printf("%s gflops=%.1f pct_peak=%.1f peak_gflops=%.1f\n", what, g, pct, peak);
     printf("# %s ms_best=%.2f ms_median=%.2f median_gflops=%.1f cpu_gflops_per_thread=%.1f\n", what,
            1e3 * r.best_s, 1e3 * r.median_s, flop / r.median_s / 1e9, flop / r.best_cpu_s / 1e9);
     fflush(stdout);
@@ -366,7 +371,8 @@ static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
         fill_random(c.gout, nout, &rng);
         fill_random(c.w, nw, &rng);
         rc = 0;
-        for (c.pass = 0; c.pass < 3 && !rc; c.pass++) rc = conv_pass(cb, &c, env, reps);
+        const int passes = cs_isa_bf16_available() ? 4 : 3; /* fwd_bf16 where it runs */
+        for (c.pass = 0; c.pass < passes && !rc; c.pass++) rc = conv_pass(cb, &c, env, reps);
     } else {
         fprintf(stderr, "comboseg_bench: out of memory\n");
     }

@@ -169,6 +169,59 @@ TEST_F(InferTest, WindowEqualToVolumeIsSoftmaxOfForward)
   }
 }
 
+// bfloat16 inference: the probabilities stay within a few bfloat16 roundings of float32's and
+// the context keeps the setting; where the CPU lacks AVX512_BF16 they are float32's exactly.
+// Training does not see it: the same step from the same weights gives the same loss.
+TEST_F(InferTest, BFloat16InferenceStaysCloseToFloat32AndLeavesTrainingAlone)
+{
+  cs_model_t m = MakeModel(3, 2, 4, 16, 3, 7, 32);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {40, 36, 33}, n = 40 * 36 * 33;
+  const std::vector<float> img = RandomImage(2, size, 5);
+  const cs_infer_options o = cs_infer_options_default();
+  std::vector<float> p32(4 * n), p16(4 * n);
+  EXPECT_EQ(cs_context_get_inference_precision(ctx_), CS_PRECISION_FLOAT32);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, p32.data(), nullptr), CS_OK);
+  cs_context_set_inference_precision(ctx_, CS_PRECISION_BFLOAT16);
+  EXPECT_EQ(cs_context_get_inference_precision(ctx_), CS_PRECISION_BFLOAT16);
+  std::vector<int32_t> labels(n);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, p16.data(), labels.data()), CS_OK);
+  ExpectConsistent(p16, labels, 4, n);
+  double worst = 0.0;
+  for (int64_t i = 0; i < 4 * n; ++i)
+    worst = std::max(worst, (double)std::fabs(p16[i] - p32[i]));
+  if (cs_bfloat16_available())
+  {
+    EXPECT_GT(worst, 1e-6) << "bfloat16 was asked for and the CPU has it, but nothing was rounded";
+    EXPECT_LT(worst, 0.05) << "further from float32 than a few bfloat16 roundings";
+  }
+  else
+  {
+    EXPECT_EQ(worst, 0.0) << "without AVX512_BF16 inference stays float32";
+  }
+
+  cs_train_config config = cs_train_config_default();
+  config.batch_size = 1; // the model's patch, 32^3
+  const int64_t patch[3] = {32, 32, 32}, pn = 32 * 32 * 32;
+  const std::vector<float> batch = RandomImage(2, patch, 6);
+  std::vector<int32_t> truth(pn);
+  for (int64_t i = 0; i < pn; ++i)
+    truth[i] = (int32_t)(i % 4);
+  cs_step_result result[2];
+  for (int k = 0; k < 2; ++k)
+  {
+    cs_context_set_inference_precision(ctx_, k ? CS_PRECISION_BFLOAT16 : CS_PRECISION_FLOAT32);
+    cs_model_t copy = MakeModel(3, 2, 4, 16, 3, 7, 32); // the same seed: the same weights
+    ASSERT_NE(copy, nullptr);
+    cs_trainer_t trainer = nullptr;
+    ASSERT_EQ(cs_trainer_init(ctx_, copy, &config, &trainer), CS_OK) << cs_context_last_error(ctx_);
+    ASSERT_EQ(cs_trainer_step(trainer, batch.data(), truth.data(), &result[k]), CS_OK) << cs_context_last_error(ctx_);
+    cs_trainer_free(trainer);
+  }
+  EXPECT_EQ(result[0].loss, result[1].loss) << "the training step saw the inference precision";
+  EXPECT_EQ(result[0].grad_norm, result[1].grad_norm);
+}
+
 TEST_F(InferTest, OddSizesWithOverlapAreConsistent)
 {
   cs_model_t m = MakeModel(3, 1, 3, 4, 3);

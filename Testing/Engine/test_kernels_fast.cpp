@@ -2,7 +2,8 @@
 // instruction-set path this CPU can run (forced explicitly), on odd sizes, borders, 1-voxel
 // dimensions, 1x1 and 3x3(x3) kernels, channel counts that are and are not multiples of the
 // vector width, with 1 and 2 threads; and the fast kernels are deterministic. (The forced AVX-512
-// path runs the passes of 8-channel layers on AVX2: cs_isa_conv, tested at the end.)
+// path runs the passes of 8-channel layers on AVX2: cs_isa_conv, tested at the end; the bfloat16
+// forward convolution of inference is tested after it.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -301,7 +302,7 @@ TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
       const bool both = ci <= 8 && co <= 8;
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_FORWARD), both || (half && co <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA), both || (half && ci <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512)
-        << what << " backward-data";
+          << what << " backward-data";
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
     }
 }
@@ -362,6 +363,90 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
           ExpectClose(gb, want_b, what + " bias gradient");
         }
       }
+}
+
+// The bfloat16 forward convolution (inference): where the CPU has AVX512_BF16 it rounds inputs
+// and weights to 8 significant bits and sums in float. Numbers of at most 8 significant bits
+// pass unrounded, and their products and sums here are exact in float: the result must equal
+// the reference exactly, which holds the pair layout (channel pairs, odd channel counts, halo,
+// weights) to every element. Elsewhere cs_conv_forward_bf16 is the float convolution.
+std::vector<float> SevenBitValues(size_t n, uint64_t seed)
+{
+  std::vector<float> v = Random(n, seed);
+  for (float &x : v)
+    x = std::round(x * 64.0f) / 64.0f; // k / 64, |k| <= 64
+  return v;
+}
+
+// kCases and layers of at most 8 output channels, which take the 8-lane kernels.
+std::vector<ConvCase> Bf16Cases()
+{
+  std::vector<ConvCase> cases(std::begin(kCases), std::end(kCases));
+  cases.push_back({2, 16, 8, 5, 7, 19, 3, 3, 3}); // the bundled models' 16 -> 8 decoder layer
+  cases.push_back({1, 8, 8, 3, 5, 30, 3, 3, 3});
+  cases.push_back({2, 1, 8, 4, 6, 9, 3, 3, 3});
+  cases.push_back({1, 7, 3, 1, 9, 11, 1, 3, 3});
+  return cases;
+}
+
+TEST(Bf16Conv, ValuesThatBfloat16HoldsGiveTheExactReference)
+{
+  for (const ConvCase &c : Bf16Cases())
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
+    const std::vector<float> in = SevenBitValues((size_t)c.b * c.ci * vox, 11);
+    const std::vector<float> wt = SevenBitValues((size_t)c.co * c.ci * taps, 12);
+    const std::vector<float> bias = SevenBitValues((size_t)c.co, 13);
+    std::vector<float> want((size_t)c.b * c.co * vox);
+    cs_conv_forward_ref(want.data(), in.data(), wt.data(), bias.data(), &s, 1);
+    for (int threads : {1, 2})
+    {
+      std::vector<float> got(want.size(), -3.0f);
+      cs_conv_forward_bf16(got.data(), in.data(), wt.data(), bias.data(), &s, threads);
+      size_t bad = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        bad += got[i] != want[i];
+      EXPECT_EQ(bad, 0u) << CaseName(c) << " threads " << threads << " (bf16 path "
+                         << (cs_isa_bf16_available() ? "on" : "off: the float path") << ")";
+    }
+  }
+}
+
+// Any values: each product is off by at most about 2^-8 of |w| |x| (both rounded to nearest, 2^-9
+// each), so each output is within 2^-7 of the sum of |w| |x| (the reference convolution of the
+// magnitudes), plus the float tolerance. Where the path runs every case of more than 2 input
+// channels must also differ from float (16 and 8 lanes both ran); the others must be float.
+TEST(Bf16Conv, AnyValuesStayWithinTheRoundingOfTheirProducts)
+{
+  for (const ConvCase &c : Bf16Cases())
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)c.kd * c.kh * c.kw;
+    const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 21);
+    const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 22);
+    const std::vector<float> bias = Random((size_t)c.co, 23);
+    std::vector<float> abs_in(in.size()), abs_wt(wt.size());
+    std::transform(in.begin(), in.end(), abs_in.begin(), [](float x) { return std::fabs(x); });
+    std::transform(wt.begin(), wt.end(), abs_wt.begin(), [](float x) { return std::fabs(x); });
+    std::vector<float> want((size_t)c.b * c.co * vox), magnitude(want.size()), got(want.size());
+    cs_conv_forward_ref(want.data(), in.data(), wt.data(), bias.data(), &s, 1);
+    cs_conv_forward_ref(magnitude.data(), abs_in.data(), abs_wt.data(), nullptr, &s, 1);
+    cs_conv_forward_bf16(got.data(), in.data(), wt.data(), bias.data(), &s, 2);
+    size_t bad = 0;
+    double largest_difference = 0.0;
+    for (size_t i = 0; i < got.size(); ++i)
+    {
+      const double diff = std::fabs((double)got[i] - want[i]);
+      largest_difference = std::max(largest_difference, diff);
+      bad += !(diff <= magnitude[i] / 128.0 + 1e-5 * (1.0 + magnitude[i]));
+    }
+    EXPECT_EQ(bad, 0u) << CaseName(c);
+    if (cs_isa_bf16_available() && c.ci > 2) // a first layer stays float
+      EXPECT_GT(largest_difference, 1e-4) << CaseName(c) << ": the bfloat16 path did not round";
+    else
+      EXPECT_LT(largest_difference, 1e-4) << CaseName(c) << ": without AVX512_BF16 it is the float convolution";
+  }
 }
 
 TEST(IsaDispatch, AutoPicksAnAvailablePath)

@@ -513,6 +513,27 @@ TEST(ComboSegImageFilterTrained, OutputGeometryEqualsInputAndOrgansAreLabelled)
   EXPECT_EQ(again, labels);
   EXPECT_GT(std::count(labels.begin(), labels.end(), 1), 100);
   EXPECT_GT(std::count(labels.begin(), labels.end(), 2), 30);
+
+  // bfloat16 convolutions: nearly every label as in float32 (where the CPU has AVX512_BF16; the
+  // same labels elsewhere), and the raw output too (no clean-up to hide differences).
+  auto labelsOf = [&](bool bfloat16) {
+    auto f = FilterType::New();
+    f->SetModel(model);
+    f->SetInput(input);
+    f->SetBFloat16(bfloat16);
+    f->UseModelRecommendationsOff();
+    f->Update();
+    const LabelImage * out = f->GetOutput();
+    return std::vector<int32_t>(out->GetBufferPointer(), out->GetBufferPointer() + out->GetPixelContainer()->Size());
+  };
+  const std::vector<int32_t> float32 = labelsOf(false), bfloat16 = labelsOf(true);
+  size_t                     changed = 0;
+  for (size_t i = 0; i < float32.size(); ++i)
+    changed += float32[i] != bfloat16[i];
+  if (cs_bfloat16_available())
+    EXPECT_LT(double(changed), 0.005 * double(float32.size())) << changed << " of " << float32.size() << " changed";
+  else
+    EXPECT_EQ(changed, 0u);
 }
 
 // A model that recommends keeping the largest component gets it by default; the raw output

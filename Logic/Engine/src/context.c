@@ -3,6 +3,7 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
 #endif
 #include "internal.h"
+#include "kernels_isa.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -74,6 +75,20 @@ void cs_context_set_threads(cs_context_t ctx, int32_t threads)
 }
 
 int32_t cs_context_get_threads(const cs_context_t ctx) { return ctx ? ctx->threads : 0; }
+
+void cs_context_set_inference_precision(cs_context_t ctx, cs_precision precision)
+{
+    if (ctx)
+        ctx->inference_precision = precision == CS_PRECISION_BFLOAT16 ? CS_PRECISION_BFLOAT16
+                                                                      : CS_PRECISION_FLOAT32;
+}
+
+cs_precision cs_context_get_inference_precision(const cs_context_t ctx)
+{
+    return ctx ? ctx->inference_precision : CS_PRECISION_FLOAT32;
+}
+
+int cs_bfloat16_available(void) { return cs_isa_bf16_available(); }
 
 void cs_context_set_memory_limit(cs_context_t ctx, uint64_t bytes)
 {

@@ -32,6 +32,7 @@ struct cs_context {
     /* The forward-only workspace that cs_model_forward and cs_predict_volume reuse from call to
      * call (cs_context_workspace), so that its pages are mapped and zeroed once per context. */
     struct cs_workspace *kept_workspace;
+    cs_precision inference_precision; /* of the convolutions of forward-only passes */
 };
 
 /* Makes the nth cs_alloc from now on ctx fail (1: the next one; 0: stop injecting), and with

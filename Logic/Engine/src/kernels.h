@@ -52,6 +52,14 @@ void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *w
 void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float *grad_out,
                               const float *in, const cs_conv_shape *s, int threads);
 
+/* The forward convolution for inference with its inputs and weights rounded to bfloat16 (8
+ * significant bits) and its sums in float: twice the products per instruction where the CPU
+ * has AVX512_BF16 (cs_isa_bf16_available); elsewhere, for a first layer (at most 2 input
+ * channels), or without scratch memory, it is cs_conv_forward. Not for training: the gradients
+ * would see the rounding. */
+void cs_conv_forward_bf16(float *out, const float *in, const float *weight, const float *bias,
+                          const cs_conv_shape *s, int threads);
+
 /* The other layers' kernels are declared below by net.c's author (instance norm, LeakyReLU,
  * max pooling, transposed convolution, concatenation, softmax), each with a _ref version. */
 

@@ -41,6 +41,9 @@ cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass);
 /* 1 when the CPU has AVX-512 but runs each 512-bit FMA as two 256-bit halves (AMD Zen 4), so
  * that 16-lane vectors compute no faster than 8-lane ones. */
 int cs_isa_avx512_half_width(void);
+/* 1 when cs_conv_forward_bf16 runs in bfloat16: the AVX-512 path is active and the CPU has
+ * AVX512_BF16. */
+int cs_isa_bf16_available(void);
 /* Forces a path for tests and benchmarks (AUTO restores detection). Returns 0, or -1 when the
  * path is not available, which leaves the choice unchanged. Not thread-safe: call it before
  * running kernels. */
@@ -104,6 +107,12 @@ CS_DECLARE_CONV_PATH(avx2)
 CS_DECLARE_CONV_PATH(avx512)
 CS_DECLARE_LAYER_PATH(avx2)
 CS_DECLARE_LAYER_PATH(avx512)
+/* kernels_bf16_zmm.c, kernels_bf16_ymm.c: the forward convolution in bfloat16 pairs, 16 and 8
+ * lanes (cs_conv_forward_bf16) */
+int cs_conv_forward_bf16_zmm(float *out, const float *in, const float *weight, const float *bias,
+                             const cs_conv_shape *s, int threads);
+int cs_conv_forward_bf16_ymm(float *out, const float *in, const float *weight, const float *bias,
+                             const cs_conv_shape *s, int threads);
 #endif
 
 #ifdef __cplusplus

@@ -477,13 +477,16 @@ static cs_status check_pass(cs_context_t ctx, const struct cs_model *model, cons
     return CS_OK;
 }
 
+typedef void (*conv_forward_fn)(float *out, const float *in, const float *weight, const float *bias,
+                                const cs_conv_shape *s, int threads);
+
 /* a = LeakyReLU(instance_norm(conv(x))) */
 static void block_forward(const conv_block *b, const float *params, const float *x,
-                          const cs_unet_config *a, int threads)
+                          const cs_unet_config *a, conv_forward_fn conv, int threads)
 {
     const cs_conv_shape *s = &b->shape;
     const int64_t n = (int64_t)s->d * s->h * s->w;
-    cs_conv_forward(b->z, x, params + b->weight, params + b->bias, s, threads);
+    conv(b->z, x, params + b->weight, params + b->bias, s, threads);
     /* one pass; in place for inference (z = a): the backward tells the sign from the output */
     cs_instnorm_leaky_forward(b->a, b->mean, b->rstd, b->z, params + b->gamma, params + b->beta,
                               s->batch, s->out_channels, n, a->norm_epsilon, a->leaky_slope,
@@ -513,6 +516,11 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
     const float *P = model->params;
     const int threads = cs_threads(ctx);
     const int32_t L = a->levels, B = ws->batch, pd = a->spatial_dims == 3 ? 2 : 1;
+    /* bfloat16 only without gradients: a training step's backward must see float32 */
+    const conv_forward_fn conv = !ws->with_gradients && cs_context_get_inference_precision(ctx) ==
+                                                            CS_PRECISION_BFLOAT16
+                                     ? cs_conv_forward_bf16
+                                     : cs_conv_forward;
     memcpy(ws->input, input, (size_t)B * a->in_channels * voxels(&ws->lv[0]) * sizeof(float));
 
     const float *x = ws->input;
@@ -524,8 +532,8 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
                                up->w, pd, threads);
             x = lv->pooled;
         }
-        block_forward(&lv->enc[0], P, x, a, threads);
-        block_forward(&lv->enc[1], P, lv->enc[0].a, a, threads);
+        block_forward(&lv->enc[0], P, x, a, conv, threads);
+        block_forward(&lv->enc[1], P, lv->enc[0].a, a, conv, threads);
     }
     const float *deep = ws->lv[L - 1].enc[1].a; /* output of the level below */
     for (int32_t l = L - 2; l >= 0; l--) {
@@ -534,12 +542,11 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
         if (lv->up != lv->cat) /* else cat holds them already (carve_buffers) */
             cs_concat_forward(lv->cat, lv->up, lv->enc[1].a, B, lv->filters, lv->filters,
                               voxels(lv), threads);
-        block_forward(&lv->dec[0], P, lv->cat, a, threads);
-        block_forward(&lv->dec[1], P, lv->dec[0].a, a, threads);
+        block_forward(&lv->dec[0], P, lv->cat, a, conv, threads);
+        block_forward(&lv->dec[1], P, lv->dec[0].a, a, conv, threads);
         deep = lv->dec[1].a;
     }
-    cs_conv_forward(ws->logits, deep, P + ws->head_weight, P + ws->head_bias, &ws->head_shape,
-                    threads);
+    conv(ws->logits, deep, P + ws->head_weight, P + ws->head_bias, &ws->head_shape, threads);
     ws->forward_done = 1;
     *logits = ws->logits;
     return CS_OK;

@@ -161,6 +161,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
   const unsigned int mirrors = this->MirrorAxes(model->GetInfo());
   ComboSegContext    context;
   cs_context_set_threads(context.Get(), m_NumberOfThreads);
+  cs_context_set_inference_precision(context.Get(), m_BFloat16 ? CS_PRECISION_BFLOAT16 : CS_PRECISION_FLOAT32);
   PassProgress     progress{ this, 0, ComboSegMirrorPassCount(mirrors) };
   cs_infer_options options = cs_infer_options_default();
   options.overlap = static_cast<float>(m_Overlap);
@@ -346,6 +347,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Ind
     os << "(not loaded)" << std::endl;
   }
   os << indent << "NumberOfThreads: " << m_NumberOfThreads << std::endl;
+  os << indent << "BFloat16: " << m_BFloat16 << std::endl;
   os << indent << "Overlap: " << m_Overlap << std::endl;
   os << indent << "BackgroundOutsideBody: " << (m_BackgroundOutsideBody ? "On" : "Off") << std::endl;
   os << indent << "UseModelRecommendations: " << (m_UseModelRecommendations ? "On" : "Off") << std::endl;

@@ -96,6 +96,18 @@ CS_API int32_t cs_context_get_threads(const cs_context_t ctx);
 /* Refuse work whose estimated memory exceeds this many bytes (0: no limit, the default). */
 CS_API void cs_context_set_memory_limit(cs_context_t ctx, uint64_t bytes);
 CS_API uint64_t cs_context_get_memory_limit(const cs_context_t ctx);
+/* Arithmetic of the convolutions of inference (cs_model_forward, cs_predict_volume; training
+ * always computes in float32). BFLOAT16 rounds each convolution's inputs and weights to bfloat16
+ * (8 significant bits) and sums in float32: about twice as fast where the CPU has AVX512_BF16
+ * (cs_bfloat16_available), float32 elsewhere. */
+typedef enum cs_precision {
+    CS_PRECISION_FLOAT32 = 0,
+    CS_PRECISION_BFLOAT16 = 1
+} cs_precision;
+CS_API void cs_context_set_inference_precision(cs_context_t ctx, cs_precision precision);
+CS_API cs_precision cs_context_get_inference_precision(const cs_context_t ctx);
+/* 1 when this CPU runs the bfloat16 convolutions natively, 0 when they would be float32. */
+CS_API int cs_bfloat16_available(void);
 /* The message of the last failed call on this context ("" if none). Valid until the next call. */
 CS_API const char *cs_context_last_error(const cs_context_t ctx);
 CS_API void cs_context_clear_error(cs_context_t ctx);
