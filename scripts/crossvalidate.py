@@ -14,7 +14,7 @@ epoch on a share of them); the test case is never seen before it is scored.
 
 Writes in the output dir: fold-<case>/ (model, history, segmentations, evaluation tables, logs),
 and per way of segmenting (plain, tta with --testTimeAugmentation, raw / raw-tta with --rawOutput;
--lc with --largestComponent, -bf16 with --bfloat16)
+-lc with --largestComponent, -f32 with --float32)
 folds-<way>.tsv (one row per fold), summary-<way>.tsv and summary-<way>.md (mean and sd over the
 folds, per-class Dice). A fold whose training recipe (recipe.txt) is unchanged is not trained
 again: a rerun with --testTimeAugmentation segments the same models the other way. --parallel 2
@@ -130,7 +130,7 @@ def variant(args):
     name = "tta" if args.testTimeAugmentation else "plain"
     if args.rawOutput:
         name = "raw" if name == "plain" else "raw-" + name
-    return name + ("-lc" if args.largestComponent else "") + ("-bf16" if args.bfloat16 else "")
+    return name + ("-lc" if args.largestComponent else "") + ("-f32" if args.float32 else "")
 
 
 def train_fold(args, fold_dir, test, train_cases, recipe, bins):
@@ -175,7 +175,7 @@ def run_fold(args, fold_dir, test, train_cases, recipe, bins):
     segment += ["--testTimeAugmentation"] if args.testTimeAugmentation else []
     segment += ["--largestComponent"] if args.largestComponent else []
     segment += ["--rawOutput"] if args.rawOutput else []
-    segment += ["--bfloat16"] if args.bfloat16 else []
+    segment += ["--precision", "float32"] if args.float32 else []
     segment_seconds = run(segment, log)
     scratch = evaluation[:-len(".tsv")] + ".partial.tsv"  # the modules write only known extensions
     run([bins["ComboSegEvaluate"], "--names", model, "--allStructures", "--outputTable", scratch,
@@ -266,9 +266,10 @@ def main():
                         help="segment with ComboSegSegment --rawOutput (without the fold model's "
                              "recommended clean-up): what a model trained with "
                              "--recommendedCleanUp none gives")
-    parser.add_argument("--bfloat16", action="store_true",
-                        help="segment with ComboSegSegment --bfloat16 (bfloat16 convolutions "
-                             "where the CPU has AVX512_BF16)")
+    parser.add_argument("--float32", action="store_true",
+                        help="segment with ComboSegSegment --precision float32 (the default "
+                             "computes in bfloat16 where the CPU has AVX512_BF16; ways segmented "
+                             "before 4 Dec were float32)")
     parser.add_argument("--threads", type=int, default=0, help="threads per fold (0: all cores)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="folds trained at once (e.g. 2 with --threads 1 on 2 cores)")

@@ -166,7 +166,9 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
   progress.Comment("test-time augmentation: " +
                    TestTimeAugmentationText(filter->MirrorAxes(info), args.GetBool("testTimeAugmentation")));
   filter->SetNumberOfThreads(int(args.GetInt("threads")));
-  filter->SetBFloat16(args.GetBool("bfloat16"));
+  filter->SetBFloat16(args.GetString("precision") == "bfloat16");
+  progress.Comment(std::string("arithmetic: ") +
+                   (filter->GetBFloat16() && cs_bfloat16_available() ? "bfloat16 (AVX512_BF16)" : "float32"));
   const auto inferenceProgress = progress.Range(0.05, 0.85);
   filter->AddObserver(itk::ProgressEvent(),
                       [&](const itk::EventObject &) { inferenceProgress(filter->GetProgress()); });

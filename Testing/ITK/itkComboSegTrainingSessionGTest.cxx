@@ -133,9 +133,9 @@ protected:
         sum += dice[i], ++count;
     return count ? sum / count : 0.0;
   }
-  // Dice per class of the output users get: the network's labels (averaged with the x-mirrored
-  // scan's, mirrored back, when the model recommends it and mirrorAsRecommended), then the
-  // model's recommended clean-up.
+  // Dice per class of the output users get: the network's labels in the filter's default
+  // arithmetic (averaged with the x-mirrored scan's, mirrored back, when the model recommends it
+  // and mirrorAsRecommended), then the model's recommended clean-up.
   std::vector<float>
   DicePerClass(cs_model_t model, const itk::ComboSegCaseFiles & files, const std::vector<itk::LabelName> & names,
                bool mirrorAsRecommended = true)
@@ -147,6 +147,7 @@ protected:
     std::vector<float> probabilities(static_cast<size_t>(n * k)), mirrored(probabilities.size());
     cs_context_t       ctx;
     EXPECT_EQ(cs_context_init(&ctx), CS_OK);
+    cs_context_set_inference_precision(ctx, CS_PRECISION_BFLOAT16); // the filter's default
     cs_infer_options opt = cs_infer_options_default();
     opt.overlap = 0.0f;
     EXPECT_EQ(cs_predict_volume(ctx, model, c.image.data(), c.size, &opt, probabilities.data(), nullptr), CS_OK)

@@ -114,7 +114,7 @@ TEST(ParameterDefaults, SegmentOptionsMatchTheFilter)
   EXPECT_EQ(Parameter(xml, "ignoreModalityMismatch").defaultValue == "true", filter->GetIgnoreModalityMismatch());
   EXPECT_EQ(Parameter(xml, "testTimeAugmentation").defaultValue == "true", filter->GetTestTimeMirrorAxes() != 0);
   EXPECT_EQ(Number(Parameter(xml, "threads").defaultValue), filter->GetNumberOfThreads());
-  EXPECT_EQ(Parameter(xml, "bfloat16").defaultValue == "true", filter->GetBFloat16());
+  EXPECT_EQ(Parameter(xml, "precision").defaultValue == "bfloat16", filter->GetBFloat16());
   vtkNew<vtkComboSegLogic> logic;
   EXPECT_EQ(Number(Parameter(xml, "threads").defaultValue), logic->GetNumberOfThreads());
   EXPECT_EQ(logic->GetLargestComponent(), filter->GetLargestComponent());

@@ -173,6 +173,9 @@ ComboSegTrainingSession::Impl::Impl(ComboSegTrainingSession & session)
   , ctx(context.ctx)
 {
   cs_context_set_threads(ctx, s.m_NumberOfThreads);
+  // Validation segments as users do: in the segmentation filter's default arithmetic (bfloat16
+  // where the CPU has it); the training steps compute float32 whatever this says.
+  cs_context_set_inference_precision(ctx, CS_PRECISION_BFLOAT16);
 }
 
 void
