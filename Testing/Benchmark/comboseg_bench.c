@@ -9,7 +9,9 @@
  *          added_mb=<z - r> train_pct_peak=<y> train_peak_gflops=<p> infer_pct_peak=<y>
  *          infer_peak_gflops=<p>
  *   unet3d width=8 classes=<k> channels=<c> threads=<n> ...  (the bundled models' shapes, same keys)
- *   volume256 seconds=<best> peak_gflops=<p>
+ *   unet3d ... infer_bf16_ms=<best> infer_float_over_bf16=<ratio>  (where the CPU has
+ *          AVX512_BF16: the same inference with bfloat16 convolutions, rounds of its own)
+ *   volume256 seconds=<best> peak_gflops=<p>   (and a seconds_bf16= line where bfloat16 runs)
  *   volume256 width=8 classes=<k> channels=<c> spacing=<mm> window=<n> seconds=<best>
  *          peak_gflops=<p>
  *
@@ -543,7 +545,7 @@ static void unet_teardown(unet_run *u)
 }
 
 typedef struct unet_figures {
-    rounds train, infer;
+    rounds train, infer, infer_bf16; /* infer_bf16: where cs_bfloat16_available */
     double rss_before, peak_after_training, peak;
     int peak_reset; /* 0: peaks are the process's since it started */
 } unet_figures;
@@ -568,6 +570,9 @@ static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *
            "infer_ms_median=%.1f peak_rss_mb_after_training=%.1f\n",
            tag, 1e3 * f->train.best_cpu_s, 1e3 * f->infer.best_cpu_s, 1e3 * f->train.median_s,
            1e3 * f->infer.median_s, f->peak_after_training);
+    if (cs_bfloat16_available())
+        printf("%s infer_bf16_ms=%.1f infer_float_over_bf16=%.2f\n", tag,
+               1e3 * f->infer_bf16.best_s, f->infer.best_s / f->infer_bf16.best_s);
     printf("# %s batch=%d channels=%d classes=%d size=%d reps=%d last_loss=%.4f\n", tag, NET_BATCH,
            n->in_channels, n->classes, n->size, reps, (double)u->res.loss);
     if (!f->peak_reset) printf("# %s peak_rss_mb is the process's peak since it started\n", tag);
@@ -594,6 +599,10 @@ static int bench_unet(const net_cfg *n, const bench_env *env, int reps)
         cs_trainer_free(u.trainer);
         u.trainer = NULL;
         rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer);
+        if (!rc && cs_bfloat16_available()) {
+            cs_context_set_inference_precision(u.ctx, CS_PRECISION_BFLOAT16);
+            rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer_bf16);
+        }
     }
     if (!rc) {
         f.peak = peak_rss_mb();
@@ -640,6 +649,15 @@ static void print_volume(const net_cfg *n, const volume_run *v, const rounds *r,
     fflush(stdout);
 }
 
+/* The same volume with bfloat16 convolutions, in rounds of their own after the float ones. */
+static void print_volume_bf16(const net_cfg *n, const rounds *r)
+{
+    char tag[96];
+    net_prefix(n, "volume256", tag, sizeof tag);
+    printf("%s seconds_bf16=%.2f peak_gflops=%.1f\n", tag, r->best_s, r->peak_gflops);
+    fflush(stdout);
+}
+
 static int bench_volume(const net_cfg *n, const bench_env *env, int reps)
 {
     volume_run v;
@@ -661,6 +679,12 @@ static int bench_volume(const net_cfg *n, const bench_env *env, int reps)
         rounds r;
         rc = run_rounds(env, reps, 0, volume_once, &v, &r);
         if (!rc) print_volume(n, &v, &r, reps);
+        if (!rc && cs_bfloat16_available()) {
+            cs_context_set_inference_precision(v.ctx, CS_PRECISION_BFLOAT16);
+            rounds b;
+            rc = run_rounds(env, reps, 0, volume_once, &v, &b);
+            if (!rc) print_volume_bf16(n, &b);
+        }
     }
     cs_model_free(v.model);
     cs_context_free(v.ctx);
