@@ -286,14 +286,15 @@ INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, C
 // forward and backward-data passes of a layer with at most 8 input and output channels, and the
 // backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels;
 // where 512-bit FMAs run as two halves (Zen 4) so does every pass with at most 8 channels in its
-// vector lanes (the output channels; the input channels for backward-data).
+// vector lanes (the output channels; the input channels for backward-data), and the
+// backward-weights pass of 16 and of 128 or more output channels.
 TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
 {
   if (!cs_isa_available(CS_ISA_AVX512))
     GTEST_SKIP() << "needs AVX-512 (the 8-lane choice applies only to the AVX-512 path)";
   ASSERT_EQ(cs_isa_force(CS_ISA_AUTO), 0);
   const bool half = cs_isa_avx512_half_width() != 0;
-  const int channels[] = {1, 2, 8, 9, 16, 32};
+  const int channels[] = {1, 2, 8, 9, 16, 32, 64, 128};
   for (int ci : channels)
     for (int co : channels)
     {
@@ -303,7 +304,9 @@ TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_FORWARD), both || (half && co <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA), both || (half && ci <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512)
           << what << " backward-data";
-      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS), co <= 8 ? CS_ISA_AVX2 : CS_ISA_AVX512) << what << " weights";
+      const bool gradient8 = co <= 8 || (half && (co == 16 || co >= 128));
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS), gradient8 ? CS_ISA_AVX2 : CS_ISA_AVX512)
+          << what << " weights";
     }
 }
 

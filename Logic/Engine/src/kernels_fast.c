@@ -224,7 +224,15 @@ cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
     const int other = pass == CS_CONV_BACKWARD_DATA ? s->out_channels : s->in_channels;
     const int narrow = lanes <= 8 && (pass == CS_CONV_BACKWARD_WEIGHTS || other <= 8 ||
                                       cs_isa_avx512_half_width());
-    return narrow ? CS_ISA_AVX2 : isa;
+    /* On Zen 4 the 8-lane weight gradient was also faster at 16 output channels (one 16-lane
+     * block: a broadcast feeds one FMA there, two in 8 lanes) and at 128 (the reference network's
+     * 8^3 bottom), and slower at 32 and 64: comboseg_bench --isa avx2|avx512, alternating, best
+     * of 3-4 runs each, 2 threads: 172.8 against 143.2 GFLOP/s at 16, 185.7 against 166.7 at
+     * 128, 183.9 against 196.9 and 194.9 against 205.2 at 32 and 64. */
+    const int wide_gradient_on_halves = pass == CS_CONV_BACKWARD_WEIGHTS &&
+                                        cs_isa_avx512_half_width() &&
+                                        (s->out_channels == 16 || s->out_channels >= 128);
+    return narrow || wide_gradient_on_halves ? CS_ISA_AVX2 : isa;
 }
 
 void cs_conv_forward(float *out, const float *in, const float *weight, const float *bias,
