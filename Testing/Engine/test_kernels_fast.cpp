@@ -422,6 +422,11 @@ TEST(Bf16Conv, ValuesThatBfloat16HoldsGiveTheExactReference)
 // channels must also differ from float (16 and 8 lanes both ran); the others must be float.
 TEST(Bf16Conv, AnyValuesStayWithinTheRoundingOfTheirProducts)
 {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // a CPU with AVX512_BF16 (and the AVX-512 path active) must get the path: the build has it
+  if (cs_isa_active() == CS_ISA_AVX512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl"))
+    EXPECT_TRUE(cs_isa_bf16_available()) << "this CPU has AVX512_BF16 but the build left the bfloat16 kernels out";
+#endif
   for (const ConvCase &c : Bf16Cases())
   {
     const cs_conv_shape s = Shape(c);

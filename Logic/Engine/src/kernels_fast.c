@@ -198,7 +198,7 @@ int cs_isa_avx512_half_width(void)
 
 int cs_isa_bf16_available(void)
 {
-#if defined(COMBOSEG_HAVE_X86_KERNELS)
+#if defined(COMBOSEG_HAVE_BF16_KERNELS)
     if (cs_isa_active() != CS_ISA_AVX512) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl");
@@ -245,7 +245,7 @@ void cs_conv_forward(float *out, const float *in, const float *weight, const flo
 void cs_conv_forward_bf16(float *out, const float *in, const float *weight, const float *bias,
                           const cs_conv_shape *s, int threads)
 {
-#if defined(COMBOSEG_HAVE_X86_KERNELS)
+#if defined(COMBOSEG_HAVE_BF16_KERNELS)
     /* A first layer (one or two input channels) stays float: one pair per tap pairs nothing up,
      * and the packing pass cost more than it saved (2 -> 16 at 64^3: 28 against 21 ms). */
     if (cs_isa_bf16_available() && s->in_channels > 2) {

@@ -107,6 +107,8 @@ CS_DECLARE_CONV_PATH(avx2)
 CS_DECLARE_CONV_PATH(avx512)
 CS_DECLARE_LAYER_PATH(avx2)
 CS_DECLARE_LAYER_PATH(avx512)
+#endif
+#if defined(COMBOSEG_HAVE_BF16_KERNELS)
 /* kernels_bf16_zmm.c, kernels_bf16_ymm.c: the forward convolution in bfloat16 pairs, 16 and 8
  * lanes (cs_conv_forward_bf16) */
 int cs_conv_forward_bf16_zmm(float *out, const float *in, const float *weight, const float *bias,
