@@ -95,6 +95,8 @@ const ConvCase kCases[] = {
     {2, 3, 17, 1, 9, 8, 1, 3, 3},    // 2D, odd channels
     {2, 16, 5, 5, 7, 9, 1, 1, 1},    // 1x1x1 head to K = 5 classes
     {1, 32, 3, 1, 6, 7, 1, 1, 1},    // 2D head
+    {1, 8, 8, 2, 3, 53, 3, 3, 3},    // narrow layer: a row of three 16-position vectors and a tail
+    {2, 16, 7, 3, 2, 40, 3, 3, 3},   // narrow layer, odd output channels, 2.5 vectors per row
 };
 
 class ConvFastTest : public ::testing::TestWithParam<cs_isa>
@@ -283,12 +285,11 @@ INSTANTIATE_TEST_SUITE_P(Isa, ConvFastTest, ::testing::Values(CS_ISA_PORTABLE, C
                          });
 
 // Narrow layers (the bundled 8-filter models' full-resolution level): on an AVX-512 host the
-// forward and backward-data passes of a layer with at most 8 input and output channels, and the
-// backward-weights pass of a layer with at most 8 output channels, take the 8-lane AVX2 kernels;
-// where 512-bit FMAs run as two halves (Zen 4) so does every pass with at most 8 channels in its
-// vector lanes (the output channels; the input channels for backward-data), and the
-// backward-weights pass of 16 and of 128 or more output channels.
-TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
+// forward and backward-data passes stay on AVX-512 at any width (at most 8 channels in the
+// vector lanes take its narrow-layer kernels, positions in the lanes); the backward-weights pass
+// of a layer with at most 8 output channels takes the 8-lane AVX2 kernels, and where 512-bit
+// FMAs run as two halves (Zen 4) so does that of 16 and of 128 or more output channels.
+TEST(NarrowConv, AvxHostPicksEightLanesForNarrowWeightGradients)
 {
   if (!cs_isa_available(CS_ISA_AVX512))
     GTEST_SKIP() << "needs AVX-512 (the 8-lane choice applies only to the AVX-512 path)";
@@ -300,10 +301,8 @@ TEST(NarrowConv, AvxHostPicksEightLanesForNarrowLayers)
     {
       const cs_conv_shape s = Shape({1, ci, co, 4, 4, 4, 3, 3, 3});
       const std::string what = "ci " + std::to_string(ci) + " co " + std::to_string(co) + (half ? " (half width)" : "");
-      const bool both = ci <= 8 && co <= 8;
-      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_FORWARD), both || (half && co <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512) << what;
-      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA), both || (half && ci <= 8) ? CS_ISA_AVX2 : CS_ISA_AVX512)
-          << what << " backward-data";
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_FORWARD), CS_ISA_AVX512) << what;
+      EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_DATA), CS_ISA_AVX512) << what << " backward-data";
       const bool gradient8 = co <= 8 || (half && (co == 16 || co >= 128));
       EXPECT_EQ(cs_isa_conv(&s, CS_CONV_BACKWARD_WEIGHTS), gradient8 ? CS_ISA_AVX2 : CS_ISA_AVX512)
           << what << " weights";
@@ -337,7 +336,8 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
     for (int co : channels)
       for (int k : {3, 1})
       {
-        const ConvCase c = {2, ci, co, 4, 5, 13, k, k, k}; // a row of 13: two 8-lane chunks
+        const ConvCase c = {2, ci, co, 4, 5, 13, k, k, k}; // a row of 13: two 8-lane chunks, one
+                                                            // partial 16-position vector
         const cs_conv_shape s = Shape(c);
         const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)k * k * k;
         const std::vector<float> in = Random((size_t)c.b * ci * vox, 41);
@@ -381,7 +381,7 @@ std::vector<float> SevenBitValues(size_t n, uint64_t seed)
   return v;
 }
 
-// kCases and layers of at most 8 output channels, which take the 8-lane kernels.
+// kCases and more layers of at most 8 output channels (the narrow-layer kernels).
 std::vector<ConvCase> Bf16Cases()
 {
   std::vector<ConvCase> cases(std::begin(kCases), std::end(kCases));

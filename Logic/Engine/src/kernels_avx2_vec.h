@@ -1,6 +1,5 @@
 /* kernels_avx2_vec.h - the vector operations of kernels_simd.inc on 256-bit registers (8
- * floats), shared by the float path (kernels_avx2.c) and the 8-lane bfloat16 one
- * (kernels_bf16_ymm.c). Included by files compiled with -mavx2 -mfma at least. */
+ * floats), for kernels_avx2.c. Included by files compiled with -mavx2 -mfma at least. */
 #ifndef COMBOSEG_KERNELS_AVX2_VEC_H
 #define COMBOSEG_KERNELS_AVX2_VEC_H
 

@@ -1,6 +1,6 @@
 /* kernels_avx512_vec.h - the vector operations of kernels_simd.inc on 512-bit registers (16
  * floats), shared by the float path (kernels_avx512.c) and the bfloat16 one
- * (kernels_bf16_zmm.c). Included by files compiled with -mavx512f only. */
+ * (kernels_avx512bf16.c). Included by files compiled with -mavx512f only. */
 #ifndef COMBOSEG_KERNELS_AVX512_VEC_H
 #define COMBOSEG_KERNELS_AVX512_VEC_H
 

@@ -211,19 +211,12 @@ cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
 {
     const cs_isa isa = cs_isa_active();
     if (isa != CS_ISA_AVX512 || !cs_isa_available(CS_ISA_AVX2)) return isa;
-    /* With at most 8 channels in the vector lanes 16-lane vectors are half zeros, and the
-     * blocked copies and accumulators twice the size for the same FMA count. Measured on Zen 5
-     * (one thread, 64^3, each kernel called directly): 8 lanes took 0.68-0.90 of the 16-lane time
-     * for 1 -> 8 and 8 -> 8 in all three passes, backward-weights 0.72-0.76 for 16 -> 8; but
-     * forward 16 -> 8 and backward-data 8 -> 16 were 4-10% slower (twice the channel blocks on
-     * the broadcast side, half the positions per micro-kernel). On Zen 4, whose 512-bit FMAs run
-     * as two 256-bit halves, those two took 0.65-0.69 of the 16-lane time with 8 lanes (24 against
-     * 36 ms and 25 against 36 ms), so there every pass with at most 8 lanes takes AVX2; wider
-     * layers stay on AVX-512 (32 registers: 5-25% faster at 32-128 channels on both). */
-    const int lanes = pass == CS_CONV_BACKWARD_DATA ? s->in_channels : s->out_channels;
-    const int other = pass == CS_CONV_BACKWARD_DATA ? s->out_channels : s->in_channels;
-    const int narrow = lanes <= 8 && (pass == CS_CONV_BACKWARD_WEIGHTS || other <= 8 ||
-                                      cs_isa_avx512_half_width());
+    /* Forward and backward-data of at most 8 output channels take AVX-512's narrow-layer
+     * kernels (positions in the lanes, kernels_simd.inc); on Zen 4 they took 0.66-0.76 of the
+     * 8-lane channel-vector time at 1 -> 8 and 8 -> 8 (narrow_conv_bench, 64^3, 2 threads: 8 -> 8
+     * forward 4.45 against 6.00 ms). The weight gradient of at most 8 output channels keeps 8
+     * lanes: 16-lane vectors would be half zeros (0.72-0.90 of the 16-lane time on Zen 5). */
+    const int narrow = pass == CS_CONV_BACKWARD_WEIGHTS && s->out_channels <= 8;
     /* On Zen 4 the 8-lane weight gradient was also faster at 16 output channels (one 16-lane
      * block: a broadcast feeds one FMA there, two in 8 lanes) and at 128 (the reference network's
      * 8^3 bottom), and slower at 32 and 64: comboseg_bench --isa avx2|avx512, alternating, best
@@ -249,11 +242,7 @@ void cs_conv_forward_bf16(float *out, const float *in, const float *weight, cons
     /* A first layer (one or two input channels) stays float: one pair per tap pairs nothing up,
      * and the packing pass cost more than it saved (2 -> 16 at 64^3: 28 against 21 ms). */
     if (cs_isa_bf16_available() && s->in_channels > 2) {
-        /* 8 lanes where the float path would take them (at most 8 output channels) */
-        const int narrow = cs_isa_conv(s, CS_CONV_FORWARD) == CS_ISA_AVX2;
-        if ((narrow ? cs_conv_forward_bf16_ymm : cs_conv_forward_bf16_zmm)(out, in, weight, bias, s,
-                                                                           threads) == 0)
-            return;
+        if (cs_conv_forward_avx512bf16(out, in, weight, bias, s, threads) == 0) return;
     }
 #endif
     cs_conv_forward(out, in, weight, bias, s, threads);

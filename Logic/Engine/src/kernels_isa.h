@@ -109,12 +109,9 @@ CS_DECLARE_LAYER_PATH(avx2)
 CS_DECLARE_LAYER_PATH(avx512)
 #endif
 #if defined(COMBOSEG_HAVE_BF16_KERNELS)
-/* kernels_bf16_zmm.c, kernels_bf16_ymm.c: the forward convolution in bfloat16 pairs, 16 and 8
- * lanes (cs_conv_forward_bf16) */
-int cs_conv_forward_bf16_zmm(float *out, const float *in, const float *weight, const float *bias,
-                             const cs_conv_shape *s, int threads);
-int cs_conv_forward_bf16_ymm(float *out, const float *in, const float *weight, const float *bias,
-                             const cs_conv_shape *s, int threads);
+/* kernels_avx512bf16.c: the forward convolution in bfloat16 pairs (cs_conv_forward_bf16) */
+int cs_conv_forward_avx512bf16(float *out, const float *in, const float *weight, const float *bias,
+                               const cs_conv_shape *s, int threads);
 #endif
 
 #ifdef __cplusplus
