@@ -214,9 +214,12 @@ cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
     /* Forward and backward-data of at most 8 output channels take AVX-512's narrow-layer
      * kernels (positions in the lanes, kernels_simd.inc); on Zen 4 they took 0.66-0.76 of the
      * 8-lane channel-vector time at 1 -> 8 and 8 -> 8 (narrow_conv_bench, 64^3, 2 threads: 8 -> 8
-     * forward 4.45 against 6.00 ms). The weight gradient of at most 8 output channels keeps 8
-     * lanes: 16-lane vectors would be half zeros (0.72-0.90 of the 16-lane time on Zen 5). */
-    const int narrow = pass == CS_CONV_BACKWARD_WEIGHTS && s->out_channels <= 8;
+     * forward 4.45 against 6.00 ms). Their weight gradient takes them only for a first layer (at
+     * most 2 input channels: 2.7 against 4.7 ms for 1 -> 8, batch 2); from 8 input channels the
+     * 8-lane AVX2 kernels were faster (11.6 against 12.8 ms for 8 -> 8, 21.5 against 24.2 for
+     * 16 -> 8). */
+    const int narrow = pass == CS_CONV_BACKWARD_WEIGHTS && s->out_channels <= 8 &&
+                       s->in_channels > 2;
     /* On Zen 4 the 8-lane weight gradient was also faster at 16 output channels (one 16-lane
      * block: a broadcast feeds one FMA there, two in 8 lanes) and at 128 (the reference network's
      * 8^3 bottom), and slower at 32 and 64: comboseg_bench --isa avx2|avx512, alternating, best
