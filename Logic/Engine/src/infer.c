@@ -338,8 +338,9 @@ static void fill_window(const infer_plan *p, const infer_scratch *s, const float
 
 /* slab += weight * prob for voxels [i0, i0 + cnt) of the window at (x0, y0, z0), whose
  * probabilities are prob (K, CS_SOFTMAX_TILE): row segment by row segment. */
-static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const float *prob,
-                            int64_t i0, int64_t cnt, int64_t x0, int64_t y0, int64_t z0)
+CS_MULTIVERSION static void accumulate_tile(const infer_plan *p, const infer_scratch *s,
+                                            const float *prob, int64_t i0, int64_t cnt, int64_t x0,
+                                            int64_t y0, int64_t z0)
 {
     const int64_t px = p->padded[0], py = p->padded[1];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
@@ -359,7 +360,7 @@ static void accumulate_tile(const infer_plan *p, const infer_scratch *s, const f
 
 /* Whether any of n floats is NaN or infinite (all exponent bits set): integer operations, so that
  * the loop vectorises, which a count of !isfinite does not. */
-static int any_non_finite(const float *v, int64_t n)
+CS_MULTIVERSION static int any_non_finite(const float *v, int64_t n)
 {
     int any = 0;
     for (int64_t i = 0; i < n; i++) any |= non_finite_bits(v + i);

@@ -14,6 +14,17 @@ extern "C" {
 
 #define CS_ERROR_MAX 1024
 
+/* Builds of a hot loop for AVX-512, AVX2 and baseline x86-64, one picked at load time (GCC's
+ * function multi-versioning), for loops outside the kernels' own dispatch (the loss's softmax,
+ * the sliding window's blend). The files that use it are compiled without contraction into FMAs
+ * (CMakeLists.txt), so every build does the same IEEE operations: the same bits on every CPU. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CS_MULTIVERSION                                                                            \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CS_MULTIVERSION
+#endif
+
 struct cs_context {
     int32_t threads;       /* 0: OpenMP default */
     uint64_t memory_limit; /* bytes, 0: none */

@@ -175,20 +175,10 @@ static inline double exp_nonpositive(double x)
     return q * scale;
 }
 
-/* x86-64 builds of a hot loop for AVX-512, AVX2 and the baseline, picked at load time (GCC's
- * function multi-versioning). With contraction off (CMakeLists.txt) every build does the same
- * IEEE operations, so the result is the same bit for bit on every CPU. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CS_LOSS_MULTIVERSION                                                                       \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CS_LOSS_MULTIVERSION
-#endif
-
 /* Softmax of m <= SOFTMAX_BLOCK consecutive voxels of logits z (K, N): p[c * SOFTMAX_BLOCK + j]
  * and lse[j] = ln sum_c exp(z_c) (log-sum-exp) for voxel j. */
-CS_LOSS_MULTIVERSION static void softmax_block(double *p, double *lse, const float *z, int64_t n,
-                                               int32_t k, int m)
+CS_MULTIVERSION static void softmax_block(double *p, double *lse, const float *z, int64_t n,
+                                          int32_t k, int m)
 {
     double mx[SOFTMAX_BLOCK], s[SOFTMAX_BLOCK];
     for (int j = 0; j < m; j++) {
