@@ -135,7 +135,7 @@ TEST_P(ConvFastTest, ForwardMatchesReference)
   }
 }
 
-TEST_P(ConvFastTest, BackwardDataAddsLikeReference)
+TEST_P(ConvFastTest, BackwardDataWritesLikeReference)
 {
   for (const ConvCase &c : kCases)
   {
@@ -144,11 +144,11 @@ TEST_P(ConvFastTest, BackwardDataAddsLikeReference)
     const std::vector<float> gout = Random((size_t)c.b * c.co * vox, 4);
     const std::vector<float> wt = Random((size_t)c.co * c.ci * taps, 5);
     const std::vector<float> start = Random((size_t)c.b * c.ci * vox, 6);
-    std::vector<float> want = start;
+    std::vector<float> want(start.size(), 7.0f);
     cs_conv_backward_data_ref(want.data(), gout.data(), wt.data(), &s, 1);
     for (int threads : {1, 2})
     {
-      std::vector<float> got = start; // backward adds into what is there
+      std::vector<float> got = start; // overwritten: what was there must not show
       cs_conv_backward_data(got.data(), gout.data(), wt.data(), &s, threads);
       ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
     }
@@ -338,7 +338,7 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
       for (int k : {3, 1})
       {
         const ConvCase c = {2, ci, co, 4, 5, 13, k, k, k}; // a row of 13: two 8-lane chunks, one
-                                                            // partial 16-position vector
+                                                           // partial 16-position vector
         const cs_conv_shape s = Shape(c);
         const size_t vox = (size_t)c.d * c.h * c.w, taps = (size_t)k * k * k;
         const std::vector<float> in = Random((size_t)c.b * ci * vox, 41);

@@ -94,6 +94,7 @@ void cs_conv_backward_data_ref(float *grad_in, const float *grad_out, const floa
     for (int64_t p = 0; p < planes; p++) {
         const int64_t b = p / s->in_channels, ci = p % s->in_channels;
         float *gi = grad_in + p * n; // (D, H, W)
+        memset(gi, 0, (size_t)n * sizeof(float));
         for (int64_t co = 0; co < s->out_channels; co++) {
             const float *go = grad_out + (b * s->out_channels + co) * n;
             const float *wk = weight + (co * s->in_channels + ci) * kvol;

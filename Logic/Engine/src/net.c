@@ -352,29 +352,28 @@ static uint64_t carve_buffers(cs_workspace *ws, unsigned char *base)
             b->rstd = carve(&c, B * lv->filters);
         }
     }
+    /* Only the gradients of the encoder's last blocks are added into from two sides (the skip's
+     * concatenation and the pooling, or the up-convolution at the bottom): they are the region
+     * zeroed at each backward pass. The convolutions' data gradients are written whole
+     * (cs_conv_backward_data), grad_z is overwritten before it is read, and grad_shared is zeroed
+     * at the start of each of its lives that adds. */
     const uint64_t grad_start = c.used;
-    if (ws->with_gradients) {
-        for (int32_t l = 0; l < a->levels; l++) {
-            net_level *lv = &ws->lv[l];
-            const int64_t act = B * lv->filters * voxels(lv);
-            const int has_dec = l < a->levels - 1;
-            if (l > 0) lv->grad_pooled = carve(&c, B * ws->lv[l - 1].filters * voxels(lv));
-            if (has_dec) {
-                lv->grad_cat = carve(&c, 2 * act);
-                lv->dec[0].grad_a = carve(&c, act);
-            }
-            lv->enc[1].grad_a = carve(&c, act);
-        }
-    }
+    if (ws->with_gradients)
+        for (int32_t l = 0; l < a->levels; l++)
+            ws->lv[l].enc[1].grad_a = carve(&c, B * ws->lv[l].filters * voxels(&ws->lv[l]));
     ws->grad_begin = base ? base + grad_start : NULL;
     ws->grad_bytes = c.used - grad_start;
-    /* after the zeroed region: grad_z is overwritten before it is read, grad_shared zeroed by
-     * the backward pass at the start of each of its lives */
     if (ws->with_gradients)
         for (int32_t l = 0; l < a->levels; l++) {
             net_level *lv = &ws->lv[l];
-            lv->grad_z = carve(&c, B * lv->filters * voxels(lv));
-            lv->grad_shared = carve(&c, B * lv->filters * voxels(lv));
+            const int64_t act = B * lv->filters * voxels(lv);
+            if (l > 0) lv->grad_pooled = carve(&c, B * ws->lv[l - 1].filters * voxels(lv));
+            if (l < a->levels - 1) {
+                lv->grad_cat = carve(&c, 2 * act);
+                lv->dec[0].grad_a = carve(&c, act);
+            }
+            lv->grad_z = carve(&c, act);
+            lv->grad_shared = carve(&c, act);
             lv->enc[0].grad_a = lv->grad_shared;
             if (l < a->levels - 1) lv->dec[1].grad_a = lv->grad_up = lv->grad_shared;
         }
@@ -558,7 +557,7 @@ static const conv_block *level_output(const cs_workspace *ws, int32_t l)
     return l == ws->arch.levels - 1 ? &ws->lv[l].enc[1] : &ws->lv[l].dec[1];
 }
 
-/* Zeroes level l's shared gradient buffer if g is it: the kernels add into their gradients. */
+/* Zeroes level l's shared gradient buffer if g is it, before a kernel that adds into it. */
 static void start_shared_gradient(const cs_workspace *ws, int32_t l, float *g)
 {
     const net_level *lv = &ws->lv[l];
@@ -586,7 +585,6 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
     const conv_block *top = level_output(ws, 0);
     cs_conv_backward_weights(G + ws->head_weight, G + ws->head_bias, grad_logits, top->a,
                              &ws->head_shape, threads);
-    start_shared_gradient(ws, 0, top->grad_a);
     cs_conv_backward_data(top->grad_a, grad_logits, P + ws->head_weight, &ws->head_shape, threads);
 
     /* decoder, in reverse order of the forward pass: level 0 first */
@@ -611,7 +609,6 @@ cs_status cs_net_backward(cs_context_t ctx, const struct cs_model *model, cs_wor
      * frozen levels need none, and the input needs no gradient */
     for (int32_t l = L - 1; l >= frozen_levels; l--) {
         net_level *lv = &ws->lv[l];
-        start_shared_gradient(ws, l, lv->enc[0].grad_a);
         block_backward(&lv->enc[1], P, G, lv->enc[0].a, lv->enc[0].grad_a, lv->grad_z, a, threads);
         if (l == frozen_levels) {
             block_backward(&lv->enc[0], P, G, l == 0 ? ws->input : lv->pooled, NULL, lv->grad_z, a,
