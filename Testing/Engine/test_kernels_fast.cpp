@@ -97,6 +97,9 @@ const ConvCase kCases[] = {
     {1, 32, 3, 1, 6, 7, 1, 1, 1},    // 2D head
     {1, 8, 8, 2, 3, 53, 3, 3, 3},    // narrow layer: a row of three 16-position vectors and a tail
     {2, 16, 7, 3, 2, 40, 3, 3, 3},   // narrow layer, odd output channels, 2.5 vectors per row
+    {1, 9, 16, 3, 4, 2, 3, 3, 3},    // weight gradient by input column, shortest row it takes
+    {1, 9, 8, 3, 4, 2, 3, 3, 3},     // the same with one 8-lane block (AVX2)
+    {1, 9, 16, 3, 4, 1, 3, 3, 3},    // rows of one position: the by-output weight gradient
 };
 
 class ConvFastTest : public ::testing::TestWithParam<cs_isa>
