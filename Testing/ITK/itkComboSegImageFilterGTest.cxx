@@ -373,8 +373,21 @@ TEST(ComboSegProcessing, ParallelPassesDoNotDependOnTheThreadCount)
         ? 0.0f
         : static_cast<float>((scan[static_cast<size_t>(i)] - stats.mean) * (1.0 / stats.std));
   }
+  double  sum = 0.0; // the plain serial statistics, for a tolerance check of the chunked sums
+  int64_t count = 0;
+  for (float v : scan)
+    if (v != 0.0f)
+    {
+      sum += v;
+      ++count;
+    }
+  EXPECT_NEAR(stats.mean, sum / count, 1e-9 * std::fabs(sum / count));
   for (int threads : { 1, 2, 3 })
   {
+    const auto threaded = itk::ComboSegChannelStatistics(scan.data(), n, info.channels[0], nullptr, threads);
+    EXPECT_EQ(threaded.mean, stats.mean) << threads << " threads";
+    EXPECT_EQ(threaded.std, stats.std) << threads << " threads";
+    EXPECT_EQ(threaded.minimum, stats.minimum) << threads << " threads";
     std::vector<float> normalised(scan);
     itk::ComboSegNormalise(normalised.data(), n, info.channels[0], stats, nullptr, threads);
     EXPECT_EQ(normalised, serialNormalised) << threads << " threads";

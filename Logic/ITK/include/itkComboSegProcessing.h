@@ -98,9 +98,11 @@ struct ComboSegIntensityStatistics
 /** Mean and standard deviation over the voxels the recipe uses: non-zero voxels, the mask
  * (when mask is null: the voxels above the scan's minimum, i.e. the brain of a skull-stripped
  * scan whether its background is zero or, once z-scored, negative), or all; CT takes the
- * recipe's fixed values; CS_NORM_UPPER_PEAK gives mean 0 and std its histogram peak. */
+ * recipe's fixed values; CS_NORM_UPPER_PEAK gives mean 0 and std its histogram peak. The sums
+ * run over fixed chunks added in order: the same statistics for any numberOfThreads. */
 ComboSegIntensityStatistics
-ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask);
+ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask,
+                          int numberOfThreads = 0);
 
 /** Normalises values in place by the recipe; mask (may be null) marks the body for
  * CS_NORM_ZSCORE_MASK. */

@@ -151,12 +151,17 @@ ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, con
 
 } // namespace
 
+namespace
+{
+// ComboSegParallelChunks' chunk, 64 Ki elements: a call per element through the threader would
+// cost more than the passes it runs.
+constexpr int64_t kParallelChunk = int64_t{ 1 } << 16;
+} // namespace
+
 void
 ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body)
 {
-  // Chunks of 64 Ki elements: a call per element through the threader would cost more than
-  // the passes it runs.
-  constexpr int64_t chunk = int64_t{ 1 } << 16;
+  constexpr int64_t chunk = kParallelChunk;
   const int64_t     chunks = (n + chunk - 1) / chunk;
   if (chunks <= 1)
   {
@@ -559,14 +564,50 @@ ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32
                                                                                    numberOfThreads);
 }
 
+namespace
+{
+struct PartialSum
+{
+  double  sum{ 0.0 };
+  int64_t count{ 0 };
+};
+
+// body(begin, end) over ComboSegParallelChunks' fixed chunks, their sums added in chunk order:
+// the same result for any number of threads.
+PartialSum
+SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int64_t, int64_t)> & body)
+{
+  std::vector<PartialSum> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk));
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    parts[static_cast<size_t>(begin / kParallelChunk)] = body(begin, end);
+  });
+  PartialSum total;
+  for (const PartialSum & part : parts)
+  {
+    total.sum += part.sum;
+    total.count += part.count;
+  }
+  return total;
+}
+
+float
+MinimumOf(const float * values, int64_t n, int numberOfThreads)
+{
+  std::vector<float> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk),
+                           std::numeric_limits<float>::max());
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    parts[static_cast<size_t>(begin / kParallelChunk)] = *std::min_element(values + begin, values + end);
+  });
+  return n > 0 ? *std::min_element(parts.begin(), parts.end()) : 0.0f;
+}
+} // namespace
+
 ComboSegIntensityStatistics
-ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask)
+ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info & channel, const uint8_t * mask,
+                          int numberOfThreads)
 {
   ComboSegIntensityStatistics stats;
-  float                       minimum = std::numeric_limits<float>::max();
-  for (int64_t i = 0; i < n; ++i)
-    minimum = std::min(minimum, values[i]);
-  stats.minimum = n > 0 ? minimum : 0.0f;
+  stats.minimum = MinimumOf(values, n, numberOfThreads);
   if (channel.norm == CS_NORM_CLIP_SCALE)
   {
     stats.mean = channel.mean;
@@ -593,17 +634,20 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
     return stats;
   }
   // Two passes in double: stable for large volumes.
-  double  sum = 0.0;
-  int64_t count = 0;
-  auto    used = [&](int64_t i) {
+  auto used = [&](int64_t i) {
     return InBody(channel, values[i], stats.minimum, mask, i);
   };
-  for (int64_t i = 0; i < n; ++i)
-    if (used(i))
-    {
-      sum += values[i];
-      ++count;
-    }
+  const PartialSum body = SumOverChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    PartialSum part;
+    for (int64_t i = begin; i < end; ++i)
+      if (used(i))
+      {
+        part.sum += values[i];
+        ++part.count;
+      }
+    return part;
+  });
+  const int64_t    count = body.count;
   if (count == 0)
   {
     itkGenericExceptionMacro(<< "channel '" << channel.name << "' has no voxel to normalise over ("
@@ -612,11 +656,14 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
                                                                              : "every voxel is zero")
                              << ")");
   }
-  stats.mean = sum / static_cast<double>(count);
-  double squares = 0.0;
-  for (int64_t i = 0; i < n; ++i)
-    if (used(i))
-      squares += (values[i] - stats.mean) * (values[i] - stats.mean);
+  stats.mean = body.sum / static_cast<double>(count);
+  const double squares = SumOverChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+                           PartialSum part;
+                           for (int64_t i = begin; i < end; ++i)
+                             if (used(i))
+                               part.sum += (values[i] - stats.mean) * (values[i] - stats.mean);
+                           return part;
+                         }).sum;
   const double std = std::sqrt(squares / static_cast<double>(count));
   // A constant image stays centred rather than blowing up.
   stats.std = std > 1e-8 ? std : 1.0;
@@ -765,7 +812,7 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
   {
     const cs_channel_info &           recipe = info.channels[c];
     const ComboSegIntensityStatistics stats =
-      ComboSegChannelStatistics(channels[c].values, channels[c].grid.NumberOfVoxels(), recipe, mask);
+      ComboSegChannelStatistics(channels[c].values, channels[c].grid.NumberOfVoxels(), recipe, mask, numberOfThreads);
     float * out = image.data() + c * static_cast<size_t>(m);
     ComboSegResampleLinear(out, modelGrid, channels[c].values, channels[c].grid, ComboSegPadValue(recipe, stats),
                            numberOfThreads);
