@@ -110,7 +110,8 @@ ImageOnBuffer(const TPixel * values, const ComboSegGrid & grid)
   image->SetSpacing(spacing);
   image->SetOrigin(origin);
   image->SetDirection(direction);
-  // ITK's filters only read their inputs: the const buffer is never written through this image.
+  // ITK's filters only read their inputs: a const buffer is never written through this image
+  // (ResampleOnto grafts it as the output only for its non-const dst).
   image->GetPixelContainer()->SetImportPointer(const_cast<TPixel *>(values),
                                                static_cast<SizeValueType>(grid.NumberOfVoxels()), false);
   return image;
@@ -143,10 +144,15 @@ ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, con
   resample->SetInput(ImageOnBuffer(src, srcGrid));
   resample->SetInterpolator(TInterpolator::New());
   resample->SetDefaultPixelValue(outside);
-  resample->SetOutputParametersFromImage(ImageOnBuffer(dst, dstGrid));
+  const auto output = ImageOnBuffer(dst, dstGrid);
+  resample->SetOutputParametersFromImage(output);
   LimitWorkUnits(resample.GetPointer(), numberOfThreads);
+  // Grafted, the output is dst itself: no buffer of the filter's own (28 MB for ch2, touched for
+  // the first time) to copy from. The copy stays for an ITK that would allocate one anyway.
+  resample->GraftOutput(output);
   resample->Update();
-  std::copy_n(resample->GetOutput()->GetBufferPointer(), dstGrid.NumberOfVoxels(), dst);
+  if (resample->GetOutput()->GetBufferPointer() != dst)
+    std::copy_n(resample->GetOutput()->GetBufferPointer(), dstGrid.NumberOfVoxels(), dst);
 }
 
 } // namespace
