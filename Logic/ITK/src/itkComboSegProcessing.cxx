@@ -596,15 +596,22 @@ SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int
   return total;
 }
 
+// The smallest value, NaN skipped (std::min keeps its first argument against a NaN).
 float
 MinimumOf(const float * values, int64_t n, int numberOfThreads)
 {
-  std::vector<float> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk),
-                           std::numeric_limits<float>::max());
+  constexpr float    none = std::numeric_limits<float>::max();
+  std::vector<float> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk), none);
   ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
-    parts[static_cast<size_t>(begin / kParallelChunk)] = *std::min_element(values + begin, values + end);
+    float minimum = none;
+    for (int64_t i = begin; i < end; ++i)
+      minimum = std::min(minimum, values[i]);
+    parts[static_cast<size_t>(begin / kParallelChunk)] = minimum;
   });
-  return n > 0 ? *std::min_element(parts.begin(), parts.end()) : 0.0f;
+  float minimum = none;
+  for (float part : parts)
+    minimum = std::min(minimum, part);
+  return n > 0 ? minimum : 0.0f;
 }
 } // namespace
 
