@@ -224,9 +224,9 @@ cs_isa cs_isa_conv(const cs_conv_shape *s, cs_conv_pass pass)
      * block: a broadcast fed one FMA there, two in 8 lanes) and at 128 (the reference network's
      * 8^3 bottom), and slower at 32 and 64: comboseg_bench --isa avx2|avx512, alternating, best
      * of 3-4 runs each, 2 threads: 172.8 against 143.2 GFLOP/s at 16, 185.7 against 166.7 at
-     * 128, 183.9 against 196.9 and 194.9 against 205.2 at 32 and 64. All measured before the by-column
-     * weight-gradient micro-kernels (kernels_simd.inc), which feed 3 FMAs per broadcast in both
-     * widths: worth measuring again on Zen 4. */
+     * 128, 183.9 against 196.9 and 194.9 against 205.2 at 32 and 64. All measured before the
+     * by-column weight-gradient micro-kernels (kernels_simd.inc), which feed 3 FMAs per broadcast
+     * in both widths: worth measuring again on Zen 4. */
     const int wide_gradient_on_halves = pass == CS_CONV_BACKWARD_WEIGHTS &&
                                         cs_isa_avx512_half_width() &&
                                         (s->out_channels == 16 || s->out_channels >= 128);

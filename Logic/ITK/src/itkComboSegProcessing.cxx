@@ -167,8 +167,7 @@ constexpr int64_t kParallelChunk = int64_t{ 1 } << 16;
 void
 ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body)
 {
-  constexpr int64_t chunk = kParallelChunk;
-  const int64_t     chunks = (n + chunk - 1) / chunk;
+  const int64_t chunks = (n + kParallelChunk - 1) / kParallelChunk;
   if (chunks <= 1)
   {
     if (n > 0)
@@ -183,8 +182,8 @@ ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(
   threader->ParallelizeArray(
     0, static_cast<SizeValueType>(chunks),
     [&](SizeValueType c) {
-      const int64_t begin = static_cast<int64_t>(c) * chunk;
-      body(begin, std::min(n, begin + chunk));
+      const int64_t begin = static_cast<int64_t>(c) * kParallelChunk;
+      body(begin, std::min(n, begin + kParallelChunk));
     },
     nullptr);
 }
@@ -578,17 +577,24 @@ struct PartialSum
   int64_t count{ 0 };
 };
 
-// body(begin, end) over ComboSegParallelChunks' fixed chunks, their sums added in chunk order:
-// the same result for any number of threads.
-PartialSum
-SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int64_t, int64_t)> & body)
+// body(begin, end) of each of ComboSegParallelChunks' fixed chunks, in chunk order: results that
+// do not depend on the number of threads once combined in that order.
+template <typename T>
+std::vector<T>
+PerChunk(int64_t n, int numberOfThreads, const std::function<T(int64_t, int64_t)> & body)
 {
-  std::vector<PartialSum> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk));
+  std::vector<T> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk));
   ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
     parts[static_cast<size_t>(begin / kParallelChunk)] = body(begin, end);
   });
+  return parts;
+}
+
+PartialSum
+SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int64_t, int64_t)> & body)
+{
   PartialSum total;
-  for (const PartialSum & part : parts)
+  for (const PartialSum & part : PerChunk(n, numberOfThreads, body))
   {
     total.sum += part.sum;
     total.count += part.count;
@@ -600,16 +606,15 @@ SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int
 float
 MinimumOf(const float * values, int64_t n, int numberOfThreads)
 {
-  constexpr float    none = std::numeric_limits<float>::max();
-  std::vector<float> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk), none);
-  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+  constexpr float                              none = std::numeric_limits<float>::max();
+  const std::function<float(int64_t, int64_t)> chunkMinimum = [&](int64_t begin, int64_t end) {
     float minimum = none;
     for (int64_t i = begin; i < end; ++i)
       minimum = std::min(minimum, values[i]);
-    parts[static_cast<size_t>(begin / kParallelChunk)] = minimum;
-  });
+    return minimum;
+  };
   float minimum = none;
-  for (float part : parts)
+  for (float part : PerChunk(n, numberOfThreads, chunkMinimum))
     minimum = std::min(minimum, part);
   return n > 0 ? minimum : 0.0f;
 }
