@@ -395,6 +395,7 @@ std::vector<ConvCase> Bf16Cases()
   cases.push_back({1, 8, 8, 3, 5, 30, 3, 3, 3});
   cases.push_back({2, 1, 8, 4, 6, 9, 3, 3, 3});
   cases.push_back({1, 7, 3, 1, 9, 11, 1, 3, 3});
+  cases.push_back({1, 5, 16, 2, 3, 70, 3, 3, 3}); // rows packed in two chunks (64 and 6)
   return cases;
 }
 
