@@ -404,6 +404,59 @@ TEST(ComboSegProcessing, ParallelPassesDoNotDependOnTheThreadCount)
   EXPECT_EQ(calls, 0);
 }
 
+// The upper peak's percentile is found by histograms of the values' bits over the threads (no
+// copy, no sort): the same peak as the plain definition (std::nth_element over a copy of the
+// non-zero values, then the 128-bin histogram), for 1, 2 and 3 threads, with negative values,
+// duplicates and zeros over several chunks.
+namespace
+{
+double
+PlainUpperPeak(const std::vector<float> & scan)
+{
+  std::vector<float> body;
+  for (float v : scan)
+    if (v != 0.0f)
+      body.push_back(v);
+  const size_t top = static_cast<size_t>(0.995 * static_cast<double>(body.size() - 1));
+  std::nth_element(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(top), body.end());
+  const double        high = body[top], low = *std::min_element(body.begin(), body.end());
+  std::vector<double> counts(128, 0.0), smooth(128, 0.0);
+  for (float v : body)
+    if (v <= high)
+      counts[std::min(127, static_cast<int>((v - low) / (high - low) * 128))] += 1.0;
+  for (int b = 0; b < 128; ++b)
+    for (int j = std::max(0, b - 2); j <= std::min(127, b + 2); ++j)
+      smooth[b] += counts[j];
+  const double highest = *std::max_element(smooth.begin(), smooth.end());
+  int          peak = 0;
+  for (int b = 0; b < 128; ++b)
+    if ((b == 0 || smooth[b] >= smooth[b - 1]) && (b == 127 || smooth[b] >= smooth[b + 1]) &&
+        smooth[b] >= 0.5 * highest)
+      peak = b;
+  return low + (peak + 0.5) * (high - low) / 128;
+}
+} // namespace
+
+TEST(ComboSegProcessing, UpperPeakOverTheThreadsIsThePlainDefinition)
+{
+  std::mt19937       random(11);
+  std::vector<float> scan(3 * 65536 + 777);
+  for (float & v : scan)
+    v = random() % 5 == 0 ? 0.0f : static_cast<float>(static_cast<int>(random() % 2000) - 300) * 0.25f;
+  // Neighbouring floats (keys 1 apart): the percentile's bin boundaries fall between two values.
+  std::vector<float> adjacent(1000, 0.0f);
+  float              next = 1.0f;
+  for (size_t i = 0; i < adjacent.size(); i += 2, next = std::nextafter(next, 2.0f))
+    adjacent[i] = next;
+  cs_channel_info channel{};
+  channel.norm = CS_NORM_UPPER_PEAK;
+  for (const std::vector<float> * values : { &scan, &adjacent })
+    for (int threads : { 1, 2, 3 })
+      EXPECT_EQ(itk::ComboSegChannelStatistics(values->data(), int64_t(values->size()), channel, nullptr, threads).std,
+                PlainUpperPeak(*values))
+        << values->size() << " values, " << threads << " threads";
+}
+
 TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
 {
   const std::array<int64_t, 3> size{ { 12, 10, 8 } };

@@ -226,7 +226,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
 
   // Inputs as float volumes on 3D grids; messages name each input by its model channel.
   const unsigned int              inputs = this->GetNumberOfIndexedInputs();
-  std::vector<std::vector<float>> values(inputs);
+  std::vector<std::vector<float>> values(inputs); // converted copies, where an input is not float
   std::vector<ComboSegChannel>    channels(inputs);
   for (unsigned int i = 0; i < inputs; ++i)
   {
@@ -240,15 +240,14 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     {
       itkExceptionMacro(<< source << " is not set");
     }
-    values[i] = ComboSegValuesOf(input);
-    channels[i].values = values[i].data();
+    channels[i].values = ComboSegFloatValuesOf(input, values[i]);
     channels[i].grid = ComboSegGridOf(input);
     channels[i].source = source;
     ComboSegCheckDimensions(channels[i].grid, info, source);
     if (!m_IgnoreModalityMismatch && static_cast<int32_t>(i) < info.arch.in_channels)
     {
-      ComboSegCheckModality(values[i].data(), static_cast<int64_t>(values[i].size()), input->GetMetaDataDictionary(),
-                            info, static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway");
+      ComboSegCheckModality(channels[i].values, channels[i].grid.NumberOfVoxels(), input->GetMetaDataDictionary(), info,
+                            static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway");
     }
   }
   std::vector<uint8_t> mask;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <utility>
@@ -375,44 +376,6 @@ HasBody(const cs_channel_info & channel)
          channel.norm == CS_NORM_UPPER_PEAK;
 }
 
-// The brightest major peak of the histogram of the non-zero voxels (CS_NORM_UPPER_PEAK,
-// docs/design.md): 128 bins from the lowest non-zero value to the 99.5th percentile (bright
-// outliers such as vessels or fat do not stretch the bins), smoothed over 5 bins; of the local
-// maxima at least half as high as the highest, the brightest. In a T1 MR that is white matter,
-// whether or not the scan holds skull, neck or background, which move a z-score's mean.
-double
-UpperHistogramPeak(const float * values, int64_t n)
-{
-  std::vector<float> body;
-  for (int64_t i = 0; i < n; ++i)
-    if (values[i] != 0.0f)
-      body.push_back(values[i]);
-  if (body.empty())
-    return 0.0;
-  const size_t top = static_cast<size_t>(0.995 * static_cast<double>(body.size() - 1));
-  std::nth_element(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(top), body.end());
-  const double high = body[top], low = *std::min_element(body.begin(), body.end());
-  if (!(high > low))
-    return high;
-  constexpr int       bins = 128, half = 2;
-  std::vector<double> counts(bins, 0.0), smooth(bins, 0.0);
-  for (float v : body)
-    if (v <= high)
-      counts[std::min(bins - 1, static_cast<int>((v - low) / (high - low) * bins))] += 1.0;
-  for (int b = 0; b < bins; ++b)
-    for (int j = std::max(0, b - half); j <= std::min(bins - 1, b + half); ++j)
-      smooth[b] += counts[j];
-  const double highest = *std::max_element(smooth.begin(), smooth.end());
-  int          peak = 0;
-  for (int b = 0; b < bins; ++b)
-  {
-    const bool local = (b == 0 || smooth[b] >= smooth[b - 1]) && (b == bins - 1 || smooth[b] >= smooth[b + 1]);
-    if (local && smooth[b] >= 0.5 * highest)
-      peak = b;
-  }
-  return low + (peak + 0.5) * (high - low) / bins;
-}
-
 } // namespace
 
 std::string
@@ -602,6 +565,127 @@ SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int
   return total;
 }
 
+// A float as a key whose unsigned order is the floats' order (negatives below positives).
+uint64_t
+OrderKey(float v)
+{
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+float
+KeyValue(uint64_t key)
+{
+  const uint32_t k = static_cast<uint32_t>(key), u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  float          v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+// Counts of the non-zero values whose keys are `prefix` above bit shift + bits, by their `bits`
+// bits at `shift`.
+std::vector<int64_t>
+KeyHistogram(const float * values, int64_t n, int shift, int bits, uint64_t prefix, int numberOfThreads)
+{
+  const uint64_t                                              mask = (uint64_t{ 1 } << bits) - 1;
+  std::vector<int64_t>                                        total(static_cast<size_t>(mask + 1), 0);
+  const std::function<std::vector<int64_t>(int64_t, int64_t)> chunkCounts = [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> counts(total.size(), 0);
+    for (int64_t i = begin; i < end; ++i)
+    {
+      const uint64_t key = OrderKey(values[i]);
+      if (values[i] != 0.0f && (key >> (shift + bits)) == prefix)
+        ++counts[static_cast<size_t>((key >> shift) & mask)];
+    }
+    return counts;
+  };
+  for (const std::vector<int64_t> & part : PerChunk(n, numberOfThreads, chunkCounts))
+    for (size_t b = 0; b < total.size(); ++b)
+      total[b] += part[b];
+  return total;
+}
+
+// The k-th smallest (from 0) of the non-zero values, exactly (what std::nth_element picks): the
+// keys' 32 bits in three histogram passes of 11, 11 and 10 bits, each narrowing the prefix to
+// the bin that holds it. No copy of the values, every pass over the threads.
+float
+NonZeroOrderStatistic(const float * values, int64_t n, int64_t k, int numberOfThreads)
+{
+  uint64_t prefix = 0;
+  for (const auto & [shift, bits] : { std::pair<int, int>{ 21, 11 }, { 10, 11 }, { 0, 10 } })
+  {
+    const std::vector<int64_t> counts = KeyHistogram(values, n, shift, bits, prefix, numberOfThreads);
+    size_t                     bin = 0;
+    while (k >= counts[bin])
+      k -= counts[bin++];
+    prefix = (prefix << bits) | bin;
+  }
+  return KeyValue(prefix);
+}
+
+// The brightest major peak of the histogram of the non-zero voxels (CS_NORM_UPPER_PEAK,
+// docs/design.md): 128 bins from the lowest non-zero value to the 99.5th percentile (bright
+// outliers such as vessels or fat do not stretch the bins), smoothed over 5 bins; of the local
+// maxima at least half as high as the highest, the brightest. In a T1 MR that is white matter,
+// whether or not the scan holds skull, neck or background, which move a z-score's mean.
+// Over the threads in fixed chunks, integer counts: the same peak for any thread count.
+double
+UpperHistogramPeak(const float * values, int64_t n, int numberOfThreads)
+{
+  struct Part
+  {
+    int64_t count{ 0 };
+    float   lowest{ std::numeric_limits<float>::infinity() };
+  };
+  const std::function<Part(int64_t, int64_t)> chunkBody = [&](int64_t begin, int64_t end) {
+    Part part;
+    for (int64_t i = begin; i < end; ++i)
+      if (values[i] != 0.0f)
+      {
+        ++part.count;
+        part.lowest = std::min(part.lowest, values[i]);
+      }
+    return part;
+  };
+  Part body;
+  for (const Part & part : PerChunk(n, numberOfThreads, chunkBody))
+  {
+    body.count += part.count;
+    body.lowest = std::min(body.lowest, part.lowest);
+  }
+  if (body.count == 0)
+    return 0.0;
+  const int64_t top = static_cast<int64_t>(0.995 * static_cast<double>(body.count - 1));
+  const double  high = NonZeroOrderStatistic(values, n, top, numberOfThreads), low = body.lowest;
+  if (!(high > low))
+    return high;
+  constexpr int                                               bins = 128, half = 2;
+  const std::function<std::vector<int64_t>(int64_t, int64_t)> chunkCounts = [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> counts(bins, 0);
+    for (int64_t i = begin; i < end; ++i)
+      if (values[i] != 0.0f && values[i] <= high)
+        ++counts[std::min(bins - 1, static_cast<int>((values[i] - low) / (high - low) * bins))];
+    return counts;
+  };
+  std::vector<double> counts(bins, 0.0), smooth(bins, 0.0);
+  for (const std::vector<int64_t> & part : PerChunk(n, numberOfThreads, chunkCounts))
+    for (int b = 0; b < bins; ++b)
+      counts[b] += static_cast<double>(part[b]);
+  for (int b = 0; b < bins; ++b)
+    for (int j = std::max(0, b - half); j <= std::min(bins - 1, b + half); ++j)
+      smooth[b] += counts[j];
+  const double highest = *std::max_element(smooth.begin(), smooth.end());
+  int          peak = 0;
+  for (int b = 0; b < bins; ++b)
+  {
+    const bool local = (b == 0 || smooth[b] >= smooth[b - 1]) && (b == bins - 1 || smooth[b] >= smooth[b + 1]);
+    if (local && smooth[b] >= 0.5 * highest)
+      peak = b;
+  }
+  return low + (peak + 0.5) * (high - low) / bins;
+}
+
 // The smallest value, NaN skipped (std::min keeps its first argument against a NaN).
 float
 MinimumOf(const float * values, int64_t n, int numberOfThreads)
@@ -638,7 +722,7 @@ ComboSegChannelStatistics(const float * values, int64_t n, const cs_channel_info
   }
   if (channel.norm == CS_NORM_UPPER_PEAK)
   {
-    const double peak = UpperHistogramPeak(values, n);
+    const double peak = UpperHistogramPeak(values, n, numberOfThreads);
     if (!(peak > 0.0))
     {
       itkGenericExceptionMacro(<< "channel '" << channel.name
