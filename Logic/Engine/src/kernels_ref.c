@@ -390,14 +390,17 @@ void cs_maxpool_forward_ref(float *out, const float *in, int64_t planes, int32_t
 {
     const int32_t od = d / pd, oh = h / 2, ow = w / 2;
     const int64_t n = (int64_t)d * h * w, on = (int64_t)od * oh * ow;
+    /* (output slice, plane) position-major: the threads split the slices, as the convolutions
+     * that wrote the input do, so that each reads what it wrote */
     CS_OMP_FOR
-    for (int64_t p = 0; p < planes; p++) {
+    for (int64_t it = 0; it < od * planes; it++) {
+        const int32_t z = (int32_t)(it / planes);
+        const int64_t p = it % planes;
         const float *x = in + p * n;
         float *o = out + p * on;
-        for (int32_t z = 0; z < od; z++)
-            for (int32_t y = 0; y < oh; y++)
-                for (int32_t xo = 0; xo < ow; xo++)
-                    o[((int64_t)z * oh + y) * ow + xo] = x[window_argmax(x, z, y, xo, h, w, pd)];
+        for (int32_t y = 0; y < oh; y++)
+            for (int32_t xo = 0; xo < ow; xo++)
+                o[((int64_t)z * oh + y) * ow + xo] = x[window_argmax(x, z, y, xo, h, w, pd)];
     }
 }
 
