@@ -143,7 +143,7 @@ int Run(ComboSegArguments &args, ComboSegProgress &progress)
     files.push_back(args.GetString(channelParams[c]));
   }
   const std::vector<ImageType::Pointer> inputs =
-      ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress);
+      ComboSegReadChannels(files, info, args.GetBool("ignoreModalityMismatch"), progress, int(args.GetInt("threads")));
   for (int c = channels; c < 4; ++c)
     if (args.IsSet(channelParams[c]))
       progress.Comment(std::string("note: the model has ") + std::to_string(channels) + " channel(s); --" +

@@ -58,7 +58,7 @@ void CheckOverlap(const ImageType *first, const ImageType *image, const std::str
 
 std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector<std::string> &files,
                                                                const cs_model_info &info, bool ignoreModalityMismatch,
-                                                               ComboSegProgress &progress)
+                                                               ComboSegProgress &progress, int numberOfThreads)
 {
   std::vector<ImageType::Pointer> images;
   for (size_t c = 0; c < files.size(); ++c)
@@ -73,7 +73,7 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
     if (!ignoreModalityMismatch)
       itk::ComboSegCheckModality(image->GetBufferPointer(), int64_t(image->GetPixelContainer()->Size()),
                                  image->GetMetaDataDictionary(), info, channel, source,
-                                 "add --ignoreModalityMismatch to go ahead anyway");
+                                 "add --ignoreModalityMismatch to go ahead anyway", numberOfThreads);
     if (c > 0)
       image = OnGridOf(image, images[0]);
     images.push_back(image);

@@ -16,10 +16,11 @@
 // image given to a 3D model, a scan that clearly is of another modality than its channel's (unless
 // ignoreModalityMismatch; the message names --ignoreModalityMismatch), and a channel that covers
 // less than half of the first in physical space (a warning below 95 %). Channels after the first
-// come back on the first one's grid (linear interpolation, 0 outside).
+// come back on the first one's grid (linear interpolation, 0 outside). The checks run on at most
+// numberOfThreads threads (0: ITK's default).
 std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector<std::string> &files,
                                                                const cs_model_info &info, bool ignoreModalityMismatch,
-                                                               ComboSegProgress &progress);
+                                                               ComboSegProgress &progress, int numberOfThreads);
 
 // A warning the user must not miss: a progress comment (Slicer's status) and a line on stderr
 // (Slicer then reports the run as completed with errors, and shows the text).

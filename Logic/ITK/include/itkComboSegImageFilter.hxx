@@ -247,7 +247,8 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     if (!m_IgnoreModalityMismatch && static_cast<int32_t>(i) < info.arch.in_channels)
     {
       ComboSegCheckModality(channels[i].values, channels[i].grid.NumberOfVoxels(), input->GetMetaDataDictionary(), info,
-                            static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway");
+                            static_cast<int>(i), source, "turn IgnoreModalityMismatch on to go ahead anyway",
+                            m_NumberOfThreads);
     }
   }
   std::vector<uint8_t> mask;

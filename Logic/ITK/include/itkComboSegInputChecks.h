@@ -28,12 +28,13 @@ struct ComboSegModalityEvidence
 
 /** CT's Hounsfield signature: values reaching -500 or below and at least 5 % of the voxels at
  * -900 or below (air and the padding outside the field of view). MR, PET and z-scored scans never
- * go that low. Fills `evidence` when it answers true. */
+ * go that low. Fills `evidence` when it answers true. numberOfThreads as in
+ * itkComboSegProcessing.h (the answer does not depend on it). */
 bool
-ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence = nullptr);
+ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence = nullptr, int numberOfThreads = 1);
 
 ComboSegModalityEvidence
-ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary & dictionary);
+ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary & dictionary, int numberOfThreads = 1);
 
 /** Throws, naming `source`, what was found and `overrideHint` (e.g. "add --flag to go ahead
  * anyway"), when the scan clearly is of another modality than the model's channel expects: a
@@ -42,7 +43,7 @@ ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary &
 void
 ComboSegCheckModality(const float * values, int64_t n, const MetaDataDictionary & dictionary,
                       const cs_model_info & info, int channel, const std::string & source,
-                      const std::string & overrideHint);
+                      const std::string & overrideHint, int numberOfThreads = 1);
 
 /** The share of a's voxel centres that lie inside b's voxels, in physical space (0: the two do not
  * overlap at all). Sampled on at most about 64^3 voxels of a. */

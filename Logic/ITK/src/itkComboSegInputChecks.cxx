@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <mutex>
 #include <unordered_set>
 #include <sstream>
 
+#include "itkComboSegProcessing.h"
 #include "itkMacro.h"
 #include "itkMetaDataObject.h"
 
@@ -71,17 +74,26 @@ Invert(const std::array<double, 9> & m, std::array<double, 9> & inverse)
 } // namespace
 
 bool
-ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence)
+ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence, int numberOfThreads)
 {
   if (n <= 0)
     return false;
-  float   minimum = values[0];
-  int64_t air = 0;
-  for (int64_t i = 0; i < n; ++i)
-  {
-    minimum = std::min(minimum, values[i]);
-    air += values[i] <= -900.0f;
-  }
+  // A minimum and a count: the same whatever order the chunks are added in.
+  float      minimum = std::numeric_limits<float>::infinity();
+  int64_t    air = 0;
+  std::mutex merge;
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    float   chunkMinimum = std::numeric_limits<float>::infinity();
+    int64_t chunkAir = 0;
+    for (int64_t i = begin; i < end; ++i)
+    {
+      chunkMinimum = std::min(chunkMinimum, values[i]);
+      chunkAir += values[i] <= -900.0f;
+    }
+    const std::lock_guard<std::mutex> lock(merge);
+    minimum = std::min(minimum, chunkMinimum);
+    air += chunkAir;
+  });
   const double share = static_cast<double>(air) / static_cast<double>(n);
   if (!(minimum <= -500.0f && share >= 0.05))
     return false;
@@ -95,7 +107,7 @@ ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence)
 }
 
 ComboSegModalityEvidence
-ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary & dictionary)
+ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary & dictionary, int numberOfThreads)
 {
   ComboSegModalityEvidence result;
   std::string              code;
@@ -108,7 +120,7 @@ ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary &
       return result;
     }
   }
-  if (ComboSegLooksLikeCT(values, n, &result.evidence))
+  if (ComboSegLooksLikeCT(values, n, &result.evidence, numberOfThreads))
     result.modality = CS_MODALITY_CT;
   return result;
 }
@@ -116,12 +128,12 @@ ComboSegScanModality(const float * values, int64_t n, const MetaDataDictionary &
 void
 ComboSegCheckModality(const float * values, int64_t n, const MetaDataDictionary & dictionary,
                       const cs_model_info & info, int channel, const std::string & source,
-                      const std::string & overrideHint)
+                      const std::string & overrideHint, int numberOfThreads)
 {
   const cs_modality expected = info.channels[channel].modality;
   if (expected == CS_MODALITY_OTHER)
     return;
-  const ComboSegModalityEvidence found = ComboSegScanModality(values, n, dictionary);
+  const ComboSegModalityEvidence found = ComboSegScanModality(values, n, dictionary, numberOfThreads);
   if (found.modality == CS_MODALITY_OTHER || found.modality == expected)
     return;
   itkGenericExceptionMacro(<< source << " looks like " << ModalityName(found.modality) << " (" << found.evidence
