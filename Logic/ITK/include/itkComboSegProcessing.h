@@ -62,10 +62,28 @@ ComboSegModelGrid(const ComboSegGrid & input, const cs_model_info & info);
 /* numberOfThreads, below: the most ITK work units (threads) a call runs on; 0 takes ITK's
  * default (MultiThreaderBase::GetGlobalDefaultNumberOfThreads). */
 
+/** ComboSegParallelChunks' chunk, 64 Ki elements, whatever the thread count (a call per element
+ * through the threader would cost more than the passes it runs). */
+constexpr int64_t ComboSegParallelChunk = int64_t{ 1 } << 16;
+
 /** body(begin, end) over [0, n) in contiguous chunks on ITK's threader (at most numberOfThreads
  * work units): for passes whose elements are independent, so any split gives the same result. */
 void
 ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body);
+
+/** body(begin, end) of each of ComboSegParallelChunks' chunks, returned in chunk order: partial
+ * results (sums, counts, extremes) that do not depend on the thread count once combined in that
+ * order. */
+template <typename T>
+std::vector<T>
+ComboSegPerChunk(int64_t n, int numberOfThreads, const std::function<T(int64_t, int64_t)> & body)
+{
+  std::vector<T> parts(static_cast<size_t>((n + ComboSegParallelChunk - 1) / ComboSegParallelChunk));
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    parts[static_cast<size_t>(begin / ComboSegParallelChunk)] = body(begin, end);
+  });
+  return parts;
+}
 
 /** Trilinear interpolation of src (on srcGrid) at the voxel centres of dstGrid, by ITK's
  * ResampleImageFilter: points outside src's voxels (continuous index outside [-0.5, size - 0.5)

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <mutex>
 #include <unordered_set>
+#include <utility>
 #include <sstream>
 
 #include "itkComboSegProcessing.h"
@@ -78,22 +78,23 @@ ComboSegLooksLikeCT(const float * values, int64_t n, std::string * evidence, int
 {
   if (n <= 0)
     return false;
-  // A minimum and a count: the same whatever order the chunks are added in.
-  float      minimum = std::numeric_limits<float>::infinity();
-  int64_t    air = 0;
-  std::mutex merge;
-  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
-    float   chunkMinimum = std::numeric_limits<float>::infinity();
-    int64_t chunkAir = 0;
+  using Part = std::pair<float, int64_t>; // a chunk's minimum and its voxels at -900 or below
+  const std::function<Part(int64_t, int64_t)> chunkBody = [&](int64_t begin, int64_t end) {
+    Part part{ std::numeric_limits<float>::infinity(), 0 };
     for (int64_t i = begin; i < end; ++i)
     {
-      chunkMinimum = std::min(chunkMinimum, values[i]);
-      chunkAir += values[i] <= -900.0f;
+      part.first = std::min(part.first, values[i]);
+      part.second += values[i] <= -900.0f;
     }
-    const std::lock_guard<std::mutex> lock(merge);
-    minimum = std::min(minimum, chunkMinimum);
-    air += chunkAir;
-  });
+    return part;
+  };
+  float   minimum = std::numeric_limits<float>::infinity();
+  int64_t air = 0;
+  for (const Part & part : ComboSegPerChunk(n, numberOfThreads, chunkBody))
+  {
+    minimum = std::min(minimum, part.first);
+    air += part.second;
+  }
   const double share = static_cast<double>(air) / static_cast<double>(n);
   if (!(minimum <= -500.0f && share >= 0.05))
     return false;

@@ -158,17 +158,10 @@ ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, con
 
 } // namespace
 
-namespace
-{
-// ComboSegParallelChunks' chunk, 64 Ki elements: a call per element through the threader would
-// cost more than the passes it runs.
-constexpr int64_t kParallelChunk = int64_t{ 1 } << 16;
-} // namespace
-
 void
 ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body)
 {
-  const int64_t chunks = (n + kParallelChunk - 1) / kParallelChunk;
+  const int64_t chunks = (n + ComboSegParallelChunk - 1) / ComboSegParallelChunk;
   if (chunks <= 1)
   {
     if (n > 0)
@@ -183,8 +176,8 @@ ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(
   threader->ParallelizeArray(
     0, static_cast<SizeValueType>(chunks),
     [&](SizeValueType c) {
-      const int64_t begin = static_cast<int64_t>(c) * kParallelChunk;
-      body(begin, std::min(n, begin + kParallelChunk));
+      const int64_t begin = static_cast<int64_t>(c) * ComboSegParallelChunk;
+      body(begin, std::min(n, begin + ComboSegParallelChunk));
     },
     nullptr);
 }
@@ -540,24 +533,11 @@ struct PartialSum
   int64_t count{ 0 };
 };
 
-// body(begin, end) of each of ComboSegParallelChunks' fixed chunks, in chunk order: results that
-// do not depend on the number of threads once combined in that order.
-template <typename T>
-std::vector<T>
-PerChunk(int64_t n, int numberOfThreads, const std::function<T(int64_t, int64_t)> & body)
-{
-  std::vector<T> parts(static_cast<size_t>((n + kParallelChunk - 1) / kParallelChunk));
-  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
-    parts[static_cast<size_t>(begin / kParallelChunk)] = body(begin, end);
-  });
-  return parts;
-}
-
 PartialSum
 SumOverChunks(int64_t n, int numberOfThreads, const std::function<PartialSum(int64_t, int64_t)> & body)
 {
   PartialSum total;
-  for (const PartialSum & part : PerChunk(n, numberOfThreads, body))
+  for (const PartialSum & part : ComboSegPerChunk(n, numberOfThreads, body))
   {
     total.sum += part.sum;
     total.count += part.count;
@@ -583,27 +563,40 @@ KeyValue(uint64_t key)
   return v;
 }
 
+// Counts of voxels [0, n) in `bins` bins over the threads; binOf(i) is voxel i's bin, or -1 for
+// none. Integer counts: the same for any thread count.
+template <typename BinOf>
+std::vector<int64_t>
+HistogramOverChunks(int64_t n, int numberOfThreads, size_t bins, const BinOf & binOf)
+{
+  const std::function<std::vector<int64_t>(int64_t, int64_t)> chunkCounts = [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> counts(bins, 0);
+    for (int64_t i = begin; i < end; ++i)
+    {
+      const int64_t bin = binOf(i);
+      if (bin >= 0)
+        ++counts[static_cast<size_t>(bin)];
+    }
+    return counts;
+  };
+  std::vector<int64_t> total(bins, 0);
+  for (const std::vector<int64_t> & part : ComboSegPerChunk(n, numberOfThreads, chunkCounts))
+    for (size_t b = 0; b < bins; ++b)
+      total[b] += part[b];
+  return total;
+}
+
 // Counts of the non-zero values whose keys are `prefix` above bit shift + bits, by their `bits`
 // bits at `shift`.
 std::vector<int64_t>
 KeyHistogram(const float * values, int64_t n, int shift, int bits, uint64_t prefix, int numberOfThreads)
 {
-  const uint64_t                                              mask = (uint64_t{ 1 } << bits) - 1;
-  std::vector<int64_t>                                        total(static_cast<size_t>(mask + 1), 0);
-  const std::function<std::vector<int64_t>(int64_t, int64_t)> chunkCounts = [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> counts(total.size(), 0);
-    for (int64_t i = begin; i < end; ++i)
-    {
-      const uint64_t key = OrderKey(values[i]);
-      if (values[i] != 0.0f && (key >> (shift + bits)) == prefix)
-        ++counts[static_cast<size_t>((key >> shift) & mask)];
-    }
-    return counts;
-  };
-  for (const std::vector<int64_t> & part : PerChunk(n, numberOfThreads, chunkCounts))
-    for (size_t b = 0; b < total.size(); ++b)
-      total[b] += part[b];
-  return total;
+  const uint64_t mask = (uint64_t{ 1 } << bits) - 1;
+  return HistogramOverChunks(n, numberOfThreads, static_cast<size_t>(mask + 1), [&](int64_t i) {
+    const uint64_t key = OrderKey(values[i]);
+    return values[i] != 0.0f && (key >> (shift + bits)) == prefix ? static_cast<int64_t>((key >> shift) & mask)
+                                                                  : int64_t{ -1 };
+  });
 }
 
 // The k-th smallest (from 0) of the non-zero values, exactly (what std::nth_element picks): the
@@ -649,7 +642,7 @@ UpperHistogramPeak(const float * values, int64_t n, int numberOfThreads)
     return part;
   };
   Part body;
-  for (const Part & part : PerChunk(n, numberOfThreads, chunkBody))
+  for (const Part & part : ComboSegPerChunk(n, numberOfThreads, chunkBody))
   {
     body.count += part.count;
     body.lowest = std::min(body.lowest, part.lowest);
@@ -660,18 +653,13 @@ UpperHistogramPeak(const float * values, int64_t n, int numberOfThreads)
   const double  high = NonZeroOrderStatistic(values, n, top, numberOfThreads), low = body.lowest;
   if (!(high > low))
     return high;
-  constexpr int                                               bins = 128, half = 2;
-  const std::function<std::vector<int64_t>(int64_t, int64_t)> chunkCounts = [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> counts(bins, 0);
-    for (int64_t i = begin; i < end; ++i)
-      if (values[i] != 0.0f && values[i] <= high)
-        ++counts[std::min(bins - 1, static_cast<int>((values[i] - low) / (high - low) * bins))];
-    return counts;
-  };
-  std::vector<double> counts(bins, 0.0), smooth(bins, 0.0);
-  for (const std::vector<int64_t> & part : PerChunk(n, numberOfThreads, chunkCounts))
-    for (int b = 0; b < bins; ++b)
-      counts[b] += static_cast<double>(part[b]);
+  constexpr int              bins = 128, half = 2;
+  const std::vector<int64_t> binCounts = HistogramOverChunks(n, numberOfThreads, bins, [&](int64_t i) {
+    return values[i] != 0.0f && values[i] <= high
+             ? static_cast<int64_t>(std::min(bins - 1, static_cast<int>((values[i] - low) / (high - low) * bins)))
+             : int64_t{ -1 };
+  });
+  std::vector<double>        counts(binCounts.begin(), binCounts.end()), smooth(bins, 0.0);
   for (int b = 0; b < bins; ++b)
     for (int j = std::max(0, b - half); j <= std::min(bins - 1, b + half); ++j)
       smooth[b] += counts[j];
@@ -698,7 +686,7 @@ MinimumOf(const float * values, int64_t n, int numberOfThreads)
     return minimum;
   };
   float minimum = none;
-  for (float part : PerChunk(n, numberOfThreads, chunkMinimum))
+  for (float part : ComboSegPerChunk(n, numberOfThreads, chunkMinimum))
     minimum = std::min(minimum, part);
   return n > 0 ? minimum : 0.0f;
 }
