@@ -1,10 +1,12 @@
-/* forward_repeat_bench <model.safetensors> <threads>: cs_model_forward called 20 times on one
- * context with one 64^3 patch (batch 1), as a caller running its own windows does; prints the
- * first call's time (it maps the workspace) and the best and median of the others. */
+/* forward_repeat_bench <model.safetensors> <threads> [bfloat16]: cs_model_forward called 20 times
+ * on one context with one 64^3 patch (batch 1), as a caller running its own windows does; prints
+ * the first call's time (it maps the workspace) and the best and median of the others. With
+ * bfloat16, the inference precision Segment's default uses (where the CPU has AVX512_BF16). */
 #include "comboseg/comboseg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define CALLS 20
@@ -30,8 +32,8 @@ static int fail(cs_context_t ctx)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: forward_repeat_bench <model.safetensors> <threads>\n");
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "bfloat16") == 0)) {
+        fprintf(stderr, "usage: forward_repeat_bench <model.safetensors> <threads> [bfloat16]\n");
         return 2;
     }
     cs_context_t ctx = NULL;
@@ -39,6 +41,7 @@ int main(int argc, char **argv)
     if (cs_context_init(&ctx) != CS_OK) return 1;
     if (cs_model_load(ctx, argv[1], &model) != CS_OK) return fail(ctx);
     cs_context_set_threads(ctx, atoi(argv[2]));
+    if (argc == 4) cs_context_set_inference_precision(ctx, CS_PRECISION_BFLOAT16);
     const cs_model_info *info = cs_model_get_info(model);
     const int64_t size[3] = {64, 64, 64}, n = 64 * 64 * 64;
     float *image = malloc(sizeof(float) * (size_t)(n * info->arch.in_channels));
