@@ -5,6 +5,9 @@
 #define CS_SFX avx2
 #define CS_MAXW2 6
 #define CS_MAXW1 12
+/* No row taps (kernels_simd.inc): 12 accumulators, 3 weights and 2 broadcasts exceed 16
+ * registers, and on Zen 5 they gained nothing in 8 lanes (narrow_conv_bench). */
+#define CS_ROW_TAPS 0
 #define CS_MAXT2 6
 #define CS_MAXT1 12
 #define CS_NCI_2_3 2

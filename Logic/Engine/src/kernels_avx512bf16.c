@@ -5,7 +5,8 @@
 #define CS_SFX avx512bf16
 #define CS_MAXW2 14
 #define CS_MAXW1 24
-#define CS_PV_P 3 /* narrow layers: 8 channels x 3 vectors of positions */
+#define CS_ROW_TAPS 1 /* 24 accumulators + 3 weights + 2 broadcasts */
+#define CS_PV_P 3     /* narrow layers: 8 channels x 3 vectors of positions */
 
 #include "kernels_avx512_vec.h"
 

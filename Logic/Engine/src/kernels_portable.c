@@ -6,6 +6,7 @@
  * (every block size is a separate unrolled instance). */
 #define CS_MAXW2 2
 #define CS_MAXW1 4
+#define CS_ROW_TAPS 1 /* three x taps per broadcast: the path that tests cover on any CPU */
 #define CS_MAXT2 3
 #define CS_MAXT1 6
 #define CS_NCI_2_3 1
