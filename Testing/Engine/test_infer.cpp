@@ -143,6 +143,25 @@ TEST_F(InferTest, ModelForwardRejectsBadSizes)
   EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 0, size, out.data()), CS_ERR_INVALID_ARGUMENT);
 }
 
+// Finite inputs near FLT_MAX overflow inside the network: the logits are refused, never copied
+// out silently as NaN (the check runs in the threaded copy of the logits).
+TEST_F(InferTest, ModelForwardRefusesLogitsThatOverflowed)
+{
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {16, 16, 12}, n = 16 * 16 * 12;
+  std::vector<float> img = RandomImage(1, size, 2), out(3 * n);
+  for (int64_t i = 0; i < n; i += 7)
+    img[i] = 3.0e38f;
+  for (int threads : {1, 2})
+  {
+    cs_context_set_threads(ctx_, threads);
+    EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, out.data()), CS_ERR_NUMERIC) << threads;
+    EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("non-finite value"), std::string::npos)
+      << cs_context_last_error(ctx_);
+  }
+}
+
 TEST_F(InferTest, WindowEqualToVolumeIsSoftmaxOfForward)
 {
   cs_model_t m = MakeModel(3, 2, 4, 4, 3);
