@@ -158,7 +158,7 @@ TEST_F(InferTest, ModelForwardRefusesLogitsThatOverflowed)
     cs_context_set_threads(ctx_, threads);
     EXPECT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, out.data()), CS_ERR_NUMERIC) << threads;
     EXPECT_NE(std::string(cs_context_last_error(ctx_)).find("non-finite value"), std::string::npos)
-      << cs_context_last_error(ctx_);
+        << cs_context_last_error(ctx_);
   }
 }
 
