@@ -66,7 +66,7 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
     const int channel = int(c);
     const std::string source = ChannelSource(info, channel, files[c]);
     progress.Comment("channel " + std::to_string(c + 1) + " " + info.channels[c].name + ": " + files[c]);
-    ImageType::Pointer image = itk::ReadScan<ImageType>(files[c]);
+    ImageType::Pointer image = itk::ReadScan<ImageType>(files[c], numberOfThreads);
     itk::ComboSegCheckDimensions(itk::ComboSegGridOf(image.GetPointer()), info, source);
     if (c > 0) // a scan of another region is the wrong file, whatever its modality
       CheckOverlap(images[0], image, source, files[0], progress);

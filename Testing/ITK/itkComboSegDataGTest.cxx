@@ -11,6 +11,7 @@
 
 #include "cs_test_data.h"
 #include "itkCommand.h"
+#include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageRegionConstIterator.h"
 #include "itkImageRegionConstIteratorWithIndex.h"
@@ -27,8 +28,10 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
+#include <type_traits>
 
 namespace
 {
@@ -531,6 +534,63 @@ TEST(ComboSegDataSet, LabelMapOnAnotherGridIsResampledOntoItsScan)
   Write(flipped.GetPointer(), dir.path + "/flipped.nrrd");
   files.labels = dir.path + "/flipped.nrrd";
   EXPECT_EQ(itk::PrepareCase(files, info, names).labels, full.labels);
+}
+
+// ------------------------------------------------------------------------------------------
+// Pixel types
+
+// A scan of TPixel values (negative where the type has them, beyond 2^24 for int, fractions for
+// double) on an oblique grid, with a tag, written as NRRD.
+template <typename TPixel>
+std::string
+WriteTypedScan(const std::string & folder, const char * name)
+{
+  using Scan = itk::Image<TPixel, 3>;
+  auto scan = cstest::MakeOrganImage<Scan>({ { 70, 50, 40 } }, { { 0.8, 1.1, 2.5 } }, cstest::Rotation(20, 10));
+  const int64_t n = static_cast<int64_t>(scan->GetPixelContainer()->Size());
+  TPixel *      v = scan->GetBufferPointer();
+  for (int64_t i = 0; i < n; ++i)
+  {
+    const double ramp = static_cast<double>(i % 251) - (std::numeric_limits<TPixel>::is_signed ? 125.0 : 0.0);
+    v[i] = static_cast<TPixel>(std::is_floating_point<TPixel>::value ? ramp * 0.37
+                                                                     : ramp * (sizeof(TPixel) >= 4 ? 131071.0 : 1.0));
+  }
+  itk::EncapsulateMetaData<std::string>(scan->GetMetaDataDictionary(), "Modality", "MR");
+  const std::string path = folder + "/" + name + ".nrrd";
+  Write(scan.GetPointer(), path);
+  return path;
+}
+
+// Files of each pixel type read as float (cast over the threads, 1 and 2) equal ITK's own cast,
+// voxel for voxel, with the file's grid and tags.
+TEST(ComboSegIO, ScansOfEveryPixelTypeReadAsFloatAsITKCastsThem)
+{
+  cstest::TempDir                dir;
+  const std::vector<std::string> files = {
+    WriteTypedScan<unsigned char>(dir.path, "uchar"),   WriteTypedScan<signed char>(dir.path, "char"),
+    WriteTypedScan<unsigned short>(dir.path, "ushort"), WriteTypedScan<short>(dir.path, "short"),
+    WriteTypedScan<unsigned int>(dir.path, "uint"),     WriteTypedScan<int>(dir.path, "int"),
+    WriteTypedScan<double>(dir.path, "double"),         WriteTypedScan<float>(dir.path, "float")
+  };
+  for (const std::string & file : files)
+    for (int threads : { 1, 2 })
+    {
+      auto itkReader = itk::ImageFileReader<FloatImage>::New();
+      itkReader->SetFileName(file);
+      itkReader->Update();
+      const FloatImage *        expected = itkReader->GetOutput();
+      const FloatImage::Pointer read = itk::ReadScan<FloatImage>(file, threads);
+      ASSERT_EQ(read->GetLargestPossibleRegion(), expected->GetLargestPossibleRegion()) << file;
+      EXPECT_EQ(read->GetOrigin(), expected->GetOrigin()) << file;
+      EXPECT_EQ(read->GetSpacing(), expected->GetSpacing()) << file;
+      EXPECT_EQ(read->GetDirection(), expected->GetDirection()) << file;
+      std::string modality;
+      EXPECT_TRUE(itk::ExposeMetaData<std::string>(read->GetMetaDataDictionary(), "Modality", modality)) << file;
+      EXPECT_EQ(modality, "MR") << file;
+      const size_t n = expected->GetPixelContainer()->Size();
+      EXPECT_TRUE(std::equal(expected->GetBufferPointer(), expected->GetBufferPointer() + n, read->GetBufferPointer()))
+        << file << ", " << threads << " threads";
+    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -474,7 +474,14 @@ TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
   for (int x = 7; x <= 10; ++x)
     at(x, 1, 1) = 2;
   at(8, 6, 6) = 2;
+  // Class 3: two pieces of two voxels; the tie goes to the first in raster order (x fastest).
+  at(10, 0, 7) = at(11, 0, 7) = 3;
+  at(0, 9, 7) = at(1, 9, 7) = 3;
   itk::ComboSegKeepLargestComponents(labels.data(), size);
+  EXPECT_EQ(at(10, 0, 7), 3);
+  EXPECT_EQ(at(11, 0, 7), 3);
+  EXPECT_EQ(at(0, 9, 7), 0);
+  EXPECT_EQ(at(1, 9, 7), 0);
   EXPECT_EQ(at(10, 8, 6), 0);
   EXPECT_EQ(at(8, 6, 6), 0);
   EXPECT_EQ(at(7, 1, 1), 2);
@@ -645,7 +652,10 @@ TEST(ComboSegImageFilter, LabelsOnTheModelsCentresEqualTheProbabilityRoute)
   {
     FloatImage::Pointer     input = cstest::MakeOrganImage({ { 37, 30, 26 } }, { { 2.0, 2.0, 2.0 } }, direction);
     const itk::ComboSegGrid grid = itk::ComboSegGridOf(input.GetPointer());
-    ASSERT_TRUE(itk::ComboSegCentresCoincideExactly(grid, itk::ComboSegModelGrid(grid, model->GetInfo())));
+    const itk::ComboSegGrid modelGrid = itk::ComboSegModelGrid(grid, model->GetInfo());
+    ASSERT_TRUE(itk::ComboSegCentresCoincideExactly(grid, modelGrid));
+    // RAS: the model's own voxels, the engine's labels as they are; LPS: through the mapping.
+    EXPECT_EQ(itk::ComboSegIndicesCoincide(grid, modelGrid), direction(0, 0) < 0);
     auto run = [&](double minimumProbability, int threads) {
       auto filter = FilterType::New();
       filter->SetModel(model);
@@ -669,6 +679,8 @@ TEST(ComboSegImageFilter, LabelsOnTheModelsCentresEqualTheProbabilityRoute)
   const itk::ComboSegGrid b = Grid({ { 4, 4, 4 } }, { { 1, 1, 1 } }, { { 0.5, 0, 0 } }, cstest::Rotation(0, 0));
   std::vector<int32_t>    from(64, 1), to(64, -1);
   EXPECT_FALSE(itk::ComboSegCentresCoincideExactly(b, a));
+  EXPECT_FALSE(itk::ComboSegIndicesCoincide(b, a));
+  EXPECT_TRUE(itk::ComboSegIndicesCoincide(a, a));
   EXPECT_THROW(itk::ComboSegLabelsAtCentres(to.data(), b, from.data(), a), itk::ExceptionObject);
 }
 

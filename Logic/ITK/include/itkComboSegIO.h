@@ -40,10 +40,11 @@ ComboSegRegisterImageIO();
 /** Reads a scan: an image file (NIfTI, NRRD, MetaImage, ...) or a folder holding one DICOM series
  * (slices sorted by position; the largest series when there are several). Files with more than
  * TImage's dimension (a 4D file for a 3D image) or with vector pixels are refused. Throws an
- * itk::ExceptionObject naming the file and the problem. */
+ * itk::ExceptionObject naming the file and the problem. Pixels are cast to TImage's type over
+ * numberOfThreads threads (0: ITK's default). */
 template <typename TImage>
 typename TImage::Pointer
-ReadScan(const std::string & path);
+ReadScan(const std::string & path, int numberOfThreads = 0);
 
 /** The file names of the DICOM series in a folder, sorted by slice position. */
 std::vector<std::string>
@@ -66,7 +67,8 @@ std::vector<LabelName>
 ReadLabelNames(const std::string & path);
 
 // ReadScan is compiled once in the library for the usual pixel types.
-#define COMBOSEG_DECLARE_READ_SCAN(T, D) extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)
+#define COMBOSEG_DECLARE_READ_SCAN(T, D)                                                                               \
+  extern template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &, int)
 COMBOSEG_DECLARE_READ_SCAN(float, 3);
 COMBOSEG_DECLARE_READ_SCAN(double, 3);
 COMBOSEG_DECLARE_READ_SCAN(short, 3);

@@ -194,13 +194,17 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
   {
     // The engine's argmax is then the one ComboSegProbabilitiesToLabels would take: labels
     // without the probability map (K floats a voxel, 767 MB for a 1 mm whole head).
-    // Not zeroed: the engine writes every label, over the threads (28 MB of serial zeroes and
-    // first touches for a 1 mm head otherwise).
-    std::unique_ptr<int32_t[]> modelLabels(new int32_t[static_cast<size_t>(modelGrid.NumberOfVoxels())]);
-    this->Predict(model, modelGrid, image, nullptr, modelLabels.get());
+    // A scan already on the model's grid gets the engine's labels as they are; others through a
+    // buffer on the model grid, not zeroed: the engine writes every label, over the threads (28 MB
+    // of serial zeroes and first touches for a 1 mm head otherwise).
+    const bool                 direct = ComboSegIndicesCoincide(outputGrid, modelGrid);
+    std::unique_ptr<int32_t[]> modelLabels(direct ? nullptr
+                                                  : new int32_t[static_cast<size_t>(modelGrid.NumberOfVoxels())]);
+    this->Predict(model, modelGrid, image, nullptr, direct ? labels : modelLabels.get());
     image.clear();
     image.shrink_to_fit();
-    ComboSegLabelsAtCentres(labels, outputGrid, modelLabels.get(), modelGrid, m_NumberOfThreads);
+    if (!direct)
+      ComboSegLabelsAtCentres(labels, outputGrid, modelLabels.get(), modelGrid, m_NumberOfThreads);
     return;
   }
   // Not zeroed: the first pass writes every value.

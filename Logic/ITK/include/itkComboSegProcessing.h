@@ -168,6 +168,11 @@ ComboSegProbabilitiesToLabels(int32_t * labels, const ComboSegGrid & outputGrid,
 bool
 ComboSegCentresCoincideExactly(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid);
 
+/** Whether voxel i of outputGrid is voxel i of modelGrid for every i (a scan already on the model's
+ * grid): labels chosen on the model grid are then the output's as they are. */
+bool
+ComboSegIndicesCoincide(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid);
+
 /** Class indices on modelGrid to outputGrid, where ComboSegCentresCoincideExactly holds (throws
  * otherwise): the label at the same centre; background outside the model grid. */
 void
@@ -175,7 +180,7 @@ ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const
                         const ComboSegGrid & modelGrid, int numberOfThreads = 0);
 
 /** Keeps, for every class, only its largest 6-connected component; the rest become background
- * (ITK's ScalarConnectedComponentImageFilter and RelabelComponentImageFilter). */
+ * (ITK's ScalarConnectedComponentImageFilter; ties go to the component it numbers first). */
 void
 ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads = 0);
 

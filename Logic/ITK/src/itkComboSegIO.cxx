@@ -7,9 +7,11 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <type_traits>
 
 #include "itkComboSegFiles.h"
 #include "itkComboSegModel.h"
+#include "itkComboSegProcessing.h"
 #include "itkGDCMImageIO.h"
 #include "itkGDCMImageIOFactory.h"
 #include "itkGDCMSeriesFileNames.h"
@@ -369,9 +371,62 @@ ComboSegDicomSeriesFiles(const std::string & folder)
   return best;
 }
 
+namespace
+{
+
+// The file's own pixel type read by ITK, then cast to TImage's over the threads: ITK's reader
+// would cast on one thread, into memory first touched there.
+template <typename TImage, typename TFilePixel>
+typename TImage::Pointer
+ReadAndCast(ImageIOBase * io, const std::string & path, int numberOfThreads)
+{
+  using FileImage = Image<TFilePixel, TImage::ImageDimension>;
+  auto reader = ImageFileReader<FileImage>::New();
+  reader->SetImageIO(io);
+  reader->SetFileName(path);
+  reader->Update();
+  const FileImage * file = reader->GetOutput();
+  auto              image = TImage::New();
+  image->CopyInformation(file);
+  image->SetRegions(file->GetLargestPossibleRegion());
+  image->SetMetaDataDictionary(file->GetMetaDataDictionary());
+  image->Allocate(); // not zeroed: every voxel is written below
+  const TFilePixel *           in = file->GetBufferPointer();
+  typename TImage::PixelType * out = image->GetBufferPointer();
+  const int64_t                n = static_cast<int64_t>(file->GetPixelContainer()->Size());
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      out[i] = static_cast<typename TImage::PixelType>(in[i]);
+  });
+  return image;
+}
+
+// A float image read from a file of integer or double pixels, cast over the threads; nullptr
+// where ITK's reader does as well (float files, other target types).
 template <typename TImage>
 typename TImage::Pointer
-ReadScan(const std::string & path)
+ReadCastToFloat(ImageIOBase * io, const std::string & path, int numberOfThreads)
+{
+  if (!std::is_same<typename TImage::PixelType, float>::value)
+    return nullptr;
+  switch (io->GetComponentType())
+  {
+    case IOComponentEnum::UCHAR: return ReadAndCast<TImage, unsigned char>(io, path, numberOfThreads);
+    case IOComponentEnum::CHAR: return ReadAndCast<TImage, signed char>(io, path, numberOfThreads);
+    case IOComponentEnum::USHORT: return ReadAndCast<TImage, unsigned short>(io, path, numberOfThreads);
+    case IOComponentEnum::SHORT: return ReadAndCast<TImage, short>(io, path, numberOfThreads);
+    case IOComponentEnum::UINT: return ReadAndCast<TImage, unsigned int>(io, path, numberOfThreads);
+    case IOComponentEnum::INT: return ReadAndCast<TImage, int>(io, path, numberOfThreads);
+    case IOComponentEnum::DOUBLE: return ReadAndCast<TImage, double>(io, path, numberOfThreads);
+    default: return nullptr;
+  }
+}
+
+} // namespace
+
+template <typename TImage>
+typename TImage::Pointer
+ReadScan(const std::string & path, int numberOfThreads)
 {
   constexpr unsigned int D = TImage::ImageDimension;
   ComboSegRegisterImageIO();
@@ -441,21 +496,24 @@ ReadScan(const std::string & path)
     if (io->GetDimensions(d) == 0)
       itkGenericExceptionMacro(<< path << " is empty (size " << sizes.str() << ")");
   }
-  auto reader = ImageFileReader<TImage>::New();
-  reader->SetImageIO(io);
-  reader->SetFileName(path);
   try
   {
+    if (typename TImage::Pointer cast = ReadCastToFloat<TImage>(io, path, numberOfThreads))
+      return cast;
+    auto reader = ImageFileReader<TImage>::New();
+    reader->SetImageIO(io);
+    reader->SetFileName(path);
     reader->Update();
+    return reader->GetOutput();
   }
   catch (const ExceptionObject & e)
   {
     itkGenericExceptionMacro(<< "cannot read " << path << ": " << e.GetDescription());
   }
-  return reader->GetOutput();
 }
 
-#define COMBOSEG_INSTANTIATE_READ_SCAN(T, D) template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &)
+#define COMBOSEG_INSTANTIATE_READ_SCAN(T, D)                                                                           \
+  template Image<T, D>::Pointer ReadScan<Image<T, D>>(const std::string &, int)
 COMBOSEG_INSTANTIATE_READ_SCAN(float, 3);
 COMBOSEG_INSTANTIATE_READ_SCAN(double, 3);
 COMBOSEG_INSTANTIATE_READ_SCAN(short, 3);

@@ -15,7 +15,6 @@
 #include "itkMultiThreaderBase.h"
 #include "itkNearestNeighborInterpolateImageFunction.h"
 #include "itkRegionOfInterestImageFilter.h"
-#include "itkRelabelComponentImageFilter.h"
 #include "itkResampleImageFilter.h"
 #include "itkScalarConnectedComponentImageFilter.h"
 #include "vnl/vnl_det.h"
@@ -1044,6 +1043,23 @@ ComboSegCentresCoincideExactly(const ComboSegGrid & outputGrid, const ComboSegGr
   return IntegralMap(MapBetween(outputGrid, modelGrid));
 }
 
+bool
+ComboSegIndicesCoincide(const ComboSegGrid & outputGrid, const ComboSegGrid & modelGrid)
+{
+  if (outputGrid.size != modelGrid.size || !ComboSegCentresCoincideExactly(outputGrid, modelGrid))
+    return false;
+  const IndexMap map = MapBetween(outputGrid, modelGrid);
+  for (unsigned int i = 0; i < 3; ++i)
+  {
+    if (map.t[i] != 0.0)
+      return false;
+    for (unsigned int j = 0; j < 3; ++j)
+      if (map.m(i, j) != (i == j ? 1.0 : 0.0))
+        return false;
+  }
+  return true;
+}
+
 void
 ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const int32_t * modelLabels,
                         const ComboSegGrid & modelGrid, int numberOfThreads)
@@ -1092,27 +1108,38 @@ ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & s
   components->SetDistanceThreshold(0);
   components->FullyConnectedOff();
   LimitWorkUnits(components.GetPointer(), numberOfThreads);
-  auto bySize = RelabelComponentImageFilter<ComponentImage, ComponentImage>::New();
-  bySize->SetInput(components->GetOutput());
-  LimitWorkUnits(bySize.GetPointer(), numberOfThreads);
-  bySize->Update();
-  // Components are numbered 1, 2, ... by decreasing size (ties in ITK's order): a class's lowest
-  // number is its largest component.
-  const uint32_t *      component = bySize->GetOutput()->GetBufferPointer();
+  components->Update();
+  // Each component lies in one class. A class keeps its largest, ties to the lowest number: the
+  // one RelabelComponentImageFilter would number first, without its second image and sort.
+  const uint32_t *      component = components->GetOutput()->GetBufferPointer();
   const int64_t         n = grid.NumberOfVoxels();
-  std::vector<uint32_t> largest;
+  std::vector<uint64_t> sizes;   // voxels of each component (its filter counts none)
+  std::vector<int32_t>  classOf; // the class of each component
   for (int64_t o = 0; o < n; ++o)
   {
-    const auto label = static_cast<size_t>(labels[o]);
-    if (label == 0)
-      continue;
-    if (largest.size() <= label)
-      largest.resize(label + 1, std::numeric_limits<uint32_t>::max());
-    largest[label] = std::min(largest[label], component[o]);
+    const uint32_t c = component[o];
+    if (c >= sizes.size())
+    {
+      sizes.resize(c + size_t{ 1 }, 0);
+      classOf.resize(c + size_t{ 1 }, 0);
+    }
+    ++sizes[c];
+    classOf[c] = labels[o];
   }
-  for (int64_t o = 0; o < n; ++o)
-    if (labels[o] != 0 && component[o] != largest[static_cast<size_t>(labels[o])])
-      labels[o] = 0;
+  std::vector<uint32_t> largest;
+  for (uint32_t c = 1; c < sizes.size(); ++c)
+  {
+    const auto label = static_cast<size_t>(classOf[c]);
+    if (largest.size() <= label)
+      largest.resize(label + 1, 0);
+    if (largest[label] == 0 || sizes[c] > sizes[largest[label]]) // ties keep the lower number
+      largest[label] = c;
+  }
+  ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o)
+      if (labels[o] != 0 && component[o] != largest[static_cast<size_t>(labels[o])])
+        labels[o] = 0;
+  });
 }
 
 namespace
