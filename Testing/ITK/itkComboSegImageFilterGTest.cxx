@@ -404,6 +404,27 @@ TEST(ComboSegProcessing, ParallelPassesDoNotDependOnTheThreadCount)
   EXPECT_EQ(calls, 0);
 }
 
+// The model-grid volume is sized without a zero fill: every voxel, inside the scan and outside it
+// (an oblique scan leaves corners of the model grid uncovered), is written. A volume that held
+// NaNs comes out as a fresh one does.
+TEST(ComboSegProcessing, PreparedChannelsWriteEveryVoxelOfTheVolume)
+{
+  const cs_model_info info = cstest::OrganModelInfo();
+  FloatImage::Pointer scan =
+    cstest::MakeOrganImage({ { 41, 35, 29 } }, { { 1.7, 2.3, 2.9 } }, cstest::Rotation(25, 15));
+  std::vector<itk::ComboSegChannel> channels(1);
+  channels[0].values = scan->GetBufferPointer();
+  channels[0].grid = itk::ComboSegGridOf(scan.GetPointer());
+  itk::ComboSegGrid   freshGrid, reusedGrid;
+  itk::ComboSegVolume fresh;
+  itk::ComboSegPrepareChannels(channels, info, nullptr, freshGrid, fresh, 2);
+  ASSERT_EQ(static_cast<int64_t>(fresh.size()), freshGrid.NumberOfVoxels());
+  itk::ComboSegVolume reused(fresh.size(), std::numeric_limits<float>::quiet_NaN());
+  itk::ComboSegPrepareChannels(channels, info, nullptr, reusedGrid, reused, 2);
+  EXPECT_EQ(std::count_if(reused.begin(), reused.end(), [](float v) { return std::isnan(v); }), 0);
+  EXPECT_TRUE(std::equal(fresh.begin(), fresh.end(), reused.begin(), reused.end()));
+}
+
 // The upper peak's percentile is found by histograms of the values' bits over the threads (no
 // copy, no sort): the same peak as the plain definition (std::nth_element over a copy of the
 // non-zero values, then the 128-bin histogram), for 1, 2 and 3 threads, with negative values,

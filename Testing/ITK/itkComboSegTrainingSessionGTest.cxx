@@ -154,7 +154,7 @@ protected:
       << cs_context_last_error(ctx);
     if (mirror) // along x only: the image's rows reversed (one channel), then the output's
     {
-      std::vector<float> image(c.image);
+      itk::ComboSegVolume image(c.image);
       for (int64_t row = 0; row < n / c.size[0]; ++row)
         std::reverse(image.begin() + row * c.size[0], image.begin() + (row + 1) * c.size[0]);
       EXPECT_EQ(cs_predict_volume(ctx, model, image.data(), c.size, &opt, mirrored.data(), nullptr), CS_OK);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "itkComboSegIO.h"
+#include "itkComboSegProcessing.h"
 #include "comboseg/comboseg.h"
 
 namespace itk
@@ -50,7 +51,7 @@ struct ComboSegPreparedCase
 {
   std::string          id;
   int64_t              size[3];     // x y z on the model grid
-  std::vector<float>   image;       // (C, nz, ny, nx) normalised by the model's recipe
+  ComboSegVolume       image;       // (C, nz, ny, nx) normalised by the model's recipe
   std::vector<int32_t> labels;      // (nz, ny, nx) class indices of the model (empty if no label file)
   std::vector<uint8_t> outsideBody; // (nz, ny, nx) 1 where the scan holds no data for the model
                                     // (ComboSegOutsideBody, and off the scan); empty when no

@@ -190,12 +190,12 @@ private:
   /** Class probabilities (K, model grid) of the image, averaged over the test-time mirrors, or
    * (without mirrors only) the engine's class indices; the other pointer is null. */
   void
-  Predict(ComboSegModel * model, const ComboSegGrid & grid, std::vector<float> & image, float * probabilities,
+  Predict(ComboSegModel * model, const ComboSegGrid & grid, ComboSegVolume & image, float * probabilities,
           int32_t * labels);
 
   /** Class indices on outputGrid of the image on modelGrid (which it releases). */
   void
-  PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid, std::vector<float> & image,
+  PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid, ComboSegVolume & image,
                 const ComboSegGrid & outputGrid, int32_t * labels);
 
   ComboSegModel::Pointer m_Model{};

@@ -155,8 +155,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::MirrorAxes(const cs_model_info &
 template <typename TInputImage, typename TOutputImage>
 void
 ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, const ComboSegGrid & grid,
-                                                        std::vector<float> & image, float * probabilities,
-                                                        int32_t * labels)
+                                                        ComboSegVolume & image, float * probabilities, int32_t * labels)
 {
   const unsigned int mirrors = this->MirrorAxes(model->GetInfo());
   ComboSegContext    context;
@@ -185,8 +184,8 @@ ComboSegImageFilter<TInputImage, TOutputImage>::Predict(ComboSegModel * model, c
 template <typename TInputImage, typename TOutputImage>
 void
 ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * model, const ComboSegGrid & modelGrid,
-                                                              std::vector<float> & image,
-                                                              const ComboSegGrid & outputGrid, int32_t * labels)
+                                                              ComboSegVolume & image, const ComboSegGrid & outputGrid,
+                                                              int32_t * labels)
 {
   const int32_t      numberOfClasses = model->GetInfo().arch.num_classes;
   const unsigned int mirrors = this->MirrorAxes(model->GetInfo());
@@ -272,8 +271,8 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
     }
   }
 
-  ComboSegGrid       modelGrid;
-  std::vector<float> image;
+  ComboSegGrid   modelGrid;
+  ComboSegVolume image;
   ComboSegPrepareChannels(channels, info, mask.empty() ? nullptr : mask.data(), modelGrid, image, m_NumberOfThreads);
   std::vector<uint8_t> outside;
   if (m_BackgroundOutsideBody)

@@ -14,6 +14,8 @@
 
 #include <array>
 #include <functional>
+#include <memory>
+#include <utility>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -97,6 +99,40 @@ void
 ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32_t * src, const ComboSegGrid & srcGrid,
                         int32_t outside, int numberOfThreads = 0);
 
+/** std::allocator whose value-less construct leaves a float as it is: resize adds elements without
+ * writing them (a zero fill would touch every page on one thread before the parallel pass that
+ * writes them all). */
+template <typename T>
+struct ComboSegUninitialisedAllocator : std::allocator<T>
+{
+  template <typename U>
+  struct rebind
+  {
+    using other = ComboSegUninitialisedAllocator<U>;
+  };
+  ComboSegUninitialisedAllocator() = default;
+  template <typename U>
+  ComboSegUninitialisedAllocator(const ComboSegUninitialisedAllocator<U> &) noexcept
+  {
+  }
+  template <typename U>
+  void
+  construct(U * p) noexcept
+  {
+    ::new (static_cast<void *>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void
+  construct(U * p, Args &&... args)
+  {
+    ::new (static_cast<void *>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+/** Volumes on the model grid (C channels of nz x ny x nx floats, x fastest), written in full by
+ * whoever sizes them. */
+using ComboSegVolume = std::vector<float, ComboSegUninitialisedAllocator<float>>;
+
 /** One input channel: voxel values (x fastest) on a grid; `source` names it in messages, e.g.
  * "input 1 (FLAIR)" or a file name. */
 struct ComboSegChannel
@@ -149,7 +185,7 @@ ComboSegPadValue(const cs_channel_info & channel, const ComboSegIntensityStatist
  * image (C, nz, ny, nx) on modelGrid. mask (may be null) lies on the channels' grid. */
 void
 ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
-                        ComboSegGrid & modelGrid, std::vector<float> & image, int numberOfThreads = 0);
+                        ComboSegGrid & modelGrid, ComboSegVolume & image, int numberOfThreads = 0);
 
 /** Class probabilities (K, nz, ny, nx) on modelGrid to class indices on outputGrid: each class
  * map is interpolated linearly at the output voxel and the argmax kept as a running maximum, so
@@ -214,9 +250,8 @@ ComboSegTestTimeMirrorAxes(const cs_model_info & info, unsigned int askedAxes, b
  * `beforePass(p)` is called before each of the ComboSegMirrorPassCount(mirrorAxes) passes.
  * Returns the engine's status (CS_ERR_CANCELLED when options' progress callback asked). */
 cs_status
-ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, std::vector<float> & image,
-                        const std::array<int64_t, 3> & size, unsigned int mirrorAxes, cs_infer_options options,
-                        float * probabilities, int32_t * labels,
+ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, ComboSegVolume & image, const std::array<int64_t, 3> & size,
+                        unsigned int mirrorAxes, cs_infer_options options, float * probabilities, int32_t * labels,
                         const std::function<void(unsigned int)> & beforePass = {});
 
 /** The number of network passes ComboSegPredictMirrored runs: 2 to the number of axes. */

@@ -128,7 +128,8 @@ SegmentPreparedCase(cs_context_t ctx, cs_model_t model, const ComboSegPreparedCa
           "cannot segment case " + c.id);
   else
   {
-    std::vector<float> image(c.image), probabilities(static_cast<size_t>(n * info.arch.num_classes));
+    ComboSegVolume     image(c.image);
+    std::vector<float> probabilities(static_cast<size_t>(n * info.arch.num_classes));
     Check(ComboSegPredictMirrored(ctx, model, image, size, mirrors, options, probabilities.data(), predicted.data()),
           ctx, "cannot segment case " + c.id);
   }

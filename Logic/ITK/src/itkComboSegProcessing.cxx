@@ -879,7 +879,7 @@ CheckChannel(const ComboSegChannel & ch, const ComboSegChannel & first)
 
 void
 ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_model_info & info, const uint8_t * mask,
-                        ComboSegGrid & modelGrid, std::vector<float> & image, int numberOfThreads)
+                        ComboSegGrid & modelGrid, ComboSegVolume & image, int numberOfThreads)
 {
   CheckChannelCount(channels, info);
   for (const ComboSegChannel & ch : channels)
@@ -896,7 +896,7 @@ ComboSegPrepareChannels(const std::vector<ComboSegChannel> & channels, const cs_
     ComboSegResampleNearest(out.data(), modelGrid, in.data(), channels[0].grid, 0, numberOfThreads);
     modelMask.assign(out.begin(), out.end());
   }
-  image.assign(static_cast<size_t>(m) * channels.size(), 0.0f);
+  image.resize(static_cast<size_t>(m) * channels.size()); // every voxel resampled below
   for (size_t c = 0; c < channels.size(); ++c)
   {
     const cs_channel_info &           recipe = info.channels[c];
@@ -1294,7 +1294,7 @@ MirrorPasses(unsigned int axes)
 // Mirrors the image (C volumes) and the probabilities (K volumes) along the axes of a mask; a
 // mirror along x also swaps the probabilities of left/right partner classes.
 void
-ToggleMirrors(unsigned int mask, const std::array<int64_t, 3> & size, std::vector<float> & image, float * probabilities,
+ToggleMirrors(unsigned int mask, const std::array<int64_t, 3> & size, ComboSegVolume & image, float * probabilities,
               const std::vector<int32_t> & partners)
 {
   const int64_t n = size[0] * size[1] * size[2];
@@ -1321,9 +1321,9 @@ ComboSegMirrorPassCount(unsigned int mirrorAxes)
 }
 
 cs_status
-ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, std::vector<float> & image,
-                        const std::array<int64_t, 3> & size, unsigned int mirrorAxes, cs_infer_options options,
-                        float * probabilities, int32_t * labels, const std::function<void(unsigned int)> & beforePass)
+ComboSegPredictMirrored(cs_context_t ctx, cs_model_t model, ComboSegVolume & image, const std::array<int64_t, 3> & size,
+                        unsigned int mirrorAxes, cs_infer_options options, float * probabilities, int32_t * labels,
+                        const std::function<void(unsigned int)> & beforePass)
 {
   const cs_model_info &           info = *cs_model_get_info(model);
   const std::vector<unsigned int> passes = MirrorPasses(mirrorAxes);
