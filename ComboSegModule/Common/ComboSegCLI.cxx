@@ -18,6 +18,9 @@
 #include <stdexcept>
 
 #include <expat.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #ifndef COMBOSEG_MODELS_BUILD_RELATIVE_DIR
 #define COMBOSEG_MODELS_BUILD_RELATIVE_DIR "../Resources/Models"
@@ -627,8 +630,24 @@ std::function<void(double)> ComboSegProgress::Range(double from, double to)
   return [this, from, to](double f) { Progress(from + (to - from) * std::min(1.0, std::max(0.0, f))); };
 }
 
+namespace
+{
+// Volumes up to 32 MB (a 1 mm head's) come from the heap and stay there once freed, for the next
+// volume to reuse: glibc would map each afresh and unmap it on free, and every first touch of a
+// page costs a fault (about 10 us each on the virtual machines measured; ch2's Segment run 19.6k
+// faults -> 8.9k). The tools are short-lived processes: nothing is held back for long.
+void KeepFreedVolumesForReuse()
+{
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+} // namespace
+
 int ComboSegMain(int argc, char **argv, const char *xml, const ComboSegModuleFunction &run)
 {
+  KeepFreedVolumesForReuse();
   // --xml first and alone: Slicer probes every executable of cli-modules with it at start-up.
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--xml") == 0)

@@ -199,6 +199,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
     const bool                 direct = ComboSegIndicesCoincide(outputGrid, modelGrid);
     std::unique_ptr<int32_t[]> modelLabels(direct ? nullptr
                                                   : new int32_t[static_cast<size_t>(modelGrid.NumberOfVoxels())]);
+    ComboSegAdviseHugePages(modelLabels.get(), static_cast<size_t>(modelGrid.NumberOfVoxels()) * sizeof(int32_t));
     this->Predict(model, modelGrid, image, nullptr, direct ? labels : modelLabels.get());
     image.clear();
     image.shrink_to_fit();
@@ -207,8 +208,9 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
     return;
   }
   // Not zeroed: the first pass writes every value.
-  std::unique_ptr<float[]> probabilities(
-    new float[static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses)]);
+  const size_t values = static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses);
+  std::unique_ptr<float[]> probabilities(new float[values]);
+  ComboSegAdviseHugePages(probabilities.get(), values * sizeof(float));
   this->Predict(model, modelGrid, image, probabilities.get(), nullptr);
   image.clear();
   image.shrink_to_fit();
@@ -289,6 +291,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const int64_t      voxels = outputGrid.NumberOfVoxels();
   // Not zeroed: PredictLabels writes every voxel.
   std::unique_ptr<int32_t[]> labels(new int32_t[static_cast<size_t>(voxels)]);
+  ComboSegAdviseHugePages(labels.get(), static_cast<size_t>(voxels) * sizeof(int32_t));
   this->PredictLabels(model, modelGrid, image, outputGrid, labels.get());
   // Before the clean-up, so that the largest component is chosen among voxels with data.
   if (!outside.empty())
@@ -328,6 +331,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   output->Allocate();
   // The requested region is the largest (EnlargeOutputRequestedRegion): x fastest, as labels.
   OutputPixelType * out = output->GetBufferPointer();
+  ComboSegAdviseHugePages(out, static_cast<size_t>(voxels) * sizeof(OutputPixelType));
   ComboSegParallelChunks(voxels, m_NumberOfThreads, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       out[i] = lookup[static_cast<size_t>(labels[i])];

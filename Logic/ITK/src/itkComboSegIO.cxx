@@ -394,6 +394,7 @@ ReadAndCast(ImageIOBase * io, const std::string & path, int numberOfThreads)
   const TFilePixel *           in = file->GetBufferPointer();
   typename TImage::PixelType * out = image->GetBufferPointer();
   const int64_t                n = static_cast<int64_t>(file->GetPixelContainer()->Size());
+  ComboSegAdviseHugePages(out, static_cast<size_t>(n) * sizeof(*out));
   ComboSegParallelChunks(n, numberOfThreads, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       out[i] = static_cast<typename TImage::PixelType>(in[i]);

@@ -22,6 +22,10 @@
 #include "vnl/vnl_matrix_fixed.h"
 #include "vnl/vnl_vector_fixed.h"
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace itk
 {
 
@@ -156,6 +160,23 @@ ResampleOnto(TPixel * dst, const ComboSegGrid & dstGrid, const TPixel * src, con
 }
 
 } // namespace
+
+void
+ComboSegAdviseHugePages(void * buffer, size_t bytes)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t{ 1 } << 21;
+  if (!buffer || bytes < 2 * huge)
+    return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer) + huge - 1) & ~(huge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer) + bytes) & ~(huge - 1);
+  if (end > begin)
+    (void)madvise(reinterpret_cast<void *>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)buffer;
+  (void)bytes;
+#endif
+}
 
 void
 ComboSegParallelChunks(int64_t n, int numberOfThreads, const std::function<void(int64_t, int64_t)> & body)
