@@ -4,9 +4,11 @@
  * weighted (Gaussian importance or uniform) and added into a slab that is only as deep as one
  * window: z-slice z lives in slab slot z % window_z. Once the windows of a z-row are done, the
  * slices below the next row's start are final: they are normalised, written to the outputs and
- * their slots cleared for reuse. The weights are a product of per-axis factors and the windows a
- * grid, so the sum of weights covering a voxel is a product of three per-axis sums: no weight
- * volume is needed.
+ * their slots cleared for reuse. A slab row holds the K classes' rows of one (slot, y) side by
+ * side, so a window row's additions for all classes fall in one stretch of memory (with the
+ * classes in separate planes, 10 MB apart for ch2, they took a third more time). The weights are
+ * a product of per-axis factors and the windows a grid, so the sum of weights covering a voxel is
+ * a product of three per-axis sums: no weight volume is needed.
  */
 #include "comboseg/parameters.h"
 #include "internal.h"
@@ -263,7 +265,7 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
 typedef struct infer_scratch {
     float *input;     /* (C, wz, wy, wx) the window's image */
     float *prob;      /* softmax tiles (K, CS_SOFTMAX_TILE), as many as the window has */
-    float *slab;      /* (K, wz, py, px) weighted sums, slice z in slot z % wz */
+    float *slab;      /* (wz, py, K, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
     float *fill;      /* (C) padding value of each channel */
@@ -367,7 +369,7 @@ CS_MULTIVERSION static void accumulate_tile(const infer_plan *p, const infer_scr
         const float gzy = gz[z] * gy[y];
         for (int32_t k = 0; k < p->classes; k++) {
             const float *restrict src = prob + k * CS_SOFTMAX_TILE + (i - i0);
-            float *restrict dst = s->slab + ((k * wz + slot) * py + y0 + y) * px + x0 + x;
+            float *restrict dst = s->slab + ((slot * py + y0 + y) * p->classes + k) * px + x0 + x;
             for (int64_t j = 0; j < run; j++) dst[j] += gzy * gx[x + j] * src[j];
         }
         i += run;
@@ -435,7 +437,7 @@ static void finalise_chunk(const infer_plan *p, const infer_scratch *s, int64_t 
         best[i] = 0;
     }
     for (int32_t k = 0; k < p->classes; k++) {
-        const float *restrict src = s->slab + ((k * wz + slot) * py + y) * px + x0;
+        const float *restrict src = s->slab + ((slot * py + y) * p->classes + k) * px + x0;
         if (probabilities) {
             float *restrict out = probabilities + ((k * nz + z) * ny + y) * nx + x0;
             if (p->accumulate)
@@ -469,8 +471,8 @@ static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t 
                 finalise_chunk(p, s, z, y, x0,
                                nx - x0 < CS_FINALISE_CHUNK ? nx - x0 : CS_FINALISE_CHUNK,
                                probabilities, labels);
-        for (int32_t k = 0; k < p->classes; k++)
-            memset(s->slab + ((k * wz + slot) * py + y) * px, 0, (size_t)px * sizeof(float));
+        memset(s->slab + (slot * py + y) * p->classes * px, 0,
+               (size_t)p->classes * (size_t)px * sizeof(float));
     }
 }
 
