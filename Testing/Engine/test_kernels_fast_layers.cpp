@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <limits>
 #include <vector>
 
 #include "comboseg/comboseg.h"
@@ -301,8 +302,10 @@ TEST_P(LayerFastTest, SoftmaxTileIsTheSoftmaxOfItsVoxels)
       std::vector<float> tile((size_t)channels * CS_SOFTMAX_TILE), ref_tile(tile.size());
       for (int64_t i0 = 0; i0 < n; i0 += CS_SOFTMAX_TILE)
       {
-        cs_softmax_tile(tile.data(), in.data(), channels, n, i0);
-        cs_softmax_tile_ref(ref_tile.data(), in.data(), channels, n, i0);
+        int ref_bad = -1;
+        EXPECT_EQ(cs_softmax_tile(tile.data(), in.data(), channels, n, i0), 0) << what << " tile " << i0;
+        cs_softmax_tile_ref(ref_tile.data(), in.data(), channels, n, i0, &ref_bad);
+        EXPECT_EQ(ref_bad, 0) << what << " tile " << i0;
         for (int c = 0; c < channels; c++)
           for (int64_t j = 0; j < CS_SOFTMAX_TILE && i0 + j < n; j++)
           {
@@ -312,6 +315,33 @@ TEST_P(LayerFastTest, SoftmaxTileIsTheSoftmaxOfItsVoxels)
           }
       }
     }
+}
+
+// A NaN, +inf or -inf anywhere in a tile (vector part or scalar tail, any channel) is reported by
+// the tile that holds it, and by no other.
+TEST_P(LayerFastTest, SoftmaxTileReportsNonFiniteInputs)
+{
+  const int64_t n = CS_SOFTMAX_TILE * 2 + 21; // the last tile's 21 voxels: vectors and a tail
+  const int channels = 5;
+  std::vector<float> tile((size_t)channels * CS_SOFTMAX_TILE);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()})
+    for (int64_t at : {int64_t(0), int64_t(CS_SOFTMAX_TILE - 1), int64_t(2 * CS_SOFTMAX_TILE + 17),
+                       int64_t(2 * CS_SOFTMAX_TILE + 20)})
+      for (int c : {0, channels - 1})
+      {
+        std::vector<float> in = Random((size_t)(channels * n), 8, -30.0f, 30.0f);
+        in[(size_t)(c * n + at)] = bad;
+        for (int64_t i0 = 0; i0 < n; i0 += CS_SOFTMAX_TILE)
+        {
+          const int holds = at >= i0 && at < i0 + CS_SOFTMAX_TILE;
+          int ref_bad = -1;
+          cs_softmax_tile_ref(tile.data(), in.data(), channels, n, i0, &ref_bad);
+          EXPECT_EQ(cs_softmax_tile(tile.data(), in.data(), channels, n, i0), holds)
+              << bad << " at voxel " << at << " channel " << c << ", tile " << i0;
+          EXPECT_EQ(ref_bad, holds) << bad << " at voxel " << at << " channel " << c << ", tile " << i0;
+        }
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, LayerFastTest, ::testing::Values(CS_ISA_PORTABLE, CS_ISA_AVX2, CS_ISA_AVX512),

@@ -376,15 +376,6 @@ CS_MULTIVERSION static void accumulate_tile(const infer_plan *p, const infer_scr
     }
 }
 
-/* Whether any of n floats is NaN or infinite (all exponent bits set): integer operations, so that
- * the loop vectorises, which a count of !isfinite does not. */
-CS_MULTIVERSION static int any_non_finite(const float *v, int64_t n)
-{
-    int any = 0;
-    for (int64_t i = 0; i < n; i++) any |= non_finite_bits(v + i);
-    return any;
-}
-
 /* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
  * softmax's own tiles (so the values of a whole-window softmax), each used while in cache. Each
  * voxel is one slab value, written by one thread. Returns whether a logit was not finite. */
@@ -408,8 +399,7 @@ static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const f
         const int64_t slot = 0;
 #endif
         float *prob = s->prob + slot * K * CS_SOFTMAX_TILE;
-        for (int32_t k = 0; k < K; k++) bad += any_non_finite(logits + k * wn + i0, cnt);
-        cs_softmax_tile(prob, logits, K, wn, i0);
+        bad += cs_softmax_tile(prob, logits, K, wn, i0);
         accumulate_tile(p, s, prob, i0, cnt, x0, y0, z0);
     }
     (void)threads;

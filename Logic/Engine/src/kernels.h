@@ -121,9 +121,12 @@ void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t
 
 /* One tile of a softmax over channels: out (C, CS_SOFTMAX_TILE) <- voxels [i0, i0 + CS_SOFTMAX_TILE)
  * (fewer at the end) of in (C, n), bit for bit the values cs_softmax_channels gives them on the
- * same path when i0 is a multiple of CS_SOFTMAX_TILE (its work items are these tiles). */
+ * same path when i0 is a multiple of CS_SOFTMAX_TILE (its work items are these tiles).
+ * *non_finite is set to whether any of the tile's inputs is NaN or infinite (checked in the pass
+ * that reads them for the maximum: inference's blend had a pass of its own for it). */
 #define CS_SOFTMAX_TILE 512
-void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0);
+void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0,
+                         int *non_finite);
 
 /* Instance norm then LeakyReLU in one pass (the conv block's tail): out = LeakyReLU(instance
  * norm(in)) with the arguments of both kernels above; out may equal in; saves mean, rstd. */
@@ -175,7 +178,8 @@ void cs_concat_backward(float *grad_a, float *grad_b, const float *grad_out, int
                         int32_t ca, int32_t cb, int64_t n, int threads);
 void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t channels, int64_t n,
                          int threads);
-void cs_softmax_tile(float *out, const float *in, int32_t channels, int64_t n, int64_t i0);
+/* Returns whether any of the tile's inputs is NaN or infinite. */
+int cs_softmax_tile(float *out, const float *in, int32_t channels, int64_t n, int64_t i0);
 
 #ifdef __cplusplus
 }

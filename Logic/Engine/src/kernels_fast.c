@@ -336,9 +336,11 @@ void cs_softmax_channels(float *out, const float *in, int32_t batch, int32_t cha
 {
     CS_DISPATCH(cs_softmax_channels, out, in, batch, channels, n, threads);
 }
-void cs_softmax_tile(float *out, const float *in, int32_t channels, int64_t n, int64_t i0)
+int cs_softmax_tile(float *out, const float *in, int32_t channels, int64_t n, int64_t i0)
 {
-    CS_DISPATCH(cs_softmax_tile, out, in, channels, n, i0);
+    int non_finite = 0;
+    CS_DISPATCH(cs_softmax_tile, out, in, channels, n, i0, &non_finite);
+    return non_finite;
 }
 
 /* Still the reference loops: memory-bound and a few percent of a training step. */

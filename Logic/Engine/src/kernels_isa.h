@@ -98,7 +98,8 @@ void cs_kernel_scratch_release(void);
         const float *gamma, int32_t batch, int32_t channels, int64_t n, float slope, int threads); \
     int cs_softmax_channels_##sfx(float *out, const float *in, int32_t batch, int32_t channels,    \
                                   int64_t n, int threads);                                         \
-    int cs_softmax_tile_##sfx(float *out, const float *in, int32_t channels, int64_t n, int64_t i0);
+    int cs_softmax_tile_##sfx(float *out, const float *in, int32_t channels, int64_t n,            \
+                              int64_t i0, int *non_finite);
 
 CS_DECLARE_CONV_PATH(portable)
 CS_DECLARE_LAYER_PATH(portable)

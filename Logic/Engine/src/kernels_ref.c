@@ -475,9 +475,13 @@ void cs_softmax_channels_ref(float *out, const float *in, int32_t batch, int32_t
     }
 }
 
-void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0)
+void cs_softmax_tile_ref(float *out, const float *in, int32_t channels, int64_t n, int64_t i0,
+                         int *non_finite)
 {
     const int64_t cnt = n - i0 < CS_SOFTMAX_TILE ? n - i0 : CS_SOFTMAX_TILE;
-    for (int64_t j = 0; j < cnt; j++)
+    *non_finite = 0;
+    for (int64_t j = 0; j < cnt; j++) {
         softmax_voxel_ref(out + j, CS_SOFTMAX_TILE, in + i0 + j, n, channels);
+        for (int32_t c = 0; c < channels; c++) *non_finite |= !isfinite(in[c * n + i0 + j]);
+    }
 }
