@@ -11,6 +11,7 @@
      mpirun --hostfile hosts -np 8 ComboSegTrain --caseList cases.txt --batchSize 16 ...
    (--batchSize is the global batch; rank 0 writes every file; see docs/scaling.md). */
 #include "ComboSegCLI.h"
+#include "ComboSegInputs.h"
 #include "ComboSegRunOutputs.h"
 #include "ComboSegTrainXML.h"
 
@@ -404,6 +405,7 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));
   session.SetTimeBudget(args.GetDouble("timeBudget") * 60.0);
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
+  ComboSegLimitITKThreads(static_cast<int>(args.GetInt("threads")));
   session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
 }
 

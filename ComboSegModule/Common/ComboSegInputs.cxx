@@ -10,6 +10,7 @@
 #include "itkComboSegIO.h"
 #include "itkComboSegInputChecks.h"
 #include "itkComboSegProcessing.h"
+#include "itkMultiThreaderBase.h"
 
 namespace
 {
@@ -79,6 +80,12 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
     images.push_back(image);
   }
   return images;
+}
+
+void ComboSegLimitITKThreads(int threads)
+{
+  if (threads > 0)
+    itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(static_cast<itk::ThreadIdType>(threads));
 }
 
 void ComboSegWarn(ComboSegProgress &progress, const std::string &text)

@@ -22,6 +22,11 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
                                                                const cs_model_info &info, bool ignoreModalityMismatch,
                                                                ComboSegProgress &progress, int numberOfThreads);
 
+// The --threads a tool was given (0: all cores) as ITK's default thread count, for the ITK filters
+// a run does not give a count of its own (the label statistics behind a written label map's
+// extents, ...): with --threads 1, a run works on one thread throughout.
+void ComboSegLimitITKThreads(int threads);
+
 // A warning the user must not miss: a progress comment (Slicer's status) and a line on stderr
 // (Slicer then reports the run as completed with errors, and shows the text).
 void ComboSegWarn(ComboSegProgress &progress, const std::string &text);

@@ -13,7 +13,11 @@
 #include <gtest/gtest.h>
 
 #include "ComboSegCLI.h"
+#include "ComboSegInputs.h"
 #include "ComboSegOutput.h"
+#include "itkImage.h"
+#include "itkLabelStatisticsImageFilter.h"
+#include "itkMultiThreaderBase.h"
 #include "cs_slicer_harness.h"
 #include "cs_test_data.h"
 #include "cs_test_model.h"
@@ -125,6 +129,22 @@ std::map<std::string, std::string> ColumnByName(const std::string &path, const s
 } // namespace
 
 // ---- 1. Slicer's own colour tables
+
+// --threads N (N > 0) becomes ITK's default thread count for the filters the tools create without
+// a count of their own (the label statistics behind a label map's extents): with 1, they run as
+// one work unit. 0 keeps ITK's default.
+TEST(InputThreads, ToolThreadsBecomeTheThreadsOfITKFilters)
+{
+  using Labels = itk::Image<short, 3>;
+  const itk::ThreadIdType before = itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+  ComboSegLimitITKThreads(0);
+  EXPECT_EQ(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads(), before);
+  using Statistics = itk::LabelStatisticsImageFilter<Labels, Labels>;
+  ComboSegLimitITKThreads(1);
+  EXPECT_EQ(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads(), 1u);
+  EXPECT_EQ(Statistics::New()->GetNumberOfWorkUnits(), 1u) << "one thread: one work unit";
+  itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(before);
+}
 
 TEST(InputNames, EvaluateReadsSlicer5CsvColourTables)
 {
