@@ -114,7 +114,7 @@ std::string TestTimeAugmentationText(unsigned int axes, bool asked)
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
   const double start = ComboSegSeconds();
-  ComboSegLimitITKThreads(int(args.GetInt("threads")));
+  ComboSegLimitITKThreads(int(args.GetInt("threads"))); // before ITK's pool exists
   // Every output is checked before the minutes of work that precede its writing; all are
   // written beside their names and renamed together at the end.
   ComboSegRunOutputs outputs(

@@ -405,7 +405,6 @@ void ConfigureLearning(ComboSegArguments &args, const std::array<int32_t, 3> &ne
   session.SetStepsPerEpoch(args.GetInt("stepsPerEpoch"));
   session.SetTimeBudget(args.GetDouble("timeBudget") * 60.0);
   session.SetNumberOfThreads(static_cast<int>(args.GetInt("threads")));
-  ComboSegLimitITKThreads(static_cast<int>(args.GetInt("threads")));
   session.SetMemoryBudget(static_cast<uint64_t>(args.GetInt("memoryBudget")) << 20);
 }
 
@@ -450,6 +449,7 @@ void ReportResult(ComboSegArguments &args, const std::string &output, const itk:
 
 int Run(ComboSegArguments &args, ComboSegProgress &progress)
 {
+  ComboSegLimitITKThreads(static_cast<int>(args.GetInt("threads"))); // before ITK's pool exists
   const std::string output = args.GetString("outputModel");
   if (output.empty())
     throw std::runtime_error("no output model file given (--outputModel)");

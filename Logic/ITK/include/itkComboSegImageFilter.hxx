@@ -197,9 +197,8 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
     // buffer on the model grid, not zeroed: the engine writes every label, over the threads (28 MB
     // of serial zeroes and first touches for a 1 mm head otherwise).
     const bool                 direct = ComboSegIndicesCoincide(outputGrid, modelGrid);
-    std::unique_ptr<int32_t[]> modelLabels(direct ? nullptr
-                                                  : new int32_t[static_cast<size_t>(modelGrid.NumberOfVoxels())]);
-    ComboSegAdviseHugePages(modelLabels.get(), static_cast<size_t>(modelGrid.NumberOfVoxels()) * sizeof(int32_t));
+    std::unique_ptr<int32_t[]> modelLabels =
+      direct ? nullptr : ComboSegNewVolumeBuffer<int32_t>(static_cast<size_t>(modelGrid.NumberOfVoxels()));
     this->Predict(model, modelGrid, image, nullptr, direct ? labels : modelLabels.get());
     image.clear();
     image.shrink_to_fit();
@@ -208,9 +207,8 @@ ComboSegImageFilter<TInputImage, TOutputImage>::PredictLabels(ComboSegModel * mo
     return;
   }
   // Not zeroed: the first pass writes every value.
-  const size_t values = static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses);
-  std::unique_ptr<float[]> probabilities(new float[values]);
-  ComboSegAdviseHugePages(probabilities.get(), values * sizeof(float));
+  std::unique_ptr<float[]> probabilities = ComboSegNewVolumeBuffer<float>(
+    static_cast<size_t>(modelGrid.NumberOfVoxels()) * static_cast<size_t>(numberOfClasses));
   this->Predict(model, modelGrid, image, probabilities.get(), nullptr);
   image.clear();
   image.shrink_to_fit();
@@ -290,8 +288,7 @@ ComboSegImageFilter<TInputImage, TOutputImage>::GenerateData()
   const ComboSegGrid outputGrid = channels[0].grid;
   const int64_t      voxels = outputGrid.NumberOfVoxels();
   // Not zeroed: PredictLabels writes every voxel.
-  std::unique_ptr<int32_t[]> labels(new int32_t[static_cast<size_t>(voxels)]);
-  ComboSegAdviseHugePages(labels.get(), static_cast<size_t>(voxels) * sizeof(int32_t));
+  std::unique_ptr<int32_t[]> labels = ComboSegNewVolumeBuffer<int32_t>(static_cast<size_t>(voxels));
   this->PredictLabels(model, modelGrid, image, outputGrid, labels.get());
   // Before the clean-up, so that the largest component is chosen among voxels with data.
   if (!outside.empty())

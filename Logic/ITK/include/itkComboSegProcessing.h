@@ -107,6 +107,17 @@ ComboSegResampleNearest(int32_t * dst, const ComboSegGrid & dstGrid, const int32
 void
 ComboSegAdviseHugePages(void * buffer, size_t bytes);
 
+/** n values of T, not initialised (the caller writes them all, over its threads), their pages
+ * advised huge: the buffers of volumes the filter fills. */
+template <typename T>
+std::unique_ptr<T[]>
+ComboSegNewVolumeBuffer(size_t n)
+{
+  std::unique_ptr<T[]> buffer(new T[n]);
+  ComboSegAdviseHugePages(buffer.get(), n * sizeof(T));
+  return buffer;
+}
+
 /** std::allocator whose value-less construct leaves a float as it is: resize adds elements without
  * writing them (a zero fill would touch every page on one thread before the parallel pass that
  * writes them all); large blocks get ComboSegAdviseHugePages. */
