@@ -100,8 +100,9 @@ const ConvCase kCases[] = {
     {1, 9, 16, 3, 4, 2, 3, 3, 3},    // weight gradient by input column, shortest row it takes
     {1, 9, 8, 3, 4, 2, 3, 3, 3},     // the same with one 8-lane block (AVX2)
     {1, 9, 16, 3, 4, 1, 3, 3, 3},    // rows of one position: the by-output weight gradient
-    {1, 16, 32, 18, 3, 5, 3, 3, 3},  // slabs of 4 planes (2 with 2 threads), a partial last one
-    {1, 8, 8, 18, 3, 20, 3, 3, 3},   // the same for a narrow layer
+    {1, 16, 32, 18, 3, 5, 3, 3, 3},  // slabs of 4 planes (2 with 2 threads), a partial last one:
+                                     // forward and weight gradient
+    {1, 8, 8, 18, 3, 20, 3, 3, 3},   // the same for a narrow layer (its forward)
 };
 
 class ConvFastTest : public ::testing::TestWithParam<cs_isa>
