@@ -103,6 +103,7 @@ const ConvCase kCases[] = {
     {1, 16, 32, 18, 3, 5, 3, 3, 3},  // slabs of 4 planes (2 with 2 threads), a partial last one:
                                      // forward and weight gradient
     {1, 8, 8, 18, 3, 20, 3, 3, 3},   // the same for a narrow layer (its forward)
+    {2, 8, 27, 3, 4, 37, 1, 1, 1},   // a head: 1x1x1 in groups of 8 output channels, the last of 3
 };
 
 class ConvFastTest : public ::testing::TestWithParam<cs_isa>
