@@ -188,6 +188,36 @@ TEST_F(InferTest, WindowEqualToVolumeIsSoftmaxOfForward)
   }
 }
 
+// The window's head runs piece by piece (8 softmax tiles, 4096 voxels) inside the blend: with a
+// window of 3.3 pieces (a partial last one) and 9 classes (two groups of 8 output channels, the
+// second partial), in float32 and bfloat16, the probabilities are the softmax of the whole
+// forward pass's logits, which cs_model_forward computes in one piece.
+TEST_F(InferTest, PieceByPieceHeadGivesTheWholeWindowsSoftmax)
+{
+  cs_model_t m = MakeModel(3, 1, 9, 8, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {24, 20, 28}, n = 24 * 20 * 28;
+  const std::vector<float> img = RandomImage(1, size, 3);
+  cs_infer_options o = cs_infer_options_default();
+  o.gaussian_weighting = 0;
+  for (int k = 0; k < 3; k++)
+    o.window[k] = (int32_t)size[k];
+  for (cs_precision precision : {CS_PRECISION_FLOAT32, CS_PRECISION_BFLOAT16})
+  {
+    cs_context_set_inference_precision(ctx_, precision);
+    std::vector<float> logits(9 * n), prob(9 * n);
+    ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, size, logits.data()), CS_OK) << cs_context_last_error(ctx_);
+    ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, &o, prob.data(), nullptr), CS_OK)
+        << cs_context_last_error(ctx_);
+    const std::vector<float> expected = Softmax(logits, 9, n);
+    double worst = 0;
+    for (int64_t i = 0; i < 9 * n; i++)
+      worst = std::max(worst, (double)std::fabs(prob[i] - expected[i]));
+    EXPECT_LT(worst, 1e-6) << (precision == CS_PRECISION_BFLOAT16 ? "bfloat16" : "float32");
+  }
+  cs_context_set_inference_precision(ctx_, CS_PRECISION_FLOAT32);
+}
+
 // bfloat16 inference: the probabilities stay within a few bfloat16 roundings of float32's and
 // the context keeps the setting; where the CPU lacks AVX512_BF16 they are float32's exactly.
 // Training does not see it: the same step from the same weights gives the same loss.

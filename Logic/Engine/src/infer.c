@@ -197,6 +197,8 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
 
 typedef struct infer_plan {
     int32_t channels, classes;
+    int32_t features;  /* the head's input channels */
+    int threads;       /* each has its own piece buffers (see blend_window) */
     int64_t size[3];   /* the volume, x y z */
     int64_t win[3];    /* the window */
     int64_t padded[3]; /* the volume padded to at least the window */
@@ -225,6 +227,8 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
     memset(p, 0, sizeof *p);
     p->channels = info->arch.in_channels;
     p->classes = info->arch.num_classes;
+    p->features = info->arch.base_filters;
+    p->threads = cs_threads(ctx);
     if (!((double)o->overlap >= CS_OVERLAP_MIN && (double)o->overlap <= CS_OVERLAP_MAX))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "overlap = %g must be in [%g, %g]",
                        (double)o->overlap, CS_OVERLAP_MIN, CS_OVERLAP_MAX);
@@ -261,21 +265,31 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
     return CS_OK;
 }
 
+/* Voxels of a window that a thread takes through the head, the softmax and the weighting at a
+ * time: 8 softmax tiles, whose logits (442 KB for 27 classes) stay in the thread's cache. */
+#define CS_HEAD_PIECE (8 * CS_SOFTMAX_TILE)
+
 /* The scratch memory besides the workspace, carved from one allocation (floats). */
 typedef struct infer_scratch {
     float *input;     /* (C, wz, wy, wx) the window's image */
-    float *prob;      /* softmax tiles (K, CS_SOFTMAX_TILE), as many as the window has */
+    float *pieces;    /* per thread: a softmax tile (K, CS_SOFTMAX_TILE), a piece's logits (K,
+                         CS_HEAD_PIECE) and the head's input (features, CS_HEAD_PIECE) */
     float *slab;      /* (wz, py, K, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
     float *fill;      /* (C) padding value of each channel */
 } infer_scratch;
 
+static size_t piece_floats(const infer_plan *p)
+{
+    return (size_t)p->classes * (CS_SOFTMAX_TILE + CS_HEAD_PIECE) +
+           (size_t)p->features * CS_HEAD_PIECE;
+}
+
 static size_t scratch_floats(const infer_plan *p)
 {
     size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
-    size_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
-    size_t n = wn * (size_t)p->channels + tiles * CS_SOFTMAX_TILE * (size_t)p->classes;
+    size_t n = wn * (size_t)p->channels + (size_t)p->threads * piece_floats(p);
     n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
     for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
     n += (size_t)p->channels;
@@ -376,31 +390,38 @@ CS_MULTIVERSION static void accumulate_tile(const infer_plan *p, const infer_scr
     }
 }
 
-/* Softmax of the window's logits (K, wn), weighted and added into the slab: tile by tile, the
- * softmax's own tiles (so the values of a whole-window softmax), each used while in cache. Each
- * voxel is one slab value, written by one thread. Returns whether a logit was not finite. */
-static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const float *logits,
+/* The window's head, softmax and weighting, added into the slab: piece by piece, each piece's
+ * logits used while in the cache of the thread that made them (the whole window's logits, 28 MB
+ * for ch2's model, went to memory and back, and the head convolution ran at a tenth of the
+ * peak). The pieces are whole softmax tiles of the window, so the values are those of a
+ * whole-window softmax. Each voxel is one slab value, written by one thread. Returns whether a
+ * logit was not finite. */
+static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const cs_net_head *head,
                             int64_t x0, int64_t y0, int64_t z0, int threads)
 {
     const int64_t wn = p->win[0] * p->win[1] * p->win[2];
-    const int64_t tiles = (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE;
+    const int64_t pieces = (wn + CS_HEAD_PIECE - 1) / CS_HEAD_PIECE;
     const int32_t K = p->classes;
     int64_t bad = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
 #endif
-    for (int64_t t = 0; t < tiles; t++) {
-        const int64_t i0 = t * CS_SOFTMAX_TILE,
-                      cnt = wn - i0 < CS_SOFTMAX_TILE ? wn - i0 : CS_SOFTMAX_TILE;
-        /* a thread's own tile buffer (stays in cache) when there are tiles enough for all */
+    for (int64_t piece = 0; piece < pieces; piece++) {
+        const int64_t start = piece * CS_HEAD_PIECE,
+                      count = wn - start < CS_HEAD_PIECE ? wn - start : CS_HEAD_PIECE;
 #ifdef _OPENMP
-        const int64_t slot = threads <= tiles ? omp_get_thread_num() : t;
+        float *prob = s->pieces + (size_t)omp_get_thread_num() * piece_floats(p);
 #else
-        const int64_t slot = 0;
+        float *prob = s->pieces;
 #endif
-        float *prob = s->prob + slot * K * CS_SOFTMAX_TILE;
-        bad += cs_softmax_tile(prob, logits, K, wn, i0);
-        accumulate_tile(p, s, prob, i0, cnt, x0, y0, z0);
+        float *logits = prob + (size_t)K * CS_SOFTMAX_TILE;
+        cs_net_head_apply(head, logits, logits + (size_t)K * CS_HEAD_PIECE, start, count);
+        for (int64_t i0 = 0; i0 < count; i0 += CS_SOFTMAX_TILE) {
+            bad += cs_softmax_tile(prob, logits, K, count, i0);
+            accumulate_tile(p, s, prob, start + i0,
+                            count - i0 < CS_SOFTMAX_TILE ? count - i0 : CS_SOFTMAX_TILE, x0, y0,
+                            z0);
+        }
     }
     (void)threads;
     return bad;
@@ -466,6 +487,23 @@ static void finalise_slice(const infer_plan *p, const infer_scratch *s, int64_t 
     }
 }
 
+/* The error for a window whose logits were not all finite (the slab is spoilt, but the call
+ * fails): its logits again, whole, to find and name the value. */
+static cs_status window_not_finite(cs_context_t ctx, const cs_model_t model, cs_workspace *ws,
+                                   const float *input, int64_t n, int64_t x0, int64_t y0,
+                                   int64_t z0)
+{
+    char where[96];
+    snprintf(where, sizeof where, "in the window at x %lld, y %lld, z %lld", (long long)x0,
+             (long long)y0, (long long)z0);
+    const float *logits = NULL;
+    cs_status st = cs_net_forward(ctx, model, ws, input, &logits);
+    if (st == CS_OK) st = check_finite_output(ctx, logits, n, where);
+    if (st == CS_OK)
+        st = cs_fail(ctx, CS_ERR_NUMERIC, "the network gave a non-finite value %s", where);
+    return st;
+}
+
 /* The smallest of n finite floats, over the threads (a minimum in any order is the same). */
 static float minimum_of(const float *v, int64_t n, int threads)
 {
@@ -499,8 +537,8 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     const int64_t wn = p.win[0] * p.win[1] * p.win[2];
     infer_scratch s;
     s.input = mem;
-    s.prob = s.input + wn * p.channels;
-    s.slab = s.prob + (wn + CS_SOFTMAX_TILE - 1) / CS_SOFTMAX_TILE * CS_SOFTMAX_TILE * p.classes;
+    s.pieces = s.input + wn * p.channels;
+    s.slab = s.pieces + (size_t)p.threads * piece_floats(&p);
     float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
     for (int a = 0; a < 3; a++) {
         s.weight[a] = next;
@@ -534,15 +572,10 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
             for (int64_t ix = 0; ix < p.count[0] && st == CS_OK; ix++) {
                 const int64_t x0 = window_start(&p, 0, ix);
                 fill_window(&p, &s, image, x0, y0, z0, cs_threads(ctx));
-                const float *logits = NULL;
-                st = cs_net_forward(ctx, model, ws, s.input, &logits);
-                if (st == CS_OK && blend_window(&p, &s, logits, x0, y0, z0, cs_threads(ctx))) {
-                    /* the slab is spoilt, but the call fails: find and name the value */
-                    char where[96];
-                    snprintf(where, sizeof where, "in the window at x %lld, y %lld, z %lld",
-                             (long long)x0, (long long)y0, (long long)z0);
-                    st = check_finite_output(ctx, logits, wn * p.classes, where);
-                }
+                cs_net_head head;
+                st = cs_net_forward_to_head(ctx, model, ws, s.input, &head);
+                if (st == CS_OK && blend_window(&p, &s, &head, x0, y0, z0, cs_threads(ctx)))
+                    st = window_not_finite(ctx, model, ws, s.input, wn * p.classes, x0, y0, z0);
                 if (st != CS_OK) break;
                 done++;
                 if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {

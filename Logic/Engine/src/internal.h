@@ -117,6 +117,23 @@ uint64_t cs_workspace_bytes(const struct cs_model *model, int32_t batch, const i
 /* Forward pass: input (B, C, nz, ny, nx); returns the logits (B, K, nz, ny, nx) inside ws. */
 cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
                          const float *input, const float **logits);
+/* The head's input and parameters after cs_net_forward_to_head: sliding-window inference
+ * applies the head a piece of the window at a time (cs_net_head_apply), so that the window's
+ * logits stay in the cache of the thread that turns them into probabilities. */
+typedef struct cs_net_head {
+    const float *features; /* (f_0, voxels): the last decoder block's output */
+    int64_t voxels;        /* of the window */
+    const float *weight, *bias;
+    int32_t in_channels, classes;
+    int bfloat16; /* the head computes as the rest of the pass did */
+} cs_net_head;
+/* The forward pass of a batch-1 workspace up to the head. */
+cs_status cs_net_forward_to_head(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
+                                 const float *input, cs_net_head *head);
+/* logits (classes, count) of voxels [i0, i0 + count) of the window, the values cs_net_forward
+ * gives them, on the calling thread alone; features (in_channels, count) is its scratch. */
+void cs_net_head_apply(const cs_net_head *head, float *logits, float *features, int64_t i0,
+                       int64_t count);
 /* Backward pass after cs_net_forward on the same ws: accumulates dL/dparams into grad_params
  * (num_params floats, laid out like model->params). grad_logits is (B, K, nz, ny, nx). The
  * first frozen_levels encoder levels are not differentiated: their gradients are left as they

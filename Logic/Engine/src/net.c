@@ -506,20 +506,22 @@ static void block_backward(const conv_block *b, const float *params, float *grad
     if (grad_x) cs_conv_backward_data(grad_x, grad_z, params + b->weight, s, threads);
 }
 
-cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
-                         const float *input, const float **logits)
+/* The convolution of a forward pass: bfloat16 only without gradients (a training step's
+ * backward must see float32). */
+static conv_forward_fn forward_conv(cs_context_t ctx, const cs_workspace *ws)
 {
-    cs_status st = check_pass(ctx, model, ws, input, logits, "forward");
-    if (st != CS_OK) return st;
+    return !ws->with_gradients && cs_context_get_inference_precision(ctx) == CS_PRECISION_BFLOAT16
+               ? cs_conv_forward_bf16
+               : cs_conv_forward;
+}
+
+/* The forward pass up to the head; returns the head's input (B, f_0, window). */
+static const float *forward_body(const struct cs_model *model, cs_workspace *ws, const float *input,
+                                 conv_forward_fn conv, int threads)
+{
     const cs_unet_config *a = &model->info.arch;
     const float *P = model->params;
-    const int threads = cs_threads(ctx);
     const int32_t L = a->levels, B = ws->batch, pd = a->spatial_dims == 3 ? 2 : 1;
-    /* bfloat16 only without gradients: a training step's backward must see float32 */
-    const conv_forward_fn conv = !ws->with_gradients && cs_context_get_inference_precision(ctx) ==
-                                                            CS_PRECISION_BFLOAT16
-                                     ? cs_conv_forward_bf16
-                                     : cs_conv_forward;
     memcpy(ws->input, input, (size_t)B * a->in_channels * voxels(&ws->lv[0]) * sizeof(float));
 
     const float *x = ws->input;
@@ -545,10 +547,54 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
         block_forward(&lv->dec[1], P, lv->dec[0].a, a, conv, threads);
         deep = lv->dec[1].a;
     }
-    conv(ws->logits, deep, P + ws->head_weight, P + ws->head_bias, &ws->head_shape, threads);
+    return deep;
+}
+
+cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
+                         const float *input, const float **logits)
+{
+    cs_status st = check_pass(ctx, model, ws, input, logits, "forward");
+    if (st != CS_OK) return st;
+    const conv_forward_fn conv = forward_conv(ctx, ws);
+    const int threads = cs_threads(ctx);
+    const float *deep = forward_body(model, ws, input, conv, threads);
+    conv(ws->logits, deep, model->params + ws->head_weight, model->params + ws->head_bias,
+         &ws->head_shape, threads);
     ws->forward_done = 1;
     *logits = ws->logits;
     return CS_OK;
+}
+
+cs_status cs_net_forward_to_head(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
+                                 const float *input, cs_net_head *head)
+{
+    cs_status st = check_pass(ctx, model, ws, input, head, "forward");
+    if (st != CS_OK) return st;
+    if (ws->batch != 1)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
+                       "forward to the head: a workspace of batch 1, not %d", (int)ws->batch);
+    const conv_forward_fn conv = forward_conv(ctx, ws);
+    head->features = forward_body(model, ws, input, conv, cs_threads(ctx));
+    head->voxels = voxels(&ws->lv[0]);
+    head->weight = model->params + ws->head_weight;
+    head->bias = model->params + ws->head_bias;
+    head->in_channels = ws->head_shape.in_channels;
+    head->classes = ws->head_shape.out_channels;
+    head->bfloat16 = conv == cs_conv_forward_bf16;
+    ws->forward_done = 0; /* no logits for a backward pass */
+    return CS_OK;
+}
+
+void cs_net_head_apply(const cs_net_head *head, float *logits, float *features, int64_t i0,
+                       int64_t count)
+{
+    for (int32_t c = 0; c < head->in_channels; c++)
+        memcpy(features + c * count, head->features + c * head->voxels + i0,
+               (size_t)count * sizeof(float));
+    /* a 1x1(x1) convolution computes each voxel alone: a row of `count` gives its values */
+    const cs_conv_shape s = {1, head->in_channels, head->classes, 1, 1, (int32_t)count, 1, 1, 1};
+    (head->bfloat16 ? cs_conv_forward_bf16 : cs_conv_forward)(logits, features, head->weight,
+                                                              head->bias, &s, 1);
 }
 
 /* The block whose output leaves level l upwards: to the decoder of level l-1, or to the head. */
