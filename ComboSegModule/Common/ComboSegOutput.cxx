@@ -17,7 +17,7 @@
 #include <png.h>
 
 #include "itkImageFileWriter.h"
-#include "itkLabelStatisticsImageFilter.h"
+#include "itkComboSegProcessing.h"
 #include "itkMetaDataObject.h"
 #include "itkNrrdImageIO.h"
 
@@ -104,21 +104,63 @@ std::vector<ComboSegSegmentInfo> ComboSegSegmentsFromModel(const cs_model_info &
   return itk::ComboSegModelClasses(info);
 }
 
+namespace
+{
+// A label's voxel bounding box: the smallest and largest index along x, y and z in turn.
+using LabelBox = std::array<long, 6>;
+using LabelBoxes = std::map<short, LabelBox>;
+
+void Include(LabelBoxes &boxes, short value, const LabelBox &run)
+{
+  const auto it = boxes.find(value);
+  if (it == boxes.end())
+  {
+    boxes.emplace(value, run);
+    return;
+  }
+  LabelBox &box = it->second;
+  for (int a = 0; a < 3; ++a)
+  {
+    box[2 * a] = std::min(box[2 * a], run[2 * a]);
+    box[2 * a + 1] = std::max(box[2 * a + 1], run[2 * a + 1]);
+  }
+}
+} // namespace
+
 std::vector<std::array<long, 7>> ComboSegLabelExtents(const ComboSegLabelImage *labels)
 {
-  auto statistics = itk::LabelStatisticsImageFilter<ComboSegLabelImage, ComboSegLabelImage>::New();
-  statistics->SetInput(labels);
-  statistics->SetLabelInput(labels);
-  statistics->Update();
-  std::vector<short> values(statistics->GetValidLabelValues().begin(), statistics->GetValidLabelValues().end());
-  std::sort(values.begin(), values.end());
+  // Runs of one value along x, chunk by chunk over ITK's threads, merged in chunk order (ITK's
+  // LabelStatisticsImageFilter gave the same boxes, but computed every label's mean and variance
+  // on the way, most of the time on one thread: 30 ms of ch2's run).
+  const auto region = labels->GetBufferedRegion();
+  const long nx = long(region.GetSize(0)), ny = long(region.GetSize(1));
+  const auto start = region.GetIndex();
+  const short *p = labels->GetBufferPointer();
+  const auto parts =
+      itk::ComboSegPerChunk<LabelBoxes>(int64_t(region.GetNumberOfPixels()), 0, [&](int64_t begin, int64_t end) {
+        LabelBoxes boxes;
+        for (int64_t i = begin; i < end;)
+        {
+          const int64_t rowEnd = std::min(end, (i / nx + 1) * nx);
+          int64_t j = i + 1;
+          while (j < rowEnd && p[j] == p[i])
+            ++j;
+          const long x = long(i % nx) + start[0], y = long(i / nx % ny) + start[1], z = long(i / nx / ny) + start[2];
+          if (p[i] != 0)
+            Include(boxes, p[i], {{x, x + long(j - 1 - i), y, y, z, z}});
+          i = j;
+        }
+        return boxes;
+      });
+  LabelBoxes all;
+  for (const LabelBoxes &part : parts)
+    for (const auto &box : part)
+      Include(all, box.first, box.second);
   std::vector<std::array<long, 7>> out;
-  for (short value : values)
+  for (const auto &box : all)
   {
-    if (value == 0)
-      continue;
-    const auto box = statistics->GetBoundingBox(value); // min and max index of each axis in turn
-    out.push_back({{value, long(box[0]), long(box[1]), long(box[2]), long(box[3]), long(box[4]), long(box[5])}});
+    const LabelBox &b = box.second;
+    out.push_back({{box.first, b[0], b[1], b[2], b[3], b[4], b[5]}});
   }
   return out;
 }

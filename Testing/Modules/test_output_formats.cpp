@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ComboSegOutput.h"
 #include "cs_slicer_harness.h"
 #include "cs_test_model.h"
 
@@ -23,6 +24,9 @@
 #include "itkImageFileReader.h"
 #include "itkComboSegProcessing.h"
 #include "itkImageFileWriter.h"
+#include "itkImageRegionIteratorWithIndex.h"
+#include "itkLabelStatisticsImageFilter.h"
+#include "itkMultiThreaderBase.h"
 #include "itkMetaImageIOFactory.h"
 #include "itkNiftiImageIOFactory.h"
 #include "itkNrrdImageIOFactory.h"
@@ -359,4 +363,53 @@ TEST_F(SegmentOutputFormats, TheModelsRecommendedCleanUpIsAppliedUnlessTheRawOut
   ASSERT_NE(cleaned, raw.second) << "the raw labels should hold several pieces per class for this test";
   EXPECT_EQ(byDefault.second, cleaned);
   EXPECT_EQ(asked.second, cleaned) << "--largestComponent applies whatever the model says";
+}
+
+// The NRRD's segment extents: each label's voxel bounding box, as ITK's LabelStatisticsImageFilter
+// gives it, on an image of three parallel chunks whose region does not start at 0, with labels
+// that cross chunks and rows, a negative one and a single voxel.
+TEST(SegmentExtents, EveryLabelsBoxIsTheOneITKFinds)
+{
+  auto image = LabelImage::New();
+  LabelImage::RegionType region;
+  region.SetIndex({{3, -2, 5}});
+  region.SetSize({{70, 50, 40}}); // 140000 voxels
+  image->SetRegions(region);
+  image->Allocate();
+  image->FillBuffer(0);
+  uint32_t state = 12345;
+  for (itk::ImageRegionIteratorWithIndex<LabelImage> it(image, region); !it.IsAtEnd(); ++it)
+  {
+    const auto i = it.GetIndex();
+    state = state * 1664525u + 1013904223u;
+    if (i[0] >= 10 && i[0] < 60 && i[1] >= 5 && i[1] < 30 && i[2] >= 12 && i[2] < 30)
+      it.Set(7); // crosses the chunk boundaries (voxels 65536 and 131072 are at z 23 and 42)
+    if (state % 997 == 0)
+      it.Set(short(state % 5) - 4); // scattered -4 .. 0
+  }
+  image->SetPixel({{72, 47, 44}}, 31000); // one voxel, in the last corner
+  const itk::ThreadIdType before = itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads();
+  for (int threads : {1, 2})
+  {
+    itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(threads);
+    const auto extents = ComboSegLabelExtents(image);
+    auto statistics = itk::LabelStatisticsImageFilter<LabelImage, LabelImage>::New();
+    statistics->SetInput(image);
+    statistics->SetLabelInput(image);
+    statistics->Update();
+    size_t labels = 0;
+    for (short value : statistics->GetValidLabelValues())
+      labels += value != 0;
+    ASSERT_EQ(extents.size(), labels) << "threads " << threads;
+    EXPECT_GE(labels, 3u);
+    for (const auto &e : extents)
+    {
+      ASSERT_NE(e[0], 0);
+      ASSERT_TRUE(statistics->HasLabel(short(e[0]))) << "label " << e[0];
+      const auto box = statistics->GetBoundingBox(short(e[0]));
+      for (int k = 0; k < 6; ++k)
+        EXPECT_EQ(e[k + 1], long(box[k])) << "label " << e[0] << " bound " << k << " threads " << threads;
+    }
+  }
+  itk::MultiThreaderBase::SetGlobalDefaultNumberOfThreads(before);
 }
