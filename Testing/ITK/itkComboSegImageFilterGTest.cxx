@@ -11,6 +11,7 @@
 #include "itkImageRegionConstIteratorWithIndex.h"
 #include "itkImageFileWriter.h"
 #include "itkNrrdImageIO.h"
+#include "itkScalarConnectedComponentImageFilter.h"
 
 #include <gtest/gtest.h>
 
@@ -21,6 +22,7 @@
 #include <functional>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -513,6 +515,64 @@ TEST(ComboSegProcessing, LargestComponentAndHoleFilling)
   EXPECT_EQ(at(0, 0, 0), 0);
   EXPECT_EQ(std::count(labels.begin(), labels.end(), 1), 125);
   EXPECT_EQ(std::count(labels.begin(), labels.end(), 2), 4);
+}
+
+// The clean-up's pieces are those of ITK's ScalarConnectedComponentImageFilter (6-connected,
+// equal labels), each class keeping its largest and ties going to the piece ITK numbers first,
+// on blocky random maps whose pieces wind across the z-slabs of 1 to 7 threads.
+TEST(ComboSegProcessing, LargestComponentsAreThoseOfITKsConnectedComponents)
+{
+  using Labels = itk::Image<int32_t, 3>;
+  using Pieces = itk::Image<uint32_t, 3>;
+  const std::array<int64_t, 3> size{ { 37, 23, 19 } };
+  const size_t                 n = 37 * 23 * 19;
+  std::mt19937                 random(5);
+  for (int map = 0; map < 4; ++map)
+  {
+    std::vector<int32_t> labels(n);
+    for (size_t o = 0; o < n; ++o)
+    {
+      const size_t   x = o % 37, y = o / 37 % 23, z = o / (37 * 23);
+      const uint32_t block = static_cast<uint32_t>((x / 3) * 73856093u ^ (y / 2) * 19349663u ^ (z / 3) * 83492791u);
+      labels[o] = random() % 10 == 0 ? static_cast<int32_t>(random() % 4) : static_cast<int32_t>((block + map) % 4);
+    }
+    // the oracle: ITK's pieces, their sizes and the largest of each class
+    Labels::RegionType region;
+    region.SetSize({ { 37, 23, 19 } });
+    auto image = Labels::New();
+    image->SetRegions(region);
+    image->Allocate();
+    std::copy(labels.begin(), labels.end(), image->GetBufferPointer());
+    auto pieces = itk::ScalarConnectedComponentImageFilter<Labels, Pieces, Labels>::New();
+    pieces->SetInput(image);
+    pieces->SetMaskImage(image);
+    pieces->SetDistanceThreshold(0);
+    pieces->FullyConnectedOff();
+    pieces->Update();
+    const uint32_t *                               piece = pieces->GetOutput()->GetBufferPointer();
+    std::map<uint32_t, std::pair<int32_t, size_t>> sizes; // piece -> (class, voxels)
+    for (size_t o = 0; o < n; ++o)
+      if (piece[o] != 0)
+        sizes[piece[o]] = { labels[o], sizes[piece[o]].second + 1 };
+    std::map<int32_t, std::pair<size_t, uint32_t>> largest; // class -> (voxels, piece)
+    for (const auto & p : sizes)
+      if (largest.count(p.second.first) == 0 || p.second.second > largest[p.second.first].first)
+        largest[p.second.first] = { p.second.second, p.first };
+    std::vector<int32_t> expected(labels);
+    for (size_t o = 0; o < n; ++o)
+      if (piece[o] != 0 && largest[labels[o]].second != piece[o])
+        expected[o] = 0;
+    ASSERT_GT(sizes.size(), 100u) << "map " << map << ": too few pieces to test anything";
+    for (int threads : { 1, 2, 3, 7 })
+    {
+      std::vector<int32_t> got(labels);
+      itk::ComboSegKeepLargestComponents(got.data(), size, threads);
+      size_t wrong = 0;
+      for (size_t o = 0; o < n; ++o)
+        wrong += got[o] != expected[o];
+      EXPECT_EQ(wrong, 0u) << "map " << map << ", " << threads << " threads";
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -241,8 +241,10 @@ void
 ComboSegLabelsAtCentres(int32_t * labels, const ComboSegGrid & outputGrid, const int32_t * modelLabels,
                         const ComboSegGrid & modelGrid, int numberOfThreads = 0);
 
-/** Keeps, for every class, only its largest 6-connected component; the rest become background
- * (ITK's ScalarConnectedComponentImageFilter; ties go to the component it numbers first). */
+/** Keeps, for every class, only its largest 6-connected component; the rest become background.
+ * The components of ITK's ScalarConnectedComponentImageFilter, found over z-slabs in parallel;
+ * ties go to the component whose first voxel comes first (the one that filter numbers first).
+ * Throws for maps of 2^32 - 1 voxels or more. */
 void
 ComboSegKeepLargestComponents(int32_t * labels, const std::array<int64_t, 3> & size, int numberOfThreads = 0);
 
