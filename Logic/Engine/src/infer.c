@@ -1,8 +1,9 @@
 /* infer.c - inference: logits of a batch, and sliding-window prediction over whole volumes.
  *
- * cs_predict_volume walks windows row by row along z. Every window's softmax probabilities are
- * weighted (Gaussian importance or uniform) and added into a slab that is only as deep as one
- * window: z-slice z lives in slab slot z % window_z. Once the windows of a z-row are done, the
+ * cs_predict_volume walks windows row by row along z. Every window runs through the network up
+ * to its head; the head, the softmax and the weighting then go piece by piece (blend_window),
+ * and the weighted probabilities (Gaussian importance or uniform) are added into a slab that is
+ * only as deep as one window: z-slice z lives in slab slot z % window_z. Once the windows of a z-row are done, the
  * slices below the next row's start are final: they are normalised, written to the outputs and
  * their slots cleared for reuse. A slab row holds the K classes' rows of one (slot, y) side by
  * side, so a window row's additions for all classes fall in one stretch of memory (with the
