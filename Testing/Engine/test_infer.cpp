@@ -162,6 +162,27 @@ TEST_F(InferTest, ModelForwardRefusesLogitsThatOverflowed)
   }
 }
 
+// The same overflow in sliding-window inference, whose head runs piece by piece: the call fails
+// naming the window, and no labels are claimed.
+TEST_F(InferTest, PredictVolumeRefusesLogitsThatOverflowed)
+{
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {24, 16, 16}, n = 24 * 16 * 16;
+  std::vector<float> img = RandomImage(1, size, 2);
+  for (int64_t i = 0; i < n; i += 7)
+    img[i] = 3.0e38f;
+  for (int threads : {1, 2})
+  {
+    cs_context_set_threads(ctx_, threads);
+    std::vector<int32_t> labels(n, -1);
+    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, nullptr, labels.data()), CS_ERR_NUMERIC) << threads;
+    const std::string error = cs_context_last_error(ctx_);
+    EXPECT_NE(error.find("non-finite value"), std::string::npos) << error;
+    EXPECT_NE(error.find("in the window at x 0, y 0, z 0"), std::string::npos) << error;
+  }
+}
+
 TEST_F(InferTest, WindowEqualToVolumeIsSoftmaxOfForward)
 {
   cs_model_t m = MakeModel(3, 2, 4, 4, 3);
