@@ -199,7 +199,6 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
 typedef struct infer_plan {
     int32_t channels, classes;
     int32_t features;  /* the head's input channels */
-    int threads;       /* each has its own piece buffers (see blend_window) */
     int64_t size[3];   /* the volume, x y z */
     int64_t win[3];    /* the window */
     int64_t padded[3]; /* the volume padded to at least the window */
@@ -229,7 +228,6 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
     p->channels = info->arch.in_channels;
     p->classes = info->arch.num_classes;
     p->features = info->arch.base_filters;
-    p->threads = cs_threads(ctx);
     if (!((double)o->overlap >= CS_OVERLAP_MIN && (double)o->overlap <= CS_OVERLAP_MAX))
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "overlap = %g must be in [%g, %g]",
                        (double)o->overlap, CS_OVERLAP_MIN, CS_OVERLAP_MAX);
@@ -273,8 +271,9 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
 /* The scratch memory besides the workspace, carved from one allocation (floats). */
 typedef struct infer_scratch {
     float *input;     /* (C, wz, wy, wx) the window's image */
-    float *pieces;    /* per thread: a softmax tile (K, CS_SOFTMAX_TILE), a piece's logits (K,
-                         CS_HEAD_PIECE) and the head's input (features, CS_HEAD_PIECE) */
+    float *pieces;    /* per thread (a block of its own, see cs_predict_volume): a softmax tile
+                         (K, CS_SOFTMAX_TILE), a piece's logits (K, CS_HEAD_PIECE) and the
+                         head's input (features, CS_HEAD_PIECE) */
     float *slab;      /* (wz, py, K, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
@@ -290,7 +289,7 @@ static size_t piece_floats(const infer_plan *p)
 static size_t scratch_floats(const infer_plan *p)
 {
     size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
-    size_t n = wn * (size_t)p->channels + (size_t)p->threads * piece_floats(p);
+    size_t n = wn * (size_t)p->channels;
     n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
     for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
     n += (size_t)p->channels;
@@ -535,11 +534,21 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
 
     float *mem = (float *)cs_alloc(ctx, scratch_floats(&p) * sizeof(float), "inference slab");
     if (!mem) return CS_ERR_OUT_OF_MEMORY;
+    /* Each thread's piece buffers (1.3 MB for 27 classes), outside the estimate like the
+     * kernels' scratch: their number is the context's thread count, which
+     * cs_predict_volume_memory does not know. */
+    const size_t piece_bytes = (size_t)cs_threads(ctx) * piece_floats(&p) * sizeof(float);
+    float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
+    if (!pieces) {
+        cs_free(mem);
+        return cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for inference pieces)",
+                       piece_bytes);
+    }
     const int64_t wn = p.win[0] * p.win[1] * p.win[2];
     infer_scratch s;
     s.input = mem;
-    s.pieces = s.input + wn * p.channels;
-    s.slab = s.pieces + (size_t)p.threads * piece_floats(&p);
+    s.pieces = pieces;
+    s.slab = s.input + wn * p.channels;
     float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
     for (int a = 0; a < 3; a++) {
         s.weight[a] = next;
@@ -560,6 +569,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     cs_workspace *ws = NULL;
     st = acquire_workspace(ctx, model, 1, p.win, &ws);
     if (st != CS_OK) {
+        cs_free(pieces);
         cs_free(mem);
         return st;
     }
@@ -594,6 +604,7 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
         }
     }
     release_workspace(ctx, ws);
+    cs_free(pieces);
     cs_free(mem);
     return st;
 }
