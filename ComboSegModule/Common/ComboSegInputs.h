@@ -23,8 +23,8 @@ std::vector<ComboSegScalarImage::Pointer> ComboSegReadChannels(const std::vector
                                                                ComboSegProgress &progress, int numberOfThreads);
 
 // The --threads a tool was given (0: all cores) as ITK's default thread count, for the ITK filters
-// a run does not give a count of its own (the label statistics behind a written label map's
-// extents, ...): with --threads 1, a run works on one thread throughout.
+// a run does not give a count of its own (the written label map's extents, the clean-up's
+// connected components, ...): with --threads 1, a run works on one thread throughout.
 void ComboSegLimitITKThreads(int threads);
 
 // A warning the user must not miss: a progress comment (Slicer's status) and a line on stderr
