@@ -4,10 +4,16 @@
  *   conv3d c=<channels> pass=<fwd|bwd_data|bwd_weights> gflops=<x> pct_peak=<y> peak_gflops=<p>
  *   conv3d c=<channels> pass=fwd_bf16 ...  (where the CPU has AVX512_BF16: the bfloat16 forward
  *          of inference, against twice the float peak: two products per lane and instruction)
+ *   conv3d c=<channels> pass=fwd_winograd ms=<best> gflops_direct_equivalent=<direct FLOP / time>
+ *          executed_pct_peak=<the FLOP it executes against the peak> peak_gflops=<p>  (the
+ *          float forward of inference, where it takes the shape)
  *   conv2d c=<channels> pass=<...> gflops=<x> pct_peak=<y> peak_gflops=<p>
  *   unet3d threads=<n> train_step_ms=<best> infer_ms=<best> peak_rss_mb=<z> rss_before_mb=<r>
  *          added_mb=<z - r> train_pct_peak=<y> train_peak_gflops=<p> infer_pct_peak=<y>
- *          infer_peak_gflops=<p>
+ *          infer_peak_gflops=<p>   (infer: float inference as the product runs it, Winograd
+ *          where it applies; its pct_peak counts the FLOP it executes)
+ *   unet3d infer_direct_ms=<best> infer_direct_pct_peak=<y> infer_direct_over_winograd=<ratio>
+ *          (the same inference on the direct convolutions, rounds of its own)
  *   unet3d width=8 classes=<k> channels=<c> threads=<n> ...  (the bundled models' shapes, same keys)
  *   unet3d ... infer_bf16_ms=<best> infer_float_over_bf16=<ratio>  (where the CPU has
  *          AVX512_BF16: the same inference with bfloat16 convolutions, rounds of its own)
@@ -321,6 +327,7 @@ static int conv_run(void *arg)
     const conv_call *c = arg;
     if (c->pass == 0) cs_conv_forward(c->out, c->in, c->w, c->bias, c->s, c->threads);
     else if (c->pass == 3) cs_conv_forward_bf16(c->out, c->in, c->w, c->bias, c->s, c->threads);
+    else if (c->pass == 4) cs_conv_forward_winograd(c->out, c->in, c->w, c->bias, c->s, c->threads);
     else if (c->pass == 1) cs_conv_backward_data(c->gin, c->gout, c->w, c->s, c->threads);
     else cs_conv_backward_weights(c->gw, c->gb, c->gout, c->in, c->s, c->threads);
     return 0;
@@ -328,7 +335,7 @@ static int conv_run(void *arg)
 
 static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, int reps)
 {
-    static const char *passes[4] = {"fwd", "bwd_data", "bwd_weights", "fwd_bf16"};
+    static const char *passes[5] = {"fwd", "bwd_data", "bwd_weights", "fwd_bf16", "fwd_winograd"};
     const cs_conv_shape *s = c->s;
     const double flop = 2.0 * s->batch * s->in_channels * s->out_channels * s->kd * s->kh * s->kw *
                         s->d * s->h * s->w;
@@ -337,14 +344,29 @@ static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, i
     const double g = flop / r.best_s / 1e9;
     char what[64];
     snprintf(what, sizeof what, "%s c=%d pass=%s", cb->tag, cb->c, passes[c->pass]);
-    /* bfloat16 pairs: two products per float lane and instruction, so twice the float peak */
+    /* bfloat16 pairs: two products per float lane and instruction, so twice the float peak.
+     * Winograd: the FLOP it executes, 64 products per tile of 8 outputs (16 / 54 of the direct
+     * convolution's); gflops_direct_equivalent= is the direct FLOP over its time. */
     const double peak = c->pass == 3 ? 2.0 * r.peak_gflops : r.peak_gflops;
+    if (c->pass == 4) {
+        printf("%s ms=%.2f gflops_direct_equivalent=%.1f executed_pct_peak=%.1f peak_gflops=%.1f\n",
+               what, 1e3 * r.best_s, g, pct_of_peak(g * 16.0 / 54.0, peak, what), peak);
+        return 0;
+    }
     const double pct = pct_of_peak(g, peak, what);
     printf("%s gflops=%.1f pct_peak=%.1f peak_gflops=%.1f\n", what, g, pct, peak);
     printf("# %s ms_best=%.2f ms_median=%.2f median_gflops=%.1f cpu_gflops_per_thread=%.1f\n", what,
            1e3 * r.best_s, 1e3 * r.median_s, flop / r.median_s / 1e9, flop / r.best_cpu_s / 1e9);
     fflush(stdout);
     return 0;
+}
+
+/* Whether cs_conv_forward_winograd takes shape s on the active path (kernels.h) */
+static int winograd_takes(const cs_conv_shape *s)
+{
+    const int vl = cs_isa_active() == CS_ISA_AVX512 ? 16 : 8;
+    return s->kd == 3 && s->kh == 3 && s->kw == 3 && s->in_channels >= vl &&
+           s->out_channels >= vl && s->d % 2 == 0 && s->h % 2 == 0 && s->w % vl == 0;
 }
 
 static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
@@ -375,6 +397,10 @@ static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
         rc = 0;
         const int passes = cs_isa_bf16_available() ? 4 : 3; /* fwd_bf16 where it runs */
         for (c.pass = 0; c.pass < passes && !rc; c.pass++) rc = conv_pass(cb, &c, env, reps);
+        if (!rc && winograd_takes(s)) {
+            c.pass = 4;
+            rc = conv_pass(cb, &c, env, reps);
+        }
     } else {
         fprintf(stderr, "comboseg_bench: out of memory\n");
     }
@@ -450,21 +476,32 @@ static int make_model(cs_context_t ctx, const net_cfg *n, cs_model_t *model)
     return 0;
 }
 
+/* FLOP of a 3x3x3 convolution over v voxels; with `executed`, those that Winograd's kernel
+ * performs where it takes the layer (64 products per tile of 8 outputs: 16 / 54). */
+static double conv3_flop(int ci, int co, int side, double v, int executed)
+{
+    const cs_conv_shape s = {NET_BATCH, ci, co, side, side, side, 3, 3, 3};
+    return (executed && winograd_takes(&s) ? 16.0 : 54.0) * ci * co * v;
+}
+
 /* GFLOP of the network's convolutions for a forward pass of the batch: 3x3x3 convolutions
- * (2 x 27 x in x out x voxels), 2x2x2 up-convolutions and the 1x1x1 head. Element-wise work is
- * left out, so a pct_peak from it understates the kernels' share. */
-static double unet_forward_gflop(const net_cfg *n)
+ * (2 x 27 x in x out x voxels, or what Winograd executes: conv3_flop), 2x2x2 up-convolutions and
+ * the 1x1x1 head. Element-wise work is left out, so a pct_peak from it understates the kernels'
+ * share. */
+static double unet_forward_gflop(const net_cfg *n, int executed)
 {
     const double v0 = (double)n->size * n->size * n->size;
     double flop = 0.0, v = v0;
     for (int l = 0, cin = n->in_channels; l < NET_LEVELS; l++, v /= 8.0) {
-        const int f = n->base_filters << l;
-        flop += 54.0 * ((double)cin * f + (double)f * f) * v;
+        const int f = n->base_filters << l, side = n->size >> l;
+        flop += conv3_flop(cin, f, side, v, executed) + conv3_flop(f, f, side, v, executed);
         cin = f;
     }
     for (int l = NET_LEVELS - 2; l >= 0; l--) {
-        const double f = n->base_filters << l, vl = v0 / pow(8.0, l);
-        flop += 2.0 * 2 * f * f * vl + 54.0 * (2 * f * f + f * f) * vl;
+        const int f = n->base_filters << l, side = n->size >> l;
+        const double vl = v0 / pow(8.0, l);
+        flop += 4.0 * f * f * vl + conv3_flop(2 * f, f, side, vl, executed) +
+                conv3_flop(f, f, side, vl, executed);
     }
     flop += 2.0 * n->base_filters * n->classes * v0;
     return NET_BATCH * flop / 1e9;
@@ -476,7 +513,7 @@ static double unet_train_gflop(const net_cfg *n)
 {
     const double v0 = (double)n->size * n->size * n->size;
     const double first = 54.0 * n->in_channels * n->base_filters * v0 * NET_BATCH / 1e9;
-    return 3.0 * unet_forward_gflop(n) - first;
+    return 3.0 * unet_forward_gflop(n, 0) - first;
 }
 
 typedef struct unet_run {
@@ -545,7 +582,7 @@ static void unet_teardown(unet_run *u)
 }
 
 typedef struct unet_figures {
-    rounds train, infer, infer_bf16; /* infer_bf16: where cs_bfloat16_available */
+    rounds train, infer, infer_direct, infer_bf16; /* infer_bf16: where cs_bfloat16_available */
     double rss_before, peak_after_training, peak;
     int peak_reset; /* 0: peaks are the process's since it started */
 } unet_figures;
@@ -559,8 +596,11 @@ static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *
     const double tp = pct_of_peak(unet_train_gflop(n) / f->train.best_s, f->train.peak_gflops,
                                   what);
     snprintf(what, sizeof what, "%s infer", tag);
-    const double ip = pct_of_peak(unet_forward_gflop(n) / f->infer.best_s, f->infer.peak_gflops,
+    const double ip = pct_of_peak(unet_forward_gflop(n, 1) / f->infer.best_s, f->infer.peak_gflops,
                                   what);
+    snprintf(what, sizeof what, "%s infer_direct", tag);
+    const double dp = pct_of_peak(unet_forward_gflop(n, 0) / f->infer_direct.best_s,
+                                  f->infer_direct.peak_gflops, what);
     printf("%s threads=%d train_step_ms=%.1f infer_ms=%.1f peak_rss_mb=%.1f rss_before_mb=%.1f "
            "added_mb=%.1f train_pct_peak=%.1f train_peak_gflops=%.1f infer_pct_peak=%.1f "
            "infer_peak_gflops=%.1f\n",
@@ -570,6 +610,8 @@ static void print_unet(const net_cfg *n, const unet_figures *f, const unet_run *
            "infer_ms_median=%.1f peak_rss_mb_after_training=%.1f\n",
            tag, 1e3 * f->train.best_cpu_s, 1e3 * f->infer.best_cpu_s, 1e3 * f->train.median_s,
            1e3 * f->infer.median_s, f->peak_after_training);
+    printf("%s infer_direct_ms=%.1f infer_direct_pct_peak=%.1f infer_direct_over_winograd=%.2f\n",
+           tag, 1e3 * f->infer_direct.best_s, dp, f->infer_direct.best_s / f->infer.best_s);
     if (cs_bfloat16_available())
         printf("%s infer_bf16_ms=%.1f infer_float_over_bf16=%.2f\n", tag,
                1e3 * f->infer_bf16.best_s, f->infer.best_s / f->infer_bf16.best_s);
@@ -599,6 +641,9 @@ static int bench_unet(const net_cfg *n, const bench_env *env, int reps)
         cs_trainer_free(u.trainer);
         u.trainer = NULL;
         rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer);
+        cs_isa_allow_winograd(0);
+        if (!rc) rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer_direct);
+        cs_isa_allow_winograd(1);
         if (!rc && cs_bfloat16_available()) {
             cs_context_set_inference_precision(u.ctx, CS_PRECISION_BFLOAT16);
             rc = run_rounds(env, reps, 1, infer_once, &u, &f.infer_bf16);

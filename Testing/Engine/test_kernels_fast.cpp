@@ -188,6 +188,59 @@ TEST_P(ConvFastTest, BackwardWeightsAddsLikeReference)
   }
 }
 
+// Winograd's F(2x2x2, 3x3x3) for float inference: within the direct kernels' tolerance of the
+// reference wherever it runs, the same whatever the thread count, and the direct convolution
+// itself (bit for bit) on shapes it does not take. It takes 3x3x3 kernels, at least a vector of
+// channels each side, even depth and height and rows of whole vectors (16 floats on AVX-512, 8
+// on AVX2 and portable); where it runs, rounding must make it differ from the direct path.
+TEST_P(ConvFastTest, WinogradMatchesReferenceWhereItRuns)
+{
+  const int vl = cs_isa_active() == CS_ISA_AVX512 ? 16 : 8;
+  const ConvCase cases[] = {
+      {1, 16, 16, 4, 6, 16, 3, 3, 3}, // one group of tiles, one output block
+      {2, 32, 16, 6, 4, 48, 3, 3, 3}, // two groups (16 + 8 tiles) per tile row, two items
+      {1, 16, 48, 2, 2, 32, 3, 3, 3}, // three output blocks: a pair and a single
+      {1, 17, 24, 4, 4, 16, 3, 3, 3}, // partial input and output blocks
+      {2, 16, 16, 8, 8, 64, 3, 3, 3}, // slabs carried over by each thread
+      {1, 16, 16, 5, 4, 16, 3, 3, 3}, // odd depth: direct
+      {1, 16, 16, 4, 4, 24, 3, 3, 3}, // rows of 1.5 AVX-512 vectors: direct there
+      {1, 4, 16, 4, 4, 16, 3, 3, 3},  // fewer input channels than a vector: direct
+      {1, 16, 16, 4, 4, 16, 1, 3, 3}, // 2D kernel: direct
+  };
+  for (const ConvCase &c : cases)
+  {
+    const cs_conv_shape s = Shape(c);
+    const size_t vox = (size_t)c.d * c.h * c.w;
+    const std::vector<float> in = Random((size_t)c.b * c.ci * vox, 31);
+    const std::vector<float> wt = Random((size_t)c.co * c.ci * c.kd * c.kh * c.kw, 32);
+    const std::vector<float> bias = Random((size_t)c.co, 33);
+    std::vector<float> want((size_t)c.b * c.co * vox), direct(want.size());
+    cs_conv_forward_ref(want.data(), in.data(), wt.data(), bias.data(), &s, 1);
+    cs_conv_forward(direct.data(), in.data(), wt.data(), bias.data(), &s, 2);
+    std::vector<float> first;
+    for (int threads : {1, 2})
+    {
+      std::vector<float> got(want.size(), -3.0f); // overwritten
+      cs_conv_forward_winograd(got.data(), in.data(), wt.data(), bias.data(), &s, threads);
+      ExpectClose(got, want, CaseName(c) + " threads " + std::to_string(threads));
+      if (first.empty())
+        first = got;
+      else
+        EXPECT_EQ(got, first) << CaseName(c) << ": differs between 1 and 2 threads";
+    }
+    const bool takes = c.kd == 3 && c.kh == 3 && c.kw == 3 && c.ci >= vl && c.co >= vl && c.d % 2 == 0 &&
+                       c.h % 2 == 0 && c.w % vl == 0;
+    if (takes)
+      EXPECT_NE(first, direct) << CaseName(c) << ": the Winograd path did not run";
+    else
+      EXPECT_EQ(first, direct) << CaseName(c) << ": not the direct convolution";
+    std::vector<float> nobias_want(want.size()), nobias_got(want.size());
+    cs_conv_forward_ref(nobias_want.data(), in.data(), wt.data(), nullptr, &s, 1);
+    cs_conv_forward_winograd(nobias_got.data(), in.data(), wt.data(), nullptr, &s, 2);
+    ExpectClose(nobias_got, nobias_want, CaseName(c) + " without bias");
+  }
+}
+
 TEST_P(ConvFastTest, DeterministicForAThreadCount)
 {
   const ConvCase c = {2, 17, 32, 5, 7, 9, 3, 3, 3};
@@ -380,7 +433,8 @@ TEST(NarrowConv, HostPathMatchesReferenceAcrossTheEightChannelBoundary)
 // and weights to 8 significant bits and sums in float. Numbers of at most 8 significant bits
 // pass unrounded, and their products and sums here are exact in float: the result must equal
 // the reference exactly, which holds the pair layout (channel pairs, odd channel counts, halo,
-// weights) to every element. Elsewhere cs_conv_forward_bf16 is the float convolution.
+// weights) to every element. Elsewhere (and for a first layer) cs_conv_forward_bf16 is float
+// inference's convolution, cs_conv_forward_winograd, bit for bit.
 std::vector<float> SevenBitValues(size_t n, uint64_t seed)
 {
   std::vector<float> v = Random(n, seed);
@@ -416,11 +470,17 @@ TEST(Bf16Conv, ValuesThatBfloat16HoldsGiveTheExactReference)
     {
       std::vector<float> got(want.size(), -3.0f);
       cs_conv_forward_bf16(got.data(), in.data(), wt.data(), bias.data(), &s, threads);
+      if (!cs_isa_bf16_available() || c.ci <= 2)
+      {
+        std::vector<float> float_path(want.size());
+        cs_conv_forward_winograd(float_path.data(), in.data(), wt.data(), bias.data(), &s, threads);
+        EXPECT_EQ(got, float_path) << CaseName(c) << " threads " << threads << ": not the float path";
+        continue;
+      }
       size_t bad = 0;
       for (size_t i = 0; i < got.size(); ++i)
         bad += got[i] != want[i];
-      EXPECT_EQ(bad, 0u) << CaseName(c) << " threads " << threads << " (bf16 path "
-                         << (cs_isa_bf16_available() ? "on" : "off: the float path") << ")";
+      EXPECT_EQ(bad, 0u) << CaseName(c) << " threads " << threads;
     }
   }
 }
@@ -428,7 +488,8 @@ TEST(Bf16Conv, ValuesThatBfloat16HoldsGiveTheExactReference)
 // Any values: each product is off by at most about 2^-8 of |w| |x| (both rounded to nearest, 2^-9
 // each), so each output is within 2^-7 of the sum of |w| |x| (the reference convolution of the
 // magnitudes), plus the float tolerance. Where the path runs every case of more than 2 input
-// channels must also differ from float (16 and 8 lanes both ran); the others must be float.
+// channels must also differ from float (16 and 8 lanes both ran); the others must be float
+// inference's convolution (cs_conv_forward_winograd), bit for bit.
 TEST(Bf16Conv, AnyValuesStayWithinTheRoundingOfTheirProducts)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -462,7 +523,11 @@ TEST(Bf16Conv, AnyValuesStayWithinTheRoundingOfTheirProducts)
     if (cs_isa_bf16_available() && c.ci > 2) // a first layer stays float
       EXPECT_GT(largest_difference, 1e-4) << CaseName(c) << ": the bfloat16 path did not round";
     else
-      EXPECT_LT(largest_difference, 1e-4) << CaseName(c) << ": without AVX512_BF16 it is the float convolution";
+    {
+      std::vector<float> float_path(want.size());
+      cs_conv_forward_winograd(float_path.data(), in.data(), wt.data(), bias.data(), &s, 2);
+      EXPECT_EQ(got, float_path) << CaseName(c) << ": without AVX512_BF16 it is float inference's convolution";
+    }
   }
 }
 

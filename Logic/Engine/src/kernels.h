@@ -59,10 +59,20 @@ void cs_conv_backward_weights(float *grad_weight, float *grad_bias, const float 
 /* The forward convolution for inference with its inputs and weights rounded to bfloat16 (8
  * significant bits) and its sums in float: twice the products per instruction where the CPU
  * has AVX512_BF16 (cs_isa_bf16_available); elsewhere, for a first layer (at most 2 input
- * channels), or without scratch memory, it is cs_conv_forward. Not for training: the gradients
- * would see the rounding. */
+ * channels), or without scratch memory, it is float inference's cs_conv_forward_winograd. Not
+ * for training: the gradients would see the rounding. */
 void cs_conv_forward_bf16(float *out, const float *in, const float *weight, const float *bias,
                           const cs_conv_shape *s, int threads);
+
+/* The forward convolution for float inference by Winograd's minimal filtering F(2x2x2, 3x3x3)
+ * (kernels_winograd.inc): 64 products per tile of 8 outputs and channel pair where the direct
+ * convolution takes 216. Its transforms add and subtract, so results differ from
+ * cs_conv_forward's by rounding (within the same tolerance of the reference). It takes 3x3x3
+ * kernels with at least a vector of input and output channels, even depth and height and rows
+ * of whole vectors; elsewhere, or without scratch memory, it is cs_conv_forward. Not for
+ * training: the backward kernels are those of the direct convolution. */
+void cs_conv_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
+                              const cs_conv_shape *s, int threads);
 
 /* The other layers' kernels are declared below by net.c's author (instance norm, LeakyReLU,
  * max pooling, transposed convolution, concatenation, softmax), each with a _ref version. */

@@ -95,6 +95,9 @@ void cs_kernel_scratch_release(void)
 }
 
 static cs_isa g_isa_forced = CS_ISA_AUTO; /* test hook, see cs_isa_force */
+static int g_winograd_allowed = 1;        /* benchmark hook, see cs_isa_allow_winograd */
+
+void cs_isa_allow_winograd(int allow) { g_winograd_allowed = allow != 0; }
 
 int cs_isa_available(cs_isa isa)
 {
@@ -250,7 +253,28 @@ void cs_conv_forward_bf16(float *out, const float *in, const float *weight, cons
         if (cs_conv_forward_avx512bf16(out, in, weight, bias, s, threads) == 0) return;
     }
 #endif
-    cs_conv_forward(out, in, weight, bias, s, threads);
+    cs_conv_forward_winograd(out, in, weight, bias, s, threads);
+}
+
+void cs_conv_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
+                              const cs_conv_shape *s, int threads)
+{
+    int status = 1; /* 1: the shape is not one it takes, -1: no scratch memory */
+    switch (g_winograd_allowed ? cs_isa_conv(s, CS_CONV_FORWARD) : CS_ISA_AUTO) {
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+        case CS_ISA_AVX512:
+            status = cs_conv_forward_winograd_avx512(out, in, weight, bias, s, threads);
+            break;
+        case CS_ISA_AVX2:
+            status = cs_conv_forward_winograd_avx2(out, in, weight, bias, s, threads);
+            break;
+#endif
+        case CS_ISA_PORTABLE:
+            status = cs_conv_forward_winograd_portable(out, in, weight, bias, s, threads);
+            break;
+        default: break; /* not allowed (CS_ISA_AUTO) */
+    }
+    if (status != 0) cs_conv_forward(out, in, weight, bias, s, threads);
 }
 
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,

@@ -49,6 +49,10 @@ int cs_isa_bf16_available(void);
  * running kernels. */
 int cs_isa_force(cs_isa isa);
 
+/* 0 makes cs_conv_forward_winograd the direct convolution, 1 (the default) lets it run: for
+ * benchmarks that time inference both ways. Not thread-safe, like cs_isa_force. */
+void cs_isa_allow_winograd(int allow);
+
 /* Scratch memory of the fast kernels, kept per calling thread between calls: a fresh
  * allocation of tens of megabytes per call costs page faults worth a quarter of a convolution.
  * Returns `floats` floats (64-byte aligned, contents undefined) for one of CS_SCRATCH_SLOTS
@@ -62,6 +66,8 @@ void cs_kernel_scratch_release(void);
 #define CS_DECLARE_CONV_PATH(sfx)                                                                  \
     int cs_conv_forward_##sfx(float *out, const float *in, const float *weight, const float *bias, \
                               const cs_conv_shape *s, int threads);                                \
+    int cs_conv_forward_winograd_##sfx(float *out, const float *in, const float *weight,           \
+                                       const float *bias, const cs_conv_shape *s, int threads);    \
     int cs_conv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight,    \
                                     const cs_conv_shape *s, int threads);                          \
     int cs_conv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                       \

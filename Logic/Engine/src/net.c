@@ -506,13 +506,15 @@ static void block_backward(const conv_block *b, const float *params, float *grad
     if (grad_x) cs_conv_backward_data(grad_x, grad_z, params + b->weight, s, threads);
 }
 
-/* The convolution of a forward pass: bfloat16 only without gradients (a training step's
- * backward must see float32). */
+/* The convolution of a forward pass. A training step's takes the direct convolution, whose
+ * backward kernels are its exact adjoints; inference takes bfloat16 or, in float, Winograd's
+ * (docs/design.md, "Winograd inference"). */
 static conv_forward_fn forward_conv(cs_context_t ctx, const cs_workspace *ws)
 {
-    return !ws->with_gradients && cs_context_get_inference_precision(ctx) == CS_PRECISION_BFLOAT16
+    if (ws->with_gradients) return cs_conv_forward;
+    return cs_context_get_inference_precision(ctx) == CS_PRECISION_BFLOAT16
                ? cs_conv_forward_bf16
-               : cs_conv_forward;
+               : cs_conv_forward_winograd;
 }
 
 /* The forward pass up to the head; returns the head's input (B, f_0, window). */
