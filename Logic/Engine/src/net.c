@@ -506,9 +506,9 @@ static void block_backward(const conv_block *b, const float *params, float *grad
     if (grad_x) cs_conv_backward_data(grad_x, grad_z, params + b->weight, s, threads);
 }
 
-/* The convolution of a forward pass. A training step's takes the direct convolution, whose
- * backward kernels are its exact adjoints; inference takes bfloat16 or, in float, Winograd's
- * (docs/design.md, "Winograd inference"). */
+/* The convolution of a forward pass. A training step's takes the direct convolution, the
+ * computation the backward kernels differentiate; inference takes bfloat16 or, in float,
+ * Winograd's (docs/design.md, "Winograd inference"). */
 static conv_forward_fn forward_conv(cs_context_t ctx, const cs_workspace *ws)
 {
     if (ws->with_gradients) return cs_conv_forward;
