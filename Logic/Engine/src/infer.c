@@ -504,6 +504,21 @@ static cs_status window_not_finite(cs_context_t ctx, const cs_model_t model, cs_
     return st;
 }
 
+/* Zeroes v[0, n) in equal shares over the threads. The slab's pages are zero when fresh, but
+ * touching them first inside the blend put their page faults (hundreds of MB) on whichever
+ * thread blended where the slab was new, while the other waited at the blend's end. */
+static void zero_in_parallel(float *v, int64_t n, int threads)
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int t = 0; t < threads; t++) {
+        const int64_t first = n * t / threads, last = n * (t + 1) / threads;
+        memset(v + first, 0, (size_t)(last - first) * sizeof(float));
+    }
+    (void)threads;
+}
+
 /* The smallest of n finite floats, over the threads (a minimum in any order is the same). */
 static float minimum_of(const float *v, int64_t n, int threads)
 {
@@ -557,6 +572,8 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
         next += p.padded[a];
     }
     s.fill = next;
+    zero_in_parallel(s.slab, (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0],
+                     cs_threads(ctx));
 
     /* pad with each channel's minimum, as the training patches are */
     const int64_t vn = p.size[0] * p.size[1] * p.size[2];
