@@ -361,14 +361,6 @@ static int conv_pass(const conv_bench *cb, conv_call *c, const bench_env *env, i
     return 0;
 }
 
-/* Whether cs_conv_forward_winograd takes shape s on the active path (kernels.h) */
-static int winograd_takes(const cs_conv_shape *s)
-{
-    const int vl = cs_isa_active() == CS_ISA_AVX512 ? 16 : 8;
-    return s->kd == 3 && s->kh == 3 && s->kw == 3 && s->in_channels >= vl &&
-           s->out_channels >= vl && s->d % 2 == 0 && s->h % 2 == 0 && s->w % vl == 0;
-}
-
 static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
 {
     const cs_conv_shape *s = &cb->s;
@@ -397,7 +389,7 @@ static int bench_conv(const conv_bench *cb, const bench_env *env, int reps)
         rc = 0;
         const int passes = cs_isa_bf16_available() ? 4 : 3; /* fwd_bf16 where it runs */
         for (c.pass = 0; c.pass < passes && !rc; c.pass++) rc = conv_pass(cb, &c, env, reps);
-        if (!rc && winograd_takes(s)) {
+        if (!rc && cs_conv_winograd_takes(s)) {
             c.pass = 4;
             rc = conv_pass(cb, &c, env, reps);
         }
@@ -481,7 +473,7 @@ static int make_model(cs_context_t ctx, const net_cfg *n, cs_model_t *model)
 static double conv3_flop(int ci, int co, int side, double v, int executed)
 {
     const cs_conv_shape s = {NET_BATCH, ci, co, side, side, side, 3, 3, 3};
-    return (executed && winograd_takes(&s) ? 16.0 : 54.0) * ci * co * v;
+    return (executed && cs_conv_winograd_takes(&s) ? 16.0 : 54.0) * ci * co * v;
 }
 
 /* GFLOP of the network's convolutions for a forward pass of the batch: 3x3x3 convolutions

@@ -191,8 +191,9 @@ TEST_P(ConvFastTest, BackwardWeightsAddsLikeReference)
 // Winograd's F(2x2x2, 3x3x3) for float inference: within the direct kernels' tolerance of the
 // reference wherever it runs, the same whatever the thread count, and the direct convolution
 // itself (bit for bit) on shapes it does not take. It takes 3x3x3 kernels, at least a vector of
-// channels each side, even depth and height and rows of whole vectors (16 floats on AVX-512, 8
-// on AVX2 and portable); where it runs, rounding must make it differ from the direct path.
+// channels each side, even sizes, and rows of whole vectors (16 floats on AVX-512, 8 on AVX2 and
+// portable) or at least 128 tiles of 2x2x2 outputs; where it runs, rounding must make it differ
+// from the direct path.
 TEST_P(ConvFastTest, WinogradMatchesReferenceWhereItRuns)
 {
   const int vl = cs_isa_active() == CS_ISA_AVX512 ? 16 : 8;
@@ -203,7 +204,9 @@ TEST_P(ConvFastTest, WinogradMatchesReferenceWhereItRuns)
       {1, 17, 24, 4, 4, 16, 3, 3, 3}, // partial input and output blocks
       {2, 16, 16, 8, 8, 64, 3, 3, 3}, // slabs carried over by each thread
       {1, 16, 16, 5, 4, 16, 3, 3, 3}, // odd depth: direct
-      {1, 16, 16, 4, 4, 24, 3, 3, 3}, // rows of 1.5 AVX-512 vectors: direct there
+      {1, 16, 16, 4, 4, 24, 3, 3, 3}, // rows of 1.5 AVX-512 vectors, 48 tiles: direct there
+      {1, 16, 24, 8, 8, 24, 3, 3, 3}, // the same rows, 192 tiles: a vector and a tail per row
+      {1, 16, 16, 4, 6, 6, 3, 3, 3},  // rows of 6, 18 tiles: direct (6 is not a vector)
       {1, 4, 16, 4, 4, 16, 3, 3, 3},  // fewer input channels than a vector: direct
       {1, 16, 16, 4, 4, 16, 1, 3, 3}, // 2D kernel: direct
   };
@@ -229,7 +232,8 @@ TEST_P(ConvFastTest, WinogradMatchesReferenceWhereItRuns)
         EXPECT_EQ(got, first) << CaseName(c) << ": differs between 1 and 2 threads";
     }
     const bool takes = c.kd == 3 && c.kh == 3 && c.kw == 3 && c.ci >= vl && c.co >= vl && c.d % 2 == 0 &&
-                       c.h % 2 == 0 && c.w % vl == 0;
+                       c.h % 2 == 0 && c.w % 2 == 0 && (c.w % vl == 0 || c.b * c.d * c.h * c.w / 8 >= 128);
+    EXPECT_EQ(cs_conv_winograd_takes(&s), takes ? 1 : 0) << CaseName(c);
     if (takes)
       EXPECT_NE(first, direct) << CaseName(c) << ": the Winograd path did not run";
     else

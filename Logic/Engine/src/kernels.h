@@ -68,9 +68,10 @@ void cs_conv_forward_bf16(float *out, const float *in, const float *weight, cons
  * (kernels_winograd.inc): 64 products per tile of 8 outputs and channel pair where the direct
  * convolution takes 216. Its transforms add and subtract, so results differ from
  * cs_conv_forward's by rounding (within the same tolerance of the reference). It takes 3x3x3
- * kernels with at least a vector of input and output channels, even depth and height and rows
- * of whole vectors; elsewhere, or without scratch memory, it is cs_conv_forward. Not for
- * training: the backward kernels are those of the direct convolution. */
+ * kernels with at least a vector of input and output channels, even sizes, and rows of whole
+ * vectors or enough tiles to pay for a call (cs_conv_winograd_takes, kernels_isa.h); elsewhere,
+ * or without scratch memory, it is cs_conv_forward. Not for training: the backward kernels are
+ * those of the direct convolution. */
 void cs_conv_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
                               const cs_conv_shape *s, int threads);
 

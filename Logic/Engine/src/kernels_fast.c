@@ -277,6 +277,18 @@ void cs_conv_forward_winograd(float *out, const float *in, const float *weight, 
     if (status != 0) cs_conv_forward(out, in, weight, bias, s, threads);
 }
 
+int cs_conv_winograd_takes(const cs_conv_shape *s)
+{
+    switch (g_winograd_allowed ? cs_isa_conv(s, CS_CONV_FORWARD) : CS_ISA_AUTO) {
+#if defined(COMBOSEG_HAVE_X86_KERNELS)
+        case CS_ISA_AVX512: return cs_conv_winograd_takes_avx512(s);
+        case CS_ISA_AVX2: return cs_conv_winograd_takes_avx2(s);
+#endif
+        case CS_ISA_PORTABLE: return cs_conv_winograd_takes_portable(s);
+        default: return 0; /* not allowed (CS_ISA_AUTO) */
+    }
+}
+
 void cs_conv_backward_data(float *grad_in, const float *grad_out, const float *weight,
                            const cs_conv_shape *s, int threads)
 {

@@ -52,6 +52,9 @@ int cs_isa_force(cs_isa isa);
 /* 0 makes cs_conv_forward_winograd the direct convolution, 1 (the default) lets it run: for
  * benchmarks that time inference both ways. Not thread-safe, like cs_isa_force. */
 void cs_isa_allow_winograd(int allow);
+/* 1 when cs_conv_forward_winograd computes shape s by Winograd's method on the active path (with
+ * scratch memory), 0 when it is the direct convolution there. */
+int cs_conv_winograd_takes(const cs_conv_shape *s);
 
 /* Scratch memory of the fast kernels, kept per calling thread between calls: a fresh
  * allocation of tens of megabytes per call costs page faults worth a quarter of a convolution.
@@ -68,6 +71,7 @@ void cs_kernel_scratch_release(void);
                               const cs_conv_shape *s, int threads);                                \
     int cs_conv_forward_winograd_##sfx(float *out, const float *in, const float *weight,           \
                                        const float *bias, const cs_conv_shape *s, int threads);    \
+    int cs_conv_winograd_takes_##sfx(const cs_conv_shape *s);                                      \
     int cs_conv_backward_data_##sfx(float *grad_in, const float *grad_out, const float *weight,    \
                                     const cs_conv_shape *s, int threads);                          \
     int cs_conv_backward_weights_##sfx(float *grad_weight, float *grad_bias,                       \
