@@ -256,11 +256,18 @@ void cs_conv_forward_bf16(float *out, const float *in, const float *weight, cons
     cs_conv_forward_winograd(out, in, weight, bias, s, threads);
 }
 
+/* The path whose Winograd kernel a forward pass of shape s would take; CS_ISA_AUTO when the
+ * benchmark hook turned it off. */
+static cs_isa winograd_path(const cs_conv_shape *s)
+{
+    return g_winograd_allowed ? cs_isa_conv(s, CS_CONV_FORWARD) : CS_ISA_AUTO;
+}
+
 void cs_conv_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
                               const cs_conv_shape *s, int threads)
 {
     int status = 1; /* 1: the shape is not one it takes, -1: no scratch memory */
-    switch (g_winograd_allowed ? cs_isa_conv(s, CS_CONV_FORWARD) : CS_ISA_AUTO) {
+    switch (winograd_path(s)) {
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
         case CS_ISA_AVX512:
             status = cs_conv_forward_winograd_avx512(out, in, weight, bias, s, threads);
@@ -279,7 +286,7 @@ void cs_conv_forward_winograd(float *out, const float *in, const float *weight, 
 
 int cs_conv_winograd_takes(const cs_conv_shape *s)
 {
-    switch (g_winograd_allowed ? cs_isa_conv(s, CS_CONV_FORWARD) : CS_ISA_AUTO) {
+    switch (winograd_path(s)) {
 #if defined(COMBOSEG_HAVE_X86_KERNELS)
         case CS_ISA_AVX512: return cs_conv_winograd_takes_avx512(s);
         case CS_ISA_AVX2: return cs_conv_winograd_takes_avx2(s);
