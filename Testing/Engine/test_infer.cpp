@@ -1,4 +1,7 @@
 // test_infer.cpp - cs_model_forward and sliding-window inference over whole volumes.
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -747,7 +750,34 @@ TEST_F(InferTest, LabelsDoNotDependOnTheThreadCount)
     }
     EXPECT_EQ(labels, reference) << threads << " threads";
     EXPECT_EQ(prob, reference_prob) << threads << " threads";
+    // 12 windows per z-row: each thread ran windows of its own (a kept workspace each)
+    EXPECT_NE(ctx_->kept_workspace[threads - 1], nullptr) << threads << " threads";
   }
+  cs_context_set_threads(ctx_, 2);
+}
+
+// With window workers the error names the first window in window order whose logits overflowed,
+// whichever thread ran it; nothing hangs waiting for a window that failed.
+TEST_F(InferTest, WindowWorkersNameTheFirstWindowThatOverflowed)
+{
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  // windows start at x 0, 7, 14, 21 and y 0, 7, 13 (12 per z-row); x >= 30 is only in x 21's
+  const int64_t size[3] = {37, 29, 16}, n = 37 * 29 * 16;
+  std::vector<float> img = RandomImage(1, size, 2);
+  for (int64_t i = 0; i < n; i += 7)
+    if (i % 37 >= 30)
+      img[i] = 3.0e38f;
+  for (int threads : {1, 2, 3})
+  {
+    cs_context_set_threads(ctx_, threads);
+    std::vector<int32_t> labels(n, -1);
+    EXPECT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, nullptr, labels.data()), CS_ERR_NUMERIC)
+        << threads;
+    const std::string error = cs_context_last_error(ctx_);
+    EXPECT_NE(error.find("in the window at x 21, y 0, z 0"), std::string::npos) << threads << ": " << error;
+  }
+  EXPECT_NE(ctx_->kept_workspace[2], nullptr) << "3 threads did not run windows of their own";
   cs_context_set_threads(ctx_, 2);
 }
 
@@ -778,6 +808,40 @@ TEST_F(InferTest, ThreadsShareOneModel)
   // Every value is summed by one thread in a fixed order, so the one-thread contexts give exactly
   // what the two-thread one gave (as LabelsDoNotDependOnTheThreadCount holds for the blend).
   EXPECT_EQ(a, reference);
+}
+
+// A caller's own parallel region (here two threads, each with a two-thread context) makes the
+// window workers' team a team of one: that one thread still runs every window.
+TEST_F(InferTest, WindowWorkersInsideACallersParallelRegion)
+{
+#ifndef _OPENMP
+  GTEST_SKIP() << "built without OpenMP";
+#else
+  cs_model_t m = MakeModel(3, 1, 3, 4, 3);
+  ASSERT_NE(m, nullptr);
+  const int64_t size[3] = {37, 29, 16}, n = 37 * 29 * 16;
+  const std::vector<float> img = RandomImage(1, size, 5);
+  std::vector<float> reference(3 * n);
+  ASSERT_EQ(cs_predict_volume(ctx_, m, img.data(), size, nullptr, reference.data(), nullptr), CS_OK);
+  std::vector<float> out[2] = {std::vector<float>(3 * n), std::vector<float>(3 * n)};
+  cs_status st[2] = {CS_ERR_IO, CS_ERR_IO};
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    cs_context_t c;
+    if (cs_context_init(&c) == CS_OK)
+    {
+      cs_context_set_threads(c, 2);
+      st[t] = cs_predict_volume(c, m, img.data(), size, nullptr, out[t].data(), nullptr);
+      cs_context_free(c);
+    }
+  }
+  for (int t = 0; t < 2; t++)
+  {
+    EXPECT_EQ(st[t], CS_OK) << t;
+    EXPECT_EQ(out[t], reference) << t;
+  }
+#endif
 }
 
 } // namespace
@@ -833,7 +897,7 @@ TEST_F(InferTest, ForwardReusesTheContextWorkspace)
   EXPECT_EQ(out, expected);
 
   cs_context_release_memory(ctx_);
-  EXPECT_EQ(ctx_->kept_workspace, nullptr);
+  EXPECT_EQ(ctx_->kept_workspace[0], nullptr);
   cs_context_release_memory(ctx_); // twice is harmless
   ASSERT_EQ(cs_model_forward(ctx_, m, img.data(), 1, small, out.data()), CS_OK);
   EXPECT_EQ(out, expected);

@@ -59,8 +59,10 @@ cs_status cs_context_init(cs_context_t *out)
 void cs_context_release_memory(cs_context_t ctx)
 {
     if (!ctx) return;
-    cs_workspace_free(ctx->kept_workspace);
-    ctx->kept_workspace = NULL;
+    for (int i = 0; i < CS_MAX_WINDOW_WORKERS; i++) {
+        cs_workspace_free(ctx->kept_workspace[i]);
+        ctx->kept_workspace[i] = NULL;
+    }
 }
 
 void cs_context_free(cs_context_t ctx)

@@ -10,17 +10,26 @@
  * classes in separate planes, 10 MB apart for ch2, they took a third more time). The weights are
  * a product of per-axis factors and the windows a grid, so the sum of weights covering a voxel is
  * a product of three per-axis sums: no weight volume is needed.
+ *
+ * With several threads and enough windows per z-row, each thread is a window worker: it runs
+ * whole windows of the row (network and blend) on its own workspace, and the blends take turns
+ * in window order, so each voxel sums its windows in the same order as with one thread and the
+ * result is the same bit for bit (docs/design.md, "Window workers").
  */
 #include "comboseg/parameters.h"
 #include "internal.h"
 #include "kernels.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
 #endif
 
 cs_infer_options cs_infer_options_default(void)
@@ -153,9 +162,9 @@ static cs_status check_memory(cs_context_t ctx, uint64_t need, const char *what)
 /* The context's kept workspace (mapped and zeroed once per context, not per call); without a
  * context, one for this call. */
 static cs_status acquire_workspace(cs_context_t ctx, const cs_model_t model, int32_t batch,
-                                   const int64_t size[3], cs_workspace **ws)
+                                   const int64_t size[3], int slot, cs_workspace **ws)
 {
-    if (ctx) return cs_context_workspace(ctx, model, batch, size, ws);
+    if (ctx) return cs_context_workspace(ctx, model, batch, size, slot, ws);
     return cs_workspace_create(ctx, model, batch, size, 0, ws);
 }
 
@@ -181,7 +190,7 @@ cs_status cs_model_forward(cs_context_t ctx, const cs_model_t model, const float
 
     /* the workspace is the context's, not the model's: threads can share the model */
     cs_workspace *ws = NULL;
-    st = acquire_workspace(ctx, model, batch, size, &ws);
+    st = acquire_workspace(ctx, model, batch, size, 0, &ws);
     if (st != CS_OK) return st;
     const float *out = NULL;
     st = cs_net_forward(ctx, model, ws, images, &out);
@@ -268,18 +277,24 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
  * time: 8 softmax tiles, whose logits (442 KB for 27 classes) stay in the thread's cache. */
 #define CS_HEAD_PIECE (8 * CS_SOFTMAX_TILE)
 
-/* The scratch memory besides the workspace, carved from one allocation (floats). */
+/* The memory the window workers share, carved from one allocation (floats). */
 typedef struct infer_scratch {
-    float *input;     /* (C, wz, wy, wx) the window's image */
-    float *pieces;    /* per thread (a block of its own, see cs_predict_volume): a softmax tile
-                         (K, CS_SOFTMAX_TILE), a piece's logits (K, CS_HEAD_PIECE) and the
-                         head's input (features, CS_HEAD_PIECE) */
     float *slab;      /* (wz, py, K, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
     float *norm[3];   /* (p_a) per-axis sum of the factors of all windows covering a position */
     float *fill;      /* (C) padding value of each channel */
 } infer_scratch;
 
+/* A window worker's own memory: the window's image, a piece buffer per thread of the worker
+ * (piece_floats) and a network workspace. */
+typedef struct window_worker {
+    float *input; /* (C, wz, wy, wx) */
+    float *pieces;
+    cs_workspace *ws;
+} window_worker;
+
+/* A piece buffer: a softmax tile (K, CS_SOFTMAX_TILE), a piece's logits (K, CS_HEAD_PIECE) and
+ * the head's input (features, CS_HEAD_PIECE). */
 static size_t piece_floats(const infer_plan *p)
 {
     return (size_t)p->classes * (CS_SOFTMAX_TILE + CS_HEAD_PIECE) +
@@ -288,17 +303,24 @@ static size_t piece_floats(const infer_plan *p)
 
 static size_t scratch_floats(const infer_plan *p)
 {
-    size_t wn = (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2];
-    size_t n = wn * (size_t)p->channels;
-    n += (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
+    size_t n = (size_t)p->classes * (size_t)p->win[2] * (size_t)p->padded[1] * (size_t)p->padded[0];
     for (int a = 0; a < 3; a++) n += (size_t)p->win[a] + (size_t)p->padded[a];
     n += (size_t)p->channels;
     return n;
 }
 
-static uint64_t plan_bytes(const cs_model_t model, const infer_plan *p)
+static size_t window_input_floats(const infer_plan *p)
 {
-    return cs_workspace_bytes(model, 1, p->win, 0) + (uint64_t)scratch_floats(p) * sizeof(float);
+    return (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2] * (size_t)p->channels;
+}
+
+/* The memory of `workers` window workers and what they share (the piece buffers excepted, like
+ * the kernels' scratch: their number depends on the threads). */
+static uint64_t plan_bytes(const cs_model_t model, const infer_plan *p, int workers)
+{
+    const uint64_t worker = cs_workspace_bytes(model, 1, p->win, 0) +
+                            (uint64_t)window_input_floats(p) * sizeof(float);
+    return (uint64_t)workers * worker + (uint64_t)scratch_floats(p) * sizeof(float);
 }
 
 uint64_t cs_predict_volume_memory(const cs_model_t model, const int64_t size[3],
@@ -308,7 +330,7 @@ uint64_t cs_predict_volume_memory(const cs_model_t model, const int64_t size[3],
     cs_infer_options o = options ? *options : cs_infer_options_default();
     infer_plan p;
     if (make_plan(NULL, model, size, &o, &p) != CS_OK) return 0;
-    return plan_bytes(model, &p);
+    return plan_bytes(model, &p, 1);
 }
 
 /* Per-axis importance factors (peak 1, floored so far corners keep a usable weight) and their
@@ -344,8 +366,8 @@ static void make_weights(const infer_plan *p, infer_scratch *s)
 }
 
 /* Copies the window at (x0, y0, z0) out of the image (C, nz, ny, nx); outside it, the padding. */
-static void fill_window(const infer_plan *p, const infer_scratch *s, const float *image, int64_t x0,
-                        int64_t y0, int64_t z0, int threads)
+static void fill_window(const infer_plan *p, const infer_scratch *s, float *input,
+                        const float *image, int64_t x0, int64_t y0, int64_t z0, int threads)
 {
     const int64_t nx = p->size[0], ny = p->size[1], nz = p->size[2];
     const int64_t wx = p->win[0], wy = p->win[1], wz = p->win[2];
@@ -355,7 +377,7 @@ static void fill_window(const infer_plan *p, const infer_scratch *s, const float
         const int64_t c = plane / wz, z = plane % wz;
         const float pad = s->fill[c];
         for (int64_t y = 0; y < wy; y++) {
-            float *dst = s->input + ((c * wz + z) * wy + y) * wx;
+            float *dst = input + ((c * wz + z) * wy + y) * wx;
             int64_t sz = z0 + z, sy = y0 + y;
             int64_t inside = 0;
             if (sz < nz && sy < ny) {
@@ -396,23 +418,24 @@ CS_MULTIVERSION static void accumulate_tile(const infer_plan *p, const infer_scr
  * peak). The pieces are whole softmax tiles of the window, so the values are those of a
  * whole-window softmax. Each voxel is one slab value, written by one thread. Returns whether a
  * logit was not finite. */
-static int64_t blend_window(const infer_plan *p, const infer_scratch *s, const cs_net_head *head,
-                            int64_t x0, int64_t y0, int64_t z0, int threads)
+static int64_t blend_window(const infer_plan *p, const infer_scratch *s, float *pieces,
+                            const cs_net_head *head, int64_t x0, int64_t y0, int64_t z0,
+                            int threads)
 {
     const int64_t wn = p->win[0] * p->win[1] * p->win[2];
-    const int64_t pieces = (wn + CS_HEAD_PIECE - 1) / CS_HEAD_PIECE;
+    const int64_t count_of_pieces = (wn + CS_HEAD_PIECE - 1) / CS_HEAD_PIECE;
     const int32_t K = p->classes;
     int64_t bad = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : bad)
 #endif
-    for (int64_t piece = 0; piece < pieces; piece++) {
+    for (int64_t piece = 0; piece < count_of_pieces; piece++) {
         const int64_t start = piece * CS_HEAD_PIECE,
                       count = wn - start < CS_HEAD_PIECE ? wn - start : CS_HEAD_PIECE;
 #ifdef _OPENMP
-        float *prob = s->pieces + (size_t)omp_get_thread_num() * piece_floats(p);
+        float *prob = pieces + (size_t)omp_get_thread_num() * piece_floats(p);
 #else
-        float *prob = s->pieces;
+        float *prob = pieces;
 #endif
         float *logits = prob + (size_t)K * CS_SOFTMAX_TILE;
         cs_net_head_apply(head, logits, logits + (size_t)K * CS_HEAD_PIECE, start, count);
@@ -531,6 +554,179 @@ static float minimum_of(const float *v, int64_t n, int threads)
     return m;
 }
 
+/* Window workers: with enough windows per z-row, each thread runs whole windows on its own
+ * (network, head, blend), so that no layer waits for the slowest thread at its end; otherwise
+ * one worker runs each window on all the threads. The workers that fit the memory limit. */
+static int window_workers(cs_context_t ctx, const cs_model_t model, const infer_plan *p)
+{
+    const int threads = cs_threads(ctx);
+    if (threads < 2 || threads > CS_MAX_WINDOW_WORKERS ||
+        p->count[0] * p->count[1] < 4 * (int64_t)threads)
+        return 1;
+    const uint64_t limit = cs_context_get_memory_limit(ctx);
+    int workers = threads;
+    while (workers > 1 && limit && plan_bytes(model, p, workers) > limit) workers--;
+    return workers;
+}
+
+/* What the workers of a z-row share: whose blend is next, and how the row ended. */
+typedef struct row_sync {
+    atomic_llong turn;  /* the window of the row whose blend may start */
+    atomic_llong done;  /* windows blended, all rows */
+    atomic_int stop;    /* set when a window failed or the caller cancelled */
+    cs_status failed;   /* the first failure */
+    int64_t bad_window; /* the window whose logits were not all finite, or -1 */
+    int64_t reported;   /* windows done at the last progress report */
+} row_sync;
+
+static int stopped(row_sync *r) { return atomic_load(&r->stop); }
+
+/* Records the row's first failure (blends run in window order, so a window whose logits were
+ * not finite is the first such window) and stops the row. */
+static void fail_row(row_sync *r, cs_status st, int64_t bad_window)
+{
+#ifdef _OPENMP
+#pragma omp critical(cs_window_failure)
+#endif
+    {
+        if (r->failed == CS_OK) {
+            r->failed = st;
+            r->bad_window = bad_window;
+        }
+    }
+    atomic_store(&r->stop, 1);
+}
+
+/* Waits until window k of the row may blend: every voxel then sums its windows in row order,
+ * whatever the number of workers. Returns 0 if the row stopped meanwhile. */
+static int wait_turn(row_sync *r, int64_t k)
+{
+    for (long spins = 1; atomic_load(&r->turn) != k; spins++) {
+        if (stopped(r)) return 0;
+#if defined(__unix__) || defined(__APPLE__)
+        if (spins % 4096 == 0) sched_yield(); /* the thread it waits for may need this CPU */
+#endif
+    }
+    return 1;
+}
+
+/* The inputs of a z-row's windows. */
+typedef struct row_job {
+    cs_context_t ctx;
+    cs_model_t model;
+    const infer_plan *p;
+    const infer_scratch *s;
+    const float *image;
+    int64_t z0;
+    int inner; /* threads of each worker */
+} row_job;
+
+/* Window k of the row on worker w: its network, then its blend in row order. */
+static void run_window(const row_job *j, const window_worker *w, int64_t k, row_sync *r)
+{
+    const infer_plan *p = j->p;
+    const int64_t x0 = window_start(p, 0, k % p->count[0]),
+                  y0 = window_start(p, 1, k / p->count[0]);
+    fill_window(p, j->s, w->input, j->image, x0, y0, j->z0, j->inner);
+    cs_net_head head;
+    cs_status st = cs_net_forward_to_head(j->ctx, j->model, w->ws, w->input, j->inner, &head);
+    if (st != CS_OK) {
+        fail_row(r, st, -1);
+        return;
+    }
+    if (!wait_turn(r, k)) return;
+    if (blend_window(p, j->s, w->pieces, &head, x0, y0, j->z0, j->inner)) {
+        fail_row(r, CS_ERR_NUMERIC, k);
+        return;
+    }
+    atomic_fetch_add(&r->done, 1);
+    atomic_store(&r->turn, k + 1);
+}
+
+/* Tells the caller how far the windows are, if they moved on since the last report (from the
+ * calling thread only); a request to cancel stops the row. */
+static void report_progress(const cs_infer_options *o, row_sync *r, int64_t total)
+{
+    const int64_t done = atomic_load(&r->done);
+    if (!o->progress || done == r->reported || stopped(r)) return;
+    r->reported = done;
+    if (o->progress(o->progress_user_data, (float)done / (float)total))
+        fail_row(r, CS_ERR_CANCELLED, -1);
+}
+
+/* The windows of a z-row, worker t of a team of n taking windows t, t + n, ... (the team is
+ * smaller than count when the caller is inside a parallel region already); the calling thread
+ * (worker 0) reports progress. Returns with r->stop set if a window failed or the caller
+ * cancelled. */
+static void run_row(const row_job *j, const window_worker *workers, int count, int64_t total,
+                    const cs_infer_options *o, row_sync *r)
+{
+    const int64_t n = j->p->count[0] * j->p->count[1];
+    atomic_store(&r->turn, 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(count) if (count > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int t = 0, team = 1;
+#endif
+        for (int64_t k = t; k < n && !stopped(r); k += team) {
+            run_window(j, &workers[t], k, r);
+            if (t == 0) report_progress(o, r, total);
+        }
+    }
+    report_progress(o, r, total); /* worker 0 may have finished before the row's last window */
+}
+
+/* Gives each worker its input (from inputs, window_input_floats each), its piece buffers and
+ * a workspace that the context keeps (one per worker), or without a context one of its own. */
+static cs_status make_workers(cs_context_t ctx, const cs_model_t model, const infer_plan *p,
+                              int count, int inner, float *inputs, window_worker *w)
+{
+    for (int t = 0; t < count; t++) {
+        w[t].ws = NULL;
+        w[t].pieces = NULL;
+    }
+    /* outside the context's accounting, like the kernels' scratch (see plan_bytes) */
+    const size_t piece_bytes = (size_t)count * (size_t)inner * piece_floats(p) * sizeof(float);
+    float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
+    if (!pieces)
+        return cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for inference pieces)",
+                       piece_bytes);
+    cs_status st = CS_OK;
+    for (int t = 0; t < count; t++) {
+        w[t].input = inputs + (size_t)t * window_input_floats(p);
+        w[t].pieces = pieces + (size_t)t * (size_t)inner * piece_floats(p);
+        if (st == CS_OK) st = acquire_workspace(ctx, model, 1, p->win, t, &w[t].ws);
+    }
+    return st;
+}
+
+static void free_workers(cs_context_t ctx, window_worker *w, int count)
+{
+    for (int t = 0; t < count; t++) release_workspace(ctx, w[t].ws);
+    cs_free(w[0].pieces);
+}
+
+/* The error of a failed row: a cancellation, or a window whose logits were not all finite (its
+ * logits again, whole, name the value). */
+static cs_status row_error(const row_job *j, const window_worker *w0, row_sync *r, int64_t total)
+{
+    if (r->failed == CS_ERR_CANCELLED)
+        return cs_fail(j->ctx, CS_ERR_CANCELLED,
+                       "inference cancelled by the progress callback after %lld of %lld windows",
+                       (long long)atomic_load(&r->done), (long long)total);
+    if (r->bad_window < 0) return r->failed;
+    const infer_plan *p = j->p;
+    const int64_t k = r->bad_window, x0 = window_start(p, 0, k % p->count[0]),
+                  y0 = window_start(p, 1, k / p->count[0]);
+    fill_window(p, j->s, w0->input, j->image, x0, y0, j->z0, cs_threads(j->ctx));
+    const int64_t n = (int64_t)window_input_floats(p) / p->channels * p->classes;
+    return window_not_finite(j->ctx, j->model, w0->ws, w0->input, n, x0, y0, j->z0);
+}
+
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
                             const int64_t size[3], const cs_infer_options *options,
                             float *probabilities, int32_t *labels)
@@ -541,29 +737,19 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     infer_plan p;
     cs_status st = make_plan(ctx, model, size, &o, &p);
     if (st != CS_OK) return st;
-    st = check_memory(ctx, plan_bytes(model, &p), "sliding-window inference");
+    const int count = window_workers(ctx, model, &p);
+    st = check_memory(ctx, plan_bytes(model, &p, count), "sliding-window inference");
     if (st != CS_OK) return st;
     if (!probabilities && !labels) return CS_OK;
     st = cs_check_finite(ctx, image, p.channels, p.size, "the image");
     if (st != CS_OK) return st;
 
-    float *mem = (float *)cs_alloc(ctx, scratch_floats(&p) * sizeof(float), "inference slab");
+    const size_t shared = scratch_floats(&p);
+    float *mem = (float *)cs_alloc(
+        ctx, (shared + (size_t)count * window_input_floats(&p)) * sizeof(float), "inference slab");
     if (!mem) return CS_ERR_OUT_OF_MEMORY;
-    /* Each thread's piece buffers (1.3 MB for 27 classes), outside the estimate like the
-     * kernels' scratch: their number is the context's thread count, which
-     * cs_predict_volume_memory does not know. */
-    const size_t piece_bytes = (size_t)cs_threads(ctx) * piece_floats(&p) * sizeof(float);
-    float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
-    if (!pieces) {
-        cs_free(mem);
-        return cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for inference pieces)",
-                       piece_bytes);
-    }
-    const int64_t wn = p.win[0] * p.win[1] * p.win[2];
     infer_scratch s;
-    s.input = mem;
-    s.pieces = pieces;
-    s.slab = s.input + wn * p.channels;
+    s.slab = mem;
     float *next = s.slab + (int64_t)p.classes * p.win[2] * p.padded[1] * p.padded[0];
     for (int a = 0; a < 3; a++) {
         s.weight[a] = next;
@@ -583,45 +769,30 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     }
     make_weights(&p, &s);
 
-    cs_workspace *ws = NULL;
-    st = acquire_workspace(ctx, model, 1, p.win, &ws);
-    if (st != CS_OK) {
-        cs_free(pieces);
-        cs_free(mem);
-        return st;
-    }
-
+    const int inner = count > 1 ? 1 : cs_threads(ctx);
+    window_worker workers[CS_MAX_WINDOW_WORKERS];
+    st = make_workers(ctx, model, &p, count, inner, mem + shared, workers);
     const int64_t total = p.count[0] * p.count[1] * p.count[2];
-    int64_t done = 0;
+    row_sync r;
+    atomic_init(&r.turn, 0);
+    atomic_init(&r.done, 0);
+    atomic_init(&r.stop, 0);
+    r.failed = CS_OK;
+    r.bad_window = -1;
+    r.reported = 0;
     for (int64_t iz = 0; iz < p.count[2] && st == CS_OK; iz++) {
-        const int64_t z0 = window_start(&p, 2, iz);
-        for (int64_t iy = 0; iy < p.count[1] && st == CS_OK; iy++) {
-            const int64_t y0 = window_start(&p, 1, iy);
-            for (int64_t ix = 0; ix < p.count[0] && st == CS_OK; ix++) {
-                const int64_t x0 = window_start(&p, 0, ix);
-                fill_window(&p, &s, image, x0, y0, z0, cs_threads(ctx));
-                cs_net_head head;
-                st = cs_net_forward_to_head(ctx, model, ws, s.input, &head);
-                if (st == CS_OK && blend_window(&p, &s, &head, x0, y0, z0, cs_threads(ctx)))
-                    st = window_not_finite(ctx, model, ws, s.input, wn * p.classes, x0, y0, z0);
-                if (st != CS_OK) break;
-                done++;
-                if (ix == p.count[0] - 1 && iy == p.count[1] - 1) {
-                    /* the z-row is complete: slices before the next row's start are final */
-                    int64_t end = iz + 1 < p.count[2] ? window_start(&p, 2, iz + 1) : p.padded[2];
-                    for (int64_t z = z0; z < end; z++)
-                        finalise_slice(&p, &s, z, probabilities, labels, cs_threads(ctx));
-                }
-                if (o.progress && o.progress(o.progress_user_data, (float)done / (float)total))
-                    st = cs_fail(ctx, CS_ERR_CANCELLED,
-                                 "inference cancelled by the progress callback after %lld of %lld "
-                                 "windows",
-                                 (long long)done, (long long)total);
-            }
+        const row_job j = {ctx, model, &p, &s, image, window_start(&p, 2, iz), inner};
+        run_row(&j, workers, count, total, &o, &r);
+        if (stopped(&r)) {
+            st = row_error(&j, &workers[0], &r, total);
+            break;
         }
+        /* the z-row is complete: slices before the next row's start are final */
+        const int64_t end = iz + 1 < p.count[2] ? window_start(&p, 2, iz + 1) : p.padded[2];
+        for (int64_t z = j.z0; z < end; z++)
+            finalise_slice(&p, &s, z, probabilities, labels, cs_threads(ctx));
     }
-    release_workspace(ctx, ws);
-    cs_free(pieces);
+    free_workers(ctx, workers, count);
     cs_free(mem);
     return st;
 }

@@ -25,6 +25,9 @@ extern "C" {
 #define CS_MULTIVERSION
 #endif
 
+/* Sliding-window inference's window workers at most (infer.c, window_workers). */
+#define CS_MAX_WINDOW_WORKERS 8
+
 struct cs_context {
     int32_t threads;       /* 0: OpenMP default */
     uint64_t memory_limit; /* bytes, 0: none */
@@ -40,9 +43,10 @@ struct cs_context {
     /* When non-zero, a cs_alloc of more bytes than this fails too (and counts in fault_hits):
      * tests use it to check that size limits are enforced before anything is allocated. */
     uint64_t fault_over_bytes;
-    /* The forward-only workspace that cs_model_forward and cs_predict_volume reuse from call to
-     * call (cs_context_workspace), so that its pages are mapped and zeroed once per context. */
-    struct cs_workspace *kept_workspace;
+    /* The forward-only workspaces that cs_model_forward and cs_predict_volume reuse from call to
+     * call (cs_context_workspace), so that their pages are mapped and zeroed once per context:
+     * one per window worker of sliding-window inference (slot 0 for cs_model_forward). */
+    struct cs_workspace *kept_workspace[CS_MAX_WINDOW_WORKERS];
     cs_precision inference_precision; /* of the convolutions of forward-only passes */
 };
 
@@ -105,11 +109,12 @@ typedef struct cs_workspace cs_workspace;
 cs_status cs_workspace_create(cs_context_t ctx, const struct cs_model *model, int32_t batch,
                               const int64_t size[3], int with_gradients, cs_workspace **out);
 void cs_workspace_free(cs_workspace *ws);
-/* A forward-only workspace (batch, size) on the activation memory that ctx keeps between calls:
- * the kept block when it is large enough, else a new one that replaces it. ctx owns it (freed by
- * cs_context_release_memory or cs_context_free); it is valid until the next call on ctx. */
+/* A forward-only workspace (batch, size) on the activation memory that ctx keeps between calls
+ * in slot (< CS_MAX_WINDOW_WORKERS): the kept block when it is large enough, else a new one that
+ * replaces it. ctx owns it (freed by cs_context_release_memory or cs_context_free); it is valid
+ * until the next call on ctx. */
 cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,
-                               const int64_t size[3], cs_workspace **out);
+                               const int64_t size[3], int slot, cs_workspace **out);
 /* Bytes a workspace of this shape would take (for memory estimates). */
 uint64_t cs_workspace_bytes(const struct cs_model *model, int32_t batch, const int64_t size[3],
                             int with_gradients);
@@ -127,9 +132,10 @@ typedef struct cs_net_head {
     int32_t in_channels, classes;
     int bfloat16; /* the head computes as the rest of the pass did */
 } cs_net_head;
-/* The forward pass of a batch-1 workspace up to the head. */
+/* The forward pass of a batch-1 workspace up to the head, on `threads` threads (sliding-window
+ * inference runs several windows at once, each on one thread). */
 cs_status cs_net_forward_to_head(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
-                                 const float *input, cs_net_head *head);
+                                 const float *input, int threads, cs_net_head *head);
 /* logits (classes, count) of voxels [i0, i0 + count) of the window, the values cs_net_forward
  * gives them, on the calling thread alone; features (in_channels, count) is its scratch. */
 void cs_net_head_apply(const cs_net_head *head, float *logits, float *features, int64_t i0,

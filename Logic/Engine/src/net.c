@@ -424,15 +424,16 @@ static int kept_fits(const cs_context_t ctx, const cs_workspace *kept, uint64_t 
 }
 
 cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,
-                               const int64_t size[3], cs_workspace **out)
+                               const int64_t size[3], int slot, cs_workspace **out)
 {
-    if (!ctx || !out) return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no context");
+    if (!ctx || !out || slot < 0 || slot >= CS_MAX_WINDOW_WORKERS)
+        return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no context or slot");
     *out = NULL;
     cs_workspace plan;
     cs_status st = plan_shapes(ctx, model, batch, size, 0, &plan);
     if (st != CS_OK) return st;
     const uint64_t bytes = carve_buffers(&plan, NULL);
-    cs_workspace *kept = ctx->kept_workspace;
+    cs_workspace *kept = ctx->kept_workspace[slot];
     if (kept_fits(ctx, kept, bytes)) {
         /* activations are written before they are read, so the old contents do not matter */
         void *memory = kept->memory;
@@ -445,9 +446,11 @@ cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, i
         *out = kept;
         return CS_OK;
     }
-    cs_context_release_memory(ctx); /* before the new block: the two are never held at once */
-    st = cs_workspace_create(ctx, model, batch, size, 0, &ctx->kept_workspace);
-    *out = ctx->kept_workspace;
+    /* freed before the new block: the two are never held at once */
+    cs_workspace_free(kept);
+    ctx->kept_workspace[slot] = NULL;
+    st = cs_workspace_create(ctx, model, batch, size, 0, &ctx->kept_workspace[slot]);
+    *out = ctx->kept_workspace[slot];
     return st;
 }
 
@@ -568,7 +571,7 @@ cs_status cs_net_forward(cs_context_t ctx, const struct cs_model *model, cs_work
 }
 
 cs_status cs_net_forward_to_head(cs_context_t ctx, const struct cs_model *model, cs_workspace *ws,
-                                 const float *input, cs_net_head *head)
+                                 const float *input, int threads, cs_net_head *head)
 {
     cs_status st = check_pass(ctx, model, ws, input, head, "forward");
     if (st != CS_OK) return st;
@@ -576,7 +579,7 @@ cs_status cs_net_forward_to_head(cs_context_t ctx, const struct cs_model *model,
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT,
                        "forward to the head: a workspace of batch 1, not %d", (int)ws->batch);
     const conv_forward_fn conv = forward_conv(ctx, ws);
-    head->features = forward_body(model, ws, input, conv, cs_threads(ctx));
+    head->features = forward_body(model, ws, input, conv, threads);
     head->voxels = voxels(&ws->lv[0]);
     head->weight = model->params + ws->head_weight;
     head->bias = model->params + ws->head_bias;
