@@ -750,8 +750,9 @@ TEST_F(InferTest, LabelsDoNotDependOnTheThreadCount)
     }
     EXPECT_EQ(labels, reference) << threads << " threads";
     EXPECT_EQ(prob, reference_prob) << threads << " threads";
-    // 12 windows per z-row: each thread ran windows of its own (a kept workspace each)
-    EXPECT_NE(ctx_->kept_workspace[threads - 1], nullptr) << threads << " threads";
+    // 12 windows per z-row: each thread ran whole windows (a kept workspace per slot, one more
+    // slot than threads)
+    EXPECT_NE(ctx_->kept_workspace[threads], nullptr) << threads << " threads";
   }
   cs_context_set_threads(ctx_, 2);
 }
@@ -777,7 +778,7 @@ TEST_F(InferTest, WindowWorkersNameTheFirstWindowThatOverflowed)
     const std::string error = cs_context_last_error(ctx_);
     EXPECT_NE(error.find("in the window at x 21, y 0, z 0"), std::string::npos) << threads << ": " << error;
   }
-  EXPECT_NE(ctx_->kept_workspace[2], nullptr) << "3 threads did not run windows of their own";
+  EXPECT_NE(ctx_->kept_workspace[3], nullptr) << "3 threads did not run whole windows";
   cs_context_set_threads(ctx_, 2);
 }
 

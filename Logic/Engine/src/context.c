@@ -59,7 +59,7 @@ cs_status cs_context_init(cs_context_t *out)
 void cs_context_release_memory(cs_context_t ctx)
 {
     if (!ctx) return;
-    for (int i = 0; i < CS_MAX_WINDOW_WORKERS; i++) {
+    for (int i = 0; i < CS_MAX_WINDOW_SLOTS; i++) {
         cs_workspace_free(ctx->kept_workspace[i]);
         ctx->kept_workspace[i] = NULL;
     }

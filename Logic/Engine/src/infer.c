@@ -285,14 +285,6 @@ typedef struct infer_scratch {
     float *fill;      /* (C) padding value of each channel */
 } infer_scratch;
 
-/* A window worker's own memory: the window's image, a piece buffer per thread of the worker
- * (piece_floats) and a network workspace. */
-typedef struct window_worker {
-    float *input; /* (C, wz, wy, wx) */
-    float *pieces;
-    cs_workspace *ws;
-} window_worker;
-
 /* A piece buffer: a softmax tile (K, CS_SOFTMAX_TILE), a piece's logits (K, CS_HEAD_PIECE) and
  * the head's input (features, CS_HEAD_PIECE). */
 static size_t piece_floats(const infer_plan *p)
@@ -554,39 +546,65 @@ static float minimum_of(const float *v, int64_t n, int threads)
     return m;
 }
 
-/* Window workers: with enough windows per z-row, each thread runs whole windows on its own
- * (network, head, blend), so that no layer waits for the slowest thread at its end; otherwise
- * one worker runs each window on all the threads. The workers that fit the memory limit. */
-static int window_workers(cs_context_t ctx, const cs_model_t model, const infer_plan *p)
+/* Window slots: with 2-8 threads and at least 4 windows per thread in a z-row, every thread
+ * runs whole windows on one thread (inner = 1), and one slot more than threads lets a faster
+ * thread run a window ahead of a slower one; otherwise one slot, whose windows run on all the
+ * threads. Fewer slots when the memory limit cannot hold them. */
+static int window_slots(cs_context_t ctx, const cs_model_t model, const infer_plan *p, int *inner)
 {
     const int threads = cs_threads(ctx);
-    if (threads < 2 || threads > CS_MAX_WINDOW_WORKERS ||
+    *inner = threads;
+    if (threads < 2 || threads >= CS_MAX_WINDOW_SLOTS ||
         p->count[0] * p->count[1] < 4 * (int64_t)threads)
         return 1;
     const uint64_t limit = cs_context_get_memory_limit(ctx);
-    int workers = threads;
-    while (workers > 1 && limit && plan_bytes(model, p, workers) > limit) workers--;
-    return workers;
+    int slots = threads + 1;
+    while (slots > 1 && limit && plan_bytes(model, p, slots) > limit) slots--;
+    if (slots > 1) *inner = 1;
+    return slots;
 }
 
-/* What the workers of a z-row share: whose blend is next, and how the row ended. */
-typedef struct row_sync {
-    atomic_llong turn;  /* the window of the row whose blend may start */
-    atomic_llong done;  /* windows blended, all rows */
+/* A window slot: a window's input and workspace, and which window it holds. */
+typedef struct window_slot {
+    float *input; /* (C, wz, wy, wx) */
+    cs_workspace *ws;
+    cs_net_head head;
+    int64_t window; /* in its z-row, or -1 when free */
+    int ready;      /* its network has run */
+} window_slot;
+
+/* The windows of a z-row as tasks for the threads: networks in window order into free slots,
+ * blends in window order one at a time. Fields without atomics change under the critical
+ * section cs_window_tasks. */
+typedef struct row_tasks {
+    window_slot *slots;
+    int count;
+    int64_t windows;    /* in the row */
+    int64_t next, turn; /* the next window whose network runs, and whose blend */
+    int blending;
+    atomic_int changes; /* bumped when a task ends: waiting threads watch it */
     atomic_int stop;    /* set when a window failed or the caller cancelled */
     cs_status failed;   /* the first failure */
     int64_t bad_window; /* the window whose logits were not all finite, or -1 */
-    int64_t reported;   /* windows done at the last progress report */
-} row_sync;
+    atomic_llong done;  /* windows blended, all rows */
+    int64_t reported;   /* done at the last progress report */
+} row_tasks;
 
-static int stopped(row_sync *r) { return atomic_load(&r->stop); }
+enum {
+    TASK_WAIT,
+    TASK_NETWORK,
+    TASK_BLEND,
+    TASK_FINISHED
+};
+
+static int stopped(row_tasks *r) { return atomic_load(&r->stop); }
 
 /* Records the row's first failure (blends run in window order, so a window whose logits were
  * not finite is the first such window) and stops the row. */
-static void fail_row(row_sync *r, cs_status st, int64_t bad_window)
+static void fail_row(row_tasks *r, cs_status st, int64_t bad_window)
 {
 #ifdef _OPENMP
-#pragma omp critical(cs_window_failure)
+#pragma omp critical(cs_window_tasks)
 #endif
     {
         if (r->failed == CS_OK) {
@@ -595,19 +613,66 @@ static void fail_row(row_sync *r, cs_status st, int64_t bad_window)
         }
     }
     atomic_store(&r->stop, 1);
+    atomic_fetch_add(&r->changes, 1);
 }
 
-/* Waits until window k of the row may blend: every voxel then sums its windows in row order,
- * whatever the number of workers. Returns 0 if the row stopped meanwhile. */
-static int wait_turn(row_sync *r, int64_t k)
+/* The next task: the blend of the window whose turn it is once its network has run (blends
+ * first, so that slots come free), else the next window's network in a free slot. */
+static int pick_task(row_tasks *r, window_slot **slot)
 {
-    for (long spins = 1; atomic_load(&r->turn) != k; spins++) {
-        if (stopped(r)) return 0;
+    int kind = TASK_WAIT;
+#ifdef _OPENMP
+#pragma omp critical(cs_window_tasks)
+#endif
+    {
+        window_slot *blend = NULL, *free_slot = NULL;
+        for (int i = 0; i < r->count; i++) {
+            window_slot *s = &r->slots[i];
+            if (s->window == r->turn && s->ready) blend = s;
+            if (s->window < 0 && !free_slot) free_slot = s;
+        }
+        if (stopped(r) || r->turn == r->windows) {
+            kind = TASK_FINISHED;
+        } else if (blend && !r->blending) {
+            r->blending = 1;
+            *slot = blend;
+            kind = TASK_BLEND;
+        } else if (free_slot && r->next < r->windows) {
+            free_slot->window = r->next++;
+            free_slot->ready = 0;
+            *slot = free_slot;
+            kind = TASK_NETWORK;
+        }
+    }
+    return kind;
+}
+
+static void end_task(row_tasks *r, window_slot *s, int kind)
+{
+#ifdef _OPENMP
+#pragma omp critical(cs_window_tasks)
+#endif
+    {
+        if (kind == TASK_NETWORK) {
+            s->ready = 1;
+        } else {
+            r->blending = 0;
+            s->window = -1;
+            r->turn++;
+            atomic_fetch_add(&r->done, 1);
+        }
+    }
+    atomic_fetch_add(&r->changes, 1);
+}
+
+/* Waits for another thread's task to end (seen: r->changes before the task was picked). */
+static void wait_for_change(row_tasks *r, int seen)
+{
+    for (long spins = 1; atomic_load(&r->changes) == seen; spins++) {
 #if defined(__unix__) || defined(__APPLE__)
         if (spins % 4096 == 0) sched_yield(); /* the thread it waits for may need this CPU */
 #endif
     }
-    return 1;
 }
 
 /* The inputs of a z-row's windows. */
@@ -617,35 +682,39 @@ typedef struct row_job {
     const infer_plan *p;
     const infer_scratch *s;
     const float *image;
+    float *pieces; /* inner threads' piece buffers: one blend runs at a time */
     int64_t z0;
-    int inner; /* threads of each worker */
+    int inner; /* threads of each task */
 } row_job;
 
-/* Window k of the row on worker w: its network, then its blend in row order. */
-static void run_window(const row_job *j, const window_worker *w, int64_t k, row_sync *r)
+static void window_origin(const row_job *j, int64_t k, int64_t *x0, int64_t *y0)
 {
-    const infer_plan *p = j->p;
-    const int64_t x0 = window_start(p, 0, k % p->count[0]),
-                  y0 = window_start(p, 1, k / p->count[0]);
-    fill_window(p, j->s, w->input, j->image, x0, y0, j->z0, j->inner);
-    cs_net_head head;
-    cs_status st = cs_net_forward_to_head(j->ctx, j->model, w->ws, w->input, j->inner, &head);
-    if (st != CS_OK) {
-        fail_row(r, st, -1);
+    *x0 = window_start(j->p, 0, k % j->p->count[0]);
+    *y0 = window_start(j->p, 1, k / j->p->count[0]);
+}
+
+static void run_task(const row_job *j, row_tasks *r, window_slot *s, int kind)
+{
+    int64_t x0, y0;
+    window_origin(j, s->window, &x0, &y0);
+    if (kind == TASK_NETWORK) {
+        fill_window(j->p, j->s, s->input, j->image, x0, y0, j->z0, j->inner);
+        const cs_status st = cs_net_forward_to_head(j->ctx, j->model, s->ws, s->input, j->inner,
+                                                    &s->head);
+        if (st != CS_OK) {
+            fail_row(r, st, -1);
+            return;
+        }
+    } else if (blend_window(j->p, j->s, j->pieces, &s->head, x0, y0, j->z0, j->inner)) {
+        fail_row(r, CS_ERR_NUMERIC, s->window);
         return;
     }
-    if (!wait_turn(r, k)) return;
-    if (blend_window(p, j->s, w->pieces, &head, x0, y0, j->z0, j->inner)) {
-        fail_row(r, CS_ERR_NUMERIC, k);
-        return;
-    }
-    atomic_fetch_add(&r->done, 1);
-    atomic_store(&r->turn, k + 1);
+    end_task(r, s, kind);
 }
 
 /* Tells the caller how far the windows are, if they moved on since the last report (from the
  * calling thread only); a request to cancel stops the row. */
-static void report_progress(const cs_infer_options *o, row_sync *r, int64_t total)
+static void report_progress(const cs_infer_options *o, row_tasks *r, int64_t total)
 {
     const int64_t done = atomic_load(&r->done);
     if (!o->progress || done == r->reported || stopped(r)) return;
@@ -654,77 +723,64 @@ static void report_progress(const cs_infer_options *o, row_sync *r, int64_t tota
         fail_row(r, CS_ERR_CANCELLED, -1);
 }
 
-/* The windows of a z-row, worker t of a team of n taking windows t, t + n, ... (the team is
- * smaller than count when the caller is inside a parallel region already); the calling thread
- * (worker 0) reports progress. Returns with r->stop set if a window failed or the caller
- * cancelled. */
-static void run_row(const row_job *j, const window_worker *workers, int count, int64_t total,
-                    const cs_infer_options *o, row_sync *r)
+/* The windows of a z-row, on `threads` threads (fewer inside a caller's parallel region): each
+ * takes the next task until the row's last window has blended; the calling thread reports
+ * progress. Returns with r->stop set if a window failed or the caller cancelled. */
+static void run_row(const row_job *j, row_tasks *r, int threads, int64_t total,
+                    const cs_infer_options *o)
 {
-    const int64_t n = j->p->count[0] * j->p->count[1];
-    atomic_store(&r->turn, 0);
+    r->windows = j->p->count[0] * j->p->count[1];
+    r->next = r->turn = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(count) if (count > 1)
+#pragma omp parallel num_threads(threads) if (r->count > 1)
 #endif
-    {
+    for (;;) {
+        const int seen = atomic_load(&r->changes);
+        window_slot *s = NULL;
+        const int kind = pick_task(r, &s);
+        if (kind == TASK_FINISHED) break;
+        if (kind == TASK_WAIT) wait_for_change(r, seen);
+        else run_task(j, r, s, kind);
 #ifdef _OPENMP
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        if (omp_get_thread_num() == 0) report_progress(o, r, total);
 #else
-        const int t = 0, team = 1;
+        report_progress(o, r, total);
 #endif
-        for (int64_t k = t; k < n && !stopped(r); k += team) {
-            run_window(j, &workers[t], k, r);
-            if (t == 0) report_progress(o, r, total);
-        }
     }
-    report_progress(o, r, total); /* worker 0 may have finished before the row's last window */
+    report_progress(o, r, total);
 }
 
-/* Gives each worker its input (from inputs, window_input_floats each), its piece buffers and
- * a workspace that the context keeps (one per worker), or without a context one of its own. */
-static cs_status make_workers(cs_context_t ctx, const cs_model_t model, const infer_plan *p,
-                              int count, int inner, float *inputs, window_worker *w)
+/* Gives each slot its input (from inputs, window_input_floats each) and a workspace that the
+ * context keeps (one per slot), or without a context one of its own. */
+static cs_status make_slots(cs_context_t ctx, const cs_model_t model, const infer_plan *p,
+                            float *inputs, row_tasks *r)
 {
-    for (int t = 0; t < count; t++) {
-        w[t].ws = NULL;
-        w[t].pieces = NULL;
+    for (int i = 0; i < r->count; i++) {
+        r->slots[i].input = inputs + (size_t)i * window_input_floats(p);
+        r->slots[i].ws = NULL;
+        r->slots[i].window = -1;
     }
-    /* outside the context's accounting, like the kernels' scratch (see plan_bytes) */
-    const size_t piece_bytes = (size_t)count * (size_t)inner * piece_floats(p) * sizeof(float);
-    float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
-    if (!pieces)
-        return cs_fail(ctx, CS_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes for inference pieces)",
-                       piece_bytes);
     cs_status st = CS_OK;
-    for (int t = 0; t < count; t++) {
-        w[t].input = inputs + (size_t)t * window_input_floats(p);
-        w[t].pieces = pieces + (size_t)t * (size_t)inner * piece_floats(p);
-        if (st == CS_OK) st = acquire_workspace(ctx, model, 1, p->win, t, &w[t].ws);
-    }
+    for (int i = 0; i < r->count && st == CS_OK; i++)
+        st = acquire_workspace(ctx, model, 1, p->win, i, &r->slots[i].ws);
     return st;
-}
-
-static void free_workers(cs_context_t ctx, window_worker *w, int count)
-{
-    for (int t = 0; t < count; t++) release_workspace(ctx, w[t].ws);
-    cs_free(w[0].pieces);
 }
 
 /* The error of a failed row: a cancellation, or a window whose logits were not all finite (its
  * logits again, whole, name the value). */
-static cs_status row_error(const row_job *j, const window_worker *w0, row_sync *r, int64_t total)
+static cs_status row_error(const row_job *j, row_tasks *r, int64_t total)
 {
     if (r->failed == CS_ERR_CANCELLED)
         return cs_fail(j->ctx, CS_ERR_CANCELLED,
                        "inference cancelled by the progress callback after %lld of %lld windows",
                        (long long)atomic_load(&r->done), (long long)total);
     if (r->bad_window < 0) return r->failed;
-    const infer_plan *p = j->p;
-    const int64_t k = r->bad_window, x0 = window_start(p, 0, k % p->count[0]),
-                  y0 = window_start(p, 1, k / p->count[0]);
-    fill_window(p, j->s, w0->input, j->image, x0, y0, j->z0, cs_threads(j->ctx));
-    const int64_t n = (int64_t)window_input_floats(p) / p->channels * p->classes;
-    return window_not_finite(j->ctx, j->model, w0->ws, w0->input, n, x0, y0, j->z0);
+    int64_t x0, y0;
+    window_origin(j, r->bad_window, &x0, &y0);
+    const window_slot *s = &r->slots[0];
+    fill_window(j->p, j->s, s->input, j->image, x0, y0, j->z0, cs_threads(j->ctx));
+    const int64_t n = (int64_t)window_input_floats(j->p) / j->p->channels * j->p->classes;
+    return window_not_finite(j->ctx, j->model, s->ws, s->input, n, x0, y0, j->z0);
 }
 
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
@@ -737,7 +793,8 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     infer_plan p;
     cs_status st = make_plan(ctx, model, size, &o, &p);
     if (st != CS_OK) return st;
-    const int count = window_workers(ctx, model, &p);
+    int inner = 1;
+    const int count = window_slots(ctx, model, &p, &inner);
     st = check_memory(ctx, plan_bytes(model, &p, count), "sliding-window inference");
     if (st != CS_OK) return st;
     if (!probabilities && !labels) return CS_OK;
@@ -769,22 +826,29 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     }
     make_weights(&p, &s);
 
-    const int inner = count > 1 ? 1 : cs_threads(ctx);
-    window_worker workers[CS_MAX_WINDOW_WORKERS];
-    st = make_workers(ctx, model, &p, count, inner, mem + shared, workers);
-    const int64_t total = p.count[0] * p.count[1] * p.count[2];
-    row_sync r;
-    atomic_init(&r.turn, 0);
-    atomic_init(&r.done, 0);
+    window_slot slots[CS_MAX_WINDOW_SLOTS];
+    row_tasks r;
+    r.slots = slots;
+    r.count = count;
+    atomic_init(&r.changes, 0);
     atomic_init(&r.stop, 0);
+    atomic_init(&r.done, 0);
+    r.blending = 0;
     r.failed = CS_OK;
     r.bad_window = -1;
     r.reported = 0;
+    /* outside the context's accounting, like the kernels' scratch (see plan_bytes) */
+    const size_t piece_bytes = (size_t)inner * piece_floats(&p) * sizeof(float);
+    float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
+    st = pieces ? make_slots(ctx, model, &p, mem + shared, &r)
+                : cs_fail(ctx, CS_ERR_OUT_OF_MEMORY,
+                          "out of memory (%zu bytes for inference pieces)", piece_bytes);
+    const int64_t total = p.count[0] * p.count[1] * p.count[2];
     for (int64_t iz = 0; iz < p.count[2] && st == CS_OK; iz++) {
-        const row_job j = {ctx, model, &p, &s, image, window_start(&p, 2, iz), inner};
-        run_row(&j, workers, count, total, &o, &r);
+        const row_job j = {ctx, model, &p, &s, image, pieces, window_start(&p, 2, iz), inner};
+        run_row(&j, &r, cs_threads(ctx), total, &o);
         if (stopped(&r)) {
-            st = row_error(&j, &workers[0], &r, total);
+            st = row_error(&j, &r, total);
             break;
         }
         /* the z-row is complete: slices before the next row's start are final */
@@ -792,7 +856,9 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
         for (int64_t z = j.z0; z < end; z++)
             finalise_slice(&p, &s, z, probabilities, labels, cs_threads(ctx));
     }
-    free_workers(ctx, workers, count);
+    if (pieces)
+        for (int i = 0; i < count; i++) release_workspace(ctx, slots[i].ws);
+    cs_free(pieces);
     cs_free(mem);
     return st;
 }

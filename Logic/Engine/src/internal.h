@@ -25,8 +25,8 @@ extern "C" {
 #define CS_MULTIVERSION
 #endif
 
-/* Sliding-window inference's window workers at most (infer.c, window_workers). */
-#define CS_MAX_WINDOW_WORKERS 8
+/* Sliding-window inference's window slots at most (infer.c, window_slots): 8 threads and one. */
+#define CS_MAX_WINDOW_SLOTS 9
 
 struct cs_context {
     int32_t threads;       /* 0: OpenMP default */
@@ -45,8 +45,8 @@ struct cs_context {
     uint64_t fault_over_bytes;
     /* The forward-only workspaces that cs_model_forward and cs_predict_volume reuse from call to
      * call (cs_context_workspace), so that their pages are mapped and zeroed once per context:
-     * one per window worker of sliding-window inference (slot 0 for cs_model_forward). */
-    struct cs_workspace *kept_workspace[CS_MAX_WINDOW_WORKERS];
+     * one per window slot of sliding-window inference (slot 0 for cs_model_forward). */
+    struct cs_workspace *kept_workspace[CS_MAX_WINDOW_SLOTS];
     cs_precision inference_precision; /* of the convolutions of forward-only passes */
 };
 
@@ -110,7 +110,7 @@ cs_status cs_workspace_create(cs_context_t ctx, const struct cs_model *model, in
                               const int64_t size[3], int with_gradients, cs_workspace **out);
 void cs_workspace_free(cs_workspace *ws);
 /* A forward-only workspace (batch, size) on the activation memory that ctx keeps between calls
- * in slot (< CS_MAX_WINDOW_WORKERS): the kept block when it is large enough, else a new one that
+ * in slot (< CS_MAX_WINDOW_SLOTS): the kept block when it is large enough, else a new one that
  * replaces it. ctx owns it (freed by cs_context_release_memory or cs_context_free); it is valid
  * until the next call on ctx. */
 cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,

@@ -426,7 +426,7 @@ static int kept_fits(const cs_context_t ctx, const cs_workspace *kept, uint64_t 
 cs_status cs_context_workspace(cs_context_t ctx, const struct cs_model *model, int32_t batch,
                                const int64_t size[3], int slot, cs_workspace **out)
 {
-    if (!ctx || !out || slot < 0 || slot >= CS_MAX_WINDOW_WORKERS)
+    if (!ctx || !out || slot < 0 || slot >= CS_MAX_WINDOW_SLOTS)
         return cs_fail(ctx, CS_ERR_INVALID_ARGUMENT, "workspace: no context or slot");
     *out = NULL;
     cs_workspace plan;
