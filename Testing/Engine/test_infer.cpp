@@ -757,9 +757,9 @@ TEST_F(InferTest, LabelsDoNotDependOnTheThreadCount)
   cs_context_set_threads(ctx_, 2);
 }
 
-// With window workers the error names the first window in window order whose logits overflowed,
+// With window tasks the error names the first window in window order whose logits overflowed,
 // whichever thread ran it; nothing hangs waiting for a window that failed.
-TEST_F(InferTest, WindowWorkersNameTheFirstWindowThatOverflowed)
+TEST_F(InferTest, WindowTasksNameTheFirstWindowThatOverflowed)
 {
   cs_model_t m = MakeModel(3, 1, 3, 4, 3);
   ASSERT_NE(m, nullptr);
@@ -812,8 +812,8 @@ TEST_F(InferTest, ThreadsShareOneModel)
 }
 
 // A caller's own parallel region (here two threads, each with a two-thread context) makes the
-// window workers' team a team of one: that one thread still runs every window.
-TEST_F(InferTest, WindowWorkersInsideACallersParallelRegion)
+// window tasks' team a team of one: that one thread still runs every window.
+TEST_F(InferTest, WindowTasksInsideACallersParallelRegion)
 {
 #ifndef _OPENMP
   GTEST_SKIP() << "built without OpenMP";

@@ -11,10 +11,11 @@
  * a product of per-axis factors and the windows a grid, so the sum of weights covering a voxel is
  * a product of three per-axis sums: no weight volume is needed.
  *
- * With several threads and enough windows per z-row, each thread is a window worker: it runs
- * whole windows of the row (network and blend) on its own workspace, and the blends take turns
- * in window order, so each voxel sums its windows in the same order as with one thread and the
- * result is the same bit for bit (docs/design.md, "Window workers").
+ * With several threads and enough windows per z-row, the threads take whole windows as tasks
+ * (run_tasks): a window's network on one thread into a free slot (a workspace each), the blends
+ * one at a time in window order and each row's finalising between its last blend and the next
+ * row's first, so each voxel sums its windows in the same order as with one thread and the
+ * result is the same bit for bit (docs/design.md, "Window tasks").
  */
 #include "comboseg/parameters.h"
 #include "internal.h"
@@ -277,7 +278,7 @@ static cs_status make_plan(cs_context_t ctx, const cs_model_t model, const int64
  * time: 8 softmax tiles, whose logits (442 KB for 27 classes) stay in the thread's cache. */
 #define CS_HEAD_PIECE (8 * CS_SOFTMAX_TILE)
 
-/* The memory the window workers share, carved from one allocation (floats). */
+/* The memory the window slots share, carved from one allocation (floats). */
 typedef struct infer_scratch {
     float *slab;      /* (wz, py, K, px) weighted sums, slice z in slot z % wz */
     float *weight[3]; /* (w_a) per-axis importance factor */
@@ -306,13 +307,13 @@ static size_t window_input_floats(const infer_plan *p)
     return (size_t)p->win[0] * (size_t)p->win[1] * (size_t)p->win[2] * (size_t)p->channels;
 }
 
-/* The memory of `workers` window workers and what they share (the piece buffers excepted, like
+/* The memory of `slots` window slots and what they share (the piece buffers excepted, like
  * the kernels' scratch: their number depends on the threads). */
-static uint64_t plan_bytes(const cs_model_t model, const infer_plan *p, int workers)
+static uint64_t plan_bytes(const cs_model_t model, const infer_plan *p, int slots)
 {
-    const uint64_t worker = cs_workspace_bytes(model, 1, p->win, 0) +
-                            (uint64_t)window_input_floats(p) * sizeof(float);
-    return (uint64_t)workers * worker + (uint64_t)scratch_floats(p) * sizeof(float);
+    const uint64_t slot = cs_workspace_bytes(model, 1, p->win, 0) +
+                          (uint64_t)window_input_floats(p) * sizeof(float);
+    return (uint64_t)slots * slot + (uint64_t)scratch_floats(p) * sizeof(float);
 }
 
 uint64_t cs_predict_volume_memory(const cs_model_t model, const int64_t size[3],
@@ -569,39 +570,43 @@ typedef struct window_slot {
     float *input; /* (C, wz, wy, wx) */
     cs_workspace *ws;
     cs_net_head head;
-    int64_t window; /* in its z-row, or -1 when free */
+    int64_t window; /* or -1 when free */
     int ready;      /* its network has run */
 } window_slot;
 
-/* The windows of a z-row as tasks for the threads: networks in window order into free slots,
- * blends in window order one at a time. Fields without atomics change under the critical
- * section cs_window_tasks. */
-typedef struct row_tasks {
+/* The volume's windows as tasks for the threads: networks in window order into free slots;
+ * blends in window order, one at a time; each z-row's finished slices finalised once its last
+ * window has blended and before the next row's first blend (blends and finalising use the slab,
+ * so one of them runs at a time). Fields without atomics change under the critical section
+ * cs_window_tasks. */
+typedef struct window_tasks {
     window_slot *slots;
     int count;
-    int64_t windows;    /* in the row */
-    int64_t next, turn; /* the next window whose network runs, and whose blend */
-    int blending;
-    atomic_int changes; /* bumped when a task ends: waiting threads watch it */
-    atomic_int stop;    /* set when a window failed or the caller cancelled */
-    cs_status failed;   /* the first failure */
-    int64_t bad_window; /* the window whose logits were not all finite, or -1 */
-    atomic_llong done;  /* windows blended, all rows */
-    int64_t reported;   /* done at the last progress report */
-} row_tasks;
+    int64_t per_row, windows; /* windows per z-row, and in all */
+    int64_t next, turn;       /* the next window whose network runs, and whose blend */
+    int64_t finalised;        /* z-rows finalised */
+    int slab_busy;            /* a blend or a finalise runs */
+    atomic_int changes;       /* bumped when a task ends: waiting threads watch it */
+    atomic_int stop;          /* set when a window failed or the caller cancelled */
+    cs_status failed;         /* the first failure */
+    int64_t bad_window;       /* the window whose logits were not all finite, or -1 */
+    atomic_llong done;        /* windows blended */
+    int64_t reported;         /* done at the last progress report */
+} window_tasks;
 
 enum {
     TASK_WAIT,
     TASK_NETWORK,
     TASK_BLEND,
+    TASK_FINALISE,
     TASK_FINISHED
 };
 
-static int stopped(row_tasks *r) { return atomic_load(&r->stop); }
+static int stopped(window_tasks *r) { return atomic_load(&r->stop); }
 
-/* Records the row's first failure (blends run in window order, so a window whose logits were
- * not finite is the first such window) and stops the row. */
-static void fail_row(row_tasks *r, cs_status st, int64_t bad_window)
+/* Records the first failure (blends run in window order, so a window whose logits were not
+ * finite is the first such window) and stops the tasks. */
+static void fail_tasks(window_tasks *r, cs_status st, int64_t bad_window)
 {
 #ifdef _OPENMP
 #pragma omp critical(cs_window_tasks)
@@ -616,9 +621,9 @@ static void fail_row(row_tasks *r, cs_status st, int64_t bad_window)
     atomic_fetch_add(&r->changes, 1);
 }
 
-/* The next task: the blend of the window whose turn it is once its network has run (blends
- * first, so that slots come free), else the next window's network in a free slot. */
-static int pick_task(row_tasks *r, window_slot **slot)
+/* The slab's next task if it is free (finalising a finished z-row, else the blend whose turn it
+ * is once its network has run), else the next window's network in a free slot. */
+static int pick_task(window_tasks *r, window_slot **slot)
 {
     int kind = TASK_WAIT;
 #ifdef _OPENMP
@@ -631,10 +636,13 @@ static int pick_task(row_tasks *r, window_slot **slot)
             if (s->window == r->turn && s->ready) blend = s;
             if (s->window < 0 && !free_slot) free_slot = s;
         }
-        if (stopped(r) || r->turn == r->windows) {
+        if (stopped(r) || r->finalised * r->per_row == r->windows) {
             kind = TASK_FINISHED;
-        } else if (blend && !r->blending) {
-            r->blending = 1;
+        } else if (!r->slab_busy && r->turn == (r->finalised + 1) * r->per_row) {
+            r->slab_busy = 1;
+            kind = TASK_FINALISE;
+        } else if (!r->slab_busy && blend) {
+            r->slab_busy = 1;
             *slot = blend;
             kind = TASK_BLEND;
         } else if (free_slot && r->next < r->windows) {
@@ -647,7 +655,7 @@ static int pick_task(row_tasks *r, window_slot **slot)
     return kind;
 }
 
-static void end_task(row_tasks *r, window_slot *s, int kind)
+static void end_task(window_tasks *r, window_slot *s, int kind)
 {
 #ifdef _OPENMP
 #pragma omp critical(cs_window_tasks)
@@ -655,18 +663,21 @@ static void end_task(row_tasks *r, window_slot *s, int kind)
     {
         if (kind == TASK_NETWORK) {
             s->ready = 1;
-        } else {
-            r->blending = 0;
+        } else if (kind == TASK_BLEND) {
+            r->slab_busy = 0;
             s->window = -1;
             r->turn++;
             atomic_fetch_add(&r->done, 1);
+        } else {
+            r->slab_busy = 0;
+            r->finalised++;
         }
     }
     atomic_fetch_add(&r->changes, 1);
 }
 
 /* Waits for another thread's task to end (seen: r->changes before the task was picked). */
-static void wait_for_change(row_tasks *r, int seen)
+static void wait_for_change(window_tasks *r, int seen)
 {
     for (long spins = 1; atomic_load(&r->changes) == seen; spins++) {
 #if defined(__unix__) || defined(__APPLE__)
@@ -675,62 +686,78 @@ static void wait_for_change(row_tasks *r, int seen)
     }
 }
 
-/* The inputs of a z-row's windows. */
-typedef struct row_job {
+/* What the tasks read and write besides the slots. */
+typedef struct volume_job {
     cs_context_t ctx;
     cs_model_t model;
     const infer_plan *p;
     const infer_scratch *s;
     const float *image;
-    float *pieces; /* inner threads' piece buffers: one blend runs at a time */
-    int64_t z0;
+    float *pieces; /* the inner threads' piece buffers: one blend runs at a time */
+    float *probabilities;
+    int32_t *labels;
     int inner; /* threads of each task */
-} row_job;
+} volume_job;
 
-static void window_origin(const row_job *j, int64_t k, int64_t *x0, int64_t *y0)
+/* The origin of window k (windows in z-rows, each row y-major). */
+static void window_origin(const infer_plan *p, int64_t k, int64_t o[3])
 {
-    *x0 = window_start(j->p, 0, k % j->p->count[0]);
-    *y0 = window_start(j->p, 1, k / j->p->count[0]);
+    const int64_t per_row = p->count[0] * p->count[1], i = k % per_row;
+    o[0] = window_start(p, 0, i % p->count[0]);
+    o[1] = window_start(p, 1, i / p->count[0]);
+    o[2] = window_start(p, 2, k / per_row);
 }
 
-static void run_task(const row_job *j, row_tasks *r, window_slot *s, int kind)
+/* Finalises the slices of z-row iz that no later row covers. */
+static void finalise_row(const volume_job *j, int64_t iz)
 {
-    int64_t x0, y0;
-    window_origin(j, s->window, &x0, &y0);
+    const infer_plan *p = j->p;
+    const int64_t z0 = window_start(p, 2, iz);
+    const int64_t end = iz + 1 < p->count[2] ? window_start(p, 2, iz + 1) : p->padded[2];
+    for (int64_t z = z0; z < end; z++)
+        finalise_slice(p, j->s, z, j->probabilities, j->labels, j->inner);
+}
+
+static void run_task(const volume_job *j, window_tasks *r, window_slot *s, int kind)
+{
+    if (kind == TASK_FINALISE) {
+        finalise_row(j, r->finalised);
+        end_task(r, s, kind);
+        return;
+    }
+    int64_t o[3];
+    window_origin(j->p, s->window, o);
     if (kind == TASK_NETWORK) {
-        fill_window(j->p, j->s, s->input, j->image, x0, y0, j->z0, j->inner);
+        fill_window(j->p, j->s, s->input, j->image, o[0], o[1], o[2], j->inner);
         const cs_status st = cs_net_forward_to_head(j->ctx, j->model, s->ws, s->input, j->inner,
                                                     &s->head);
         if (st != CS_OK) {
-            fail_row(r, st, -1);
+            fail_tasks(r, st, -1);
             return;
         }
-    } else if (blend_window(j->p, j->s, j->pieces, &s->head, x0, y0, j->z0, j->inner)) {
-        fail_row(r, CS_ERR_NUMERIC, s->window);
+    } else if (blend_window(j->p, j->s, j->pieces, &s->head, o[0], o[1], o[2], j->inner)) {
+        fail_tasks(r, CS_ERR_NUMERIC, s->window);
         return;
     }
     end_task(r, s, kind);
 }
 
 /* Tells the caller how far the windows are, if they moved on since the last report (from the
- * calling thread only); a request to cancel stops the row. */
-static void report_progress(const cs_infer_options *o, row_tasks *r, int64_t total)
+ * calling thread only); a request to cancel stops the tasks. */
+static void report_progress(const cs_infer_options *o, window_tasks *r)
 {
     const int64_t done = atomic_load(&r->done);
     if (!o->progress || done == r->reported || stopped(r)) return;
     r->reported = done;
-    if (o->progress(o->progress_user_data, (float)done / (float)total))
-        fail_row(r, CS_ERR_CANCELLED, -1);
+    if (o->progress(o->progress_user_data, (float)done / (float)r->windows))
+        fail_tasks(r, CS_ERR_CANCELLED, -1);
 }
 
-/* The windows of a z-row, on `threads` threads (fewer inside a caller's parallel region): each
- * takes the next task until the row's last window has blended; the calling thread reports
- * progress. Returns with r->stop set if a window failed or the caller cancelled. */
-static void run_row(const row_job *j, row_tasks *r, int threads, int64_t total,
-                    const cs_infer_options *o)
+/* Runs every task on `threads` threads (fewer inside a caller's parallel region), each taking
+ * the next task until the last row is finalised; the calling thread reports progress. Returns
+ * with r->stop set if a window failed or the caller cancelled. */
+static void run_tasks(const volume_job *j, window_tasks *r, int threads, const cs_infer_options *o)
 {
-    r->windows = j->p->count[0] * j->p->count[1];
-    r->next = r->turn = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (r->count > 1)
 #endif
@@ -742,18 +769,18 @@ static void run_row(const row_job *j, row_tasks *r, int threads, int64_t total,
         if (kind == TASK_WAIT) wait_for_change(r, seen);
         else run_task(j, r, s, kind);
 #ifdef _OPENMP
-        if (omp_get_thread_num() == 0) report_progress(o, r, total);
+        if (omp_get_thread_num() == 0) report_progress(o, r);
 #else
-        report_progress(o, r, total);
+        report_progress(o, r);
 #endif
     }
-    report_progress(o, r, total);
+    report_progress(o, r);
 }
 
 /* Gives each slot its input (from inputs, window_input_floats each) and a workspace that the
  * context keeps (one per slot), or without a context one of its own. */
 static cs_status make_slots(cs_context_t ctx, const cs_model_t model, const infer_plan *p,
-                            float *inputs, row_tasks *r)
+                            float *inputs, window_tasks *r)
 {
     for (int i = 0; i < r->count; i++) {
         r->slots[i].input = inputs + (size_t)i * window_input_floats(p);
@@ -766,21 +793,21 @@ static cs_status make_slots(cs_context_t ctx, const cs_model_t model, const infe
     return st;
 }
 
-/* The error of a failed row: a cancellation, or a window whose logits were not all finite (its
+/* The error of stopped tasks: a cancellation, or a window whose logits were not all finite (its
  * logits again, whole, name the value). */
-static cs_status row_error(const row_job *j, row_tasks *r, int64_t total)
+static cs_status tasks_error(const volume_job *j, window_tasks *r)
 {
     if (r->failed == CS_ERR_CANCELLED)
         return cs_fail(j->ctx, CS_ERR_CANCELLED,
                        "inference cancelled by the progress callback after %lld of %lld windows",
-                       (long long)atomic_load(&r->done), (long long)total);
+                       (long long)atomic_load(&r->done), (long long)r->windows);
     if (r->bad_window < 0) return r->failed;
-    int64_t x0, y0;
-    window_origin(j, r->bad_window, &x0, &y0);
+    int64_t o[3];
+    window_origin(j->p, r->bad_window, o);
     const window_slot *s = &r->slots[0];
-    fill_window(j->p, j->s, s->input, j->image, x0, y0, j->z0, cs_threads(j->ctx));
+    fill_window(j->p, j->s, s->input, j->image, o[0], o[1], o[2], cs_threads(j->ctx));
     const int64_t n = (int64_t)window_input_floats(j->p) / j->p->channels * j->p->classes;
-    return window_not_finite(j->ctx, j->model, s->ws, s->input, n, x0, y0, j->z0);
+    return window_not_finite(j->ctx, j->model, s->ws, s->input, n, o[0], o[1], o[2]);
 }
 
 cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
@@ -827,34 +854,26 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     make_weights(&p, &s);
 
     window_slot slots[CS_MAX_WINDOW_SLOTS];
-    row_tasks r;
+    window_tasks r;
+    memset(&r, 0, sizeof r);
     r.slots = slots;
     r.count = count;
+    r.per_row = p.count[0] * p.count[1];
+    r.windows = r.per_row * p.count[2];
+    r.bad_window = -1;
     atomic_init(&r.changes, 0);
     atomic_init(&r.stop, 0);
     atomic_init(&r.done, 0);
-    r.blending = 0;
-    r.failed = CS_OK;
-    r.bad_window = -1;
-    r.reported = 0;
     /* outside the context's accounting, like the kernels' scratch (see plan_bytes) */
     const size_t piece_bytes = (size_t)inner * piece_floats(&p) * sizeof(float);
     float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
     st = pieces ? make_slots(ctx, model, &p, mem + shared, &r)
                 : cs_fail(ctx, CS_ERR_OUT_OF_MEMORY,
                           "out of memory (%zu bytes for inference pieces)", piece_bytes);
-    const int64_t total = p.count[0] * p.count[1] * p.count[2];
-    for (int64_t iz = 0; iz < p.count[2] && st == CS_OK; iz++) {
-        const row_job j = {ctx, model, &p, &s, image, pieces, window_start(&p, 2, iz), inner};
-        run_row(&j, &r, cs_threads(ctx), total, &o);
-        if (stopped(&r)) {
-            st = row_error(&j, &r, total);
-            break;
-        }
-        /* the z-row is complete: slices before the next row's start are final */
-        const int64_t end = iz + 1 < p.count[2] ? window_start(&p, 2, iz + 1) : p.padded[2];
-        for (int64_t z = j.z0; z < end; z++)
-            finalise_slice(&p, &s, z, probabilities, labels, cs_threads(ctx));
+    if (st == CS_OK) {
+        const volume_job j = {ctx, model, &p, &s, image, pieces, probabilities, labels, inner};
+        run_tasks(&j, &r, cs_threads(ctx), &o);
+        if (stopped(&r)) st = tasks_error(&j, &r);
     }
     if (pieces)
         for (int i = 0; i < count; i++) release_workspace(ctx, slots[i].ws);

@@ -334,14 +334,14 @@ CS_API cs_infer_options cs_infer_options_default(void);
  * needed). Writes class probabilities (K, nz, ny, nx) and/or class indices (nz, ny, nx); either
  * may be NULL. Memory beyond the outputs is bounded by a slab of windows, not by the volume.
  * With 2 to 8 threads and at least 4 windows per thread in each z-row, each thread runs whole
- * windows (a workspace each, kept by the context) as far as the memory limit allows; the results
- * are the same bit for bit whatever the number of threads. */
+ * windows (one workspace per thread and one more, kept by the context) as far as the memory
+ * limit allows; the results are the same bit for bit whatever the number of threads. */
 CS_API cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const float *image,
                                    const int64_t size[3], const cs_infer_options *options,
                                    float *probabilities, int32_t *labels);
 
-/* Estimated bytes cs_predict_volume needs beyond its inputs and outputs with one thread; each
- * further thread that runs windows of its own adds a window's workspace and input. */
+/* Estimated bytes cs_predict_volume needs beyond its inputs and outputs with one thread; with
+ * threads that run whole windows, each window slot (threads + 1) takes a workspace and input. */
 CS_API uint64_t cs_predict_volume_memory(const cs_model_t model, const int64_t size[3],
                                          const cs_infer_options *options);
 
