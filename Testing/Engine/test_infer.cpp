@@ -751,8 +751,9 @@ TEST_F(InferTest, LabelsDoNotDependOnTheThreadCount)
     EXPECT_EQ(labels, reference) << threads << " threads";
     EXPECT_EQ(prob, reference_prob) << threads << " threads";
     // 12 windows per z-row: each thread ran whole windows (a kept workspace per slot, one more
-    // slot than threads)
-    EXPECT_NE(ctx_->kept_workspace[threads], nullptr) << threads << " threads";
+    // slot than threads); a build without OpenMP runs one thread
+    if (cs_threads(ctx_) == threads)
+      EXPECT_NE(ctx_->kept_workspace[threads], nullptr) << threads << " threads";
   }
   cs_context_set_threads(ctx_, 2);
 }
@@ -778,7 +779,8 @@ TEST_F(InferTest, WindowTasksNameTheFirstWindowThatOverflowed)
     const std::string error = cs_context_last_error(ctx_);
     EXPECT_NE(error.find("in the window at x 21, y 0, z 0"), std::string::npos) << threads << ": " << error;
   }
-  EXPECT_NE(ctx_->kept_workspace[3], nullptr) << "3 threads did not run whole windows";
+  if (cs_threads(ctx_) == 3)
+    EXPECT_NE(ctx_->kept_workspace[3], nullptr) << "3 threads did not run whole windows";
   cs_context_set_threads(ctx_, 2);
 }
 
