@@ -67,8 +67,9 @@ class Concurrency : public ::testing::TestWithParam<int>
     {
         Job j;
         j.model = model;
-        j.size[0] = 13;
-        j.size[1] = 10;
+        // 5 x 4 windows of 8 per z-row: with 2 threads each runs whole windows (window tasks)
+        j.size[0] = 21;
+        j.size[1] = 18;
         j.size[2] = 9;
         j.image = TestImage(channels, j.size, phase);
         return j;
@@ -118,6 +119,25 @@ TEST_P(Concurrency, OneModelSharedByTwoThreads)
     EXPECT_EQ(both2.labels, alone2.labels);
     EXPECT_EQ(both1.probabilities, alone1.probabilities);
     EXPECT_EQ(both2.probabilities, alone2.probabilities);
+}
+
+// Sliding-window inference's window tasks (threads running whole windows, blends in window
+// order) give the one-thread result bit for bit, also while another context runs the same.
+TEST_P(Concurrency, WindowTasksGiveTheOneThreadResult)
+{
+    Job one = MakeJob(b_, 2, 3.0f);
+    RunPredict(&one, 1, 1);
+    ASSERT_EQ(one.status, CS_OK);
+    Job first = MakeJob(b_, 2, 3.0f), second = MakeJob(b_, 2, 3.0f);
+    std::thread t1(RunPredict, &first, GetParam() + 1, 2), t2(RunPredict, &second, 2, 1);
+    t1.join();
+    t2.join();
+    for (const Job *j : {&first, &second}) {
+        ASSERT_EQ(j->status, CS_OK);
+        EXPECT_EQ(j->labels, one.labels);
+        EXPECT_EQ(0, std::memcmp(j->probabilities.data(), one.probabilities.data(),
+                                 one.probabilities.size() * sizeof(float)));
+    }
 }
 
 // Training in two threads (each its own model, context and trainer) gives the weights that

@@ -577,8 +577,8 @@ typedef struct window_slot {
 /* The volume's windows as tasks for the threads: networks in window order into free slots;
  * blends in window order, one at a time; each z-row's finished slices finalised once its last
  * window has blended and before the next row's first blend (blends and finalising use the slab,
- * so one of them runs at a time). Fields without atomics change under the critical section
- * cs_window_tasks. */
+ * so one of them runs at a time). Fields without atomics change under the lock (the call's own:
+ * calls on other contexts do not wait for it). */
 typedef struct window_tasks {
     window_slot *slots;
     int count;
@@ -592,6 +592,9 @@ typedef struct window_tasks {
     int64_t bad_window;       /* the window whose logits were not all finite, or -1 */
     atomic_llong done;        /* windows blended */
     int64_t reported;         /* done at the last progress report */
+#ifdef _OPENMP
+    omp_lock_t lock;
+#endif
 } window_tasks;
 
 enum {
@@ -604,19 +607,34 @@ enum {
 
 static int stopped(window_tasks *r) { return atomic_load(&r->stop); }
 
+static void lock_tasks(window_tasks *r)
+{
+#ifdef _OPENMP
+    omp_set_lock(&r->lock);
+#else
+    (void)r;
+#endif
+}
+
+static void unlock_tasks(window_tasks *r)
+{
+#ifdef _OPENMP
+    omp_unset_lock(&r->lock);
+#else
+    (void)r;
+#endif
+}
+
 /* Records the first failure (blends run in window order, so a window whose logits were not
  * finite is the first such window) and stops the tasks. */
 static void fail_tasks(window_tasks *r, cs_status st, int64_t bad_window)
 {
-#ifdef _OPENMP
-#pragma omp critical(cs_window_tasks)
-#endif
-    {
-        if (r->failed == CS_OK) {
-            r->failed = st;
-            r->bad_window = bad_window;
-        }
+    lock_tasks(r);
+    if (r->failed == CS_OK) {
+        r->failed = st;
+        r->bad_window = bad_window;
     }
+    unlock_tasks(r);
     atomic_store(&r->stop, 1);
     atomic_fetch_add(&r->changes, 1);
 }
@@ -626,53 +644,47 @@ static void fail_tasks(window_tasks *r, cs_status st, int64_t bad_window)
 static int pick_task(window_tasks *r, window_slot **slot)
 {
     int kind = TASK_WAIT;
-#ifdef _OPENMP
-#pragma omp critical(cs_window_tasks)
-#endif
-    {
-        window_slot *blend = NULL, *free_slot = NULL;
-        for (int i = 0; i < r->count; i++) {
-            window_slot *s = &r->slots[i];
-            if (s->window == r->turn && s->ready) blend = s;
-            if (s->window < 0 && !free_slot) free_slot = s;
-        }
-        if (stopped(r) || r->finalised * r->per_row == r->windows) {
-            kind = TASK_FINISHED;
-        } else if (!r->slab_busy && r->turn == (r->finalised + 1) * r->per_row) {
-            r->slab_busy = 1;
-            kind = TASK_FINALISE;
-        } else if (!r->slab_busy && blend) {
-            r->slab_busy = 1;
-            *slot = blend;
-            kind = TASK_BLEND;
-        } else if (free_slot && r->next < r->windows) {
-            free_slot->window = r->next++;
-            free_slot->ready = 0;
-            *slot = free_slot;
-            kind = TASK_NETWORK;
-        }
+    lock_tasks(r);
+    window_slot *blend = NULL, *free_slot = NULL;
+    for (int i = 0; i < r->count; i++) {
+        window_slot *s = &r->slots[i];
+        if (s->window == r->turn && s->ready) blend = s;
+        if (s->window < 0 && !free_slot) free_slot = s;
     }
+    if (stopped(r) || r->finalised * r->per_row == r->windows) {
+        kind = TASK_FINISHED;
+    } else if (!r->slab_busy && r->turn == (r->finalised + 1) * r->per_row) {
+        r->slab_busy = 1;
+        kind = TASK_FINALISE;
+    } else if (!r->slab_busy && blend) {
+        r->slab_busy = 1;
+        *slot = blend;
+        kind = TASK_BLEND;
+    } else if (free_slot && r->next < r->windows) {
+        free_slot->window = r->next++;
+        free_slot->ready = 0;
+        *slot = free_slot;
+        kind = TASK_NETWORK;
+    }
+    unlock_tasks(r);
     return kind;
 }
 
 static void end_task(window_tasks *r, window_slot *s, int kind)
 {
-#ifdef _OPENMP
-#pragma omp critical(cs_window_tasks)
-#endif
-    {
-        if (kind == TASK_NETWORK) {
-            s->ready = 1;
-        } else if (kind == TASK_BLEND) {
-            r->slab_busy = 0;
-            s->window = -1;
-            r->turn++;
-            atomic_fetch_add(&r->done, 1);
-        } else {
-            r->slab_busy = 0;
-            r->finalised++;
-        }
+    lock_tasks(r);
+    if (kind == TASK_NETWORK) {
+        s->ready = 1;
+    } else if (kind == TASK_BLEND) {
+        r->slab_busy = 0;
+        s->window = -1;
+        r->turn++;
+        atomic_fetch_add(&r->done, 1);
+    } else {
+        r->slab_busy = 0;
+        r->finalised++;
     }
+    unlock_tasks(r);
     atomic_fetch_add(&r->changes, 1);
 }
 
@@ -864,6 +876,9 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
     atomic_init(&r.changes, 0);
     atomic_init(&r.stop, 0);
     atomic_init(&r.done, 0);
+#ifdef _OPENMP
+    omp_init_lock(&r.lock);
+#endif
     /* outside the context's accounting, like the kernels' scratch (see plan_bytes) */
     const size_t piece_bytes = (size_t)inner * piece_floats(&p) * sizeof(float);
     float *pieces = (float *)cs_alloc(NULL, piece_bytes, "inference pieces");
@@ -875,6 +890,9 @@ cs_status cs_predict_volume(cs_context_t ctx, const cs_model_t model, const floa
         run_tasks(&j, &r, cs_threads(ctx), &o);
         if (stopped(&r)) st = tasks_error(&j, &r);
     }
+#ifdef _OPENMP
+    omp_destroy_lock(&r.lock);
+#endif
     if (pieces)
         for (int i = 0; i < count; i++) release_workspace(ctx, slots[i].ws);
     cs_free(pieces);
